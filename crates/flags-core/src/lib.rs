@@ -2,4 +2,24 @@
 //!
 //! Values, contexts, the LaunchDarkly server-side flag and segment model, evaluation results, and
 //! the small traits that join the engine, the stores and the server. It does no I/O and knows
-//! nothing of tokio, axum, sqlx or redis.
+//! nothing of tokio, axum, sqlx or redis; it does not evaluate flags (that is `flags-eval`).
+
+mod attr;
+pub mod context;
+mod error;
+pub mod eval;
+pub mod memory;
+pub mod model;
+pub mod traits;
+
+pub use serde_json::Value;
+
+pub use context::{AttrRef, AttrRefError, Context, ContextError, SingleContext};
+pub use error::LoadError;
+pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason};
+pub use memory::{InMemoryKillSet, InMemoryOverrides};
+pub use model::*;
+pub use traits::{
+    BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
+    ChangeEvent, DataSnapshot, ItemKind, KillSet, OverrideLookup,
+};

@@ -1,4 +1,18 @@
 //! `flags-eval`: the pure evaluation engine.
 //!
-//! Flags and segments are validated and compiled once; evaluation then cannot fail on syntax and
-//! does not allocate on the hot path. Depends on `flags-core` only, plus hashing, regex and semver.
+//! Flags and segments are compiled once ([`CompiledData::compile`]): regexes compiled, dates and
+//! versions parsed, `in` lists and target lists hashed, attribute references parsed. Evaluation
+//! ([`Evaluator`]) then follows LaunchDarkly's server-side semantics exactly, under flagd's
+//! operations layer (kill set, then per-entity overrides, then the flag's rules), and does not
+//! allocate on the hot path. It does no I/O and knows nothing of where data comes from; it
+//! depends on `flags-core` plus hashing, regex and semver crates.
+
+mod bucket;
+mod compile;
+mod data;
+mod evaluator;
+mod ops;
+
+pub use bucket::{big_segment_hash, bucket};
+pub use data::{CompileError, CompiledData, CompiledFlag, CompiledSegment};
+pub use evaluator::{Evaluator, evaluate, is_experiment};

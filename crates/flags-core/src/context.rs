@@ -1,0 +1,711 @@
+//! LaunchDarkly evaluation contexts: single-kind, multi-kind (`"kind":"multi"`), and the legacy
+//! user format (no `kind`).
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::Deserializer;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use crate::attr::{AttrRef, AttrRefError};
+
+/// The kind a context has when none is given (legacy users, clauses without `contextKind`).
+pub const DEFAULT_KIND: &str = "user";
+
+static FALSE: Value = Value::Bool(false);
+static TRUE: Value = Value::Bool(true);
+
+/// A validated evaluation context: one or more single-kind contexts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    inner: Inner,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Inner {
+    Single(SingleContext),
+    /// At least two contexts with distinct kinds, in the order they were given.
+    Multi(Vec<SingleContext>),
+}
+
+/// One context of one kind: a kind, a key and attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SingleContext {
+    /// Always a `Value::String`; held as a value so that `get(kind)` can borrow it.
+    kind: Value,
+    /// Always a `Value::String`, for the same reason.
+    key: Value,
+    /// A `Value::String` when present.
+    name: Option<Value>,
+    anonymous: bool,
+    /// Attributes other than kind, key, name and anonymous; never `null`.
+    attributes: Map<String, Value>,
+    private_attributes: Vec<AttrRef>,
+}
+
+/// Why a JSON value is not a valid context.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// The context is not a JSON object.
+    #[error("context must be a JSON object")]
+    NotAnObject,
+    /// `kind` is present but not a string.
+    #[error("context kind must be a string")]
+    KindNotString,
+    /// `kind` is a string that is not a valid kind.
+    #[error("context kind {kind:?} is invalid: {why}")]
+    InvalidKind {
+        /// The kind as given.
+        kind: String,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A multi-kind context without any kinds.
+    #[error("context kind \"multi\" requires at least one context")]
+    EmptyMulti,
+    /// An entry of a multi-kind context is not an object.
+    #[error("context kind {kind:?} in a multi-kind context must be a JSON object")]
+    MultiEntryNotObject {
+        /// The entry's kind.
+        kind: String,
+    },
+    /// `key` is absent.
+    #[error("context key is missing")]
+    MissingKey,
+    /// `key` is not a string.
+    #[error("context key must be a string")]
+    KeyNotString,
+    /// `key` is the empty string.
+    #[error("context key must not be empty")]
+    EmptyKey,
+    /// A built-in attribute has the wrong JSON type.
+    #[error("context attribute {attribute:?} must be {expected}")]
+    AttributeType {
+        /// The attribute name.
+        attribute: String,
+        /// The JSON type it must have.
+        expected: &'static str,
+    },
+    /// An error inside one kind of a multi-kind context.
+    #[error("in context kind {kind:?}: {source}")]
+    InMulti {
+        /// The kind whose context is invalid.
+        kind: String,
+        /// What is wrong with it.
+        source: Box<ContextError>,
+    },
+}
+
+impl Context {
+    /// Parses and validates a context from LaunchDarkly JSON.
+    pub fn from_json(value: &Value) -> Result<Context, ContextError> {
+        let obj = value.as_object().ok_or(ContextError::NotAnObject)?;
+        match obj.get("kind") {
+            None => Ok(Context {
+                inner: Inner::Single(parse_legacy_user(obj)?),
+            }),
+            Some(Value::String(k)) if k == "multi" => parse_multi(obj),
+            Some(Value::String(k)) => {
+                validate_kind(k)?;
+                Ok(Context {
+                    inner: Inner::Single(parse_single(k, obj)?),
+                })
+            }
+            Some(_) => Err(ContextError::KindNotString),
+        }
+    }
+
+    /// A single-kind context. The kind is validated; the key must be non-empty.
+    pub fn single(kind: &str, key: &str) -> Result<Context, ContextError> {
+        validate_kind(kind)?;
+        if key.is_empty() {
+            return Err(ContextError::EmptyKey);
+        }
+        Ok(Context {
+            inner: Inner::Single(SingleContext::bare(kind, key)),
+        })
+    }
+
+    /// A `user` context with this key.
+    pub fn user(key: &str) -> Result<Context, ContextError> {
+        Context::single(DEFAULT_KIND, key)
+    }
+
+    /// Builds a context from single contexts: one gives that context, several give a multi-kind
+    /// context. Kinds must be distinct.
+    pub fn multi(contexts: Vec<SingleContext>) -> Result<Context, ContextError> {
+        let mut contexts = contexts;
+        match contexts.len() {
+            0 => Err(ContextError::EmptyMulti),
+            1 => Ok(Context {
+                inner: Inner::Single(contexts.remove(0)),
+            }),
+            _ => {
+                for (i, c) in contexts.iter().enumerate() {
+                    if contexts[..i].iter().any(|o| o.kind() == c.kind()) {
+                        return Err(ContextError::InvalidKind {
+                            kind: c.kind().to_owned(),
+                            why: "it appears twice in a multi-kind context",
+                        });
+                    }
+                }
+                Ok(Context {
+                    inner: Inner::Multi(contexts),
+                })
+            }
+        }
+    }
+
+    /// Whether this is a multi-kind context.
+    pub fn is_multi(&self) -> bool {
+        matches!(self.inner, Inner::Multi(_))
+    }
+
+    /// The single contexts, in the order given.
+    pub fn contexts(&self) -> &[SingleContext] {
+        match &self.inner {
+            Inner::Single(c) => std::slice::from_ref(c),
+            Inner::Multi(cs) => cs,
+        }
+    }
+
+    /// The kinds present, in the order given.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> + '_ {
+        self.contexts().iter().map(SingleContext::kind)
+    }
+
+    /// The context of this kind, if present.
+    pub fn as_single(&self, kind: &str) -> Option<&SingleContext> {
+        match &self.inner {
+            Inner::Single(c) => (c.kind() == kind).then_some(c),
+            Inner::Multi(cs) => cs.iter().find(|c| c.kind() == kind),
+        }
+    }
+
+    /// The key of a single-kind context; `None` for a multi-kind context.
+    pub fn key(&self) -> Option<&str> {
+        match &self.inner {
+            Inner::Single(c) => Some(c.key()),
+            Inner::Multi(_) => None,
+        }
+    }
+
+    /// The kind of a single-kind context, or `multi`.
+    pub fn kind(&self) -> &str {
+        match &self.inner {
+            Inner::Single(c) => c.kind(),
+            Inner::Multi(_) => "multi",
+        }
+    }
+
+    /// LaunchDarkly's fully-qualified key: the key for a `user` context, `kind:key` otherwise,
+    /// and for multi-kind contexts every `kind:key` sorted by kind and joined with `:`. Keys
+    /// escape `%` as `%25` and `:` as `%3A`.
+    pub fn fully_qualified_key(&self) -> Cow<'_, str> {
+        match &self.inner {
+            Inner::Single(c) if c.kind() == DEFAULT_KIND => Cow::Borrowed(c.key()),
+            Inner::Single(c) => Cow::Owned(format!("{}:{}", c.kind(), escape_key(c.key()))),
+            Inner::Multi(cs) => {
+                let mut sorted: Vec<&SingleContext> = cs.iter().collect();
+                sorted.sort_by(|a, b| a.kind().cmp(b.kind()));
+                let parts: Vec<String> = sorted
+                    .iter()
+                    .map(|c| format!("{}:{}", c.kind(), escape_key(c.key())))
+                    .collect();
+                Cow::Owned(parts.join(":"))
+            }
+        }
+    }
+}
+
+impl SingleContext {
+    fn bare(kind: &str, key: &str) -> SingleContext {
+        SingleContext {
+            kind: Value::String(kind.to_owned()),
+            key: Value::String(key.to_owned()),
+            name: None,
+            anonymous: false,
+            attributes: Map::new(),
+            private_attributes: Vec::new(),
+        }
+    }
+
+    /// Parses one single-kind context from JSON (must have a `kind` other than `multi`).
+    pub fn from_json(value: &Value) -> Result<SingleContext, ContextError> {
+        let ctx = Context::from_json(value)?;
+        match ctx.inner {
+            Inner::Single(c) => Ok(c),
+            Inner::Multi(_) => Err(ContextError::InvalidKind {
+                kind: "multi".to_owned(),
+                why: "a single context was expected",
+            }),
+        }
+    }
+
+    /// The context kind.
+    pub fn kind(&self) -> &str {
+        self.kind.as_str().unwrap_or(DEFAULT_KIND)
+    }
+
+    /// The context key.
+    pub fn key(&self) -> &str {
+        self.key.as_str().unwrap_or("")
+    }
+
+    /// The `name` attribute.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_ref().and_then(Value::as_str)
+    }
+
+    /// Whether the context is anonymous.
+    pub fn anonymous(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Attribute references marked private.
+    pub fn private_attributes(&self) -> &[AttrRef] {
+        &self.private_attributes
+    }
+
+    /// Attributes other than `kind`, `key`, `name` and `anonymous`.
+    pub fn custom_attributes(&self) -> &Map<String, Value> {
+        &self.attributes
+    }
+
+    /// Looks up a top-level attribute by name, including the built-ins `kind`, `key`, `name`
+    /// and `anonymous` (which is `false` when not set).
+    pub fn get_top(&self, name: &str) -> Option<&Value> {
+        match name {
+            "kind" => Some(&self.kind),
+            "key" => Some(&self.key),
+            "name" => self.name.as_ref(),
+            "anonymous" => Some(if self.anonymous { &TRUE } else { &FALSE }),
+            _ => self.attributes.get(name),
+        }
+    }
+
+    /// Looks up an attribute by reference, descending into nested objects.
+    pub fn get(&self, attr: &AttrRef) -> Option<&Value> {
+        let top = self.get_top(attr.first())?;
+        if attr.is_top_level() {
+            Some(top)
+        } else {
+            attr.descend(top)
+        }
+    }
+
+    /// Sets an attribute (a `null` removes it). Built-ins must have their JSON type.
+    pub fn set(&mut self, name: &str, value: Value) -> Result<(), ContextError> {
+        match name {
+            "kind" => {
+                let Value::String(k) = &value else {
+                    return Err(ContextError::KindNotString);
+                };
+                validate_kind(k)?;
+                self.kind = value;
+            }
+            "key" => match &value {
+                Value::String(k) if k.is_empty() => return Err(ContextError::EmptyKey),
+                Value::String(_) => self.key = value,
+                _ => return Err(ContextError::KeyNotString),
+            },
+            "name" => match value {
+                Value::Null => self.name = None,
+                Value::String(_) => self.name = Some(value),
+                _ => return Err(type_error("name", "a string")),
+            },
+            "anonymous" => match value {
+                Value::Null => self.anonymous = false,
+                Value::Bool(b) => self.anonymous = b,
+                _ => return Err(type_error("anonymous", "a boolean")),
+            },
+            _ if value.is_null() => {
+                self.attributes.remove(name);
+            }
+            _ => {
+                self.attributes.insert(name.to_owned(), value);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_fields<M: SerializeMap>(&self, map: &mut M, with_kind: bool) -> Result<(), M::Error> {
+        if with_kind {
+            map.serialize_entry("kind", &self.kind)?;
+        }
+        map.serialize_entry("key", &self.key)?;
+        if let Some(name) = &self.name {
+            map.serialize_entry("name", name)?;
+        }
+        if self.anonymous {
+            map.serialize_entry("anonymous", &true)?;
+        }
+        for (k, v) in &self.attributes {
+            map.serialize_entry(k, v)?;
+        }
+        if !self.private_attributes.is_empty() {
+            let refs: Vec<&str> = self
+                .private_attributes
+                .iter()
+                .map(AttrRef::as_str)
+                .collect();
+            map.serialize_entry("_meta", &serde_json::json!({ "privateAttributes": refs }))?;
+        }
+        Ok(())
+    }
+}
+
+struct SingleBody<'a>(&'a SingleContext);
+
+impl Serialize for SingleBody<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        self.0.write_fields(&mut map, false)?;
+        map.end()
+    }
+}
+
+impl Serialize for SingleContext {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        self.write_fields(&mut map, true)?;
+        map.end()
+    }
+}
+
+impl Serialize for Context {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.inner {
+            Inner::Single(c) => c.serialize(s),
+            Inner::Multi(cs) => {
+                let mut map = s.serialize_map(Some(cs.len() + 1))?;
+                map.serialize_entry("kind", "multi")?;
+                for c in cs {
+                    map.serialize_entry(c.kind(), &SingleBody(c))?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Context {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        Context::from_json(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fully_qualified_key())
+    }
+}
+
+fn escape_key(key: &str) -> Cow<'_, str> {
+    if key.contains(['%', ':']) {
+        Cow::Owned(key.replace('%', "%25").replace(':', "%3A"))
+    } else {
+        Cow::Borrowed(key)
+    }
+}
+
+fn type_error(attribute: &str, expected: &'static str) -> ContextError {
+    ContextError::AttributeType {
+        attribute: attribute.to_owned(),
+        expected,
+    }
+}
+
+/// Checks a kind: non-empty, only `[A-Za-z0-9._-]`, and not `kind` or `multi`.
+pub fn validate_kind(kind: &str) -> Result<(), ContextError> {
+    let why = if kind.is_empty() {
+        "it is empty"
+    } else if kind == "kind" {
+        "\"kind\" is not a valid kind"
+    } else if kind == "multi" {
+        "\"multi\" is only allowed as the kind of a multi-kind context"
+    } else if !kind
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "only letters, digits, '.', '_' and '-' are allowed"
+    } else {
+        return Ok(());
+    };
+    Err(ContextError::InvalidKind {
+        kind: kind.to_owned(),
+        why,
+    })
+}
+
+fn parse_multi(obj: &Map<String, Value>) -> Result<Context, ContextError> {
+    let mut contexts = Vec::new();
+    for (kind, body) in obj {
+        if kind == "kind" {
+            continue;
+        }
+        let wrap = |e: ContextError| ContextError::InMulti {
+            kind: kind.clone(),
+            source: Box::new(e),
+        };
+        validate_kind(kind).map_err(wrap)?;
+        let body = body
+            .as_object()
+            .ok_or_else(|| ContextError::MultiEntryNotObject { kind: kind.clone() })?;
+        contexts.push(parse_single(kind, body).map_err(wrap)?);
+    }
+    Context::multi(contexts)
+}
+
+fn parse_single(kind: &str, obj: &Map<String, Value>) -> Result<SingleContext, ContextError> {
+    let key = match obj.get("key") {
+        None | Some(Value::Null) => return Err(ContextError::MissingKey),
+        Some(Value::String(k)) if k.is_empty() => return Err(ContextError::EmptyKey),
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(ContextError::KeyNotString),
+    };
+    let mut ctx = SingleContext::bare(kind, key);
+    for (name, value) in obj {
+        match name.as_str() {
+            "kind" | "key" => {}
+            "_meta" => parse_meta(&mut ctx, value)?,
+            _ => ctx.set(name, value.clone())?,
+        }
+    }
+    Ok(ctx)
+}
+
+fn parse_meta(ctx: &mut SingleContext, meta: &Value) -> Result<(), ContextError> {
+    let meta = match meta {
+        Value::Null => return Ok(()),
+        Value::Object(m) => m,
+        _ => return Err(type_error("_meta", "an object")),
+    };
+    match meta.get("privateAttributes") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::Array(items)) => {
+            for item in items {
+                let s = item
+                    .as_str()
+                    .ok_or_else(|| type_error("_meta.privateAttributes", "an array of strings"))?;
+                // An invalid reference cannot name any attribute, so it redacts nothing.
+                if let Ok(r) = AttrRef::parse(s) {
+                    ctx.private_attributes.push(r);
+                }
+            }
+            Ok(())
+        }
+        Some(_) => Err(type_error("_meta.privateAttributes", "an array of strings")),
+    }
+}
+
+/// Built-in attributes of the legacy user format that must be strings.
+const LEGACY_STRING_ATTRS: [&str; 8] = [
+    "secondary",
+    "name",
+    "firstName",
+    "lastName",
+    "email",
+    "avatar",
+    "ip",
+    "country",
+];
+
+fn parse_legacy_user(obj: &Map<String, Value>) -> Result<SingleContext, ContextError> {
+    // LaunchDarkly accepts an empty key in the legacy user format, but not a missing one.
+    let key = match obj.get("key") {
+        None | Some(Value::Null) => return Err(ContextError::MissingKey),
+        Some(Value::String(k)) => k,
+        Some(_) => return Err(ContextError::KeyNotString),
+    };
+    let mut ctx = SingleContext::bare(DEFAULT_KIND, key);
+    for (name, value) in obj {
+        match name.as_str() {
+            "key" => {}
+            "anonymous" => ctx.set("anonymous", value.clone())?,
+            "custom" => match value {
+                Value::Null => {}
+                Value::Object(custom) => {
+                    for (cname, cvalue) in custom {
+                        // Custom attributes cannot shadow the built-ins.
+                        if matches!(
+                            cname.as_str(),
+                            "kind" | "key" | "name" | "anonymous" | "_meta"
+                        ) || LEGACY_STRING_ATTRS.contains(&cname.as_str())
+                        {
+                            continue;
+                        }
+                        ctx.set(cname, cvalue.clone())?;
+                    }
+                }
+                _ => return Err(type_error("custom", "an object")),
+            },
+            "privateAttributeNames" => match value {
+                Value::Null => {}
+                Value::Array(items) => {
+                    for item in items {
+                        let s = item.as_str().ok_or_else(|| {
+                            type_error("privateAttributeNames", "an array of strings")
+                        })?;
+                        if let Ok(r) = AttrRef::from_literal(s) {
+                            ctx.private_attributes.push(r);
+                        }
+                    }
+                }
+                _ => return Err(type_error("privateAttributeNames", "an array of strings")),
+            },
+            // The secondary key no longer takes part in evaluation; it is checked and dropped.
+            "secondary" => {
+                if !(value.is_null() || value.is_string()) {
+                    return Err(type_error("secondary", "a string"));
+                }
+            }
+            n if LEGACY_STRING_ATTRS.contains(&n) => {
+                if !(value.is_null() || value.is_string()) {
+                    return Err(type_error(n, "a string"));
+                }
+                ctx.set(n, value.clone())?;
+            }
+            // Other top-level properties are not part of the legacy user schema.
+            _ => {}
+        }
+    }
+    Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn check(input: Value, expected: Result<Value, &str>) {
+        match (Context::from_json(&input), expected) {
+            (Ok(c), Ok(want)) => assert_eq!(serde_json::to_value(&c).unwrap(), want, "{input}"),
+            (Err(e), Err(want)) => assert_eq!(e.to_string(), want, "{input}"),
+            (got, want) => panic!("{input}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_valid_contexts() {
+        check(
+            json!({"kind": "user", "key": "a"}),
+            Ok(json!({"kind": "user", "key": "a"})),
+        );
+        check(
+            json!({"kind": "org", "key": "a", "name": "n", "anonymous": true, "x": {"y": 1}, "z": null}),
+            Ok(json!({"kind": "org", "key": "a", "name": "n", "anonymous": true, "x": {"y": 1}})),
+        );
+        check(
+            json!({"kind": "multi", "user": {"key": "a"}, "org": {"key": "b", "c": 2}}),
+            Ok(json!({"kind": "multi", "org": {"key": "b", "c": 2}, "user": {"key": "a"}})),
+        );
+        // A multi-kind context with one kind is that single context.
+        check(
+            json!({"kind": "multi", "org": {"key": "b"}}),
+            Ok(json!({"kind": "org", "key": "b"})),
+        );
+        check(
+            json!({"key": "u", "name": "n", "email": "e", "custom": {"plan": "gold", "key": "no"}, "privateAttributeNames": ["email"]}),
+            Ok(
+                json!({"kind": "user", "key": "u", "name": "n", "email": "e", "plan": "gold", "_meta": {"privateAttributes": ["email"]}}),
+            ),
+        );
+        check(json!({"key": ""}), Ok(json!({"kind": "user", "key": ""})));
+        check(
+            json!({"kind": "user", "key": "a", "_meta": {"privateAttributes": ["/a/b", "c"]}}),
+            Ok(json!({"kind": "user", "key": "a", "_meta": {"privateAttributes": ["/a/b", "c"]}})),
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_contexts() {
+        check(json!("x"), Err("context must be a JSON object"));
+        check(
+            json!({"kind": 1, "key": "a"}),
+            Err("context kind must be a string"),
+        );
+        check(
+            json!({"kind": "", "key": "a"}),
+            Err("context kind \"\" is invalid: it is empty"),
+        );
+        check(
+            json!({"kind": "kind", "key": "a"}),
+            Err("context kind \"kind\" is invalid: \"kind\" is not a valid kind"),
+        );
+        check(
+            json!({"kind": "a b", "key": "a"}),
+            Err(
+                "context kind \"a b\" is invalid: only letters, digits, '.', '_' and '-' are allowed",
+            ),
+        );
+        check(
+            json!({"kind": "multi"}),
+            Err("context kind \"multi\" requires at least one context"),
+        );
+        check(
+            json!({"kind": "multi", "user": "x"}),
+            Err("context kind \"user\" in a multi-kind context must be a JSON object"),
+        );
+        check(
+            json!({"kind": "multi", "org": {"key": 3}}),
+            Err("in context kind \"org\": context key must be a string"),
+        );
+        check(json!({"kind": "user"}), Err("context key is missing"));
+        check(
+            json!({"kind": "user", "key": ""}),
+            Err("context key must not be empty"),
+        );
+        check(
+            json!({"kind": "user", "key": 1}),
+            Err("context key must be a string"),
+        );
+        check(json!({}), Err("context key is missing"));
+        check(json!({"key": 1}), Err("context key must be a string"));
+        check(
+            json!({"kind": "user", "key": "a", "name": 3}),
+            Err("context attribute \"name\" must be a string"),
+        );
+        check(
+            json!({"kind": "user", "key": "a", "anonymous": "yes"}),
+            Err("context attribute \"anonymous\" must be a boolean"),
+        );
+        check(
+            json!({"key": "a", "email": 3}),
+            Err("context attribute \"email\" must be a string"),
+        );
+        check(
+            json!({"key": "a", "custom": 3}),
+            Err("context attribute \"custom\" must be an object"),
+        );
+    }
+
+    #[test]
+    fn looks_up_attributes() {
+        let c = Context::from_json(&json!({"kind": "multi", "user": {"key": "a", "address": {"city": "x"}}, "org": {"key": "b"}}))
+            .unwrap();
+        let user = c.as_single("user").unwrap();
+        assert_eq!(
+            user.get(&AttrRef::parse("/address/city").unwrap()),
+            Some(&json!("x"))
+        );
+        assert_eq!(
+            user.get(&AttrRef::parse("kind").unwrap()),
+            Some(&json!("user"))
+        );
+        assert_eq!(
+            user.get(&AttrRef::parse("anonymous").unwrap()),
+            Some(&json!(false))
+        );
+        assert_eq!(user.get(&AttrRef::parse("name").unwrap()), None);
+        assert_eq!(c.key(), None);
+        assert!(c.is_multi());
+        assert_eq!(c.fully_qualified_key(), "org:b:user:a");
+        let org = Context::from_json(&json!({"kind": "org", "key": "a:b%"})).unwrap();
+        assert_eq!(org.fully_qualified_key(), "org:a%3Ab%25");
+        assert_eq!(Context::user("k").unwrap().fully_qualified_key(), "k");
+    }
+}

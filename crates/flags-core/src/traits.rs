@@ -1,0 +1,104 @@
+//! The small traits that join the engine, the stores and the server. All are synchronous and
+//! `Send + Sync`; implementations that need I/O do it elsewhere and expose snapshots here.
+
+use std::collections::HashSet;
+
+use crate::model::{Flag, Segment};
+
+/// Borrowed, read-only access to one consistent set of flags and segments.
+///
+/// Lookups skip deleted items (tombstones).
+pub trait DataSnapshot: Send + Sync {
+    /// The live flag with this key.
+    fn flag(&self, key: &str) -> Option<&Flag>;
+    /// The live segment with this key.
+    fn segment(&self, key: &str) -> Option<&Segment>;
+    /// Every live flag, in key order where the implementation has one.
+    fn all_flags(&self) -> Box<dyn Iterator<Item = &Flag> + '_>;
+    /// Every live segment.
+    fn all_segments(&self) -> Box<dyn Iterator<Item = &Segment> + '_>;
+}
+
+/// The operations layer's kill switch: a killed flag serves its off variation everywhere.
+pub trait KillSet: Send + Sync {
+    /// Whether the flag is killed.
+    fn is_killed(&self, flag_key: &str) -> bool;
+}
+
+/// Per-entity overrides: one context (kind + key) pinned to a variation of one flag.
+pub trait OverrideLookup: Send + Sync {
+    /// The overriding variation index for this flag and context, if any.
+    fn variation_for(&self, flag_key: &str, context_kind: &str, context_key: &str)
+    -> Option<usize>;
+}
+
+/// Big-segment membership of one context, as stored by LaunchDarkly's Relay format.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BigSegmentMembership {
+    /// Segment references (`{key}.g{generation}`) that include the context.
+    pub included: HashSet<String>,
+    /// Segment references that exclude the context (exclusion wins).
+    pub excluded: HashSet<String>,
+}
+
+impl BigSegmentMembership {
+    /// `Some(true)` if included, `Some(false)` if excluded, `None` if not listed either way.
+    pub fn check(&self, segment_ref: &str) -> Option<bool> {
+        if self.excluded.contains(segment_ref) {
+            Some(false)
+        } else if self.included.contains(segment_ref) {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
+/// Metadata of a big-segment store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BigSegmentStoreMetadata {
+    /// When the store was last brought up to date, in Unix milliseconds.
+    pub last_up_to_date: Option<u64>,
+}
+
+/// A big-segment store could not answer.
+#[derive(Debug, thiserror::Error)]
+#[error("big segment store error: {message}")]
+pub struct BigSegmentStoreError {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// Big-segment membership lookup by hashed context key (base64 of SHA-256 of the key).
+pub trait BigSegmentStore: Send + Sync {
+    /// Membership of the context whose hashed key is `context_hash`; `None` if unknown.
+    fn membership(
+        &self,
+        context_hash: &str,
+    ) -> Result<Option<BigSegmentMembership>, BigSegmentStoreError>;
+    /// The store's metadata, used to judge staleness.
+    fn metadata(&self) -> Result<BigSegmentStoreMetadata, BigSegmentStoreError>;
+}
+
+/// What kind of item changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ItemKind {
+    /// A flag.
+    Flag,
+    /// A segment.
+    Segment,
+}
+
+/// One flag or segment changed (or was deleted) at a version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ChangeEvent {
+    /// Flag or segment.
+    pub kind: ItemKind,
+    /// Its key.
+    pub key: String,
+    /// Its new version.
+    pub version: u64,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}

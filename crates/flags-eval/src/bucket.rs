@@ -1,0 +1,169 @@
+//! Percentage bucketing, exactly as LaunchDarkly computes it: the SHA-1 of
+//! `"{key}.{salt}.{value}"` (or `"{seed}.{value}"`), its first 15 hex digits as an integer,
+//! divided by `0xFFFFFFFFFFFFFFF`, all in `f32`.
+//!
+//! The hash is fed piece by piece and integers are formatted on the stack, so bucketing does
+//! not allocate.
+
+use base64::Engine as _;
+use flags_core::{AttrRef, BigSegmentStore, BigSegmentsStatus, Context, Value};
+use sha1::{Digest, Sha1};
+use sha2::Sha256;
+
+/// `0xFFFFFFFFFFFFFFF` as LaunchDarkly's SDKs hold it: an `f32`.
+const LONG_SCALE: f32 = 0xFFF_FFFF_FFFF_FFFF_u64 as f32;
+
+/// A big-segment store is stale when it was last updated longer ago than this.
+const STALE_AFTER_MS: u64 = 120_000;
+
+/// The bucket (in `[0, 1)`) of `value` for a flag or segment `key` with `salt`, or with `seed`
+/// in place of key and salt when given.
+pub fn bucket(key: &str, salt: &str, seed: Option<i64>, value: &str) -> f32 {
+    let mut h = Sha1::new();
+    match seed {
+        Some(seed) => {
+            let mut buf = itoa::Buffer::new();
+            h.update(buf.format(seed).as_bytes());
+        }
+        None => {
+            h.update(key.as_bytes());
+            h.update(b".");
+            h.update(salt.as_bytes());
+        }
+    }
+    h.update(b".");
+    h.update(value.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    // The first 15 hex digits are the top 60 bits.
+    let n = u64::from_be_bytes(first) >> 4;
+    n as f32 / LONG_SCALE
+}
+
+/// Buckets an attribute value: strings as they are, integers (including floats with no
+/// fractional part) in decimal; anything else is bucket 0.
+fn bucket_value(key: &str, salt: &str, seed: Option<i64>, value: &Value) -> f32 {
+    match value {
+        Value::String(s) => bucket(key, salt, seed, s),
+        Value::Number(n) => {
+            let mut buf = itoa::Buffer::new();
+            if let Some(i) = n.as_i64() {
+                bucket(key, salt, seed, buf.format(i))
+            } else if let Some(u) = n.as_u64() {
+                bucket(key, salt, seed, buf.format(u))
+            } else {
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                        bucket(key, salt, seed, buf.format(f as i64))
+                    }
+                    _ => 0.0,
+                }
+            }
+        }
+        _ => 0.0,
+    }
+}
+
+/// The bucket of a context for a rollout: `(bucket, whether the context has the kind)`.
+pub(crate) fn bucket_context(
+    ctx: &Context,
+    kind: &str,
+    attr: &AttrRef,
+    key: &str,
+    salt: &str,
+    seed: Option<i64>,
+) -> (f32, bool) {
+    let Some(single) = ctx.as_single(kind) else {
+        return (0.0, false);
+    };
+    match single.get(attr) {
+        Some(v) => (bucket_value(key, salt, seed, v), true),
+        None => (0.0, true),
+    }
+}
+
+/// The bucket of a context for a segment rule's weight.
+pub(crate) fn bucket_segment(
+    ctx: &Context,
+    kind: &str,
+    attr: &AttrRef,
+    key: &str,
+    salt: &str,
+) -> f32 {
+    bucket_context(ctx, kind, attr, key, salt, None).0
+}
+
+/// The key under which a big-segment store holds a context's memberships: base64 (standard,
+/// padded) of the SHA-256 of the context key.
+pub fn big_segment_hash(context_key: &str) -> String {
+    let digest = Sha256::digest(context_key.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+pub(crate) fn store_status(store: &dyn BigSegmentStore) -> BigSegmentsStatus {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match store.metadata() {
+        Ok(meta) => match meta.last_up_to_date {
+            Some(t) if now.saturating_sub(t) <= STALE_AFTER_MS => BigSegmentsStatus::Healthy,
+            _ => BigSegmentsStatus::Stale,
+        },
+        Err(_) => BigSegmentsStatus::StoreError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(seed: Option<i64>, value: &str, expected: f32) {
+        let got = bucket("hashKey", "saltyA", seed, value);
+        assert!(
+            (f64::from(got) - f64::from(expected)).abs() < 1e-7,
+            "bucket of {value} with seed {seed:?}: got {got}, want {expected}"
+        );
+    }
+
+    #[test]
+    fn launchdarkly_bucketing_vectors() {
+        check(None, "userKeyA", 0.421_575_87);
+        check(None, "userKeyB", 0.670_848_5);
+        check(None, "userKeyC", 0.103_431_06);
+        check(Some(61), "userKeyA", 0.098_012_07);
+        check(Some(61), "userKeyB", 0.144_837_77);
+        check(Some(61), "userKeyC", 0.924_264_1);
+    }
+
+    #[test]
+    fn integers_bucket_like_their_decimal_strings() {
+        let s = bucket("hashKey", "saltyA", None, "33333");
+        assert_eq!(
+            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333)),
+            s
+        );
+        assert_eq!(
+            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333.0)),
+            s
+        );
+        assert_eq!(
+            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333.5)),
+            0.0
+        );
+        assert_eq!(
+            bucket_value("hashKey", "saltyA", None, &serde_json::json!(true)),
+            0.0
+        );
+        let neg = bucket("hashKey", "saltyA", Some(-7), "x");
+        assert!(neg > 0.0 && neg < 1.0);
+    }
+
+    #[test]
+    fn big_segment_hash_vector() {
+        assert_eq!(
+            big_segment_hash("user-key"),
+            "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0="
+        );
+    }
+}

@@ -1,0 +1,432 @@
+//! The compiled form of flags and segments: everything evaluation needs, prepared once.
+//!
+//! Nothing here rejects data that LaunchDarkly's SDKs tolerate. A regex that does not compile, a
+//! date or version that does not parse, or a value of the wrong type for its operator simply
+//! never matches, so such values are dropped from the compiled operator. Things the SDKs report
+//! as malformed when reached (an invalid attribute reference, a rollout without buckets) are
+//! kept as explicit markers and reported at evaluation time, exactly when they are reached.
+
+use ahash::{AHashMap, AHashSet};
+use flags_core::context::DEFAULT_KIND;
+use flags_core::{
+    AttrRef, Clause, Flag, Operator, RolloutKind, Segment, Value, VariationOrRollout,
+};
+use regex::Regex;
+
+use crate::ops::{self, Timestamp, parse_semver, parse_timestamp};
+
+/// Up to this many strings are compared one by one; larger lists are hashed.
+const SMALL_SET: usize = 8;
+
+/// A compiled flag.
+#[derive(Debug)]
+pub(crate) struct CFlag {
+    pub prerequisites: Box<[CPrereq]>,
+    pub targets: Box<[TargetGroup]>,
+    pub rules: Box<[CRule]>,
+    pub fallthrough: Outcome,
+}
+
+#[derive(Debug)]
+pub(crate) struct CPrereq {
+    pub key: Box<str>,
+    pub variation: usize,
+}
+
+/// Individual targets of one context kind: key → (position of its target list, variation).
+/// Keeping the position lets a multi-kind context get the first matching list, as LaunchDarkly
+/// checks lists in order.
+#[derive(Debug)]
+pub(crate) struct TargetGroup {
+    pub kind: Box<str>,
+    pub keys: AHashMap<Box<str>, (u32, usize)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CRule {
+    pub clauses: Box<[CClause]>,
+    pub outcome: Outcome,
+}
+
+/// What a rule or the fallthrough serves.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Fixed(usize),
+    Rollout(CRollout),
+    /// Neither a variation nor a rollout with buckets: malformed when reached.
+    Malformed,
+}
+
+#[derive(Debug)]
+pub(crate) struct CRollout {
+    pub experiment: bool,
+    pub kind: Box<str>,
+    /// `None` when the reference is invalid (malformed when reached).
+    pub bucket_by: Option<AttrRef>,
+    pub seed: Option<i64>,
+    /// (variation, cumulative upper bound as LaunchDarkly computes it in f32, untracked).
+    pub buckets: Box<[(usize, f32, bool)]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CClause {
+    pub kind: Box<str>,
+    pub attr: ClauseAttr,
+    pub negate: bool,
+    pub op: COp,
+}
+
+#[derive(Debug)]
+pub(crate) enum ClauseAttr {
+    Ref(AttrRef),
+    /// The `kind` attribute: matches against every kind of the context.
+    Kind,
+    /// An invalid or empty reference: malformed when reached.
+    Invalid,
+}
+
+#[derive(Debug)]
+pub(crate) enum COp {
+    In(InSet),
+    StartsWith(Box<[Box<str>]>),
+    EndsWith(Box<[Box<str>]>),
+    Contains(Box<[Box<str>]>),
+    Matches(Box<[Regex]>),
+    Numeric(ops::Cmp, Box<[f64]>),
+    Date(ops::Cmp, Box<[Timestamp]>),
+    SemVer(ops::Cmp, Box<[semver::Version]>),
+    Segment(Box<[Box<str>]>),
+    /// An unknown operator: never matches (before negation).
+    Never,
+}
+
+/// The values of an `in` clause, by JSON type (`in` is type-strict; numbers compare as f64).
+#[derive(Debug, Default)]
+pub(crate) struct InSet {
+    pub strings: StrSet,
+    pub numbers: Box<[f64]>,
+    pub has_true: bool,
+    pub has_false: bool,
+    pub has_null: bool,
+    /// Arrays and objects, compared structurally.
+    pub others: Box<[Value]>,
+}
+
+/// A set of strings: a short list compared directly, or a hash set.
+#[derive(Debug)]
+pub(crate) enum StrSet {
+    Small(Box<[Box<str>]>),
+    Large(AHashSet<Box<str>>),
+}
+
+impl Default for StrSet {
+    fn default() -> Self {
+        StrSet::Small(Box::new([]))
+    }
+}
+
+impl StrSet {
+    fn new(items: Vec<Box<str>>) -> StrSet {
+        if items.len() <= SMALL_SET {
+            StrSet::Small(items.into_boxed_slice())
+        } else {
+            StrSet::Large(items.into_iter().collect())
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, s: &str) -> bool {
+        match self {
+            StrSet::Small(items) => items.iter().any(|i| &**i == s),
+            StrSet::Large(set) => set.contains(s),
+        }
+    }
+}
+
+/// A compiled segment.
+#[derive(Debug)]
+pub(crate) struct CSegment {
+    pub included: StrSet,
+    pub excluded: StrSet,
+    pub included_contexts: Box<[(Box<str>, StrSet)]>,
+    pub excluded_contexts: Box<[(Box<str>, StrSet)]>,
+    pub rules: Box<[CSegmentRule]>,
+    /// For big segments: the member kind and the store reference `{key}.g{generation}`
+    /// (`None` reference when the generation is unknown).
+    pub big: Option<(Box<str>, Option<Box<str>>)>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CSegmentRule {
+    pub clauses: Box<[CClause]>,
+    /// `None`: every context matching the clauses is a member.
+    pub weight: Option<f32>,
+    pub kind: Box<str>,
+    /// `None` when the reference is invalid (malformed when reached).
+    pub bucket_by: Option<AttrRef>,
+}
+
+impl CFlag {
+    pub fn compile(flag: &Flag) -> CFlag {
+        CFlag {
+            prerequisites: flag
+                .prerequisites
+                .iter()
+                .map(|p| CPrereq {
+                    key: p.key.as_str().into(),
+                    variation: p.variation,
+                })
+                .collect(),
+            targets: compile_targets(flag),
+            rules: flag
+                .rules
+                .iter()
+                .map(|r| CRule {
+                    clauses: r.clauses.iter().map(compile_clause).collect(),
+                    outcome: compile_outcome(r.variation, r.rollout.as_ref()),
+                })
+                .collect(),
+            fallthrough: compile_vor(&flag.fallthrough),
+        }
+    }
+}
+
+fn kind_or_default(kind: &str) -> &str {
+    if kind.is_empty() { DEFAULT_KIND } else { kind }
+}
+
+fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
+    let mut groups: Vec<TargetGroup> = Vec::new();
+    let mut add = |kind: &str, order: usize, values: &[String], variation: usize| {
+        let order = u32::try_from(order).unwrap_or(u32::MAX);
+        let group = match groups.iter_mut().position(|g| &*g.kind == kind) {
+            Some(i) => &mut groups[i],
+            None => {
+                groups.push(TargetGroup {
+                    kind: kind.into(),
+                    keys: AHashMap::new(),
+                });
+                let last = groups.len() - 1;
+                &mut groups[last]
+            }
+        };
+        for v in values {
+            // The first list that names a key wins, as lists are checked in order.
+            group
+                .keys
+                .entry(v.as_str().into())
+                .or_insert((order, variation));
+        }
+    };
+    if flag.context_targets.is_empty() {
+        for (i, t) in flag.targets.iter().enumerate() {
+            add(DEFAULT_KIND, i, &t.values, t.variation);
+        }
+    } else {
+        for (i, ct) in flag.context_targets.iter().enumerate() {
+            let kind = kind_or_default(&ct.context_kind);
+            if kind == DEFAULT_KIND && ct.values.is_empty() {
+                // A user entry without values stands for the first `targets` list with the same
+                // variation.
+                if let Some(t) = flag.targets.iter().find(|t| t.variation == ct.variation) {
+                    add(DEFAULT_KIND, i, &t.values, t.variation);
+                }
+            } else {
+                add(kind, i, &ct.values, ct.variation);
+            }
+        }
+    }
+    groups.retain(|g| !g.keys.is_empty());
+    groups.into_boxed_slice()
+}
+
+fn compile_vor(vor: &VariationOrRollout) -> Outcome {
+    compile_outcome(vor.variation, vor.rollout.as_ref())
+}
+
+fn compile_outcome(variation: Option<usize>, rollout: Option<&flags_core::Rollout>) -> Outcome {
+    if let Some(v) = variation {
+        return Outcome::Fixed(v);
+    }
+    let Some(r) = rollout else {
+        return Outcome::Malformed;
+    };
+    if r.variations.is_empty() {
+        return Outcome::Malformed;
+    }
+    let experiment = r.kind == RolloutKind::Experiment;
+    let mut sum = 0f32;
+    let buckets = r
+        .variations
+        .iter()
+        .map(|wv| {
+            // Accumulated in f32 exactly as LaunchDarkly does, so boundaries agree bit for bit.
+            sum += wv.weight as f32 / 100_000.0;
+            (wv.variation, sum, wv.untracked)
+        })
+        .collect();
+    let bucket_by = if experiment {
+        AttrRef::from_literal("key").ok()
+    } else {
+        bucket_by_ref(r.bucket_by.as_deref(), &r.context_kind)
+    };
+    Outcome::Rollout(CRollout {
+        experiment,
+        kind: kind_or_default(&r.context_kind).into(),
+        bucket_by,
+        seed: r.seed,
+        buckets,
+    })
+}
+
+/// `bucketBy` is a plain attribute name when no context kind is given, and an attribute
+/// reference otherwise; absent means `key`.
+fn bucket_by_ref(bucket_by: Option<&str>, context_kind: &str) -> Option<AttrRef> {
+    match bucket_by {
+        None | Some("") => AttrRef::from_literal("key").ok(),
+        Some(b) if context_kind.is_empty() => AttrRef::from_literal(b).ok(),
+        Some(b) => AttrRef::parse(b).ok(),
+    }
+}
+
+pub(crate) fn compile_clause(c: &Clause) -> CClause {
+    // Without a context kind the attribute is a plain name (the pre-context form); with one it
+    // is an attribute reference.
+    let attr = if c.attribute == "kind" {
+        ClauseAttr::Kind
+    } else {
+        let parsed = if c.context_kind.is_empty() {
+            AttrRef::from_literal(&c.attribute)
+        } else {
+            AttrRef::parse(&c.attribute)
+        };
+        match parsed {
+            Ok(r) => ClauseAttr::Ref(r),
+            Err(_) => ClauseAttr::Invalid,
+        }
+    };
+    CClause {
+        kind: kind_or_default(&c.context_kind).into(),
+        attr,
+        negate: c.negate,
+        op: compile_op(&c.op, &c.values),
+    }
+}
+
+fn strings(values: &[Value]) -> Box<[Box<str>]> {
+    values
+        .iter()
+        .filter_map(Value::as_str)
+        .map(Into::into)
+        .collect()
+}
+
+fn compile_op(op: &Operator, values: &[Value]) -> COp {
+    match op {
+        Operator::In => COp::In(compile_in(values)),
+        Operator::StartsWith => COp::StartsWith(strings(values)),
+        Operator::EndsWith => COp::EndsWith(strings(values)),
+        Operator::Contains => COp::Contains(strings(values)),
+        Operator::Matches => COp::Matches(
+            values
+                .iter()
+                .filter_map(Value::as_str)
+                .filter_map(|s| Regex::new(s).ok())
+                .collect(),
+        ),
+        Operator::LessThan => numeric(ops::Cmp::Lt, values),
+        Operator::LessThanOrEqual => numeric(ops::Cmp::Le, values),
+        Operator::GreaterThan => numeric(ops::Cmp::Gt, values),
+        Operator::GreaterThanOrEqual => numeric(ops::Cmp::Ge, values),
+        Operator::Before => COp::Date(
+            ops::Cmp::Lt,
+            values.iter().filter_map(parse_timestamp).collect(),
+        ),
+        Operator::After => COp::Date(
+            ops::Cmp::Gt,
+            values.iter().filter_map(parse_timestamp).collect(),
+        ),
+        Operator::SemVerEqual => semver_op(ops::Cmp::Eq, values),
+        Operator::SemVerLessThan => semver_op(ops::Cmp::Lt, values),
+        Operator::SemVerGreaterThan => semver_op(ops::Cmp::Gt, values),
+        Operator::SegmentMatch => COp::Segment(strings(values)),
+        Operator::Unknown(_) => COp::Never,
+    }
+}
+
+fn numeric(cmp: ops::Cmp, values: &[Value]) -> COp {
+    COp::Numeric(cmp, values.iter().filter_map(Value::as_f64).collect())
+}
+
+fn semver_op(cmp: ops::Cmp, values: &[Value]) -> COp {
+    COp::SemVer(
+        cmp,
+        values
+            .iter()
+            .filter_map(Value::as_str)
+            .filter_map(parse_semver)
+            .collect(),
+    )
+}
+
+fn compile_in(values: &[Value]) -> InSet {
+    let mut set = InSet::default();
+    let mut strs = Vec::new();
+    let mut nums = Vec::new();
+    let mut others = Vec::new();
+    for v in values {
+        match v {
+            Value::String(s) => strs.push(s.as_str().into()),
+            Value::Number(n) => nums.extend(n.as_f64()),
+            Value::Bool(true) => set.has_true = true,
+            Value::Bool(false) => set.has_false = true,
+            Value::Null => set.has_null = true,
+            other => others.push(other.clone()),
+        }
+    }
+    set.strings = StrSet::new(strs);
+    set.numbers = nums.into_boxed_slice();
+    set.others = others.into_boxed_slice();
+    set
+}
+
+impl CSegment {
+    pub fn compile(s: &Segment) -> CSegment {
+        let targets = |list: &[flags_core::SegmentTarget]| -> Box<[(Box<str>, StrSet)]> {
+            list.iter()
+                .map(|t| {
+                    let keys = t.values.iter().map(|v| v.as_str().into()).collect();
+                    (kind_or_default(&t.context_kind).into(), StrSet::new(keys))
+                })
+                .collect()
+        };
+        let big = s.unbounded.then(|| {
+            let kind: Box<str> =
+                kind_or_default(s.unbounded_context_kind.as_deref().unwrap_or("")).into();
+            let reference = s
+                .generation
+                .map(|g| format!("{}.g{}", s.key, g).into_boxed_str());
+            (kind, reference)
+        });
+        CSegment {
+            included: StrSet::new(s.included.iter().map(|k| k.as_str().into()).collect()),
+            excluded: StrSet::new(s.excluded.iter().map(|k| k.as_str().into()).collect()),
+            included_contexts: targets(&s.included_contexts),
+            excluded_contexts: targets(&s.excluded_contexts),
+            rules: s
+                .rules
+                .iter()
+                .map(|r| {
+                    let kind = r.rollout_context_kind.as_deref().unwrap_or("");
+                    CSegmentRule {
+                        clauses: r.clauses.iter().map(compile_clause).collect(),
+                        weight: r.weight.map(|w| w as f32 / 100_000.0),
+                        kind: kind_or_default(kind).into(),
+                        bucket_by: bucket_by_ref(r.bucket_by.as_deref(), kind),
+                    }
+                })
+                .collect(),
+            big,
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The compiled, immutable snapshot of flags and segments.
+
+use std::sync::Arc;
+
+use ahash::AHashMap;
+use flags_core::{DataSnapshot, Flag, FlagData, LoadError, Segment};
+
+use crate::compile::{CFlag, CSegment};
+
+/// Flag data that cannot be compiled.
+///
+/// Compilation itself accepts everything LaunchDarkly's SDKs accept; this error arises only when
+/// the input cannot be read at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CompileError {
+    /// The JSON could not be read as flag data (the message names the field path).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+}
+
+/// One compiled flag: the flag as loaded, plus everything evaluation needs precomputed.
+#[derive(Debug)]
+pub struct CompiledFlag {
+    raw: Flag,
+    pub(crate) c: CFlag,
+}
+
+impl CompiledFlag {
+    /// Compiles one flag.
+    pub fn compile(flag: Flag) -> CompiledFlag {
+        let c = CFlag::compile(&flag);
+        CompiledFlag { raw: flag, c }
+    }
+
+    /// The flag as loaded.
+    pub fn raw(&self) -> &Flag {
+        &self.raw
+    }
+
+    /// The flag key.
+    pub fn key(&self) -> &str {
+        &self.raw.key
+    }
+
+    /// The flag version.
+    pub fn version(&self) -> u64 {
+        self.raw.version
+    }
+
+    /// Whether this is a deletion tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.raw.deleted
+    }
+}
+
+/// One compiled segment.
+#[derive(Debug)]
+pub struct CompiledSegment {
+    raw: Segment,
+    pub(crate) c: CSegment,
+}
+
+impl CompiledSegment {
+    /// Compiles one segment.
+    pub fn compile(segment: Segment) -> CompiledSegment {
+        let c = CSegment::compile(&segment);
+        CompiledSegment { raw: segment, c }
+    }
+
+    /// The segment as loaded.
+    pub fn raw(&self) -> &Segment {
+        &self.raw
+    }
+
+    /// The segment key.
+    pub fn key(&self) -> &str {
+        &self.raw.key
+    }
+
+    /// The segment version.
+    pub fn version(&self) -> u64 {
+        self.raw.version
+    }
+
+    /// Whether this is a deletion tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.raw.deleted
+    }
+}
+
+/// An immutable compiled snapshot of an environment's flags and segments.
+///
+/// Items are held behind `Arc`, so deriving a new snapshot from an old one (upsert, delete)
+/// copies pointers, not flags. Deleted items stay as tombstones so that stale updates are refused.
+#[derive(Debug, Clone, Default)]
+pub struct CompiledData {
+    flags: AHashMap<Box<str>, Arc<CompiledFlag>>,
+    segments: AHashMap<Box<str>, Arc<CompiledSegment>>,
+}
+
+impl CompiledData {
+    /// Compiles flag data: regexes, dates, versions, sets and attribute references are all
+    /// prepared here, once.
+    pub fn compile(data: FlagData) -> Result<CompiledData, CompileError> {
+        let mut out = CompiledData::default();
+        for (key, mut flag) in data.flags {
+            if flag.key.is_empty() {
+                flag.key.clone_from(&key);
+            }
+            out.flags
+                .insert(key.into_boxed_str(), Arc::new(CompiledFlag::compile(flag)));
+        }
+        for (key, mut segment) in data.segments {
+            if segment.key.is_empty() {
+                segment.key.clone_from(&key);
+            }
+            out.segments.insert(
+                key.into_boxed_str(),
+                Arc::new(CompiledSegment::compile(segment)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Reads and compiles LaunchDarkly JSON flag data (`{"flags":{...},"segments":{...}}`).
+    pub fn from_json_str(text: &str) -> Result<CompiledData, CompileError> {
+        CompiledData::compile(FlagData::from_json_str(text)?)
+    }
+
+    /// The live (not deleted) flag with this key.
+    pub fn flag(&self, key: &str) -> Option<&CompiledFlag> {
+        self.flags
+            .get(key)
+            .map(Arc::as_ref)
+            .filter(|f| !f.is_deleted())
+    }
+
+    /// The live segment with this key.
+    pub fn segment(&self, key: &str) -> Option<&CompiledSegment> {
+        self.segments
+            .get(key)
+            .map(Arc::as_ref)
+            .filter(|s| !s.is_deleted())
+    }
+
+    /// The flag with this key, including a deletion tombstone.
+    pub fn flag_or_tombstone(&self, key: &str) -> Option<&CompiledFlag> {
+        self.flags.get(key).map(Arc::as_ref)
+    }
+
+    /// The segment with this key, including a deletion tombstone.
+    pub fn segment_or_tombstone(&self, key: &str) -> Option<&CompiledSegment> {
+        self.segments.get(key).map(Arc::as_ref)
+    }
+
+    /// Every live flag, in no particular order.
+    pub fn flags(&self) -> impl Iterator<Item = &CompiledFlag> + '_ {
+        self.flags
+            .values()
+            .map(Arc::as_ref)
+            .filter(|f| !f.is_deleted())
+    }
+
+    /// Every live segment, in no particular order.
+    pub fn segments(&self) -> impl Iterator<Item = &CompiledSegment> + '_ {
+        self.segments
+            .values()
+            .map(Arc::as_ref)
+            .filter(|s| !s.is_deleted())
+    }
+
+    /// The number of live flags.
+    pub fn flag_count(&self) -> usize {
+        self.flags().count()
+    }
+
+    /// The live flags and segments as plain data (tombstones left out).
+    pub fn flag_data(&self) -> FlagData {
+        FlagData {
+            flags: self
+                .flags()
+                .map(|f| (f.key().to_owned(), f.raw().clone()))
+                .collect(),
+            segments: self
+                .segments()
+                .map(|s| (s.key().to_owned(), s.raw().clone()))
+                .collect(),
+        }
+    }
+
+    /// A new snapshot with this flag added or replaced, or `None` when the snapshot already
+    /// holds the same or a newer version (including a tombstone).
+    pub fn upsert_flag(&self, flag: Flag) -> Result<Option<CompiledData>, CompileError> {
+        if self
+            .flags
+            .get(flag.key.as_str())
+            .is_some_and(|old| old.version() >= flag.version)
+        {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        let key: Box<str> = flag.key.as_str().into();
+        next.flags
+            .insert(key, Arc::new(CompiledFlag::compile(flag)));
+        Ok(Some(next))
+    }
+
+    /// A new snapshot with this segment added or replaced, or `None` when stale.
+    pub fn upsert_segment(&self, segment: Segment) -> Result<Option<CompiledData>, CompileError> {
+        if self
+            .segments
+            .get(segment.key.as_str())
+            .is_some_and(|old| old.version() >= segment.version)
+        {
+            return Ok(None);
+        }
+        let mut next = self.clone();
+        let key: Box<str> = segment.key.as_str().into();
+        next.segments
+            .insert(key, Arc::new(CompiledSegment::compile(segment)));
+        Ok(Some(next))
+    }
+
+    /// A new snapshot with the flag replaced by a tombstone at `version`, or `None` when stale.
+    pub fn delete_flag(&self, key: &str, version: u64) -> Option<CompiledData> {
+        if self
+            .flags
+            .get(key)
+            .is_some_and(|old| old.version() >= version)
+        {
+            return None;
+        }
+        let tombstone = Flag {
+            key: key.to_owned(),
+            version,
+            deleted: true,
+            ..Flag::default()
+        };
+        let mut next = self.clone();
+        next.flags
+            .insert(key.into(), Arc::new(CompiledFlag::compile(tombstone)));
+        Some(next)
+    }
+
+    /// A new snapshot with the segment replaced by a tombstone at `version`, or `None` when stale.
+    pub fn delete_segment(&self, key: &str, version: u64) -> Option<CompiledData> {
+        if self
+            .segments
+            .get(key)
+            .is_some_and(|old| old.version() >= version)
+        {
+            return None;
+        }
+        let tombstone = Segment {
+            key: key.to_owned(),
+            version,
+            deleted: true,
+            ..Segment::default()
+        };
+        let mut next = self.clone();
+        next.segments
+            .insert(key.into(), Arc::new(CompiledSegment::compile(tombstone)));
+        Some(next)
+    }
+}
+
+impl DataSnapshot for CompiledData {
+    fn flag(&self, key: &str) -> Option<&Flag> {
+        CompiledData::flag(self, key).map(CompiledFlag::raw)
+    }
+
+    fn segment(&self, key: &str) -> Option<&Segment> {
+        CompiledData::segment(self, key).map(CompiledSegment::raw)
+    }
+
+    fn all_flags(&self) -> Box<dyn Iterator<Item = &Flag> + '_> {
+        Box::new(self.flags().map(CompiledFlag::raw))
+    }
+
+    fn all_segments(&self) -> Box<dyn Iterator<Item = &Segment> + '_> {
+        Box::new(self.segments().map(CompiledSegment::raw))
+    }
+}

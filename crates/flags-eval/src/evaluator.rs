@@ -1,0 +1,514 @@
+//! Evaluation: the operations layer (kill set, overrides) over LaunchDarkly's flag semantics.
+
+use std::borrow::Cow;
+
+use flags_core::{
+    BigSegmentMembership, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail,
+    KillSet, OverrideLookup, Reason, SingleContext, Value,
+};
+
+use crate::bucket::{bucket_context, bucket_segment};
+use crate::compile::{CClause, CFlag, COp, ClauseAttr, Outcome};
+use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
+
+/// Evaluates flags of one snapshot, applying the kill set and overrides when given.
+///
+/// Precedence: kill set → per-entity override → the flag's own rules. Results borrow from the
+/// snapshot; evaluating a flag whose variations are scalars does not allocate.
+#[derive(Clone, Copy)]
+pub struct Evaluator<'a> {
+    data: &'a CompiledData,
+    kill_set: Option<&'a dyn KillSet>,
+    overrides: Option<&'a dyn OverrideLookup>,
+    big_segments: Option<&'a dyn BigSegmentStore>,
+}
+
+impl std::fmt::Debug for Evaluator<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("kill_set", &self.kill_set.is_some())
+            .field("overrides", &self.overrides.is_some())
+            .field("big_segments", &self.big_segments.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    /// An evaluator over a snapshot, with no kill set, overrides or big-segment store.
+    pub fn new(data: &'a CompiledData) -> Evaluator<'a> {
+        Evaluator {
+            data,
+            kill_set: None,
+            overrides: None,
+            big_segments: None,
+        }
+    }
+
+    /// Applies a kill set: killed flags serve their off variation with `{"kind":"OFF","killed":true}`.
+    pub fn with_kill_set(mut self, kill_set: &'a dyn KillSet) -> Evaluator<'a> {
+        self.kill_set = Some(kill_set);
+        self
+    }
+
+    /// Applies per-entity overrides: `{"kind":"TARGET_MATCH","override":true}`.
+    pub fn with_overrides(mut self, overrides: &'a dyn OverrideLookup) -> Evaluator<'a> {
+        self.overrides = Some(overrides);
+        self
+    }
+
+    /// Uses a big-segment store for segments marked `unbounded`.
+    pub fn with_big_segments(mut self, store: &'a dyn BigSegmentStore) -> Evaluator<'a> {
+        self.big_segments = Some(store);
+        self
+    }
+
+    /// The snapshot this evaluator reads.
+    pub fn data(&self) -> &'a CompiledData {
+        self.data
+    }
+
+    /// Evaluates a flag by key; an unknown (or deleted) flag gives `ERROR`/`FLAG_NOT_FOUND`.
+    pub fn evaluate(&self, flag_key: &str, context: &Context) -> EvalDetail<'a> {
+        match self.data.flag(flag_key) {
+            Some(flag) => self.evaluate_flag(flag, context),
+            None => EvalDetail::error(ErrorKind::FlagNotFound),
+        }
+    }
+
+    /// Evaluates a flag for a context given as LaunchDarkly JSON; an invalid context gives
+    /// `ERROR`/`USER_NOT_SPECIFIED` (as LaunchDarkly's SDKs do), an unknown flag
+    /// `ERROR`/`FLAG_NOT_FOUND`.
+    pub fn evaluate_json(&self, flag_key: &str, context: &Value) -> EvalDetail<'a> {
+        let Some(flag) = self.data.flag(flag_key) else {
+            return EvalDetail::error(ErrorKind::FlagNotFound);
+        };
+        match Context::from_json(context) {
+            Ok(ctx) => self.evaluate_flag(flag, &ctx),
+            Err(_) => EvalDetail::error(ErrorKind::UserNotSpecified),
+        }
+    }
+
+    /// Evaluates one compiled flag of this evaluator's snapshot.
+    pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
+        let key = flag.key();
+        if let Some(kill_set) = self.kill_set {
+            if kill_set.is_killed(key) {
+                return off_value(flag, Reason::Off { killed: true });
+            }
+        }
+        if let Some(overrides) = self.overrides {
+            for single in context.contexts() {
+                if let Some(v) = overrides.variation_for(key, single.kind(), single.key()) {
+                    return variation(flag, v, Reason::TargetMatch { is_override: true });
+                }
+            }
+        }
+        let mut scope = Scope::new(*self, context);
+        let mut detail = match scope.eval_flag(flag) {
+            Ok(d) => d,
+            Err(Abort) => EvalDetail::error(ErrorKind::MalformedFlag),
+        };
+        detail.big_segments_status = scope.big_status;
+        detail
+    }
+
+    /// Evaluates every live flag for a context, in key order.
+    pub fn evaluate_all<'s>(
+        &'s self,
+        context: &'s Context,
+    ) -> impl Iterator<Item = (&'a str, EvalDetail<'a>)> + 's {
+        let mut flags: Vec<&'a CompiledFlag> = self.data.flags().collect();
+        flags.sort_unstable_by(|a, b| a.key().cmp(b.key()));
+        flags
+            .into_iter()
+            .map(move |f| (f.key(), self.evaluate_flag(f, context)))
+    }
+}
+
+/// Evaluates a flag by key with no kill set or overrides.
+pub fn evaluate<'a>(data: &'a CompiledData, flag_key: &str, context: &Context) -> EvalDetail<'a> {
+    Evaluator::new(data).evaluate(flag_key, context)
+}
+
+/// Whether an evaluation result should be reported with full event detail, as LaunchDarkly
+/// decides it: the reason says `inExperiment`, or the matched rule (or the fallthrough) has
+/// event tracking switched on.
+pub fn is_experiment(flag: &flags_core::Flag, reason: &Reason<'_>) -> bool {
+    if reason.in_experiment() {
+        return true;
+    }
+    match reason {
+        Reason::Fallthrough { .. } => flag.track_events_fallthrough,
+        Reason::RuleMatch { rule_index, .. } => {
+            flag.rules.get(*rule_index).is_some_and(|r| r.track_events)
+        }
+        _ => false,
+    }
+}
+
+/// Evaluation stops at once and the whole result becomes `ERROR`/`MALFORMED_FLAG`: a
+/// prerequisite or segment cycle, or an invalid attribute reference in a clause.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Abort;
+
+/// Keys currently being evaluated, for cycle detection. Lives on the stack; only chains
+/// deeper than the inline capacity use the heap.
+struct Chain<'a> {
+    inline: [&'a str; 16],
+    len: usize,
+    spill: Vec<&'a str>,
+}
+
+impl<'a> Chain<'a> {
+    fn new() -> Chain<'a> {
+        Chain {
+            inline: [""; 16],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.inline[..self.len].contains(&key) || self.spill.contains(&key)
+    }
+
+    fn push(&mut self, key: &'a str) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = key;
+            self.len += 1;
+        } else {
+            self.spill.push(key);
+        }
+    }
+
+    fn pop(&mut self) {
+        if self.spill.pop().is_none() {
+            self.len = self.len.saturating_sub(1);
+        }
+    }
+}
+
+struct Scope<'a, 'c> {
+    ev: Evaluator<'a>,
+    ctx: &'c Context,
+    prereqs: Chain<'a>,
+    segments: Chain<'a>,
+    big_status: Option<BigSegmentsStatus>,
+    /// Big-segment memberships fetched during this evaluation, by context key.
+    big_cache: Vec<(String, Option<BigSegmentMembership>)>,
+}
+
+fn variation<'a>(flag: &'a CompiledFlag, index: usize, reason: Reason<'a>) -> EvalDetail<'a> {
+    match flag.raw().variations.get(index) {
+        Some(v) => EvalDetail::variation(v, index, reason),
+        None => EvalDetail::error(ErrorKind::MalformedFlag),
+    }
+}
+
+fn off_value<'a>(flag: &'a CompiledFlag, reason: Reason<'a>) -> EvalDetail<'a> {
+    match flag.raw().off_variation {
+        Some(i) => variation(flag, i, reason),
+        None => EvalDetail {
+            value: None,
+            variation_index: None,
+            reason,
+            big_segments_status: None,
+        },
+    }
+}
+
+impl<'a, 'c> Scope<'a, 'c> {
+    fn new(ev: Evaluator<'a>, ctx: &'c Context) -> Scope<'a, 'c> {
+        Scope {
+            ev,
+            ctx,
+            prereqs: Chain::new(),
+            segments: Chain::new(),
+            big_status: None,
+            big_cache: Vec::new(),
+        }
+    }
+
+    fn eval_flag(&mut self, flag: &'a CompiledFlag) -> Result<EvalDetail<'a>, Abort> {
+        let raw = flag.raw();
+        if !raw.on {
+            return Ok(off_value(flag, Reason::OFF));
+        }
+        let c: &'a CFlag = &flag.c;
+        if !c.prerequisites.is_empty() {
+            if let Some(failed) = self.check_prerequisites(flag)? {
+                return Ok(off_value(
+                    flag,
+                    Reason::PrerequisiteFailed {
+                        prerequisite_key: Cow::Borrowed(failed),
+                    },
+                ));
+            }
+        }
+        if let Some(v) = self.target_match(c) {
+            return Ok(variation(flag, v, Reason::TARGET_MATCH));
+        }
+        for (i, rule) in c.rules.iter().enumerate() {
+            if self.all_match(&rule.clauses)? {
+                let rule_id = raw.rules.get(i).map_or("", |r| r.id.as_str());
+                let reason = Reason::RuleMatch {
+                    rule_index: i,
+                    rule_id: Cow::Borrowed(rule_id),
+                    in_experiment: false,
+                };
+                return Ok(self.outcome(flag, &rule.outcome, reason));
+            }
+        }
+        Ok(self.outcome(flag, &c.fallthrough, Reason::FALLTHROUGH))
+    }
+
+    /// `Some(key)` of the first failed prerequisite.
+    fn check_prerequisites(&mut self, flag: &'a CompiledFlag) -> Result<Option<&'a str>, Abort> {
+        self.prereqs.push(flag.key());
+        let result = self.check_prerequisites_inner(flag);
+        self.prereqs.pop();
+        result
+    }
+
+    fn check_prerequisites_inner(
+        &mut self,
+        flag: &'a CompiledFlag,
+    ) -> Result<Option<&'a str>, Abort> {
+        for p in flag.c.prerequisites.iter() {
+            let Some(pflag) = self.ev.data.flag(&p.key) else {
+                return Ok(Some(&p.key));
+            };
+            if self.prereqs.contains(pflag.key()) {
+                return Err(Abort);
+            }
+            // A killed prerequisite counts as off: the kill switch applies everywhere.
+            let killed = self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key()));
+            let detail = self.eval_flag(pflag)?;
+            let ok = !killed
+                && pflag.raw().on
+                && detail.value.is_some()
+                && detail.variation_index == Some(p.variation);
+            if !ok {
+                return Ok(Some(&p.key));
+            }
+        }
+        Ok(None)
+    }
+
+    fn target_match(&self, c: &CFlag) -> Option<usize> {
+        let mut best: Option<(u32, usize)> = None;
+        for group in c.targets.iter() {
+            let Some(single) = self.ctx.as_single(&group.kind) else {
+                continue;
+            };
+            if let Some(&(order, v)) = group.keys.get(single.key()) {
+                if best.is_none_or(|(o, _)| order < o) {
+                    best = Some((order, v));
+                }
+            }
+        }
+        best.map(|(_, v)| v)
+    }
+
+    fn outcome(
+        &mut self,
+        flag: &'a CompiledFlag,
+        outcome: &'a Outcome,
+        reason: Reason<'a>,
+    ) -> EvalDetail<'a> {
+        match outcome {
+            Outcome::Fixed(v) => variation(flag, *v, reason),
+            Outcome::Malformed => EvalDetail::error(ErrorKind::MalformedFlag),
+            Outcome::Rollout(r) => {
+                let raw = flag.raw();
+                let Some(attr) = &r.bucket_by else {
+                    return EvalDetail::error(ErrorKind::MalformedFlag);
+                };
+                let (bucket, had_kind) =
+                    bucket_context(self.ctx, &r.kind, attr, &raw.key, &raw.salt, r.seed);
+                let (var, untracked) = match r.buckets.iter().find(|b| bucket < b.1) {
+                    Some(b) => (b.0, b.2),
+                    // Past the end of the weights: the last bucket, as LaunchDarkly does.
+                    None => r.buckets.last().map_or((usize::MAX, true), |b| (b.0, b.2)),
+                };
+                let in_experiment = r.experiment && !untracked && had_kind;
+                let reason = match reason {
+                    Reason::Fallthrough { .. } => Reason::Fallthrough { in_experiment },
+                    Reason::RuleMatch {
+                        rule_index,
+                        rule_id,
+                        ..
+                    } => Reason::RuleMatch {
+                        rule_index,
+                        rule_id,
+                        in_experiment,
+                    },
+                    other => other,
+                };
+                variation(flag, var, reason)
+            }
+        }
+    }
+
+    fn all_match(&mut self, clauses: &'a [CClause]) -> Result<bool, Abort> {
+        for c in clauses {
+            if !self.clause_matches(c)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn clause_matches(&mut self, c: &'a CClause) -> Result<bool, Abort> {
+        if let COp::Segment(keys) = &c.op {
+            for key in keys.iter() {
+                if let Some(seg) = self.ev.data.segment(key) {
+                    if self.segment_contains(seg)? {
+                        return Ok(!c.negate);
+                    }
+                }
+            }
+            return Ok(c.negate);
+        }
+        match &c.attr {
+            ClauseAttr::Invalid => Err(Abort),
+            ClauseAttr::Kind => {
+                let any = self.ctx.contexts().iter().any(|s| kind_matches(&c.op, s));
+                Ok(any != c.negate)
+            }
+            ClauseAttr::Ref(attr) => {
+                let Some(single) = self.ctx.as_single(&c.kind) else {
+                    return Ok(false);
+                };
+                let Some(value) = single.get(attr) else {
+                    return Ok(false);
+                };
+                let matched = match value {
+                    // A missing attribute never matches, even negated.
+                    Value::Null => return Ok(false),
+                    Value::Array(items) => items.iter().any(|item| c.op.matches(item)),
+                    v => c.op.matches(v),
+                };
+                Ok(matched != c.negate)
+            }
+        }
+    }
+
+    fn segment_contains(&mut self, seg: &'a CompiledSegment) -> Result<bool, Abort> {
+        let key = seg.key();
+        if self.segments.contains(key) {
+            return Err(Abort);
+        }
+        let s = &seg.c;
+        if let Some((kind, reference)) = &s.big {
+            if let Some(member) = self.big_segment_membership(kind, reference.as_deref()) {
+                return Ok(member);
+            }
+        } else {
+            if let Some(user) = self.ctx.as_single(flags_core::context::DEFAULT_KIND) {
+                if s.included.contains(user.key()) {
+                    return Ok(true);
+                }
+            }
+            if keyed_in(self.ctx, &s.included_contexts) {
+                return Ok(true);
+            }
+            if let Some(user) = self.ctx.as_single(flags_core::context::DEFAULT_KIND) {
+                if s.excluded.contains(user.key()) {
+                    return Ok(false);
+                }
+            }
+            if keyed_in(self.ctx, &s.excluded_contexts) {
+                return Ok(false);
+            }
+        }
+        if s.rules.is_empty() {
+            return Ok(false);
+        }
+        self.segments.push(key);
+        let result = self.segment_rules_match(seg);
+        self.segments.pop();
+        result
+    }
+
+    fn segment_rules_match(&mut self, seg: &'a CompiledSegment) -> Result<bool, Abort> {
+        let raw = seg.raw();
+        for rule in seg.c.rules.iter() {
+            if !self.all_match(&rule.clauses)? {
+                continue;
+            }
+            let Some(weight) = rule.weight else {
+                return Ok(true);
+            };
+            let Some(attr) = &rule.bucket_by else {
+                return Err(Abort);
+            };
+            let bucket = bucket_segment(self.ctx, &rule.kind, attr, &raw.key, &raw.salt);
+            if bucket < weight {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `Some(membership)` when the store lists the context either way; `None` to go on to the
+    /// segment's rules.
+    fn big_segment_membership(&mut self, kind: &str, reference: Option<&str>) -> Option<bool> {
+        let Some(single) = self.ctx.as_single(kind) else {
+            return Some(false);
+        };
+        let Some(reference) = reference else {
+            // Without a generation the store cannot be asked.
+            self.big_status = Some(BigSegmentsStatus::NotConfigured);
+            return Some(false);
+        };
+        let Some(store) = self.ev.big_segments else {
+            self.big_status = Some(BigSegmentsStatus::NotConfigured);
+            return Some(false);
+        };
+        let key = single.key();
+        let idx = match self.big_cache.iter().position(|(k, _)| k == key) {
+            Some(i) => i,
+            None => {
+                let hash = crate::bucket::big_segment_hash(key);
+                let (membership, status) = match store.membership(&hash) {
+                    Ok(m) => (m, crate::bucket::store_status(store)),
+                    Err(_) => (None, BigSegmentsStatus::StoreError),
+                };
+                self.big_status = Some(worse(self.big_status, status));
+                self.big_cache.push((key.to_owned(), membership));
+                self.big_cache.len() - 1
+            }
+        };
+        match &self.big_cache[idx].1 {
+            // The store knows nothing of this context: it is in no big segment.
+            None => Some(false),
+            Some(m) => m.check(reference),
+        }
+    }
+}
+
+fn worse(a: Option<BigSegmentsStatus>, b: BigSegmentsStatus) -> BigSegmentsStatus {
+    fn rank(s: BigSegmentsStatus) -> u8 {
+        match s {
+            BigSegmentsStatus::Healthy => 0,
+            BigSegmentsStatus::Stale => 1,
+            BigSegmentsStatus::StoreError => 2,
+            BigSegmentsStatus::NotConfigured => 3,
+        }
+    }
+    match a {
+        Some(a) if rank(a) > rank(b) => a,
+        _ => b,
+    }
+}
+
+fn kind_matches(op: &COp, single: &SingleContext) -> bool {
+    single.get_top("kind").is_some_and(|k| op.matches(k))
+}
+
+fn keyed_in(ctx: &Context, lists: &[(Box<str>, crate::compile::StrSet)]) -> bool {
+    lists
+        .iter()
+        .any(|(kind, keys)| ctx.as_single(kind).is_some_and(|s| keys.contains(s.key())))
+}
