@@ -1,0 +1,895 @@
+//! `cargo xtask tidy`: repository conventions that the compiler and clippy do not check.
+//!
+//! The same checks run as the `repository_is_tidy` test, so `cargo test` enforces them too.
+//! Loading (reading files) is kept apart from checking (pure functions over parsed manifests and
+//! sources), so each check is unit-tested on small in-memory fixtures.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use toml::{Table, Value};
+
+/// Crates under `crates/` that nothing depends on, so they need no `[workspace.dependencies]`
+/// entry: `flags-bench` only holds benchmarks.
+const UNDECLARED_OK: &[&str] = &["flags-bench"];
+
+/// The only packages `flags-core` may depend on (normal dependencies). Everything else depends on
+/// it, so whatever it pulls in, every backend, the SDK and the server pay for. `serde_path_to_error`
+/// is there so load errors can name the full field path.
+const CORE_ALLOWED: &[&str] = &["serde", "serde_json", "serde_path_to_error", "thiserror"];
+
+/// Packages that must not reach `flags-core` even transitively: async runtimes, HTTP stacks and
+/// database clients. The vocabulary crate does no I/O.
+const CORE_FORBIDDEN: &[&str] = &[
+    "tokio",
+    "async-std",
+    "smol",
+    "futures",
+    "mio",
+    "axum",
+    "axum-core",
+    "hyper",
+    "http",
+    "tower",
+    "reqwest",
+    "sqlx",
+    "postgres",
+    "tokio-postgres",
+    "redis",
+    "async-nats",
+];
+
+/// Runs every check on the repository at `root`, printing each problem.
+pub fn run(root: &Path) -> anyhow::Result<()> {
+    let problems = check_repository(root)?;
+    if problems.is_empty() {
+        println!("tidy: ok");
+        return Ok(());
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    bail!("tidy: {} problem(s)", problems.len())
+}
+
+/// Every problem found in the repository at `root`, as `path: what is wrong` lines. An error
+/// means the repository could not be read at all.
+pub fn check_repository(root: &Path) -> anyhow::Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let workspace = load(root, &mut problems)?;
+    problems.extend(check(&workspace));
+    Ok(problems)
+}
+
+/// What the checks look at, read from disk once.
+struct Workspace {
+    /// The root `Cargo.toml`.
+    manifest: Table,
+    /// `Cargo.lock`, when there is one.
+    lock: Option<Table>,
+    /// The crates under `crates/`, then `xtask`.
+    crates: Vec<Crate>,
+    /// Every `.rs` file of those crates: (path relative to the root, text).
+    sources: Vec<(String, String)>,
+}
+
+struct Crate {
+    /// Directory relative to the root with `/` separators: `crates/flags-core`, `xtask`.
+    dir: String,
+    manifest: Table,
+    /// `src/lib.rs`, when the crate has a library.
+    lib_rs: Option<String>,
+}
+
+fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
+    let manifest = fs::read_to_string(root.join("Cargo.toml"))
+        .context("cannot read the root Cargo.toml")?
+        .parse::<Table>()
+        .context("cannot parse the root Cargo.toml")?;
+
+    let lock = match fs::read_to_string(root.join("Cargo.lock")) {
+        Ok(text) => match text.parse::<Table>() {
+            Ok(lock) => Some(lock),
+            Err(err) => {
+                problems.push(format!("Cargo.lock: cannot parse: {err}"));
+                None
+            }
+        },
+        Err(_) => None,
+    };
+
+    let mut dirs = Vec::new();
+    let crates_dir = root.join("crates");
+    if crates_dir.is_dir() {
+        for entry in fs::read_dir(&crates_dir).context("cannot list crates/")? {
+            let entry = entry.context("cannot list crates/")?;
+            if entry.path().is_dir() {
+                dirs.push(format!("crates/{}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    dirs.sort();
+    dirs.push("xtask".to_owned());
+
+    let mut crates = Vec::new();
+    let mut sources = Vec::new();
+    for dir in dirs {
+        let path = root.join(&dir);
+        let manifest = match fs::read_to_string(path.join("Cargo.toml")) {
+            Ok(text) => text.parse::<Table>(),
+            Err(_) => {
+                problems.push(format!(
+                    "{dir}: no Cargo.toml (the workspace takes every crates/* as a member)"
+                ));
+                continue;
+            }
+        };
+        let manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(err) => {
+                problems.push(format!("{dir}/Cargo.toml: cannot parse: {err}"));
+                continue;
+            }
+        };
+        let lib_rs = fs::read_to_string(path.join("src/lib.rs")).ok();
+        collect_sources(root, &path, &mut sources, problems)?;
+        crates.push(Crate {
+            dir,
+            manifest,
+            lib_rs,
+        });
+    }
+
+    Ok(Workspace {
+        manifest,
+        lock,
+        crates,
+        sources,
+    })
+}
+
+fn collect_sources(
+    root: &Path,
+    dir: &Path,
+    sources: &mut Vec<(String, String)>,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut entries = fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            // Build output and hidden directories hold no sources of ours.
+            if name != "target" && !name.starts_with('.') {
+                collect_sources(root, &path, sources, problems)?;
+            }
+        } else if name.ends_with(".rs") {
+            let relative = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            match fs::read_to_string(&path) {
+                Ok(text) => sources.push((relative, text)),
+                Err(err) => problems.push(format!("{relative}: cannot read: {err}")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(ws: &Workspace) -> Vec<String> {
+    let mut problems = Vec::new();
+    for krate in &ws.crates {
+        check_package(ws, krate, &mut problems);
+        check_dependencies_inherited(krate, &mut problems);
+        check_lib_doc(krate, &mut problems);
+    }
+    check_declared(ws, &mut problems);
+    check_core_dependencies(ws, &mut problems);
+    check_test_attributes(ws, &mut problems);
+    problems
+}
+
+/// Name, description, licence, publishing and lints of one crate.
+fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
+    let at = format!("{}/Cargo.toml", krate.dir);
+    let Some(name) = package_name(krate) else {
+        problems.push(format!("{at}: no [package] name"));
+        return;
+    };
+    if let Some(dir_name) = krate.dir.strip_prefix("crates/")
+        && dir_name != name
+    {
+        problems.push(format!(
+            "{at}: package `{name}` should be named after its directory `{dir_name}`"
+        ));
+    }
+    match inherited(ws, krate, "description") {
+        Some(Value::String(text)) if !text.trim().is_empty() => {}
+        _ => problems.push(format!(
+            "{at}: no `description` (say in one sentence what the crate is)"
+        )),
+    }
+    if inherited(ws, krate, "license").and_then(Value::as_str) != Some("Apache-2.0") {
+        problems.push(format!(
+            "{at}: licence should be Apache-2.0 (`license.workspace = true`)"
+        ));
+    }
+    if inherited(ws, krate, "publish").and_then(Value::as_bool) != Some(false) {
+        problems.push(format!(
+            "{at}: should not be publishable (`publish.workspace = true`)"
+        ));
+    }
+    let lints_inherited = krate
+        .manifest
+        .get("lints")
+        .and_then(|lints| lints.get("workspace"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if !lints_inherited {
+        problems.push(format!(
+            "{at}: no `[lints] workspace = true` (the workspace lints apply to every crate)"
+        ));
+    }
+}
+
+/// Versions and features live once in the root `[workspace.dependencies]`; crates inherit them.
+fn check_dependencies_inherited(krate: &Crate, problems: &mut Vec<String>) {
+    for (section, deps) in dependency_tables(&krate.manifest) {
+        for (name, spec) in deps {
+            let inherits = spec.get("workspace").and_then(Value::as_bool) == Some(true);
+            if !inherits {
+                problems.push(format!(
+                    "{}/Cargo.toml: [{section}] `{name}` should be `{name}.workspace = true` \
+                     (declare it in the root [workspace.dependencies])",
+                    krate.dir
+                ));
+            }
+        }
+    }
+}
+
+fn check_lib_doc(krate: &Crate, problems: &mut Vec<String>) {
+    let Some(lib_rs) = &krate.lib_rs else {
+        return;
+    };
+    let opens_with_doc = lib_rs
+        .lines()
+        .next()
+        .is_some_and(|line| line.starts_with("//!"));
+    if !opens_with_doc {
+        problems.push(format!(
+            "{}/src/lib.rs: should open with a `//!` comment saying what the crate is and is not",
+            krate.dir
+        ));
+    }
+}
+
+/// Every library crate under `crates/` is declared once in the root `[workspace.dependencies]`,
+/// so other crates depend on it with `name.workspace = true`.
+fn check_declared(ws: &Workspace, problems: &mut Vec<String>) {
+    let declared = workspace_dependencies(ws);
+    for krate in &ws.crates {
+        let Some(name) = package_name(krate) else {
+            continue;
+        };
+        if !krate.dir.starts_with("crates/") || UNDECLARED_OK.contains(&name) {
+            continue;
+        }
+        let path = declared
+            .and_then(|deps| deps.get(name))
+            .map(|spec| spec.get("path").and_then(Value::as_str));
+        match path {
+            None => problems.push(format!(
+                "Cargo.toml: [workspace.dependencies] lacks \
+                 `{name} = {{ path = \"{}\", version = \"0.1.0\" }}`",
+                krate.dir
+            )),
+            Some(path) if path != Some(krate.dir.as_str()) => problems.push(format!(
+                "Cargo.toml: [workspace.dependencies] `{name}` should have path = \"{}\"",
+                krate.dir
+            )),
+            Some(_) => {}
+        }
+    }
+}
+
+/// `flags-core` depends only on `CORE_ALLOWED`, and nothing in `CORE_FORBIDDEN` reaches it.
+fn check_core_dependencies(ws: &Workspace, problems: &mut Vec<String>) {
+    let Some(core) = ws
+        .crates
+        .iter()
+        .find(|krate| package_name(krate) == Some("flags-core"))
+    else {
+        return;
+    };
+    let mut direct = BTreeSet::new();
+    for (section, deps) in dependency_tables(&core.manifest) {
+        if !section.ends_with("dependencies") || section.ends_with("-dependencies") {
+            continue;
+        }
+        for (key, spec) in deps {
+            let package = real_package_name(ws, key, spec);
+            if !CORE_ALLOWED.contains(&package) {
+                problems.push(format!(
+                    "{}/Cargo.toml: flags-core may depend only on {}; found `{package}`",
+                    core.dir,
+                    CORE_ALLOWED.join(", ")
+                ));
+            }
+            direct.insert(package.to_owned());
+        }
+    }
+    if let Some(lock) = &ws.lock {
+        for (forbidden, chain) in forbidden_in_closure(lock, &direct) {
+            problems.push(format!(
+                "{}/Cargo.toml: flags-core pulls in `{forbidden}` through {chain}",
+                core.dir
+            ));
+        }
+    }
+}
+
+/// Tests that are skipped, or that pass by panicking, cannot catch a regression.
+fn check_test_attributes(ws: &Workspace, problems: &mut Vec<String>) {
+    // Built at run time so this file does not report itself.
+    let rules = [
+        (
+            format!("#[{}", "ignore"),
+            "a test that does not run cannot fail; make it fast instead",
+        ),
+        (
+            format!("#[{}", "should_panic"),
+            "return or match the error and assert on it instead",
+        ),
+    ];
+    for (path, text) in &ws.sources {
+        for (index, line) in text.lines().enumerate() {
+            for (pattern, advice) in &rules {
+                if line.trim_start().starts_with(pattern.as_str()) {
+                    problems.push(format!(
+                        "{path}:{}: `{pattern}]` is not allowed: {advice}",
+                        index + 1
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn package_name(krate: &Crate) -> Option<&str> {
+    krate
+        .manifest
+        .get("package")
+        .and_then(|package| package.get("name"))
+        .and_then(Value::as_str)
+}
+
+/// A `[package]` field, following `field.workspace = true` to `[workspace.package]`.
+fn inherited<'a>(ws: &'a Workspace, krate: &'a Crate, field: &str) -> Option<&'a Value> {
+    let value = krate.manifest.get("package")?.get(field)?;
+    if value.get("workspace").and_then(Value::as_bool) == Some(true) {
+        ws.manifest.get("workspace")?.get("package")?.get(field)
+    } else {
+        Some(value)
+    }
+}
+
+fn workspace_dependencies(ws: &Workspace) -> Option<&Table> {
+    ws.manifest
+        .get("workspace")?
+        .get("dependencies")?
+        .as_table()
+}
+
+/// The dependency tables of a manifest with a label for messages: `dependencies`,
+/// `dev-dependencies`, `build-dependencies`, and the same under each `[target.'cfg(..)']`.
+fn dependency_tables(manifest: &Table) -> Vec<(String, &Table)> {
+    const KINDS: [&str; 3] = ["dependencies", "dev-dependencies", "build-dependencies"];
+    let mut tables = Vec::new();
+    for kind in KINDS {
+        if let Some(deps) = manifest.get(kind).and_then(Value::as_table) {
+            tables.push((kind.to_owned(), deps));
+        }
+    }
+    if let Some(targets) = manifest.get("target").and_then(Value::as_table) {
+        for (target, table) in targets {
+            for kind in KINDS {
+                if let Some(deps) = table.get(kind).and_then(Value::as_table) {
+                    tables.push((format!("target.'{target}'.{kind}"), deps));
+                }
+            }
+        }
+    }
+    tables
+}
+
+/// The package a dependency key names, following `package = "..."` renames, also through the
+/// workspace declaration it inherits.
+fn real_package_name<'a>(ws: &'a Workspace, key: &'a str, spec: &'a Value) -> &'a str {
+    if let Some(package) = spec.get("package").and_then(Value::as_str) {
+        return package;
+    }
+    workspace_dependencies(ws)
+        .and_then(|deps| deps.get(key))
+        .and_then(|declared| declared.get("package"))
+        .and_then(Value::as_str)
+        .unwrap_or(key)
+}
+
+/// Forbidden packages reachable from `direct` through `Cargo.lock`, each with the chain that
+/// reaches it (`serde_json -> foo -> tokio`). The lock file records for each package every
+/// dependency the workspace resolved (optional ones included when any crate enables them), so
+/// this may over-report but never misses one.
+fn forbidden_in_closure(lock: &Table, direct: &BTreeSet<String>) -> Vec<(String, String)> {
+    type Node = (String, String);
+    let mut packages: BTreeMap<Node, Vec<String>> = BTreeMap::new();
+    for package in lock
+        .get("package")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(name), Some(version)) = (
+            package.get("name").and_then(Value::as_str),
+            package.get("version").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        let deps = package
+            .get("dependencies")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect();
+        packages.insert((name.to_owned(), version.to_owned()), deps);
+    }
+    // A lock entry names a dependency as `name`, or `name version` when several versions exist.
+    let resolve = |dep: &str| -> Vec<Node> {
+        let mut parts = dep.split_whitespace();
+        let name = parts.next().unwrap_or_default();
+        let version = parts.next();
+        packages
+            .keys()
+            .filter(|(n, v)| n == name && version.is_none_or(|version| version == v))
+            .cloned()
+            .collect()
+    };
+
+    let mut parent: BTreeMap<Node, Option<Node>> = BTreeMap::new();
+    let mut queue = VecDeque::new();
+    for name in direct {
+        for node in resolve(name) {
+            if parent.insert(node.clone(), None).is_none() {
+                queue.push_back(node);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut reported = BTreeSet::new();
+    while let Some(node) = queue.pop_front() {
+        if CORE_FORBIDDEN.contains(&node.0.as_str()) && reported.insert(node.0.clone()) {
+            let mut chain = vec![node.0.clone()];
+            let mut at = &node;
+            while let Some(Some(up)) = parent.get(at) {
+                chain.push(up.0.clone());
+                at = up;
+            }
+            chain.reverse();
+            found.push((node.0.clone(), chain.join(" -> ")));
+        }
+        for dep in packages.get(&node).into_iter().flatten() {
+            for next in resolve(dep) {
+                if !parent.contains_key(&next) {
+                    parent.insert(next.clone(), Some(node.clone()));
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real repository passes every check.
+    #[test]
+    fn repository_is_tidy() {
+        let problems = check_repository(&crate::project_root()).unwrap();
+        assert!(
+            problems.is_empty(),
+            "`cargo xtask tidy` found {} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+
+    const ROOT: &str = r#"
+[workspace]
+members = ["crates/*", "xtask"]
+
+[workspace.package]
+license = "Apache-2.0"
+publish = false
+
+[workspace.dependencies]
+flags-core = { path = "crates/flags-core", version = "0.1.0" }
+flags-app = { path = "crates/flags-app", version = "0.1.0" }
+serde = "1"
+tokio = "1"
+runtime = { package = "tokio", version = "1" }
+"#;
+
+    const DOC: &str = "//! A fixture crate.\n";
+
+    fn manifest(name: &str, deps: &str) -> String {
+        format!(
+            r#"
+[package]
+name = "{name}"
+description = "A fixture crate."
+license.workspace = true
+publish.workspace = true
+
+{deps}
+
+[lints]
+workspace = true
+"#
+        )
+    }
+
+    struct Fixture {
+        root: String,
+        lock: Option<String>,
+        crates: Vec<(String, String, Option<String>)>,
+        sources: Vec<(String, String)>,
+    }
+
+    impl Fixture {
+        /// A small workspace that passes every check.
+        fn tidy() -> Fixture {
+            Fixture {
+                root: ROOT.to_owned(),
+                lock: None,
+                crates: vec![
+                    (
+                        "crates/flags-app".to_owned(),
+                        manifest(
+                            "flags-app",
+                            "[dependencies]\nflags-core.workspace = true\ntokio.workspace = true",
+                        ),
+                        Some(DOC.to_owned()),
+                    ),
+                    (
+                        "crates/flags-core".to_owned(),
+                        manifest("flags-core", "[dependencies]\nserde.workspace = true"),
+                        Some(DOC.to_owned()),
+                    ),
+                    ("xtask".to_owned(), manifest("xtask", ""), None),
+                ],
+                sources: vec![(
+                    "crates/flags-core/src/lib.rs".to_owned(),
+                    format!("{DOC}#[test]\nfn works() {{}}\n"),
+                )],
+            }
+        }
+
+        fn with_crate(mut self, dir: &str, manifest: &str, lib_rs: Option<&str>) -> Fixture {
+            self.crates.retain(|(d, _, _)| d != dir);
+            self.crates.push((
+                dir.to_owned(),
+                manifest.to_owned(),
+                lib_rs.map(str::to_owned),
+            ));
+            self
+        }
+
+        fn problems(self) -> Vec<String> {
+            let ws = Workspace {
+                manifest: self.root.parse().unwrap(),
+                lock: self.lock.map(|lock| lock.parse().unwrap()),
+                crates: self
+                    .crates
+                    .into_iter()
+                    .map(|(dir, manifest, lib_rs)| Crate {
+                        dir,
+                        manifest: manifest.parse().unwrap(),
+                        lib_rs,
+                    })
+                    .collect(),
+                sources: self.sources,
+            };
+            check(&ws)
+        }
+    }
+
+    /// Asserts that exactly the `expected` problems are found, each given by a part of its text.
+    #[track_caller]
+    fn check_problems(fixture: Fixture, expected: &[&str]) {
+        let problems = fixture.problems();
+        let matches = problems.len() == expected.len()
+            && problems
+                .iter()
+                .zip(expected)
+                .all(|(problem, part)| problem.contains(part));
+        assert!(
+            matches,
+            "expected problems containing {expected:#?}\nfound {problems:#?}"
+        );
+    }
+
+    #[test]
+    fn tidy_fixture_has_no_problems() {
+        check_problems(Fixture::tidy(), &[]);
+    }
+
+    #[test]
+    fn missing_description_is_reported() {
+        let manifest = manifest("flags-app", "").replace("description = \"A fixture crate.\"", "");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(fixture, &["crates/flags-app/Cargo.toml: no `description`"]);
+
+        let manifest = manifest.replace("[package]", "[package]\ndescription = \" \"");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(fixture, &["crates/flags-app/Cargo.toml: no `description`"]);
+    }
+
+    #[test]
+    fn missing_workspace_lints_are_reported() {
+        let manifest = manifest("xtask", "").replace("[lints]\nworkspace = true\n", "");
+        let fixture = Fixture::tidy().with_crate("xtask", &manifest, None);
+        check_problems(
+            fixture,
+            &["xtask/Cargo.toml: no `[lints] workspace = true`"],
+        );
+    }
+
+    #[test]
+    fn licence_and_publishing_are_checked() {
+        let manifest = manifest("flags-app", "")
+            .replace("license.workspace = true", "license = \"MIT\"")
+            .replace("publish.workspace = true", "");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: licence should be Apache-2.0",
+                "crates/flags-app/Cargo.toml: should not be publishable",
+            ],
+        );
+    }
+
+    #[test]
+    fn package_named_unlike_its_directory_is_reported() {
+        let fixture =
+            Fixture::tidy().with_crate("crates/flags-app", &manifest("flags-ap", ""), Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "package `flags-ap` should be named after its directory `flags-app`",
+                "lacks `flags-ap = { path = \"crates/flags-app\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn lib_without_doc_comment_is_reported() {
+        for lib_rs in [
+            "pub fn f() {}\n",
+            "// A plain comment is not documentation.\n",
+            "#![allow(missing_docs)]\n//! Documentation after an attribute.\n",
+            "\n//! Documentation after a blank line.\n",
+            "",
+        ] {
+            let fixture = Fixture::tidy().with_crate(
+                "crates/flags-core",
+                &manifest("flags-core", ""),
+                Some(lib_rs),
+            );
+            check_problems(
+                fixture,
+                &["crates/flags-core/src/lib.rs: should open with a `//!` comment"],
+            );
+        }
+    }
+
+    #[test]
+    fn crate_without_library_needs_no_doc_comment() {
+        let fixture = Fixture::tidy().with_crate("xtask", &manifest("xtask", ""), None);
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn undeclared_crate_is_reported_except_bench_only_crates() {
+        let fixture = Fixture::tidy()
+            .with_crate("crates/flags-new", &manifest("flags-new", ""), Some(DOC))
+            .with_crate("crates/flags-bench", &manifest("flags-bench", ""), None);
+        check_problems(
+            fixture,
+            &[
+                "Cargo.toml: [workspace.dependencies] lacks `flags-new = { path = \"crates/flags-new\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn declaration_with_wrong_path_is_reported() {
+        let mut fixture = Fixture::tidy();
+        fixture.root = ROOT.replace("path = \"crates/flags-app\"", "path = \"flags-app\"");
+        check_problems(
+            fixture,
+            &["`flags-app` should have path = \"crates/flags-app\""],
+        );
+    }
+
+    #[test]
+    fn dependency_not_inherited_from_workspace_is_reported() {
+        let deps = "[dependencies]\nserde = \"1\"\n\n[target.'cfg(unix)'.dev-dependencies]\n\
+                    tokio = { version = \"1\" }";
+        let fixture =
+            Fixture::tidy().with_crate("crates/flags-app", &manifest("flags-app", deps), Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: [dependencies] `serde` should be `serde.workspace = true`",
+                "[target.'cfg(unix)'.dev-dependencies] `tokio` should be `tokio.workspace = true`",
+            ],
+        );
+    }
+
+    #[test]
+    fn core_depending_outside_its_allow_list_is_reported() {
+        let deps = "[dependencies]\nserde.workspace = true\ntokio.workspace = true\n\
+                    [dev-dependencies]\nflags-app.workspace = true";
+        let fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", deps),
+            Some(DOC),
+        );
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-core/Cargo.toml: flags-core may depend only on serde, serde_json, \
+               serde_path_to_error, thiserror; found `tokio`",
+            ],
+        );
+    }
+
+    #[test]
+    fn core_dependency_renamed_in_the_workspace_is_seen_through() {
+        let deps = "[target.'cfg(unix)'.dependencies]\nruntime.workspace = true";
+        let fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", deps),
+            Some(DOC),
+        );
+        check_problems(fixture, &["found `tokio`"]);
+    }
+
+    const LOCK: &str = r#"
+version = 4
+
+[[package]]
+name = "flags-core"
+version = "0.1.0"
+dependencies = ["serde", "tokio"]
+
+[[package]]
+name = "serde"
+version = "1.0.0"
+dependencies = ["serde_derive"]
+
+[[package]]
+name = "serde_derive"
+version = "1.0.0"
+dependencies = ["mio 0.8.0"]
+
+[[package]]
+name = "mio"
+version = "0.8.0"
+
+[[package]]
+name = "mio"
+version = "1.0.0"
+
+[[package]]
+name = "tokio"
+version = "1.0.0"
+"#;
+
+    #[test]
+    fn forbidden_crate_reached_through_the_lock_file_is_reported() {
+        let mut fixture = Fixture::tidy();
+        fixture.lock = Some(LOCK.to_owned());
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-core/Cargo.toml: flags-core pulls in `mio` through \
+               serde -> serde_derive -> mio",
+            ],
+        );
+    }
+
+    #[test]
+    fn dev_dependencies_of_core_are_not_followed_through_the_lock_file() {
+        // flags-core's own lock entry lists its dev-dependencies too (here tokio); only the
+        // normal dependencies from its manifest are followed.
+        let mut fixture = Fixture::tidy();
+        fixture.lock = Some(LOCK.replace("dependencies = [\"mio 0.8.0\"]", ""));
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn skipped_and_panicking_tests_are_reported() {
+        let mut fixture = Fixture::tidy();
+        let ignore = format!("#[{}", "ignore");
+        let should_panic = format!("#[{}", "should_panic");
+        fixture.sources.push((
+            "crates/flags-app/tests/api.rs".to_owned(),
+            format!(
+                "#[test]\n{ignore}]\nfn slow() {{}}\n\n#[test]\n    {should_panic}(expected = \"x\")]\n\
+                 fn panics() {{}}\n// {ignore}] in a comment is fine\n"
+            ),
+        ));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/tests/api.rs:2: `#[ignore]` is not allowed",
+                "crates/flags-app/tests/api.rs:6: `#[should_panic]` is not allowed",
+            ],
+        );
+    }
+
+    /// Loading from disk finds crates, sources and missing files, end to end.
+    #[test]
+    fn repository_on_disk_is_loaded_and_checked() {
+        let root = std::env::temp_dir().join(format!("xtask-tidy-{}", std::process::id()));
+        let write = |path: &str, text: &str| {
+            let path = root.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write("Cargo.toml", ROOT);
+        write("crates/flags-core/Cargo.toml", &manifest("flags-core", ""));
+        write("crates/flags-core/src/lib.rs", "pub struct Flag;\n");
+        write("crates/flags-app/Cargo.toml", &manifest("flags-app", ""));
+        write("crates/flags-app/src/lib.rs", DOC);
+        write(
+            "crates/flags-app/target/debug/build/out.rs",
+            &format!("#[{}]\n", "ignore"),
+        );
+        write("crates/flags-half/src/lib.rs", DOC);
+        write(
+            "xtask/Cargo.toml",
+            &manifest("xtask", "[dependencies]\nanyhow = \"1\""),
+        );
+        write("xtask/src/main.rs", "fn main() {}\n");
+
+        let problems = check_repository(&root);
+        fs::remove_dir_all(&root).unwrap();
+        let problems = problems.unwrap();
+        let expected = [
+            "crates/flags-half: no Cargo.toml",
+            "crates/flags-core/src/lib.rs: should open with a `//!` comment",
+            "xtask/Cargo.toml: [dependencies] `anyhow` should be `anyhow.workspace = true`",
+        ];
+        assert!(
+            problems.len() == expected.len()
+                && problems.iter().zip(expected).all(|(p, e)| p.contains(e)),
+            "found {problems:#?}"
+        );
+    }
+}
