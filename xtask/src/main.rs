@@ -3,18 +3,20 @@
 //! Plain Rust instead of shell scripts, so that a developer's machine and CI run exactly the same
 //! steps. It is not part of the product and nothing depends on it.
 
+mod deps;
 mod tidy;
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
-use anyhow::anyhow;
+use anyhow::{Context as _, anyhow, bail};
 
 const HELP: &str = "\
 Usage: cargo xtask <command>
 
 Commands:
   tidy    Check repository conventions: crate metadata, lints, docs, flags-core's dependencies
+  deps    Install the third-party test clients (Python venv, npm packages) under the target dir
   help    Print this message
 ";
 
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["tidy"] => tidy::run(&root),
+        ["deps"] => deps::run(&root),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
@@ -62,4 +65,48 @@ fn project_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or(manifest_dir)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` when set, else `<root>/target`.
+fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        // Cargo reads a relative CARGO_TARGET_DIR against the current directory; so do we.
+        Some(dir) if !dir.is_empty() => {
+            std::path::absolute(&dir).context("cannot resolve CARGO_TARGET_DIR")
+        }
+        _ => Ok(root.join("target")),
+    }
+}
+
+/// Runs a command to completion with inherited output, failing when it fails.
+fn run_command(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = show(cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// A command as a person would type it, for messages.
+fn show(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    let args = cmd.get_args().map(|arg| {
+        let arg = arg.to_string_lossy();
+        if arg.is_empty() {
+            "\"\"".to_owned()
+        } else {
+            arg.into_owned()
+        }
+    });
+    std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
