@@ -3,9 +3,11 @@
 //! Plain Rust instead of shell scripts, so that a developer's machine and CI run exactly the same
 //! steps. It is not part of the product and nothing depends on it.
 
+mod ci;
 mod deps;
 mod tidy;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -17,6 +19,7 @@ Usage: cargo xtask <command>
 Commands:
   tidy    Check repository conventions: crate metadata, lints, docs, flags-core's dependencies
   deps    Install the third-party test clients (Python venv, npm packages) under the target dir
+  ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   help    Print this message
 ";
 
@@ -31,6 +34,7 @@ fn main() -> ExitCode {
     {
         ["tidy"] => tidy::run(&root),
         ["deps"] => deps::run(&root),
+        ["ci"] => ci::run(&root),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
@@ -78,6 +82,11 @@ fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// A `cargo` command: the same cargo that started us, when known.
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
+}
+
 /// Runs a command to completion with inherited output, failing when it fails.
 fn run_command(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = show(cmd);
@@ -88,6 +97,12 @@ fn run_command(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("`{shown}` failed ({status})");
     }
     Ok(())
+}
+
+/// Whether `program` can be found on `PATH`.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 /// A command as a person would type it, for messages.
