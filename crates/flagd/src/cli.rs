@@ -1,0 +1,224 @@
+//! The command line: `flagd serve` and `flagd validate`, and how flags, environment and the
+//! configuration file combine into one [`Config`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+
+const ABOUT: &str = "A self-hosted feature-flag server for LaunchDarkly-format flag data.";
+
+const LONG_ABOUT: &str = "\
+A self-hosted feature-flag server for LaunchDarkly-format flag data.
+
+flagd serves flags and segments from flag files (LaunchDarkly's file-data-source format,
+{\"flags\":{},\"segments\":{},\"flagValues\":{}}, in JSON or YAML) and reloads them when they
+change. Clients evaluate flags through:
+  - the native API      POST /v1/evaluate/{flagKey}, POST /v1/evaluate
+  - OFREP (OpenFeature) POST /ofrep/v1/evaluate/flags/{key}, POST /ofrep/v1/evaluate/flags
+  - LaunchDarkly SDKs   GET /sdk/latest-all, GET /all (stream), POST /bulk, POST /diagnostic
+and it reports on GET /healthz, GET /readyz and GET /metrics.";
+
+const SERVE_AFTER_HELP: &str = "\
+Settings come from the --config file, then FLAGD_* environment variables, then flags (each
+overriding the one before). Environment variables (lists are comma-separated):
+  FLAGD_CONFIG, FLAGD_LISTEN, FLAGD_FILES, FLAGD_SDK_KEYS, FLAGD_LOG,
+  FLAGD_RELOAD_WATCH, FLAGD_RELOAD_DEBOUNCE_MS, FLAGD_RELOAD_POLL_INTERVAL_MS,
+  FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
+  FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
+  FLAGD_HTTP_STREAM_BUFFER
+The configuration file is YAML with the same names: listen, files, sdk_keys, log,
+reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}.
+
+The first line on standard output is `listening on ADDR` (useful with --listen 127.0.0.1:0).
+SIGTERM or Ctrl-C stops accepting connections, ends streams and finishes requests in flight.
+
+Example:
+  flagd serve --file examples/flags.yaml --listen 0.0.0.0:8013";
+
+const VALIDATE_AFTER_HELP: &str = "\
+Prints each problem as `FILE: FIELD.PATH: message`, then a summary. Exits 0 when nothing is
+wrong, 1 when anything is, including warnings about data that `serve` would load but that cannot
+work as written (a variation index out of range, a prerequisite or segment that does not exist,
+a prerequisite cycle, an unknown operator).";
+
+/// `flagd`'s command line.
+#[derive(Debug, Parser)]
+#[command(name = "flagd", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve flag files over HTTP, reloading them when they change.
+    #[command(after_long_help = SERVE_AFTER_HELP)]
+    Serve(ServeArgs),
+    /// Check flag files and print every problem with its field path.
+    #[command(after_long_help = VALIDATE_AFTER_HELP)]
+    Validate(ValidateArgs),
+}
+
+/// `flagd serve` options; each overrides the configuration file and the environment.
+#[derive(Debug, Default, Args)]
+pub struct ServeArgs {
+    /// YAML configuration file.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Flag file to serve (JSON or YAML); repeat to merge several.
+    #[arg(long = "file", short = 'f', value_name = "PATH")]
+    pub files: Vec<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8013; port 0 picks a free port].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// SDK key that clients must present; repeat for several. Prefer FLAGD_SDK_KEYS, which
+    /// does not show in the process list.
+    #[arg(long = "sdk-key", value_name = "KEY")]
+    pub sdk_keys: Vec<String>,
+    /// Log filter, e.g. `info` or `flagd=debug,info` [default: info].
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Interval of the content check that backs up the file watch, in milliseconds [default: 1000].
+    #[arg(long, value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+    /// Quiet time after a file event before reloading, in milliseconds [default: 50].
+    #[arg(long, value_name = "MS")]
+    pub debounce_ms: Option<u64>,
+    /// Interval of SSE keep-alive comments, in milliseconds [default: 15000].
+    #[arg(long, value_name = "MS")]
+    pub keepalive_ms: Option<u64>,
+}
+
+/// `flagd validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Flag files to check together, as `serve` would merge them.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The effective configuration: the configuration file (from `--config` or `FLAGD_CONFIG`),
+    /// then `env`, then these flags.
+    pub fn resolve(&self, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let path = self
+            .config
+            .clone()
+            .or_else(|| env.get("FLAGD_CONFIG").map(PathBuf::from));
+        let mut config = match path {
+            Some(path) => Config::from_yaml_file(&path)?,
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if !self.files.is_empty() {
+            config.files.clone_from(&self.files);
+        }
+        if !self.sdk_keys.is_empty() {
+            config.sdk_keys.clone_from(&self.sdk_keys);
+        }
+        if let Some(log) = &self.log {
+            config.log.clone_from(log);
+        }
+        if let Some(ms) = self.poll_interval_ms {
+            config.reload.poll_interval_ms = ms;
+        }
+        if let Some(ms) = self.debounce_ms {
+            config.reload.debounce_ms = ms;
+        }
+        if let Some(ms) = self.keepalive_ms {
+            config.http.stream_keepalive_ms = ms;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_override_env_override_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "listen: 127.0.0.1:1111\nfiles: [from-file.yaml]\nsdk_keys: [file-key]\nlog: warn\n"
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [
+            ("FLAGD_CONFIG", file.path().to_str().unwrap()),
+            ("FLAGD_LISTEN", "127.0.0.1:2222"),
+            ("FLAGD_SDK_KEYS", "env-key"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+
+        let config = ServeArgs::default().resolve(&env).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(config.sdk_keys, vec!["env-key"]);
+        assert_eq!(config.files, vec![PathBuf::from("from-file.yaml")]);
+        assert_eq!(config.log, "warn");
+
+        let cli = Cli::try_parse_from([
+            "flagd",
+            "serve",
+            "--listen",
+            "127.0.0.1:3333",
+            "--file",
+            "a.json",
+            "-f",
+            "b.yaml",
+            "--sdk-key",
+            "k1",
+            "--sdk-key",
+            "k2",
+            "--poll-interval-ms",
+            "25",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let config = args.resolve(&env).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:3333");
+        assert_eq!(
+            config.files,
+            vec![PathBuf::from("a.json"), PathBuf::from("b.yaml")]
+        );
+        assert_eq!(config.sdk_keys, vec!["k1", "k2"]);
+        assert_eq!(config.reload.poll_interval_ms, 25);
+        assert_eq!(config.log, "warn");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let args = ServeArgs {
+            config: Some(PathBuf::from("/no/such/flagd.yaml")),
+            ..ServeArgs::default()
+        };
+        let err = args.resolve(&HashMap::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot read configuration file /no/such/flagd.yaml: "),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Server configuration: a plain deserializable struct, read from a YAML file, then overridden by
+//! `FLAGD_*` environment variables, then by command-line flags. It only describes; the runtime
+//! objects are built from it by [`crate::server`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The port flagd listens on unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8013";
+
+/// Everything `flagd serve` can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:8013`; port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Flag files (LaunchDarkly file-data-source format, JSON or YAML), merged.
+    pub files: Vec<PathBuf>,
+    /// SDK keys accepted on evaluation and SDK endpoints; empty means no key is required.
+    pub sdk_keys: Vec<String>,
+    /// How file changes are noticed.
+    pub reload: ReloadConfig,
+    /// Request protection and streaming.
+    pub http: HttpConfig,
+    /// Log filter in `tracing` syntax, e.g. `info` or `flagd=debug,info`.
+    pub log: String,
+}
+
+/// How file changes are noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadConfig {
+    /// Watch the files' directories with inotify (off for filesystems that do not support it;
+    /// polling still notices changes).
+    pub watch: bool,
+    /// Quiet time after a filesystem event before the files are read, in milliseconds.
+    pub debounce_ms: u64,
+    /// Interval of the content-hash check that backs up the filesystem watch, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+/// Request protection and streaming.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes (evaluation requests).
+    pub max_body_bytes: usize,
+    /// Largest accepted analytics-event payload (`/bulk`, `/diagnostic`), in bytes.
+    pub max_events_body_bytes: usize,
+    /// Time limit for one request, in milliseconds (SSE streams are exempt).
+    pub request_timeout_ms: u64,
+    /// Requests handled at once before answering 429 (SSE streams and health checks are exempt).
+    pub max_concurrency: usize,
+    /// `Retry-After` seconds sent with a 429.
+    pub retry_after_secs: u64,
+    /// Interval of SSE keep-alive comments, in milliseconds.
+    pub stream_keepalive_ms: u64,
+    /// Change batches held for a slow stream before it is resynchronised with a fresh `put`.
+    pub stream_buffer: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: default_listen(),
+            files: Vec::new(),
+            sdk_keys: Vec::new(),
+            reload: ReloadConfig::default(),
+            http: HttpConfig::default(),
+            log: "info".to_owned(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8013))
+}
+
+impl Default for ReloadConfig {
+    fn default() -> ReloadConfig {
+        ReloadConfig {
+            watch: true,
+            debounce_ms: 50,
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> HttpConfig {
+        HttpConfig {
+            max_body_bytes: 1024 * 1024,
+            max_events_body_bytes: 10 * 1024 * 1024,
+            request_timeout_ms: 10_000,
+            max_concurrency: 1024,
+            retry_after_secs: 1,
+            stream_keepalive_ms: 15_000,
+            stream_buffer: 64,
+        }
+    }
+}
+
+impl ReloadConfig {
+    /// The debounce as a duration.
+    pub fn debounce(&self) -> Duration {
+        Duration::from_millis(self.debounce_ms)
+    }
+
+    /// The poll interval as a duration.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+}
+
+impl HttpConfig {
+    /// The request timeout as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The keep-alive interval as a duration.
+    pub fn stream_keepalive(&self) -> Duration {
+        Duration::from_millis(self.stream_keepalive_ms)
+    }
+}
+
+/// Why the configuration could not be put together.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// An environment variable has a value of the wrong form.
+    #[error("invalid value {value:?} for {name}: {message}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The environment variables read, with what they set. Lists are comma-separated.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("FLAGD_CONFIG", "configuration file (like --config)"),
+    ("FLAGD_LISTEN", "listen"),
+    ("FLAGD_FILES", "files (comma-separated)"),
+    ("FLAGD_SDK_KEYS", "sdk_keys (comma-separated)"),
+    ("FLAGD_LOG", "log"),
+    ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
+    ("FLAGD_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
+    ("FLAGD_RELOAD_POLL_INTERVAL_MS", "reload.poll_interval_ms"),
+    ("FLAGD_HTTP_MAX_BODY_BYTES", "http.max_body_bytes"),
+    (
+        "FLAGD_HTTP_MAX_EVENTS_BODY_BYTES",
+        "http.max_events_body_bytes",
+    ),
+    ("FLAGD_HTTP_REQUEST_TIMEOUT_MS", "http.request_timeout_ms"),
+    ("FLAGD_HTTP_MAX_CONCURRENCY", "http.max_concurrency"),
+    ("FLAGD_HTTP_RETRY_AFTER_SECS", "http.retry_after_secs"),
+    ("FLAGD_HTTP_STREAM_KEEPALIVE_MS", "http.stream_keepalive_ms"),
+    ("FLAGD_HTTP_STREAM_BUFFER", "http.stream_buffer"),
+];
+
+impl Config {
+    /// Reads a YAML configuration file (missing fields take their defaults).
+    pub fn from_yaml_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml_str(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Reads YAML configuration text; an empty document is the default configuration.
+    pub fn from_yaml_str(text: &str) -> Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_norway::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies `FLAGD_*` variables from `env` (pass `std::env::vars()` in production; tests pass
+    /// their own map so they need not touch the process environment).
+    pub fn apply_env(&mut self, env: &HashMap<String, String>) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                message: e.to_string(),
+            })
+        }
+        fn list(value: &str) -> impl Iterator<Item = String> + '_ {
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        }
+        for (name, value) in env {
+            match name.as_str() {
+                "FLAGD_LISTEN" => self.listen = num(name, value)?,
+                "FLAGD_FILES" => self.files = list(value).map(PathBuf::from).collect(),
+                "FLAGD_SDK_KEYS" => self.sdk_keys = list(value).collect(),
+                "FLAGD_LOG" => self.log = value.clone(),
+                "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,
+                "FLAGD_RELOAD_DEBOUNCE_MS" => self.reload.debounce_ms = num(name, value)?,
+                "FLAGD_RELOAD_POLL_INTERVAL_MS" => self.reload.poll_interval_ms = num(name, value)?,
+                "FLAGD_HTTP_MAX_BODY_BYTES" => self.http.max_body_bytes = num(name, value)?,
+                "FLAGD_HTTP_MAX_EVENTS_BODY_BYTES" => {
+                    self.http.max_events_body_bytes = num(name, value)?
+                }
+                "FLAGD_HTTP_REQUEST_TIMEOUT_MS" => self.http.request_timeout_ms = num(name, value)?,
+                "FLAGD_HTTP_MAX_CONCURRENCY" => self.http.max_concurrency = num(name, value)?,
+                "FLAGD_HTTP_RETRY_AFTER_SECS" => self.http.retry_after_secs = num(name, value)?,
+                "FLAGD_HTTP_STREAM_KEEPALIVE_MS" => {
+                    self.http.stream_keepalive_ms = num(name, value)?
+                }
+                "FLAGD_HTTP_STREAM_BUFFER" => self.http.stream_buffer = num(name, value)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn yaml_then_env() {
+        let mut config = Config::from_yaml_str(
+            "listen: 0.0.0.0:9000\nfiles: [a.yaml]\nreload:\n  poll_interval_ms: 200\nhttp:\n  max_concurrency: 7\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(
+            config.reload.debounce_ms, 50,
+            "unset fields keep their default"
+        );
+        config
+            .apply_env(&env(&[
+                ("FLAGD_LISTEN", "127.0.0.1:0"),
+                ("FLAGD_SDK_KEYS", "k1, k2,"),
+                ("FLAGD_HTTP_MAX_CONCURRENCY", "9"),
+                ("UNRELATED", "x"),
+            ]))
+            .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(config.sdk_keys, vec!["k1", "k2"]);
+        assert_eq!(config.http.max_concurrency, 9);
+        assert_eq!(config.files, vec![PathBuf::from("a.yaml")]);
+        assert_eq!(config.reload.poll_interval_ms, 200);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Config::default()
+            .apply_env(&env(&[("FLAGD_HTTP_STREAM_BUFFER", "many")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"many\" for FLAGD_HTTP_STREAM_BUFFER: invalid digit found in string"
+        );
+        let err = Config::from_yaml_str("lisen: x\n").unwrap_err();
+        assert!(err.contains("unknown field `lisen`"), "{err}");
+        assert_eq!(Config::from_yaml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn default_listen_matches_the_documented_one() {
+        assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
+    }
+}

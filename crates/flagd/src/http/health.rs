@@ -1,0 +1,74 @@
+//! Liveness, readiness and metrics: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::server::AppState;
+use crate::store::{DEGRADED_AFTER, rfc3339};
+
+/// The `/readyz` body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Ready {
+    status: &'static str,
+    flags: Option<usize>,
+    segments: Option<usize>,
+    generation: Option<u64>,
+    data_digest: Option<String>,
+    last_reload_at: Option<String>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    consecutive_failures: u32,
+    warnings: Vec<String>,
+    files: Vec<String>,
+}
+
+/// Alive: the process answers.
+pub(super) async fn healthz() -> Response {
+    Json(json!({"status": "OK"})).into_response()
+}
+
+/// Ready when data is loaded: 200 `SERVING` (or `DEGRADED` after repeated failed reloads, still
+/// serving the last good data), 503 `CONNECTING` before any data. Always reports the last
+/// reload error and when it happened.
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let status = state.store.status();
+    let snapshot = state.store.snapshot();
+    let (code, label) = match &snapshot {
+        None => (StatusCode::SERVICE_UNAVAILABLE, "CONNECTING"),
+        Some(_) if status.consecutive_failures >= DEGRADED_AFTER => (StatusCode::OK, "DEGRADED"),
+        Some(_) => (StatusCode::OK, "SERVING"),
+    };
+    let body = Ready {
+        status: label,
+        flags: snapshot.as_ref().map(|s| s.flag_count()),
+        segments: snapshot.as_ref().map(|s| s.segment_count()),
+        generation: snapshot.as_ref().map(|s| s.generation()),
+        data_digest: snapshot.as_ref().map(|s| s.digest().to_owned()),
+        last_reload_at: status.last_success_at.as_ref().map(rfc3339),
+        last_error: status.last_error,
+        last_error_at: status.last_error_at.as_ref().map(rfc3339),
+        consecutive_failures: status.consecutive_failures,
+        warnings: status.warnings,
+        files: state
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
+    };
+    (code, Json(body)).into_response()
+}
+
+/// Prometheus text exposition (OpenMetrics flavour, which Prometheus reads natively).
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let mut response = state.metrics.encode().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,133 @@
+//! The native evaluation API: LaunchDarkly contexts in, LaunchDarkly evaluation details out.
+//!
+//! `POST /v1/evaluate/{flagKey}` → `{"key","value","variationIndex","reason"}` (404 with an
+//! `ERROR`/`FLAG_NOT_FOUND` reason for an unknown flag); `POST /v1/evaluate` →
+//! `{"flags":{KEY:{"value","variationIndex","reason"}}}`. Both take `{"context": <LD context>}`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flags_core::{Context, ErrorKind, Reason};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::{ApiError, parse_json_body};
+use crate::engine;
+use crate::metrics::UNKNOWN_FLAG;
+use crate::server::AppState;
+
+#[derive(Serialize)]
+struct Single<'a> {
+    key: &'a str,
+    value: Option<&'a Value>,
+    #[serde(rename = "variationIndex")]
+    variation_index: Option<usize>,
+    reason: &'a Reason<'a>,
+}
+
+#[derive(Serialize)]
+struct All<'a> {
+    flags: BTreeMap<&'a str, Entry<'a>>,
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    value: Option<&'a Value>,
+    #[serde(rename = "variationIndex")]
+    variation_index: Option<usize>,
+    reason: &'a Reason<'a>,
+}
+
+/// Reads `{"context": ...}` into a LaunchDarkly context.
+fn read_context(body: Result<Bytes, BytesRejection>) -> Result<Context, ApiError> {
+    let value = parse_json_body(body)?;
+    let Value::Object(mut object) = value else {
+        return Err(ApiError::invalid_request(
+            "request body must be a JSON object with a \"context\" field",
+        ));
+    };
+    let Some(context) = object.remove("context") else {
+        return Err(ApiError::invalid_request(
+            "request body is missing the \"context\" field",
+        ));
+    };
+    engine::parse_context(&context).map_err(ApiError::invalid_context)
+}
+
+pub(super) async fn evaluate_one(
+    State(state): State<AppState>,
+    Path(flag_key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let context = match read_context(body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let Some(snapshot) = state.store.snapshot() else {
+        let reason = Reason::Error {
+            error_kind: ErrorKind::ClientNotReady,
+        };
+        let body = Single {
+            key: &flag_key,
+            value: None,
+            variation_index: None,
+            reason: &reason,
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    };
+    let detail = snapshot.evaluate(&state.ops, &flag_key, &context);
+    let not_found = matches!(
+        detail.reason,
+        Reason::Error {
+            error_kind: ErrorKind::FlagNotFound
+        }
+    );
+    let label = if not_found {
+        UNKNOWN_FLAG
+    } else {
+        flag_key.as_str()
+    };
+    state.metrics.evaluation(label, detail.reason.kind_str());
+    let status = if not_found {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let body = Single {
+        key: &flag_key,
+        value: detail.value,
+        variation_index: detail.variation_index,
+        reason: &detail.reason,
+    };
+    (status, Json(body)).into_response()
+}
+
+pub(super) async fn evaluate_all(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let context = match read_context(body) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let Some(snapshot) = state.store.snapshot() else {
+        return ApiError::not_ready().into_response();
+    };
+    let results = snapshot.evaluate_all(&state.ops, &context);
+    let mut flags = BTreeMap::new();
+    for (key, detail) in &results {
+        state.metrics.evaluation(key, detail.reason.kind_str());
+        let entry = Entry {
+            value: detail.value,
+            variation_index: detail.variation_index,
+            reason: &detail.reason,
+        };
+        flags.insert(*key, entry);
+    }
+    Json(All { flags }).into_response()
+}

@@ -1,0 +1,347 @@
+//! OFREP, the OpenFeature Remote Evaluation Protocol (`service/openapi.yaml` of
+//! open-feature/protocol).
+//!
+//! Context mapping: `targetingKey` becomes the LaunchDarkly key. A context with a `kind` is read
+//! as LaunchDarkly context JSON (so multi-kind contexts work); any other context is a `user`
+//! context carrying the remaining attributes. The variant is the variation index as a string,
+//! as LaunchDarkly's own OpenFeature providers do.
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use flags_core::{Context, ErrorKind, EvalDetail, Reason};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::error::ApiError;
+use super::{etag_matches, not_modified};
+use crate::engine::{self, Snapshot};
+use crate::metrics::UNKNOWN_FLAG;
+use crate::server::AppState;
+
+/// An OFREP error: `errorCode` and `errorDetails`, with the status it is answered with.
+#[derive(Debug)]
+struct OfrepError {
+    status: StatusCode,
+    code: &'static str,
+    details: String,
+}
+
+impl OfrepError {
+    fn new(status: StatusCode, code: &'static str, details: impl Into<String>) -> OfrepError {
+        OfrepError {
+            status,
+            code,
+            details: details.into(),
+        }
+    }
+
+    fn parse(details: impl Into<String>) -> OfrepError {
+        OfrepError::new(StatusCode::BAD_REQUEST, "PARSE_ERROR", details)
+    }
+
+    fn invalid_context(details: impl Into<String>) -> OfrepError {
+        OfrepError::new(StatusCode::BAD_REQUEST, "INVALID_CONTEXT", details)
+    }
+
+    fn targeting_key_missing() -> OfrepError {
+        OfrepError::new(
+            StatusCode::BAD_REQUEST,
+            "TARGETING_KEY_MISSING",
+            "the context has no targetingKey (or key) to identify it",
+        )
+    }
+
+    fn not_ready() -> OfrepError {
+        OfrepError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PROVIDER_NOT_READY",
+            "no flag data has been loaded yet",
+        )
+    }
+
+    /// The single-flag form, which names the flag.
+    fn for_flag(self, key: &str) -> Response {
+        let body = Failure {
+            key: Some(key),
+            error_code: self.code,
+            error_details: self.details,
+        };
+        (self.status, Json(body)).into_response()
+    }
+
+    /// The bulk form, without a key.
+    fn bulk(self) -> Response {
+        let body = Failure {
+            key: None,
+            error_code: self.code,
+            error_details: self.details,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+#[derive(Serialize)]
+struct Success<'a> {
+    key: &'a str,
+    value: &'a Value,
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    metadata: Map<String, Value>,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+    #[serde(rename = "errorCode")]
+    error_code: &'static str,
+    #[serde(rename = "errorDetails")]
+    error_details: String,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Item<'a> {
+    Success(Success<'a>),
+    Failure(Failure<'a>),
+}
+
+#[derive(Serialize)]
+struct Bulk<'a> {
+    flags: Vec<Item<'a>>,
+}
+
+/// Why a request could not be read: an OFREP error, or a body that could not even be received
+/// (too large, connection trouble), which OFREP has no code for.
+enum RequestError {
+    Ofrep(OfrepError),
+    Body(ApiError),
+}
+
+/// Reads the request body: `{"context": {...}}`. Returns the context and its JSON (for ETags).
+fn read_request(body: Result<Bytes, BytesRejection>) -> Result<(Context, Value), RequestError> {
+    let bytes = match body {
+        Ok(b) => b,
+        // A body that is too large or unreadable is not an OFREP parse error; answer it plainly.
+        Err(rejection) => {
+            return Err(RequestError::Body(ApiError::from_body_rejection(
+                &rejection,
+            )));
+        }
+    };
+    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        // OFREP allows an empty request; it has no context and so no targeting key.
+        json!({})
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            RequestError::Ofrep(OfrepError::parse(format!(
+                "request body is not valid JSON: {e}"
+            )))
+        })?
+    };
+    let Value::Object(mut object) = value else {
+        return Err(RequestError::Ofrep(OfrepError::parse(
+            "request body must be a JSON object with a \"context\" field",
+        )));
+    };
+    let context_json = object.remove("context").unwrap_or_else(|| json!({}));
+    let context = to_ld_context(&context_json).map_err(RequestError::Ofrep)?;
+    Ok((context, context_json))
+}
+
+/// Maps an OpenFeature evaluation context to a LaunchDarkly context.
+fn to_ld_context(value: &Value) -> Result<Context, OfrepError> {
+    let Value::Object(attributes) = value else {
+        return Err(OfrepError::invalid_context("context must be a JSON object"));
+    };
+    let targeting_key = match attributes.get("targetingKey") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => return Err(OfrepError::invalid_context("targetingKey must be a string")),
+    };
+    let mut ld = attributes.clone();
+    ld.remove("targetingKey");
+    let is_multi = ld.get("kind").and_then(Value::as_str) == Some("multi");
+    if !ld.contains_key("kind") {
+        ld.insert("kind".to_owned(), Value::String("user".to_owned()));
+    }
+    if !is_multi {
+        if let Some(key) = targeting_key {
+            ld.insert("key".to_owned(), Value::String(key.to_owned()));
+        }
+        match ld.get("key") {
+            None | Some(Value::Null) => return Err(OfrepError::targeting_key_missing()),
+            Some(Value::String(s)) if s.is_empty() => {
+                return Err(OfrepError::targeting_key_missing());
+            }
+            _ => {}
+        }
+    }
+    engine::parse_context(&Value::Object(ld))
+        .map_err(|e| OfrepError::invalid_context(e.to_string()))
+}
+
+/// The OFREP answer for one evaluation result.
+fn item<'a>(
+    snapshot: &Snapshot,
+    key: &'a str,
+    detail: &'a EvalDetail<'a>,
+) -> Result<Success<'a>, OfrepError> {
+    if let Reason::Error { error_kind } = &detail.reason {
+        return Err(match error_kind {
+            ErrorKind::FlagNotFound => OfrepError::new(
+                StatusCode::NOT_FOUND,
+                "FLAG_NOT_FOUND",
+                format!("flag {key:?} not found"),
+            ),
+            other => OfrepError::new(
+                StatusCode::BAD_REQUEST,
+                "GENERAL",
+                format!("flag {key:?} could not be evaluated: {}", other.as_str()),
+            ),
+        });
+    }
+    Ok(Success {
+        key,
+        value: detail.value.unwrap_or(&Value::Null),
+        reason: snapshot.openfeature_reason(key, &detail.reason),
+        variant: detail.variation_index.map(|i| i.to_string()),
+        metadata: Map::new(),
+    })
+}
+
+pub(super) async fn evaluate_one(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let context = match read_request(body) {
+        Ok((context, _)) => context,
+        Err(RequestError::Ofrep(error)) => return error.for_flag(&key),
+        Err(RequestError::Body(error)) => return error.into_response(),
+    };
+    let Some(snapshot) = state.store.snapshot() else {
+        return OfrepError::not_ready().for_flag(&key);
+    };
+    let detail = snapshot.evaluate(&state.ops, &key, &context);
+    let not_found = matches!(
+        detail.reason,
+        Reason::Error {
+            error_kind: ErrorKind::FlagNotFound
+        }
+    );
+    state.metrics.evaluation(
+        if not_found { UNKNOWN_FLAG } else { &key },
+        detail.reason.kind_str(),
+    );
+    match item(&snapshot, &key, &detail) {
+        Ok(success) => Json(success).into_response(),
+        Err(error) => error.for_flag(&key),
+    }
+}
+
+pub(super) async fn evaluate_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (context, context_json) = match read_request(body) {
+        Ok(parsed) => parsed,
+        Err(RequestError::Ofrep(error)) => return error.bulk(),
+        Err(RequestError::Body(error)) => return error.into_response(),
+    };
+    let Some(snapshot) = state.store.snapshot() else {
+        return OfrepError::not_ready().bulk();
+    };
+    // The tag covers the data and the context, so it changes when either does; computing it
+    // first lets a matching client skip the evaluation entirely.
+    let mut tagged = Vec::with_capacity(64);
+    tagged.extend_from_slice(snapshot.digest().as_bytes());
+    tagged.push(b'\n');
+    // Serializing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut tagged, &context_json);
+    let etag = format!("\"{}\"", engine::hex_digest(&tagged));
+    if etag_matches(&headers, &etag) {
+        return not_modified(&etag);
+    }
+    let results = snapshot.evaluate_all(&state.ops, &context);
+    let mut flags = Vec::with_capacity(results.len());
+    for (key, detail) in &results {
+        state.metrics.evaluation(key, detail.reason.kind_str());
+        flags.push(match item(&snapshot, key, detail) {
+            Ok(success) => Item::Success(success),
+            Err(error) => Item::Failure(Failure {
+                key: Some(key),
+                error_code: error.code,
+                error_details: error.details,
+            }),
+        });
+    }
+    let mut response = Json(Bulk { flags }).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `GET /ofrep/v1/configuration`: what providers may rely on.
+pub(super) async fn configuration() -> Response {
+    Json(json!({
+        "name": "flagd",
+        "capabilities": {
+            "cacheInvalidation": {"polling": {"enabled": true, "minPollingIntervalMs": 1000}},
+            "flagEvaluation": {"supportedTypes": ["int", "float", "string", "boolean", "object"]}
+        }
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(value: Value) -> &'static str {
+        match to_ld_context(&value) {
+            Ok(_) => "OK",
+            Err(e) => e.code,
+        }
+    }
+
+    #[test]
+    fn context_mapping() {
+        let ctx = to_ld_context(&json!({"targetingKey": "u1", "email": "a@b.c"})).unwrap();
+        assert_eq!(ctx.kinds().collect::<Vec<_>>(), vec!["user"]);
+        assert_eq!(ctx.key(), Some("u1"));
+        let ctx =
+            to_ld_context(&json!({"targetingKey": "o1", "kind": "org", "name": "Acme"})).unwrap();
+        assert_eq!(ctx.kinds().collect::<Vec<_>>(), vec!["org"]);
+        assert_eq!(ctx.key(), Some("o1"));
+        let ctx = to_ld_context(&json!({
+            "kind": "multi",
+            "user": {"key": "u1"},
+            "org": {"key": "o1"}
+        }))
+        .unwrap();
+        assert!(ctx.is_multi());
+        assert_eq!(
+            code(json!({"key": "u2"})),
+            "OK",
+            "LaunchDarkly's providers also accept key"
+        );
+        assert_eq!(code(json!({})), "TARGETING_KEY_MISSING");
+        assert_eq!(code(json!({"targetingKey": ""})), "TARGETING_KEY_MISSING");
+        assert_eq!(code(json!({"kind": "org"})), "TARGETING_KEY_MISSING");
+        assert_eq!(code(json!({"targetingKey": 5})), "INVALID_CONTEXT");
+        assert_eq!(code(json!([1])), "INVALID_CONTEXT");
+        assert_eq!(
+            code(json!({"targetingKey": "u", "kind": "bad kind!"})),
+            "INVALID_CONTEXT"
+        );
+        assert_eq!(code(json!({"kind": "multi"})), "INVALID_CONTEXT");
+    }
+}

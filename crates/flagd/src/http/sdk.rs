@@ -1,0 +1,220 @@
+//! The LaunchDarkly server-side SDK endpoints, so official SDKs can point their `base_uri`,
+//! `stream_uri` and `events_uri` at flagd: `GET /sdk/latest-all` (polling), `GET /all` (SSE
+//! streaming), `POST /bulk` and `POST /diagnostic` (analytics events).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+
+use super::error::{ApiError, parse_json_body};
+use super::{etag_matches, not_modified};
+use crate::engine::Snapshot;
+use crate::metrics::Metrics;
+use crate::server::AppState;
+use crate::source::file::type_name as file_type_name;
+use crate::store::{Batch, Store};
+
+/// `GET /sdk/latest-all`: every flag and segment, with an ETag of the data.
+pub(super) async fn latest_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(snapshot) = state.store.snapshot() else {
+        return ApiError::not_ready().into_response();
+    };
+    let etag = format!("\"{}\"", snapshot.digest());
+    if etag_matches(&headers, &etag) {
+        return not_modified(&etag);
+    }
+    let mut response = snapshot.latest_all().into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `GET /all`: a `put` of all data, then a `patch` or `delete` per changed item. A stream that
+/// falls more than the buffer behind gets a fresh `put` instead of the changes it missed, so a
+/// slow client costs a bounded amount of memory. The stream ends when the server shuts down.
+pub(super) async fn stream(State(state): State<AppState>) -> Response {
+    // Subscribe before reading the snapshot so no change can fall between the two.
+    let changes = state.store.subscribe();
+    let mut queue = VecDeque::new();
+    let mut sent = None;
+    if let Some(snapshot) = state.store.snapshot() {
+        queue.push_back(put_event(&snapshot));
+        sent = Some(snapshot.generation());
+    }
+    state.metrics.stream_opened();
+    let follower = Follower {
+        changes,
+        store: Arc::clone(&state.store),
+        metrics: Arc::clone(&state.metrics),
+        sent,
+        queue,
+    };
+    let shutdown = state.shutdown.clone();
+    let events = follower
+        .into_stream()
+        .take_until(async move { shutdown.wait().await });
+    let keep_alive = KeepAlive::new()
+        .interval(state.http.stream_keepalive())
+        .text("");
+    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    // Ask reverse proxies not to buffer the stream.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+fn put_event(snapshot: &Snapshot) -> Event {
+    Event::default().event("put").data(snapshot.put_event())
+}
+
+/// One stream's position in the change feed.
+struct Follower {
+    changes: Receiver<Arc<Batch>>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    /// Generation of the data the client has (None until the first `put`).
+    sent: Option<u64>,
+    queue: VecDeque<Event>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.metrics.stream_closed();
+    }
+}
+
+impl Follower {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+        futures_util::stream::unfold(self, |mut follower| async move {
+            let event = follower.next_event().await?;
+            Some((Ok(event), follower))
+        })
+    }
+
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            match self.changes.recv().await {
+                Ok(batch) => match self.sent {
+                    Some(generation) if batch.generation <= generation => {}
+                    Some(_) => {
+                        for item in &batch.events {
+                            self.queue
+                                .push_back(Event::default().event(item.event).data(&item.data));
+                        }
+                        self.sent = Some(batch.generation);
+                    }
+                    None => self.resync(),
+                },
+                Err(RecvError::Lagged(_)) => {
+                    self.metrics.stream_resync();
+                    self.resync();
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Queues a `put` of the current data.
+    fn resync(&mut self) {
+        if let Some(snapshot) = self.store.snapshot() {
+            self.queue.push_back(put_event(&snapshot));
+            self.sent = Some(snapshot.generation());
+        }
+    }
+}
+
+/// `POST /bulk`: a JSON array of analytics events, each an object with a string `kind`.
+pub(super) async fn bulk_events(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let value = match parse_json_body(body) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let Value::Array(events) = value else {
+        return ApiError::invalid_request(format!(
+            "expected a JSON array of events, found {}",
+            file_type_name(&value)
+        ))
+        .into_response();
+    };
+    let mut kinds = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let Value::Object(event) = event else {
+            return ApiError::invalid_request(format!(
+                "[{i}]: expected an event object, found {}",
+                file_type_name(event)
+            ))
+            .into_response();
+        };
+        match event.get("kind") {
+            Some(Value::String(kind)) => kinds.push(kind.as_str()),
+            Some(other) => {
+                return ApiError::invalid_request(format!(
+                    "[{i}].kind: expected a string, found {}",
+                    file_type_name(other)
+                ))
+                .into_response();
+            }
+            None => {
+                return ApiError::invalid_request(format!("[{i}].kind: missing")).into_response();
+            }
+        }
+    }
+    // Count only once the whole payload is known to be valid, so a rejected payload counts nothing.
+    for kind in kinds {
+        state.metrics.event_received(kind);
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+/// `POST /diagnostic`: one diagnostic event object (`kind` `diagnostic-init` or `diagnostic`).
+pub(super) async fn diagnostic_event(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let value = match parse_json_body(body) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let Value::Object(event) = &value else {
+        return ApiError::invalid_request(format!(
+            "expected a diagnostic event object, found {}",
+            file_type_name(&value)
+        ))
+        .into_response();
+    };
+    match event.get("kind") {
+        Some(Value::String(kind)) => state.metrics.event_received(kind),
+        Some(other) => {
+            return ApiError::invalid_request(format!(
+                "kind: expected a string, found {}",
+                file_type_name(other)
+            ))
+            .into_response();
+        }
+        None => return ApiError::invalid_request("kind: missing").into_response(),
+    }
+    StatusCode::ACCEPTED.into_response()
+}

@@ -1,0 +1,25 @@
+//! `flagd`: the flag server.
+//!
+//! Serves LaunchDarkly-format flag data (today from flag files, reloaded on change) over a
+//! native JSON evaluation API, OFREP for OpenFeature SDKs, and the LaunchDarkly server-side SDK
+//! endpoints (polling, SSE streaming, events), with health checks and Prometheus metrics. It is
+//! the only crate of the workspace that knows HTTP; it does not evaluate flags itself (that is
+//! `flags-eval`) and does not define the data model (that is `flags-core`).
+//!
+//! Entry points: [`app`] builds the router over an [`AppState`] (tests drive it with
+//! `tower::ServiceExt::oneshot`); [`start`] binds a listener and runs everything, including the
+//! file watcher, until [`RunningServer::shutdown`].
+
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod source;
+pub mod store;
+pub mod validate;
+
+pub use config::Config;
+pub use http::app;
+pub use server::{AppState, RunningServer, Shutdown, StartError, start};

@@ -1,0 +1,113 @@
+//! The `flagd` binary: parses the command line and runs the library.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use flagd::cli::{Cli, Command, ServeArgs, ValidateArgs};
+
+/// How long in-flight requests get to finish after a stop signal before the process exits anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate(&args),
+        Command::Serve(args) => match serve(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flagd: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn validate(args: &ValidateArgs) -> ExitCode {
+    let report = flagd::validate::validate(&args.paths);
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. piped into `head`) is not worth a panic; the exit code still tells.
+    for problem in &report.problems {
+        let _ = writeln!(out, "{problem}");
+    }
+    let _ = writeln!(out, "{}", report.summary());
+    if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+    let env = std::env::vars().collect();
+    let config = args.resolve(&env)?;
+    if config.files.is_empty() {
+        anyhow::bail!(
+            "no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES)"
+        );
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result: anyhow::Result<()> = runtime.block_on(async {
+        let server = flagd::start(config).await?;
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "listening on {}", server.local_addr())?;
+            out.flush()?;
+        }
+        tracing::info!(addr = %server.local_addr(), "flagd serving");
+        let shutdown = server.state().shutdown.clone();
+        let stopped = server.wait();
+        tokio::pin!(stopped);
+        tokio::select! {
+            result = &mut stopped => return result.context("server failed"),
+            () = stop_signal() => {}
+        }
+        tracing::info!("stopping: finishing requests in flight and ending streams");
+        shutdown.trigger();
+        match tokio::time::timeout(DRAIN_TIMEOUT, stopped).await {
+            Ok(result) => result.context("server failed"),
+            Err(_) => {
+                tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; exiting anyway");
+                Ok(())
+            }
+        }
+    });
+    // Anything still running (connections past the drain timeout) is dropped with the runtime.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,207 @@
+//! Building the runtime from a [`Config`] and running it: the shared [`AppState`], the file
+//! source and its watcher, the listener, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, HttpConfig};
+use crate::engine::Ops;
+use crate::http::auth::SdkKeys;
+use crate::metrics::Metrics;
+use crate::source::{FileSource, ReloadOutcome};
+use crate::store::Store;
+
+/// Everything request handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The served data and its change feed.
+    pub store: Arc<Store>,
+    /// Kill set and overrides consulted before flag rules.
+    pub ops: Arc<Ops>,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits and stream settings.
+    pub http: Arc<HttpConfig>,
+    /// Accepted SDK keys (none: no key required).
+    pub keys: Arc<SdkKeys>,
+    /// Permits for concurrently handled requests.
+    pub limiter: Arc<Semaphore>,
+    /// Fires when the server stops; streams end on it.
+    pub shutdown: Shutdown,
+    /// The flag files served, for `/readyz`.
+    pub files: Arc<Vec<PathBuf>>,
+}
+
+impl AppState {
+    /// State for `config` with an empty store (nothing is read here).
+    pub fn new(config: &Config) -> AppState {
+        AppState {
+            store: Arc::new(Store::new(config.http.stream_buffer)),
+            ops: Arc::new(Ops::default()),
+            metrics: Arc::new(Metrics::new()),
+            http: Arc::new(config.http.clone()),
+            keys: Arc::new(SdkKeys::new(&config.sdk_keys)),
+            limiter: Arc::new(Semaphore::new(config.http.max_concurrency)),
+            shutdown: Shutdown::new(),
+            files: Arc::new(config.files.clone()),
+        }
+    }
+}
+
+/// A one-shot, cloneable stop signal.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    tx: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Shutdown {
+        Shutdown::new()
+    }
+}
+
+impl Shutdown {
+    /// A signal that has not fired.
+    pub fn new() -> Shutdown {
+        Shutdown {
+            tx: Arc::new(watch::channel(false).0),
+        }
+    }
+
+    /// Fires the signal (again is harmless).
+    pub fn trigger(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Whether the signal has fired.
+    pub fn is_triggered(&self) -> bool {
+        *self.tx.borrow()
+    }
+
+    /// Resolves once the signal has fired.
+    pub async fn wait(&self) {
+        let mut rx = self.tx.subscribe();
+        // The sender lives as long as `self`, so this cannot fail while we wait.
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A server started by [`start`]: its address, its state, and the handle to stop it.
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: AppState,
+    source: Option<Arc<FileSource>>,
+    server: JoinHandle<std::io::Result<()>>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The address actually bound (the real port when the configuration said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`, for clients.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state (store, metrics, kill set...).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// The file source, when files are configured.
+    pub fn source(&self) -> Option<&Arc<FileSource>> {
+        self.source.as_ref()
+    }
+
+    /// Stops accepting connections, ends SSE streams, lets in-flight requests finish, and
+    /// returns once everything has stopped.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.state.shutdown.trigger();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after someone fires [`AppState::shutdown`]).
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = match self.server.await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Some(watcher) = self.watcher {
+            // The watcher stops on the same signal; a join error only means it panicked.
+            let _ = watcher.await;
+        }
+        result
+    }
+}
+
+/// Loads the configured files, binds the listener and starts serving in the background.
+///
+/// A bad or missing flag file does not stop the start: the server answers 503 on `/readyz`
+/// and evaluation routes until a good file appears. Bind `127.0.0.1:0` to get a free port and
+/// read it from [`RunningServer::local_addr`] — that is how tests start it.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    // Bind first: a taken port should fail before anything else is started.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let state = AppState::new(&config);
+    let mut source = None;
+    let mut watcher = None;
+    if !config.files.is_empty() {
+        let file_source = Arc::new(FileSource::new(
+            config.files.clone(),
+            Arc::clone(&state.store),
+            Arc::clone(&state.metrics),
+        ));
+        let first = Arc::clone(&file_source);
+        let outcome = tokio::task::spawn_blocking(move || first.reload()).await;
+        if let Ok(ReloadOutcome::Failed(message)) = &outcome {
+            tracing::error!(error = %message, "serving no data until the flag files are fixed");
+        }
+        let task = Arc::clone(&file_source).watch(config.reload.clone(), state.shutdown.clone());
+        watcher = Some(tokio::spawn(task));
+        source = Some(file_source);
+    }
+    let router = crate::http::app(state.clone());
+    let shutdown = state.shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+    });
+    Ok(RunningServer {
+        addr,
+        state,
+        source,
+        server,
+        watcher,
+    })
+}

@@ -1,0 +1,619 @@
+//! Reading LaunchDarkly file-data-source documents (`{"flags":{},"segments":{},"flagValues":{}}`)
+//! from JSON or YAML files and merging several of them into one set of raw items.
+//!
+//! Everything here works on plain JSON values: the typed model is applied afterwards by
+//! [`crate::engine`], so the merge rules (duplicates, `flagValues`) do not depend on it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+/// Flags and segments as plain JSON objects, keyed by item key, each with its `key` field set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawData {
+    /// Flag key → flag JSON.
+    pub flags: BTreeMap<String, Value>,
+    /// Segment key → segment JSON.
+    pub segments: BTreeMap<String, Value>,
+    /// Flag key → the file that defines it.
+    pub flag_origin: BTreeMap<String, PathBuf>,
+    /// Segment key → the file that defines it.
+    pub segment_origin: BTreeMap<String, PathBuf>,
+}
+
+/// How bad a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The data would load and serve, but something is almost certainly a mistake (an index out
+    /// of range, a reference to a missing flag or segment). `flagd serve` logs these.
+    Warning,
+    /// The data cannot be loaded; `flagd serve` keeps serving the last good data.
+    Error,
+}
+
+/// One thing wrong with the flag files, located by file and field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// How bad it is.
+    pub severity: Severity,
+    /// The file it is in (None for problems of the merged data as a whole).
+    pub file: Option<PathBuf>,
+    /// The field path inside the document, e.g. `flags.checkout.rules[2].clauses[0].values`
+    /// (empty for the document itself).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Problem {
+    pub(crate) fn error(
+        file: Option<&Path>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            severity: Severity::Error,
+            file: file.map(Path::to_path_buf),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn warning(
+        file: Option<&Path>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
+        Problem {
+            severity: Severity::Warning,
+            file: file.map(Path::to_path_buf),
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.severity == Severity::Warning {
+            f.write_str("warning: ")?;
+        }
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// The contents of one file as read from disk: its bytes, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct FileContents {
+    /// The path as given on the command line or in the configuration.
+    pub path: PathBuf,
+    /// The bytes, or the I/O error's message.
+    pub bytes: Result<Vec<u8>, String>,
+}
+
+impl FileContents {
+    /// Reads a file; an I/O error is kept as a message so it becomes a [`Problem`] later.
+    pub fn read(path: &Path) -> FileContents {
+        FileContents {
+            path: path.to_path_buf(),
+            bytes: std::fs::read(path).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Parses and merges files into raw items. Returns the merged data (as far as it could be read)
+/// and every problem found; the data is only fit to serve when no problem is an error.
+pub fn merge_files(files: &[FileContents]) -> (RawData, Vec<Problem>) {
+    let mut merged = RawData::default();
+    let mut problems = Vec::new();
+
+    for file in files {
+        let path = file.path.as_path();
+        let bytes = match &file.bytes {
+            Ok(bytes) => bytes,
+            Err(message) => {
+                problems.push(Problem::error(
+                    Some(path),
+                    "",
+                    format!("cannot read file: {message}"),
+                ));
+                continue;
+            }
+        };
+        let document = match parse_document(path, bytes) {
+            Ok(document) => document,
+            Err(problem) => {
+                problems.push(problem);
+                continue;
+            }
+        };
+        let doc = read_document(path, document, &mut problems);
+        for (key, flag) in doc.flags {
+            if let Some(first) = merged.flag_origin.get(&key) {
+                problems.push(duplicate(path, "flags", &key, first));
+                continue;
+            }
+            merged.flag_origin.insert(key.clone(), path.to_path_buf());
+            merged.flags.insert(key, flag);
+        }
+        for (key, segment) in doc.segments {
+            if let Some(first) = merged.segment_origin.get(&key) {
+                problems.push(duplicate(path, "segments", &key, first));
+                continue;
+            }
+            merged
+                .segment_origin
+                .insert(key.clone(), path.to_path_buf());
+            merged.segments.insert(key, segment);
+        }
+    }
+    (merged, problems)
+}
+
+fn duplicate(path: &Path, section: &str, key: &str, first: &Path) -> Problem {
+    let what = if section == "flags" {
+        "flag"
+    } else {
+        "segment"
+    };
+    Problem::error(
+        Some(path),
+        format!("{section}.{key}"),
+        format!(
+            "duplicate {what} key {key:?}: defined in both {} and {}",
+            first.display(),
+            path.display()
+        ),
+    )
+}
+
+/// Parses one file's bytes as JSON or YAML into a JSON value.
+///
+/// `.json` files are read as JSON, `.yaml`/`.yml` as YAML; any other name is read as JSON when
+/// it starts with `{` and as YAML otherwise. YAML merge keys (`<<: *anchor`) are applied.
+pub fn parse_document(path: &Path, bytes: &[u8]) -> Result<Value, Problem> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Problem::error(Some(path), "", format!("file is not UTF-8: {e}")))?;
+    if text.trim().is_empty() {
+        // An empty file is far more often a write caught half-way than an intent to delete every
+        // flag, so it is refused and the last good data keeps serving.
+        return Err(Problem::error(Some(path), "", "file is empty"));
+    }
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let as_json = match extension.as_str() {
+        "json" => true,
+        "yaml" | "yml" => false,
+        _ => text.trim_start().starts_with('{'),
+    };
+    if as_json {
+        serde_json::from_str(text).map_err(|e| {
+            Problem::error(
+                Some(path),
+                "",
+                format!(
+                    "invalid JSON at line {}, column {}: {}",
+                    e.line(),
+                    e.column(),
+                    json_error_text(&e)
+                ),
+            )
+        })
+    } else {
+        parse_yaml(path, text)
+    }
+}
+
+/// serde_json's message without its trailing " at line L column C" (we print those ourselves).
+fn json_error_text(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+fn parse_yaml(path: &Path, text: &str) -> Result<Value, Problem> {
+    let mut yaml: serde_norway::Value = serde_norway::from_str(text)
+        .map_err(|e| Problem::error(Some(path), "", format!("invalid YAML: {e}")))?;
+    yaml.apply_merge()
+        .map_err(|e| Problem::error(Some(path), "", format!("invalid YAML merge key: {e}")))?;
+    yaml_to_json(&yaml, &mut String::new())
+        .map_err(|(at, message)| Problem::error(Some(path), at, message))
+}
+
+/// Converts YAML to JSON, turning scalar mapping keys into strings (YAML reads `123:` as a
+/// number, but flag keys are always strings). Errors carry the field path.
+fn yaml_to_json(yaml: &serde_norway::Value, at: &mut String) -> Result<Value, (String, String)> {
+    use serde_norway::Value as Y;
+    Ok(match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(*b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                match serde_json::Number::from_f64(f) {
+                    Some(n) => Value::Number(n),
+                    None => return Err((at.clone(), format!("{f} cannot be represented in JSON"))),
+                }
+            }
+        }
+        Y::String(s) => Value::String(s.clone()),
+        Y::Sequence(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("[{i}]"));
+                out.push(yaml_to_json(item, at)?);
+                at.truncate(len);
+            }
+            Value::Array(out)
+        }
+        Y::Mapping(mapping) => {
+            let mut out = Map::new();
+            for (k, v) in mapping {
+                let key = match k {
+                    Y::String(s) => s.clone(),
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    Y::Null => "null".to_owned(),
+                    _ => return Err((at.clone(), "mapping keys must be plain scalars".to_owned())),
+                };
+                let len = at.len();
+                push_field(at, &key);
+                let value = yaml_to_json(v, at)?;
+                at.truncate(len);
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+        Y::Tagged(tagged) => {
+            return Err((
+                at.clone(),
+                format!("YAML tag {} is not supported", tagged.tag),
+            ));
+        }
+    })
+}
+
+fn push_field(at: &mut String, field: &str) {
+    if !at.is_empty() {
+        at.push('.');
+    }
+    at.push_str(field);
+}
+
+/// The items of one document.
+struct Document {
+    flags: Vec<(String, Value)>,
+    segments: Vec<(String, Value)>,
+}
+
+/// Checks the document's outer shape and collects its items, turning `flagValues` entries into
+/// simple flags.
+fn read_document(path: &Path, document: Value, problems: &mut Vec<Problem>) -> Document {
+    let mut out = Document {
+        flags: Vec::new(),
+        segments: Vec::new(),
+    };
+    let Value::Object(mut top) = document else {
+        problems.push(Problem::error(
+            Some(path),
+            "",
+            format!(
+                "expected an object with \"flags\", \"segments\" and \"flagValues\", found {}",
+                type_name(&document)
+            ),
+        ));
+        return out;
+    };
+    for key in top.keys() {
+        if !matches!(key.as_str(), "flags" | "segments" | "flagValues") {
+            problems.push(Problem::warning(
+                Some(path),
+                key.clone(),
+                "unknown top-level field (expected \"flags\", \"segments\" or \"flagValues\"); it is ignored",
+            ));
+        }
+    }
+    let flags = take_section(path, &mut top, "flags", problems);
+    let segments = take_section(path, &mut top, "segments", problems);
+    let values = take_section(path, &mut top, "flagValues", problems);
+
+    for (key, item) in flags {
+        if let Some(item) = keyed_item(path, "flags", &key, item, problems) {
+            out.flags.push((key, item));
+        }
+    }
+    for (key, value) in values {
+        if out.flags.iter().any(|(k, _)| *k == key) {
+            problems.push(Problem::error(
+                Some(path),
+                format!("flagValues.{key}"),
+                format!(
+                    "duplicate flag key {key:?}: also defined under \"flags\" in the same file"
+                ),
+            ));
+            continue;
+        }
+        out.flags.push((key.clone(), simple_flag(&key, value)));
+    }
+    for (key, item) in segments {
+        if let Some(item) = keyed_item(path, "segments", &key, item, problems) {
+            out.segments.push((key, item));
+        }
+    }
+    out
+}
+
+/// A flag that always serves `value`, the way LaunchDarkly's file data source builds
+/// `flagValues` entries: one variation, on, falling through to it.
+pub fn simple_flag(key: &str, value: Value) -> Value {
+    json!({
+        "key": key,
+        "on": true,
+        "variations": [value],
+        "fallthrough": {"variation": 0},
+    })
+}
+
+fn take_section(
+    path: &Path,
+    top: &mut Map<String, Value>,
+    section: &str,
+    problems: &mut Vec<Problem>,
+) -> Map<String, Value> {
+    match top.remove(section) {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            problems.push(Problem::error(
+                Some(path),
+                section,
+                format!(
+                    "expected an object keyed by {section} key, found {}",
+                    type_name(&other)
+                ),
+            ));
+            Map::new()
+        }
+    }
+}
+
+/// Checks that an item is an object whose `key` (if present) matches its map key, and fills the
+/// `key` in when it is missing.
+fn keyed_item(
+    path: &Path,
+    section: &str,
+    key: &str,
+    item: Value,
+    problems: &mut Vec<Problem>,
+) -> Option<Value> {
+    let Value::Object(mut object) = item else {
+        problems.push(Problem::error(
+            Some(path),
+            format!("{section}.{key}"),
+            format!("expected an object, found {}", type_name(&item)),
+        ));
+        return None;
+    };
+    if key.is_empty() {
+        problems.push(Problem::error(
+            Some(path),
+            section,
+            "an item key must not be empty",
+        ));
+        return None;
+    }
+    match object.get("key") {
+        None | Some(Value::Null) => {
+            object.insert("key".to_owned(), Value::String(key.to_owned()));
+        }
+        Some(Value::String(inner)) if inner == key => {}
+        Some(Value::String(inner)) => {
+            problems.push(Problem::error(
+                Some(path),
+                format!("{section}.{key}.key"),
+                format!("key {inner:?} does not match its map key {key:?}"),
+            ));
+            return None;
+        }
+        Some(other) => {
+            problems.push(Problem::error(
+                Some(path),
+                format!("{section}.{key}.key"),
+                format!("expected a string, found {}", type_name(other)),
+            ));
+            return None;
+        }
+    }
+    Some(Value::Object(object))
+}
+
+/// A JSON type name with its article, for messages.
+pub(crate) fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> FileContents {
+        FileContents {
+            path: PathBuf::from(name),
+            bytes: Ok(text.as_bytes().to_vec()),
+        }
+    }
+
+    fn messages(problems: &[Problem]) -> Vec<String> {
+        problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn json_and_yaml_documents_merge() {
+        let (data, problems) = merge_files(&[
+            file(
+                "a.json",
+                r#"{"flags":{"f1":{"on":true,"variations":[1]}},"segments":{"s1":{}}}"#,
+            ),
+            file("b.yaml", "flagValues:\n  f2: hello\n"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(data.flags["f1"]["key"], "f1");
+        assert_eq!(
+            data.flags["f2"],
+            json!({"key":"f2","on":true,"variations":["hello"],"fallthrough":{"variation":0}})
+        );
+        assert_eq!(data.segments["s1"], json!({"key":"s1"}));
+    }
+
+    #[test]
+    fn yaml_merge_keys_apply() {
+        let text = "base: &base\n  on: true\n  variations: [a, b]\nflags:\n  f:\n    <<: *base\n    offVariation: 1\n";
+        let (data, problems) = merge_files(&[file("x.yml", text)]);
+        assert_eq!(
+            messages(&problems),
+            vec![
+                "warning: x.yml: base: unknown top-level field (expected \"flags\", \"segments\" or \"flagValues\"); it is ignored"
+            ]
+        );
+        assert_eq!(
+            data.flags["f"],
+            json!({"key":"f","on":true,"variations":["a","b"],"offVariation":1})
+        );
+    }
+
+    #[test]
+    fn yaml_numeric_keys_become_strings() {
+        let (data, problems) =
+            merge_files(&[file("n.yaml", "flagValues:\n  123: 4.5\n  true: x\n")]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(data.flags.contains_key("123"));
+        assert!(data.flags.contains_key("true"));
+    }
+
+    #[test]
+    fn duplicates_across_files_name_both_files() {
+        let (_, problems) = merge_files(&[
+            file("a.json", r#"{"flagValues":{"x":1},"segments":{"s":{}}}"#),
+            file("b.json", r#"{"flags":{"x":{}},"segments":{"s":{}}}"#),
+        ]);
+        assert_eq!(
+            messages(&problems),
+            vec![
+                "b.json: flags.x: duplicate flag key \"x\": defined in both a.json and b.json",
+                "b.json: segments.s: duplicate segment key \"s\": defined in both a.json and b.json",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_within_one_file() {
+        let (_, problems) =
+            merge_files(&[file("a.json", r#"{"flags":{"x":{}},"flagValues":{"x":1}}"#)]);
+        assert_eq!(
+            messages(&problems),
+            vec![
+                "a.json: flagValues.x: duplicate flag key \"x\": also defined under \"flags\" in the same file"
+            ]
+        );
+    }
+
+    #[test]
+    fn shape_errors_are_located() {
+        let cases = [
+            (
+                "a.json",
+                "[1]",
+                "a.json: expected an object with \"flags\", \"segments\" and \"flagValues\", found an array",
+            ),
+            (
+                "a.json",
+                r#"{"flags":[]}"#,
+                "a.json: flags: expected an object keyed by flags key, found an array",
+            ),
+            (
+                "a.json",
+                r#"{"flags":{"f":3}}"#,
+                "a.json: flags.f: expected an object, found a number",
+            ),
+            (
+                "a.json",
+                r#"{"flags":{"f":{"key":"g"}}}"#,
+                "a.json: flags.f.key: key \"g\" does not match its map key \"f\"",
+            ),
+            (
+                "a.json",
+                r#"{"flags":{"f":{"key":1}}}"#,
+                "a.json: flags.f.key: expected a string, found a number",
+            ),
+            (
+                "a.json",
+                "{\"flags\":\n {,}}",
+                "a.json: invalid JSON at line 2, column 3: key must be a string",
+            ),
+            ("a.json", "  \n", "a.json: file is empty"),
+            ("a.yaml", "flags: [\n", "a.yaml: invalid YAML: "),
+            (
+                "a.yaml",
+                "flags:\n  f: !custom {}\n",
+                "a.yaml: flags.f: YAML tag !custom is not supported",
+            ),
+        ];
+        for (name, text, expected) in cases {
+            let (_, problems) = merge_files(&[file(name, text)]);
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            let got = problems[0].to_string();
+            assert!(
+                got.starts_with(expected),
+                "{text}: got {got:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_file_is_a_problem() {
+        let missing = FileContents::read(Path::new("/definitely/not/here.json"));
+        let (_, problems) = merge_files(&[missing]);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("/definitely/not/here.json: cannot read file: ")
+        );
+    }
+
+    #[test]
+    fn extension_less_files_are_sniffed() {
+        let (data, problems) = merge_files(&[
+            file("flags", r#"{"flagValues":{"a":true}}"#),
+            file("more", "flagValues:\n  b: false\n"),
+        ]);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(data.flags.len(), 2);
+    }
+}

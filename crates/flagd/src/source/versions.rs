@@ -1,0 +1,245 @@
+//! Version numbers for file data.
+//!
+//! LaunchDarkly SDKs ignore a `patch` or `delete` whose version is not newer than what they hold,
+//! and flag files rarely carry versions (or people forget to bump them). So every item's served
+//! version is kept across reloads and bumped whenever its content changes, never going below
+//! the version written in the file. Deleted items keep a tombstone so that a flag deleted and
+//! later re-added comes back with a version above its deletion.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::file::RawData;
+
+/// Which collection an item belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A flag (`/flags/KEY`).
+    Flag,
+    /// A segment (`/segments/KEY`).
+    Segment,
+}
+
+impl Kind {
+    /// The SSE path prefix and `latest-all` section name.
+    pub fn section(self) -> &'static str {
+        match self {
+            Kind::Flag => "flags",
+            Kind::Segment => "segments",
+        }
+    }
+}
+
+/// One item that differs from the previous data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Flag or segment.
+    pub kind: Kind,
+    /// The item key.
+    pub key: String,
+    /// The version now served (for a deletion, the tombstone's version).
+    pub version: u64,
+    /// Whether the item was removed.
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ItemState {
+    /// The item without its `version`, to detect real changes.
+    content: Value,
+    /// The version written in the file, if any.
+    file_version: Option<u64>,
+    /// The version we serve (or, when deleted, the tombstone's version).
+    served: u64,
+    deleted: bool,
+}
+
+/// Served versions of every item seen so far, including tombstones.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    items: HashMap<(Kind, String), ItemState>,
+}
+
+impl Versions {
+    /// No history: every item starts at its file version (or 1).
+    pub fn new() -> Versions {
+        Versions::default()
+    }
+
+    /// Gives every item of `data` its served version (written into its `version` field) and lists
+    /// what changed since the data this state was last updated with. The state is returned
+    /// rather than updated so a reload that fails later leaves it untouched.
+    pub fn assign(&self, data: &mut RawData) -> (Versions, Vec<Change>) {
+        let mut next = self.clone();
+        let mut changes = Vec::new();
+        assign_section(&mut next, Kind::Flag, &mut data.flags, &mut changes);
+        assign_section(&mut next, Kind::Segment, &mut data.segments, &mut changes);
+        (next, changes)
+    }
+}
+
+fn assign_section(
+    state: &mut Versions,
+    kind: Kind,
+    items: &mut BTreeMap<String, Value>,
+    changes: &mut Vec<Change>,
+) {
+    for (key, item) in items.iter_mut() {
+        let (content, file_version) = split_version(item);
+        let slot = (kind, key.clone());
+        let served = match state.items.get(&slot) {
+            Some(prev)
+                if !prev.deleted
+                    && prev.content == content
+                    && prev.file_version == file_version =>
+            {
+                prev.served
+            }
+            Some(prev) => {
+                let served = file_version.unwrap_or(0).max(prev.served + 1);
+                changes.push(Change {
+                    kind,
+                    key: key.clone(),
+                    version: served,
+                    deleted: false,
+                });
+                served
+            }
+            None => {
+                let served = file_version.unwrap_or(1).max(1);
+                changes.push(Change {
+                    kind,
+                    key: key.clone(),
+                    version: served,
+                    deleted: false,
+                });
+                served
+            }
+        };
+        if let Value::Object(object) = item {
+            object.insert("version".to_owned(), Value::from(served));
+        }
+        state.items.insert(
+            slot,
+            ItemState {
+                content,
+                file_version,
+                served,
+                deleted: false,
+            },
+        );
+    }
+    for ((item_kind, key), prev) in state.items.iter_mut() {
+        if *item_kind != kind || prev.deleted || items.contains_key(key) {
+            continue;
+        }
+        prev.deleted = true;
+        prev.served += 1;
+        changes.push(Change {
+            kind,
+            key: key.clone(),
+            version: prev.served,
+            deleted: true,
+        });
+    }
+    // HashMap order is arbitrary; events go out in key order so streams are reproducible.
+    changes.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
+}
+
+/// The item without `version`, and the version the file gave (a non-integer `version` is left
+/// in the content so the model reports it).
+fn split_version(item: &Value) -> (Value, Option<u64>) {
+    let mut content = item.clone();
+    let mut file_version = None;
+    if let Value::Object(object) = &mut content {
+        if let Some(v) = object.get("version").and_then(Value::as_u64) {
+            file_version = Some(v);
+            object.remove("version");
+        } else if object.get("version").is_some_and(Value::is_null) {
+            object.remove("version");
+        }
+    }
+    (content, file_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn data(flags: &[(&str, Value)]) -> RawData {
+        RawData {
+            flags: flags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            ..RawData::default()
+        }
+    }
+
+    fn change(key: &str, version: u64, deleted: bool) -> Change {
+        Change {
+            kind: Kind::Flag,
+            key: key.to_owned(),
+            version,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn versions_start_at_one_or_the_file_version() {
+        let mut d = data(&[("a", json!({"on":true})), ("b", json!({"version": 7}))]);
+        let (_, changes) = Versions::new().assign(&mut d);
+        assert_eq!(changes, vec![change("a", 1, false), change("b", 7, false)]);
+        assert_eq!(d.flags["a"]["version"], 1);
+        assert_eq!(d.flags["b"]["version"], 7);
+    }
+
+    #[test]
+    fn unchanged_items_keep_their_version_and_changed_ones_bump() {
+        let (v1, _) =
+            Versions::new().assign(&mut data(&[("a", json!({"on":true})), ("b", json!({}))]));
+        let mut d = data(&[("a", json!({"on":false})), ("b", json!({}))]);
+        let (v2, changes) = v1.assign(&mut d);
+        assert_eq!(changes, vec![change("a", 2, false)]);
+        assert_eq!(d.flags["b"]["version"], 1);
+        // A file version below the served one does not take the version backwards.
+        let mut d = data(&[
+            ("a", json!({"on":true, "version": 1})),
+            ("b", json!({"version": 10})),
+        ]);
+        let (_, changes) = v2.assign(&mut d);
+        assert_eq!(changes, vec![change("a", 3, false), change("b", 10, false)]);
+    }
+
+    #[test]
+    fn deletions_leave_tombstones_and_readding_goes_above_them() {
+        let (v1, _) = Versions::new().assign(&mut data(&[("a", json!({})), ("b", json!({}))]));
+        let (v2, changes) = v1.assign(&mut data(&[("b", json!({}))]));
+        assert_eq!(changes, vec![change("a", 2, true)]);
+        let (v3, changes) = v2.assign(&mut data(&[("b", json!({}))]));
+        assert!(
+            changes.is_empty(),
+            "a tombstone is reported once: {changes:?}"
+        );
+        let mut d = data(&[("a", json!({})), ("b", json!({}))]);
+        let (_, changes) = v3.assign(&mut d);
+        assert_eq!(changes, vec![change("a", 3, false)]);
+        assert_eq!(d.flags["a"]["version"], 3);
+    }
+
+    #[test]
+    fn flags_and_segments_are_separate() {
+        let mut d = RawData {
+            flags: [("x".to_owned(), json!({}))].into(),
+            segments: [("x".to_owned(), json!({}))].into(),
+            ..RawData::default()
+        };
+        let (_, changes) = Versions::new().assign(&mut d);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].kind, Kind::Flag);
+        assert_eq!(changes[1].kind, Kind::Segment);
+    }
+}

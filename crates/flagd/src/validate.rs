@@ -1,0 +1,84 @@
+//! `flagd validate`: every problem of a set of flag files, as `serve` would see them merged.
+
+use std::path::PathBuf;
+
+use crate::engine::{self, Snapshot};
+use crate::source::file::{self, FileContents, Problem, Severity};
+use crate::source::versions::Versions;
+
+/// What validation found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Number of files checked.
+    pub files: usize,
+    /// Flags found (including `flagValues`).
+    pub flags: usize,
+    /// Segments found.
+    pub segments: usize,
+    /// Every problem, errors and warnings, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// Whether nothing at all was found wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// Number of problems that would stop `serve` from loading the files.
+    pub fn errors(&self) -> usize {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count()
+    }
+
+    /// The closing line: `OK: ...` or the problem count.
+    pub fn summary(&self) -> String {
+        let files = plural(self.files, "file");
+        if self.is_ok() {
+            format!(
+                "OK: {files}, {}, {}",
+                plural(self.flags, "flag"),
+                plural(self.segments, "segment")
+            )
+        } else {
+            let errors = self.errors();
+            let warnings = self.problems.len() - errors;
+            format!(
+                "{} ({}, {}) in {files}",
+                plural(self.problems.len(), "problem"),
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            )
+        }
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// Reads, merges and checks `paths`: file syntax, document shape, duplicates across files, the
+/// flag and segment model, references between items, and finally the engine's own compile step.
+pub fn validate(paths: &[PathBuf]) -> Report {
+    let files: Vec<FileContents> = paths.iter().map(|p| FileContents::read(p)).collect();
+    let (mut raw, mut problems) = file::merge_files(&files);
+    problems.extend(engine::check(&raw));
+    if !problems.iter().any(|p| p.severity == Severity::Error) {
+        let (_, changes) = Versions::new().assign(&mut raw);
+        if let Err(e) = Snapshot::build(&raw, 1, &changes) {
+            problems.push(Problem::error(None, "", e.to_string()));
+        }
+    }
+    Report {
+        files: paths.len(),
+        flags: raw.flags.len(),
+        segments: raw.segments.len(),
+        problems,
+    }
+}
