@@ -1,0 +1,39 @@
+//! flagd's evaluation hot path must not touch the heap (STYLE.md: "evaluation ... allocates
+//! nothing on the hot path"). Every benchmark fixture is evaluated under a counting allocator and
+//! must allocate nothing, result and its drop included. The peer is measured too, as a check that
+//! the counter sees the allocations an evaluator does make.
+#![allow(clippy::unwrap_used)]
+
+use std::hint::black_box;
+
+use flags_bench::alloc_count::{CountingAllocator, per_call};
+use flags_bench::{FlagdSide, PeerSide, fixtures};
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+#[test]
+fn flagd_evaluation_allocates_nothing() {
+    for fixture in fixtures() {
+        let flagd = FlagdSide::new(&fixture).unwrap();
+        let evaluator = flagd.evaluator();
+        let stats = per_call(100, || {
+            black_box(evaluator.evaluate(black_box(flagd.flag_key), black_box(&flagd.context)));
+        })
+        .unwrap();
+        assert_eq!(stats.allocations, 0.0, "{}: {stats:?}", fixture.name);
+    }
+}
+
+#[test]
+fn the_counter_sees_the_peers_allocations() {
+    // LaunchDarkly's evaluator builds two hash sets per call, so a counter reading zero here
+    // would mean the measurement above is blind.
+    let fixture = flags_bench::plain_bool();
+    let peer = PeerSide::new(&fixture).unwrap();
+    let stats = per_call(100, || {
+        black_box(peer.evaluate());
+    })
+    .unwrap();
+    assert!(stats.allocations >= 1.0, "{stats:?}");
+}
