@@ -181,12 +181,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             Arc::clone(&state.store),
             Arc::clone(&state.metrics),
         ));
+        // Watch first, then read: a change between the two is then seen by the watch.
+        let task = Arc::clone(&file_source).watch(config.reload.clone(), state.shutdown.clone());
         let first = Arc::clone(&file_source);
         let outcome = tokio::task::spawn_blocking(move || first.reload()).await;
         if let Ok(ReloadOutcome::Failed(message)) = &outcome {
             tracing::error!(error = %message, "serving no data until the flag files are fixed");
         }
-        let task = Arc::clone(&file_source).watch(config.reload.clone(), state.shutdown.clone());
         watcher = Some(tokio::spawn(task));
         source = Some(file_source);
     }

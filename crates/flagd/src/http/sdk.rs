@@ -136,6 +136,10 @@ impl Follower {
 
     /// Queues a `put` of the current data.
     fn resync(&mut self) {
+        // Skip whatever is still queued for this stream: the put contains it. Left in place, those
+        // stale batches would keep the buffer full and make the very next change lag again.
+        // Resubscribing before reading the snapshot keeps the subscribe-then-read order.
+        self.changes = self.changes.resubscribe();
         if let Some(snapshot) = self.store.snapshot() {
             self.queue.push_back(put_event(&snapshot));
             self.sent = Some(snapshot.generation());

@@ -137,15 +137,33 @@ impl FileSource {
 
     /// Watches the files until `shutdown`, reloading on change: after `reload.debounce_ms` of
     /// quiet following a filesystem event, and every `reload.poll_interval_ms` regardless.
-    pub async fn watch(self: Arc<Self>, reload: ReloadConfig, shutdown: Shutdown) {
-        let (debounce, poll) = (reload.debounce(), reload.poll_interval());
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        // Kept alive for the loop's lifetime; dropping it stops the watch.
-        let _watcher = if reload.watch {
+    ///
+    /// The filesystem watch is set up before this returns (the future only follows it), so a
+    /// caller that then reads the files cannot miss a change made in between.
+    pub fn watch(
+        self: Arc<Self>,
+        reload: ReloadConfig,
+        shutdown: Shutdown,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (tx, rx) = mpsc::channel::<()>(1);
+        let watcher = if reload.watch {
             self.start_watcher(tx)
         } else {
             None
         };
+        self.follow(watcher, rx, reload, shutdown)
+    }
+
+    async fn follow(
+        self: Arc<Self>,
+        watcher: Option<notify::RecommendedWatcher>,
+        mut rx: mpsc::Receiver<()>,
+        reload: ReloadConfig,
+        shutdown: Shutdown,
+    ) {
+        // Kept alive for the loop's lifetime; dropping it stops the watch.
+        let _watcher = watcher;
+        let (debounce, poll) = (reload.debounce(), reload.poll_interval());
         let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
