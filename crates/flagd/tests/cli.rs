@@ -1,0 +1,251 @@
+//! The `flagd` binary: `validate` output and exit codes, `--help`, and `serve` from start
+//! (`listening on ADDR` first on stdout) to a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flagd");
+
+fn flagd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("FLAGD_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn example() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/flags.yaml")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn validate_accepts_the_example() {
+    let output = flagd(&["validate", &example()]);
+    assert_eq!(stdout(&output), "OK: 1 file, 9 flags, 1 segment\n");
+    assert_eq!(output.status.code(), Some(0));
+}
+
+#[test]
+fn validate_prints_every_problem_with_its_path() {
+    let dir = FlagDir::new();
+    let a = dir.write(
+        "a.json",
+        r#"{
+          "flags": {
+            "typo": {"on": "yes", "variations": [1]},
+            "range": {"on": true, "variations": [1, 2], "offVariation": 5,
+                      "fallthrough": {"rollout": {"variations": [{"variation": 0, "weight": 60000}]}},
+                      "prerequisites": [{"key": "missing", "variation": 0}],
+                      "rules": [{"clauses": [{"attribute": "k", "op": "segmentMatch", "values": ["nope"]}], "variation": 1}]}
+          },
+          "flagValues": {"shared": 1}
+        }"#,
+    );
+    let b = dir.write("b.yaml", "flagValues:\n  shared: 2\nflgs: {}\n");
+    let missing = dir.path("missing.json");
+    let output = Command::new(BIN)
+        .args(["validate"])
+        .args([&a, &b, &missing])
+        .output()
+        .unwrap();
+    let (a, b, missing) = (show(&a), show(&b), show(&missing));
+    let expected = [
+        format!(
+            "warning: {b}: flgs: unknown top-level field (expected \"flags\", \"segments\" or \"flagValues\"); it is ignored"
+        ),
+        format!("{b}: flags.shared: duplicate flag key \"shared\": defined in both {a} and {b}"),
+        format!("{missing}: cannot read file: No such file or directory (os error 2)"),
+        format!("{a}: flags.typo.on: expected a boolean, found string \"yes\""),
+        format!(
+            "warning: {a}: flags.range.offVariation: variation index 5 is out of range (the flag has 2 variations)"
+        ),
+        format!(
+            "warning: {a}: flags.range.fallthrough.rollout.variations: weights add up to 60000, not 100000"
+        ),
+        format!(
+            "warning: {a}: flags.range.rules[0].clauses[0].values[0]: segment \"nope\" does not exist"
+        ),
+        format!(
+            "warning: {a}: flags.range.prerequisites[0].key: prerequisite flag \"missing\" does not exist"
+        ),
+        "8 problems (3 errors, 5 warnings) in 3 files".to_owned(),
+    ];
+    assert_eq!(stdout(&output).lines().collect::<Vec<_>>(), expected);
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn validate_fails_on_warnings_alone() {
+    let dir = FlagDir::new();
+    let path = dir.write(
+        "flags.yaml",
+        "flags:\n  loop-a:\n    on: true\n    variations: [x]\n    fallthrough: {variation: 0}\n    prerequisites: [{key: loop-b, variation: 0}]\n  loop-b:\n    on: true\n    variations: [x]\n    fallthrough: {variation: 0}\n    prerequisites: [{key: loop-a, variation: 0}]\n",
+    );
+    let output = flagd(&["validate", path.to_str().unwrap()]);
+    let path = show(&path);
+    assert_eq!(
+        stdout(&output),
+        format!(
+            "warning: {path}: flags.loop-a.prerequisites: prerequisite cycle: loop-a -> loop-b -> loop-a\n\
+             1 problem (0 errors, 1 warning) in 1 file\n"
+        )
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let output = flagd(&["validate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("<PATH>..."));
+    let output = flagd(&["serve"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "flagd: no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES)\n"
+    );
+    let output = flagd(&["serve", "--file", "x.yaml", "--listen", "not-an-address"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn help_reads_well() {
+    let output = flagd(&["--help"]);
+    assert_eq!(output.status.code(), Some(0));
+    let text = stdout(&output);
+    for needle in [
+        "serve",
+        "validate",
+        "POST /v1/evaluate/{flagKey}",
+        "/ofrep/v1/evaluate/flags",
+        "GET /all",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle:?}:\n{text}");
+    }
+    let text = stdout(&flagd(&["serve", "--help"]));
+    for needle in [
+        "--file <PATH>",
+        "--listen <ADDR>",
+        "--sdk-key <KEY>",
+        "FLAGD_LISTEN",
+        "127.0.0.1:8013",
+        "listening on ADDR",
+    ] {
+        assert!(
+            text.contains(needle),
+            "serve --help lacks {needle:?}:\n{text}"
+        );
+    }
+}
+
+/// A running `flagd serve` and its address, killed on drop if the test did not stop it.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(args: &[&str], env: &[(&str, &str)]) -> Serve {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .env("FLAGD_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_owned();
+    Serve { child, addr }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < DEADLINE, "flagd did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn serve_announces_its_address_and_stops_cleanly_on_sigterm() {
+    let mut server = serve(&["--file", &example(), "--listen", "127.0.0.1:0"], &[]);
+    let response = reqwest::get(format!("http://{}/readyz", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap();
+    assert!(body.contains(r#""status":"SERVING""#), "{body}");
+    assert!(body.contains(r#""flags":9"#), "{body}");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = wait_exit(&mut server.child);
+    assert_eq!(status.code(), Some(0), "a SIGTERM stop is a clean exit");
+}
+
+#[tokio::test]
+async fn serve_takes_settings_from_config_then_env_then_flags() {
+    let dir = FlagDir::new();
+    let flags = dir.write("flags.json", FLAGS);
+    let config = dir.write(
+        "flagd.yaml",
+        &format!(
+            "listen: 127.0.0.1:1\nfiles: [{}]\nsdk_keys: [from-config]\n",
+            flags.display()
+        ),
+    );
+    // The config file's port is overridden by the flag; its key by the environment.
+    let server = serve(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &[("FLAGD_SDK_KEYS", "from-env")],
+    );
+    let url = format!("http://{}/sdk/latest-all", server.addr);
+    let client = reqwest::Client::new();
+    let status = |key: &'static str| {
+        let request = client.get(&url).header("authorization", key);
+        async move { request.send().await.unwrap().status() }
+    };
+    assert_eq!(status("from-env").await, 200);
+    assert_eq!(status("from-config").await, 401);
+}
