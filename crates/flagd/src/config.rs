@@ -182,6 +182,20 @@ pub const ENV_VARS: &[(&str, &str)] = &[
 ];
 
 impl Config {
+    /// A configuration for tests serving `files`: a free port on 127.0.0.1, a 20 ms debounce,
+    /// a 100 ms poll and 200 ms keep-alives, so that tests wait for conditions, not for timers.
+    pub fn for_tests(files: Vec<PathBuf>) -> Config {
+        let mut config = Config {
+            files,
+            ..Config::default()
+        };
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.reload.debounce_ms = 20;
+        config.reload.poll_interval_ms = 100;
+        config.http.stream_keepalive_ms = 200;
+        config
+    }
+
     /// Reads a YAML configuration file (missing fields take their defaults).
     pub fn from_yaml_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use flags_core::{
@@ -232,13 +233,72 @@ impl FlagShape {
 }
 
 /// The operations layer's in-memory state: killed flags and per-entity overrides. Empty in file
-/// mode; admin APIs fill them in later.
+/// mode; admin APIs fill them in later. Every change bumps [`Ops::generation`], which is part of
+/// the OFREP bulk ETag, so clients never keep a cached answer from before a kill.
 #[derive(Debug, Default)]
 pub struct Ops {
-    /// Killed flags serve their off variation.
-    pub kill_set: InMemoryKillSet,
-    /// Contexts pinned to a variation.
-    pub overrides: InMemoryOverrides,
+    kill_set: InMemoryKillSet,
+    overrides: InMemoryOverrides,
+    generation: AtomicU64,
+}
+
+impl Ops {
+    /// Kills a flag (it serves its off variation); returns whether it was newly killed.
+    pub fn kill(&self, flag_key: &str) -> bool {
+        let changed = self.kill_set.insert(flag_key);
+        self.bump(changed);
+        changed
+    }
+
+    /// Revives a killed flag; returns whether it was killed.
+    pub fn revive(&self, flag_key: &str) -> bool {
+        let changed = self.kill_set.remove(flag_key);
+        self.bump(changed);
+        changed
+    }
+
+    /// Pins a context to a variation of a flag; returns the previous pin.
+    pub fn set_override(
+        &self,
+        flag_key: &str,
+        context_kind: &str,
+        context_key: &str,
+        variation: usize,
+    ) -> Option<usize> {
+        let previous = self
+            .overrides
+            .insert(flag_key, context_kind, context_key, variation);
+        self.bump(previous != Some(variation));
+        previous
+    }
+
+    /// Removes one override; returns its variation.
+    pub fn remove_override(
+        &self,
+        flag_key: &str,
+        context_kind: &str,
+        context_key: &str,
+    ) -> Option<usize> {
+        let previous = self.overrides.remove(flag_key, context_kind, context_key);
+        self.bump(previous.is_some());
+        previous
+    }
+
+    /// The killed flags, sorted.
+    pub fn killed(&self) -> Vec<String> {
+        self.kill_set.keys()
+    }
+
+    /// Increases with every change of the kill set or the overrides.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn bump(&self, changed: bool) {
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// Reads a LaunchDarkly context from JSON.

@@ -8,7 +8,9 @@
 //!
 //! Entry points: [`app`] builds the router over an [`AppState`] (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`start`] binds a listener and runs everything, including the
-//! file watcher, until [`RunningServer::shutdown`].
+//! file watcher, until [`RunningServer::shutdown`]; [`spawn_for_test`] does the same on a free
+//! loopback port with short intervals. The `flagd serve` binary prints `listening on ADDR` as
+//! its first line on stdout, so a test in any language can start it with `--listen 127.0.0.1:0`.
 
 pub mod cli;
 pub mod config;
@@ -22,4 +24,4 @@ pub mod validate;
 
 pub use config::Config;
 pub use http::app;
-pub use server::{AppState, RunningServer, Shutdown, StartError, start};
+pub use server::{AppState, RunningServer, Shutdown, StartError, spawn_for_test, start};

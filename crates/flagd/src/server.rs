@@ -206,3 +206,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         watcher,
     })
 }
+
+/// Starts a server on a free loopback port serving `files`, with the short intervals of
+/// [`Config::for_tests`]. Its address is [`RunningServer::url`]; stop it with
+/// [`RunningServer::shutdown`].
+pub async fn spawn_for_test(files: Vec<PathBuf>) -> Result<RunningServer, StartError> {
+    start(Config::for_tests(files)).await
+}

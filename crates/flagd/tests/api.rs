@@ -185,7 +185,7 @@ async fn native_all_flags() {
 #[tokio::test]
 async fn killed_flags_serve_their_off_variation() {
     let (app, state, _source, _dir) = app_with(FLAGS);
-    state.ops.kill_set.insert("bool-flag");
+    assert!(state.ops.kill("bool-flag"));
     let (_, body) = call(
         &app,
         post(
@@ -404,7 +404,7 @@ async fn ofrep_bulk(
 
 #[tokio::test]
 async fn ofrep_bulk_etags() {
-    let (app, _state, source, dir) = app_with(FLAGS);
+    let (app, state, source, dir) = app_with(FLAGS);
     let user = json!({"targetingKey": "targeted"});
     let (status, etag, body) = ofrep_bulk(&app, user.clone(), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -431,6 +431,23 @@ async fn ofrep_bulk_etags() {
         ofrep_bulk(&app, json!({"targetingKey": "someone"}), Some(&etag)).await;
     assert_eq!(status, StatusCode::OK);
     assert_ne!(other.as_deref(), Some(etag.as_str()));
+
+    // Killing a flag changes the answers, so the tag too.
+    let (status, _, _) = ofrep_bulk(&app, user.clone(), Some(&etag)).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_MODIFIED,
+        "still 304 before the kill"
+    );
+    assert!(state.ops.kill("bool-flag"));
+    let (status, killed, body) = ofrep_bulk(&app, user.clone(), Some(&etag)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["flags"][0]["reason"], "DISABLED");
+    let killed = killed.unwrap();
+    assert_ne!(killed, etag);
+    assert!(state.ops.revive("bool-flag"));
+    let etag = ofrep_bulk(&app, user.clone(), None).await.1.unwrap();
+    assert_ne!(etag, killed);
 
     // New data: another tag for the same context.
     dir.write("flags.json", &FLAGS.replace("\"x\", \"y\"", "\"x\", \"z\""));

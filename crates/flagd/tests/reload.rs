@@ -199,6 +199,18 @@ async fn bad_edits_keep_the_last_good_data_and_say_why() {
 }
 
 #[tokio::test]
+async fn the_test_helper_serves_and_reloads() {
+    let dir = FlagDir::new();
+    let server = flagd::spawn_for_test(vec![dir.write("flags.json", &color("red"))])
+        .await
+        .unwrap();
+    assert!(server.url().starts_with("http://127.0.0.1:"));
+    dir.write_atomic("flags.json", &color("green"));
+    wait_for_color(&server, "green").await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn polling_notices_changes_without_a_watch() {
     let dir = FlagDir::new();
     let mut config = test_config(vec![dir.write("flags.json", &color("red"))]);

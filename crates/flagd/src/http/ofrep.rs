@@ -258,11 +258,12 @@ pub(super) async fn evaluate_all(
     let Some(snapshot) = state.store.snapshot() else {
         return OfrepError::not_ready().bulk();
     };
-    // The tag covers the data and the context, so it changes when either does; computing it
+    // The tag covers the data, the kill set and overrides, and the context, so it changes when
+    // any of them does; computing it
     // first lets a matching client skip the evaluation entirely.
     let mut tagged = Vec::with_capacity(64);
     tagged.extend_from_slice(snapshot.digest().as_bytes());
-    tagged.push(b'\n');
+    tagged.extend_from_slice(format!("\n{}\n", state.ops.generation()).as_bytes());
     // Serializing a Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut tagged, &context_json);
     let etag = format!("\"{}\"", engine::hex_digest(&tagged));

@@ -93,15 +93,7 @@ impl FlagDir {
 
 /// A configuration for tests: free port, short debounce and poll, short keep-alive.
 pub fn test_config(files: Vec<PathBuf>) -> Config {
-    let mut config = Config {
-        files,
-        ..Config::default()
-    };
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.reload.debounce_ms = 20;
-    config.reload.poll_interval_ms = 100;
-    config.http.stream_keepalive_ms = 200;
-    config
+    Config::for_tests(files)
 }
 
 /// App state with `file` loaded (no watcher: tests reload by calling the source).
