@@ -1,0 +1,955 @@
+//! flagd driven by real third-party clients: the official LaunchDarkly server-side SDKs for
+//! Python and Node, and OpenFeature with the OFREP providers for Python and Node.
+//!
+//! Each test starts the real `flagd` binary on a free port with an SDK key and a temporary copy
+//! of `clients/rich-flags.yaml`, runs one client script from `clients/` (a JSON plan on stdin,
+//! JSON lines on stdout) and compares what the client saw with flagd's own answers over HTTP.
+//! The LaunchDarkly SDKs evaluate flags themselves, so they are an independent check of flagd's
+//! evaluator as well as of its streaming, polling and event endpoints. The clients are the ones
+//! `cargo xtask deps` installs under the target directory; without them these tests fail and say
+//! so rather than pass without having run.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// The key flagd requires; every client must present it in the header format it uses.
+const SDK_KEY: &str = "sdk-third-party-test-key";
+
+/// The value clients pass as their default, so that a served default is recognisable.
+const DEFAULT: &str = "caller-default";
+
+/// A flag that does not exist, evaluated alongside the real ones.
+const UNKNOWN_FLAG: &str = "no-such-flag";
+
+/// Upper bound for flagd to start and for a script to finish: only a broken build waits this
+/// long, since everything normally takes a second or two.
+const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How soon a client must see an edit of the flag file, measured from the write.
+const PROPAGATION_LIMIT: f64 = 1.0;
+
+/// The line of the fixture that the edit tests change, and what they change it to.
+const LIVE_EDIT_BEFORE: &str = "fallthrough: {variation: 0} # live-edit marker";
+const LIVE_EDIT_AFTER: &str = "fallthrough: {variation: 1} # live-edit marker";
+
+#[test]
+fn python_launchdarkly_sdk_streams_evaluates_like_flagd_and_sends_events() {
+    let flagd = Flagd::start();
+    flagd.assert_key_required();
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+    assert_fixture_is_rich(&native);
+
+    let mut script = Script::start(
+        Client::Python,
+        "ld_python.py",
+        &json!({
+            "sdk_key": SDK_KEY,
+            "base_uri": flagd.base_url(),
+            "mode": "stream",
+            "flags": flags,
+            "contexts": contexts,
+            "default": DEFAULT,
+            "watch": live_edit_watch(),
+            "events": {"track": 3, "metric_value": 9.5},
+            "timeout": 20,
+        }),
+    );
+    script.wait_ready();
+    let written_at = flagd.edit_live_flag();
+    let result = script.finish();
+
+    assert_eq!(result["initialized"], true, "{result}");
+    assert_matches_native("Python SDK", &flags, &contexts, &result, &native);
+    assert_saw_edit("Python SDK (streaming)", &flagd, &result, written_at);
+
+    // close() waits for delivery, so every event the SDK sent has been counted by now.
+    let events = flagd.events_received();
+    let count = |kind: &str| events.get(kind).copied().unwrap_or(0);
+    assert_eq!(count("custom"), 3, "{events:?}");
+    assert_eq!(count("identify"), 1, "{events:?}");
+    assert_eq!(count("diagnostic-init"), 1, "{events:?}");
+    assert!(count("summary") >= 1, "{events:?}");
+    assert!(count("index") >= 1, "{events:?}");
+    // `experiment` has trackEvents, so each evaluation of it is a full feature event.
+    assert!(count("feature") >= contexts.len() as u64, "{events:?}");
+}
+
+#[test]
+fn python_launchdarkly_sdk_polls_flagd() {
+    let flagd = Flagd::start();
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+
+    let mut script = Script::start(
+        Client::Python,
+        "ld_python.py",
+        &json!({
+            "sdk_key": SDK_KEY,
+            "base_uri": flagd.base_url(),
+            "mode": "poll",
+            "poll_interval": 0.1,
+            "flags": flags,
+            "contexts": contexts,
+            "default": DEFAULT,
+            "watch": live_edit_watch(),
+            "timeout": 20,
+        }),
+    );
+    script.wait_ready();
+    // The SDK sends the ETag back, so a poll of unchanged data costs a 304 and no body. Wait
+    // for one before editing, which also makes the edit land between two polls.
+    let polls = |status: &str| latest_all_answers(&flagd.metrics(), status);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while polls("304") == 0 {
+        assert!(Instant::now() < deadline, "no poll was answered 304");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let written_at = flagd.edit_live_flag();
+    let result = script.finish();
+
+    assert_eq!(result["initialized"], true, "{result}");
+    assert_matches_native("Python SDK (polling)", &flags, &contexts, &result, &native);
+    assert_saw_edit("Python SDK (polling)", &flagd, &result, written_at);
+    // flag_keys() fetched once; the SDK at least twice: its first poll, and after the edit.
+    assert!(polls("200") >= 3, "{}", flagd.metrics());
+}
+
+#[test]
+fn node_launchdarkly_sdk_streams_evaluates_like_flagd() {
+    let flagd = Flagd::start();
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+
+    let mut script = Script::start(
+        Client::Node,
+        "ld_node.js",
+        &json!({
+            "sdk_key": SDK_KEY,
+            "base_uri": flagd.base_url(),
+            "flags": flags,
+            "contexts": contexts,
+            "default": DEFAULT,
+            "watch": live_edit_watch(),
+            "timeout": 20,
+        }),
+    );
+    script.wait_ready();
+    let written_at = flagd.edit_live_flag();
+    let result = script.finish();
+
+    assert_eq!(result["initialized"], true, "{result}");
+    assert_matches_native("Node SDK", &flags, &contexts, &result, &native);
+    assert_saw_edit("Node SDK (streaming)", &flagd, &result, written_at);
+
+    let events = flagd.events_received();
+    assert!(
+        events.get("summary").copied().unwrap_or(0) >= 1,
+        "{events:?}"
+    );
+    assert!(
+        events.get("feature").copied().unwrap_or(0) >= contexts.len() as u64,
+        "{events:?}"
+    );
+}
+
+#[test]
+fn python_openfeature_ofrep_provider_resolves_like_flagd() {
+    let flagd = Flagd::start();
+    let cases = ofrep_cases(false);
+    let plan = json!({
+        "sdk_key": SDK_KEY,
+        "base_url": flagd.base_url(),
+        "cases": cases,
+        "timeout": 20,
+    });
+    let result = Script::start(Client::Python, "ofrep_python.py", &plan).finish();
+
+    let results = result["results"].as_array().unwrap();
+    assert_ofrep_matches(&flagd, "Python OFREP provider", &cases, results);
+    // The typed getters must get the JSON number types they ask for: the provider rejects an
+    // integer where a float was asked for, and the other way round.
+    for (case, got) in cases.iter().zip(results) {
+        match case["type"].as_str().unwrap() {
+            "integer" => assert!(got["value"].is_i64(), "{case}: {got}"),
+            "float" => assert!(got["value"].is_f64(), "{case}: {got}"),
+            _ => {}
+        }
+    }
+    // A provider without the key is turned away, and the application gets its default.
+    let refused = &result["unauthenticated"];
+    assert_eq!(refused["error_code"], "GENERAL", "{refused}");
+    assert_eq!(refused["error_message"], "unauthorized", "{refused}");
+    assert_eq!(refused["value"], cases[0]["default"], "{refused}");
+}
+
+#[test]
+fn node_openfeature_ofrep_provider_resolves_like_flagd() {
+    let flagd = Flagd::start();
+    let cases = ofrep_cases(true);
+    let plan = json!({
+        "sdk_key": SDK_KEY,
+        "base_url": flagd.base_url(),
+        "cases": cases,
+        "timeout": 20,
+    });
+    let result = Script::start(Client::Node, "ofrep_node.js", &plan).finish();
+    assert_ofrep_matches(
+        &flagd,
+        "Node OFREP provider",
+        &cases,
+        result["results"].as_array().unwrap(),
+    );
+}
+
+/// The contexts every LaunchDarkly client evaluates every flag for: single contexts of several
+/// kinds, multi-kind contexts, and attributes that hit each operator of the fixture (and some
+/// that deliberately miss: a string age, an upper-case email, a missing kind).
+fn contexts() -> Vec<Value> {
+    vec![
+        json!({"kind": "user", "key": "alice", "name": "Alice", "email": "alice@example.com",
+               "country": "FR", "age": 34, "plan": "pro", "appVersion": "2.5.1",
+               "createdAt": "2023-06-01T00:00:00Z", "groups": ["admins", "beta"],
+               "address": {"city": "Paris", "zip": "75001"}}),
+        json!({"kind": "user", "key": "bob"}),
+        json!({"kind": "user", "key": "user-17", "anonymous": true, "age": 17, "score": 99.5,
+               "createdAt": 1_600_000_000_000_i64, "appVersion": "1.2", "plan": "enterprise"}),
+        json!({"kind": "user", "key": "eve", "name": "Dr. Eve", "email": "EVE@EXAMPLE.COM",
+               "age": "42", "groups": ["beta"], "plan": "contractor",
+               "_meta": {"privateAttributes": ["email"]}}),
+        json!({"kind": "user", "key": "qa-1", "country": "US", "age": 42,
+               "createdAt": "2022-07-01T00:00:00+02:00", "appVersion": "3"}),
+        json!({"kind": "org", "key": "acme", "name": "Acme", "tier": "gold"}),
+        json!({"kind": "org", "key": "globex", "name": "Globex", "tier": "silver"}),
+        json!({"kind": "multi",
+               "user": {"key": "dave", "country": "DE", "age": 65, "plan": "contractor"},
+               "org": {"key": "initech", "name": "Initech", "tier": "bronze"}}),
+        json!({"kind": "multi",
+               "user": {"key": "frank", "country": "US", "email": "frank@example.com"},
+               "org": {"key": "initech", "name": "Initech"}}),
+        json!({"kind": "device", "key": "dev-1", "os": "ios", "osVersion": "17.1.0",
+               "nickname": "phone"}),
+        json!({"kind": "multi", "user": {"key": "alice", "country": "BE"},
+               "device": {"key": "dev-2", "os": "ios", "osVersion": "16.4.0"}}),
+    ]
+}
+
+/// What the edit tests wait for: `live-edit` turning from "before" to "after" for bob.
+fn live_edit_watch() -> Value {
+    json!({
+        "flag": "live-edit",
+        "context": {"kind": "user", "key": "bob"},
+        "expect": "after",
+        "timeout": 5,
+    })
+}
+
+/// OpenFeature cases: every flag type, every OpenFeature reason flagd gives, a multi-kind
+/// context passed through OFREP, and an unknown flag. Node has a single number type.
+fn ofrep_cases(node: bool) -> Vec<Value> {
+    let (integer, float) = if node {
+        ("number", "number")
+    } else {
+        ("integer", "float")
+    };
+    vec![
+        case(
+            "bool-targets",
+            "boolean",
+            json!(false),
+            json!({"targetingKey": "alice"}),
+        ),
+        case(
+            "bool-targets",
+            "boolean",
+            json!(true),
+            json!({"targetingKey": "bob"}),
+        ),
+        case(
+            "string-operators",
+            "string",
+            json!(""),
+            json!({"targetingKey": "user-1", "email": "u@example.com"}),
+        ),
+        case(
+            "rollout-by-key",
+            "string",
+            json!(""),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            "off-flag",
+            "string",
+            json!(""),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            "prereq-met",
+            "string",
+            json!(""),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            "simple-string",
+            "string",
+            json!(""),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            "number-operators",
+            integer,
+            json!(-1),
+            json!({"targetingKey": "carol", "age": 34}),
+        ),
+        case(
+            "simple-number",
+            integer,
+            json!(-1),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            "float-flag",
+            float,
+            json!(-1.5),
+            json!({"targetingKey": "carol", "country": "FR"}),
+        ),
+        case(
+            "float-flag",
+            float,
+            json!(-1.5),
+            json!({"targetingKey": "carol", "country": "DE"}),
+        ),
+        case(
+            "json-config",
+            "object",
+            json!({}),
+            json!({"targetingKey": "acme", "kind": "org", "tier": "gold"}),
+        ),
+        case(
+            "json-config",
+            "object",
+            json!({}),
+            json!({"kind": "multi", "user": {"key": "u", "country": "US"},
+                   "org": {"key": "initech"}}),
+        ),
+        case(
+            "simple-object",
+            "object",
+            json!({}),
+            json!({"targetingKey": "carol"}),
+        ),
+        case(
+            UNKNOWN_FLAG,
+            "string",
+            json!("fallback"),
+            json!({"targetingKey": "carol"}),
+        ),
+    ]
+}
+
+/// Fails unless every evaluation of `result` equals flagd's native answer for the same flag and
+/// context, listing every disagreement with both answers.
+fn assert_matches_native(
+    client: &str,
+    flags: &[String],
+    contexts: &[Value],
+    result: &Value,
+    native: &BTreeMap<(String, usize), Value>,
+) {
+    let mut disagreements = Vec::new();
+    for flag in flags {
+        let answers = result["evaluations"][flag.as_str()]
+            .as_array()
+            .unwrap_or_else(|| panic!("{client} gave no evaluations of {flag}: {result}"));
+        assert_eq!(answers.len(), contexts.len(), "{client}: {flag}");
+        for (index, (context, got)) in contexts.iter().zip(answers).enumerate() {
+            let expected = client_view(&native[&(flag.clone(), index)]);
+            if !same_json(got, &expected) {
+                disagreements.push(format!(
+                    "flag {flag}, context {context}:\n  {client}: {got}\n  flagd: {expected}"
+                ));
+            }
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{client} and flagd disagree on {} of {} evaluations:\n{}",
+        disagreements.len(),
+        flags.len() * contexts.len(),
+        disagreements.join("\n")
+    );
+}
+
+/// What a LaunchDarkly SDK returns for a native answer: the same index and reason, and the
+/// caller's default wherever flagd serves no variation (off without an off variation, errors).
+fn client_view(native: &Value) -> Value {
+    let value = if native["variationIndex"].is_null() {
+        assert!(
+            native["value"].is_null(),
+            "a value without an index: {native}"
+        );
+        json!(DEFAULT)
+    } else {
+        native["value"].clone()
+    };
+    json!({
+        "value": value,
+        "variationIndex": native["variationIndex"],
+        "reason": native["reason"],
+    })
+}
+
+/// JSON equality where numbers compare by value: JavaScript has one number type, so the Node
+/// SDK hands back `2` for a variation written `2.0`. Python keeps the two apart, and so does
+/// `assert_ofrep_matches`'s type check.
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Fails unless the fixture still produces every kind of answer, so that the comparisons above
+/// keep covering the whole evaluation model as the fixture changes.
+fn assert_fixture_is_rich(native: &BTreeMap<(String, usize), Value>) {
+    let mut seen = BTreeSet::new();
+    for answer in native.values() {
+        let reason = &answer["reason"];
+        seen.insert(reason["kind"].as_str().unwrap().to_owned());
+        if let Some(error) = reason["errorKind"].as_str() {
+            seen.insert(format!("ERROR/{error}"));
+        }
+        if reason["inExperiment"] == true {
+            seen.insert(format!("{}/inExperiment", reason["kind"].as_str().unwrap()));
+        }
+    }
+    for wanted in [
+        "OFF",
+        "FALLTHROUGH",
+        "TARGET_MATCH",
+        "RULE_MATCH",
+        "PREREQUISITE_FAILED",
+        "ERROR/MALFORMED_FLAG",
+        "ERROR/FLAG_NOT_FOUND",
+        "FALLTHROUGH/inExperiment",
+        "RULE_MATCH/inExperiment",
+    ] {
+        assert!(seen.contains(wanted), "no {wanted} answer; saw {seen:?}");
+    }
+}
+
+/// Fails unless the client saw the edit within [`PROPAGATION_LIMIT`] of the write, and then
+/// evaluates the edited flag as flagd does.
+fn assert_saw_edit(client: &str, flagd: &Flagd, result: &Value, written_at: f64) {
+    let watch = &result["watch"];
+    assert_eq!(watch["seen"], true, "{client} never saw the edit: {result}");
+    let elapsed = watch["seen_at"].as_f64().unwrap() - written_at;
+    assert!(
+        (0.0..PROPAGATION_LIMIT).contains(&elapsed),
+        "{client} saw the edit {elapsed:.3} s after the write (limit {PROPAGATION_LIMIT} s)"
+    );
+    println!("{client} saw the edit {elapsed:.3} s after the write");
+    let context = &live_edit_watch()["context"];
+    let native = flagd.evaluate("live-edit", context);
+    assert_eq!(native["value"], "after", "{native}");
+    assert!(
+        same_json(&watch["after"], &client_view(&native)),
+        "after the edit, {client}: {} but flagd: {native}",
+        watch["after"]
+    );
+}
+
+/// Fails unless each OpenFeature resolution matches flagd's own OFREP answer for the case:
+/// value, variant and reason on success; the error code and the caller's default otherwise.
+fn assert_ofrep_matches(flagd: &Flagd, client: &str, cases: &[Value], results: &[Value]) {
+    assert_eq!(results.len(), cases.len(), "{client}: {results:?}");
+    for (case, got) in cases.iter().zip(results) {
+        let flag = case["flag"].as_str().unwrap();
+        let (status, body) = flagd.post(
+            &format!("/ofrep/v1/evaluate/flags/{flag}"),
+            &json!({"context": case["context"]}),
+        );
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        if status == 200 {
+            assert!(got["error_code"].is_null(), "{client}, {case}: {got}");
+            let expected = json!({
+                "value": answer["value"],
+                "variant": answer["variant"],
+                "reason": answer["reason"],
+            });
+            let got_view = json!({
+                "value": got["value"],
+                "variant": got["variant"],
+                "reason": got["reason"],
+            });
+            assert!(
+                same_json(&got_view, &expected),
+                "{client} and flagd's OFREP answer disagree on {case}:\n  \
+                 {client}: {got}\n  flagd: {answer}"
+            );
+        } else {
+            assert_eq!(status, 404, "{case}: {answer}");
+            assert_eq!(answer["errorCode"], "FLAG_NOT_FOUND", "{case}: {answer}");
+            assert_eq!(
+                got["error_code"], "FLAG_NOT_FOUND",
+                "{client}, {case}: {got}"
+            );
+            assert_eq!(got["reason"], "ERROR", "{client}, {case}: {got}");
+            assert_eq!(got["value"], case["default"], "{client}, {case}: {got}");
+        }
+    }
+    // Make sure the cases still reach every OpenFeature reason flagd gives.
+    let reasons: BTreeSet<&str> = results
+        .iter()
+        .filter_map(|r| r["reason"].as_str())
+        .collect();
+    for wanted in [
+        "TARGETING_MATCH",
+        "DEFAULT",
+        "SPLIT",
+        "DISABLED",
+        "STATIC",
+        "ERROR",
+    ] {
+        assert!(
+            reasons.contains(wanted),
+            "{client}: no {wanted}; saw {reasons:?}"
+        );
+    }
+}
+
+fn case(flag: &str, kind: &str, default: Value, context: Value) -> Value {
+    json!({"flag": flag, "type": kind, "default": default, "context": context})
+}
+
+/// How many `GET /sdk/latest-all` flagd answered with `status`, from its metrics.
+fn latest_all_answers(metrics: &str, status: &str) -> u64 {
+    let series = format!(
+        r#"flagd_http_requests_total{{route="/sdk/latest-all",method="GET",status="{status}"}}"#
+    );
+    metric_value(metrics, &series)
+}
+
+/// The value of one Prometheus sample line, or 0 when the series does not exist yet.
+fn metric_value(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Kills the process when dropped, so a failing test leaves nothing running.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends each line of `reader` through the returned channel, from a thread of its own.
+fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects everything `reader` writes, to show when a test fails.
+fn collected(reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = Arc::clone(&text);
+    thread::spawn(move || {
+        for line in BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// Environment variables that would change how flagd or a client behaves in a test: flagd's
+/// own settings, and proxies that would send loopback traffic elsewhere.
+fn clean_env(command: &mut Command) {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("FLAGD_") || name.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command.env("NO_PROXY", "127.0.0.1,localhost");
+}
+
+/// A running `flagd serve` over a temporary copy of the fixture, with [`SDK_KEY`] required.
+struct Flagd {
+    process: KillOnDrop,
+    addr: String,
+    file: PathBuf,
+    _dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+    runtime: tokio::runtime::Runtime,
+    http: reqwest::Client,
+}
+
+impl Flagd {
+    fn start() -> Flagd {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flags.yaml");
+        std::fs::write(&file, fixture()).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_flagd"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .arg("--file")
+            .arg(&file)
+            .args(["--sdk-key", SDK_KEY])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        clean_env(&mut command);
+        let mut child = command.spawn().unwrap();
+        let stdout = lines_of(child.stdout.take().unwrap());
+        let log = collected(child.stderr.take().unwrap());
+        let process = KillOnDrop(child);
+        let first = stdout.recv_timeout(PROCESS_TIMEOUT).unwrap_or_else(|e| {
+            panic!(
+                "flagd did not start ({e}); its log:\n{}",
+                log.lock().unwrap()
+            )
+        });
+        let addr = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from flagd: {first:?}"))
+            .to_owned();
+        // Drain the rest of stdout so flagd never blocks on a full pipe.
+        thread::spawn(move || for _ in stdout {});
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Flagd {
+            process,
+            addr,
+            file,
+            _dir: dir,
+            log,
+            runtime,
+            http,
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// One request; `key` is sent as `Authorization: KEY` when given.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.base_url());
+        let mut request = self.http.request(method.clone(), &url);
+        if let Some(key) = key {
+            request = request.header("authorization", key);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        self.runtime.block_on(async {
+            let response = request.send().await.unwrap_or_else(|e| {
+                panic!(
+                    "{method} {path} failed: {e}; flagd's log:\n{}",
+                    self.log.lock().unwrap()
+                )
+            });
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.unwrap();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        })
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        self.request(reqwest::Method::GET, path, Some(SDK_KEY), None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, String) {
+        self.request(reqwest::Method::POST, path, Some(SDK_KEY), Some(body))
+    }
+
+    /// Without the key, flagd answers 401: the clients' successes below mean their header
+    /// format was accepted, not that nothing was checked.
+    fn assert_key_required(&self) {
+        let (status, _) = self.request(reqwest::Method::GET, "/sdk/latest-all", None, None);
+        assert_eq!(status, 401);
+        let (status, _) = self.request(
+            reqwest::Method::GET,
+            "/sdk/latest-all",
+            Some("wrong-key"),
+            None,
+        );
+        assert_eq!(status, 401);
+    }
+
+    /// Every flag flagd serves, plus one that does not exist.
+    fn flag_keys(&self) -> Vec<String> {
+        let (status, body) = self.get("/sdk/latest-all");
+        assert_eq!(status, 200, "{body}");
+        let data: Value = serde_json::from_str(&body).unwrap();
+        let mut keys: Vec<String> = data["flags"].as_object().unwrap().keys().cloned().collect();
+        assert!(keys.len() >= 20, "the fixture did not load fully: {keys:?}");
+        keys.push(UNKNOWN_FLAG.to_owned());
+        keys
+    }
+
+    /// `POST /v1/evaluate/{flag}` for one flag and context.
+    fn evaluate(&self, flag: &str, context: &Value) -> Value {
+        let (status, body) = self.post(
+            &format!("/v1/evaluate/{flag}"),
+            &json!({"context": context}),
+        );
+        let answer: Value = serde_json::from_str(&body).unwrap();
+        let expected_status = if flag == UNKNOWN_FLAG { 404 } else { 200 };
+        assert_eq!(status, expected_status, "{flag} for {context}: {body}");
+        assert_eq!(answer["key"], flag, "{body}");
+        answer
+    }
+
+    /// flagd's answer for every flag and context, keyed by flag and context index.
+    fn native_answers(
+        &self,
+        flags: &[String],
+        contexts: &[Value],
+    ) -> BTreeMap<(String, usize), Value> {
+        let mut answers = BTreeMap::new();
+        for flag in flags {
+            for (index, context) in contexts.iter().enumerate() {
+                answers.insert((flag.clone(), index), self.evaluate(flag, context));
+            }
+        }
+        answers
+    }
+
+    /// Rewrites the flag file atomically (a new file renamed over the old one, as editors and
+    /// deployment tools do) with `live-edit` turned to "after". Returns when the write began, in
+    /// seconds since the Unix epoch, to compare with the times the clients report.
+    fn edit_live_flag(&self) -> f64 {
+        let text = fixture();
+        assert_eq!(
+            text.matches(LIVE_EDIT_BEFORE).count(),
+            1,
+            "the fixture lost its marker"
+        );
+        let edited = text.replace(LIVE_EDIT_BEFORE, LIVE_EDIT_AFTER);
+        let staging = self.file.with_extension("yaml.new");
+        let written_at = unix_now();
+        std::fs::write(&staging, edited).unwrap();
+        std::fs::rename(&staging, &self.file).unwrap();
+        written_at
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.request(reqwest::Method::GET, "/metrics", None, None);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// `flagd_events_received_total` by event kind.
+    fn events_received(&self) -> BTreeMap<String, u64> {
+        let prefix = "flagd_events_received_total{kind=\"";
+        self.metrics()
+            .lines()
+            .filter_map(|line| {
+                let (kind, rest) = line.strip_prefix(prefix)?.split_once("\"}")?;
+                Some((kind.to_owned(), rest.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Flagd {
+    fn drop(&mut self) {
+        // Show flagd's log next to a failure; a passing test's output is not printed anyway.
+        if thread::panicking() {
+            let _ = self.process.0.kill();
+            eprintln!("flagd's log:\n{}", self.log.lock().unwrap());
+        }
+    }
+}
+
+fn fixture() -> String {
+    std::fs::read_to_string(clients_dir().join("rich-flags.yaml")).unwrap()
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// `<target>/third-party`, where `cargo xtask deps` installs the clients.
+fn third_party_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("third-party")
+}
+
+#[derive(Clone, Copy)]
+enum Client {
+    Python,
+    Node,
+}
+
+impl Client {
+    /// The command that runs a script of this client, or a failure naming the fix.
+    fn command(self) -> Command {
+        let third_party = third_party_dir();
+        match self {
+            Client::Python => {
+                let python = third_party.join("venv/bin/python");
+                assert!(
+                    python.is_file(),
+                    "{} is missing: run `cargo xtask deps` to install the Python test clients",
+                    python.display()
+                );
+                let mut command = Command::new(python);
+                command.env("PYTHONDONTWRITEBYTECODE", "1");
+                command
+            }
+            Client::Node => {
+                let modules = third_party.join("node/node_modules");
+                assert!(
+                    modules.join("@launchdarkly/node-server-sdk").is_dir()
+                        && modules.join("@openfeature/ofrep-provider").is_dir(),
+                    "the Node test clients are missing from {}: run `cargo xtask deps`",
+                    modules.display()
+                );
+                let mut command = Command::new("node");
+                command.env("NODE_PATH", modules);
+                command
+            }
+        }
+    }
+}
+
+/// A running client script.
+struct Script {
+    name: &'static str,
+    process: KillOnDrop,
+    stdout: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    deadline: Instant,
+}
+
+impl Script {
+    fn start(client: Client, name: &'static str, plan: &Value) -> Script {
+        let mut command = client.command();
+        command
+            .arg(clients_dir().join(name))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        clean_env(&mut command);
+        let mut child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "cannot run {name} ({e}): install Python 3 and Node, then run `cargo xtask deps`"
+            )
+        });
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(plan.to_string().as_bytes()).unwrap();
+        drop(stdin);
+        Script {
+            name,
+            stdout: lines_of(child.stdout.take().unwrap()),
+            stderr: collected(child.stderr.take().unwrap()),
+            process: KillOnDrop(child),
+            deadline: Instant::now() + PROCESS_TIMEOUT,
+        }
+    }
+
+    /// The next JSON document the script writes.
+    fn next_document(&mut self) -> Value {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let line = match self.stdout.recv_timeout(left) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => self.fail("timed out"),
+            Err(RecvTimeoutError::Disconnected) => self.fail("ended without a result"),
+        };
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| self.fail(&format!("wrote {line:?}, not JSON: {e}")))
+    }
+
+    /// Waits until the script is ready for the flag file to change.
+    fn wait_ready(&mut self) {
+        let document = self.next_document();
+        if document["ready"] != true {
+            self.fail(&format!("stopped before getting ready: {document}"));
+        }
+    }
+
+    /// The script's result document, once it has exited successfully.
+    fn finish(mut self) -> Value {
+        let result = self.next_document();
+        loop {
+            match self.process.0.try_wait().unwrap() {
+                Some(status) if status.success() => return result,
+                Some(status) => self.fail(&format!("exited with {status}; its result: {result}")),
+                None if Instant::now() > self.deadline => self.fail("did not exit"),
+                None => thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        // Give the stderr reader a moment to catch the last lines of a dying script.
+        thread::sleep(Duration::from_millis(100));
+        panic!(
+            "{}: {what}; its stderr:\n{}",
+            self.name,
+            self.stderr.lock().unwrap()
+        )
+    }
+}
