@@ -14,6 +14,30 @@ use serde_json::Value;
 pub struct AttrRef {
     raw: String,
     components: Box<[String]>,
+    builtin: Builtin,
+}
+
+/// Which built-in attribute the first component names, decided once when the reference is made
+/// so that lookups need no name comparisons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Builtin {
+    None,
+    Kind,
+    Key,
+    Name,
+    Anonymous,
+}
+
+impl Builtin {
+    fn of(name: &str) -> Builtin {
+        match name {
+            "kind" => Builtin::Kind,
+            "key" => Builtin::Key,
+            "name" => Builtin::Name,
+            "anonymous" => Builtin::Anonymous,
+            _ => Builtin::None,
+        }
+    }
 }
 
 /// Why an attribute reference is invalid.
@@ -37,10 +61,7 @@ impl AttrRef {
             return Err(AttrRefError::Empty);
         }
         let Some(path) = s.strip_prefix('/') else {
-            return Ok(AttrRef {
-                raw: s.to_owned(),
-                components: Box::new([s.to_owned()]),
-            });
+            return Ok(AttrRef::new(s.to_owned(), Box::new([s.to_owned()])));
         };
         let mut components = Vec::new();
         for part in path.split('/') {
@@ -49,10 +70,7 @@ impl AttrRef {
             }
             components.push(unescape(part)?);
         }
-        Ok(AttrRef {
-            raw: s.to_owned(),
-            components: components.into_boxed_slice(),
-        })
+        Ok(AttrRef::new(s.to_owned(), components.into_boxed_slice()))
     }
 
     /// A reference to the top-level attribute with exactly this name (no path syntax), as used
@@ -70,10 +88,20 @@ impl AttrRef {
         } else {
             name.to_owned()
         };
-        Ok(AttrRef {
+        Ok(AttrRef::new(raw, Box::new([name.to_owned()])))
+    }
+
+    fn new(raw: String, components: Box<[String]>) -> AttrRef {
+        let builtin = components.first().map_or(Builtin::None, |c| Builtin::of(c));
+        AttrRef {
             raw,
-            components: Box::new([name.to_owned()]),
-        })
+            components,
+            builtin,
+        }
+    }
+
+    pub(crate) fn builtin(&self) -> Builtin {
+        self.builtin
     }
 
     /// The reference as written (a path for literals that start with `/`).

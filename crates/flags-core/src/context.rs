@@ -9,6 +9,7 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::attr::Builtin;
 pub use crate::attr::{AttrRef, AttrRefError};
 
 /// The kind a context has when none is given (legacy users, clauses without `contextKind`).
@@ -41,7 +42,7 @@ pub struct SingleContext {
     name: Option<Value>,
     anonymous: bool,
     /// Attributes other than kind, key, name and anonymous; never `null`.
-    attributes: Map<String, Value>,
+    attributes: Attributes,
     private_attributes: Vec<AttrRef>,
 }
 
@@ -179,8 +180,8 @@ impl Context {
     /// The context of this kind, if present.
     pub fn as_single(&self, kind: &str) -> Option<&SingleContext> {
         match &self.inner {
-            Inner::Single(c) => (c.kind() == kind).then_some(c),
-            Inner::Multi(cs) => cs.iter().find(|c| c.kind() == kind),
+            Inner::Single(c) => short_eq(c.kind(), kind).then_some(c),
+            Inner::Multi(cs) => cs.iter().find(|c| short_eq(c.kind(), kind)),
         }
     }
 
@@ -227,7 +228,7 @@ impl SingleContext {
             key: Value::String(key.to_owned()),
             name: None,
             anonymous: false,
-            attributes: Map::new(),
+            attributes: Attributes::default(),
             private_attributes: Vec::new(),
         }
     }
@@ -247,6 +248,11 @@ impl SingleContext {
     /// The context kind.
     pub fn kind(&self) -> &str {
         self.kind.as_str().unwrap_or(DEFAULT_KIND)
+    }
+
+    /// The context kind as a JSON string value.
+    pub fn kind_value(&self) -> &Value {
+        &self.kind
     }
 
     /// The context key.
@@ -269,9 +275,9 @@ impl SingleContext {
         &self.private_attributes
     }
 
-    /// Attributes other than `kind`, `key`, `name` and `anonymous`.
-    pub fn custom_attributes(&self) -> &Map<String, Value> {
-        &self.attributes
+    /// Attributes other than `kind`, `key`, `name` and `anonymous`, sorted by name.
+    pub fn custom_attributes(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        self.attributes.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Looks up a top-level attribute by name, including the built-ins `kind`, `key`, `name`
@@ -287,8 +293,16 @@ impl SingleContext {
     }
 
     /// Looks up an attribute by reference, descending into nested objects.
+    #[inline]
     pub fn get(&self, attr: &AttrRef) -> Option<&Value> {
-        let top = self.get_top(attr.first())?;
+        // The reference knows which built-in it names, so no name comparisons are needed here.
+        let top = match attr.builtin() {
+            Builtin::Kind => Some(&self.kind),
+            Builtin::Key => Some(&self.key),
+            Builtin::Name => self.name.as_ref(),
+            Builtin::Anonymous => Some(if self.anonymous { &TRUE } else { &FALSE }),
+            Builtin::None => self.attributes.get(attr.first()),
+        }?;
         if attr.is_top_level() {
             Some(top)
         } else {
@@ -321,12 +335,8 @@ impl SingleContext {
                 Value::Bool(b) => self.anonymous = b,
                 _ => return Err(type_error("anonymous", "a boolean")),
             },
-            _ if value.is_null() => {
-                self.attributes.remove(name);
-            }
-            _ => {
-                self.attributes.insert(name.to_owned(), value);
-            }
+            _ if value.is_null() => self.attributes.remove(name),
+            _ => self.attributes.insert(name, value),
         }
         Ok(())
     }
@@ -342,7 +352,7 @@ impl SingleContext {
         if self.anonymous {
             map.serialize_entry("anonymous", &true)?;
         }
-        for (k, v) in &self.attributes {
+        for (k, v) in &self.attributes.0 {
             map.serialize_entry(k, v)?;
         }
         if !self.private_attributes.is_empty() {
@@ -355,6 +365,77 @@ impl SingleContext {
         }
         Ok(())
     }
+}
+
+/// Attributes sorted by name. Contexts have few attributes, so a short list scanned with a
+/// cheap length check beats a tree or a hash map; long lists are binary-searched.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Attributes(Vec<(String, Value)>);
+
+impl Attributes {
+    const SCAN_LIMIT: usize = 16;
+
+    #[inline]
+    fn get(&self, name: &str) -> Option<&Value> {
+        if self.0.len() <= Self::SCAN_LIMIT {
+            self.0
+                .iter()
+                .find(|(k, _)| short_eq(k, name))
+                .map(|(_, v)| v)
+        } else {
+            self.0
+                .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                .ok()
+                .map(|i| &self.0[i].1)
+        }
+    }
+
+    fn insert(&mut self, name: &str, value: Value) {
+        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name.to_owned(), value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+            self.0.remove(i);
+        }
+    }
+}
+
+/// String equality that compares short strings inline: contexts compare many tiny strings
+/// (kinds, attribute names), where a call into `memcmp` costs more than the comparison.
+#[inline]
+pub(crate) fn short_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Compare overlapping machine words from both ends: two loads per side for any length up
+    // to 16, no loop and no call.
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_ne_bytes(w)
+}
+
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_ne_bytes(w)
 }
 
 struct SingleBody<'a>(&'a SingleContext);

@@ -7,6 +7,7 @@
 
 use base64::Engine as _;
 use flags_core::{AttrRef, BigSegmentStore, BigSegmentsStatus, Context, Value};
+use sha1::digest::generic_array::GenericArray;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
@@ -19,26 +20,73 @@ const STALE_AFTER_MS: u64 = 120_000;
 /// The bucket (in `[0, 1)`) of `value` for a flag or segment `key` with `salt`, or with `seed`
 /// in place of key and salt when given.
 pub fn bucket(key: &str, salt: &str, seed: Option<i64>, value: &str) -> f32 {
-    let mut h = Sha1::new();
-    match seed {
-        Some(seed) => {
-            let mut buf = itoa::Buffer::new();
-            h.update(buf.format(seed).as_bytes());
+    let mut seed_buf = itoa::Buffer::new();
+    let parts: [&[u8]; 5] = match seed {
+        Some(seed) => [
+            seed_buf.format(seed).as_bytes(),
+            b".",
+            value.as_bytes(),
+            b"",
+            b"",
+        ],
+        None => [
+            key.as_bytes(),
+            b".",
+            salt.as_bytes(),
+            b".",
+            value.as_bytes(),
+        ],
+    };
+    let hash = sha1_prefix60(&parts);
+    hash as f32 / LONG_SCALE
+}
+
+/// SHA-1 initial state (FIPS 180-4).
+const SHA1_INIT: [u32; 5] = [
+    0x6745_2301,
+    0xEFCD_AB89,
+    0x98BA_DCFE,
+    0x1032_5476,
+    0xC3D2_E1F0,
+];
+
+/// The first 60 bits (15 hex digits) of the SHA-1 of the concatenated parts.
+///
+/// Bucketing hashes short messages, so the message is padded into one or two blocks on the stack
+/// and compressed directly; longer messages go through the streaming hasher.
+fn sha1_prefix60(parts: &[&[u8]]) -> u64 {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let state = if len <= 119 {
+        let mut buf = [0u8; 128];
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
         }
-        None => {
-            h.update(key.as_bytes());
-            h.update(b".");
-            h.update(salt.as_bytes());
+        buf[at] = 0x80;
+        let end = if len > 55 { 128 } else { 64 };
+        buf[end - 8..end].copy_from_slice(&((len as u64) * 8).to_be_bytes());
+        let mut state = SHA1_INIT;
+        for block in buf[..end].chunks_exact(64) {
+            sha1::compress(
+                &mut state,
+                std::slice::from_ref(GenericArray::from_slice(block)),
+            );
         }
-    }
-    h.update(b".");
-    h.update(value.as_bytes());
-    let digest = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    // The first 15 hex digits are the top 60 bits.
-    let n = u64::from_be_bytes(first) >> 4;
-    n as f32 / LONG_SCALE
+        state
+    } else {
+        let mut h = Sha1::new();
+        for p in parts {
+            h.update(p);
+        }
+        let d = h.finalize();
+        let mut state = [0u32; 5];
+        for (i, w) in state.iter_mut().take(2).enumerate() {
+            *w = u32::from_be_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
+        }
+        state
+    };
+    (u64::from(state[0]) << 28) | u64::from(state[1] >> 4)
 }
 
 /// Buckets an attribute value: strings as they are, integers (including floats with no
@@ -134,6 +182,26 @@ mod tests {
         check(Some(61), "userKeyA", 0.098_012_07);
         check(Some(61), "userKeyB", 0.144_837_77);
         check(Some(61), "userKeyC", 0.924_264_1);
+    }
+
+    #[test]
+    fn long_messages_hash_like_short_ones() {
+        // 55/56 and 119/120 bytes are where the message stops fitting one, then two, blocks.
+        for len in [
+            0usize, 1, 40, 54, 55, 56, 57, 63, 64, 100, 118, 119, 120, 121, 200, 500,
+        ] {
+            let value = "v".repeat(len);
+            let mut h = Sha1::new();
+            h.update(format!("k.s.{value}").as_bytes());
+            let d = h.finalize();
+            let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+            let want = u64::from_str_radix(&hex[..15], 16).unwrap();
+            assert_eq!(
+                sha1_prefix60(&[b"k", b".", b"s", b".", value.as_bytes()]),
+                want,
+                "length {len}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use flags_core::{
 };
 use regex::Regex;
 
-use crate::ops::{self, Timestamp, parse_semver, parse_timestamp};
+use crate::ops::{self, Timestamp, parse_semver, parse_timestamp, short_eq};
 
 /// Up to this many strings are compared one by one; larger lists are hashed.
 const SMALL_SET: usize = 8;
@@ -21,10 +21,19 @@ const SMALL_SET: usize = 8;
 /// A compiled flag.
 #[derive(Debug)]
 pub(crate) struct CFlag {
+    /// The result when it cannot depend on the context: the flag is off, or it has nothing but a
+    /// fixed fallthrough.
+    pub constant: Option<Constant>,
     pub prerequisites: Box<[CPrereq]>,
     pub targets: Box<[TargetGroup]>,
     pub rules: Box<[CRule]>,
     pub fallthrough: Outcome,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Constant {
+    Off,
+    Fallthrough(usize),
 }
 
 #[derive(Debug)]
@@ -137,7 +146,7 @@ impl StrSet {
     #[inline]
     pub fn contains(&self, s: &str) -> bool {
         match self {
-            StrSet::Small(items) => items.iter().any(|i| &**i == s),
+            StrSet::Small(items) => items.iter().any(|i| short_eq(i.as_bytes(), s.as_bytes())),
             StrSet::Large(set) => set.contains(s),
         }
     }
@@ -168,7 +177,8 @@ pub(crate) struct CSegmentRule {
 
 impl CFlag {
     pub fn compile(flag: &Flag) -> CFlag {
-        CFlag {
+        let mut c = CFlag {
+            constant: None,
             prerequisites: flag
                 .prerequisites
                 .iter()
@@ -187,7 +197,20 @@ impl CFlag {
                 })
                 .collect(),
             fallthrough: compile_vor(&flag.fallthrough),
-        }
+        };
+        c.constant = if !flag.on {
+            Some(Constant::Off)
+        } else if let (true, true, true, Outcome::Fixed(v)) = (
+            c.prerequisites.is_empty(),
+            c.targets.is_empty(),
+            c.rules.is_empty(),
+            &c.fallthrough,
+        ) {
+            Some(Constant::Fallthrough(*v))
+        } else {
+            None
+        };
+        c
     }
 }
 

@@ -8,7 +8,7 @@ use flags_core::{
 };
 
 use crate::bucket::{bucket_context, bucket_segment};
-use crate::compile::{CClause, CFlag, COp, ClauseAttr, Outcome};
+use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, Outcome};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
 
 /// Evaluates flags of one snapshot, applying the kill set and overrides when given.
@@ -89,22 +89,38 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates one compiled flag of this evaluator's snapshot.
+    #[inline]
     pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
+        if self.kill_set.is_some() || self.overrides.is_some() {
+            if let Some(detail) = self.operations(flag, context) {
+                return detail;
+            }
+        }
+        match flag.c.constant {
+            Some(Constant::Off) => off_value(flag, Reason::OFF),
+            Some(Constant::Fallthrough(v)) => variation(flag, v, Reason::FALLTHROUGH),
+            None => self.evaluate_rules(flag, context),
+        }
+    }
+
+    /// The operations layer: the kill set, then per-entity overrides (each kind of a
+    /// multi-kind context in turn).
+    fn operations(&self, flag: &'a CompiledFlag, context: &Context) -> Option<EvalDetail<'a>> {
         let key = flag.key();
-        if let Some(kill_set) = self.kill_set {
-            if kill_set.is_killed(key) {
-                return off_value(flag, Reason::Off { killed: true });
-            }
+        if self.kill_set.is_some_and(|k| k.is_killed(key)) {
+            return Some(off_value(flag, Reason::Off { killed: true }));
         }
-        if let Some(overrides) = self.overrides {
-            for single in context.contexts() {
-                if let Some(v) = overrides.variation_for(key, single.kind(), single.key()) {
-                    return variation(flag, v, Reason::TargetMatch { is_override: true });
-                }
-            }
-        }
+        let overrides = self.overrides?;
+        context.contexts().iter().find_map(|single| {
+            overrides
+                .variation_for(key, single.kind(), single.key())
+                .map(|v| variation(flag, v, Reason::TargetMatch { is_override: true }))
+        })
+    }
+
+    fn evaluate_rules(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
         let mut scope = Scope::new(*self, context);
-        let mut detail = match scope.eval_flag(flag) {
+        let mut detail = match scope.eval_flag(flag, None) {
             Ok(d) => d,
             Err(Abort) => EvalDetail::error(ErrorKind::MalformedFlag),
         };
@@ -151,48 +167,39 @@ pub fn is_experiment(flag: &flags_core::Flag, reason: &Reason<'_>) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Abort;
 
-/// Keys currently being evaluated, for cycle detection. Lives on the stack; only chains
-/// deeper than the inline capacity use the heap.
-struct Chain<'a> {
-    inline: [&'a str; 16],
-    len: usize,
-    spill: Vec<&'a str>,
+/// How deep prerequisites and nested segments may go before evaluation gives up with
+/// MALFORMED_FLAG. Far beyond any real flag, and well within a 2 MiB thread stack.
+const MAX_DEPTH: u32 = 200;
+
+/// One key of the chain of flags (or segments) being evaluated, for cycle detection. Links live
+/// in the stack frames of the recursion itself, so the chain costs nothing to set up and never
+/// touches the heap.
+#[derive(Clone, Copy)]
+struct Link<'l> {
+    key: &'l str,
+    parent: Option<&'l Link<'l>>,
+    depth: u32,
 }
 
-impl<'a> Chain<'a> {
-    fn new() -> Chain<'a> {
-        Chain {
-            inline: [""; 16],
-            len: 0,
-            spill: Vec::new(),
+impl<'l> Link<'l> {
+    fn contains(mut link: Option<&Link<'_>>, key: &str) -> bool {
+        while let Some(l) = link {
+            if l.key == key {
+                return true;
+            }
+            link = l.parent;
         }
+        false
     }
 
-    fn contains(&self, key: &str) -> bool {
-        self.inline[..self.len].contains(&key) || self.spill.contains(&key)
-    }
-
-    fn push(&mut self, key: &'a str) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = key;
-            self.len += 1;
-        } else {
-            self.spill.push(key);
-        }
-    }
-
-    fn pop(&mut self) {
-        if self.spill.pop().is_none() {
-            self.len = self.len.saturating_sub(1);
-        }
+    fn depth(link: Option<&Link<'_>>) -> u32 {
+        link.map_or(0, |l| l.depth)
     }
 }
 
 struct Scope<'a, 'c> {
     ev: Evaluator<'a>,
     ctx: &'c Context,
-    prereqs: Chain<'a>,
-    segments: Chain<'a>,
     big_status: Option<BigSegmentsStatus>,
     /// Big-segment memberships fetched during this evaluation, by context key.
     big_cache: Vec<(String, Option<BigSegmentMembership>)>,
@@ -222,21 +229,26 @@ impl<'a, 'c> Scope<'a, 'c> {
         Scope {
             ev,
             ctx,
-            prereqs: Chain::new(),
-            segments: Chain::new(),
             big_status: None,
             big_cache: Vec::new(),
         }
     }
 
-    fn eval_flag(&mut self, flag: &'a CompiledFlag) -> Result<EvalDetail<'a>, Abort> {
-        let raw = flag.raw();
-        if !raw.on {
-            return Ok(off_value(flag, Reason::OFF));
+    /// `chain` holds the flags whose prerequisites are being checked, innermost first.
+    fn eval_flag(
+        &mut self,
+        flag: &'a CompiledFlag,
+        chain: Option<&Link<'_>>,
+    ) -> Result<EvalDetail<'a>, Abort> {
+        match flag.c.constant {
+            Some(Constant::Off) => return Ok(off_value(flag, Reason::OFF)),
+            Some(Constant::Fallthrough(v)) => return Ok(variation(flag, v, Reason::FALLTHROUGH)),
+            None => {}
         }
+        let raw = flag.raw();
         let c: &'a CFlag = &flag.c;
         if !c.prerequisites.is_empty() {
-            if let Some(failed) = self.check_prerequisites(flag)? {
+            if let Some(failed) = self.check_prerequisites(flag, chain)? {
                 return Ok(off_value(
                     flag,
                     Reason::PrerequisiteFailed {
@@ -249,7 +261,7 @@ impl<'a, 'c> Scope<'a, 'c> {
             return Ok(variation(flag, v, Reason::TARGET_MATCH));
         }
         for (i, rule) in c.rules.iter().enumerate() {
-            if self.all_match(&rule.clauses)? {
+            if self.all_match(&rule.clauses, None)? {
                 let rule_id = raw.rules.get(i).map_or("", |r| r.id.as_str());
                 let reason = Reason::RuleMatch {
                     rule_index: i,
@@ -263,27 +275,30 @@ impl<'a, 'c> Scope<'a, 'c> {
     }
 
     /// `Some(key)` of the first failed prerequisite.
-    fn check_prerequisites(&mut self, flag: &'a CompiledFlag) -> Result<Option<&'a str>, Abort> {
-        self.prereqs.push(flag.key());
-        let result = self.check_prerequisites_inner(flag);
-        self.prereqs.pop();
-        result
-    }
-
-    fn check_prerequisites_inner(
+    fn check_prerequisites(
         &mut self,
         flag: &'a CompiledFlag,
+        chain: Option<&Link<'_>>,
     ) -> Result<Option<&'a str>, Abort> {
+        let depth = Link::depth(chain) + 1;
+        if depth > MAX_DEPTH {
+            return Err(Abort);
+        }
+        let link = Link {
+            key: flag.key(),
+            parent: chain,
+            depth,
+        };
         for p in flag.c.prerequisites.iter() {
             let Some(pflag) = self.ev.data.flag(&p.key) else {
                 return Ok(Some(&p.key));
             };
-            if self.prereqs.contains(pflag.key()) {
+            if Link::contains(Some(&link), pflag.key()) {
                 return Err(Abort);
             }
             // A killed prerequisite counts as off: the kill switch applies everywhere.
             let killed = self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key()));
-            let detail = self.eval_flag(pflag)?;
+            let detail = self.eval_flag(pflag, Some(&link))?;
             let ok = !killed
                 && pflag.raw().on
                 && detail.value.is_some()
@@ -350,20 +365,25 @@ impl<'a, 'c> Scope<'a, 'c> {
         }
     }
 
-    fn all_match(&mut self, clauses: &'a [CClause]) -> Result<bool, Abort> {
+    /// `segs` holds the segments whose rules are being checked, innermost first.
+    fn all_match(
+        &mut self,
+        clauses: &'a [CClause],
+        segs: Option<&Link<'_>>,
+    ) -> Result<bool, Abort> {
         for c in clauses {
-            if !self.clause_matches(c)? {
+            if !self.clause_matches(c, segs)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn clause_matches(&mut self, c: &'a CClause) -> Result<bool, Abort> {
+    fn clause_matches(&mut self, c: &'a CClause, segs: Option<&Link<'_>>) -> Result<bool, Abort> {
         if let COp::Segment(keys) = &c.op {
             for key in keys.iter() {
                 if let Some(seg) = self.ev.data.segment(key) {
-                    if self.segment_contains(seg)? {
+                    if self.segment_contains(seg, segs)? {
                         return Ok(!c.negate);
                     }
                 }
@@ -394,9 +414,13 @@ impl<'a, 'c> Scope<'a, 'c> {
         }
     }
 
-    fn segment_contains(&mut self, seg: &'a CompiledSegment) -> Result<bool, Abort> {
+    fn segment_contains(
+        &mut self,
+        seg: &'a CompiledSegment,
+        segs: Option<&Link<'_>>,
+    ) -> Result<bool, Abort> {
         let key = seg.key();
-        if self.segments.contains(key) {
+        if Link::contains(segs, key) {
             return Err(Abort);
         }
         let s = &seg.c;
@@ -425,16 +449,26 @@ impl<'a, 'c> Scope<'a, 'c> {
         if s.rules.is_empty() {
             return Ok(false);
         }
-        self.segments.push(key);
-        let result = self.segment_rules_match(seg);
-        self.segments.pop();
-        result
+        let depth = Link::depth(segs) + 1;
+        if depth > MAX_DEPTH {
+            return Err(Abort);
+        }
+        let link = Link {
+            key,
+            parent: segs,
+            depth,
+        };
+        self.segment_rules_match(seg, &link)
     }
 
-    fn segment_rules_match(&mut self, seg: &'a CompiledSegment) -> Result<bool, Abort> {
+    fn segment_rules_match(
+        &mut self,
+        seg: &'a CompiledSegment,
+        link: &Link<'_>,
+    ) -> Result<bool, Abort> {
         let raw = seg.raw();
         for rule in seg.c.rules.iter() {
-            if !self.all_match(&rule.clauses)? {
+            if !self.all_match(&rule.clauses, Some(link))? {
                 continue;
             }
             let Some(weight) = rule.weight else {
@@ -504,7 +538,7 @@ fn worse(a: Option<BigSegmentsStatus>, b: BigSegmentsStatus) -> BigSegmentsStatu
 }
 
 fn kind_matches(op: &COp, single: &SingleContext) -> bool {
-    single.get_top("kind").is_some_and(|k| op.matches(k))
+    op.matches(single.kind_value())
 }
 
 fn keyed_in(ctx: &Context, lists: &[(Box<str>, crate::compile::StrSet)]) -> bool {

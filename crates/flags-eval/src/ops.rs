@@ -9,6 +9,49 @@ use semver::{BuildMetadata, Prerelease, Version};
 
 use crate::compile::{COp, InSet};
 
+/// String equality that compares short strings inline rather than calling `memcmp`, which
+/// dominates the cost of the string operators on typical short values.
+#[inline]
+pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    // Compare overlapping machine words from both ends: two loads per side for any length up
+    // to 16, no loop and no call.
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        8..=16 => word8(a, 0) == word8(b, 0) && word8(a, n - 8) == word8(b, n - 8),
+        _ => a == b,
+    }
+}
+
+#[inline(always)]
+fn word4(s: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[at..at + 4]);
+    u32::from_ne_bytes(w)
+}
+
+#[inline(always)]
+fn word8(s: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[at..at + 8]);
+    u64::from_ne_bytes(w)
+}
+
+#[inline]
+fn starts_with(s: &str, p: &str) -> bool {
+    s.len() >= p.len() && short_eq(&s.as_bytes()[..p.len()], p.as_bytes())
+}
+
+#[inline]
+fn ends_with(s: &str, p: &str) -> bool {
+    s.len() >= p.len() && short_eq(&s.as_bytes()[s.len() - p.len()..], p.as_bytes())
+}
+
 /// A comparison an operator makes between the context value and a clause value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Cmp {
@@ -160,10 +203,10 @@ impl COp {
             COp::In(set) => set.contains(v),
             COp::StartsWith(vals) => v
                 .as_str()
-                .is_some_and(|s| vals.iter().any(|p| s.starts_with(&**p))),
+                .is_some_and(|s| vals.iter().any(|p| starts_with(s, p))),
             COp::EndsWith(vals) => v
                 .as_str()
-                .is_some_and(|s| vals.iter().any(|p| s.ends_with(&**p))),
+                .is_some_and(|s| vals.iter().any(|p| ends_with(s, p))),
             COp::Contains(vals) => v
                 .as_str()
                 .is_some_and(|s| vals.iter().any(|p| s.contains(&**p))),
