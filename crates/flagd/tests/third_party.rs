@@ -131,7 +131,10 @@ fn python_launchdarkly_sdk_polls_flagd() {
 fn node_launchdarkly_sdk_streams_evaluates_like_flagd() {
     let flagd = Flagd::start();
     let flags = flagd.flag_keys();
-    let contexts = contexts();
+    // The Node SDK still reads the legacy user format (the Python SDK no longer does), so it
+    // checks flagd's reading of those too.
+    let mut contexts = contexts();
+    contexts.extend(legacy_users());
     let native = flagd.native_answers(&flags, &contexts);
 
     let mut script = Script::start(
@@ -244,6 +247,20 @@ fn contexts() -> Vec<Value> {
                "nickname": "phone"}),
         json!({"kind": "multi", "user": {"key": "alice", "country": "BE"},
                "device": {"key": "dev-2", "os": "ios", "osVersion": "16.4.0"}}),
+    ]
+}
+
+/// Contexts in LaunchDarkly's legacy user format (no `kind`): built-in attributes at the top,
+/// the rest under `custom`, private attributes in `privateAttributeNames`, and an empty key,
+/// which the legacy format allows.
+fn legacy_users() -> Vec<Value> {
+    vec![
+        json!({"key": "legacy-1", "country": "FR", "email": "x@example.com", "anonymous": true,
+               "custom": {"groups": ["admins"], "age": 17, "appVersion": "1.0"}}),
+        json!({"key": "qa-1", "name": "Dr. Legacy", "custom": {"tier": "gold"}}),
+        json!({"key": "", "name": "empty-key legacy"}),
+        json!({"key": "alice", "email": "alice@example.com", "privateAttributeNames": ["email"],
+               "custom": {"address": {"city": "Paris"}}}),
     ]
 }
 
