@@ -158,6 +158,8 @@ fn node_launchdarkly_sdk_streams_evaluates_like_flagd() {
     assert_matches_native("Node SDK", &flags, &contexts, &result, &native);
     assert_saw_edit("Node SDK (streaming)", &flagd, &result, written_at);
 
+    // The Node SDK's flush() resolves once its events are delivered; as in the Python test,
+    // `experiment` makes a full feature event of each of its evaluations.
     let events = flagd.events_received();
     assert!(
         events.get("summary").copied().unwrap_or(0) >= 1,
