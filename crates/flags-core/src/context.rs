@@ -639,11 +639,10 @@ fn parse_legacy_user(obj: &Map<String, Value>) -> Result<SingleContext, ContextE
                 _ => return Err(type_error("privateAttributeNames", "an array of strings")),
             },
             // The secondary key no longer takes part in evaluation; it is checked and dropped.
-            "secondary" => {
-                if !(value.is_null() || value.is_string()) {
-                    return Err(type_error("secondary", "a string"));
-                }
+            "secondary" if !(value.is_null() || value.is_string()) => {
+                return Err(type_error("secondary", "a string"));
             }
+            "secondary" => {}
             n if LEGACY_STRING_ATTRS.contains(&n) => {
                 if !(value.is_null() || value.is_string()) {
                     return Err(type_error(n, "a string"));

@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use flags_core::context::DEFAULT_KIND;
+
 use flags_core::{
     BigSegmentMembership, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail,
     KillSet, OverrideLookup, Reason, SingleContext, Value,
@@ -91,10 +93,10 @@ impl<'a> Evaluator<'a> {
     /// Evaluates one compiled flag of this evaluator's snapshot.
     #[inline]
     pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
-        if self.kill_set.is_some() || self.overrides.is_some() {
-            if let Some(detail) = self.operations(flag, context) {
-                return detail;
-            }
+        if (self.kill_set.is_some() || self.overrides.is_some())
+            && let Some(detail) = self.operations(flag, context)
+        {
+            return detail;
         }
         match flag.c.constant {
             Some(Constant::Off) => off_value(flag, Reason::OFF),
@@ -247,15 +249,15 @@ impl<'a, 'c> Scope<'a, 'c> {
         }
         let raw = flag.raw();
         let c: &'a CFlag = &flag.c;
-        if !c.prerequisites.is_empty() {
-            if let Some(failed) = self.check_prerequisites(flag, chain)? {
-                return Ok(off_value(
-                    flag,
-                    Reason::PrerequisiteFailed {
-                        prerequisite_key: Cow::Borrowed(failed),
-                    },
-                ));
-            }
+        if !c.prerequisites.is_empty()
+            && let Some(failed) = self.check_prerequisites(flag, chain)?
+        {
+            return Ok(off_value(
+                flag,
+                Reason::PrerequisiteFailed {
+                    prerequisite_key: Cow::Borrowed(failed),
+                },
+            ));
         }
         if let Some(v) = self.target_match(c) {
             return Ok(variation(flag, v, Reason::TARGET_MATCH));
@@ -316,10 +318,10 @@ impl<'a, 'c> Scope<'a, 'c> {
             let Some(single) = self.ctx.as_single(&group.kind) else {
                 continue;
             };
-            if let Some(&(order, v)) = group.keys.get(single.key()) {
-                if best.is_none_or(|(o, _)| order < o) {
-                    best = Some((order, v));
-                }
+            if let Some(&(order, v)) = group.keys.get(single.key())
+                && best.is_none_or(|(o, _)| order < o)
+            {
+                best = Some((order, v));
             }
         }
         best.map(|(_, v)| v)
@@ -382,10 +384,10 @@ impl<'a, 'c> Scope<'a, 'c> {
     fn clause_matches(&mut self, c: &'a CClause, segs: Option<&Link<'_>>) -> Result<bool, Abort> {
         if let COp::Segment(keys) = &c.op {
             for key in keys.iter() {
-                if let Some(seg) = self.ev.data.segment(key) {
-                    if self.segment_contains(seg, segs)? {
-                        return Ok(!c.negate);
-                    }
+                if let Some(seg) = self.ev.data.segment(key)
+                    && self.segment_contains(seg, segs)?
+                {
+                    return Ok(!c.negate);
                 }
             }
             return Ok(c.negate);
@@ -429,18 +431,15 @@ impl<'a, 'c> Scope<'a, 'c> {
                 return Ok(member);
             }
         } else {
-            if let Some(user) = self.ctx.as_single(flags_core::context::DEFAULT_KIND) {
-                if s.included.contains(user.key()) {
-                    return Ok(true);
-                }
+            let user = self.ctx.as_single(DEFAULT_KIND);
+            if user.is_some_and(|u| s.included.contains(u.key())) {
+                return Ok(true);
             }
             if keyed_in(self.ctx, &s.included_contexts) {
                 return Ok(true);
             }
-            if let Some(user) = self.ctx.as_single(flags_core::context::DEFAULT_KIND) {
-                if s.excluded.contains(user.key()) {
-                    return Ok(false);
-                }
+            if user.is_some_and(|u| s.excluded.contains(u.key())) {
+                return Ok(false);
             }
             if keyed_in(self.ctx, &s.excluded_contexts) {
                 return Ok(false);

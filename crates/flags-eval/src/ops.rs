@@ -127,8 +127,7 @@ pub(crate) fn parse_semver(s: &str) -> Option<Version> {
     let end = s.find(['-', '+']).unwrap_or(s.len());
     let (core, rest) = s.split_at(end);
     let mut parts = [0u64; 3];
-    let mut count = 0;
-    for part in core.split('.') {
+    for (count, part) in core.split('.').enumerate() {
         if count == 3 || part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -136,7 +135,6 @@ pub(crate) fn parse_semver(s: &str) -> Option<Version> {
             return None;
         }
         parts[count] = part.parse().ok()?;
-        count += 1;
     }
     let mut v = Version::new(parts[0], parts[1], parts[2]);
     if rest.is_empty() {

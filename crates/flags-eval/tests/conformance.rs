@@ -139,10 +139,10 @@ fn substitute(v: &Value, vars: &Map<String, Value>, depth: usize) -> Value {
     assert!(depth < 32, "placeholder substitution does not terminate");
     match v {
         Value::String(s) => {
-            if let Some(name) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>')) {
-                if let Some(value) = vars.get(name) {
-                    return substitute(value, vars, depth + 1);
-                }
+            if let Some(name) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>'))
+                && let Some(value) = vars.get(name)
+            {
+                return substitute(value, vars, depth + 1);
             }
             Value::String(substitute_text(s, vars, depth))
         }
@@ -247,15 +247,13 @@ fn run_case(evaluator: &Evaluator<'_>, case: &Value, check_all: bool) -> Result<
         return Err(format!("expected {want}, got {got}"));
     }
 
-    if check_all {
-        if let (Ok(ctx), Some(_)) = (&context, evaluator.data().flag(flag_key)) {
-            let all = evaluator
-                .evaluate_all(ctx)
-                .find(|(k, _)| *k == flag_key)
-                .map(|(_, d)| d);
-            if all.as_ref() != Some(&detail) {
-                return Err(format!("evaluate_all disagrees: {all:?} vs {detail:?}"));
-            }
+    if check_all && let (Ok(ctx), Some(_)) = (&context, evaluator.data().flag(flag_key)) {
+        let all = evaluator
+            .evaluate_all(ctx)
+            .find(|(k, _)| *k == flag_key)
+            .map(|(_, d)| d);
+        if all.as_ref() != Some(&detail) {
+            return Err(format!("evaluate_all disagrees: {all:?} vs {detail:?}"));
         }
     }
     Ok(())

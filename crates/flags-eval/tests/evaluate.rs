@@ -1,0 +1,333 @@
+//! Evaluation semantics by example, one `check` per case: the operations layer (kill set and
+//! overrides), prerequisites, targets, segments, rollouts and contexts.
+#![allow(clippy::unwrap_used)]
+
+use flags_core::{Context, FlagData, InMemoryKillSet, InMemoryOverrides, Value};
+use flags_eval::{CompiledData, Evaluator, is_experiment};
+use serde_json::json;
+
+fn compile(data: Value) -> CompiledData {
+    CompiledData::compile(FlagData::from_json_value(data).unwrap()).unwrap()
+}
+
+fn flags() -> CompiledData {
+    compile(json!({
+        "flags": {
+            "plain": {"on": true, "variations": ["off", "on", "other"], "offVariation": 0, "fallthrough": {"variation": 1}},
+            "no-off": {"on": true, "variations": ["a", "b"], "fallthrough": {"variation": 1}},
+            "bad-off": {"on": true, "variations": ["a"], "offVariation": 5, "fallthrough": {"variation": 0}},
+            "prereq-on-killed": {"on": true, "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 1},
+                "prerequisites": [{"key": "plain", "variation": 1}]},
+            "org-rollout": {"on": true, "salt": "s", "variations": ["a", "b"], "fallthrough": {"rollout": {
+                "kind": "experiment", "contextKind": "org", "variations": [{"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}]}}},
+            "segment-by-context": {"on": true, "variations": [false, true], "fallthrough": {"variation": 0},
+                "rules": [{"id": "in-seg", "variation": 1, "clauses": [{"op": "segmentMatch", "values": ["mixed"]}]}]},
+            "weighted-segment": {"on": true, "variations": [false, true], "fallthrough": {"variation": 0},
+                "rules": [{"id": "w", "variation": 1, "clauses": [{"op": "segmentMatch", "values": ["none-weighted"]}]}]},
+            "tracked": {"on": true, "trackEventsFallthrough": true, "variations": [1], "fallthrough": {"variation": 0}}
+        },
+        "segments": {
+            "mixed": {"included": ["u-in"], "excluded": ["u-out"],
+                "includedContexts": [{"contextKind": "org", "values": ["o-in"]}],
+                "excludedContexts": [{"contextKind": "org", "values": ["o-out"]}],
+                "rules": [{"clauses": [{"attribute": "beta", "op": "in", "values": [true]}]}]},
+            "none-weighted": {"salt": "x", "rules": [{"clauses": [], "weight": 0}]}
+        }
+    }))
+}
+
+fn check(evaluator: &Evaluator<'_>, flag: &str, context: Value, expected: Value) {
+    let ctx = Context::from_json(&context).unwrap();
+    let got = serde_json::to_value(evaluator.evaluate(flag, &ctx)).unwrap();
+    assert_eq!(got, expected, "{flag} for {context}");
+}
+
+#[test]
+fn kill_set_and_overrides() {
+    let data = flags();
+    let kills = InMemoryKillSet::new();
+    let overrides = InMemoryOverrides::new();
+    let ev = Evaluator::new(&data)
+        .with_kill_set(&kills)
+        .with_overrides(&overrides);
+    let user = json!({"kind": "user", "key": "u1"});
+    check(
+        &ev,
+        "plain",
+        user.clone(),
+        json!({"value": "on", "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+
+    overrides.insert("plain", "user", "u1", 2);
+    check(
+        &ev,
+        "plain",
+        user.clone(),
+        json!({"value": "other", "variationIndex": 2, "reason": {"kind": "TARGET_MATCH", "override": true}}),
+    );
+    // Overrides match each kind of a multi-kind context; the first kind in context order wins.
+    overrides.insert("plain", "org", "o1", 0);
+    check(
+        &ev,
+        "plain",
+        json!({"kind": "multi", "org": {"key": "o1"}, "user": {"key": "u1"}}),
+        json!({"value": "off", "variationIndex": 0, "reason": {"kind": "TARGET_MATCH", "override": true}}),
+    );
+    check(
+        &ev,
+        "plain",
+        json!({"kind": "org", "key": "u1"}),
+        json!({"value": "on", "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+    overrides.insert("plain", "user", "u9", 7);
+    check(
+        &ev,
+        "plain",
+        json!({"key": "u9"}),
+        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG"}}),
+    );
+
+    // The kill set comes before overrides.
+    kills.insert("plain");
+    check(
+        &ev,
+        "plain",
+        user.clone(),
+        json!({"value": "off", "variationIndex": 0, "reason": {"kind": "OFF", "killed": true}}),
+    );
+    // A killed prerequisite counts as off.
+    check(
+        &ev,
+        "prereq-on-killed",
+        user.clone(),
+        json!({"value": false, "variationIndex": 0, "reason": {"kind": "PREREQUISITE_FAILED", "prerequisiteKey": "plain"}}),
+    );
+    kills.insert("no-off");
+    check(
+        &ev,
+        "no-off",
+        user.clone(),
+        json!({"value": null, "reason": {"kind": "OFF", "killed": true}}),
+    );
+    kills.insert("bad-off");
+    check(
+        &ev,
+        "bad-off",
+        user.clone(),
+        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG"}}),
+    );
+    kills.remove("plain");
+    check(
+        &ev,
+        "prereq-on-killed",
+        user,
+        json!({"value": true, "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+    check(
+        &ev,
+        "missing",
+        json!({"key": "u"}),
+        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"}}),
+    );
+}
+
+#[test]
+fn segments_by_context_kind() {
+    let data = flags();
+    let ev = Evaluator::new(&data);
+    let yes = json!({"value": true, "variationIndex": 1, "reason": {"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "in-seg"}});
+    let no = json!({"value": false, "variationIndex": 0, "reason": {"kind": "FALLTHROUGH"}});
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"key": "u-in"}),
+        yes.clone(),
+    );
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "user", "key": "u-out", "beta": true}),
+        no.clone(),
+    );
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "user", "key": "u-other", "beta": true}),
+        yes.clone(),
+    );
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "org", "key": "o-in"}),
+        yes.clone(),
+    );
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "org", "key": "u-in"}),
+        no.clone(),
+    );
+    // Inclusion by any kind wins over exclusion by another.
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "multi", "user": {"key": "u-out"}, "org": {"key": "o-in"}}),
+        yes,
+    );
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"kind": "multi", "user": {"key": "u-x", "beta": true}, "org": {"key": "o-out"}}),
+        no.clone(),
+    );
+    check(&ev, "weighted-segment", json!({"key": "anyone"}), no);
+}
+
+#[test]
+fn rollouts_by_context_kind() {
+    let data = flags();
+    let ev = Evaluator::new(&data);
+    // A context without the rollout's kind lands in bucket 0 and is not in the experiment.
+    check(
+        &ev,
+        "org-rollout",
+        json!({"key": "u1"}),
+        json!({"value": "a", "variationIndex": 0, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+    let ctx = Context::from_json(&json!({"kind": "org", "key": "o1"})).unwrap();
+    let d = ev.evaluate("org-rollout", &ctx);
+    assert!(d.reason.in_experiment(), "{d:?}");
+    let flag = data.flag("org-rollout").unwrap().raw();
+    assert!(is_experiment(flag, &d.reason));
+    let tracked = data.flag("tracked").unwrap().raw();
+    assert!(is_experiment(tracked, &ev.evaluate("tracked", &ctx).reason));
+    assert!(!is_experiment(
+        data.flag("plain").unwrap().raw(),
+        &ev.evaluate("plain", &ctx).reason
+    ));
+}
+
+#[test]
+fn invalid_contexts_get_user_not_specified() {
+    let data = flags();
+    let ev = Evaluator::new(&data);
+    for bad in [
+        json!({"kind": "user", "key": ""}),
+        json!({"kind": "multi"}),
+        json!({"kind": "user"}),
+        json!(7),
+    ] {
+        let d = ev.evaluate_json("plain", &bad);
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "USER_NOT_SPECIFIED"}}),
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        ev.evaluate_json("missing", &json!({"key": "u"}))
+            .reason
+            .kind_str(),
+        "ERROR"
+    );
+}
+
+#[test]
+fn snapshots_refuse_stale_updates_and_keep_tombstones() {
+    let data = flags();
+    let mut plain = data.flag("plain").unwrap().raw().clone();
+    plain.version = 0;
+    assert!(
+        data.upsert_flag(plain.clone()).unwrap().is_none(),
+        "same version is stale"
+    );
+    plain.version = 2;
+    plain.fallthrough.variation = Some(2);
+    let next = data.upsert_flag(plain).unwrap().unwrap();
+    let ctx = Context::user("u").unwrap();
+    assert_eq!(
+        flags_eval::evaluate(&next, "plain", &ctx).variation_index,
+        Some(2)
+    );
+    assert_eq!(
+        flags_eval::evaluate(&data, "plain", &ctx).variation_index,
+        Some(1),
+        "old snapshot unchanged"
+    );
+
+    let deleted = next.delete_flag("plain", 3).unwrap();
+    assert!(deleted.flag("plain").is_none());
+    assert!(deleted.flag_or_tombstone("plain").unwrap().is_deleted());
+    assert!(deleted.delete_flag("plain", 3).is_none());
+    let mut revived = data.flag("plain").unwrap().raw().clone();
+    revived.version = 3;
+    assert!(
+        deleted.upsert_flag(revived.clone()).unwrap().is_none(),
+        "tombstone blocks same version"
+    );
+    revived.version = 4;
+    assert!(
+        deleted
+            .upsert_flag(revived)
+            .unwrap()
+            .unwrap()
+            .flag("plain")
+            .is_some()
+    );
+    assert!(!deleted.flag_data().flags.contains_key("plain"));
+
+    let mut seg = data.segment("mixed").unwrap().raw().clone();
+    seg.version = 1;
+    seg.included.clear();
+    let next = data.upsert_segment(seg).unwrap().unwrap();
+    let ev = Evaluator::new(&next);
+    check(
+        &ev,
+        "segment-by-context",
+        json!({"key": "u-in"}),
+        json!({"value": false, "variationIndex": 0, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+    assert!(
+        next.delete_segment("mixed", 2)
+            .unwrap()
+            .segment("mixed")
+            .is_none()
+    );
+
+    let keys: Vec<&str> = Evaluator::new(&data)
+        .evaluate_all(&ctx)
+        .map(|(k, _)| k)
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    assert_eq!(keys, sorted);
+    assert_eq!(keys.len(), data.flag_count());
+}
+
+#[test]
+fn deep_prerequisite_chains_are_malformed_not_a_crash() {
+    // A chain far deeper than any real flag set ends in MALFORMED_FLAG rather than exhausting
+    // the stack.
+    let mut flags = serde_json::Map::new();
+    for i in 0..1000 {
+        let mut f = json!({"on": true, "variations": [true], "fallthrough": {"variation": 0}});
+        if i < 999 {
+            f["prerequisites"] = json!([{"key": format!("f{}", i + 1), "variation": 0}]);
+        }
+        flags.insert(format!("f{i}"), f);
+    }
+    let data = compile(json!({"flags": flags}));
+    let ev = Evaluator::new(&data);
+    check(
+        &ev,
+        "f0",
+        json!({"key": "u"}),
+        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG"}}),
+    );
+    check(
+        &ev,
+        "f900",
+        json!({"key": "u"}),
+        json!({"value": true, "variationIndex": 0, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+}
