@@ -6,7 +6,7 @@
 //! as malformed when reached (an invalid attribute reference, a rollout without buckets) are
 //! kept as explicit markers and reported at evaluation time, exactly when they are reached.
 
-use ahash::{AHashMap, AHashSet};
+use crate::hash::{FastMap, FastSet};
 use flags_core::context::DEFAULT_KIND;
 use flags_core::{
     AttrRef, Clause, Flag, Operator, RolloutKind, Segment, Value, VariationOrRollout,
@@ -48,7 +48,7 @@ pub(crate) struct CPrereq {
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
     pub kind: Box<str>,
-    pub keys: AHashMap<Box<str>, (u32, usize)>,
+    pub keys: FastMap<Box<str>, (u32, usize)>,
 }
 
 #[derive(Debug)]
@@ -125,7 +125,7 @@ pub(crate) struct InSet {
 #[derive(Debug)]
 pub(crate) enum StrSet {
     Small(Box<[Box<str>]>),
-    Large(AHashSet<Box<str>>),
+    Large(FastSet<Box<str>>),
 }
 
 impl Default for StrSet {
@@ -227,7 +227,7 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
             None => {
                 groups.push(TargetGroup {
                     kind: kind.into(),
-                    keys: AHashMap::new(),
+                    keys: FastMap::default(),
                 });
                 let last = groups.len() - 1;
                 &mut groups[last]

@@ -11,6 +11,7 @@ mod bucket;
 mod compile;
 mod data;
 mod evaluator;
+mod hash;
 mod ops;
 
 pub use bucket::{big_segment_hash, bucket};
