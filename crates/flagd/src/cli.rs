@@ -215,10 +215,14 @@ mod tests {
             ..ServeArgs::default()
         };
         let err = args.resolve(&HashMap::new()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot read configuration file /no/such/flagd.yaml"
+        );
+        let source = std::error::Error::source(&err).expect("the I/O error is kept as the source");
         assert!(
-            err.to_string()
-                .starts_with("cannot read configuration file /no/such/flagd.yaml: "),
-            "{err}"
+            source.to_string().starts_with("No such file or directory"),
+            "{source}"
         );
     }
 }

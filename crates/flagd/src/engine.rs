@@ -70,17 +70,18 @@ fn problems_text(problems: &[Problem]) -> String {
 
 impl Snapshot {
     /// Reads versioned raw data into the model, compiles it and prepares its JSON forms, plus
-    /// the SSE events for `changes`. Only problems of severity error are returned; warnings come
-    /// from [`check`].
+    /// the SSE events for `changes`, and the warnings about the data (see [`check`]). Errors
+    /// stop the build; warnings do not.
     pub fn build(
         raw: &RawData,
         generation: u64,
         changes: &[Change],
-    ) -> Result<(Snapshot, Vec<ItemEvent>), BuildError> {
+    ) -> Result<(Snapshot, Vec<ItemEvent>, Vec<Problem>), BuildError> {
         let (data, problems) = to_model(raw);
         if !problems.is_empty() {
             return Err(BuildError::Invalid(problems));
         }
+        let warnings = warnings(raw, &data);
         let latest_all =
             serde_json::to_vec(&data).map_err(|e| BuildError::Compile(e.to_string()))?;
         let digest = hex_digest(&latest_all);
@@ -134,7 +135,7 @@ impl Snapshot {
             flag_count,
             segment_count,
         };
-        Ok((snapshot, events))
+        Ok((snapshot, events, warnings))
     }
 
     /// Increases by one with every successful reload.
@@ -362,6 +363,13 @@ fn item_problem(
 /// cannot work (variation indexes out of range, missing prerequisites or segments, cycles).
 pub fn check(raw: &RawData) -> Vec<Problem> {
     let (data, mut problems) = to_model(raw);
+    problems.extend(warnings(raw, &data));
+    problems
+}
+
+/// The warnings of data that loaded: things that cannot work as written.
+fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
+    let mut problems = Vec::new();
     let mut warn = |file: Option<&PathBuf>, path: String, message: String| {
         problems.push(Problem::warning(file.map(PathBuf::as_path), path, message));
     };

@@ -60,6 +60,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result: anyhow::Result<()> = runtime.block_on(async {
+        let stop = stop_signal().context("cannot install signal handlers")?;
         let server = flagd::start(config).await?;
         {
             let mut out = std::io::stdout().lock();
@@ -72,7 +73,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         tokio::pin!(stopped);
         tokio::select! {
             result = &mut stopped => return result.context("server failed"),
-            () = stop_signal() => {}
+            () = stop => {}
         }
         tracing::info!("stopping: finishing requests in flight and ending streams");
         shutdown.trigger();
@@ -89,25 +90,25 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call,
+/// not when the future is first polled, so a signal sent right after `listening on` is printed
+/// is not lost to the default action (which would kill the process without draining).
+#[cfg(unix)]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }

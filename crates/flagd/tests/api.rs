@@ -686,6 +686,7 @@ async fn metrics_use_route_templates_and_bounded_flag_labels() {
     call(&app, post("/v1/evaluate/no-such-flag-1", &user)).await;
     call(&app, post("/v1/evaluate/no-such-flag-2", &user)).await;
     call(&app, get("/no/such/route")).await;
+    call(&app, post("/healthz", "")).await;
     let response = send(&app, get("/metrics")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -699,6 +700,7 @@ async fn metrics_use_route_templates_and_bounded_flag_labels() {
         r#"flagd_http_requests_total{route="/v1/evaluate/{flagKey}",method="POST",status="200"} 2"#,
         r#"flagd_http_requests_total{route="/v1/evaluate/{flagKey}",method="POST",status="404"} 2"#,
         r#"flagd_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+        r#"flagd_http_requests_total{route="/healthz",method="POST",status="405"} 1"#,
         r#"flagd_evaluations_total{flag="bool-flag",reason="TARGET_MATCH"} 2"#,
         r#"flagd_evaluations_total{flag="(unknown)",reason="ERROR"} 2"#,
         "flagd_reloads_total 1",

@@ -124,6 +124,22 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn a_taken_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = flagd(&["serve", "--file", &example(), "--listen", &addr]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "flagd: cannot listen on {addr}: Address already in use"
+        )),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "nothing announced on stdout");
+}
+
+#[test]
 fn help_reads_well() {
     let output = flagd(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
@@ -217,6 +233,19 @@ async fn serve_announces_its_address_and_stops_cleanly_on_sigterm() {
     assert!(term.success());
     let status = wait_exit(&mut server.child);
     assert_eq!(status.code(), Some(0), "a SIGTERM stop is a clean exit");
+}
+
+#[test]
+fn a_sigterm_right_after_start_is_still_a_clean_stop() {
+    // The handlers are installed before `listening on` is printed, so no signal can hit the
+    // default action (an abrupt kill) after that line.
+    let mut server = serve(&["--file", &example(), "--listen", "127.0.0.1:0"], &[]);
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(wait_exit(&mut server.child).code(), Some(0));
 }
 
 #[tokio::test]

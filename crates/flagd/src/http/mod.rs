@@ -146,8 +146,8 @@ async fn not_found(request: Request) -> Response {
     .into_response()
 }
 
-async fn method_not_allowed(request: Request) -> Response {
-    ApiError::new(
+async fn method_not_allowed(matched: Option<MatchedPath>, request: Request) -> Response {
+    let mut response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         format!(
@@ -156,7 +156,14 @@ async fn method_not_allowed(request: Request) -> Response {
             request.uri().path()
         ),
     )
-    .into_response()
+    .into_response();
+    // The path did match a route; label the answer with its template rather than "unmatched".
+    if let Some(path) = matched {
+        response
+            .extensions_mut()
+            .insert(RouteTemplate(path.as_str().to_owned()));
+    }
+    response
 }
 
 /// Whether `If-None-Match` lists `etag` (or `*`). Weak tags match their strong form, as the

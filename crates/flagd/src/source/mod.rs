@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::ReloadConfig;
-use crate::engine::{self, BuildError, Snapshot};
+use crate::engine::{BuildError, Snapshot};
 use crate::metrics::Metrics;
 use crate::server::Shutdown;
 use crate::store::Store;
@@ -104,13 +104,9 @@ impl FileSource {
         }
         let (versions, changes) = state.versions.assign(&mut raw);
         let generation = state.generation + 1;
-        let (snapshot, events) =
+        let (snapshot, events, data_warnings) =
             Snapshot::build(&raw, generation, &changes).map_err(|e| e.to_string())?;
-        warnings.extend(
-            engine::check(&raw)
-                .into_iter()
-                .filter(|p| p.severity == Severity::Warning),
-        );
+        warnings.extend(data_warnings);
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
