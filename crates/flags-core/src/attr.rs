@@ -100,6 +100,7 @@ impl AttrRef {
         }
     }
 
+    #[inline]
     pub(crate) fn builtin(&self) -> Builtin {
         self.builtin
     }
@@ -110,16 +111,19 @@ impl AttrRef {
     }
 
     /// The unescaped path components; never empty.
+    #[inline]
     pub fn components(&self) -> &[String] {
         &self.components
     }
 
     /// The first (top-level) component.
+    #[inline]
     pub fn first(&self) -> &str {
         self.components.first().map_or("", String::as_str)
     }
 
     /// Whether the reference is one top-level attribute name.
+    #[inline]
     pub fn is_top_level(&self) -> bool {
         self.components.len() == 1
     }

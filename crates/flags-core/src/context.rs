@@ -165,6 +165,7 @@ impl Context {
     }
 
     /// The single contexts, in the order given.
+    #[inline]
     pub fn contexts(&self) -> &[SingleContext] {
         match &self.inner {
             Inner::Single(c) => std::slice::from_ref(c),
@@ -178,6 +179,7 @@ impl Context {
     }
 
     /// The context of this kind, if present.
+    #[inline]
     pub fn as_single(&self, kind: &str) -> Option<&SingleContext> {
         match &self.inner {
             Inner::Single(c) => short_eq(c.kind(), kind).then_some(c),
@@ -246,16 +248,19 @@ impl SingleContext {
     }
 
     /// The context kind.
+    #[inline]
     pub fn kind(&self) -> &str {
         self.kind.as_str().unwrap_or(DEFAULT_KIND)
     }
 
     /// The context kind as a JSON string value.
+    #[inline]
     pub fn kind_value(&self) -> &Value {
         &self.kind
     }
 
     /// The context key.
+    #[inline]
     pub fn key(&self) -> &str {
         self.key.as_str().unwrap_or("")
     }
