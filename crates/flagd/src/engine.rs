@@ -96,18 +96,19 @@ impl Snapshot {
                 }
             } else {
                 let item = match change.kind {
-                    Kind::Flag => data.flags.get(&change.key).map(serde_json::to_value),
-                    Kind::Segment => data.segments.get(&change.key).map(serde_json::to_value),
+                    Kind::Flag => data.flags.get(&change.key).map(serde_json::to_string),
+                    Kind::Segment => data.segments.get(&change.key).map(serde_json::to_string),
                 };
                 let Some(Ok(item)) = item else {
                     return Err(BuildError::Compile(format!(
                         "changed item {path} is missing"
                     )));
                 };
-                let data = serde_json::json!({"path": path, "data": item});
+                // Written by hand so `path` comes first and the item keeps its field order.
+                let path = serde_json::Value::String(path);
                 ItemEvent {
                     event: "patch",
-                    data: data.to_string(),
+                    data: format!(r#"{{"path":{path},"data":{item}}}"#),
                 }
             };
             events.push(event);
@@ -600,4 +601,88 @@ pub fn hex_digest(bytes: &[u8]) -> String {
         out.push_str(&format!("{b:02x}"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::source::versions::Versions;
+
+    fn raw(flags: serde_json::Value) -> RawData {
+        let flags = flags
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        RawData {
+            flags,
+            ..RawData::default()
+        }
+    }
+
+    #[test]
+    fn events_name_the_path_first() {
+        let mut data = raw(json!({"f": {"key": "f", "on": true, "variations": [1]}}));
+        let (versions, _) = Versions::new().assign(&mut data);
+        let mut next = raw(json!({"f": {"key": "f", "on": false, "variations": [1]}}));
+        let (_, changes) = versions.assign(&mut next);
+        let (_, events, warnings) = Snapshot::build(&next, 2, &changes).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event, "patch");
+        assert!(
+            events[0]
+                .data
+                .starts_with(r#"{"path":"/flags/f","data":{"key":"f","version":2,"on":false"#),
+            "{}",
+            events[0].data
+        );
+        assert_eq!(
+            warnings.len(),
+            1,
+            "a flag without a fallthrough is worth a warning: {warnings:?}"
+        );
+
+        let (_, changes) = versions.assign(&mut raw(json!({})));
+        let (_, events, _) = Snapshot::build(&raw(json!({})), 2, &changes).unwrap();
+        assert_eq!(events[0].event, "delete");
+        assert_eq!(events[0].data, r#"{"path":"/flags/f","version":2}"#);
+    }
+
+    #[test]
+    fn openfeature_reasons_follow_the_flag_shape() {
+        let mut data = raw(json!({
+            "static": {"on": true, "variations": [1], "fallthrough": {"variation": 0}},
+            "targeted": {"on": true, "variations": [1], "fallthrough": {"variation": 0},
+                         "targets": [{"values": ["x"], "variation": 0}]},
+            "split": {"on": true, "variations": [1], "fallthrough": {"rollout": {"variations": [{"variation": 0, "weight": 100000}]}}}
+        }));
+        let (_, changes) = Versions::new().assign(&mut data);
+        let (snapshot, _, _) = Snapshot::build(&data, 1, &changes).unwrap();
+        let fallthrough = Reason::Fallthrough {
+            in_experiment: false,
+        };
+        assert_eq!(
+            snapshot.openfeature_reason("static", &fallthrough),
+            "STATIC"
+        );
+        assert_eq!(
+            snapshot.openfeature_reason("targeted", &fallthrough),
+            "DEFAULT"
+        );
+        assert_eq!(snapshot.openfeature_reason("split", &fallthrough), "SPLIT");
+        assert_eq!(
+            snapshot.openfeature_reason("static", &Reason::Off { killed: true }),
+            "DISABLED"
+        );
+        let prerequisite = Reason::PrerequisiteFailed {
+            prerequisite_key: "p".into(),
+        };
+        assert_eq!(
+            snapshot.openfeature_reason("static", &prerequisite),
+            "TARGETING_MATCH"
+        );
+    }
 }
