@@ -306,6 +306,70 @@ async fn ofrep_success_shape_and_reasons() {
     assert!(body["value"] == "a" || body["value"] == "b", "{body}");
 }
 
+/// A flag that serves no variation (off, or killed, without an off variation) answers without
+/// `value` and `variant`: `null` is no OFREP value and providers would report a type mismatch,
+/// while a missing value makes them return the caller's default with the reason.
+#[tokio::test]
+async fn ofrep_omits_the_value_when_no_variation_is_served() {
+    let flags = r#"{"flags": {
+        "off-no-variation": {"on": false, "variations": [false, true], "fallthrough": {"variation": 1}},
+        "on-no-off-variation": {"on": true, "variations": ["a", "b"], "fallthrough": {"variation": 1}}
+    }}"#;
+    let (app, state, _source, _dir) = app_with(flags);
+    let single = |flag: &'static str| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                post(
+                    &format!("/ofrep/v1/evaluate/flags/{flag}"),
+                    &ctx(json!({"targetingKey": "u"})),
+                ),
+            )
+            .await
+        }
+    };
+    let (status, body) = single("off-no-variation").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"key": "off-no-variation", "reason": "DISABLED", "metadata": {}})
+    );
+    // Still served normally while on; killing it leaves nothing to serve.
+    let (_, body) = single("on-no-off-variation").await;
+    assert_eq!(body["value"], "b", "{body}");
+    assert!(state.ops.kill("on-no-off-variation"));
+    let (status, body) = single("on-no-off-variation").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"key": "on-no-off-variation", "reason": "DISABLED", "metadata": {}})
+    );
+    // The bulk form answers each flag the same way.
+    let (status, _, body) = ofrep_bulk(&app, json!({"targetingKey": "u"}), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"flags": [
+            {"key": "off-no-variation", "reason": "DISABLED", "metadata": {}},
+            {"key": "on-no-off-variation", "reason": "DISABLED", "metadata": {}}
+        ]})
+    );
+    // The native API keeps LaunchDarkly's shape, where a missing variation is a null value.
+    let (_, body) = call(
+        &app,
+        post(
+            "/v1/evaluate/off-no-variation",
+            &ctx(json!({"kind": "user", "key": "u"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        body,
+        json!({"key": "off-no-variation", "value": null, "variationIndex": null, "reason": {"kind": "OFF"}})
+    );
+}
+
 #[tokio::test]
 async fn ofrep_errors() {
     let (app, _state, _source, _dir) = app_with(FLAGS);

@@ -84,10 +84,14 @@ impl OfrepError {
     }
 }
 
+/// A successful evaluation. `value` and `variant` are absent when the flag serves no variation
+/// (off without an off variation): `null` is no valid OFREP value, and providers read a missing
+/// value as "use the caller's default" (open-feature/protocol ADR 0006), keeping the reason.
 #[derive(Serialize)]
 struct Success<'a> {
     key: &'a str,
-    value: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a Value>,
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     variant: Option<String>,
@@ -206,11 +210,16 @@ fn item<'a>(
             ),
         });
     }
+    // A variant names the value served; with no value there is nothing for it to name.
+    let variant = detail
+        .value
+        .and(detail.variation_index)
+        .map(|i| i.to_string());
     Ok(Success {
         key,
-        value: detail.value.unwrap_or(&Value::Null),
+        value: detail.value,
         reason: snapshot.openfeature_reason(key, &detail.reason),
-        variant: detail.variation_index.map(|i| i.to_string()),
+        variant,
         metadata: Map::new(),
     })
 }
