@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod memory;
 pub mod model;
+pub mod store;
 pub mod traits;
 
 pub use serde_json::Value;
@@ -19,6 +20,7 @@ pub use error::LoadError;
 pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason};
 pub use memory::{InMemoryKillSet, InMemoryOverrides};
 pub use model::*;
+pub use store::{AdminStore, ChangeSubscription, StoreError};
 pub use traits::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
     ChangeEvent, DataSnapshot, ItemKind, KillSet, OverrideLookup,

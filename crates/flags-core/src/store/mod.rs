@@ -1,0 +1,901 @@
+//! The administrative store: where flags, segments, the kill set, overrides, API keys and the
+//! audit log live when flagd runs over a database.
+//!
+//! This module holds the vocabulary and the [`AdminStore`] trait that every backend implements
+//! (`flags-store-postgres`, and an in-memory one here for tests), plus the validation every backend
+//! runs before it stores anything, so "nothing invalid is ever stored" is one piece
+//! of code rather than one per database. It does no I/O itself: the trait is async so backends can,
+//! but nothing here depends on an async runtime.
+//!
+//! The rules every implementation keeps (checked by the conformance suite, `conformance`, behind
+//! the `test-util` feature):
+//! - Every write validates fully before it stores (the flag or segment parses, its variation
+//!   indexes are in range, every prerequisite and segment it names exists and is not archived, and
+//!   no prerequisite or segment cycle appears), and it validates inside the same transaction as the
+//!   write, so two racing writes cannot together store what neither alone would be allowed to.
+//! - Writes to one environment are serialized; each applied write bumps the item's version, writes
+//!   exactly one [`AuditEntry`] and records [`Change`]s, all atomically. A write that changes
+//!   nothing (killing a killed flag) writes no audit entry and no change.
+//! - Change sequence numbers of one environment are committed in increasing order, so a reader that
+//!   has seen change `n` has seen every change of that environment before `n`.
+//! - Deleted flags and segments leave a tombstone version behind: creating the key again continues
+//!   from it, so a replica that saw the deletion never ignores the new item as stale.
+//! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
+//!   reference archived or missing ones.
+
+mod keys;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::LoadError;
+use crate::model::{Flag, FlagData, Segment};
+use crate::traits::ItemKind;
+
+pub use keys::{generate_secret, hash_secret};
+
+/// An environment: a separate set of flags, segments, kill set and overrides (`production`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// The key used in URLs (`production`); letters, digits, `.`, `_`, `-`.
+    pub key: String,
+    /// A human-readable name.
+    pub name: String,
+    /// When it was created, in Unix milliseconds.
+    pub created_at: u64,
+}
+
+/// A flag as stored: the LaunchDarkly flag JSON exactly as written, with `key` and `version` set
+/// by the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredFlag {
+    /// The flag key.
+    pub key: String,
+    /// The version, bumped by every applied write (archive and unarchive included).
+    pub version: u64,
+    /// Archived flags are kept but not served.
+    pub archived: bool,
+    /// When it was last written, in Unix milliseconds.
+    pub updated_at: u64,
+    /// The LaunchDarkly flag JSON; its `key` and `version` equal the fields above.
+    pub doc: Value,
+}
+
+impl StoredFlag {
+    /// The document as a [`Flag`]. Stored documents were validated when written, so this only
+    /// fails if the store was changed behind flagd's back.
+    pub fn to_flag(&self) -> Result<Flag, LoadError> {
+        Flag::from_json_value(self.doc.clone())
+    }
+}
+
+/// A segment as stored; see [`StoredFlag`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSegment {
+    /// The segment key.
+    pub key: String,
+    /// The version, bumped by every applied write.
+    pub version: u64,
+    /// Archived segments are kept but not served.
+    pub archived: bool,
+    /// When it was last written, in Unix milliseconds.
+    pub updated_at: u64,
+    /// The LaunchDarkly segment JSON; its `key` and `version` equal the fields above.
+    pub doc: Value,
+}
+
+impl StoredSegment {
+    /// The document as a [`Segment`]; see [`StoredFlag::to_flag`].
+    pub fn to_segment(&self) -> Result<Segment, LoadError> {
+        Segment::from_json_value(self.doc.clone())
+    }
+}
+
+/// Which flags or segments a list returns. Results are sorted by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// `Some(false)`: live items only; `Some(true)`: archived only; `None`: both.
+    pub archived: Option<bool>,
+    /// Only keys starting with this text.
+    pub key_prefix: Option<String>,
+}
+
+/// A batch change to the individual keys of a segment.
+///
+/// With `context_kind` `None` the keys go to the segment's `included` / `excluded` lists (user
+/// keys, the pre-context form); with a kind they go to the `includedContexts` /
+/// `excludedContexts` entry of that kind, which is created when missing and dropped when emptied.
+/// Removals apply before additions; adding a present key or removing an absent one is not an
+/// error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SegmentTargetsUpdate {
+    /// The context kind of the keys; `None` for the plain user lists.
+    pub context_kind: Option<String>,
+    /// Keys to add to the included list.
+    pub add_included: Vec<String>,
+    /// Keys to remove from the included list.
+    pub remove_included: Vec<String>,
+    /// Keys to add to the excluded list.
+    pub add_excluded: Vec<String>,
+    /// Keys to remove from the excluded list.
+    pub remove_excluded: Vec<String>,
+}
+
+/// Which context of which flag an override pins.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideKey {
+    /// The flag.
+    pub flag_key: String,
+    /// The context kind (`user`, `org`).
+    pub context_kind: String,
+    /// The context key.
+    pub context_key: String,
+}
+
+/// One override: a context pinned to a variation of a flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Override {
+    /// The context kind.
+    pub context_kind: String,
+    /// The context key.
+    pub context_key: String,
+    /// The variation index served to it.
+    pub variation: usize,
+}
+
+/// Who makes a write: the API key's id and name, recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Actor {
+    /// The stored key's id; `None` for keys that are not stored (the bootstrap admin key from
+    /// the command line) and for the system itself (imports).
+    pub key_id: Option<u64>,
+    /// The key's name, or what the caller calls itself.
+    pub name: String,
+}
+
+impl Actor {
+    /// An actor that is not a stored key (`bootstrap`, `import`).
+    pub fn named(name: &str) -> Actor {
+        Actor {
+            key_id: None,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The actor for a stored key.
+    pub fn key(key: &ApiKey) -> Actor {
+        Actor {
+            key_id: Some(key.id),
+            name: key.name.clone(),
+        }
+    }
+}
+
+/// What an audit entry is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditItemKind {
+    /// An environment.
+    Environment,
+    /// A flag (kills and overrides included: they are about a flag).
+    Flag,
+    /// A segment.
+    Segment,
+    /// An API key.
+    ApiKey,
+}
+
+impl AuditItemKind {
+    /// The name used in storage and JSON: `environment`, `flag`, `segment`, `api_key`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditItemKind::Environment => "environment",
+            AuditItemKind::Flag => "flag",
+            AuditItemKind::Segment => "segment",
+            AuditItemKind::ApiKey => "api_key",
+        }
+    }
+
+    /// Reads a name written by [`AuditItemKind::as_str`].
+    pub fn parse(name: &str) -> Option<AuditItemKind> {
+        [
+            AuditItemKind::Environment,
+            AuditItemKind::Flag,
+            AuditItemKind::Segment,
+            AuditItemKind::ApiKey,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// Created (environment, flag, segment, key).
+    Create,
+    /// Replaced a flag or segment.
+    Replace,
+    /// Archived a flag or segment.
+    Archive,
+    /// Brought an archived flag or segment back.
+    Unarchive,
+    /// Deleted a flag or segment.
+    Delete,
+    /// Added or removed individual keys of a segment.
+    UpdateTargets,
+    /// Killed a flag.
+    Kill,
+    /// Unkilled a flag.
+    Unkill,
+    /// Set an override.
+    SetOverride,
+    /// Removed an override.
+    RemoveOverride,
+    /// Revoked an API key.
+    Revoke,
+}
+
+impl AuditAction {
+    const ALL: [AuditAction; 11] = [
+        AuditAction::Create,
+        AuditAction::Replace,
+        AuditAction::Archive,
+        AuditAction::Unarchive,
+        AuditAction::Delete,
+        AuditAction::UpdateTargets,
+        AuditAction::Kill,
+        AuditAction::Unkill,
+        AuditAction::SetOverride,
+        AuditAction::RemoveOverride,
+        AuditAction::Revoke,
+    ];
+
+    /// The name used in storage and JSON (`create`, `set_override`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Create => "create",
+            AuditAction::Replace => "replace",
+            AuditAction::Archive => "archive",
+            AuditAction::Unarchive => "unarchive",
+            AuditAction::Delete => "delete",
+            AuditAction::UpdateTargets => "update_targets",
+            AuditAction::Kill => "kill",
+            AuditAction::Unkill => "unkill",
+            AuditAction::SetOverride => "set_override",
+            AuditAction::RemoveOverride => "remove_override",
+            AuditAction::Revoke => "revoke",
+        }
+    }
+
+    /// Reads a name written by [`AuditAction::as_str`].
+    pub fn parse(name: &str) -> Option<AuditAction> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|action| action.as_str() == name)
+    }
+}
+
+/// One applied write, as recorded in the audit log. Entries outlive what they are about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEntry {
+    /// Increases with every entry.
+    pub id: u64,
+    /// The environment written to; `None` for keys scoped to every environment.
+    pub env: Option<String>,
+    /// What kind of item.
+    pub item_kind: AuditItemKind,
+    /// Its key (the flag key for kills and overrides; the key id for API keys).
+    pub item_key: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// Who did it.
+    pub actor: Actor,
+    /// The item before (`None` when created). Flags and segments: the stored document; kills:
+    /// `{"killed": bool}`; overrides: `{"contextKind","contextKey","variation"}`; keys: their
+    /// public fields, never the secret or its hash.
+    pub before: Option<Value>,
+    /// The item after (`None` when deleted or removed).
+    pub after: Option<Value>,
+    /// When, in Unix milliseconds.
+    pub at: u64,
+}
+
+/// Which audit entries to read. Entries come newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this environment's entries; `None` for all (global key entries included).
+    pub env: Option<String>,
+    /// Only entries about this item (`(Flag, "checkout")`).
+    pub item: Option<(AuditItemKind, String)>,
+    /// At most this many.
+    pub limit: usize,
+    /// Only entries older than this id (for paging).
+    pub before_id: Option<u64>,
+}
+
+impl AuditQuery {
+    /// The newest `limit` entries of an environment.
+    pub fn env(env: &str, limit: usize) -> AuditQuery {
+        AuditQuery {
+            env: Some(env.to_owned()),
+            item: None,
+            limit,
+            before_id: None,
+        }
+    }
+
+    /// The newest `limit` entries about one flag of an environment.
+    pub fn flag(env: &str, flag_key: &str, limit: usize) -> AuditQuery {
+        AuditQuery {
+            item: Some((AuditItemKind::Flag, flag_key.to_owned())),
+            ..AuditQuery::env(env, limit)
+        }
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKeyKind {
+    /// Evaluation and SDK endpoints; the key selects the environment.
+    Sdk,
+    /// The admin API.
+    Admin,
+}
+
+impl ApiKeyKind {
+    /// `sdk` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiKeyKind::Sdk => "sdk",
+            ApiKeyKind::Admin => "admin",
+        }
+    }
+
+    /// Reads `sdk` or `admin`.
+    pub fn parse(name: &str) -> Option<ApiKeyKind> {
+        match name {
+            "sdk" => Some(ApiKeyKind::Sdk),
+            "admin" => Some(ApiKeyKind::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key. The secret itself is never stored, only its SHA-256 ([`hash_secret`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKey {
+    /// Its id.
+    pub id: u64,
+    /// A human-readable name.
+    pub name: String,
+    /// SDK or admin.
+    pub kind: ApiKeyKind,
+    /// The one environment it may use; `None` for all environments.
+    pub env: Option<String>,
+    /// When it was created, in Unix milliseconds.
+    pub created_at: u64,
+    /// Revoked keys no longer authenticate.
+    pub revoked: bool,
+}
+
+impl ApiKey {
+    /// Whether the key may be used for `env`.
+    pub fn allows_env(&self, env: &str) -> bool {
+        !self.revoked && self.env.as_deref().is_none_or(|scope| scope == env)
+    }
+}
+
+/// A key to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewApiKey {
+    /// A human-readable name.
+    pub name: String,
+    /// SDK or admin.
+    pub kind: ApiKeyKind,
+    /// The one environment it may use (which must exist); `None` for all.
+    pub env: Option<String>,
+}
+
+/// A created key and its secret. The secret is shown this once; the store keeps only its hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CreatedApiKey {
+    /// The stored key.
+    pub key: ApiKey,
+    /// The secret to hand to the caller.
+    pub secret: String,
+}
+
+impl fmt::Debug for CreatedApiKey {
+    // Keeps the secret out of logs that print the value.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedApiKey")
+            .field("key", &self.key)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What a [`Change`] is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ChangeKind {
+    /// A flag was created, replaced, archived, unarchived or deleted. Read it again for the
+    /// document; an archived one is served like a deleted one. Deleting a flag also drops its
+    /// kill and overrides (no separate changes are recorded for those).
+    Flag {
+        /// Whether it was deleted.
+        deleted: bool,
+    },
+    /// A segment changed; as for flags.
+    Segment {
+        /// Whether it was deleted.
+        deleted: bool,
+    },
+    /// A flag was killed or unkilled.
+    Kill {
+        /// Whether it is killed now.
+        killed: bool,
+    },
+    /// An override of a flag was set or removed.
+    Override {
+        /// The context kind.
+        context_kind: String,
+        /// The context key.
+        context_key: String,
+        /// The variation now; `None` when removed.
+        variation: Option<usize>,
+    },
+}
+
+/// One recorded change of an environment, in commit order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    /// Increases with every change (across environments); within one environment, changes are
+    /// committed in `seq` order.
+    pub seq: u64,
+    /// The environment.
+    pub env: String,
+    /// The flag or segment key.
+    pub key: String,
+    /// The flag's or segment's version after this change (for kills and overrides, the flag's
+    /// current version, which they do not bump).
+    pub version: u64,
+    /// What changed.
+    pub kind: ChangeKind,
+}
+
+impl Change {
+    /// The flag or segment this change is about, for change events.
+    pub fn item_kind(&self) -> ItemKind {
+        match self.kind {
+            ChangeKind::Segment { .. } => ItemKind::Segment,
+            _ => ItemKind::Flag,
+        }
+    }
+}
+
+/// Everything a replica needs to serve an environment, read consistently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvSnapshot {
+    /// The environment.
+    pub env: String,
+    /// Every flag, archived ones included (they are not served), sorted by key.
+    pub flags: Vec<StoredFlag>,
+    /// Every segment, archived ones included, sorted by key.
+    pub segments: Vec<StoredSegment>,
+    /// Killed flag keys, sorted.
+    pub killed: Vec<String>,
+    /// The `seq` of the last change included; pass it to [`AdminStore::changes_since`].
+    pub cursor: u64,
+}
+
+impl EnvSnapshot {
+    /// The flags and segments to serve: live (not archived) ones, parsed.
+    pub fn to_flag_data(&self) -> Result<FlagData, LoadError> {
+        let mut data = FlagData::default();
+        for stored in self.flags.iter().filter(|f| !f.archived) {
+            data.flags.insert(stored.key.clone(), stored.to_flag()?);
+        }
+        for stored in self.segments.iter().filter(|s| !s.archived) {
+            data.segments
+                .insert(stored.key.clone(), stored.to_segment()?);
+        }
+        Ok(data)
+    }
+}
+
+/// An item that refers to another (a flag with a prerequisite, a rule naming a segment).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependent {
+    /// Flag or segment.
+    pub kind: ItemKind,
+    /// Its key.
+    pub key: String,
+}
+
+impl Ord for Dependent {
+    /// Flags before segments, then by key.
+    fn cmp(&self, other: &Dependent) -> std::cmp::Ordering {
+        let rank = |kind: ItemKind| matches!(kind, ItemKind::Segment);
+        (rank(self.kind), &self.key).cmp(&(rank(other.kind), &other.key))
+    }
+}
+
+impl PartialOrd for Dependent {
+    fn partial_cmp(&self, other: &Dependent) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl fmt::Display for Dependent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ItemKind::Flag => write!(f, "flag {}", self.key),
+            ItemKind::Segment => write!(f, "segment {}", self.key),
+        }
+    }
+}
+
+/// Why a store operation failed, grouped by what the caller does about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The environment, flag, segment, key or override does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// What was looked for (`flag checkout in production`).
+        what: String,
+    },
+    /// The expected version does not match: stale `If-Match`, a missing `If-Match` for an item
+    /// that exists, or an `If-Match` for one that does not.
+    #[error("{}", conflict_message(*current_version))]
+    Conflict {
+        /// The item's current version; `None` when it does not exist.
+        current_version: Option<u64>,
+    },
+    /// Creating something that exists (an environment).
+    #[error("{what} already exists")]
+    AlreadyExists {
+        /// What.
+        what: String,
+    },
+    /// The input is malformed: bad JSON shape, a variation index out of range, a bad key.
+    #[error("{}", path_message(path, message))]
+    Invalid {
+        /// The field path in the document (`rules[2].clauses[0].values`), empty for the whole.
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
+    /// The input is well-formed but names what does not resolve: an unknown or archived
+    /// prerequisite or segment, a prerequisite or segment cycle, a variation that the flag no
+    /// longer has.
+    #[error("{message}")]
+    Unresolved {
+        /// What does not resolve.
+        message: String,
+    },
+    /// Deleting or archiving an item that live items still refer to.
+    #[error("still referenced by {}", list(dependents))]
+    HasDependents {
+        /// The items referring to it, sorted.
+        dependents: Vec<Dependent>,
+    },
+    /// The backend cannot be reached (database down, connection lost, subscription lagging).
+    /// Retry later; a subscription that returns this is finished and must be replaced.
+    #[error("store unavailable: {source}")]
+    Unavailable {
+        /// The underlying failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The backend failed in a way retrying will not fix (stored data it cannot read, a query
+    /// the database rejected).
+    #[error("store failure: {source}")]
+    Internal {
+        /// The underlying failure.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl StoreError {
+    /// A [`StoreError::NotFound`].
+    pub fn not_found(what: impl Into<String>) -> StoreError {
+        StoreError::NotFound { what: what.into() }
+    }
+
+    /// A [`StoreError::Invalid`].
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A [`StoreError::Unresolved`].
+    pub fn unresolved(message: impl Into<String>) -> StoreError {
+        StoreError::Unresolved {
+            message: message.into(),
+        }
+    }
+
+    /// A [`StoreError::Unavailable`] from any error or message.
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Unavailable {
+            source: source.into(),
+        }
+    }
+
+    /// A [`StoreError::Internal`] from any error or message.
+    pub fn internal(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+        StoreError::Internal {
+            source: source.into(),
+        }
+    }
+}
+
+impl From<LoadError> for StoreError {
+    fn from(e: LoadError) -> StoreError {
+        StoreError::Invalid {
+            path: e.path().to_owned(),
+            message: e.message().to_owned(),
+        }
+    }
+}
+
+fn conflict_message(current: Option<u64>) -> String {
+    match current {
+        Some(version) => format!("version conflict: the current version is {version}"),
+        None => "version conflict: the item does not exist".to_owned(),
+    }
+}
+
+fn path_message(path: &str, message: &str) -> String {
+    if path.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{path}: {message}")
+    }
+}
+
+fn list(dependents: &[Dependent]) -> String {
+    dependents
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The administrative store behind the admin API and the replicas that serve from it.
+///
+/// `env` arguments name an environment; operations on a missing one give
+/// [`StoreError::NotFound`]. Writes take the [`Actor`] recorded in the audit log. Versioned
+/// writes take `expected_version`: it must equal the current version when the item exists and
+/// be `None` when it does not (so `None` means "create"), else [`StoreError::Conflict`];
+/// `delete_*` and `update_segment_targets` accept `None` to mean "whatever version it has".
+#[async_trait::async_trait]
+pub trait AdminStore: Send + Sync {
+    // --- Environments ---
+
+    /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken.
+    async fn create_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        name: &str,
+    ) -> Result<Environment, StoreError>;
+
+    /// Every environment, sorted by key.
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError>;
+
+    /// One environment.
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError>;
+
+    // --- Flags ---
+
+    /// One flag (archived or not; not a deleted one).
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError>;
+
+    /// The flags matching the filter, sorted by key.
+    async fn list_flags(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredFlag>, StoreError>;
+
+    /// Creates (`expected_version: None`) or replaces a flag with a LaunchDarkly flag document.
+    /// The document's `key`, when present, must equal `key`; its `version` is ignored and set by
+    /// the store. Replacing an archived flag keeps it archived.
+    async fn put_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError>;
+
+    /// Archives or unarchives a flag. Archiving fails with [`StoreError::HasDependents`] while
+    /// live flags name it as a prerequisite; unarchiving validates its references again. Setting
+    /// the state it already has changes nothing and returns the flag as it is.
+    async fn set_flag_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError>;
+
+    /// Deletes a flag (with its kill and overrides), leaving a tombstone version. Fails with
+    /// [`StoreError::HasDependents`] while live flags name it as a prerequisite.
+    async fn delete_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    // --- Segments ---
+
+    /// One segment (archived or not).
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError>;
+
+    /// The segments matching the filter, sorted by key.
+    async fn list_segments(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredSegment>, StoreError>;
+
+    /// Creates or replaces a segment; as [`AdminStore::put_flag`].
+    async fn put_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError>;
+
+    /// Archives or unarchives a segment; fails while live flags or segments refer to it.
+    async fn set_segment_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError>;
+
+    /// Deletes a segment; fails while live flags or segments refer to it.
+    async fn delete_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// Adds and removes individual keys of a segment in one write (one version, one audit
+    /// entry). An update that changes nothing writes nothing and returns the segment as it is.
+    async fn update_segment_targets(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        update: &SegmentTargetsUpdate,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError>;
+
+    // --- Kill set ---
+
+    /// Kills (`true`) or unkills a flag, which must exist. Returns whether anything changed.
+    async fn set_killed(
+        &self,
+        actor: &Actor,
+        env: &str,
+        flag_key: &str,
+        killed: bool,
+    ) -> Result<bool, StoreError>;
+
+    /// The killed flag keys of an environment, sorted.
+    async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError>;
+
+    // --- Overrides ---
+
+    /// Pins a context to a variation of a flag. The flag must exist and have that variation;
+    /// the context kind must be valid and the key non-empty. Returns the variation it had.
+    async fn set_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+        variation: usize,
+    ) -> Result<Option<usize>, StoreError>;
+
+    /// Removes an override; returns the variation it had (`None`: there was none, nothing
+    /// written).
+    async fn remove_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+    ) -> Result<Option<usize>, StoreError>;
+
+    /// The overriding variation for one context of one flag.
+    async fn get_override(&self, env: &str, key: &OverrideKey)
+    -> Result<Option<usize>, StoreError>;
+
+    /// Every override of a flag, sorted by context kind and key.
+    async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError>;
+
+    // --- Audit ---
+
+    /// Audit entries, newest first.
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    // --- API keys ---
+
+    /// Creates a key; the secret is in the answer and nowhere else.
+    async fn create_api_key(
+        &self,
+        actor: &Actor,
+        new: &NewApiKey,
+    ) -> Result<CreatedApiKey, StoreError>;
+
+    /// Every key (revoked ones too), by id.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key; revoking a revoked key changes nothing.
+    async fn revoke_api_key(&self, actor: &Actor, id: u64) -> Result<ApiKey, StoreError>;
+
+    /// The live (not revoked) key with this secret.
+    async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    // --- Replication ---
+
+    /// Everything an environment serves, consistent with `cursor`.
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError>;
+
+    /// The changes of an environment after `cursor`, in `seq` order.
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// Starts listening for changes of every environment. Once this returns, every change
+    /// committed afterwards is delivered, so: subscribe, then take a snapshot (or call
+    /// `changes_since`), then follow the subscription. When the subscription fails, subscribe
+    /// again and catch up with `changes_since` from the last `seq` applied.
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError>;
+}
+
+/// A live feed of [`Change`]s from [`AdminStore::subscribe`].
+#[async_trait::async_trait]
+pub trait ChangeSubscription: Send {
+    /// The next change. An error means changes may have been missed (the connection was lost,
+    /// or this subscriber fell too far behind); the subscription is then finished and returns
+    /// errors from then on.
+    async fn next(&mut self) -> Result<Change, StoreError>;
+}
