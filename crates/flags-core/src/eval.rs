@@ -56,37 +56,57 @@ impl<'a> EvalDetail<'a> {
     pub fn is_error(&self) -> bool {
         matches!(self.reason, Reason::Error { .. })
     }
+
+    /// The reason with the big-segment status inside it, ready to serialize on its own.
+    pub fn reason_json(&self) -> ReasonJson<'_, 'a> {
+        ReasonJson {
+            reason: &self.reason,
+            big_segments_status: self.big_segments_status,
+        }
+    }
 }
 
 impl Serialize for EvalDetail<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        write_detail(
-            s,
-            self.value,
-            self.variation_index,
-            &self.reason,
-            self.big_segments_status,
-        )
+        write_detail(s, self.value, self.variation_index, self.reason_json())
     }
 }
 
+/// Writes `{"value", "variationIndex", "reason"}`. The big-segment status goes inside the reason,
+/// where LaunchDarkly's SDKs put it (`"reason":{"kind":"FALLTHROUGH","bigSegmentsStatus":...}`).
 fn write_detail<S: Serializer>(
     s: S,
     value: Option<&Value>,
     variation_index: Option<usize>,
-    reason: &Reason<'_>,
-    big: Option<BigSegmentsStatus>,
+    reason: ReasonJson<'_, '_>,
 ) -> Result<S::Ok, S::Error> {
     let mut map = s.serialize_map(None)?;
     map.serialize_entry("value", &value)?;
     if let Some(i) = variation_index {
         map.serialize_entry("variationIndex", &i)?;
     }
-    map.serialize_entry("reason", reason)?;
-    if let Some(b) = big {
-        map.serialize_entry("bigSegmentsStatus", &b)?;
-    }
+    map.serialize_entry("reason", &reason)?;
     map.end()
+}
+
+/// A reason as LaunchDarkly's SDKs write it: the [`Reason`]'s own fields plus
+/// `"bigSegmentsStatus"` when the evaluation consulted a big segment.
+///
+/// [`Reason`] alone cannot carry the status (it is a property of the whole evaluation, kept on
+/// [`EvalDetail`]); anything that writes a reason on its own, apart from the detail, should write
+/// this view so the status is not lost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReasonJson<'r, 'a> {
+    /// The reason.
+    pub reason: &'r Reason<'a>,
+    /// The big-segment status written inside it, if any.
+    pub big_segments_status: Option<BigSegmentsStatus>,
+}
+
+impl Serialize for ReasonJson<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        write_reason(s, self.reason, self.big_segments_status)
+    }
 }
 
 /// An [`EvalDetail`] that owns its data.
@@ -114,14 +134,23 @@ impl OwnedEvalDetail {
     }
 }
 
+impl OwnedEvalDetail {
+    /// The reason with the big-segment status inside it, ready to serialize on its own.
+    pub fn reason_json(&self) -> ReasonJson<'_, 'static> {
+        ReasonJson {
+            reason: &self.reason,
+            big_segments_status: self.big_segments_status,
+        }
+    }
+}
+
 impl Serialize for OwnedEvalDetail {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         write_detail(
             s,
             self.value.as_ref(),
             self.variation_index,
-            &self.reason,
-            self.big_segments_status,
+            self.reason_json(),
         )
     }
 }
@@ -135,16 +164,15 @@ impl<'de> Deserialize<'de> for OwnedEvalDetail {
             value: Option<Value>,
             #[serde(default)]
             variation_index: Option<usize>,
-            reason: Reason<'static>,
-            #[serde(default)]
-            big_segments_status: Option<BigSegmentsStatus>,
+            reason: RawReason,
         }
         let raw = Raw::deserialize(d)?;
+        let big_segments_status = raw.reason.big_segments_status;
         Ok(OwnedEvalDetail {
             value: raw.value.filter(|v| !v.is_null()),
             variation_index: raw.variation_index,
-            reason: raw.reason,
-            big_segments_status: raw.big_segments_status,
+            reason: raw.reason.into_reason().map_err(serde::de::Error::custom)?,
+            big_segments_status,
         })
     }
 }
@@ -284,92 +312,112 @@ impl fmt::Display for Reason<'_> {
 
 impl Serialize for Reason<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("kind", self.kind_str())?;
-        match self {
-            Reason::Off { killed } => {
-                if *killed {
-                    map.serialize_entry("killed", &true)?;
-                }
-            }
-            Reason::Fallthrough { in_experiment } => {
-                if *in_experiment {
-                    map.serialize_entry("inExperiment", &true)?;
-                }
-            }
-            Reason::TargetMatch { is_override } => {
-                if *is_override {
-                    map.serialize_entry("override", &true)?;
-                }
-            }
-            Reason::RuleMatch {
-                rule_index,
-                rule_id,
-                in_experiment,
-            } => {
-                map.serialize_entry("ruleIndex", rule_index)?;
-                map.serialize_entry("ruleId", rule_id)?;
-                if *in_experiment {
-                    map.serialize_entry("inExperiment", &true)?;
-                }
-            }
-            Reason::PrerequisiteFailed { prerequisite_key } => {
-                map.serialize_entry("prerequisiteKey", prerequisite_key)?;
-            }
-            Reason::Error { error_kind } => {
-                map.serialize_entry("errorKind", error_kind)?;
+        write_reason(s, self, None)
+    }
+}
+
+fn write_reason<S: Serializer>(
+    s: S,
+    reason: &Reason<'_>,
+    big_segments_status: Option<BigSegmentsStatus>,
+) -> Result<S::Ok, S::Error> {
+    let mut map = s.serialize_map(None)?;
+    map.serialize_entry("kind", reason.kind_str())?;
+    match reason {
+        Reason::Off { killed } => {
+            if *killed {
+                map.serialize_entry("killed", &true)?;
             }
         }
-        map.end()
+        Reason::Fallthrough { in_experiment } => {
+            if *in_experiment {
+                map.serialize_entry("inExperiment", &true)?;
+            }
+        }
+        Reason::TargetMatch { is_override } => {
+            if *is_override {
+                map.serialize_entry("override", &true)?;
+            }
+        }
+        Reason::RuleMatch {
+            rule_index,
+            rule_id,
+            in_experiment,
+        } => {
+            map.serialize_entry("ruleIndex", rule_index)?;
+            map.serialize_entry("ruleId", rule_id)?;
+            if *in_experiment {
+                map.serialize_entry("inExperiment", &true)?;
+            }
+        }
+        Reason::PrerequisiteFailed { prerequisite_key } => {
+            map.serialize_entry("prerequisiteKey", prerequisite_key)?;
+        }
+        Reason::Error { error_kind } => {
+            map.serialize_entry("errorKind", error_kind)?;
+        }
     }
+    if let Some(status) = big_segments_status {
+        map.serialize_entry("bigSegmentsStatus", &status)?;
+    }
+    map.end()
 }
 
 impl<'de> Deserialize<'de> for Reason<'static> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Raw {
-            kind: String,
-            #[serde(default)]
-            killed: bool,
-            #[serde(default, rename = "override")]
-            is_override: bool,
-            #[serde(default)]
-            in_experiment: bool,
-            #[serde(default)]
-            rule_index: usize,
-            #[serde(default)]
-            rule_id: String,
-            #[serde(default)]
-            prerequisite_key: String,
-            #[serde(default)]
-            error_kind: Option<ErrorKind>,
-        }
-        let raw = Raw::deserialize(d)?;
-        Ok(match raw.kind.as_str() {
-            "OFF" => Reason::Off { killed: raw.killed },
+        RawReason::deserialize(d)?
+            .into_reason()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A reason object as read from JSON, before its kind is checked.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawReason {
+    kind: String,
+    #[serde(default)]
+    killed: bool,
+    #[serde(default, rename = "override")]
+    is_override: bool,
+    #[serde(default)]
+    in_experiment: bool,
+    #[serde(default)]
+    rule_index: usize,
+    #[serde(default)]
+    rule_id: String,
+    #[serde(default)]
+    prerequisite_key: String,
+    #[serde(default)]
+    error_kind: Option<ErrorKind>,
+    #[serde(default)]
+    big_segments_status: Option<BigSegmentsStatus>,
+}
+
+impl RawReason {
+    fn into_reason(self) -> Result<Reason<'static>, String> {
+        Ok(match self.kind.as_str() {
+            "OFF" => Reason::Off {
+                killed: self.killed,
+            },
             "FALLTHROUGH" => Reason::Fallthrough {
-                in_experiment: raw.in_experiment,
+                in_experiment: self.in_experiment,
             },
             "TARGET_MATCH" => Reason::TargetMatch {
-                is_override: raw.is_override,
+                is_override: self.is_override,
             },
             "RULE_MATCH" => Reason::RuleMatch {
-                rule_index: raw.rule_index,
-                rule_id: Cow::Owned(raw.rule_id),
-                in_experiment: raw.in_experiment,
+                rule_index: self.rule_index,
+                rule_id: Cow::Owned(self.rule_id),
+                in_experiment: self.in_experiment,
             },
             "PREREQUISITE_FAILED" => Reason::PrerequisiteFailed {
-                prerequisite_key: Cow::Owned(raw.prerequisite_key),
+                prerequisite_key: Cow::Owned(self.prerequisite_key),
             },
             "ERROR" => Reason::Error {
-                error_kind: raw.error_kind.unwrap_or(ErrorKind::Exception),
+                error_kind: self.error_kind.unwrap_or(ErrorKind::Exception),
             },
-            other => {
-                return Err(serde::de::Error::custom(format_args!(
-                    "unknown reason kind {other:?}"
-                )));
-            }
+            other => return Err(format!("unknown reason kind {other:?}")),
         })
     }
 }
@@ -423,8 +471,33 @@ pub enum BigSegmentsStatus {
     Stale,
     /// The store could not be queried.
     StoreError,
-    /// A big segment was referenced but no store is configured.
+    /// A big segment was referenced but no store is configured, or the segment has no
+    /// generation, so the store could not be asked.
     NotConfigured,
+}
+
+impl BigSegmentsStatus {
+    /// The status to report when one evaluation has seen both `self` and `other` (several
+    /// context keys queried, or prerequisites that consulted big segments): the more severe,
+    /// in LaunchDarkly's order `HEALTHY` < `STALE` < `STORE_ERROR` < `NOT_CONFIGURED`.
+    /// `NOT_CONFIGURED` ranks highest because it means big segments cannot work at all, while a
+    /// store error may pass.
+    pub fn most_severe(self, other: BigSegmentsStatus) -> BigSegmentsStatus {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+
+    fn severity(self) -> u8 {
+        match self {
+            BigSegmentsStatus::Healthy => 0,
+            BigSegmentsStatus::Stale => 1,
+            BigSegmentsStatus::StoreError => 2,
+            BigSegmentsStatus::NotConfigured => 3,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -510,11 +583,51 @@ mod tests {
         );
         let owned: OwnedEvalDetail = serde_json::from_value(json).unwrap();
         assert_eq!(owned, e.into_owned());
-        let mut big = d.clone();
-        big.big_segments_status = Some(BigSegmentsStatus::StoreError);
+    }
+
+    #[test]
+    fn big_segments_status_is_written_inside_the_reason() {
+        // LaunchDarkly's SDKs report the status as a property of the reason:
+        // {"kind":"FALLTHROUGH","bigSegmentsStatus":"NOT_CONFIGURED"}.
+        let v = json!("no");
+        let mut d = EvalDetail::variation(&v, 0, Reason::FALLTHROUGH);
+        d.big_segments_status = Some(BigSegmentsStatus::NotConfigured);
+        let expected = json!({"value": "no", "variationIndex": 0,
+            "reason": {"kind": "FALLTHROUGH", "bigSegmentsStatus": "NOT_CONFIGURED"}});
+        assert_eq!(serde_json::to_value(&d).unwrap(), expected);
         assert_eq!(
-            serde_json::to_value(&big).unwrap()["bigSegmentsStatus"],
-            json!("STORE_ERROR")
+            serde_json::to_value(d.reason_json()).unwrap(),
+            expected["reason"]
         );
+        let owned: OwnedEvalDetail = serde_json::from_value(expected.clone()).unwrap();
+        assert_eq!(owned, d.clone().into_owned());
+        assert_eq!(serde_json::to_value(&owned).unwrap(), expected);
+
+        let e = EvalDetail {
+            big_segments_status: Some(BigSegmentsStatus::StoreError),
+            ..EvalDetail::error(ErrorKind::MalformedFlag)
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG",
+                "bigSegmentsStatus": "STORE_ERROR"}})
+        );
+        // A reason on its own has nowhere to keep the status; the plain reason omits it.
+        assert_eq!(
+            serde_json::to_value(&d.reason).unwrap(),
+            json!({"kind": "FALLTHROUGH"})
+        );
+    }
+
+    #[test]
+    fn the_most_severe_big_segments_status_wins() {
+        use BigSegmentsStatus::{Healthy, NotConfigured, Stale, StoreError};
+        let order = [Healthy, Stale, StoreError, NotConfigured];
+        for (i, a) in order.iter().enumerate() {
+            for (j, b) in order.iter().enumerate() {
+                let want = order[i.max(j)];
+                assert_eq!(a.most_severe(*b), want, "{a:?} with {b:?}");
+            }
+        }
     }
 }

@@ -17,10 +17,10 @@ pub use serde_json::Value;
 
 pub use context::{AttrRef, AttrRefError, Context, ContextError, SingleContext};
 pub use error::LoadError;
-pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason};
+pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason, ReasonJson};
 pub use memory::{InMemoryKillSet, InMemoryOverrides};
 pub use model::*;
-pub use store::{AdminStore, ChangeSubscription, StoreError};
+pub use store::{AdminStore, ChangeSubscription, MemoryStore, StoreError};
 pub use traits::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
     ChangeEvent, DataSnapshot, ItemKind, KillSet, OverrideLookup,

@@ -5,17 +5,12 @@
 //! The hash is fed piece by piece and integers are formatted on the stack, so bucketing does
 //! not allocate.
 
-use base64::Engine as _;
-use flags_core::{AttrRef, BigSegmentStore, BigSegmentsStatus, Context, Value};
+use flags_core::{AttrRef, Context, Value};
 use sha1::digest::generic_array::GenericArray;
 use sha1::{Digest, Sha1};
-use sha2::Sha256;
 
 /// `0xFFFFFFFFFFFFFFF` as LaunchDarkly's SDKs hold it: an `f32`.
 const LONG_SCALE: f32 = 0xFFF_FFFF_FFFF_FFFF_u64 as f32;
-
-/// A big-segment store is stale when it was last updated longer ago than this.
-const STALE_AFTER_MS: u64 = 120_000;
 
 /// The bucket (in `[0, 1)`) of `value` for a flag or segment `key` with `salt`, or with `seed`
 /// in place of key and salt when given.
@@ -142,26 +137,6 @@ pub(crate) fn bucket_segment(
     bucket_context(ctx, kind, attr, key, salt, None).0
 }
 
-/// The key under which a big-segment store holds a context's memberships: base64 (standard,
-/// padded) of the SHA-256 of the context key.
-pub fn big_segment_hash(context_key: &str) -> String {
-    let digest = Sha256::digest(context_key.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(digest)
-}
-
-pub(crate) fn store_status(store: &dyn BigSegmentStore) -> BigSegmentsStatus {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    match store.metadata() {
-        Ok(meta) => match meta.last_up_to_date {
-            Some(t) if now.saturating_sub(t) <= STALE_AFTER_MS => BigSegmentsStatus::Healthy,
-            _ => BigSegmentsStatus::Stale,
-        },
-        Err(_) => BigSegmentsStatus::StoreError,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,13 +200,5 @@ mod tests {
         );
         let neg = bucket("hashKey", "saltyA", Some(-7), "x");
         assert!(neg > 0.0 && neg < 1.0);
-    }
-
-    #[test]
-    fn big_segment_hash_vector() {
-        assert_eq!(
-            big_segment_hash("user-key"),
-            "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0="
-        );
     }
 }

@@ -5,10 +5,11 @@ use std::borrow::Cow;
 use flags_core::context::DEFAULT_KIND;
 
 use flags_core::{
-    BigSegmentMembership, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail,
-    KillSet, OverrideLookup, Reason, SingleContext, Value,
+    BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail, KillSet, OverrideLookup,
+    Reason, SingleContext, Value,
 };
 
+use crate::big_segments::BigSegmentState;
 use crate::bucket::{bucket_context, bucket_segment};
 use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, Outcome};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
@@ -58,7 +59,9 @@ impl<'a> Evaluator<'a> {
         self
     }
 
-    /// Uses a big-segment store for segments marked `unbounded`.
+    /// Uses a big-segment store for segments marked `unbounded`. Without one, evaluations that
+    /// reach a big segment report `NOT_CONFIGURED` and leave membership to the segment's rules,
+    /// as LaunchDarkly's SDKs do.
     pub fn with_big_segments(mut self, store: &'a dyn BigSegmentStore) -> Evaluator<'a> {
         self.big_segments = Some(store);
         self
@@ -126,7 +129,7 @@ impl<'a> Evaluator<'a> {
             Ok(d) => d,
             Err(Abort) => EvalDetail::error(ErrorKind::MalformedFlag),
         };
-        detail.big_segments_status = scope.big_status;
+        detail.big_segments_status = scope.big.status;
         detail
     }
 
@@ -199,12 +202,12 @@ impl<'l> Link<'l> {
     }
 }
 
+/// One evaluation, prerequisites included: they share the context and what has been learned
+/// from the big-segment store, so its status covers the whole evaluation.
 struct Scope<'a, 'c> {
     ev: Evaluator<'a>,
     ctx: &'c Context,
-    big_status: Option<BigSegmentsStatus>,
-    /// Big-segment memberships fetched during this evaluation, by context key.
-    big_cache: Vec<(String, Option<BigSegmentMembership>)>,
+    big: BigSegmentState<'c>,
 }
 
 fn variation<'a>(flag: &'a CompiledFlag, index: usize, reason: Reason<'a>) -> EvalDetail<'a> {
@@ -231,8 +234,7 @@ impl<'a, 'c> Scope<'a, 'c> {
         Scope {
             ev,
             ctx,
-            big_status: None,
-            big_cache: Vec::new(),
+            big: BigSegmentState::default(),
         }
     }
 
@@ -298,11 +300,14 @@ impl<'a, 'c> Scope<'a, 'c> {
             if Link::contains(Some(&link), pflag.key()) {
                 return Err(Abort);
             }
-            // A killed prerequisite counts as off: the kill switch applies everywhere.
-            let killed = self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key()));
+            // A killed prerequisite counts as off: the kill switch applies everywhere. An off flag
+            // is not evaluated past `on`, so nothing it references (big segments included) is
+            // consulted.
+            if self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key())) {
+                return Ok(Some(&p.key));
+            }
             let detail = self.eval_flag(pflag, Some(&link))?;
-            let ok = !killed
-                && pflag.raw().on
+            let ok = pflag.raw().on
                 && detail.value.is_some()
                 && detail.variation_index == Some(p.variation);
             if !ok {
@@ -427,6 +432,7 @@ impl<'a, 'c> Scope<'a, 'c> {
         }
         let s = &seg.c;
         if let Some((kind, reference)) = &s.big {
+            // A big segment's own lists are ignored; the store decides, then the rules.
             if let Some(member) = self.big_segment_membership(kind, reference.as_deref()) {
                 return Ok(member);
             }
@@ -484,55 +490,20 @@ impl<'a, 'c> Scope<'a, 'c> {
         Ok(false)
     }
 
-    /// `Some(membership)` when the store lists the context either way; `None` to go on to the
-    /// segment's rules.
+    /// `Some(membership)` when that settles it; `None` to go on to the segment's rules. See
+    /// `crate::big_segments` for the rules followed.
     fn big_segment_membership(&mut self, kind: &str, reference: Option<&str>) -> Option<bool> {
+        let Some(reference) = reference else {
+            // Without a generation the store cannot be asked.
+            self.big.note(BigSegmentsStatus::NotConfigured);
+            return Some(false);
+        };
+        // Only the segment's own kind can be a member; nothing is asked for other kinds.
         let Some(single) = self.ctx.as_single(kind) else {
             return Some(false);
         };
-        let Some(reference) = reference else {
-            // Without a generation the store cannot be asked.
-            self.big_status = Some(BigSegmentsStatus::NotConfigured);
-            return Some(false);
-        };
-        let Some(store) = self.ev.big_segments else {
-            self.big_status = Some(BigSegmentsStatus::NotConfigured);
-            return Some(false);
-        };
-        let key = single.key();
-        let idx = match self.big_cache.iter().position(|(k, _)| k == key) {
-            Some(i) => i,
-            None => {
-                let hash = crate::bucket::big_segment_hash(key);
-                let (membership, status) = match store.membership(&hash) {
-                    Ok(m) => (m, crate::bucket::store_status(store)),
-                    Err(_) => (None, BigSegmentsStatus::StoreError),
-                };
-                self.big_status = Some(worse(self.big_status, status));
-                self.big_cache.push((key.to_owned(), membership));
-                self.big_cache.len() - 1
-            }
-        };
-        match &self.big_cache[idx].1 {
-            // The store knows nothing of this context: it is in no big segment.
-            None => Some(false),
-            Some(m) => m.check(reference),
-        }
-    }
-}
-
-fn worse(a: Option<BigSegmentsStatus>, b: BigSegmentsStatus) -> BigSegmentsStatus {
-    fn rank(s: BigSegmentsStatus) -> u8 {
-        match s {
-            BigSegmentsStatus::Healthy => 0,
-            BigSegmentsStatus::Stale => 1,
-            BigSegmentsStatus::StoreError => 2,
-            BigSegmentsStatus::NotConfigured => 3,
-        }
-    }
-    match a {
-        Some(a) if rank(a) > rank(b) => a,
-        _ => b,
+        self.big
+            .check(self.ev.big_segments, single.key(), reference)
     }
 }
 

@@ -7,6 +7,7 @@
 //! allocate on the hot path. It does no I/O and knows nothing of where data comes from; it
 //! depends on `flags-core` plus hashing, regex and semver crates.
 
+mod big_segments;
 mod bucket;
 mod compile;
 mod data;
@@ -14,6 +15,7 @@ mod evaluator;
 mod hash;
 mod ops;
 
-pub use bucket::{big_segment_hash, bucket};
+pub use big_segments::big_segment_hash;
+pub use bucket::bucket;
 pub use data::{CompileError, CompiledData, CompiledFlag, CompiledSegment};
 pub use evaluator::{Evaluator, evaluate, is_experiment};
