@@ -1,0 +1,38 @@
+//! `flags-cache`: the small pieces every flagd source of data shares, whatever its backend.
+//!
+//! - [`Backoff`]: how long to wait before the next attempt after consecutive failures (1x, 2x
+//!   for 1–2, 4x for 3–5, 8x for 6 or more), with optional jitter.
+//! - [`HealthTracker`]: `CONNECTING` until the first success, `SERVING`, and `DEGRADED` after
+//!   3 consecutive failures, with a serializable [`HealthReport`] for `/readyz`.
+//! - [`TtlCache`]: a concurrent cache with per-entry TTL jitter, stale fallback when the loader
+//!   fails, single-flight loading, a size bound and cached "not found" answers; it backs
+//!   per-entity override lookups keyed by [`OverrideKey`].
+//! - [`Clock`] and [`JitterRng`]: time and randomness that tests can control.
+//!
+//! It is not a source of data: it opens no network connection, talks to no database and knows
+//! nothing of HTTP or of the flag model. The caller brings the loader; this crate decides when
+//! to call it and what to serve when it fails. Its only async piece is the wait for another
+//! caller's load (tokio's `OnceCell`); it spawns no tasks and needs no running runtime.
+
+mod backoff;
+mod cache;
+mod clock;
+mod health;
+mod key;
+mod rng;
+
+pub use backoff::Backoff;
+pub use cache::{CacheConfig, Freshness, Lookup, TtlCache};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use health::{DEGRADED_AFTER_FAILURES, HealthReport, HealthStatus, HealthTracker};
+pub use key::{OverrideKey, OverrideKeyParts, OverrideKeyRef};
+pub use rng::JitterRng;
+
+/// A setting that cannot work, reported when a [`Backoff`] or [`TtlCache`] is built.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("jitter fraction must be at least 0 and below 1, got {fraction}")]
+    JitterOutOfRange { fraction: f64 },
+    #[error("a cache must be allowed at least one entry (max_entries = 0)")]
+    ZeroCapacity,
+}

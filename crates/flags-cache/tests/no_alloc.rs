@@ -1,0 +1,131 @@
+//! A fresh hit allocates nothing when the key is looked up in its borrowed form.
+//!
+//! This binary installs a global allocator that counts, per thread, every allocation, so the
+//! hit path's promise is measured rather than assumed.
+#![allow(clippy::unwrap_used)]
+#![allow(unsafe_code)] // A global allocator is `unsafe impl`; this one only delegates to `System`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::time::Duration;
+
+use flags_cache::{CacheConfig, Freshness, OverrideKey, OverrideKeyRef, TtlCache};
+use futures_util::FutureExt;
+
+struct CountingAllocator;
+
+thread_local! {
+    // Const-initialised without a destructor, so counting never allocates itself.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count() {
+    // `try_with`: a thread may still allocate while its thread-locals are torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+// SAFETY: every method forwards its arguments unchanged to `System`, so this allocator keeps
+// exactly `System`'s contract; counting touches only a const-initialised thread-local.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Allocations made by `rounds` calls of `f`.
+fn allocations(rounds: u32, mut f: impl FnMut()) -> u64 {
+    let before = ALLOCATIONS.with(Cell::get);
+    for _ in 0..rounds {
+        f();
+    }
+    ALLOCATIONS.with(Cell::get) - before
+}
+
+#[derive(Debug)]
+struct Down;
+
+fn config() -> CacheConfig {
+    CacheConfig {
+        ttl: Duration::from_secs(3600),
+        ..CacheConfig::default()
+    }
+}
+
+#[test]
+fn a_fresh_override_hit_allocates_nothing() {
+    let cache: TtlCache<OverrideKey, usize, Down> = TtlCache::new(config()).unwrap();
+    for n in 0..100 {
+        cache.insert(
+            OverrideKey::new("checkout", "user", &format!("u-{n}")),
+            Some(n % 3),
+        );
+    }
+    let (flag, kind) = ("checkout", "user");
+    let context_key = String::from("u-42");
+    let hit = || {
+        let query = OverrideKeyRef::new(black_box(flag), black_box(kind), black_box(&context_key));
+        let lookup = cache
+            .get_or_refresh(query.as_query(), || async { Err(Down) })
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(lookup.freshness, Freshness::Fresh);
+        black_box(lookup);
+    };
+    hit();
+    assert_eq!(allocations(1000, hit), 0);
+
+    // The counter works: a miss builds an owned key, which allocates.
+    let miss = || {
+        let query = OverrideKeyRef::new("checkout", "user", "nobody");
+        cache.invalidate(query.as_query());
+        let _ = cache
+            .get_or_refresh(query.as_query(), || async { Ok(None) })
+            .now_or_never();
+    };
+    assert!(allocations(10, miss) > 0);
+}
+
+#[test]
+fn a_fresh_string_hit_allocates_nothing() {
+    let cache: TtlCache<String, u64, Down> = TtlCache::new(config()).unwrap();
+    cache.insert("flag-key".to_owned(), Some(7));
+    let hit = || {
+        let lookup = cache
+            .get_or_refresh(black_box("flag-key"), || async { Err(Down) })
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(lookup.value, Some(7));
+        black_box(lookup);
+    };
+    hit();
+    assert_eq!(allocations(1000, hit), 0);
+    let peek = || {
+        black_box(cache.peek(black_box("flag-key")));
+    };
+    assert_eq!(allocations(1000, peek), 0);
+}
