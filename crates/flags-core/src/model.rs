@@ -21,8 +21,9 @@ use crate::error::LoadError;
 /// One feature flag in LaunchDarkly's server-side JSON form.
 ///
 /// Variation indexes are `usize`. LaunchDarkly SDKs load a negative index and report the flag as
-/// malformed when it is used; to keep that behaviour such an index is held as `usize::MAX` (out
-/// of range for every flag) and written back as `-1`.
+/// malformed when it is used; to keep that behaviour such an index is held in two's complement
+/// (`-1` as `usize::MAX`, `-2` as `usize::MAX - 1`, ...; out of range for every flag), written
+/// back as the same negative number, and shown as written by [`written_variation_index`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Flag {
@@ -567,8 +568,17 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-/// Stands for a negative variation index; out of range for every flag.
-const NEGATIVE_INDEX: usize = usize::MAX;
+/// A variation index as it was written in the flag JSON: the index itself, or the negative
+/// number a negative index was written as (see [`Flag`]). Messages about an index should show
+/// this, so that `"variation": -1` is reported as `-1`, not as `18446744073709551615`.
+pub fn written_variation_index(index: usize) -> i64 {
+    // Two's complement is exactly how a negative index is held, so the cast restores it.
+    i64::try_from(index.cast_signed()).unwrap_or(-1)
+}
+
+/// Stands for an index that fits no `usize` even in two's complement (only possible where
+/// `usize` is narrower than 64 bits); out of range for every flag.
+const UNREPRESENTABLE_INDEX: usize = usize::MAX;
 
 struct IndexVisitor;
 
@@ -578,18 +588,15 @@ impl de::Visitor<'_> for IndexVisitor {
         f.write_str("an integer variation index")
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<usize, E> {
-        Ok(usize::try_from(v).unwrap_or(NEGATIVE_INDEX))
+        Ok(usize::try_from(v).unwrap_or(UNREPRESENTABLE_INDEX))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<usize, E> {
-        Ok(usize::try_from(v).unwrap_or(NEGATIVE_INDEX))
+        Ok(isize::try_from(v).map_or(UNREPRESENTABLE_INDEX, isize::cast_unsigned))
     }
 }
 
 fn write_index<S: Serializer>(v: usize, s: S) -> Result<S::Ok, S::Error> {
-    match u64::try_from(v) {
-        Ok(n) if n <= i64::MAX as u64 => s.serialize_u64(n),
-        _ => s.serialize_i64(-1),
-    }
+    s.serialize_i64(written_variation_index(v))
 }
 
 mod variation_index {

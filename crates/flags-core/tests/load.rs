@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use expect_test::{Expect, expect};
-use flags_core::{Flag, FlagData, Operator, RolloutKind, Segment};
+use flags_core::{Flag, FlagData, Operator, RolloutKind, Segment, written_variation_index};
 use serde_json::json;
 
 fn check(input: serde_json::Value, expected: Expect) {
@@ -88,13 +88,18 @@ fn tolerated_data_loads() {
     assert_eq!(f.rules[0].clauses[0].op, Operator::Unknown("madeUp".into()));
     assert_eq!(data.segments["s"].key, "s");
     assert_eq!(data.segments["s"].rules[0].weight, Some(50000));
-    // Negative indexes are written back as -1 so LaunchDarkly SDKs read them as malformed too.
+    // Negative indexes are written back as they were written, so LaunchDarkly SDKs read them as
+    // malformed too, and messages can name them as the author wrote them.
     let out = serde_json::to_value(f).unwrap();
     assert_eq!(out["offVariation"], json!(-1));
     assert_eq!(
         out["fallthrough"]["rollout"]["variations"][0]["variation"],
-        json!(-1)
+        json!(-3)
     );
+    let wv = &rollout.variations[0];
+    assert_eq!(written_variation_index(wv.variation), -3);
+    assert_eq!(written_variation_index(f.off_variation.unwrap()), -1);
+    assert_eq!(written_variation_index(2), 2);
     assert_eq!(out["rules"][0]["clauses"][0]["op"], json!("madeUp"));
 }
 
