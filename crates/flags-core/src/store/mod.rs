@@ -2,8 +2,8 @@
 //! audit log live when flagd runs over a database.
 //!
 //! This module holds the vocabulary and the [`AdminStore`] trait that every backend implements
-//! (`flags-store-postgres`, and an in-memory one here for tests), plus the validation every backend
-//! runs before it stores anything, so "nothing invalid is ever stored" is one piece
+//! (`flags-store-postgres`, and [`MemoryStore`] here for tests), plus the validation every backend
+//! runs before it stores anything ([`validate`]), so "nothing invalid is ever stored" is one piece
 //! of code rather than one per database. It does no I/O itself: the trait is async so backends can,
 //! but nothing here depends on an async runtime.
 //!
@@ -24,6 +24,11 @@
 //!   reference archived or missing ones.
 
 mod keys;
+mod memory;
+pub mod validate;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
 
 use std::fmt;
 
@@ -35,6 +40,7 @@ use crate::model::{Flag, FlagData, Segment};
 use crate::traits::ItemKind;
 
 pub use keys::{generate_secret, hash_secret};
+pub use memory::MemoryStore;
 
 /// An environment: a separate set of flags, segments, kill set and overrides (`production`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,9 +308,10 @@ pub struct AuditEntry {
     pub action: AuditAction,
     /// Who did it.
     pub actor: Actor,
-    /// The item before (`None` when created). Flags and segments: the stored document; kills:
-    /// `{"killed": bool}`; overrides: `{"contextKind","contextKey","variation"}`; keys: their
-    /// public fields, never the secret or its hash.
+    /// The item before (`None` when created). Flags and segments: the stored document
+    /// (archiving: `{"archived": bool}`); kills: `{"killed": bool}`; overrides:
+    /// `{"contextKind","contextKey","variation"}`; environments and keys: their public fields,
+    /// never a key's secret or its hash.
     pub before: Option<Value>,
     /// The item after (`None` when deleted or removed).
     pub after: Option<Value>,
@@ -692,9 +699,10 @@ fn list(dependents: &[Dependent]) -> String {
 ///
 /// `env` arguments name an environment; operations on a missing one give
 /// [`StoreError::NotFound`]. Writes take the [`Actor`] recorded in the audit log. Versioned
-/// writes take `expected_version`: it must equal the current version when the item exists and
-/// be `None` when it does not (so `None` means "create"), else [`StoreError::Conflict`];
-/// `delete_*` and `update_segment_targets` accept `None` to mean "whatever version it has".
+/// writes take `expected_version`: for `put_*` it must equal the current version when the item
+/// exists and be `None` when it does not (so `None` means "create"); the other versioned writes
+/// (archive, delete, segment targets) accept `None` to mean "whatever version it has". A
+/// mismatch is [`StoreError::Conflict`].
 #[async_trait::async_trait]
 pub trait AdminStore: Send + Sync {
     // --- Environments ---

@@ -1,0 +1,1111 @@
+//! [`MemoryStore`]: the admin store held in memory, for tests and single-process use.
+//!
+//! One mutex guards all state, so every write is atomic and writes are serialized, which is
+//! what the trait promises. Subscriptions are plain queues with a waker; they need no runtime.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::validate::{
+    ReferenceCheck, apply_targets_update, check_key, check_override_context,
+    check_variations_still_used, flag_dependents, prepare_flag, prepare_segment,
+    segment_dependents,
+};
+use super::{
+    Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, Change,
+    ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ListFilter, NewApiKey,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    generate_secret, hash_secret,
+};
+use crate::model::{Flag, Segment};
+
+/// How many undelivered changes a subscriber may hold before it is cut off (and must resync),
+/// so a subscriber that stopped reading cannot grow memory without bound.
+const SUBSCRIBER_CAPACITY: usize = 10_000;
+
+/// The admin store in memory. Nothing survives the process; everything else behaves as the
+/// trait says, including versions, tombstones, the audit log and subscriptions.
+///
+/// [`MemoryStore::set_available`] simulates an outage, so code above the store can test how it
+/// degrades without a database.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    unavailable: bool,
+    envs: BTreeMap<String, EnvState>,
+    audit: Vec<AuditEntry>,
+    /// Keys by id, each with the hash of its secret.
+    keys: BTreeMap<u64, (ApiKey, String)>,
+    last_key_id: u64,
+    last_seq: u64,
+    subscribers: Vec<Arc<Mutex<Queue>>>,
+}
+
+struct EnvState {
+    env: Environment,
+    flags: BTreeMap<String, Item<Flag>>,
+    segments: BTreeMap<String, Item<Segment>>,
+    killed: BTreeSet<String>,
+    /// (flag, context kind, context key) → variation.
+    overrides: BTreeMap<(String, String, String), usize>,
+    changes: Vec<Change>,
+}
+
+/// A stored flag or segment, with its parsed form kept for reference checks.
+#[derive(Clone)]
+struct Item<T> {
+    version: u64,
+    archived: bool,
+    /// A tombstone: only the version is meaningful.
+    deleted: bool,
+    updated_at: u64,
+    doc: Value,
+    parsed: T,
+}
+
+impl<T> Item<T> {
+    fn live(&self) -> Option<&Item<T>> {
+        (!self.deleted).then_some(self)
+    }
+
+    /// Served: neither deleted nor archived.
+    fn served(&self) -> Option<&T> {
+        (!self.deleted && !self.archived).then_some(&self.parsed)
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    changes: VecDeque<Change>,
+    waker: Option<Waker>,
+    lost: Option<&'static str>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// Simulates the backend going away (`false`) and coming back (`true`). While unavailable,
+    /// every operation fails with [`StoreError::Unavailable`]; going away also ends every
+    /// subscription, as a lost database connection would.
+    pub fn set_available(&self, available: bool) {
+        let mut state = self.lock();
+        state.unavailable = !available;
+        if !available {
+            for queue in state.subscribers.drain(..) {
+                let mut queue = lock_queue(&queue);
+                queue.lost = Some("the store became unavailable");
+                if let Some(waker) = queue.waker.take() {
+                    waker.wake();
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Writes validate before they mutate, so a panic mid-write (a bug) leaves the state as
+        // it was; carrying on is safe.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The state, or `Unavailable` during a simulated outage.
+    fn open(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let state = self.lock();
+        if state.unavailable {
+            return Err(StoreError::unavailable(
+                "the in-memory store is set unavailable",
+            ));
+        }
+        Ok(state)
+    }
+}
+
+fn lock_queue(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// 256 bits for a key secret, from std's randomly keyed hasher: each `RandomState` is seeded
+/// from the operating system's random source, and its SipHash output is unpredictable without
+/// those keys. Good enough for an in-memory store; database backends use the OS generator.
+fn entropy() -> [u8; 32] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = [0u8; 32];
+    for chunk in out.chunks_mut(8) {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let word = RandomState::new().hash_one((n, now_ms()));
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    out
+}
+
+fn env_not_found(env: &str) -> StoreError {
+    StoreError::not_found(format!("environment {env:?}"))
+}
+
+fn flag_not_found(env: &str, key: &str) -> StoreError {
+    StoreError::not_found(format!("flag {key:?} in environment {env:?}"))
+}
+
+fn segment_not_found(env: &str, key: &str) -> StoreError {
+    StoreError::not_found(format!("segment {key:?} in environment {env:?}"))
+}
+
+/// The version check shared by every versioned write. `required` makes `None` mean "must not
+/// exist" (puts); otherwise `None` accepts any version.
+fn check_version(
+    current: Option<u64>,
+    expected: Option<u64>,
+    required: bool,
+) -> Result<(), StoreError> {
+    match (current, expected) {
+        (Some(v), Some(e)) if v == e => Ok(()),
+        (Some(_), None) if !required => Ok(()),
+        (Some(v), _) => Err(StoreError::Conflict {
+            current_version: Some(v),
+        }),
+        (None, Some(_)) => Err(StoreError::Conflict {
+            current_version: None,
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
+fn override_json(kind: &str, key: &str, variation: usize) -> Value {
+    json!({"contextKind": kind, "contextKey": key, "variation": variation})
+}
+
+fn key_json(key: &ApiKey) -> Value {
+    serde_json::to_value(key).unwrap_or(Value::Null)
+}
+
+impl State {
+    fn env(&self, env: &str) -> Result<&EnvState, StoreError> {
+        self.envs.get(env).ok_or_else(|| env_not_found(env))
+    }
+
+    fn env_mut(&mut self, env: &str) -> Result<&mut EnvState, StoreError> {
+        self.envs.get_mut(env).ok_or_else(|| env_not_found(env))
+    }
+
+    #[allow(clippy::too_many_arguments)] // One audit row has this many fields.
+    fn audit(
+        &mut self,
+        env: Option<&str>,
+        item_kind: AuditItemKind,
+        item_key: &str,
+        action: AuditAction,
+        actor: &Actor,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) {
+        let id = self.audit.len() as u64 + 1;
+        self.audit.push(AuditEntry {
+            id,
+            env: env.map(str::to_owned),
+            item_kind,
+            item_key: item_key.to_owned(),
+            action,
+            actor: actor.clone(),
+            before,
+            after,
+            at: now_ms(),
+        });
+    }
+
+    /// Records a change and hands it to every live subscriber.
+    fn record(&mut self, env: &str, key: &str, version: u64, kind: ChangeKind) {
+        self.last_seq += 1;
+        let change = Change {
+            seq: self.last_seq,
+            env: env.to_owned(),
+            key: key.to_owned(),
+            version,
+            kind,
+        };
+        // Subscriptions dropped by their owner hold the only other reference; forget them.
+        self.subscribers
+            .retain(|queue| Arc::strong_count(queue) > 1);
+        self.subscribers.retain(|queue| {
+            let mut queue = lock_queue(queue);
+            if queue.changes.len() >= SUBSCRIBER_CAPACITY {
+                queue.lost = Some("the subscriber fell too far behind");
+            } else {
+                queue.changes.push_back(change.clone());
+            }
+            if let Some(waker) = queue.waker.take() {
+                waker.wake();
+            }
+            queue.lost.is_none()
+        });
+        if let Some(state) = self.envs.get_mut(env) {
+            state.changes.push(change);
+        }
+    }
+}
+
+impl EnvState {
+    fn live_flag(&self, key: &str) -> Option<&Flag> {
+        self.flags.get(key).and_then(Item::served)
+    }
+
+    fn live_segment(&self, key: &str) -> Option<&Segment> {
+        self.segments.get(key).and_then(Item::served)
+    }
+
+    fn live_flags(&self) -> impl Iterator<Item = &Flag> {
+        self.flags.values().filter_map(Item::served)
+    }
+
+    fn live_segments(&self) -> impl Iterator<Item = &Segment> {
+        self.segments.values().filter_map(Item::served)
+    }
+
+    fn resolve(&self, mut check: ReferenceCheck) -> Result<(), StoreError> {
+        while let Some(wanted) = check.wanted() {
+            for key in &wanted.flags {
+                check.supply_flag(key, self.live_flag(key));
+            }
+            for key in &wanted.segments {
+                check.supply_segment(key, self.live_segment(key));
+            }
+        }
+        check.finish()
+    }
+
+    fn overrides_of(&self, flag_key: &str) -> Vec<Override> {
+        self.overrides
+            .iter()
+            .filter(|((flag, _, _), _)| flag == flag_key)
+            .map(|((_, kind, key), variation)| Override {
+                context_kind: kind.clone(),
+                context_key: key.clone(),
+                variation: *variation,
+            })
+            .collect()
+    }
+}
+
+fn stored_flag(key: &str, item: &Item<Flag>) -> StoredFlag {
+    StoredFlag {
+        key: key.to_owned(),
+        version: item.version,
+        archived: item.archived,
+        updated_at: item.updated_at,
+        doc: item.doc.clone(),
+    }
+}
+
+fn stored_segment(key: &str, item: &Item<Segment>) -> StoredSegment {
+    StoredSegment {
+        key: key.to_owned(),
+        version: item.version,
+        archived: item.archived,
+        updated_at: item.updated_at,
+        doc: item.doc.clone(),
+    }
+}
+
+fn matches(filter: &ListFilter, key: &str, archived: bool) -> bool {
+    filter.archived.is_none_or(|a| a == archived)
+        && filter
+            .key_prefix
+            .as_deref()
+            .is_none_or(|prefix| key.starts_with(prefix))
+}
+
+/// Sets the `version` inside a stored document (archive and unarchive bump it too).
+fn with_version(doc: &Value, version: u64) -> Value {
+    let mut doc = doc.clone();
+    if let Value::Object(map) = &mut doc {
+        map.insert("version".to_owned(), Value::from(version));
+    }
+    doc
+}
+
+#[async_trait::async_trait]
+impl AdminStore for MemoryStore {
+    async fn create_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        name: &str,
+    ) -> Result<Environment, StoreError> {
+        check_key("environment", key)?;
+        let mut state = self.open()?;
+        if state.envs.contains_key(key) {
+            return Err(StoreError::AlreadyExists {
+                what: format!("environment {key:?}"),
+            });
+        }
+        let env = Environment {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            created_at: now_ms(),
+        };
+        state.envs.insert(
+            key.to_owned(),
+            EnvState {
+                env: env.clone(),
+                flags: BTreeMap::new(),
+                segments: BTreeMap::new(),
+                killed: BTreeSet::new(),
+                overrides: BTreeMap::new(),
+                changes: Vec::new(),
+            },
+        );
+        let after = serde_json::to_value(&env).ok();
+        state.audit(
+            Some(key),
+            AuditItemKind::Environment,
+            key,
+            AuditAction::Create,
+            actor,
+            None,
+            after,
+        );
+        Ok(env)
+    }
+
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
+        let state = self.open()?;
+        Ok(state.envs.values().map(|e| e.env.clone()).collect())
+    }
+
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        Ok(self.open()?.env(key)?.env.clone())
+    }
+
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
+        let state = self.open()?;
+        let item = state.env(env)?.flags.get(key).and_then(Item::live);
+        item.map(|item| stored_flag(key, item))
+            .ok_or_else(|| flag_not_found(env, key))
+    }
+
+    async fn list_flags(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredFlag>, StoreError> {
+        let state = self.open()?;
+        Ok(state
+            .env(env)?
+            .flags
+            .iter()
+            .filter(|(key, item)| !item.deleted && matches(filter, key, item.archived))
+            .map(|(key, item)| stored_flag(key, item))
+            .collect())
+    }
+
+    async fn put_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let existing = es.flags.get(key);
+        let current = existing.and_then(Item::live);
+        check_version(current.map(|i| i.version), expected_version, true)?;
+        let version = existing.map_or(0, |i| i.version) + 1;
+        let (doc, flag) = prepare_flag(key, doc, version)?;
+        es.resolve(ReferenceCheck::for_flag(&flag))?;
+        if current.is_some() {
+            let dependents = es
+                .live_flags()
+                .filter(|f| f.prerequisites.iter().any(|p| p.key == key));
+            check_variations_still_used(&flag, dependents, &es.overrides_of(key))?;
+        }
+        let before = current.map(|i| i.doc.clone());
+        let archived = current.is_some_and(|i| i.archived);
+        let item = Item {
+            version,
+            archived,
+            deleted: false,
+            updated_at: now_ms(),
+            doc: doc.clone(),
+            parsed: flag,
+        };
+        let stored = stored_flag(key, &item);
+        state.env_mut(env)?.flags.insert(key.to_owned(), item);
+        let action = if before.is_some() {
+            AuditAction::Replace
+        } else {
+            AuditAction::Create
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            key,
+            action,
+            actor,
+            before,
+            Some(doc),
+        );
+        state.record(env, key, version, ChangeKind::Flag { deleted: false });
+        Ok(stored)
+    }
+
+    async fn set_flag_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = es
+            .flags
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| flag_not_found(env, key))?;
+        check_version(Some(item.version), expected_version, false)?;
+        if item.archived == archived {
+            return Ok(stored_flag(key, item));
+        }
+        if archived {
+            let dependents = flag_dependents(key, es.live_flags());
+            if !dependents.is_empty() {
+                return Err(StoreError::HasDependents { dependents });
+            }
+        } else {
+            es.resolve(ReferenceCheck::for_flag(&item.parsed))?;
+        }
+        let mut item = item.clone();
+        item.version += 1;
+        item.archived = archived;
+        item.updated_at = now_ms();
+        item.doc = with_version(&item.doc, item.version);
+        item.parsed.version = item.version;
+        let stored = stored_flag(key, &item);
+        let version = item.version;
+        state.env_mut(env)?.flags.insert(key.to_owned(), item);
+        let action = if archived {
+            AuditAction::Archive
+        } else {
+            AuditAction::Unarchive
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            key,
+            action,
+            actor,
+            Some(json!({"archived": !archived})),
+            Some(json!({"archived": archived})),
+        );
+        state.record(env, key, version, ChangeKind::Flag { deleted: false });
+        Ok(stored)
+    }
+
+    async fn delete_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = es
+            .flags
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| flag_not_found(env, key))?;
+        check_version(Some(item.version), expected_version, false)?;
+        let dependents = flag_dependents(key, es.live_flags());
+        if !dependents.is_empty() {
+            return Err(StoreError::HasDependents { dependents });
+        }
+        let before = item.doc.clone();
+        let mut tombstone = item.clone();
+        tombstone.version += 1;
+        tombstone.deleted = true;
+        tombstone.updated_at = now_ms();
+        let version = tombstone.version;
+        let es = state.env_mut(env)?;
+        es.flags.insert(key.to_owned(), tombstone);
+        es.killed.remove(key);
+        es.overrides.retain(|(flag, _, _), _| flag != key);
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            key,
+            AuditAction::Delete,
+            actor,
+            Some(before),
+            None,
+        );
+        state.record(env, key, version, ChangeKind::Flag { deleted: true });
+        Ok(())
+    }
+
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
+        let state = self.open()?;
+        let item = state.env(env)?.segments.get(key).and_then(Item::live);
+        item.map(|item| stored_segment(key, item))
+            .ok_or_else(|| segment_not_found(env, key))
+    }
+
+    async fn list_segments(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredSegment>, StoreError> {
+        let state = self.open()?;
+        Ok(state
+            .env(env)?
+            .segments
+            .iter()
+            .filter(|(key, item)| !item.deleted && matches(filter, key, item.archived))
+            .map(|(key, item)| stored_segment(key, item))
+            .collect())
+    }
+
+    async fn put_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let existing = es.segments.get(key);
+        let current = existing.and_then(Item::live);
+        check_version(current.map(|i| i.version), expected_version, true)?;
+        let version = existing.map_or(0, |i| i.version) + 1;
+        let (doc, segment) = prepare_segment(key, doc, version)?;
+        es.resolve(ReferenceCheck::for_segment(&segment))?;
+        let before = current.map(|i| i.doc.clone());
+        let archived = current.is_some_and(|i| i.archived);
+        let item = Item {
+            version,
+            archived,
+            deleted: false,
+            updated_at: now_ms(),
+            doc: doc.clone(),
+            parsed: segment,
+        };
+        let stored = stored_segment(key, &item);
+        state.env_mut(env)?.segments.insert(key.to_owned(), item);
+        let action = if before.is_some() {
+            AuditAction::Replace
+        } else {
+            AuditAction::Create
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Segment,
+            key,
+            action,
+            actor,
+            before,
+            Some(doc),
+        );
+        state.record(env, key, version, ChangeKind::Segment { deleted: false });
+        Ok(stored)
+    }
+
+    async fn set_segment_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = es
+            .segments
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| segment_not_found(env, key))?;
+        check_version(Some(item.version), expected_version, false)?;
+        if item.archived == archived {
+            return Ok(stored_segment(key, item));
+        }
+        if archived {
+            let dependents = segment_dependents(key, es.live_flags(), es.live_segments());
+            if !dependents.is_empty() {
+                return Err(StoreError::HasDependents { dependents });
+            }
+        } else {
+            es.resolve(ReferenceCheck::for_segment(&item.parsed))?;
+        }
+        let mut item = item.clone();
+        item.version += 1;
+        item.archived = archived;
+        item.updated_at = now_ms();
+        item.doc = with_version(&item.doc, item.version);
+        item.parsed.version = item.version;
+        let stored = stored_segment(key, &item);
+        let version = item.version;
+        state.env_mut(env)?.segments.insert(key.to_owned(), item);
+        let action = if archived {
+            AuditAction::Archive
+        } else {
+            AuditAction::Unarchive
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Segment,
+            key,
+            action,
+            actor,
+            Some(json!({"archived": !archived})),
+            Some(json!({"archived": archived})),
+        );
+        state.record(env, key, version, ChangeKind::Segment { deleted: false });
+        Ok(stored)
+    }
+
+    async fn delete_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = es
+            .segments
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| segment_not_found(env, key))?;
+        check_version(Some(item.version), expected_version, false)?;
+        let dependents = segment_dependents(key, es.live_flags(), es.live_segments());
+        if !dependents.is_empty() {
+            return Err(StoreError::HasDependents { dependents });
+        }
+        let before = item.doc.clone();
+        let mut tombstone = item.clone();
+        tombstone.version += 1;
+        tombstone.deleted = true;
+        tombstone.updated_at = now_ms();
+        let version = tombstone.version;
+        state
+            .env_mut(env)?
+            .segments
+            .insert(key.to_owned(), tombstone);
+        state.audit(
+            Some(env),
+            AuditItemKind::Segment,
+            key,
+            AuditAction::Delete,
+            actor,
+            Some(before),
+            None,
+        );
+        state.record(env, key, version, ChangeKind::Segment { deleted: true });
+        Ok(())
+    }
+
+    async fn update_segment_targets(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        update: &SegmentTargetsUpdate,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = es
+            .segments
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| segment_not_found(env, key))?;
+        check_version(Some(item.version), expected_version, false)?;
+        let mut doc = item.doc.clone();
+        if !apply_targets_update(&mut doc, update)? {
+            return Ok(stored_segment(key, item));
+        }
+        let version = item.version + 1;
+        let (doc, segment) = prepare_segment(key, doc, version)?;
+        let before = item.doc.clone();
+        let new = Item {
+            version,
+            archived: item.archived,
+            deleted: false,
+            updated_at: now_ms(),
+            doc: doc.clone(),
+            parsed: segment,
+        };
+        let stored = stored_segment(key, &new);
+        state.env_mut(env)?.segments.insert(key.to_owned(), new);
+        state.audit(
+            Some(env),
+            AuditItemKind::Segment,
+            key,
+            AuditAction::UpdateTargets,
+            actor,
+            Some(before),
+            Some(doc),
+        );
+        state.record(env, key, version, ChangeKind::Segment { deleted: false });
+        Ok(stored)
+    }
+
+    async fn set_killed(
+        &self,
+        actor: &Actor,
+        env: &str,
+        flag_key: &str,
+        killed: bool,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env_mut(env)?;
+        let version = es
+            .flags
+            .get(flag_key)
+            .and_then(Item::live)
+            .map(|i| i.version)
+            .ok_or_else(|| flag_not_found(env, flag_key))?;
+        let changed = if killed {
+            es.killed.insert(flag_key.to_owned())
+        } else {
+            es.killed.remove(flag_key)
+        };
+        if !changed {
+            return Ok(false);
+        }
+        let action = if killed {
+            AuditAction::Kill
+        } else {
+            AuditAction::Unkill
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            flag_key,
+            action,
+            actor,
+            Some(json!({"killed": !killed})),
+            Some(json!({"killed": killed})),
+        );
+        state.record(env, flag_key, version, ChangeKind::Kill { killed });
+        Ok(true)
+    }
+
+    async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.open()?.env(env)?.killed.iter().cloned().collect())
+    }
+
+    async fn set_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+        variation: usize,
+    ) -> Result<Option<usize>, StoreError> {
+        check_override_context(&key.context_kind, &key.context_key)?;
+        let mut state = self.open()?;
+        let es = state.env_mut(env)?;
+        let flag = es
+            .flags
+            .get(&key.flag_key)
+            .and_then(Item::live)
+            .ok_or_else(|| flag_not_found(env, &key.flag_key))?;
+        let version = flag.version;
+        let count = flag.parsed.variations.len();
+        if variation >= count {
+            return Err(StoreError::invalid(
+                "variation",
+                format!(
+                    "flag {:?} has no variation {variation} (it has {count})",
+                    key.flag_key
+                ),
+            ));
+        }
+        let map_key = (
+            key.flag_key.clone(),
+            key.context_kind.clone(),
+            key.context_key.clone(),
+        );
+        let previous = es.overrides.insert(map_key, variation);
+        if previous == Some(variation) {
+            return Ok(previous);
+        }
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            &key.flag_key,
+            AuditAction::SetOverride,
+            actor,
+            previous.map(|v| override_json(&key.context_kind, &key.context_key, v)),
+            Some(override_json(
+                &key.context_kind,
+                &key.context_key,
+                variation,
+            )),
+        );
+        state.record(
+            env,
+            &key.flag_key,
+            version,
+            ChangeKind::Override {
+                context_kind: key.context_kind.clone(),
+                context_key: key.context_key.clone(),
+                variation: Some(variation),
+            },
+        );
+        Ok(previous)
+    }
+
+    async fn remove_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env_mut(env)?;
+        let version = es
+            .flags
+            .get(&key.flag_key)
+            .and_then(Item::live)
+            .map(|i| i.version)
+            .ok_or_else(|| flag_not_found(env, &key.flag_key))?;
+        let map_key = (
+            key.flag_key.clone(),
+            key.context_kind.clone(),
+            key.context_key.clone(),
+        );
+        let Some(previous) = es.overrides.remove(&map_key) else {
+            return Ok(None);
+        };
+        state.audit(
+            Some(env),
+            AuditItemKind::Flag,
+            &key.flag_key,
+            AuditAction::RemoveOverride,
+            actor,
+            Some(override_json(&key.context_kind, &key.context_key, previous)),
+            None,
+        );
+        state.record(
+            env,
+            &key.flag_key,
+            version,
+            ChangeKind::Override {
+                context_kind: key.context_kind.clone(),
+                context_key: key.context_key.clone(),
+                variation: None,
+            },
+        );
+        Ok(Some(previous))
+    }
+
+    async fn get_override(
+        &self,
+        env: &str,
+        key: &OverrideKey,
+    ) -> Result<Option<usize>, StoreError> {
+        let state = self.open()?;
+        let map_key = (
+            key.flag_key.clone(),
+            key.context_kind.clone(),
+            key.context_key.clone(),
+        );
+        Ok(state.env(env)?.overrides.get(&map_key).copied())
+    }
+
+    async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError> {
+        Ok(self.open()?.env(env)?.overrides_of(flag_key))
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let state = self.open()?;
+        if let Some(env) = &query.env {
+            state.env(env)?;
+        }
+        Ok(state
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| query.before_id.is_none_or(|before| e.id < before))
+            .filter(|e| query.env.is_none() || e.env == query.env)
+            .filter(|e| {
+                query
+                    .item
+                    .as_ref()
+                    .is_none_or(|(kind, key)| e.item_kind == *kind && &e.item_key == key)
+            })
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn create_api_key(
+        &self,
+        actor: &Actor,
+        new: &NewApiKey,
+    ) -> Result<CreatedApiKey, StoreError> {
+        if new.name.trim().is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        let mut state = self.open()?;
+        if let Some(env) = &new.env {
+            state.env(env)?;
+        }
+        let secret = generate_secret(new.kind, &entropy());
+        state.last_key_id += 1;
+        let key = ApiKey {
+            id: state.last_key_id,
+            name: new.name.clone(),
+            kind: new.kind,
+            env: new.env.clone(),
+            created_at: now_ms(),
+            revoked: false,
+        };
+        state
+            .keys
+            .insert(key.id, (key.clone(), hash_secret(&secret)));
+        state.audit(
+            new.env.as_deref(),
+            AuditItemKind::ApiKey,
+            &key.id.to_string(),
+            AuditAction::Create,
+            actor,
+            None,
+            Some(key_json(&key)),
+        );
+        Ok(CreatedApiKey { key, secret })
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let state = self.open()?;
+        Ok(state.keys.values().map(|(key, _)| key.clone()).collect())
+    }
+
+    async fn revoke_api_key(&self, actor: &Actor, id: u64) -> Result<ApiKey, StoreError> {
+        let mut state = self.open()?;
+        let (key, _) = state
+            .keys
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::not_found(format!("API key {id}")))?;
+        if key.revoked {
+            return Ok(key.clone());
+        }
+        let before = key_json(key);
+        key.revoked = true;
+        let key = key.clone();
+        state.audit(
+            key.env.as_deref(),
+            AuditItemKind::ApiKey,
+            &id.to_string(),
+            AuditAction::Revoke,
+            actor,
+            Some(before),
+            Some(key_json(&key)),
+        );
+        Ok(key)
+    }
+
+    async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
+        let state = self.open()?;
+        let hash = hash_secret(secret);
+        Ok(state
+            .keys
+            .values()
+            .find(|(key, stored)| !key.revoked && *stored == hash)
+            .map(|(key, _)| key.clone()))
+    }
+
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        let state = self.open()?;
+        let es = state.env(env)?;
+        Ok(EnvSnapshot {
+            env: env.to_owned(),
+            flags: es
+                .flags
+                .iter()
+                .filter(|(_, item)| !item.deleted)
+                .map(|(key, item)| stored_flag(key, item))
+                .collect(),
+            segments: es
+                .segments
+                .iter()
+                .filter(|(_, item)| !item.deleted)
+                .map(|(key, item)| stored_segment(key, item))
+                .collect(),
+            killed: es.killed.iter().cloned().collect(),
+            cursor: es.changes.last().map_or(0, |c| c.seq),
+        })
+    }
+
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        let state = self.open()?;
+        let changes = &state.env(env)?.changes;
+        let start = changes.partition_point(|c| c.seq <= cursor);
+        Ok(changes[start..].to_vec())
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        let mut state = self.open()?;
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        state.subscribers.push(Arc::clone(&queue));
+        Ok(Box::new(MemorySubscription { queue }))
+    }
+}
+
+/// A subscription to a [`MemoryStore`].
+struct MemorySubscription {
+    queue: Arc<Mutex<Queue>>,
+}
+
+impl MemorySubscription {
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<Change, StoreError>> {
+        let mut queue = lock_queue(&self.queue);
+        // Changes queued before the loss are still delivered; the error comes after them.
+        if let Some(change) = queue.changes.pop_front() {
+            return Poll::Ready(Ok(change));
+        }
+        if let Some(why) = queue.lost {
+            return Poll::Ready(Err(StoreError::unavailable(why)));
+        }
+        queue.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeSubscription for MemorySubscription {
+    async fn next(&mut self) -> Result<Change, StoreError> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+}
