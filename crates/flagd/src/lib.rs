@@ -12,6 +12,7 @@
 //! loopback port with short intervals. The `flagd serve` binary prints `listening on ADDR` as
 //! its first line on stdout, so a test in any language can start it with `--listen 127.0.0.1:0`.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod engine;

@@ -1,0 +1,119 @@
+//! The admin REST API (`/api/v1`): environments, flags, segments, the kill set, overrides, the
+//! audit log and API keys, over any [`AdminStore`]; plus [`import_file`] and [`export_env`] for
+//! LaunchDarkly-format flag files.
+//!
+//! Every route is declared once, in [`ROUTES`]: the router is built from that table and so is the
+//! OpenAPI document served at `/api/v1/openapi.json`, so the two cannot disagree. The store does
+//! all validation (nothing invalid is ever stored); this module authenticates, checks a key's
+//! scope, turns HTTP preconditions (`If-Match`) into expected versions, and maps
+//! [`flags_core::StoreError`]s to RFC 9457 problem documents ([`Problem`]). It does not know SQL
+//! and does not serve evaluations.
+
+mod auth;
+mod handlers;
+mod openapi;
+mod patch;
+mod problem;
+mod routes;
+mod transfer;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{MethodFilter, MethodRouter, get, on};
+use flags_core::store::AdminStore;
+
+pub use auth::Principal;
+pub use openapi::openapi_document;
+pub use patch::merge_patch;
+pub use problem::{PROBLEM_JSON, Problem};
+pub use routes::{Method, Op, ROUTES, Route};
+pub use transfer::{ImportError, ImportReport, export_env, import_document, import_file};
+
+/// What the admin routes share: the store and the bootstrap admin key.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Where everything lives.
+    pub store: Arc<dyn AdminStore>,
+    /// The admin key given on the command line (`--admin-key` / `FLAGD_ADMIN_KEY`), which works
+    /// for every environment without being stored; `None` when only stored keys are accepted.
+    pub bootstrap_admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for AdminState {
+    // Keeps the bootstrap key out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field(
+                "bootstrap_admin_key",
+                &self.bootstrap_admin_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// The admin API router, with paths relative to `/api/v1` (the server nests it there).
+///
+/// Every route except `GET /openapi.json` requires `Authorization: Bearer <admin key>`.
+pub fn admin_router(state: AdminState) -> Router {
+    let mut router = Router::new();
+    for route in ROUTES.iter().filter(|r| r.op != Op::OpenApi) {
+        router = router.route(route.path, method_router(route));
+    }
+    router
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ))
+        // The description of the API is public: it holds no data and helps a caller find out
+        // how to authenticate.
+        .route("/openapi.json", get(handlers::openapi))
+        .with_state(state)
+}
+
+fn method_router(route: &Route) -> MethodRouter<AdminState> {
+    use handlers as h;
+    let filter = match route.method {
+        Method::Get => MethodFilter::GET,
+        Method::Post => MethodFilter::POST,
+        Method::Put => MethodFilter::PUT,
+        Method::Patch => MethodFilter::PATCH,
+        Method::Delete => MethodFilter::DELETE,
+    };
+    match route.op {
+        Op::OpenApi => on(filter, h::openapi),
+        Op::CreateEnvironment => on(filter, h::create_environment),
+        Op::ListEnvironments => on(filter, h::list_environments),
+        Op::GetEnvironment => on(filter, h::get_environment),
+        Op::ExportEnvironment => on(filter, h::export_environment),
+        Op::ImportEnvironment => on(filter, h::import_environment),
+        Op::ListFlags => on(filter, h::list_flags),
+        Op::GetFlag => on(filter, h::get_flag),
+        Op::PutFlag => on(filter, h::put_flag),
+        Op::PatchFlag => on(filter, h::patch_flag),
+        Op::DeleteFlag => on(filter, h::delete_flag),
+        Op::FlagOn => on(filter, h::flag_on),
+        Op::FlagOff => on(filter, h::flag_off),
+        Op::ArchiveFlag => on(filter, h::archive_flag),
+        Op::UnarchiveFlag => on(filter, h::unarchive_flag),
+        Op::ListSegments => on(filter, h::list_segments),
+        Op::GetSegment => on(filter, h::get_segment),
+        Op::PutSegment => on(filter, h::put_segment),
+        Op::PatchSegment => on(filter, h::patch_segment),
+        Op::DeleteSegment => on(filter, h::delete_segment),
+        Op::ArchiveSegment => on(filter, h::archive_segment),
+        Op::UnarchiveSegment => on(filter, h::unarchive_segment),
+        Op::UpdateSegmentTargets => on(filter, h::update_segment_targets),
+        Op::KillFlag => on(filter, h::kill_flag),
+        Op::UnkillFlag => on(filter, h::unkill_flag),
+        Op::ListKilled => on(filter, h::list_killed),
+        Op::ListOverrides => on(filter, h::list_overrides),
+        Op::SetOverride => on(filter, h::set_override),
+        Op::RemoveOverride => on(filter, h::remove_override),
+        Op::Audit => on(filter, h::audit),
+        Op::CreateEnvKey => on(filter, h::create_env_key),
+        Op::CreateGlobalKey => on(filter, h::create_global_key),
+        Op::ListKeys => on(filter, h::list_keys),
+        Op::RevokeKey => on(filter, h::revoke_key),
+    }
+}

@@ -1,0 +1,233 @@
+//! Admin API errors as RFC 9457 problem details (`application/problem+json`), and the one place
+//! where [`StoreError`]s become HTTP statuses.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use flags_core::store::{Dependent, StoreError};
+use serde_json::{Map, Value, json};
+
+/// The media type of every admin error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Seconds a client is asked to wait when the store is unavailable.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+
+/// An admin API error, answered as a problem document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The last segment of the problem's `type` URI (`not-found`); stable for clients.
+    pub kind: &'static str,
+    /// What happened, safe to show to the caller.
+    pub detail: String,
+    /// Field-level errors (`{"path", "message"}`), for validation problems.
+    pub errors: Vec<(String, String)>,
+    /// Items that still refer to the one being removed.
+    pub dependents: Vec<Dependent>,
+    /// The item's current version, for version conflicts.
+    pub current_version: Option<u64>,
+    /// Seconds for `Retry-After`.
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem with no extension members.
+    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
+        Problem {
+            status,
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            dependents: Vec::new(),
+            current_version: None,
+            retry_after: None,
+        }
+    }
+
+    /// 400: a field of the request is wrong; `path` names it (empty for the whole body).
+    pub fn invalid(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        let path = path.into();
+        let message = message.into();
+        let detail = if path.is_empty() {
+            message.clone()
+        } else {
+            format!("{path}: {message}")
+        };
+        Problem {
+            errors: vec![(path, message)],
+            ..Problem::new(StatusCode::BAD_REQUEST, "invalid", detail)
+        }
+    }
+
+    /// 400: the body is not JSON.
+    pub fn malformed_json(detail: impl std::fmt::Display) -> Problem {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-json",
+            format!("the request body is not valid JSON: {detail}"),
+        )
+    }
+
+    /// 401: no key, or a key that is not known (or revoked).
+    pub fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403: a known key that may not do this.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    /// 428: replacing an item that exists needs `If-Match`.
+    pub fn precondition_required(current_version: u64) -> Problem {
+        Problem {
+            current_version: Some(current_version),
+            ..Problem::new(
+                StatusCode::PRECONDITION_REQUIRED,
+                "precondition-required",
+                format!(
+                    "the item exists (version {current_version}); send If-Match: \"{current_version}\" to replace it"
+                ),
+            )
+        }
+    }
+
+    /// 415: a body of the wrong media type.
+    pub fn unsupported_media_type(expected: &str) -> Problem {
+        Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("the request body must be {expected}"),
+        )
+    }
+
+    /// Maps a store error. `if_match` says whether the request carried `If-Match`, which decides
+    /// between 412 (the client's precondition failed) and 409 (a race it did not guard against).
+    pub fn from_store(error: StoreError, if_match: bool) -> Problem {
+        match error {
+            StoreError::NotFound { what } => Problem::not_found(format!("{what} not found")),
+            StoreError::Conflict { current_version } => {
+                let (status, kind) = if if_match {
+                    (StatusCode::PRECONDITION_FAILED, "precondition-failed")
+                } else {
+                    (StatusCode::CONFLICT, "version-conflict")
+                };
+                let detail = match current_version {
+                    Some(v) => format!(
+                        "the item changed meanwhile: its current version is {v}; read it again and retry"
+                    ),
+                    None => "the item does not exist (any more)".to_owned(),
+                };
+                Problem {
+                    current_version,
+                    ..Problem::new(status, kind, detail)
+                }
+            }
+            StoreError::AlreadyExists { what } => Problem::new(
+                StatusCode::CONFLICT,
+                "already-exists",
+                format!("{what} already exists"),
+            ),
+            StoreError::Invalid { path, message } => Problem::invalid(path, message),
+            StoreError::Unresolved { message } => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "unresolved", message)
+            }
+            StoreError::HasDependents { dependents } => {
+                let names: Vec<String> = dependents.iter().map(ToString::to_string).collect();
+                Problem {
+                    dependents,
+                    ..Problem::new(
+                        StatusCode::CONFLICT,
+                        "has-dependents",
+                        format!("still referenced by {}", names.join(", ")),
+                    )
+                }
+            }
+            StoreError::Unavailable { source } => {
+                tracing::warn!(error = %source, "admin store unavailable");
+                Problem {
+                    retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECS),
+                    ..Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "unavailable",
+                        "the database is unavailable; writes are refused until it returns",
+                    )
+                }
+            }
+            StoreError::Internal { source } => {
+                // The detail may name tables or queries: log it, answer generically.
+                tracing::error!(error = %source, "admin store failure");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the store failed; see the server log",
+                )
+            }
+        }
+    }
+
+    /// The problem document.
+    pub fn to_json(&self) -> Value {
+        let mut doc = Map::new();
+        doc.insert(
+            "type".to_owned(),
+            Value::String(format!("urn:flagd:problem:{}", self.kind)),
+        );
+        doc.insert(
+            "title".to_owned(),
+            Value::String(self.status.canonical_reason().unwrap_or("Error").to_owned()),
+        );
+        doc.insert("status".to_owned(), Value::from(self.status.as_u16()));
+        doc.insert("detail".to_owned(), Value::String(self.detail.clone()));
+        if !self.errors.is_empty() {
+            let errors = self
+                .errors
+                .iter()
+                .map(|(path, message)| json!({"path": path, "message": message}))
+                .collect();
+            doc.insert("errors".to_owned(), Value::Array(errors));
+        }
+        if !self.dependents.is_empty() {
+            let dependents = self
+                .dependents
+                .iter()
+                .map(|d| json!({"kind": d.kind, "key": d.key}))
+                .collect();
+            doc.insert("dependents".to_owned(), Value::Array(dependents));
+        }
+        if let Some(v) = self.current_version {
+            doc.insert("currentVersion".to_owned(), Value::from(v));
+        }
+        Value::Object(doc)
+    }
+}
+
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Problem {
+        Problem::from_store(error, false)
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = self.to_json().to_string();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(v) = self.current_version {
+            if let Ok(etag) = HeaderValue::from_str(&format!("\"{v}\"")) {
+                headers.insert(header::ETAG, etag);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,421 @@
+//! Moving an environment's flags and segments in and out as a LaunchDarkly flag file
+//! (`{"flags":{},"segments":{},"flagValues":{}}`): `flagd import` / `flagd export` and the
+//! import/export routes.
+//!
+//! Round trip: exporting an environment and importing the file into an empty environment gives
+//! an environment that exports to the same file. Importing a file stores each document as
+//! written, with its `key` and `version` set by the store; items already equal to the file's
+//! are left alone (no new version, no audit entry), so importing the same file twice is a no-op.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use axum::http::StatusCode;
+use flags_core::store::{Actor, AdminStore, ListFilter, StoreError};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::problem::Problem;
+use crate::source::file::{parse_document, simple_flag};
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportReport {
+    /// Flags created, by key.
+    pub flags_created: Vec<String>,
+    /// Flags replaced.
+    pub flags_replaced: Vec<String>,
+    /// Flags already equal to the file's.
+    pub flags_unchanged: Vec<String>,
+    /// Segments created.
+    pub segments_created: Vec<String>,
+    /// Segments replaced.
+    pub segments_replaced: Vec<String>,
+    /// Segments already equal to the file's.
+    pub segments_unchanged: Vec<String>,
+}
+
+/// Why an import failed. Items written before the failure stay written (each write is atomic
+/// on its own); the report of the error names the item that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a LaunchDarkly flag file.
+    #[error("{message}")]
+    Format {
+        /// What is wrong, with the field path.
+        message: String,
+    },
+    /// The store refused an item.
+    #[error("{item}: {source}")]
+    Store {
+        /// `flag checkout`, `segment beta`, or `environment production`.
+        item: String,
+        /// The store's answer.
+        #[source]
+        source: StoreError,
+    },
+}
+
+impl From<ImportError> for Problem {
+    fn from(error: ImportError) -> Problem {
+        match error {
+            ImportError::Read { .. } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable-file",
+                error.to_string(),
+            ),
+            ImportError::Format { message } => Problem::invalid("", message),
+            ImportError::Store { item, source } => {
+                let mut problem = Problem::from_store(source, false);
+                problem.detail = format!("{item}: {}", problem.detail);
+                for (path, _) in &mut problem.errors {
+                    *path = item_path(&item, path);
+                }
+                problem
+            }
+        }
+    }
+}
+
+/// `flags.checkout.rules[0]` from `flag checkout` and `rules[0]`.
+fn item_path(item: &str, path: &str) -> String {
+    let prefix = match item.split_once(' ') {
+        Some(("flag", key)) => format!("flags.{key}"),
+        Some(("segment", key)) => format!("segments.{key}"),
+        _ => return path.to_owned(),
+    };
+    if path.is_empty() {
+        prefix
+    } else {
+        format!("{prefix}.{path}")
+    }
+}
+
+/// Imports a LaunchDarkly flag file (JSON or YAML, as `flagd serve --file` reads) into `env`,
+/// which must exist. See [`import_document`].
+pub async fn import_file(
+    store: &dyn AdminStore,
+    env: &str,
+    path: &Path,
+    actor: &Actor,
+) -> Result<ImportReport, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let doc = parse_document(path, &bytes).map_err(|p| ImportError::Format {
+        message: p.to_string(),
+    })?;
+    import_document(store, env, doc, actor).await
+}
+
+/// Imports a parsed LaunchDarkly flag file into `env`: every segment, then every flag (each
+/// after what it refers to), created or replaced; `flagValues` entries become simple flags.
+/// Items of the environment that the file does not name are left alone.
+pub async fn import_document(
+    store: &dyn AdminStore,
+    env: &str,
+    doc: Value,
+    actor: &Actor,
+) -> Result<ImportReport, ImportError> {
+    let (flags, segments) = split_file(doc)?;
+    store
+        .get_environment(env)
+        .await
+        .map_err(|source| ImportError::Store {
+            item: format!("environment {env}"),
+            source,
+        })?;
+    let mut report = ImportReport::default();
+    for key in dependency_order(&segments, segment_refs) {
+        let doc = segments[&key].clone();
+        let outcome = write(store, env, actor, Kind::Segment, &key, doc).await?;
+        match outcome {
+            Outcome::Created => report.segments_created.push(key),
+            Outcome::Replaced => report.segments_replaced.push(key),
+            Outcome::Unchanged => report.segments_unchanged.push(key),
+        }
+    }
+    for key in dependency_order(&flags, prerequisite_refs) {
+        let doc = flags[&key].clone();
+        let outcome = write(store, env, actor, Kind::Flag, &key, doc).await?;
+        match outcome {
+            Outcome::Created => report.flags_created.push(key),
+            Outcome::Replaced => report.flags_replaced.push(key),
+            Outcome::Unchanged => report.flags_unchanged.push(key),
+        }
+    }
+    for list in [
+        &mut report.flags_created,
+        &mut report.flags_replaced,
+        &mut report.flags_unchanged,
+        &mut report.segments_created,
+        &mut report.segments_replaced,
+        &mut report.segments_unchanged,
+    ] {
+        list.sort();
+    }
+    Ok(report)
+}
+
+/// The live (not archived) flags and segments of `env` as a LaunchDarkly flag file
+/// (`{"flags":{key: doc},"segments":{key: doc}}`), documents exactly as stored. The kill set and
+/// overrides are not part of that format and are not exported.
+pub async fn export_env(store: &dyn AdminStore, env: &str) -> Result<Value, StoreError> {
+    store.get_environment(env).await?;
+    let live = ListFilter {
+        archived: Some(false),
+        key_prefix: None,
+    };
+    let flags: Map<String, Value> = store
+        .list_flags(env, &live)
+        .await?
+        .into_iter()
+        .map(|f| (f.key, f.doc))
+        .collect();
+    let segments: Map<String, Value> = store
+        .list_segments(env, &live)
+        .await?
+        .into_iter()
+        .map(|s| (s.key, s.doc))
+        .collect();
+    Ok(json!({ "flags": flags, "segments": segments }))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Flag,
+    Segment,
+}
+
+enum Outcome {
+    Created,
+    Replaced,
+    Unchanged,
+}
+
+async fn write(
+    store: &dyn AdminStore,
+    env: &str,
+    actor: &Actor,
+    kind: Kind,
+    key: &str,
+    doc: Value,
+) -> Result<Outcome, ImportError> {
+    let item = match kind {
+        Kind::Flag => format!("flag {key}"),
+        Kind::Segment => format!("segment {key}"),
+    };
+    let fail = |source| ImportError::Store {
+        item: item.clone(),
+        source,
+    };
+    let current = match kind {
+        Kind::Flag => store.get_flag(env, key).await.map(|f| (f.version, f.doc)),
+        Kind::Segment => store
+            .get_segment(env, key)
+            .await
+            .map(|s| (s.version, s.doc)),
+    };
+    let current = match current {
+        Ok(current) => Some(current),
+        Err(StoreError::NotFound { .. }) => None,
+        Err(e) => return Err(fail(e)),
+    };
+    if let Some((_, stored)) = &current {
+        if same_document(stored, &doc, key) {
+            return Ok(Outcome::Unchanged);
+        }
+    }
+    let expected = current.as_ref().map(|(version, _)| *version);
+    let result = match kind {
+        Kind::Flag => store
+            .put_flag(actor, env, key, doc, expected)
+            .await
+            .map(drop),
+        Kind::Segment => store
+            .put_segment(actor, env, key, doc, expected)
+            .await
+            .map(drop),
+    };
+    result.map_err(fail)?;
+    Ok(if expected.is_some() {
+        Outcome::Replaced
+    } else {
+        Outcome::Created
+    })
+}
+
+/// Whether a stored document equals a file's, ignoring the `version` the store sets and a
+/// `key` the file may leave out.
+fn same_document(stored: &Value, file: &Value, key: &str) -> bool {
+    let normalize = |doc: &Value| {
+        let mut doc = doc.clone();
+        if let Value::Object(map) = &mut doc {
+            map.remove("version");
+            map.insert("key".to_owned(), Value::String(key.to_owned()));
+        }
+        doc
+    };
+    normalize(stored) == normalize(file)
+}
+
+type Items = BTreeMap<String, Value>;
+
+/// The flags (with `flagValues` turned into flags) and segments of a file.
+fn split_file(doc: Value) -> Result<(Items, Items), ImportError> {
+    let format = |message: String| ImportError::Format { message };
+    let Value::Object(mut top) = doc else {
+        return Err(format(
+            "expected an object with \"flags\", \"segments\" and \"flagValues\"".to_owned(),
+        ));
+    };
+    if let Some(name) = top
+        .keys()
+        .find(|k| !matches!(k.as_str(), "flags" | "segments" | "flagValues"))
+    {
+        return Err(format(format!(
+            "{name}: unknown top-level field (expected \"flags\", \"segments\" or \"flagValues\")"
+        )));
+    }
+    let mut section = |name: &str| -> Result<Items, ImportError> {
+        match top.remove(name) {
+            None | Some(Value::Null) => Ok(Items::new()),
+            Some(Value::Object(map)) => Ok(map.into_iter().collect()),
+            Some(_) => Err(format(format!("{name}: expected an object"))),
+        }
+    };
+    let mut flags = section("flags")?;
+    let segments = section("segments")?;
+    for (key, value) in section("flagValues")? {
+        if flags.contains_key(&key) {
+            return Err(format(format!(
+                "flagValues.{key}: duplicate flag key {key:?}: also under \"flags\""
+            )));
+        }
+        let flag = simple_flag(&key, value);
+        flags.insert(key, flag);
+    }
+    Ok((flags, segments))
+}
+
+/// Keys named by `prerequisites[].key`.
+fn prerequisite_refs(doc: &Value) -> Vec<String> {
+    doc.get("prerequisites")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("key").and_then(Value::as_str))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Segment keys named by `segmentMatch` clauses of `rules`.
+fn segment_refs(doc: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for rule in doc
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for clause in rule
+            .get("clauses")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if clause.get("op").and_then(Value::as_str) == Some("segmentMatch") {
+                out.extend(
+                    clause
+                        .get("values")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The keys of `items` ordered so that each comes after the items of the file it refers to.
+/// A cycle is left for the store to reject, with its own message.
+fn dependency_order(items: &Items, refs: fn(&Value) -> Vec<String>) -> Vec<String> {
+    fn visit(
+        key: &str,
+        items: &Items,
+        refs: fn(&Value) -> Vec<String>,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(key.to_owned()) {
+            return;
+        }
+        if let Some(doc) = items.get(key) {
+            for dep in refs(doc) {
+                if items.contains_key(&dep) {
+                    visit(&dep, items, refs, seen, out);
+                }
+            }
+            out.push(key.to_owned());
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(items.len());
+    for key in items.keys() {
+        visit(key, items, refs, &mut seen, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn prerequisites_come_first() {
+        let items: Items = [
+            (
+                "a".to_owned(),
+                json!({"prerequisites": [{"key": "c", "variation": 0}]}),
+            ),
+            ("b".to_owned(), json!({})),
+            (
+                "c".to_owned(),
+                json!({"prerequisites": [{"key": "b", "variation": 0}, {"key": "zz"}]}),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(dependency_order(&items, prerequisite_refs), ["b", "c", "a"]);
+    }
+
+    #[test]
+    fn nested_segments_come_first() {
+        let items: Items = [
+            (
+                "outer".to_owned(),
+                json!({"rules": [{"clauses": [{"op": "segmentMatch", "values": ["z-inner"]}]}]}),
+            ),
+            ("z-inner".to_owned(), json!({})),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(dependency_order(&items, segment_refs), ["z-inner", "outer"]);
+    }
+}
