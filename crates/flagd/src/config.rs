@@ -28,6 +28,42 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log filter in `tracing` syntax, e.g. `info` or `flagd=debug,info`.
     pub log: String,
+    /// Root mode: serve every environment of this PostgreSQL database
+    /// (`postgres://user@host/db`) instead of flag files.
+    pub database_url: Option<String>,
+    /// Root mode: the first admin key, accepted by the admin API without being stored.
+    pub admin_key: Option<String>,
+    /// Root mode: how the database's changes are followed.
+    pub sync: SyncConfig,
+}
+
+/// Root mode: how the database's changes are followed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Interval of the catch-up poll that backs up change notifications, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Base of the reconnect backoff (waits are 1x, 2x, 4x, 8x of it), in milliseconds.
+    pub backoff_base_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> SyncConfig {
+        SyncConfig {
+            poll_interval_ms: 5000,
+            backoff_base_ms: 1000,
+        }
+    }
+}
+
+impl SyncConfig {
+    /// As the sync loop takes it.
+    pub fn timing(&self) -> crate::root::SyncTiming {
+        crate::root::SyncTiming {
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            backoff_base: Duration::from_millis(self.backoff_base_ms),
+        }
+    }
 }
 
 /// How file changes are noticed.
@@ -72,6 +108,9 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             http: HttpConfig::default(),
             log: "info".to_owned(),
+            database_url: None,
+            admin_key: None,
+            sync: SyncConfig::default(),
         }
     }
 }
@@ -166,6 +205,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_FILES", "files (comma-separated)"),
     ("FLAGD_SDK_KEYS", "sdk_keys (comma-separated)"),
     ("FLAGD_LOG", "log"),
+    ("FLAGD_DATABASE_URL", "database_url"),
+    ("FLAGD_ADMIN_KEY", "admin_key"),
+    ("FLAGD_SYNC_POLL_INTERVAL_MS", "sync.poll_interval_ms"),
+    ("FLAGD_SYNC_BACKOFF_BASE_MS", "sync.backoff_base_ms"),
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
     ("FLAGD_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
     ("FLAGD_RELOAD_POLL_INTERVAL_MS", "reload.poll_interval_ms"),
@@ -193,6 +236,8 @@ impl Config {
         config.reload.debounce_ms = 20;
         config.reload.poll_interval_ms = 100;
         config.http.stream_keepalive_ms = 200;
+        config.sync.poll_interval_ms = 200;
+        config.sync.backoff_base_ms = 100;
         config
     }
 
@@ -242,6 +287,10 @@ impl Config {
                 "FLAGD_FILES" => self.files = list(value).map(PathBuf::from).collect(),
                 "FLAGD_SDK_KEYS" => self.sdk_keys = list(value).collect(),
                 "FLAGD_LOG" => self.log = value.clone(),
+                "FLAGD_DATABASE_URL" => self.database_url = Some(value.clone()),
+                "FLAGD_ADMIN_KEY" => self.admin_key = Some(value.clone()),
+                "FLAGD_SYNC_POLL_INTERVAL_MS" => self.sync.poll_interval_ms = num(name, value)?,
+                "FLAGD_SYNC_BACKOFF_BASE_MS" => self.sync.backoff_base_ms = num(name, value)?,
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,
                 "FLAGD_RELOAD_DEBOUNCE_MS" => self.reload.debounce_ms = num(name, value)?,
                 "FLAGD_RELOAD_POLL_INTERVAL_MS" => self.reload.poll_interval_ms = num(name, value)?,

@@ -286,6 +286,12 @@ impl Ops {
         previous
     }
 
+    /// Removes every override of a flag (it was deleted).
+    pub fn clear_flag(&self, flag_key: &str) {
+        self.overrides.clear_flag(flag_key);
+        self.bump(true);
+    }
+
     /// The killed flags, sorted.
     pub fn killed(&self) -> Vec<String> {
         self.kill_set.keys()

@@ -16,8 +16,10 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod env;
 pub mod http;
 pub mod metrics;
+pub mod root;
 pub mod server;
 pub mod source;
 pub mod store;
@@ -25,4 +27,6 @@ pub mod validate;
 
 pub use config::Config;
 pub use http::app;
-pub use server::{AppState, RunningServer, Shutdown, StartError, spawn_for_test, start};
+pub use server::{
+    AppState, RunningServer, Shutdown, StartError, spawn_for_test, start, start_with_store,
+};

@@ -5,24 +5,36 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use flags_core::store::AdminStore;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, HttpConfig};
 use crate::engine::Ops;
-use crate::http::auth::SdkKeys;
+use crate::env::{DEFAULT_ENV, Env, Environments};
+use crate::http::auth::{SdkKeys, StoreKeys};
 use crate::metrics::Metrics;
+use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
 use crate::store::Store;
 
 /// Everything request handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The served data and its change feed.
+    /// The served data and its change feed (of the file-mode environment, [`DEFAULT_ENV`]).
     pub store: Arc<Store>,
-    /// Kill set and overrides consulted before flag rules.
+    /// Kill set and overrides consulted before flag rules (of [`DEFAULT_ENV`]).
     pub ops: Arc<Ops>,
+    /// The environment served when no key selects one: file mode's only environment, holding
+    /// `store` and `ops` above.
+    pub default_env: Arc<Env>,
+    /// Every environment served; in file mode just [`AppState::default_env`].
+    pub envs: Arc<Environments>,
+    /// Root mode: SDK keys are checked against the store and pick the environment.
+    pub store_keys: Option<Arc<StoreKeys>>,
+    /// Root mode: the health of the store connection, for `/readyz`.
+    pub root_health: Option<Arc<RootHealth>>,
     /// The server's metrics.
     pub metrics: Arc<Metrics>,
     /// Limits and stream settings.
@@ -40,9 +52,16 @@ pub struct AppState {
 impl AppState {
     /// State for `config` with an empty store (nothing is read here).
     pub fn new(config: &Config) -> AppState {
+        let default_env = Arc::new(Env::new(DEFAULT_ENV, config.http.stream_buffer));
+        let envs = Arc::new(Environments::new(config.http.stream_buffer));
+        envs.insert(Arc::clone(&default_env));
         AppState {
-            store: Arc::new(Store::new(config.http.stream_buffer)),
-            ops: Arc::new(Ops::default()),
+            store: Arc::clone(&default_env.store),
+            ops: Arc::clone(&default_env.ops),
+            default_env,
+            envs,
+            store_keys: None,
+            root_health: None,
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
             keys: Arc::new(SdkKeys::new(&config.sdk_keys)),
@@ -102,6 +121,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Root mode: the store could not be set up.
+    #[error("cannot use the database: {0}")]
+    Store(String),
 }
 
 /// A server started by [`start`]: its address, its state, and the handle to stop it.
@@ -111,6 +133,7 @@ pub struct RunningServer {
     source: Option<Arc<FileSource>>,
     server: JoinHandle<std::io::Result<()>>,
     watcher: Option<JoinHandle<()>>,
+    sync: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -151,6 +174,10 @@ impl RunningServer {
             // The watcher stops on the same signal; a join error only means it panicked.
             let _ = watcher.await;
         }
+        if let Some(sync) = self.sync {
+            // As the watcher.
+            let _ = sync.await;
+        }
         result
     }
 }
@@ -161,17 +188,12 @@ impl RunningServer {
 /// and evaluation routes until a good file appears. Bind `127.0.0.1:0` to get a free port and
 /// read it from [`RunningServer::local_addr`] — that is how tests start it.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    // Bind first: a taken port should fail before anything else is started.
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    if config.database_url.is_some() {
+        return Err(StartError::Store(
+            "this build cannot open databases yet; serve flag files with --file".to_owned(),
+        ));
+    }
+    let (listener, addr) = bind(&config).await?;
     let state = AppState::new(&config);
     let mut source = None;
     let mut watcher = None;
@@ -192,19 +214,80 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         source = Some(file_source);
     }
     let router = crate::http::app(state.clone());
+    Ok(serve(listener, addr, state, router, source, watcher, None))
+}
+
+/// Root mode: serves every environment of `store`, kept current from its change feed, with SDK
+/// keys checked against it. Everything is loaded before this returns when the store is
+/// reachable; when it is not, the server starts anyway (`/readyz` says `CONNECTING`) and keeps
+/// trying with backoff.
+pub async fn start_with_store(
+    config: Config,
+    store: Arc<dyn AdminStore>,
+) -> Result<RunningServer, StartError> {
+    let (listener, addr) = bind(&config).await?;
+    let mut state = AppState::new(&config);
+    state.store_keys = Some(Arc::new(
+        StoreKeys::new(Arc::clone(&store)).map_err(|e| StartError::Store(e.to_string()))?,
+    ));
+    let health = Arc::new(RootHealth::default());
+    state.root_health = Some(Arc::clone(&health));
+    let mut sync = RootSync::new(
+        Arc::clone(&store),
+        Arc::clone(&state.envs),
+        health,
+        config.sync.timing(),
+    );
+    let first = match sync.connect().await {
+        Ok(subscription) => Some(subscription),
+        Err(e) => {
+            tracing::error!(error = %e, "the store is unreachable; serving nothing until it answers");
+            None
+        }
+    };
+    let task = sync.spawn(first, state.shutdown.clone());
+    let router = crate::http::app(state.clone());
+    Ok(serve(listener, addr, state, router, None, None, Some(task)))
+}
+
+async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {
+    // Bind first: a taken port should fail before anything else is started.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
+fn serve(
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    router: axum::Router,
+    source: Option<Arc<FileSource>>,
+    watcher: Option<JoinHandle<()>>,
+    sync: Option<JoinHandle<()>>,
+) -> RunningServer {
     let shutdown = state.shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
     });
-    Ok(RunningServer {
+    RunningServer {
         addr,
         state,
         source,
         server,
         watcher,
-    })
+        sync,
+    }
 }
 
 /// Starts a server on a free loopback port serving `files`, with the short intervals of

@@ -1,14 +1,25 @@
 //! SDK keys. When any key is configured, evaluation and SDK routes require one in
 //! `Authorization: KEY` (LaunchDarkly SDKs), `Authorization: Bearer KEY` or `X-API-Key: KEY`
 //! (OFREP); anything else gets 401 with no body.
+//!
+//! In root mode (over a database) every request needs a stored SDK key scoped to one
+//! environment, and that key picks the environment the request is served from. Answers of the
+//! store are cached briefly ([`StoreKeys`]) so the hot path does not reach the database.
 
-use axum::extract::{Request, State};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use flags_cache::{CacheConfig, TtlCache};
+use flags_core::store::{AdminStore, ApiKey, ApiKeyKind, StoreError, hash_secret};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::env::Env;
 use crate::server::AppState;
 
 /// The accepted keys, kept as SHA-256 digests so that comparing takes the same time whatever
@@ -74,12 +85,121 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// Middleware: 401 without a body unless the request carries an accepted key.
-pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.keys.allows(request.headers()) {
-        next.run(request).await
-    } else {
-        StatusCode::UNAUTHORIZED.into_response()
+/// How long a key's authentication is trusted before the store is asked again (before
+/// jitter). Short, so a revoked key stops working within seconds.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// SDK keys checked against a store, with answers (including "no such key") cached for
+/// [`KEY_CACHE_TTL`] ± 10 %. When the store is down, a key seen before keeps working on its
+/// stale answer, so evaluation survives an outage like the data does.
+pub struct StoreKeys {
+    store: Arc<dyn AdminStore>,
+    cache: TtlCache<String, ApiKey, StoreError>,
+}
+
+/// What a presented key may do, in root mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyDecision {
+    /// An SDK key for this environment.
+    Env(String),
+    /// No such (live) key.
+    Unknown,
+    /// A real key that may not evaluate: an admin key, or an SDK key for every environment.
+    Forbidden,
+    /// The store cannot be asked and nothing is cached.
+    Unavailable,
+}
+
+impl StoreKeys {
+    /// Keys checked against `store`.
+    pub fn new(store: Arc<dyn AdminStore>) -> Result<StoreKeys, flags_cache::ConfigError> {
+        let config = CacheConfig {
+            ttl: KEY_CACHE_TTL,
+            jitter: 0.1,
+            max_entries: 10_000,
+        };
+        Ok(StoreKeys {
+            store,
+            cache: TtlCache::new(config)?,
+        })
+    }
+
+    /// Decides what `secret` may do. Cached by the secret's hash, so secrets are not kept.
+    pub async fn decide(&self, secret: &str) -> KeyDecision {
+        let hashed = hash_secret(secret);
+        let store = Arc::clone(&self.store);
+        let owned = secret.to_owned();
+        let lookup = self
+            .cache
+            .get_or_refresh(hashed.as_str(), || async move {
+                store.authenticate(&owned).await
+            })
+            .await;
+        match lookup {
+            Ok(found) => match found.value {
+                None => KeyDecision::Unknown,
+                Some(key) if key.revoked => KeyDecision::Unknown,
+                Some(ApiKey {
+                    kind: ApiKeyKind::Sdk,
+                    env: Some(env),
+                    ..
+                }) => KeyDecision::Env(env),
+                Some(_) => KeyDecision::Forbidden,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check an SDK key: the store is unavailable");
+                KeyDecision::Unavailable
+            }
+        }
+    }
+}
+
+/// The environment a request was authenticated for, set by [`require_key`] in root mode.
+#[derive(Clone)]
+struct SelectedEnv(Arc<Env>);
+
+/// The environment a handler serves: the one the SDK key picked (root mode), or the only one
+/// (file mode: an `Arc` clone, nothing more).
+pub(crate) struct EnvOf(pub Arc<Env>);
+
+impl FromRequestParts<AppState> for EnvOf {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<EnvOf, Response> {
+        if let Some(selected) = parts.extensions.get::<SelectedEnv>() {
+            return Ok(EnvOf(Arc::clone(&selected.0)));
+        }
+        Ok(EnvOf(Arc::clone(&state.default_env)))
+    }
+}
+
+/// Middleware: 401 without a body unless the request carries an accepted key. In root mode the
+/// key must be a stored SDK key of one environment (else 401, or 403 for an admin key or an
+/// all-environment key), and it selects that environment.
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(store_keys) = &state.store_keys else {
+        return if state.keys.allows(request.headers()) {
+            next.run(request).await
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        };
+    };
+    let Some(secret) = presented_key(request.headers()).filter(|k| !k.is_empty()) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    match store_keys.decide(secret).await {
+        KeyDecision::Env(env) => {
+            let env = state.envs.get_or_create(&env);
+            request.extensions_mut().insert(SelectedEnv(env));
+            next.run(request).await
+        }
+        KeyDecision::Unknown => StatusCode::UNAUTHORIZED.into_response(),
+        KeyDecision::Forbidden => StatusCode::FORBIDDEN.into_response(),
+        KeyDecision::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 

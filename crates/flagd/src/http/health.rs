@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flags_cache::HealthStatus;
 use serde::Serialize;
 use serde_json::json;
 
@@ -36,6 +37,9 @@ pub(super) async fn healthz() -> Response {
 /// serving the last good data), 503 `CONNECTING` before any data. Always reports the last
 /// reload error and when it happened.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    if let Some(health) = &state.root_health {
+        return root_readyz(&state, health);
+    }
     let status = state.store.status();
     let snapshot = state.store.snapshot();
     let (code, label) = match &snapshot {
@@ -71,4 +75,53 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// One environment in the root-mode `/readyz` body.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnvReady {
+    flags: Option<usize>,
+    segments: Option<usize>,
+    generation: Option<u64>,
+    data_digest: Option<String>,
+    killed: Vec<String>,
+}
+
+/// Root mode: the health of the store connection (`CONNECTING` before the first load, then
+/// `SERVING`, or `DEGRADED` after 3 failures in a row while the last data keeps serving), the
+/// seconds since the store last answered, and each environment's data.
+fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
+    let report = health.report();
+    let code = match report.status {
+        HealthStatus::Connecting => StatusCode::SERVICE_UNAVAILABLE,
+        HealthStatus::Serving | HealthStatus::Degraded => StatusCode::OK,
+    };
+    let environments: serde_json::Map<String, serde_json::Value> = state
+        .envs
+        .all()
+        .into_iter()
+        .filter(|env| env.key != crate::env::DEFAULT_ENV || env.store.snapshot().is_some())
+        .map(|env| {
+            let snapshot = env.store.snapshot();
+            let ready = EnvReady {
+                flags: snapshot.as_ref().map(|s| s.flag_count()),
+                segments: snapshot.as_ref().map(|s| s.segment_count()),
+                generation: snapshot.as_ref().map(|s| s.generation()),
+                data_digest: snapshot.as_ref().map(|s| s.digest().to_owned()),
+                killed: env.ops.killed(),
+            };
+            (env.key.clone(), json!(ready))
+        })
+        .collect();
+    let body = json!({
+        "status": report.status,
+        "source": "database",
+        "secondsSinceLastContact": report.seconds_since_last_contact,
+        "lastSuccessUnixMs": report.last_success_unix_ms,
+        "consecutiveFailures": report.consecutive_failures,
+        "lastError": report.last_error,
+        "environments": environments,
+    });
+    (code, Json(body)).into_response()
 }

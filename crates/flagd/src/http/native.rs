@@ -16,6 +16,7 @@ use flags_core::{Context, ErrorKind, Reason};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::auth::EnvOf;
 use super::error::{ApiError, parse_json_body};
 use crate::engine;
 use crate::metrics::UNKNOWN_FLAG;
@@ -61,6 +62,7 @@ fn read_context(body: Result<Bytes, BytesRejection>) -> Result<Context, ApiError
 
 pub(super) async fn evaluate_one(
     State(state): State<AppState>,
+    EnvOf(env): EnvOf,
     Path(flag_key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,7 +70,7 @@ pub(super) async fn evaluate_one(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let Some(snapshot) = state.store.snapshot() else {
+    let Some(snapshot) = env.store.snapshot() else {
         let reason = Reason::Error {
             error_kind: ErrorKind::ClientNotReady,
         };
@@ -80,7 +82,7 @@ pub(super) async fn evaluate_one(
         };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     };
-    let detail = snapshot.evaluate(&state.ops, &flag_key, &context);
+    let detail = snapshot.evaluate(&env.ops, &flag_key, &context);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
@@ -109,16 +111,17 @@ pub(super) async fn evaluate_one(
 
 pub(super) async fn evaluate_all(
     State(state): State<AppState>,
+    EnvOf(env): EnvOf,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let Some(snapshot) = state.store.snapshot() else {
+    let Some(snapshot) = env.store.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let results = snapshot.evaluate_all(&state.ops, &context);
+    let results = snapshot.evaluate_all(&env.ops, &context);
     let mut flags = BTreeMap::new();
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());

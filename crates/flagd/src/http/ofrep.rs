@@ -16,6 +16,7 @@ use flags_core::{Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::auth::EnvOf;
 use super::error::ApiError;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
@@ -226,6 +227,7 @@ fn item<'a>(
 
 pub(super) async fn evaluate_one(
     State(state): State<AppState>,
+    EnvOf(env): EnvOf,
     Path(key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -234,10 +236,10 @@ pub(super) async fn evaluate_one(
         Err(RequestError::Ofrep(error)) => return error.for_flag(&key),
         Err(RequestError::Body(error)) => return error.into_response(),
     };
-    let Some(snapshot) = state.store.snapshot() else {
+    let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().for_flag(&key);
     };
-    let detail = snapshot.evaluate(&state.ops, &key, &context);
+    let detail = snapshot.evaluate(&env.ops, &key, &context);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
@@ -256,6 +258,7 @@ pub(super) async fn evaluate_one(
 
 pub(super) async fn evaluate_all(
     State(state): State<AppState>,
+    EnvOf(env): EnvOf,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -264,7 +267,7 @@ pub(super) async fn evaluate_all(
         Err(RequestError::Ofrep(error)) => return error.bulk(),
         Err(RequestError::Body(error)) => return error.into_response(),
     };
-    let Some(snapshot) = state.store.snapshot() else {
+    let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().bulk();
     };
     // The tag covers the data, the kill set and overrides, and the context, so it changes when
@@ -272,14 +275,16 @@ pub(super) async fn evaluate_all(
     // first lets a matching client skip the evaluation entirely.
     let mut tagged = Vec::with_capacity(64);
     tagged.extend_from_slice(snapshot.digest().as_bytes());
-    tagged.extend_from_slice(format!("\n{}\n", state.ops.generation()).as_bytes());
+    // Environments may hold equal data with different kills; the key keeps their tags apart.
+    tagged.extend_from_slice(env.key.as_bytes());
+    tagged.extend_from_slice(format!("\n{}\n", env.ops.generation()).as_bytes());
     // Serializing a Value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut tagged, &context_json);
     let etag = format!("\"{}\"", engine::hex_digest(&tagged));
     if etag_matches(&headers, &etag) {
         return not_modified(&etag);
     }
-    let results = snapshot.evaluate_all(&state.ops, &context);
+    let results = snapshot.evaluate_all(&env.ops, &context);
     let mut flags = Vec::with_capacity(results.len());
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());

@@ -16,6 +16,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use tokio::sync::broadcast::{Receiver, error::RecvError};
 
+use super::auth::EnvOf;
 use super::error::{ApiError, parse_json_body};
 use super::{etag_matches, not_modified};
 use crate::engine::Snapshot;
@@ -25,8 +26,8 @@ use crate::source::file::type_name as file_type_name;
 use crate::store::{Batch, Store};
 
 /// `GET /sdk/latest-all`: every flag and segment, with an ETag of the data.
-pub(super) async fn latest_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(snapshot) = state.store.snapshot() else {
+pub(super) async fn latest_all(EnvOf(env): EnvOf, headers: HeaderMap) -> Response {
+    let Some(snapshot) = env.store.snapshot() else {
         return ApiError::not_ready().into_response();
     };
     let etag = format!("\"{}\"", snapshot.digest());
@@ -48,19 +49,19 @@ pub(super) async fn latest_all(State(state): State<AppState>, headers: HeaderMap
 /// `GET /all`: a `put` of all data, then a `patch` or `delete` per changed item. A stream that
 /// falls more than the buffer behind gets a fresh `put` instead of the changes it missed, so a
 /// slow client costs a bounded amount of memory. The stream ends when the server shuts down.
-pub(super) async fn stream(State(state): State<AppState>) -> Response {
+pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> Response {
     // Subscribe before reading the snapshot so no change can fall between the two.
-    let changes = state.store.subscribe();
+    let changes = env.store.subscribe();
     let mut queue = VecDeque::new();
     let mut sent = None;
-    if let Some(snapshot) = state.store.snapshot() {
+    if let Some(snapshot) = env.store.snapshot() {
         queue.push_back(put_event(&snapshot));
         sent = Some(snapshot.generation());
     }
     state.metrics.stream_opened();
     let follower = Follower {
         changes,
-        store: Arc::clone(&state.store),
+        store: Arc::clone(&env.store),
         metrics: Arc::clone(&state.metrics),
         sent,
         queue,

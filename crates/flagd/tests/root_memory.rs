@@ -1,0 +1,224 @@
+//! Root mode over the in-memory store: the SDK key picks the environment, writes reach
+//! evaluation and streams, kills win and reach streams at once, and an outage keeps the last
+//! data serving until the store returns and flagd catches up.
+
+#![allow(clippy::unwrap_used)]
+
+mod root_support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flags_core::store::{AdminStore, ApiKeyKind, MemoryStore, NewApiKey, OverrideKey};
+use root_support::*;
+use serde_json::json;
+
+#[tokio::test]
+async fn the_sdk_key_picks_the_environment() {
+    let store = Arc::new(MemoryStore::new());
+    let prod = env_with_key(&*store, "production").await;
+    let dev = env_with_key(&*store, "development").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    put_flag(&*store, "development", "f", bool_flag("f", false)).await;
+    let admin = store
+        .create_api_key(
+            &actor(),
+            &NewApiKey {
+                name: "admin".into(),
+                kind: ApiKeyKind::Admin,
+                env: None,
+            },
+        )
+        .await
+        .unwrap()
+        .secret;
+    let server = start(store.clone()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+
+    let (status, body) = evaluate(&client, &base, &prod, "f").await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    let (status, body) = evaluate(&client, &base, &dev, "f").await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+    assert_eq!(evaluate(&client, &base, "nope", "f").await.0, 401);
+    assert_eq!(evaluate(&client, &base, &admin, "f").await.0, 403);
+    let status = client
+        .post(format!("{base}/v1/evaluate/f"))
+        .header("content-type", "application/json")
+        .body(json!({"context": {"kind": "user", "key": "u"}}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 401, "no key at all");
+
+    let ready = readyz(&client, &base).await;
+    assert_eq!(ready["status"], "SERVING", "{ready}");
+    assert_eq!(ready["environments"]["production"]["flags"], 1, "{ready}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn writes_reach_evaluation_and_streams() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", false)).await;
+    let server = start(store.clone()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let mut stream = Stream::open(&client, &base, &key).await;
+    let put = stream.next().await;
+    assert_eq!(put.event, "put");
+    assert_eq!(
+        put.data["data"]["flags"]["f"]["fallthrough"]["variation"],
+        1
+    );
+
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let patch = tokio::time::timeout(Duration::from_millis(100), stream.next_for("/flags/f"))
+        .await
+        .expect("the patch arrives within 100 ms");
+    assert_eq!(patch.event, "patch");
+    assert_eq!(patch.data["data"]["fallthrough"]["variation"], 0);
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["value"], true, "{body}");
+
+    // A new flag, an override, and a deletion.
+    put_flag(&*store, "production", "g", bool_flag("g", true)).await;
+    assert_eq!(stream.next_for("/flags/g").await.event, "patch");
+    let pin = OverrideKey {
+        flag_key: "g".into(),
+        context_kind: "user".into(),
+        context_key: "u1".into(),
+    };
+    store
+        .set_override(&actor(), "production", &pin, 1)
+        .await
+        .unwrap();
+    until("the override", || async {
+        let (_, body) = evaluate(&client, &base, &key, "g").await;
+        body["value"] == false && body["reason"]["override"] == true
+    })
+    .await;
+    store
+        .delete_flag(&actor(), "production", "g", None)
+        .await
+        .unwrap();
+    let delete = stream.next_for("/flags/g").await;
+    assert_eq!(delete.event, "delete");
+    assert_eq!(evaluate(&client, &base, &key, "g").await.0, 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_kill_wins_reaches_streams_at_once_and_unkill_restores() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let pin = OverrideKey {
+        flag_key: "f".into(),
+        context_kind: "user".into(),
+        context_key: "u1".into(),
+    };
+    store
+        .set_override(&actor(), "production", &pin, 0)
+        .await
+        .unwrap();
+    let server = start(store.clone()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let etag = |client: reqwest::Client, base: String, key: String| async move {
+        client
+            .post(format!("{base}/ofrep/v1/evaluate/flags"))
+            .header("authorization", key)
+            .header("content-type", "application/json")
+            .body(json!({"context": {"targetingKey": "u1"}}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .headers()["etag"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let before = etag(client.clone(), base.clone(), key.clone()).await;
+    let mut stream = Stream::open(&client, &base, &key).await;
+    let put = stream.next().await;
+    let served_version = put.data["data"]["flags"]["f"]["version"].as_u64().unwrap();
+
+    store
+        .set_killed(&actor(), "production", "f", true)
+        .await
+        .unwrap();
+    let patch = tokio::time::timeout(Duration::from_millis(100), stream.next_for("/flags/f"))
+        .await
+        .expect("the kill reaches the stream within 100 ms");
+    assert_eq!(patch.data["data"]["on"], false, "SDKs see the flag off");
+    assert!(patch.data["data"]["version"].as_u64().unwrap() > served_version);
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["value"], false, "the kill beats the override: {body}");
+    assert_eq!(body["reason"], json!({"kind": "OFF", "killed": true}));
+    assert_ne!(
+        etag(client.clone(), base.clone(), key.clone()).await,
+        before
+    );
+
+    store
+        .set_killed(&actor(), "production", "f", false)
+        .await
+        .unwrap();
+    let patch = tokio::time::timeout(Duration::from_millis(100), stream.next_for("/flags/f"))
+        .await
+        .expect("the unkill reaches the stream within 100 ms");
+    assert_eq!(patch.data["data"]["on"], true);
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["value"], true, "{body}");
+    assert_eq!(body["reason"]["override"], true, "{body}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_outage_keeps_the_last_data_and_recovery_catches_up() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let server = start(store.clone()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let mut stream = Stream::open(&client, &base, &key).await;
+    stream.next().await;
+
+    store.set_available(false);
+    until("DEGRADED", || async {
+        readyz(&client, &base).await["status"] == "DEGRADED"
+    })
+    .await;
+    let ready = readyz(&client, &base).await;
+    assert!(ready["secondsSinceLastContact"].is_u64(), "{ready}");
+    assert!(
+        ready["consecutiveFailures"].as_u64().unwrap() >= 3,
+        "{ready}"
+    );
+    let (status, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+
+    store.set_available(true);
+    put_flag(&*store, "production", "f", bool_flag("f", false)).await;
+    let patch = stream.next_for("/flags/f").await;
+    assert_eq!(patch.data["data"]["fallthrough"]["variation"], 1);
+    until("SERVING again", || async {
+        readyz(&client, &base).await["status"] == "SERVING"
+    })
+    .await;
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["value"], false, "{body}");
+    server.shutdown().await.unwrap();
+}
