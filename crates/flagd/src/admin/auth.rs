@@ -67,10 +67,10 @@ pub async fn require_admin(
     };
     if let Ok(params) = &params {
         for (name, value) in params {
-            if name == "env" {
-                if let Err(problem) = principal.check_env(value) {
-                    return problem.into_response();
-                }
+            if name == "env"
+                && let Err(problem) = principal.check_env(value)
+            {
+                return problem.into_response();
             }
         }
     }

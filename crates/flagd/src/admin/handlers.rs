@@ -122,10 +122,10 @@ impl Precondition {
                 .strip_prefix('"')
                 .and_then(|t| t.strip_suffix('"'))
                 .unwrap_or(tag);
-            if let Ok(version) = tag.parse::<u64>() {
-                if result == Precondition::Never {
-                    result = Precondition::Version(version);
-                }
+            if let Ok(version) = tag.parse::<u64>()
+                && result == Precondition::Never
+            {
+                result = Precondition::Version(version);
             }
         }
         Ok(result)

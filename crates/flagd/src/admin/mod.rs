@@ -26,7 +26,7 @@ use flags_core::store::AdminStore;
 pub use auth::Principal;
 pub use openapi::openapi_document;
 pub use patch::merge_patch;
-pub use problem::{PROBLEM_JSON, Problem};
+pub use problem::{PROBLEM_JSON, Problem, ProblemDetails};
 pub use routes::{Method, Op, ROUTES, Route};
 pub use transfer::{ImportError, ImportReport, export_env, import_document, import_file};
 

@@ -12,9 +12,14 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// Seconds a client is asked to wait when the store is unavailable.
 pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
 
-/// An admin API error, answered as a problem document.
+/// An admin API error, answered as a problem document. Boxed, so that `Result<_, Problem>` stays
+/// as small as the success value on the happy path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Problem {
+pub struct Problem(Box<ProblemDetails>);
+
+/// What a [`Problem`] says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProblemDetails {
     /// The HTTP status.
     pub status: StatusCode,
     /// The last segment of the problem's `type` URI (`not-found`); stable for clients.
@@ -31,10 +36,23 @@ pub struct Problem {
     pub retry_after: Option<u64>,
 }
 
+impl std::ops::Deref for Problem {
+    type Target = ProblemDetails;
+    fn deref(&self) -> &ProblemDetails {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut ProblemDetails {
+        &mut self.0
+    }
+}
+
 impl Problem {
     /// A problem with no extension members.
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
-        Problem {
+        Problem(Box::new(ProblemDetails {
             status,
             kind,
             detail: detail.into(),
@@ -42,7 +60,19 @@ impl Problem {
             dependents: Vec::new(),
             current_version: None,
             retry_after: None,
-        }
+        }))
+    }
+
+    /// With `errors` set.
+    fn with_errors(mut self, errors: Vec<(String, String)>) -> Problem {
+        self.errors = errors;
+        self
+    }
+
+    /// With `currentVersion` set.
+    fn with_current_version(mut self, version: Option<u64>) -> Problem {
+        self.current_version = version;
+        self
     }
 
     /// 400: a field of the request is wrong; `path` names it (empty for the whole body).
@@ -54,10 +84,7 @@ impl Problem {
         } else {
             format!("{path}: {message}")
         };
-        Problem {
-            errors: vec![(path, message)],
-            ..Problem::new(StatusCode::BAD_REQUEST, "invalid", detail)
-        }
+        Problem::new(StatusCode::BAD_REQUEST, "invalid", detail).with_errors(vec![(path, message)])
     }
 
     /// 400: the body is not JSON.
@@ -86,16 +113,14 @@ impl Problem {
 
     /// 428: replacing an item that exists needs `If-Match`.
     pub fn precondition_required(current_version: u64) -> Problem {
-        Problem {
-            current_version: Some(current_version),
-            ..Problem::new(
-                StatusCode::PRECONDITION_REQUIRED,
-                "precondition-required",
-                format!(
-                    "the item exists (version {current_version}); send If-Match: \"{current_version}\" to replace it"
-                ),
-            )
-        }
+        Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "precondition-required",
+            format!(
+                "the item exists (version {current_version}); send If-Match: \"{current_version}\" to replace it"
+            ),
+        )
+        .with_current_version(Some(current_version))
     }
 
     /// 415: a body of the wrong media type.
@@ -124,10 +149,7 @@ impl Problem {
                     ),
                     None => "the item does not exist (any more)".to_owned(),
                 };
-                Problem {
-                    current_version,
-                    ..Problem::new(status, kind, detail)
-                }
+                Problem::new(status, kind, detail).with_current_version(current_version)
             }
             StoreError::AlreadyExists { what } => Problem::new(
                 StatusCode::CONFLICT,
@@ -140,25 +162,23 @@ impl Problem {
             }
             StoreError::HasDependents { dependents } => {
                 let names: Vec<String> = dependents.iter().map(ToString::to_string).collect();
-                Problem {
-                    dependents,
-                    ..Problem::new(
-                        StatusCode::CONFLICT,
-                        "has-dependents",
-                        format!("still referenced by {}", names.join(", ")),
-                    )
-                }
+                let mut problem = Problem::new(
+                    StatusCode::CONFLICT,
+                    "has-dependents",
+                    format!("still referenced by {}", names.join(", ")),
+                );
+                problem.dependents = dependents;
+                problem
             }
             StoreError::Unavailable { source } => {
                 tracing::warn!(error = %source, "admin store unavailable");
-                Problem {
-                    retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECS),
-                    ..Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "unavailable",
-                        "the database is unavailable; writes are refused until it returns",
-                    )
-                }
+                let mut problem = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database is unavailable; writes are refused until it returns",
+                );
+                problem.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+                problem
             }
             StoreError::Internal { source } => {
                 // The detail may name tables or queries: log it, answer generically.
@@ -223,10 +243,11 @@ impl IntoResponse for Problem {
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if let Some(v) = self.current_version {
-            if let Ok(etag) = HeaderValue::from_str(&format!("\"{v}\"")) {
-                headers.insert(header::ETAG, etag);
-            }
+        if let Some(etag) = self
+            .current_version
+            .and_then(|v| HeaderValue::from_str(&format!("\"{v}\"")).ok())
+        {
+            headers.insert(header::ETAG, etag);
         }
         response
     }

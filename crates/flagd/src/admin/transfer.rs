@@ -232,10 +232,10 @@ async fn write(
         Err(StoreError::NotFound { .. }) => None,
         Err(e) => return Err(fail(e)),
     };
-    if let Some((_, stored)) = &current {
-        if same_document(stored, &doc, key) {
-            return Ok(Outcome::Unchanged);
-        }
+    if let Some((_, stored)) = &current
+        && same_document(stored, &doc, key)
+    {
+        return Ok(Outcome::Unchanged);
     }
     let expected = current.as_ref().map(|(version, _)| *version);
     let result = match kind {
