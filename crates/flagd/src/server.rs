@@ -246,7 +246,11 @@ pub async fn start_with_store(
         }
     };
     let task = sync.spawn(first, state.shutdown.clone());
-    let router = crate::http::app(state.clone());
+    let admin = crate::admin::admin_router(crate::admin::AdminState {
+        store,
+        bootstrap_admin_key: config.admin_key.clone(),
+    });
+    let router = crate::http::app(state.clone()).nest("/api/v1", admin);
     Ok(serve(listener, addr, state, router, None, None, Some(task)))
 }
 

@@ -222,3 +222,67 @@ async fn an_outage_keeps_the_last_data_and_recovery_catches_up() {
     assert_eq!(body["value"], false, "{body}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn admin_writes_reach_evaluation() {
+    let store = Arc::new(MemoryStore::new());
+    let config = flagd::Config {
+        admin_key: Some("root-admin".to_owned()),
+        ..flagd::Config::for_tests(Vec::new())
+    };
+    let server = flagd::start_with_store(config, store.clone())
+        .await
+        .unwrap();
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let admin = |method: reqwest::Method, path: &str, body: serde_json::Value| {
+        client
+            .request(method, format!("{base}/api/v1{path}"))
+            .header("authorization", "Bearer root-admin")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let created = admin(
+        reqwest::Method::POST,
+        "/environments",
+        json!({"key": "production", "name": "Production"}),
+    )
+    .await
+    .unwrap();
+    assert!(created.status().is_success(), "{:?}", created.status());
+    let answer = admin(
+        reqwest::Method::POST,
+        "/environments/production/keys",
+        json!({"kind": "sdk", "name": "app"}),
+    )
+    .await
+    .unwrap();
+    assert!(answer.status().is_success(), "{:?}", answer.status());
+    let answer: serde_json::Value = serde_json::from_slice(&answer.bytes().await.unwrap()).unwrap();
+    let sdk = answer["key"].as_str().unwrap().to_owned();
+    let put = admin(
+        reqwest::Method::PUT,
+        "/environments/production/flags/f",
+        bool_flag("f", true),
+    )
+    .await
+    .unwrap();
+    assert!(put.status().is_success(), "{:?}", put.status());
+    until("the admin write at the evaluation endpoint", || async {
+        evaluate(&client, &base, &sdk, "f").await.1["value"] == true
+    })
+    .await;
+    let kill = admin(
+        reqwest::Method::PUT,
+        "/environments/production/flags/f/kill",
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert!(kill.status().is_success(), "{:?}", kill.status());
+    until("the kill", || async {
+        evaluate(&client, &base, &sdk, "f").await.1["reason"]["killed"] == true
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
