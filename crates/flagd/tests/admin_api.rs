@@ -1202,3 +1202,62 @@ fn collect_refs(value: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+// ------------------------------------------------------------------ racing writers
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_either_apply_on_the_version_they_read_or_get_412() {
+    let (api, _store) = with_envs().await;
+    let path = "/environments/prod/flags/hot";
+    api.put(path, flag(json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])), &[])
+        .await;
+    let writers = 16;
+    let mut applied = 0;
+    for round in 0..3 {
+        let version = api.get(path).await.body["version"].as_u64().unwrap();
+        let etag = format!("\"{version}\"");
+        let tasks: Vec<_> = (0..writers)
+            .map(|i| {
+                let api = api.clone();
+                let etag = etag.clone();
+                tokio::spawn(async move {
+                    let mut doc = flag(json!([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+                    doc["offVariation"] = json!(i % 10);
+                    doc["salt"] = json!(format!("round-{round}-writer-{i}"));
+                    api.put(path, doc, &[("if-match", etag.as_str())]).await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            let r = task.await.unwrap();
+            match r.status {
+                StatusCode::OK => {
+                    won += 1;
+                    assert_eq!(r.body["version"], version + 1);
+                }
+                StatusCode::PRECONDITION_FAILED => {
+                    r.assert_problem("precondition-failed");
+                    assert_eq!(r.body["currentVersion"], version + 1);
+                }
+                other => panic!("unexpected {other}: {r:?}"),
+            }
+        }
+        assert_eq!(
+            won, 1,
+            "round {round}: exactly one writer applies on version {version}"
+        );
+        applied += won;
+    }
+    // The audit log holds the creation and exactly the applied replacements.
+    let r = api.get("/environments/prod/audit?flag=hot").await;
+    let actions: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions.len(), applied + 1, "{actions:?}");
+    assert!(actions[..applied].iter().all(|a| *a == "replace"));
+    assert_eq!(actions[applied], "create");
+}
