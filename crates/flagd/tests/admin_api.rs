@@ -980,18 +980,6 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
 
 // ------------------------------------------------------------------ import and export
 
-/// The client-test fixture without its deliberately malformed flag (which the store rightly
-/// refuses), as JSON.
-fn rich_fixture() -> Value {
-    let text = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/rich-flags.yaml"),
-    )
-    .unwrap();
-    let mut doc: Value = serde_norway::from_str(&text).unwrap();
-    doc["flags"].as_object_mut().unwrap().remove("malformed");
-    doc
-}
-
 #[tokio::test]
 async fn import_then_export_round_trips() {
     let (api, store) = with_envs().await;

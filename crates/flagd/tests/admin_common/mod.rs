@@ -28,6 +28,17 @@ pub fn keys_of(items: &Value, field: &str) -> Vec<String> {
         .collect()
 }
 
+/// The client-test fixture without its deliberately malformed flag (which the store rightly
+/// refuses), as JSON.
+pub fn rich_fixture() -> Value {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/rich-flags.yaml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut doc: Value = serde_norway::from_str(&text).unwrap();
+    doc["flags"].as_object_mut().unwrap().remove("malformed");
+    doc
+}
+
 /// A created API key.
 #[derive(Debug, Clone)]
 pub struct Key {
