@@ -14,9 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::validate::{
-    ReferenceCheck, apply_targets_update, check_key, check_override_context,
-    check_variations_still_used, flag_dependents, prepare_flag, prepare_segment,
-    segment_dependents,
+    ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
+    prepare_segment, restamp_version, segment_dependents,
 };
 use super::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, Change,
@@ -175,26 +175,7 @@ fn segment_not_found(env: &str, key: &str) -> StoreError {
     StoreError::not_found(format!("segment {key:?} in environment {env:?}"))
 }
 
-/// The version check shared by every versioned write. `required` makes `None` mean "must not
-/// exist" (puts); otherwise `None` accepts any version.
-fn check_version(
-    current: Option<u64>,
-    expected: Option<u64>,
-    required: bool,
-) -> Result<(), StoreError> {
-    match (current, expected) {
-        (Some(v), Some(e)) if v == e => Ok(()),
-        (Some(_), None) if !required => Ok(()),
-        (Some(v), _) => Err(StoreError::Conflict {
-            current_version: Some(v),
-        }),
-        (None, Some(_)) => Err(StoreError::Conflict {
-            current_version: None,
-        }),
-        (None, None) => Ok(()),
-    }
-}
-
+/// How overrides appear in audit entries: as [`Override`] serializes.
 fn override_json(kind: &str, key: &str, variation: usize) -> Value {
     json!({"contextKind": kind, "contextKey": key, "variation": variation})
 }
@@ -338,15 +319,6 @@ fn matches(filter: &ListFilter, key: &str, archived: bool) -> bool {
             .is_none_or(|prefix| key.starts_with(prefix))
 }
 
-/// Sets the `version` inside a stored document (archive and unarchive bump it too).
-fn with_version(doc: &Value, version: u64) -> Value {
-    let mut doc = doc.clone();
-    if let Value::Object(map) = &mut doc {
-        map.insert("version".to_owned(), Value::from(version));
-    }
-    doc
-}
-
 #[async_trait::async_trait]
 impl AdminStore for MemoryStore {
     async fn create_environment(
@@ -434,7 +406,7 @@ impl AdminStore for MemoryStore {
         let es = state.env(env)?;
         let existing = es.flags.get(key);
         let current = existing.and_then(Item::live);
-        check_version(current.map(|i| i.version), expected_version, true)?;
+        check_expected_version(current.map(|i| i.version), expected_version, true)?;
         let version = existing.map_or(0, |i| i.version) + 1;
         let (doc, flag) = prepare_flag(key, doc, version)?;
         es.resolve(ReferenceCheck::for_flag(&flag))?;
@@ -489,7 +461,7 @@ impl AdminStore for MemoryStore {
             .get(key)
             .and_then(Item::live)
             .ok_or_else(|| flag_not_found(env, key))?;
-        check_version(Some(item.version), expected_version, false)?;
+        check_expected_version(Some(item.version), expected_version, false)?;
         if item.archived == archived {
             return Ok(stored_flag(key, item));
         }
@@ -505,7 +477,7 @@ impl AdminStore for MemoryStore {
         item.version += 1;
         item.archived = archived;
         item.updated_at = now_ms();
-        item.doc = with_version(&item.doc, item.version);
+        item.doc = restamp_version(&item.doc, item.version);
         item.parsed.version = item.version;
         let stored = stored_flag(key, &item);
         let version = item.version;
@@ -542,7 +514,7 @@ impl AdminStore for MemoryStore {
             .get(key)
             .and_then(Item::live)
             .ok_or_else(|| flag_not_found(env, key))?;
-        check_version(Some(item.version), expected_version, false)?;
+        check_expected_version(Some(item.version), expected_version, false)?;
         let dependents = flag_dependents(key, es.live_flags());
         if !dependents.is_empty() {
             return Err(StoreError::HasDependents { dependents });
@@ -604,7 +576,7 @@ impl AdminStore for MemoryStore {
         let es = state.env(env)?;
         let existing = es.segments.get(key);
         let current = existing.and_then(Item::live);
-        check_version(current.map(|i| i.version), expected_version, true)?;
+        check_expected_version(current.map(|i| i.version), expected_version, true)?;
         let version = existing.map_or(0, |i| i.version) + 1;
         let (doc, segment) = prepare_segment(key, doc, version)?;
         es.resolve(ReferenceCheck::for_segment(&segment))?;
@@ -653,7 +625,7 @@ impl AdminStore for MemoryStore {
             .get(key)
             .and_then(Item::live)
             .ok_or_else(|| segment_not_found(env, key))?;
-        check_version(Some(item.version), expected_version, false)?;
+        check_expected_version(Some(item.version), expected_version, false)?;
         if item.archived == archived {
             return Ok(stored_segment(key, item));
         }
@@ -669,7 +641,7 @@ impl AdminStore for MemoryStore {
         item.version += 1;
         item.archived = archived;
         item.updated_at = now_ms();
-        item.doc = with_version(&item.doc, item.version);
+        item.doc = restamp_version(&item.doc, item.version);
         item.parsed.version = item.version;
         let stored = stored_segment(key, &item);
         let version = item.version;
@@ -706,7 +678,7 @@ impl AdminStore for MemoryStore {
             .get(key)
             .and_then(Item::live)
             .ok_or_else(|| segment_not_found(env, key))?;
-        check_version(Some(item.version), expected_version, false)?;
+        check_expected_version(Some(item.version), expected_version, false)?;
         let dependents = segment_dependents(key, es.live_flags(), es.live_segments());
         if !dependents.is_empty() {
             return Err(StoreError::HasDependents { dependents });
@@ -749,7 +721,7 @@ impl AdminStore for MemoryStore {
             .get(key)
             .and_then(Item::live)
             .ok_or_else(|| segment_not_found(env, key))?;
-        check_version(Some(item.version), expected_version, false)?;
+        check_expected_version(Some(item.version), expected_version, false)?;
         let mut doc = item.doc.clone();
         if !apply_targets_update(&mut doc, update)? {
             return Ok(stored_segment(key, item));

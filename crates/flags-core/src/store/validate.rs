@@ -30,6 +30,37 @@ pub const MAX_KEY_LEN: usize = 256;
 /// The longest context key an override may name (change notifications carry it).
 pub const MAX_CONTEXT_KEY_LEN: usize = 1024;
 
+/// The version check of every versioned write: `current` is the item's version (`None` when it
+/// does not exist). With `required` (puts), `expected: None` means "create" and conflicts with an
+/// existing item; otherwise `None` accepts whatever version the item has.
+pub fn check_expected_version(
+    current: Option<u64>,
+    expected: Option<u64>,
+    required: bool,
+) -> Result<(), StoreError> {
+    match (current, expected) {
+        (Some(v), Some(e)) if v == e => Ok(()),
+        (Some(_), None) if !required => Ok(()),
+        (Some(v), _) => Err(StoreError::Conflict {
+            current_version: Some(v),
+        }),
+        (None, Some(_)) => Err(StoreError::Conflict {
+            current_version: None,
+        }),
+        (None, None) => Ok(()),
+    }
+}
+
+/// Sets the `version` inside a stored document (archiving bumps the version without otherwise
+/// touching the document).
+pub fn restamp_version(doc: &Value, version: u64) -> Value {
+    let mut doc = doc.clone();
+    if let Value::Object(map) = &mut doc {
+        map.insert("version".to_owned(), Value::from(version));
+    }
+    doc
+}
+
 /// Checks an environment, flag or segment key: 1 to [`MAX_KEY_LEN`] bytes of letters, digits,
 /// `.`, `_` and `-` (LaunchDarkly's key alphabet, safe in URL paths unescaped).
 pub fn check_key(what: &str, key: &str) -> Result<(), StoreError> {

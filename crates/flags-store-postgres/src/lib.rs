@@ -1,0 +1,1558 @@
+//! `flags-store-postgres`: flagd's [`AdminStore`] on PostgreSQL.
+//!
+//! Flags and segments (as LaunchDarkly JSON documents), the kill set, per-entity overrides, API
+//! keys (hashed) and the audit log live in the tables of `migrations/`, which are embedded and
+//! applied by [`PostgresStore::migrate`]. Every write runs in one transaction that first locks
+//! its environment's row, so writes to an environment are serialized: validation (through
+//! `flags_core::store::validate`, the same code every backend runs) sees exactly the data the
+//! write lands on, and change sequence numbers commit in order. The same transaction writes the
+//! audit entry and the change, and sends a `NOTIFY` that PostgreSQL delivers at commit; replicas
+//! follow it with [`AdminStore::subscribe`].
+//!
+//! It knows SQL and nothing of HTTP: the server maps [`StoreError`]s to status codes. It does
+//! not evaluate flags or keep a cache; replicas build their snapshots from
+//! [`AdminStore::snapshot`] and [`AdminStore::changes_since`].
+
+mod error;
+mod subscription;
+
+use std::time::Duration;
+
+use flags_core::store::validate::{
+    ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
+    prepare_segment, restamp_version, segment_dependents,
+};
+use flags_core::store::{
+    Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
+    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ListFilter,
+    NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    generate_secret, hash_secret,
+};
+use flags_core::{Flag, Segment};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::error::{corrupt, db, to_u64};
+
+pub use subscription::PgSubscription;
+
+/// The channel changes are announced on. The payload is the [`Change`] as JSON, or
+/// `{"seq":N,"env":E}` when that would not fit in a notification.
+pub const CHANNEL: &str = "flagd_changes";
+
+/// The largest payload sent whole; PostgreSQL refuses notifications of 8000 bytes or more.
+const MAX_PAYLOAD: usize = 7_000;
+
+/// How to reach the database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user@host:port/database`.
+    pub url: String,
+    /// The most connections the pool opens (a subscription holds one more of its own).
+    pub max_connections: u32,
+    /// How long an operation waits for a connection before it fails as unavailable. Short, so
+    /// that writes during an outage answer quickly instead of piling up.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> PostgresConfig {
+        PostgresConfig {
+            url: String::new(),
+            max_connections: 10,
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// The defaults, with this URL.
+    pub fn new(url: &str) -> PostgresConfig {
+        PostgresConfig {
+            url: url.to_owned(),
+            ..PostgresConfig::default()
+        }
+    }
+
+    fn pool_options(&self) -> Result<(PgPoolOptions, PgConnectOptions), StoreError> {
+        let connect: PgConnectOptions = self.url.parse().map_err(|e: sqlx::Error| {
+            StoreError::invalid("database url", format!("cannot parse the URL: {e}"))
+        })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(self.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms));
+        Ok((pool, connect))
+    }
+}
+
+/// The admin store on PostgreSQL. Cheap to clone (it is a connection pool).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects with default settings; fails as [`StoreError::Unavailable`] if the database
+    /// cannot be reached now.
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+        PostgresStore::connect_with(&PostgresConfig::new(url)).await
+    }
+
+    /// Connects; fails if the database cannot be reached now.
+    pub async fn connect_with(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let (pool, connect) = config.pool_options()?;
+        let pool = pool.connect_with(connect).await.map_err(db)?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// A store that connects on first use, so a server can start while the database is down
+    /// (each operation then fails as unavailable until it is back).
+    pub fn connect_lazy(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let (pool, connect) = config.pool_options()?;
+        Ok(PostgresStore {
+            pool: pool.connect_lazy_with(connect),
+        })
+    }
+
+    /// A store over an existing pool.
+    pub fn from_pool(pool: PgPool) -> PostgresStore {
+        PostgresStore { pool }
+    }
+
+    /// The pool, for callers that need the database directly (tests, health checks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the embedded migrations that have not run yet. Safe to call from several
+    /// replicas at once: sqlx takes an advisory lock around them.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations")
+            .run(&self.pool)
+            .await
+            .map_err(error::migrate)
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write to `env`: a transaction holding the environment's row lock.
+    async fn begin_write(&self, env: &str) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // NO KEY UPDATE conflicts with itself (so writers of one environment queue here) but not
+        // with the KEY SHARE locks that foreign-key checks take, so readers and inserts that
+        // merely reference the environment are not held up.
+        let found = sqlx::query("SELECT 1 FROM environments WHERE key = $1 FOR NO KEY UPDATE")
+            .bind(env)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+        if found.is_none() {
+            return Err(env_not_found(env));
+        }
+        Ok(tx)
+    }
+
+    /// `NotFound` for the environment if it does not exist, else for `what`.
+    async fn missing(&self, env: &str, what: StoreError) -> StoreError {
+        match env_exists(&self.pool, env).await {
+            Ok(true) => what,
+            Ok(false) => env_not_found(env),
+            Err(e) => e,
+        }
+    }
+
+    async fn get_item(&self, table: Table, env: &str, key: &str) -> Result<Item, StoreError> {
+        let sql = format!(
+            "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
+             WHERE env = $1 AND key = $2 AND NOT deleted",
+            table.name()
+        );
+        let row: Option<ItemRow> = sqlx::query_as(&sql)
+            .bind(env)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        match row {
+            Some(row) => Item::from_row(row),
+            None => Err(self.missing(env, table.not_found(env, key)).await),
+        }
+    }
+
+    async fn list_items(
+        &self,
+        table: Table,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<Item>, StoreError> {
+        let sql = format!(
+            "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
+             WHERE env = $1 AND NOT deleted \
+               AND ($2::boolean IS NULL OR archived = $2) \
+               AND ($3::text IS NULL OR starts_with(key, $3)) \
+             ORDER BY key",
+            table.name()
+        );
+        let rows: Vec<ItemRow> = sqlx::query_as(&sql)
+            .bind(env)
+            .bind(filter.archived)
+            .bind(filter.key_prefix.as_deref())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        if rows.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        rows.into_iter().map(Item::from_row).collect()
+    }
+
+    async fn put_item(
+        &self,
+        table: Table,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<Item, StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let existing = load_item(&mut tx, table, env, key).await?;
+        let current = existing.as_ref().filter(|i| !i.deleted);
+        check_expected_version(current.map(|i| i.version), expected_version, true)?;
+        let version = existing.as_ref().map_or(0, |i| i.version) + 1;
+        let doc = match table {
+            Table::Flags => {
+                let (doc, flag) = prepare_flag(key, doc, version)?;
+                resolve(&mut tx, env, ReferenceCheck::for_flag(&flag)).await?;
+                if current.is_some() {
+                    let dependents = prerequisite_candidates(&mut tx, env, key).await?;
+                    let overrides = load_overrides(&mut *tx, env, key).await?;
+                    check_variations_still_used(&flag, &dependents, &overrides)?;
+                }
+                doc
+            }
+            Table::Segments => {
+                let (doc, segment) = prepare_segment(key, doc, version)?;
+                resolve(&mut tx, env, ReferenceCheck::for_segment(&segment)).await?;
+                doc
+            }
+        };
+        let archived = current.is_some_and(|i| i.archived);
+        let sql = format!(
+            "INSERT INTO {} (env, key, version, archived, deleted, doc, updated_at) \
+             VALUES ($1, $2, $3, $4, false, $5, now()) \
+             ON CONFLICT (env, key) DO UPDATE SET version = EXCLUDED.version, \
+               archived = EXCLUDED.archived, deleted = false, doc = EXCLUDED.doc, \
+               updated_at = EXCLUDED.updated_at \
+             RETURNING {MS_UPDATED}",
+            table.name()
+        );
+        let updated_at: i64 = sqlx::query_scalar(&sql)
+            .bind(env)
+            .bind(key)
+            .bind(to_i64(version))
+            .bind(archived)
+            .bind(&doc)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let before = current.map(|i| i.doc.clone());
+        let action = if before.is_some() {
+            AuditAction::Replace
+        } else {
+            AuditAction::Create
+        };
+        let audit = Audit {
+            env: Some(env),
+            item_kind: table.audit_kind(),
+            item_key: key,
+            action,
+            actor,
+        };
+        audit.write(&mut tx, before, Some(doc.clone())).await?;
+        record(&mut tx, env, key, version, table.change(false)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Item {
+            key: key.to_owned(),
+            version,
+            archived,
+            deleted: false,
+            updated_at: to_u64(updated_at, "timestamp")?,
+            doc,
+        })
+    }
+
+    async fn set_archived(
+        &self,
+        table: Table,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<Item, StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let item = load_live(&mut tx, table, env, key).await?;
+        check_expected_version(Some(item.version), expected_version, false)?;
+        if item.archived == archived {
+            return Ok(item);
+        }
+        if archived {
+            let dependents = dependents(&mut tx, table, env, key).await?;
+            if !dependents.is_empty() {
+                return Err(StoreError::HasDependents { dependents });
+            }
+        } else {
+            let check = match table {
+                Table::Flags => ReferenceCheck::for_flag(&parse_flag(&item.doc)?),
+                Table::Segments => ReferenceCheck::for_segment(&parse_segment(&item.doc)?),
+            };
+            resolve(&mut tx, env, check).await?;
+        }
+        let version = item.version + 1;
+        let doc = restamp_version(&item.doc, version);
+        let sql = format!(
+            "UPDATE {} SET version = $3, archived = $4, doc = $5, updated_at = now() \
+             WHERE env = $1 AND key = $2 RETURNING {MS_UPDATED}",
+            table.name()
+        );
+        let updated_at: i64 = sqlx::query_scalar(&sql)
+            .bind(env)
+            .bind(key)
+            .bind(to_i64(version))
+            .bind(archived)
+            .bind(&doc)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        let action = if archived {
+            AuditAction::Archive
+        } else {
+            AuditAction::Unarchive
+        };
+        let audit = Audit {
+            env: Some(env),
+            item_kind: table.audit_kind(),
+            item_key: key,
+            action,
+            actor,
+        };
+        audit
+            .write(
+                &mut tx,
+                Some(json!({"archived": !archived})),
+                Some(json!({"archived": archived})),
+            )
+            .await?;
+        record(&mut tx, env, key, version, table.change(false)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Item {
+            version,
+            archived,
+            updated_at: to_u64(updated_at, "timestamp")?,
+            doc,
+            ..item
+        })
+    }
+
+    async fn delete_item(
+        &self,
+        table: Table,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let item = load_live(&mut tx, table, env, key).await?;
+        check_expected_version(Some(item.version), expected_version, false)?;
+        let dependents = dependents(&mut tx, table, env, key).await?;
+        if !dependents.is_empty() {
+            return Err(StoreError::HasDependents { dependents });
+        }
+        if table == Table::Flags {
+            // Its kill and overrides go with it.
+            for sql in [
+                "DELETE FROM killed_flags WHERE env = $1 AND flag_key = $2",
+                "DELETE FROM overrides WHERE env = $1 AND flag_key = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(env)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let version = item.version + 1;
+        let sql = format!(
+            "UPDATE {} SET version = $3, deleted = true, updated_at = now() \
+             WHERE env = $1 AND key = $2",
+            table.name()
+        );
+        sqlx::query(&sql)
+            .bind(env)
+            .bind(key)
+            .bind(to_i64(version))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let audit = Audit {
+            env: Some(env),
+            item_kind: table.audit_kind(),
+            item_key: key,
+            action: AuditAction::Delete,
+            actor,
+        };
+        audit.write(&mut tx, Some(item.doc), None).await?;
+        record(&mut tx, env, key, version, table.change(true)).await?;
+        tx.commit().await.map_err(db)
+    }
+}
+
+/// Milliseconds since the Unix epoch of `updated_at`, as a bigint column.
+const MS_UPDATED: &str = "(extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Flags,
+    Segments,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Flags => "flags",
+            Table::Segments => "segments",
+        }
+    }
+
+    fn not_found(self, env: &str, key: &str) -> StoreError {
+        let what = match self {
+            Table::Flags => "flag",
+            Table::Segments => "segment",
+        };
+        StoreError::not_found(format!("{what} {key:?} in environment {env:?}"))
+    }
+
+    fn audit_kind(self) -> AuditItemKind {
+        match self {
+            Table::Flags => AuditItemKind::Flag,
+            Table::Segments => AuditItemKind::Segment,
+        }
+    }
+
+    fn change(self, deleted: bool) -> ChangeKind {
+        match self {
+            Table::Flags => ChangeKind::Flag { deleted },
+            Table::Segments => ChangeKind::Segment { deleted },
+        }
+    }
+}
+
+type ItemRow = (String, i64, bool, bool, i64, Value);
+
+/// A flag or segment row.
+#[derive(Debug, Clone)]
+struct Item {
+    key: String,
+    version: u64,
+    archived: bool,
+    deleted: bool,
+    updated_at: u64,
+    doc: Value,
+}
+
+impl Item {
+    fn from_row(
+        (key, version, archived, deleted, updated_at, doc): ItemRow,
+    ) -> Result<Item, StoreError> {
+        Ok(Item {
+            key,
+            version: to_u64(version, "version")?,
+            archived,
+            deleted,
+            updated_at: to_u64(updated_at, "timestamp")?,
+            doc,
+        })
+    }
+
+    fn into_flag(self) -> StoredFlag {
+        StoredFlag {
+            key: self.key,
+            version: self.version,
+            archived: self.archived,
+            updated_at: self.updated_at,
+            doc: self.doc,
+        }
+    }
+
+    fn into_segment(self) -> StoredSegment {
+        StoredSegment {
+            key: self.key,
+            version: self.version,
+            archived: self.archived,
+            updated_at: self.updated_at,
+            doc: self.doc,
+        }
+    }
+}
+
+fn env_not_found(env: &str) -> StoreError {
+    StoreError::not_found(format!("environment {env:?}"))
+}
+
+/// Versions stay far below `i64::MAX` (one per write); saturating keeps a bogus caller value
+/// from wrapping.
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+async fn env_exists<'e, E>(executor: E, env: &str) -> Result<bool, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM environments WHERE key = $1)")
+        .bind(env)
+        .fetch_one(executor)
+        .await
+        .map_err(db)
+}
+
+fn parse_flag(doc: &Value) -> Result<Flag, StoreError> {
+    Flag::from_json_value(doc.clone())
+        .map_err(|e| corrupt(format!("a stored flag does not parse: {e}")))
+}
+
+fn parse_segment(doc: &Value) -> Result<Segment, StoreError> {
+    Segment::from_json_value(doc.clone())
+        .map_err(|e| corrupt(format!("a stored segment does not parse: {e}")))
+}
+
+/// The row of `key`, tombstone included.
+async fn load_item(
+    conn: &mut PgConnection,
+    table: Table,
+    env: &str,
+    key: &str,
+) -> Result<Option<Item>, StoreError> {
+    let sql = format!(
+        "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
+         WHERE env = $1 AND key = $2",
+        table.name()
+    );
+    let row: Option<ItemRow> = sqlx::query_as(&sql)
+        .bind(env)
+        .bind(key)
+        .fetch_optional(conn)
+        .await
+        .map_err(db)?;
+    row.map(Item::from_row).transpose()
+}
+
+/// The row of `key` if it exists and is not deleted, else `NotFound`.
+async fn load_live(
+    conn: &mut PgConnection,
+    table: Table,
+    env: &str,
+    key: &str,
+) -> Result<Item, StoreError> {
+    match load_item(conn, table, env, key).await? {
+        Some(item) if !item.deleted => Ok(item),
+        _ => Err(table.not_found(env, key)),
+    }
+}
+
+/// Answers a reference check from the live (not archived, not deleted) rows, one query per
+/// table per level of nesting.
+async fn resolve(
+    conn: &mut PgConnection,
+    env: &str,
+    mut check: ReferenceCheck,
+) -> Result<(), StoreError> {
+    while let Some(wanted) = check.wanted() {
+        if !wanted.flags.is_empty() {
+            let found = live_docs(conn, Table::Flags, env, &wanted.flags).await?;
+            for key in &wanted.flags {
+                let flag = found
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, doc)| parse_flag(doc))
+                    .transpose()?;
+                check.supply_flag(key, flag.as_ref());
+            }
+        }
+        if !wanted.segments.is_empty() {
+            let found = live_docs(conn, Table::Segments, env, &wanted.segments).await?;
+            for key in &wanted.segments {
+                let segment = found
+                    .iter()
+                    .find(|(k, _)| k == key)
+                    .map(|(_, doc)| parse_segment(doc))
+                    .transpose()?;
+                check.supply_segment(key, segment.as_ref());
+            }
+        }
+    }
+    check.finish()
+}
+
+async fn live_docs(
+    conn: &mut PgConnection,
+    table: Table,
+    env: &str,
+    keys: &[String],
+) -> Result<Vec<(String, Value)>, StoreError> {
+    let sql = format!(
+        "SELECT key, doc FROM {} WHERE env = $1 AND key = ANY($2) AND NOT deleted AND NOT archived",
+        table.name()
+    );
+    sqlx::query_as(&sql)
+        .bind(env)
+        .bind(keys)
+        .fetch_all(conn)
+        .await
+        .map_err(db)
+}
+
+/// Live flags whose prerequisites mention `key` (found by index; exact matching is core's).
+async fn prerequisite_candidates(
+    conn: &mut PgConnection,
+    env: &str,
+    key: &str,
+) -> Result<Vec<Flag>, StoreError> {
+    let docs: Vec<Value> = sqlx::query_scalar(
+        "SELECT doc FROM flags WHERE env = $1 AND NOT deleted AND NOT archived \
+           AND doc -> 'prerequisites' @> jsonb_build_array(jsonb_build_object('key', $2::text))",
+    )
+    .bind(env)
+    .bind(key)
+    .fetch_all(conn)
+    .await
+    .map_err(db)?;
+    docs.iter().map(parse_flag).collect()
+}
+
+/// Live docs of `table` whose rules name segment `key` in a `segmentMatch` clause.
+async fn segment_match_candidates(
+    conn: &mut PgConnection,
+    table: Table,
+    env: &str,
+    key: &str,
+) -> Result<Vec<Value>, StoreError> {
+    let sql = format!(
+        "SELECT doc FROM {} WHERE env = $1 AND NOT deleted AND NOT archived \
+           AND jsonb_path_exists(doc, \
+             '$.rules[*].clauses[*] ? (@.op == \"segmentMatch\" && @.values[*] == $k)', \
+             jsonb_build_object('k', $2::text))",
+        table.name()
+    );
+    sqlx::query_scalar(&sql)
+        .bind(env)
+        .bind(key)
+        .fetch_all(conn)
+        .await
+        .map_err(db)
+}
+
+/// What live items refer to `key`; deleting or archiving it must wait for them.
+async fn dependents(
+    conn: &mut PgConnection,
+    table: Table,
+    env: &str,
+    key: &str,
+) -> Result<Vec<flags_core::store::Dependent>, StoreError> {
+    match table {
+        Table::Flags => {
+            let candidates = prerequisite_candidates(conn, env, key).await?;
+            Ok(flag_dependents(key, &candidates))
+        }
+        Table::Segments => {
+            let flags = segment_match_candidates(conn, Table::Flags, env, key)
+                .await?
+                .iter()
+                .map(parse_flag)
+                .collect::<Result<Vec<_>, _>>()?;
+            let segments = segment_match_candidates(conn, Table::Segments, env, key)
+                .await?
+                .iter()
+                .map(parse_segment)
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(segment_dependents(key, &flags, &segments))
+        }
+    }
+}
+
+async fn load_overrides<'e, E>(
+    executor: E,
+    env: &str,
+    flag_key: &str,
+) -> Result<Vec<Override>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let rows: Vec<(String, String, i32)> = sqlx::query_as(
+        "SELECT context_kind, context_key, variation FROM overrides \
+         WHERE env = $1 AND flag_key = $2 ORDER BY context_kind, context_key",
+    )
+    .bind(env)
+    .bind(flag_key)
+    .fetch_all(executor)
+    .await
+    .map_err(db)?;
+    rows.into_iter()
+        .map(|(context_kind, context_key, variation)| {
+            Ok(Override {
+                context_kind,
+                context_key,
+                variation: usize::try_from(variation)
+                    .map_err(|_| corrupt(format!("negative override variation {variation}")))?,
+            })
+        })
+        .collect()
+}
+
+/// The audit entry of a write, minus before and after.
+struct Audit<'a> {
+    env: Option<&'a str>,
+    item_kind: AuditItemKind,
+    item_key: &'a str,
+    action: AuditAction,
+    actor: &'a Actor,
+}
+
+impl Audit<'_> {
+    async fn write(
+        &self,
+        conn: &mut PgConnection,
+        before: Option<Value>,
+        after: Option<Value>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_log \
+               (env, item_kind, item_key, action, actor_key_id, actor_name, before, after) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(self.env)
+        .bind(self.item_kind.as_str())
+        .bind(self.item_key)
+        .bind(self.action.as_str())
+        .bind(self.actor.key_id.map(to_i64))
+        .bind(&self.actor.name)
+        .bind(before)
+        .bind(after)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+}
+
+/// Records a change and announces it; the announcement is delivered when the transaction
+/// commits, and dropped if it rolls back.
+async fn record(
+    conn: &mut PgConnection,
+    env: &str,
+    key: &str,
+    version: u64,
+    kind: ChangeKind,
+) -> Result<Change, StoreError> {
+    let kind_json = serde_json::to_value(&kind).map_err(StoreError::internal)?;
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (env, key, version, kind) VALUES ($1, $2, $3, $4) RETURNING seq",
+    )
+    .bind(env)
+    .bind(key)
+    .bind(to_i64(version))
+    .bind(&kind_json)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(db)?;
+    let change = Change {
+        seq: to_u64(seq, "change seq")?,
+        env: env.to_owned(),
+        key: key.to_owned(),
+        version,
+        kind,
+    };
+    let mut payload = serde_json::to_string(&change).map_err(StoreError::internal)?;
+    if payload.len() > MAX_PAYLOAD {
+        payload = json!({"seq": change.seq, "env": env}).to_string();
+    }
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(change)
+}
+
+type ChangeRow = (i64, String, String, i64, Value);
+
+fn change_from_row((seq, env, key, version, kind): ChangeRow) -> Result<Change, StoreError> {
+    Ok(Change {
+        seq: to_u64(seq, "change seq")?,
+        env,
+        key,
+        version: to_u64(version, "version")?,
+        kind: serde_json::from_value(kind)
+            .map_err(|e| corrupt(format!("a stored change kind does not parse: {e}")))?,
+    })
+}
+
+type AuditRow = (
+    i64,
+    Option<String>,
+    String,
+    String,
+    String,
+    Option<i64>,
+    String,
+    Option<Value>,
+    Option<Value>,
+    i64,
+);
+
+fn audit_from_row(row: AuditRow) -> Result<AuditEntry, StoreError> {
+    let (id, env, item_kind, item_key, action, actor_key_id, actor_name, before, after, at) = row;
+    Ok(AuditEntry {
+        id: to_u64(id, "audit id")?,
+        env,
+        item_kind: AuditItemKind::parse(&item_kind)
+            .ok_or_else(|| corrupt(format!("unknown audit item kind {item_kind:?}")))?,
+        item_key,
+        action: AuditAction::parse(&action)
+            .ok_or_else(|| corrupt(format!("unknown audit action {action:?}")))?,
+        actor: Actor {
+            key_id: actor_key_id.map(|id| to_u64(id, "key id")).transpose()?,
+            name: actor_name,
+        },
+        before,
+        after,
+        at: to_u64(at, "timestamp")?,
+    })
+}
+
+type KeyRow = (i64, String, String, Option<String>, i64, bool);
+
+const KEY_COLUMNS: &str = "id, name, kind, env, (extract(epoch FROM created_at) * 1000)::bigint, \
+                           revoked_at IS NOT NULL";
+
+fn key_from_row((id, name, kind, env, created_at, revoked): KeyRow) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: to_u64(id, "key id")?,
+        name,
+        kind: ApiKeyKind::parse(&kind)
+            .ok_or_else(|| corrupt(format!("unknown key kind {kind:?}")))?,
+        env,
+        created_at: to_u64(created_at, "timestamp")?,
+        revoked,
+    })
+}
+
+fn key_json(key: &ApiKey) -> Option<Value> {
+    serde_json::to_value(key).ok()
+}
+
+fn override_json(kind: &str, key: &str, variation: usize) -> Option<Value> {
+    serde_json::to_value(Override {
+        context_kind: kind.to_owned(),
+        context_key: key.to_owned(),
+        variation,
+    })
+    .ok()
+}
+
+#[async_trait::async_trait]
+impl AdminStore for PostgresStore {
+    async fn create_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        name: &str,
+    ) -> Result<Environment, StoreError> {
+        check_key("environment", key)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let created: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO environments (key, name) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING \
+             RETURNING (extract(epoch FROM created_at) * 1000)::bigint",
+        )
+        .bind(key)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(created_at) = created else {
+            return Err(StoreError::AlreadyExists {
+                what: format!("environment {key:?}"),
+            });
+        };
+        let env = Environment {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            created_at: to_u64(created_at, "timestamp")?,
+        };
+        let audit = Audit {
+            env: Some(key),
+            item_kind: AuditItemKind::Environment,
+            item_key: key,
+            action: AuditAction::Create,
+            actor,
+        };
+        audit
+            .write(&mut tx, None, serde_json::to_value(&env).ok())
+            .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(env)
+    }
+
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
+             FROM environments ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(key, name, created_at)| {
+                Ok(Environment {
+                    key,
+                    name,
+                    created_at: to_u64(created_at, "timestamp")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
+             FROM environments WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let (key, name, created_at) = row.ok_or_else(|| env_not_found(key))?;
+        Ok(Environment {
+            key,
+            name,
+            created_at: to_u64(created_at, "timestamp")?,
+        })
+    }
+
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
+        Ok(self.get_item(Table::Flags, env, key).await?.into_flag())
+    }
+
+    async fn list_flags(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredFlag>, StoreError> {
+        let items = self.list_items(Table::Flags, env, filter).await?;
+        Ok(items.into_iter().map(Item::into_flag).collect())
+    }
+
+    async fn put_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError> {
+        let item = self
+            .put_item(Table::Flags, actor, env, key, doc, expected_version)
+            .await?;
+        Ok(item.into_flag())
+    }
+
+    async fn set_flag_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredFlag, StoreError> {
+        let item = self
+            .set_archived(Table::Flags, actor, env, key, archived, expected_version)
+            .await?;
+        Ok(item.into_flag())
+    }
+
+    async fn delete_flag(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.delete_item(Table::Flags, actor, env, key, expected_version)
+            .await
+    }
+
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
+        Ok(self
+            .get_item(Table::Segments, env, key)
+            .await?
+            .into_segment())
+    }
+
+    async fn list_segments(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<StoredSegment>, StoreError> {
+        let items = self.list_items(Table::Segments, env, filter).await?;
+        Ok(items.into_iter().map(Item::into_segment).collect())
+    }
+
+    async fn put_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let item = self
+            .put_item(Table::Segments, actor, env, key, doc, expected_version)
+            .await?;
+        Ok(item.into_segment())
+    }
+
+    async fn set_segment_archived(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let item = self
+            .set_archived(Table::Segments, actor, env, key, archived, expected_version)
+            .await?;
+        Ok(item.into_segment())
+    }
+
+    async fn delete_segment(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.delete_item(Table::Segments, actor, env, key, expected_version)
+            .await
+    }
+
+    async fn update_segment_targets(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        update: &SegmentTargetsUpdate,
+        expected_version: Option<u64>,
+    ) -> Result<StoredSegment, StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let item = load_live(&mut tx, Table::Segments, env, key).await?;
+        check_expected_version(Some(item.version), expected_version, false)?;
+        let mut doc = item.doc.clone();
+        if !apply_targets_update(&mut doc, update)? {
+            return Ok(item.into_segment());
+        }
+        let version = item.version + 1;
+        let (doc, _) = prepare_segment(key, doc, version)?;
+        let updated_at: i64 = sqlx::query_scalar(&format!(
+            "UPDATE segments SET version = $3, doc = $4, updated_at = now() \
+             WHERE env = $1 AND key = $2 RETURNING {MS_UPDATED}"
+        ))
+        .bind(env)
+        .bind(key)
+        .bind(to_i64(version))
+        .bind(&doc)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let audit = Audit {
+            env: Some(env),
+            item_kind: AuditItemKind::Segment,
+            item_key: key,
+            action: AuditAction::UpdateTargets,
+            actor,
+        };
+        audit
+            .write(&mut tx, Some(item.doc.clone()), Some(doc.clone()))
+            .await?;
+        record(
+            &mut tx,
+            env,
+            key,
+            version,
+            ChangeKind::Segment { deleted: false },
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(StoredSegment {
+            key: key.to_owned(),
+            version,
+            archived: item.archived,
+            updated_at: to_u64(updated_at, "timestamp")?,
+            doc,
+        })
+    }
+
+    async fn set_killed(
+        &self,
+        actor: &Actor,
+        env: &str,
+        flag_key: &str,
+        killed: bool,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let flag = load_live(&mut tx, Table::Flags, env, flag_key).await?;
+        let sql = if killed {
+            "INSERT INTO killed_flags (env, flag_key) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM killed_flags WHERE env = $1 AND flag_key = $2"
+        };
+        let changed = sqlx::query(sql)
+            .bind(env)
+            .bind(flag_key)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        let action = if killed {
+            AuditAction::Kill
+        } else {
+            AuditAction::Unkill
+        };
+        let audit = Audit {
+            env: Some(env),
+            item_kind: AuditItemKind::Flag,
+            item_key: flag_key,
+            action,
+            actor,
+        };
+        audit
+            .write(
+                &mut tx,
+                Some(json!({"killed": !killed})),
+                Some(json!({"killed": killed})),
+            )
+            .await?;
+        record(
+            &mut tx,
+            env,
+            flag_key,
+            flag.version,
+            ChangeKind::Kill { killed },
+        )
+        .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        let keys: Vec<String> = sqlx::query_scalar(
+            "SELECT flag_key FROM killed_flags WHERE env = $1 ORDER BY flag_key",
+        )
+        .bind(env)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if keys.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        Ok(keys)
+    }
+
+    async fn set_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+        variation: usize,
+    ) -> Result<Option<usize>, StoreError> {
+        check_override_context(&key.context_kind, &key.context_key)?;
+        let mut tx = self.begin_write(env).await?;
+        let flag = load_live(&mut tx, Table::Flags, env, &key.flag_key).await?;
+        let count = parse_flag(&flag.doc)?.variations.len();
+        if variation >= count {
+            return Err(StoreError::invalid(
+                "variation",
+                format!(
+                    "flag {:?} has no variation {variation} (it has {count})",
+                    key.flag_key
+                ),
+            ));
+        }
+        let previous = current_override(&mut tx, env, key).await?;
+        if previous == Some(variation) {
+            return Ok(previous);
+        }
+        sqlx::query(
+            "INSERT INTO overrides (env, flag_key, context_kind, context_key, variation) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (env, flag_key, context_kind, context_key) \
+             DO UPDATE SET variation = EXCLUDED.variation, updated_at = now()",
+        )
+        .bind(env)
+        .bind(&key.flag_key)
+        .bind(&key.context_kind)
+        .bind(&key.context_key)
+        // Below the flag's variation count, so it fits.
+        .bind(i32::try_from(variation).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let audit = Audit {
+            env: Some(env),
+            item_kind: AuditItemKind::Flag,
+            item_key: &key.flag_key,
+            action: AuditAction::SetOverride,
+            actor,
+        };
+        audit
+            .write(
+                &mut tx,
+                previous.and_then(|v| override_json(&key.context_kind, &key.context_key, v)),
+                override_json(&key.context_kind, &key.context_key, variation),
+            )
+            .await?;
+        let kind = ChangeKind::Override {
+            context_kind: key.context_kind.clone(),
+            context_key: key.context_key.clone(),
+            variation: Some(variation),
+        };
+        record(&mut tx, env, &key.flag_key, flag.version, kind).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(previous)
+    }
+
+    async fn remove_override(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &OverrideKey,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut tx = self.begin_write(env).await?;
+        let flag = load_live(&mut tx, Table::Flags, env, &key.flag_key).await?;
+        let removed: Option<i32> = sqlx::query_scalar(
+            "DELETE FROM overrides \
+             WHERE env = $1 AND flag_key = $2 AND context_kind = $3 AND context_key = $4 \
+             RETURNING variation",
+        )
+        .bind(env)
+        .bind(&key.flag_key)
+        .bind(&key.context_kind)
+        .bind(&key.context_key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let Some(previous) = removed else {
+            return Ok(None);
+        };
+        let previous = usize::try_from(previous)
+            .map_err(|_| corrupt(format!("negative override variation {previous}")))?;
+        let audit = Audit {
+            env: Some(env),
+            item_kind: AuditItemKind::Flag,
+            item_key: &key.flag_key,
+            action: AuditAction::RemoveOverride,
+            actor,
+        };
+        audit
+            .write(
+                &mut tx,
+                override_json(&key.context_kind, &key.context_key, previous),
+                None,
+            )
+            .await?;
+        let kind = ChangeKind::Override {
+            context_kind: key.context_kind.clone(),
+            context_key: key.context_key.clone(),
+            variation: None,
+        };
+        record(&mut tx, env, &key.flag_key, flag.version, kind).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(previous))
+    }
+
+    async fn get_override(
+        &self,
+        env: &str,
+        key: &OverrideKey,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        let found = current_override(&mut conn, env, key).await?;
+        if found.is_none() && !env_exists(&mut *conn, env).await? {
+            return Err(env_not_found(env));
+        }
+        Ok(found)
+    }
+
+    async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError> {
+        let overrides = load_overrides(&self.pool, env, flag_key).await?;
+        if overrides.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        Ok(overrides)
+    }
+
+    async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        if let Some(env) = &query.env
+            && !env_exists(&self.pool, env).await?
+        {
+            return Err(env_not_found(env));
+        }
+        let (item_kind, item_key) = match &query.item {
+            Some((kind, key)) => (Some(kind.as_str()), Some(key.as_str())),
+            None => (None, None),
+        };
+        let rows: Vec<AuditRow> = sqlx::query_as(
+            "SELECT id, env, item_kind, item_key, action, actor_key_id, actor_name, before, \
+                    after, (extract(epoch FROM at) * 1000)::bigint \
+             FROM audit_log \
+             WHERE ($1::text IS NULL OR env = $1) \
+               AND ($2::text IS NULL OR (item_kind = $2 AND item_key = $3)) \
+               AND ($4::bigint IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(query.env.as_deref())
+        .bind(item_kind)
+        .bind(item_key)
+        .bind(query.before_id.map(to_i64))
+        .bind(to_i64(query.limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter().map(audit_from_row).collect()
+    }
+
+    async fn create_api_key(
+        &self,
+        actor: &Actor,
+        new: &NewApiKey,
+    ) -> Result<CreatedApiKey, StoreError> {
+        if new.name.trim().is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        let mut entropy = [0u8; 32];
+        getrandom::fill(&mut entropy).map_err(|e| {
+            StoreError::internal(format!("the operating system gave no random bytes: {e}"))
+        })?;
+        let secret = generate_secret(new.kind, &entropy);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if let Some(env) = &new.env
+            && !env_exists(&mut *tx, env).await?
+        {
+            return Err(env_not_found(env));
+        }
+        let row: KeyRow = sqlx::query_as(&format!(
+            "INSERT INTO api_keys (name, kind, env, secret_sha256) VALUES ($1, $2, $3, $4) \
+             RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(&new.name)
+        .bind(new.kind.as_str())
+        .bind(new.env.as_deref())
+        .bind(hash_secret(&secret))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let key = key_from_row(row)?;
+        let id = key.id.to_string();
+        let audit = Audit {
+            env: key.env.as_deref(),
+            item_kind: AuditItemKind::ApiKey,
+            item_key: &id,
+            action: AuditAction::Create,
+            actor,
+        };
+        audit.write(&mut tx, None, key_json(&key)).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(CreatedApiKey { key, secret })
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        rows.into_iter().map(key_from_row).collect()
+    }
+
+    async fn revoke_api_key(&self, actor: &Actor, id: u64) -> Result<ApiKey, StoreError> {
+        let not_found = || StoreError::not_found(format!("API key {id}"));
+        let id_i64 = i64::try_from(id).map_err(|_| not_found())?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let row: Option<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id_i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let key = key_from_row(row.ok_or_else(not_found)?)?;
+        if key.revoked {
+            return Ok(key);
+        }
+        sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE id = $1")
+            .bind(id_i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let revoked = ApiKey {
+            revoked: true,
+            ..key.clone()
+        };
+        let item_key = id.to_string();
+        let audit = Audit {
+            env: key.env.as_deref(),
+            item_kind: AuditItemKind::ApiKey,
+            item_key: &item_key,
+            action: AuditAction::Revoke,
+            actor,
+        };
+        audit
+            .write(&mut tx, key_json(&key), key_json(&revoked))
+            .await?;
+        tx.commit().await.map_err(db)?;
+        Ok(revoked)
+    }
+
+    async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE secret_sha256 = $1 AND revoked_at IS NULL"
+        ))
+        .bind(hash_secret(secret))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(key_from_row).transpose()
+    }
+
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One snapshot of the database for every read below, so the cursor matches the data.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if !env_exists(&mut *tx, env).await? {
+            return Err(env_not_found(env));
+        }
+        let mut items = Vec::new();
+        for table in [Table::Flags, Table::Segments] {
+            let sql = format!(
+                "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
+                 WHERE env = $1 AND NOT deleted ORDER BY key",
+                table.name()
+            );
+            let rows: Vec<ItemRow> = sqlx::query_as(&sql)
+                .bind(env)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            items.push(
+                rows.into_iter()
+                    .map(Item::from_row)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let killed: Vec<String> = sqlx::query_scalar(
+            "SELECT flag_key FROM killed_flags WHERE env = $1 ORDER BY flag_key",
+        )
+        .bind(env)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM changes WHERE env = $1")
+                .bind(env)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let segments = items.pop().unwrap_or_default();
+        let flags = items.pop().unwrap_or_default();
+        Ok(EnvSnapshot {
+            env: env.to_owned(),
+            flags: flags.into_iter().map(Item::into_flag).collect(),
+            segments: segments.into_iter().map(Item::into_segment).collect(),
+            killed,
+            cursor: to_u64(cursor, "change seq")?,
+        })
+    }
+
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT seq, env, key, version, kind FROM changes \
+             WHERE env = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(env)
+        .bind(to_i64(cursor))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        rows.into_iter().map(change_from_row).collect()
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        Ok(Box::new(PgSubscription::start(self.pool.clone()).await?))
+    }
+}
+
+async fn current_override(
+    conn: &mut PgConnection,
+    env: &str,
+    key: &OverrideKey,
+) -> Result<Option<usize>, StoreError> {
+    let found: Option<i32> = sqlx::query_scalar(
+        "SELECT variation FROM overrides \
+         WHERE env = $1 AND flag_key = $2 AND context_kind = $3 AND context_key = $4",
+    )
+    .bind(env)
+    .bind(&key.flag_key)
+    .bind(&key.context_kind)
+    .bind(&key.context_key)
+    .fetch_optional(conn)
+    .await
+    .map_err(db)?;
+    found
+        .map(|v| {
+            usize::try_from(v).map_err(|_| corrupt(format!("negative override variation {v}")))
+        })
+        .transpose()
+}
+
+/// Fetches one change by seq (for notifications too large to carry it).
+async fn change_by_seq(pool: &PgPool, seq: u64) -> Result<Option<Change>, StoreError> {
+    let row: Option<ChangeRow> =
+        sqlx::query_as("SELECT seq, env, key, version, kind FROM changes WHERE seq = $1")
+            .bind(to_i64(seq))
+            .fetch_optional(pool)
+            .await
+            .map_err(db)?;
+    row.map(change_from_row).transpose()
+}
