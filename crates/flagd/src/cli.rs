@@ -29,9 +29,14 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_RELOAD_WATCH, FLAGD_RELOAD_DEBOUNCE_MS, FLAGD_RELOAD_POLL_INTERVAL_MS,
   FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
   FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
-  FLAGD_HTTP_STREAM_BUFFER
+  FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY,
+  FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS
 The configuration file is YAML with the same names: listen, files, sdk_keys, log,
-reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}.
+reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
+admin_key, sync.{poll_interval_ms,backoff_base_ms}.
+
+With --database (root mode) flagd serves every environment of the database; each SDK key
+selects its environment, and the admin API is under /api/v1.
 
 The first line on standard output is `listening on ADDR` (useful with --listen 127.0.0.1:0).
 SIGTERM or Ctrl-C stops accepting connections, ends streams and finishes requests in flight.
@@ -63,6 +68,55 @@ pub enum Command {
     /// Check flag files and print every problem with its field path.
     #[command(after_long_help = VALIDATE_AFTER_HELP)]
     Validate(ValidateArgs),
+    /// Apply the database schema migrations that have not run yet, then exit.
+    Migrate(DatabaseArgs),
+    /// Import a LaunchDarkly flag file into an environment of the database.
+    Import(ImportArgs),
+    /// Print an environment of the database as a LaunchDarkly flag file (JSON).
+    Export(ExportArgs),
+}
+
+/// Where the database is, for the database subcommands.
+#[derive(Debug, Default, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (`postgres://user@host/db`) [env: FLAGD_DATABASE_URL].
+    #[arg(long = "database", value_name = "URL")]
+    pub database: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL from the flag, else from `FLAGD_DATABASE_URL` in `env`.
+    pub fn url(&self, env: &HashMap<String, String>) -> Option<String> {
+        self.database
+            .clone()
+            .or_else(|| env.get("FLAGD_DATABASE_URL").cloned())
+            .filter(|url| !url.trim().is_empty())
+    }
+}
+
+/// `flagd import` arguments.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The flag file (LaunchDarkly format, JSON or YAML).
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// The environment to import into (it must exist).
+    #[arg(long, value_name = "KEY")]
+    pub env: String,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `flagd export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The environment to export.
+    #[arg(long, value_name = "KEY")]
+    pub env: String,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 /// `flagd serve` options; each overrides the configuration file and the environment.
@@ -93,6 +147,14 @@ pub struct ServeArgs {
     /// Interval of SSE keep-alive comments, in milliseconds [default: 15000].
     #[arg(long, value_name = "MS")]
     pub keepalive_ms: Option<u64>,
+    /// Root mode: serve every environment of this PostgreSQL database instead of flag files;
+    /// migrations run at start.
+    #[arg(long = "database", value_name = "URL")]
+    pub database: Option<String>,
+    /// Root mode: the first admin key for the admin API under /api/v1. Prefer
+    /// FLAGD_ADMIN_KEY, which does not show in the process list.
+    #[arg(long = "admin-key", value_name = "KEY")]
+    pub admin_key: Option<String>,
 }
 
 /// `flagd validate` arguments.
@@ -136,6 +198,12 @@ impl ServeArgs {
         }
         if let Some(ms) = self.keepalive_ms {
             config.http.stream_keepalive_ms = ms;
+        }
+        if let Some(url) = &self.database {
+            config.database_url = Some(url.clone());
+        }
+        if let Some(key) = &self.admin_key {
+            config.admin_key = Some(key.clone());
         }
         Ok(config)
     }

@@ -28,5 +28,6 @@ pub mod validate;
 pub use config::Config;
 pub use http::app;
 pub use server::{
-    AppState, RunningServer, Shutdown, StartError, spawn_for_test, start, start_with_store,
+    AppState, RunningServer, Shutdown, StartError, open_database, spawn_for_test, start,
+    start_with_store,
 };

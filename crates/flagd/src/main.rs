@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flagd::cli::{Cli, Command, ServeArgs, ValidateArgs};
+use flagd::cli::{Cli, Command, DatabaseArgs, ExportArgs, ImportArgs, ServeArgs, ValidateArgs};
 
 /// How long in-flight requests get to finish after a stop signal before the process exits anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -15,14 +15,65 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate(&args),
-        Command::Serve(args) => match serve(&args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("flagd: {e:#}");
-                ExitCode::from(2)
-            }
-        },
+        Command::Serve(args) => report(serve(&args)),
+        Command::Migrate(args) => report(migrate(&args)),
+        Command::Import(args) => report(import(&args)),
+        Command::Export(args) => report(export(&args)),
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flagd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs `body` on a small runtime (the database commands do a handful of queries).
+fn block_on<T>(body: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(body)
+}
+
+fn database_url(args: &DatabaseArgs) -> anyhow::Result<String> {
+    let env = std::env::vars().collect();
+    args.url(&env)
+        .context("no database: pass --database URL (or set FLAGD_DATABASE_URL)")
+}
+
+fn migrate(args: &DatabaseArgs) -> anyhow::Result<()> {
+    let url = database_url(args)?;
+    block_on(async {
+        flagd::open_database(&url).await?;
+        println!("migrations applied");
+        Ok(())
+    })
+}
+
+fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let url = database_url(&args.database)?;
+    block_on(async {
+        let store = flagd::open_database(&url).await?;
+        let actor = flags_core::store::Actor::named("import");
+        let report = flagd::admin::import_file(&*store, &args.env, &args.file, &actor).await?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        Ok(())
+    })
+}
+
+fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let url = database_url(&args.database)?;
+    block_on(async {
+        let store = flagd::open_database(&url).await?;
+        let document = flagd::admin::export_env(&*store, &args.env).await?;
+        println!("{}", serde_json::to_string_pretty(&document)?);
+        Ok(())
+    })
 }
 
 fn validate(args: &ValidateArgs) -> ExitCode {
@@ -43,7 +94,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let env = std::env::vars().collect();
     let config = args.resolve(&env)?;
-    if config.files.is_empty() {
+    if config.files.is_empty() && config.database_url.is_none() {
         anyhow::bail!(
             "no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES)"
         );

@@ -188,10 +188,14 @@ impl RunningServer {
 /// and evaluation routes until a good file appears. Bind `127.0.0.1:0` to get a free port and
 /// read it from [`RunningServer::local_addr`] — that is how tests start it.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
-    if config.database_url.is_some() {
-        return Err(StartError::Store(
-            "this build cannot open databases yet; serve flag files with --file".to_owned(),
-        ));
+    if let Some(url) = &config.database_url {
+        if !config.files.is_empty() {
+            return Err(StartError::Store(
+                "serve either flag files or a database, not both".to_owned(),
+            ));
+        }
+        let store = open_database(url).await?;
+        return start_with_store(config, store).await;
     }
     let (listener, addr) = bind(&config).await?;
     let state = AppState::new(&config);
@@ -252,6 +256,18 @@ pub async fn start_with_store(
     });
     let router = crate::http::app(state.clone()).nest("/api/v1", admin);
     Ok(serve(listener, addr, state, router, None, None, Some(task)))
+}
+
+/// Connects to the PostgreSQL database at `url` and applies the migrations that have not run.
+pub async fn open_database(url: &str) -> Result<Arc<dyn AdminStore>, StartError> {
+    let store = flags_store_postgres::PostgresStore::connect(url)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| StartError::Store(format!("migrations failed: {e}")))?;
+    Ok(Arc::new(store))
 }
 
 async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {

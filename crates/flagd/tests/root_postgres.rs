@@ -1,0 +1,362 @@
+//! Root mode against real PostgreSQL: writes reach evaluation and SDK streams within 100 ms
+//! (with the p50/p99 printed over 200 writes), two replicas on one database converge, a kill
+//! wins and reaches every stream at once, and an outage of a throwaway cluster keeps the last
+//! data serving until the database returns and the replica catches up.
+//!
+//! The machine's PostgreSQL (127.0.0.1:5432, trust auth) must be running; each test makes its
+//! own database and drops it. The outage test starts its own cluster with `initdb`/`pg_ctl`.
+
+#![allow(clippy::unwrap_used)]
+
+mod root_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flags_core::store::AdminStore;
+use flags_store_postgres::PostgresStore;
+use root_support::*;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+fn unique_name() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    format!("flagd_t_{:016x}", hasher.finish())
+}
+
+/// A fresh database on the machine's server, dropped (with its connections) on drop.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn create() -> TestDb {
+        let admin = PostgresStore::connect(&format!("{SERVER}/postgres"))
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {SERVER} is needed for this test and is unreachable: {e}")
+            });
+        let name = unique_name();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(admin.pool())
+            .await
+            .unwrap();
+        admin.close().await;
+        let url = format!("{SERVER}/{name}");
+        TestDb { name, url }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime; a thread with its own runtime can block.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                if let Ok(admin) = PostgresStore::connect(&format!("{SERVER}/postgres")).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(admin.pool())
+                        .await;
+                    admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn AdminStore> {
+    flagd::open_database(url).await.unwrap()
+}
+
+async fn start_on(url: &str) -> flagd::RunningServer {
+    let mut config = flagd::Config::for_tests(Vec::new());
+    config.database_url = Some(url.to_owned());
+    config.admin_key = Some("root-admin".to_owned());
+    flagd::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_evaluation_and_streams_within_100_ms() {
+    let db = TestDb::create().await;
+    let store = open(&db.url).await;
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", false)).await;
+    let server = start_on(&db.url).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["value"], false, "{body}");
+    let mut stream = Stream::open(&client, &base, &key).await;
+    assert_eq!(stream.next().await.event, "put");
+
+    let mut to_stream = Vec::new();
+    let mut to_eval = Vec::new();
+    for i in 0..200u32 {
+        let value = i % 2 == 0;
+        let started = Instant::now();
+        put_flag(&*store, "production", "f", bool_flag("f", value)).await;
+        let patch = stream.next_for("/flags/f").await;
+        to_stream.push(started.elapsed());
+        let variation = if value { 0 } else { 1 };
+        assert_eq!(patch.data["data"]["fallthrough"]["variation"], variation);
+        let started = Instant::now();
+        put_flag(&*store, "production", "f", bool_flag("f", !value)).await;
+        until("the write at the evaluation endpoint", || async {
+            evaluate(&client, &base, &key, "f").await.1["value"] == !value
+        })
+        .await;
+        to_eval.push(started.elapsed());
+        stream.next_for("/flags/f").await;
+    }
+    let (stream_p50, stream_p99) = percentiles(to_stream);
+    let (eval_p50, eval_p99) = percentiles(to_eval);
+    println!(
+        "write -> stream: p50 {stream_p50:.1} ms, p99 {stream_p99:.1} ms; \
+         write -> evaluation: p50 {eval_p50:.1} ms, p99 {eval_p99:.1} ms (200 writes each)"
+    );
+    assert!(stream_p99 < 100.0, "write -> stream p99 {stream_p99:.1} ms");
+    assert!(eval_p99 < 100.0, "write -> evaluation p99 {eval_p99:.1} ms");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_converge_and_a_kill_reaches_both_streams() {
+    let db = TestDb::create().await;
+    let store = open(&db.url).await;
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let a = start_on(&db.url).await;
+    let b = start_on(&db.url).await;
+    let client = reqwest::Client::new();
+    let admin = |base: String, method: reqwest::Method, path: &str, body: serde_json::Value| {
+        let request = client
+            .request(method, format!("{base}/api/v1{path}"))
+            .header("authorization", "Bearer root-admin")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let response = request.send().await.unwrap();
+            assert!(response.status().is_success(), "{:?}", response.status());
+        }
+    };
+
+    // A write through either replica reaches both.
+    for (writer, value) in [(a.url(), false), (b.url(), true)] {
+        let current = store.get_flag("production", "f").await.unwrap().version;
+        let request = client
+            .put(format!("{writer}/api/v1/environments/production/flags/f"))
+            .header("authorization", "Bearer root-admin")
+            .header("if-match", format!("\"{current}\""))
+            .header("content-type", "application/json")
+            .body(bool_flag("f", value).to_string());
+        let response = request.send().await.unwrap();
+        assert!(response.status().is_success(), "{:?}", response.status());
+        for server in [&a, &b] {
+            until("both replicas to converge", || async {
+                evaluate(&client, &server.url(), &key, "f").await.1["value"] == value
+            })
+            .await;
+        }
+    }
+
+    let mut stream_a = Stream::open(&client, &a.url(), &key).await;
+    let mut stream_b = Stream::open(&client, &b.url(), &key).await;
+    stream_a.next().await;
+    stream_b.next().await;
+    let started = Instant::now();
+    admin(
+        a.url(),
+        reqwest::Method::PUT,
+        "/environments/production/flags/f/kill",
+        serde_json::json!({}),
+    )
+    .await;
+    for stream in [&mut stream_a, &mut stream_b] {
+        let patch = stream.next_for("/flags/f").await;
+        assert_eq!(patch.data["data"]["on"], false);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(100),
+        "the kill took {elapsed:?} to reach both streams"
+    );
+    for server in [&a, &b] {
+        let (_, body) = evaluate(&client, &server.url(), &key, "f").await;
+        assert_eq!(body["reason"]["killed"], true, "{body}");
+    }
+    admin(
+        b.url(),
+        reqwest::Method::DELETE,
+        "/environments/production/flags/f/kill",
+        serde_json::json!({}),
+    )
+    .await;
+    for stream in [&mut stream_a, &mut stream_b] {
+        let patch = stream.next_for("/flags/f").await;
+        assert_eq!(patch.data["data"]["on"], true, "unkill restores the flag");
+    }
+    for server in [&a, &b] {
+        let (_, body) = evaluate(&client, &server.url(), &key, "f").await;
+        assert_eq!(body["value"], true, "{body}");
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// A PostgreSQL cluster of this test's own, stopped and deleted on drop.
+struct Cluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn create() -> Cluster {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|bin| bin.join("initdb").exists())
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let dir = std::env::temp_dir().join(unique_name());
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("chown")
+            .args(["postgres:postgres", dir.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "chown of the cluster directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster { dir, bin, port };
+        let data = cluster.data();
+        cluster.run(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres"]);
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(&program)
+            .args(&args[1..])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        self.run(&[
+            "pg_ctl",
+            "-D",
+            &self.data(),
+            "-o",
+            &options,
+            "-l",
+            &log,
+            "-w",
+            "start",
+        ]);
+    }
+
+    fn stop(&self) {
+        self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_serving_and_recovery_catches_up() {
+    let cluster = Cluster::create();
+    let store = open(&cluster.url()).await;
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let server = start_on(&cluster.url()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let mut stream = Stream::open(&client, &base, &key).await;
+    stream.next().await;
+    assert_eq!(readyz(&client, &base).await["status"], "SERVING");
+
+    cluster.stop();
+    until("DEGRADED while the database is down", || async {
+        readyz(&client, &base).await["status"] == "DEGRADED"
+    })
+    .await;
+    let ready = readyz(&client, &base).await;
+    assert!(ready["secondsSinceLastContact"].is_u64(), "{ready}");
+    assert!(
+        ready["consecutiveFailures"].as_u64().unwrap() >= 3,
+        "{ready}"
+    );
+    let (status, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(status, 200, "evaluation keeps answering: {body}");
+    assert_eq!(body["value"], true, "with the last data: {body}");
+
+    cluster.start();
+    // Written as soon as the database is back, likely before the replica has reconnected: it
+    // must arrive through the catch-up.
+    let writer = open(&cluster.url()).await;
+    put_flag(&*writer, "production", "f", bool_flag("f", false)).await;
+    let patch = stream.next_for("/flags/f").await;
+    assert_eq!(patch.data["data"]["fallthrough"]["variation"], 1);
+    until("SERVING after recovery", || async {
+        readyz(&client, &base).await["status"] == "SERVING"
+    })
+    .await;
+    // And a change once it is following again.
+    writer
+        .set_killed(&actor(), "production", "f", true)
+        .await
+        .unwrap();
+    let patch = stream.next_for("/flags/f").await;
+    assert_eq!(patch.data["data"]["on"], false);
+    let (_, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(body["reason"]["killed"], true, "{body}");
+    server.shutdown().await.unwrap();
+}
