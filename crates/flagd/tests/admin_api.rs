@@ -1249,3 +1249,27 @@ async fn racing_writers_either_apply_on_the_version_they_read_or_get_412() {
     assert!(actions[..applied].iter().all(|a| *a == "replace"));
     assert_eq!(actions[applied], "create");
 }
+
+#[tokio::test]
+async fn imports_may_exceed_the_default_body_limit_other_writes_may_not() {
+    let (api, _store) = with_envs().await;
+    let padding = "x".repeat(1200);
+    let flags: serde_json::Map<String, Value> = (0..2500)
+        .map(|i| {
+            let mut doc = flag(json!([false, true]));
+            doc["salt"] = json!(format!("{i}-{padding}"));
+            (format!("flag-{i}"), doc)
+        })
+        .collect();
+    let file = json!({ "flags": flags });
+    assert!(file.to_string().len() > 3_000_000);
+    let r = api.post("/environments/prod/import", file).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body["detail"]);
+    assert_eq!(r.body["flagsCreated"].as_array().unwrap().len(), 2500);
+
+    let mut huge = flag(json!([false, true]));
+    huge["salt"] = json!("y".repeat(3_000_000));
+    let r = api.put("/environments/prod/flags/huge", huge, &[]).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    r.assert_problem("payload-too-large");
+}

@@ -67,11 +67,19 @@ impl<S: Send + Sync> FromRequest<S> for MergePatchBody {
 
 async fn read_json<S: Send + Sync>(request: Request, state: &S) -> Result<Value, Problem> {
     let bytes = Bytes::from_request(request, state).await.map_err(|r| {
-        Problem::new(
-            r.status(),
-            "unreadable-body",
-            format!("cannot read the request body: {r}"),
-        )
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(
+                r.status(),
+                "payload-too-large",
+                "the request body is too large",
+            )
+        } else {
+            Problem::new(
+                r.status(),
+                "unreadable-body",
+                format!("cannot read the request body: {r}"),
+            )
+        }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Problem::invalid("", "a JSON request body is required"));

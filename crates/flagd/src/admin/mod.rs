@@ -20,6 +20,7 @@ mod transfer;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use flags_core::store::AdminStore;
 
@@ -29,6 +30,9 @@ pub use patch::merge_patch;
 pub use problem::{PROBLEM_JSON, Problem, ProblemDetails};
 pub use routes::{Method, Op, ROUTES, Route};
 pub use transfer::{ImportError, ImportReport, export_env, import_document, import_file};
+
+/// The largest body `POST /environments/{env}/import` accepts (other routes keep axum's 2 MB).
+pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// What the admin routes share: the store and the bootstrap admin key.
 #[derive(Clone)]
@@ -86,7 +90,10 @@ fn method_router(route: &Route) -> MethodRouter<AdminState> {
         Op::ListEnvironments => on(filter, h::list_environments),
         Op::GetEnvironment => on(filter, h::get_environment),
         Op::ExportEnvironment => on(filter, h::export_environment),
-        Op::ImportEnvironment => on(filter, h::import_environment),
+        // A whole environment in one body can outgrow the default 2 MB limit.
+        Op::ImportEnvironment => {
+            on(filter, h::import_environment).layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT))
+        }
         Op::ListFlags => on(filter, h::list_flags),
         Op::GetFlag => on(filter, h::get_flag),
         Op::PutFlag => on(filter, h::put_flag),

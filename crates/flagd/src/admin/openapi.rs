@@ -109,6 +109,9 @@ fn operation(route: &Route) -> Value {
     if route.op != Op::OpenApi {
         errors.extend([400, 401, 403, 503]);
     }
+    if route.body.is_some() {
+        errors.push(413);
+    }
     errors.sort_unstable();
     errors.dedup();
     for status in errors {
@@ -189,7 +192,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["type", "title", "status", "detail"],
             "properties": {
-                "type": {"type": "string", "description": "`urn:flagd:problem:<kind>`: invalid, malformed-json, unauthorized, forbidden, not-found, version-conflict, precondition-failed, precondition-required, already-exists, unresolved, has-dependents, unsupported-media-type, unavailable, internal."},
+                "type": {"type": "string", "description": "`urn:flagd:problem:<kind>`: invalid, malformed-json, unauthorized, forbidden, not-found, version-conflict, precondition-failed, precondition-required, already-exists, unresolved, has-dependents, unsupported-media-type, payload-too-large, unreadable-body, unavailable, internal."},
                 "title": {"type": "string"},
                 "status": {"type": "integer"},
                 "detail": {"type": "string"},

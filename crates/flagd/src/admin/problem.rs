@@ -252,3 +252,82 @@ impl IntoResponse for Problem {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use flags_core::ItemKind;
+    use flags_core::store::{Dependent, StoreError};
+
+    use super::*;
+
+    #[track_caller]
+    fn check(error: StoreError, if_match: bool, status: u16, kind: &str) -> Value {
+        let problem = Problem::from_store(error, if_match);
+        assert_eq!(problem.status.as_u16(), status);
+        assert_eq!(problem.kind, kind);
+        let doc = problem.to_json();
+        assert_eq!(doc["status"], status);
+        assert_eq!(doc["type"], format!("urn:flagd:problem:{kind}"));
+        doc
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        check(StoreError::not_found("flag \"x\""), false, 404, "not-found");
+        let stale = || StoreError::Conflict {
+            current_version: Some(4),
+        };
+        let doc = check(stale(), true, 412, "precondition-failed");
+        assert_eq!(doc["currentVersion"], 4);
+        check(stale(), false, 409, "version-conflict");
+        check(
+            StoreError::AlreadyExists {
+                what: "environment \"p\"".to_owned(),
+            },
+            false,
+            409,
+            "already-exists",
+        );
+        let doc = check(
+            StoreError::invalid("rules[0].clauses[1].op", "unknown operator"),
+            false,
+            400,
+            "invalid",
+        );
+        assert_eq!(
+            doc["errors"],
+            json!([{"path": "rules[0].clauses[1].op", "message": "unknown operator"}])
+        );
+        assert_eq!(doc["detail"], "rules[0].clauses[1].op: unknown operator");
+        check(StoreError::unresolved("cycle"), false, 422, "unresolved");
+        let doc = check(
+            StoreError::HasDependents {
+                dependents: vec![Dependent {
+                    kind: ItemKind::Segment,
+                    key: "s".to_owned(),
+                }],
+            },
+            false,
+            409,
+            "has-dependents",
+        );
+        assert_eq!(doc["dependents"], json!([{"kind": "segment", "key": "s"}]));
+        assert_eq!(doc["detail"], "still referenced by segment s");
+        let unavailable = Problem::from_store(StoreError::unavailable("connection refused"), false);
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(unavailable.retry_after.is_some());
+        // Internal details (queries, table names) stay in the log.
+        let doc = check(
+            StoreError::internal("relation \"flags\" does not exist"),
+            false,
+            500,
+            "internal",
+        );
+        assert!(
+            !doc["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("relation")
+        );
+    }
+}
