@@ -1,0 +1,286 @@
+//! The admin API over the real `PostgresStore`: a smaller run of the rules `admin_api.rs` checks
+//! over the in-memory store, so the HTTP mapping is known to hold for the store flagd really
+//! uses (versions, 428/412, dependents, 422, stored keys and their scopes, the audit log,
+//! import/export).
+//!
+//! Each test creates a database of its own on the machine's PostgreSQL and drops it afterwards.
+//! The server is `$FLAGD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`, trust
+//! auth, with a `test` database to connect to first); if it cannot be reached the tests fail and
+//! say so.
+
+#![allow(clippy::unwrap_used)]
+
+mod admin_common;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use admin_common::*;
+use axum::http::StatusCode;
+use flagd::admin::{AdminState, admin_router, export_env, import_document};
+use flags_core::store::{Actor, MemoryStore};
+use flags_store_postgres::PostgresStore;
+use serde_json::json;
+use sqlx::Connection;
+
+/// How long one test may take; a hung database call fails the test instead of hanging it.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn server_url() -> String {
+    std::env::var("FLAGD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+async fn admin_connection() -> sqlx::PgConnection {
+    let url = format!("{}/test", server_url());
+    sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is not reachable at {url} ({e}). The admin API's Postgres tests need a \
+             real server: start it, or point FLAGD_TEST_POSTGRES at one."
+        )
+    })
+}
+
+/// Runs `test` against a migrated store on a fresh database, then drops the database whether
+/// the test passed or not.
+async fn with_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<PostgresStore>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "flagd_admin_t_{}_{nanos}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = admin_connection().await;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let store = PostgresStore::connect(&format!("{}/{name}", server_url()))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store = Arc::new(store);
+    let outcome = tokio::spawn(tokio::time::timeout(LIMIT, test(Arc::clone(&store)))).await;
+    store.close().await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => panic!("the test did not finish within {LIMIT:?}"),
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}
+
+fn api_over(store: Arc<PostgresStore>) -> Api {
+    Api::new(admin_router(AdminState {
+        store,
+        bootstrap_admin_key: Some(BOOTSTRAP.to_owned()),
+    }))
+}
+
+fn flag(variations: serde_json::Value) -> serde_json::Value {
+    json!({
+        "on": true, "variations": variations, "offVariation": 0,
+        "fallthrough": {"variation": 0},
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_over_postgres_keeps_every_status_rule() {
+    with_postgres(|store| async move {
+        let api = api_over(store);
+        for env in ["prod", "staging"] {
+            let r = api.post("/environments", json!({"key": env})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        }
+        assert_eq!(
+            api.post("/environments", json!({"key": "prod"}))
+                .await
+                .status,
+            StatusCode::CONFLICT
+        );
+
+        // Create, then replace only with the current version.
+        let path = "/environments/prod/flags/base";
+        let r = api.put(path, flag(json!([false, true])), &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        assert_eq!(r.header("etag"), Some("\"1\""));
+        let r = api.put(path, flag(json!([false, true])), &[]).await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_REQUIRED);
+        let r = api
+            .put(path, flag(json!([false, true])), &[("if-match", "\"3\"")])
+            .await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+        assert_eq!(r.body["currentVersion"], 1);
+        let r = api
+            .put(
+                path,
+                flag(json!([false, true, "x"])),
+                &[("if-match", "\"1\"")],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(r.header("etag"), Some("\"2\""));
+        let r = api.patch(path, json!({"on": false}), &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.body["doc"]["on"], false);
+        assert_eq!(r.body["version"], 3);
+
+        // Validation, references and dependents.
+        let r = api
+            .put(
+                "/environments/prod/flags/bad",
+                json!({"variations": [1], "fallthrough": {"variation": 3}}),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(r.body["errors"][0]["path"], "fallthrough.variation");
+        let mut child = flag(json!([false, true]));
+        child["prerequisites"] = json!([{"key": "missing", "variation": 1}]);
+        let r = api
+            .put("/environments/prod/flags/child", child.clone(), &[])
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        child["prerequisites"] = json!([{"key": "base", "variation": 1}]);
+        let r = api.put("/environments/prod/flags/child", child, &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        let r = api.delete(path, &[]).await;
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_eq!(
+            r.body["dependents"],
+            json!([{"kind": "flag", "key": "child"}])
+        );
+
+        // Segments, kill, overrides.
+        let r = api
+            .put(
+                "/environments/prod/segments/beta",
+                json!({"included": ["a"]}),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let r = api
+            .post(
+                "/environments/prod/segments/beta/targets",
+                json!({"included": {"add": ["b"], "remove": ["a"]}}),
+            )
+            .await;
+        assert_eq!(r.body["doc"]["included"], json!(["b"]));
+        let r = api
+            .request(
+                "PUT",
+                "/environments/prod/flags/base/kill",
+                Some(&bearer(BOOTSTRAP)),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(r.body["changed"], true);
+        let r = api
+            .put(
+                "/environments/prod/flags/base/overrides/user/alice",
+                json!({"variation": 1}),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+
+        // Stored keys: scopes, SDK keys refused, revocation.
+        let prod_admin = api.create_key("prod", "admin", "prod-admin").await;
+        let sdk = api.create_key("prod", "sdk", "app").await;
+        let scoped = api.as_key(&prod_admin);
+        assert_eq!(
+            scoped.get("/environments/prod/flags").await.status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            scoped.get("/environments/staging/flags").await.status,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            api.as_key(&sdk).get("/environments/prod").await.status,
+            StatusCode::FORBIDDEN
+        );
+        let r = scoped
+            .post("/environments/prod/flags/child/off", json!(null))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = api.delete(&format!("/keys/{}", prod_admin.id), &[]).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            scoped.get("/environments/prod").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+
+        // The audit log of `child`: who did what, newest first.
+        let r = api.get("/environments/prod/audit?flag=child").await;
+        let entries: Vec<(String, String)> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap().to_owned(),
+                    e["actor"]["name"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("replace".to_owned(), "prod-admin".to_owned()),
+                ("create".to_owned(), "bootstrap".to_owned()),
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_export_over_postgres_match_the_memory_store() {
+    with_postgres(|store| async move {
+        let api = api_over(Arc::clone(&store));
+        for env in ["prod", "copy"] {
+            api.post("/environments", json!({"key": env})).await;
+        }
+        let fixture = rich_fixture();
+        let actor = Actor::named("import");
+        import_document(store.as_ref(), "prod", fixture.clone(), &actor)
+            .await
+            .unwrap();
+        let exported = export_env(store.as_ref(), "prod").await.unwrap();
+
+        // The same file through the in-memory store exports the same documents.
+        let memory = MemoryStore::new();
+        flags_core::store::AdminStore::create_environment(&memory, &actor, "prod", "prod")
+            .await
+            .unwrap();
+        import_document(&memory, "prod", fixture, &actor)
+            .await
+            .unwrap();
+        assert_eq!(export_env(&memory, "prod").await.unwrap(), exported);
+
+        // Exported, imported elsewhere, exported again: identical.
+        let r = api
+            .post("/environments/copy/import", exported.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        let r = api.get("/environments/copy/export").await;
+        assert_eq!(r.body, exported);
+    })
+    .await;
+}
