@@ -3,6 +3,7 @@
 //! Plain Rust instead of shell scripts, so that a developer's machine and CI run exactly the same
 //! steps. It is not part of the product and nothing depends on it.
 
+mod bench_http;
 mod ci;
 mod deps;
 mod tidy;
@@ -20,6 +21,7 @@ Commands:
   tidy    Check repository conventions: crate metadata, lints, docs, flags-core's dependencies
   deps    Install the third-party test clients (Python venv, npm packages) under the target dir
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
+  bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   help    Print this message
 ";
 
@@ -35,6 +37,7 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::run(&root),
         ["deps"] => deps::run(&root),
         ["ci"] => ci::run(&root),
+        ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
