@@ -277,6 +277,46 @@ mod tests {
     }
 
     #[test]
+    fn database_flags_and_subcommands() {
+        let cli = Cli::try_parse_from([
+            "flagd",
+            "serve",
+            "--database",
+            "postgres://db/flags",
+            "--admin-key",
+            "k",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let config = args.resolve(&HashMap::new()).unwrap();
+        assert_eq!(config.database_url.as_deref(), Some("postgres://db/flags"));
+        assert_eq!(config.admin_key.as_deref(), Some("k"));
+
+        let cli = Cli::try_parse_from(["flagd", "export", "--env", "production"]).unwrap();
+        let Command::Export(args) = cli.command else {
+            panic!("expected export")
+        };
+        assert_eq!(args.env, "production");
+        assert_eq!(args.database.url(&HashMap::new()), None);
+        let env: HashMap<String, String> = [(
+            "FLAGD_DATABASE_URL".to_owned(),
+            "postgres://env/db".to_owned(),
+        )]
+        .into();
+        assert_eq!(
+            args.database.url(&env).as_deref(),
+            Some("postgres://env/db"),
+            "the environment fills in a missing --database"
+        );
+        assert!(
+            Cli::try_parse_from(["flagd", "import", "--env", "p"]).is_err(),
+            "--file is required"
+        );
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let args = ServeArgs {
             config: Some(PathBuf::from("/no/such/flagd.yaml")),

@@ -364,6 +364,32 @@ mod tests {
     }
 
     #[test]
+    fn root_mode_settings_from_yaml_and_env() {
+        let mut config = Config::from_yaml_str(
+            "database_url: postgres://db/flags\nsync:\n  poll_interval_ms: 700\n",
+        )
+        .unwrap();
+        assert_eq!(config.database_url.as_deref(), Some("postgres://db/flags"));
+        assert_eq!(config.sync.poll_interval_ms, 700);
+        assert_eq!(config.sync.backoff_base_ms, 1000, "unset: the default");
+        config
+            .apply_env(&env(&[
+                ("FLAGD_DATABASE_URL", "postgres://other/flags"),
+                ("FLAGD_ADMIN_KEY", "secret"),
+                ("FLAGD_SYNC_BACKOFF_BASE_MS", "250"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            config.database_url.as_deref(),
+            Some("postgres://other/flags")
+        );
+        assert_eq!(config.admin_key.as_deref(), Some("secret"));
+        let timing = config.sync.timing();
+        assert_eq!(timing.backoff_base, Duration::from_millis(250));
+        assert_eq!(timing.poll_interval, Duration::from_millis(700));
+    }
+
+    #[test]
     fn default_listen_matches_the_documented_one() {
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
     }
