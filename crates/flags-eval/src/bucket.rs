@@ -2,8 +2,10 @@
 //! `"{key}.{salt}.{value}"` (or `"{seed}.{value}"`), its first 15 hex digits as an integer,
 //! divided by `0xFFFFFFFFFFFFFFF`, all in `f32`.
 //!
-//! The hash is fed piece by piece and integers are formatted on the stack, so bucketing does
-//! not allocate.
+//! The constant start of the message (`"{key}.{salt}."` or `"{seed}."`) is laid out once per
+//! rollout or segment rule ([`BucketPrefix`]), so evaluating copies one prepared block, adds the
+//! value and its padding, and runs one SHA-1 compression (two for long messages). Integers are
+//! formatted on the stack, so bucketing does not allocate.
 
 use flags_core::{AttrRef, Context, Value};
 use sha1::digest::generic_array::GenericArray;
@@ -35,6 +37,56 @@ pub fn bucket(key: &str, salt: &str, seed: Option<i64>, value: &str) -> f32 {
     let hash = sha1_prefix60(&parts);
     hash as f32 / LONG_SCALE
 }
+
+/// The constant start of a bucketing message, prepared when a flag or segment is compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct BucketPrefix {
+    /// `"{key}.{salt}."` or `"{seed}."`.
+    bytes: Box<[u8]>,
+    /// The prefix followed by zeros: the first message block, ready for the value, when the
+    /// prefix leaves room for one.
+    block: [u8; 64],
+}
+
+impl BucketPrefix {
+    /// The prefix for a flag or segment `key` and `salt`, or for `seed` when given.
+    pub fn new(key: &str, salt: &str, seed: Option<i64>) -> BucketPrefix {
+        let bytes: Box<[u8]> = match seed {
+            Some(seed) => format!("{seed}.").into_bytes().into(),
+            None => format!("{key}.{salt}.").into_bytes().into(),
+        };
+        let mut block = [0u8; 64];
+        if let Some(room) = block.get_mut(..bytes.len()) {
+            room.copy_from_slice(&bytes);
+        }
+        BucketPrefix { bytes, block }
+    }
+
+    /// The bucket (in `[0, 1)`) of `value`: the same number as [`bucket`] gives.
+    pub fn bucket(&self, value: &str) -> f32 {
+        let prefix = self.bytes.len();
+        let len = prefix + value.len();
+        let hash = if len <= ONE_BLOCK {
+            // The message, its 0x80 terminator and its bit length fit one block.
+            let mut block = self.block;
+            block[prefix..len].copy_from_slice(value.as_bytes());
+            block[len] = 0x80;
+            block[56..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
+            let mut state = SHA1_INIT;
+            sha1::compress(
+                &mut state,
+                std::slice::from_ref(GenericArray::from_slice(&block)),
+            );
+            prefix60(state)
+        } else {
+            sha1_prefix60(&[&self.bytes, value.as_bytes()])
+        };
+        hash as f32 / LONG_SCALE
+    }
+}
+
+/// The longest message that SHA-1 pads into a single 64-byte block.
+const ONE_BLOCK: usize = 55;
 
 /// SHA-1 initial state (FIPS 180-4).
 const SHA1_INIT: [u32; 5] = [
@@ -81,24 +133,29 @@ fn sha1_prefix60(parts: &[&[u8]]) -> u64 {
         }
         state
     };
+    prefix60(state)
+}
+
+/// The first 60 bits of a SHA-1 digest, from its first two state words.
+fn prefix60(state: [u32; 5]) -> u64 {
     (u64::from(state[0]) << 28) | u64::from(state[1] >> 4)
 }
 
 /// Buckets an attribute value: strings as they are, integers (including floats with no
 /// fractional part) in decimal; anything else is bucket 0.
-fn bucket_value(key: &str, salt: &str, seed: Option<i64>, value: &Value) -> f32 {
+fn bucket_value(prefix: &BucketPrefix, value: &Value) -> f32 {
     match value {
-        Value::String(s) => bucket(key, salt, seed, s),
+        Value::String(s) => prefix.bucket(s),
         Value::Number(n) => {
             let mut buf = itoa::Buffer::new();
             if let Some(i) = n.as_i64() {
-                bucket(key, salt, seed, buf.format(i))
+                prefix.bucket(buf.format(i))
             } else if let Some(u) = n.as_u64() {
-                bucket(key, salt, seed, buf.format(u))
+                prefix.bucket(buf.format(u))
             } else {
                 match n.as_f64() {
                     Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
-                        bucket(key, salt, seed, buf.format(f as i64))
+                        prefix.bucket(buf.format(f as i64))
                     }
                     _ => 0.0,
                 }
@@ -108,33 +165,21 @@ fn bucket_value(key: &str, salt: &str, seed: Option<i64>, value: &Value) -> f32 
     }
 }
 
-/// The bucket of a context for a rollout: `(bucket, whether the context has the kind)`.
+/// The bucket of a context for a rollout or a segment rule's weight: `(bucket, whether the
+/// context has the kind)`.
 pub(crate) fn bucket_context(
     ctx: &Context,
     kind: &str,
     attr: &AttrRef,
-    key: &str,
-    salt: &str,
-    seed: Option<i64>,
+    prefix: &BucketPrefix,
 ) -> (f32, bool) {
     let Some(single) = ctx.as_single(kind) else {
         return (0.0, false);
     };
     match single.get(attr) {
-        Some(v) => (bucket_value(key, salt, seed, v), true),
+        Some(v) => (bucket_value(prefix, v), true),
         None => (0.0, true),
     }
-}
-
-/// The bucket of a context for a segment rule's weight.
-pub(crate) fn bucket_segment(
-    ctx: &Context,
-    kind: &str,
-    attr: &AttrRef,
-    key: &str,
-    salt: &str,
-) -> f32 {
-    bucket_context(ctx, kind, attr, key, salt, None).0
 }
 
 #[cfg(test)]
@@ -160,6 +205,34 @@ mod tests {
     }
 
     #[test]
+    fn prepared_prefixes_bucket_exactly_like_the_plain_function() {
+        // Every split of the message between prefix and value around the one-block (55 bytes)
+        // and two-block (119 bytes) limits, with a prefix that itself fills a block or more.
+        for key_len in [0usize, 1, 7, 30, 53, 54, 55, 60, 64, 70, 130] {
+            let key = "k".repeat(key_len);
+            for value_len in [
+                0usize, 1, 9, 20, 40, 46, 47, 48, 53, 54, 55, 56, 64, 110, 200,
+            ] {
+                let value = "v".repeat(value_len);
+                for (salt, seed) in [
+                    ("salt", None),
+                    ("", None),
+                    ("s", Some(-61)),
+                    ("s", Some(i64::MAX)),
+                ] {
+                    let want = bucket(&key, salt, seed, &value);
+                    let got = BucketPrefix::new(&key, salt, seed).bucket(&value);
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "key {key_len} salt {salt:?} seed {seed:?} value {value_len}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn long_messages_hash_like_short_ones() {
         // 55/56 and 119/120 bytes are where the message stops fitting one, then two, blocks.
         for len in [
@@ -182,22 +255,11 @@ mod tests {
     #[test]
     fn integers_bucket_like_their_decimal_strings() {
         let s = bucket("hashKey", "saltyA", None, "33333");
-        assert_eq!(
-            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333)),
-            s
-        );
-        assert_eq!(
-            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333.0)),
-            s
-        );
-        assert_eq!(
-            bucket_value("hashKey", "saltyA", None, &serde_json::json!(33333.5)),
-            0.0
-        );
-        assert_eq!(
-            bucket_value("hashKey", "saltyA", None, &serde_json::json!(true)),
-            0.0
-        );
+        let prefix = BucketPrefix::new("hashKey", "saltyA", None);
+        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333)), s);
+        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333.0)), s);
+        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333.5)), 0.0);
+        assert_eq!(bucket_value(&prefix, &serde_json::json!(true)), 0.0);
         let neg = bucket("hashKey", "saltyA", Some(-7), "x");
         assert!(neg > 0.0 && neg < 1.0);
     }

@@ -8,11 +8,10 @@
 
 use crate::hash::{FastMap, FastSet};
 use flags_core::context::DEFAULT_KIND;
-use flags_core::{
-    AttrRef, Clause, Flag, Operator, RolloutKind, Segment, Value, VariationOrRollout,
-};
+use flags_core::{AttrRef, Clause, Flag, Operator, RolloutKind, Segment, Value};
 use regex::Regex;
 
+use crate::bucket::BucketPrefix;
 use crate::ops::{self, Timestamp, parse_semver, parse_timestamp, short_eq};
 
 /// Up to this many strings are compared one by one; larger lists are hashed.
@@ -72,7 +71,8 @@ pub(crate) struct CRollout {
     pub kind: Box<str>,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
-    pub seed: Option<i64>,
+    /// `"{flag key}.{salt}."`, or `"{seed}."` when the rollout has a seed.
+    pub prefix: BucketPrefix,
     /// (variation, cumulative upper bound as LaunchDarkly computes it in f32, untracked).
     pub buckets: Box<[(usize, f32, bool)]>,
 }
@@ -173,6 +173,8 @@ pub(crate) struct CSegmentRule {
     pub kind: Box<str>,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
+    /// `"{segment key}.{salt}."`.
+    pub prefix: BucketPrefix,
 }
 
 impl CFlag {
@@ -193,10 +195,14 @@ impl CFlag {
                 .iter()
                 .map(|r| CRule {
                     clauses: r.clauses.iter().map(compile_clause).collect(),
-                    outcome: compile_outcome(r.variation, r.rollout.as_ref()),
+                    outcome: compile_outcome(flag, r.variation, r.rollout.as_ref()),
                 })
                 .collect(),
-            fallthrough: compile_vor(&flag.fallthrough),
+            fallthrough: compile_outcome(
+                flag,
+                flag.fallthrough.variation,
+                flag.fallthrough.rollout.as_ref(),
+            ),
         };
         c.constant = if !flag.on {
             Some(Constant::Off)
@@ -263,11 +269,11 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
     groups.into_boxed_slice()
 }
 
-fn compile_vor(vor: &VariationOrRollout) -> Outcome {
-    compile_outcome(vor.variation, vor.rollout.as_ref())
-}
-
-fn compile_outcome(variation: Option<usize>, rollout: Option<&flags_core::Rollout>) -> Outcome {
+fn compile_outcome(
+    flag: &Flag,
+    variation: Option<usize>,
+    rollout: Option<&flags_core::Rollout>,
+) -> Outcome {
     if let Some(v) = variation {
         return Outcome::Fixed(v);
     }
@@ -297,7 +303,7 @@ fn compile_outcome(variation: Option<usize>, rollout: Option<&flags_core::Rollou
         experiment,
         kind: kind_or_default(&r.context_kind).into(),
         bucket_by,
-        seed: r.seed,
+        prefix: BucketPrefix::new(&flag.key, &flag.salt, r.seed),
         buckets,
     })
 }
@@ -446,6 +452,7 @@ impl CSegment {
                         weight: r.weight.map(|w| w as f32 / 100_000.0),
                         kind: kind_or_default(kind).into(),
                         bucket_by: bucket_by_ref(r.bucket_by.as_deref(), kind),
+                        prefix: BucketPrefix::new(&s.key, &s.salt, None),
                     }
                 })
                 .collect(),

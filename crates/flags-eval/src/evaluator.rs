@@ -10,7 +10,7 @@ use flags_core::{
 };
 
 use crate::big_segments::BigSegmentState;
-use crate::bucket::{bucket_context, bucket_segment};
+use crate::bucket::bucket_context;
 use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, Outcome};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
 
@@ -342,12 +342,10 @@ impl<'a, 'c> Scope<'a, 'c> {
             Outcome::Fixed(v) => variation(flag, *v, reason),
             Outcome::Malformed => EvalDetail::error(ErrorKind::MalformedFlag),
             Outcome::Rollout(r) => {
-                let raw = flag.raw();
                 let Some(attr) = &r.bucket_by else {
                     return EvalDetail::error(ErrorKind::MalformedFlag);
                 };
-                let (bucket, had_kind) =
-                    bucket_context(self.ctx, &r.kind, attr, &raw.key, &raw.salt, r.seed);
+                let (bucket, had_kind) = bucket_context(self.ctx, &r.kind, attr, &r.prefix);
                 let (var, untracked) = match r.buckets.iter().find(|b| bucket < b.1) {
                     Some(b) => (b.0, b.2),
                     // Past the end of the weights: the last bucket, as LaunchDarkly does.
@@ -471,7 +469,6 @@ impl<'a, 'c> Scope<'a, 'c> {
         seg: &'a CompiledSegment,
         link: &Link<'_>,
     ) -> Result<bool, Abort> {
-        let raw = seg.raw();
         for rule in seg.c.rules.iter() {
             if !self.all_match(&rule.clauses, Some(link))? {
                 continue;
@@ -482,7 +479,7 @@ impl<'a, 'c> Scope<'a, 'c> {
             let Some(attr) = &rule.bucket_by else {
                 return Err(Abort);
             };
-            let bucket = bucket_segment(self.ctx, &rule.kind, attr, &raw.key, &raw.salt);
+            let (bucket, _) = bucket_context(self.ctx, &rule.kind, attr, &rule.prefix);
             if bucket < weight {
                 return Ok(true);
             }
