@@ -1127,8 +1127,8 @@ async fn openapi_document_describes_exactly_the_routes_the_router_serves() {
         assert!(doc.pointer(pointer).is_some(), "dangling {reference}");
     }
 
-    // Every declared route is served by the router (a route it lacks answers axum's bare
-    // 404/405, which has no problem document), and the router serves nothing undeclared.
+    // Every declared route is served by the router (a route it lacks answers the `no-route` or
+    // `method-not-allowed` problem), and the router serves nothing undeclared.
     for route in ROUTES {
         let path = route
             .path
@@ -1146,32 +1146,30 @@ async fn openapi_document_describes_exactly_the_routes_the_router_serves() {
                 &[],
             )
             .await;
-        let unrouted = matches!(
-            r.status,
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
-        ) && r.header("content-type").is_none();
+        let unrouted = ["no-route", "method-not-allowed"]
+            .map(|kind| json!(format!("urn:flagd:problem:{kind}")))
+            .contains(&r.body["type"]);
         assert!(
             !unrouted,
             "{:?} {} is not routed: {r:?}",
             route.method, route.path
         );
     }
-    for (method, path) in [
-        ("GET", "/nope"),
-        ("POST", "/environments/prod/flags"),
-        ("PATCH", "/environments/prod"),
-        ("GET", "/environments/prod/flags/k/kill"),
+    for (method, path, kind) in [
+        ("GET", "/nope", "no-route"),
+        ("GET", "/environments/prod/flags/k/nope", "no-route"),
+        ("POST", "/environments/prod/flags", "method-not-allowed"),
+        ("PATCH", "/environments/prod", "method-not-allowed"),
+        (
+            "GET",
+            "/environments/prod/flags/k/kill",
+            "method-not-allowed",
+        ),
     ] {
         let r = api
             .request(method, path, Some(&bearer(BOOTSTRAP)), None, &[])
             .await;
-        assert!(
-            matches!(
-                r.status,
-                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
-            ) && r.header("content-type").is_none(),
-            "{method} {path} is served but not declared: {r:?}"
-        );
+        r.assert_problem(kind);
     }
 }
 

@@ -460,6 +460,24 @@ pub async fn openapi() -> Response {
     Json(openapi_document()).into_response()
 }
 
+/// Any path the admin API does not have: a problem document, like every other admin error.
+pub async fn no_route() -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "no-route",
+        "the admin API has no such path; see /api/v1/openapi.json",
+    )
+}
+
+/// A path the admin API has, with a method it does not serve there.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "the admin API does not serve this method on this path; see /api/v1/openapi.json",
+    )
+}
+
 /// The query of flag and segment lists.
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{MethodFilter, MethodRouter, get, on};
+use axum::routing::{MethodFilter, MethodRouter, on};
 use flags_core::store::AdminStore;
 
 pub use auth::Principal;
@@ -64,14 +64,18 @@ pub fn admin_router(state: AdminState) -> Router {
     for route in ROUTES.iter().filter(|r| r.op != Op::OpenApi) {
         router = router.route(route.path, method_router(route));
     }
+    router = router.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    // The description of the API is public: it holds no data and helps a caller find out how
+    // to authenticate. Added after the layer, so the layer does not cover it.
+    for route in ROUTES.iter().filter(|r| r.op == Op::OpenApi) {
+        router = router.route(route.path, method_router(route));
+    }
     router
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_admin,
-        ))
-        // The description of the API is public: it holds no data and helps a caller find out
-        // how to authenticate.
-        .route("/openapi.json", get(handlers::openapi))
+        .fallback(handlers::no_route)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
 }
 
