@@ -396,7 +396,10 @@ fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
                 warn(
                     file,
                     path,
-                    format!("variation index {i} is out of range (the flag has {n} variations)"),
+                    format!(
+                        "variation index {} is out of range (the flag has {n} variations)",
+                        flags_core::written_variation_index(i)
+                    ),
                 );
             }
         };
@@ -442,7 +445,7 @@ fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
                     format!("{path}.variation"),
                     format!(
                         "variation index {} is out of range (flag {:?} has {} variations)",
-                        prereq.variation,
+                        flags_core::written_variation_index(prereq.variation),
                         prereq.key,
                         p.variations.len()
                     ),
@@ -484,7 +487,10 @@ fn check_variation_or_rollout(
                 warn(
                     file,
                     format!("{at}.variation"),
-                    format!("variation index {i} is out of range (the flag has {n} variations)"),
+                    format!(
+                        "variation index {} is out of range (the flag has {n} variations)",
+                        flags_core::written_variation_index(*i)
+                    ),
                 );
             }
         }
@@ -505,7 +511,7 @@ fn check_variation_or_rollout(
                         format!("{at}.rollout.variations[{j}].variation"),
                         format!(
                             "variation index {} is out of range (the flag has {n} variations)",
-                            wv.variation
+                            flags_core::written_variation_index(wv.variation)
                         ),
                     );
                 }

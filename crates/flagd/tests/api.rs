@@ -93,6 +93,33 @@ async fn native_unknown_flag_is_404_with_an_error_reason() {
 }
 
 #[tokio::test]
+async fn native_reason_carries_big_segment_status_like_the_sdks() {
+    // LaunchDarkly's SDKs put bigSegmentsStatus inside the reason when a flag touches an
+    // unbounded segment; with no big-segment store it is NOT_CONFIGURED.
+    let flags = r#"{"flags": {"big": {"key": "big", "version": 1, "on": true,
+        "variations": ["no", "yes"], "fallthrough": {"variation": 0},
+        "rules": [{"id": "r", "variation": 1,
+                   "clauses": [{"attribute": "", "op": "segmentMatch", "values": ["bigseg"]}]}]}},
+        "segments": {"bigseg": {"key": "bigseg", "version": 1, "unbounded": true,
+                                "generation": 2, "included": ["u1"]}}}"#;
+    let (app, _state, _source, _dir) = app_with(flags);
+    let (status, body) = call(
+        &app,
+        post(
+            "/v1/evaluate/big",
+            &ctx(json!({"kind": "user", "key": "u1"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({"key": "big", "value": "no", "variationIndex": 0,
+               "reason": {"kind": "FALLTHROUGH", "bigSegmentsStatus": "NOT_CONFIGURED"}})
+    );
+}
+
+#[tokio::test]
 async fn native_bad_requests_are_400_with_a_named_problem() {
     let (app, _state, _source, _dir) = app_with(FLAGS);
     let cases = [

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use flags_core::{Context, ErrorKind, Reason};
+use flags_core::{Context, ErrorKind, Reason, ReasonJson};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -28,7 +28,8 @@ struct Single<'a> {
     value: Option<&'a Value>,
     #[serde(rename = "variationIndex")]
     variation_index: Option<usize>,
-    reason: &'a Reason<'a>,
+    /// The reason with `bigSegmentsStatus` inside it, as LaunchDarkly's SDKs write it.
+    reason: ReasonJson<'a, 'a>,
 }
 
 #[derive(Serialize)]
@@ -41,7 +42,8 @@ struct Entry<'a> {
     value: Option<&'a Value>,
     #[serde(rename = "variationIndex")]
     variation_index: Option<usize>,
-    reason: &'a Reason<'a>,
+    /// The reason with `bigSegmentsStatus` inside it, as LaunchDarkly's SDKs write it.
+    reason: ReasonJson<'a, 'a>,
 }
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
@@ -78,7 +80,10 @@ pub(super) async fn evaluate_one(
             key: &flag_key,
             value: None,
             variation_index: None,
-            reason: &reason,
+            reason: ReasonJson {
+                reason: &reason,
+                big_segments_status: None,
+            },
         };
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     };
@@ -104,7 +109,7 @@ pub(super) async fn evaluate_one(
         key: &flag_key,
         value: detail.value,
         variation_index: detail.variation_index,
-        reason: &detail.reason,
+        reason: detail.reason_json(),
     };
     (status, Json(body)).into_response()
 }
@@ -128,7 +133,7 @@ pub(super) async fn evaluate_all(
         let entry = Entry {
             value: detail.value,
             variation_index: detail.variation_index,
-            reason: &detail.reason,
+            reason: detail.reason_json(),
         };
         flags.insert(*key, entry);
     }
