@@ -59,6 +59,11 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     match args {
         ["floor-server", rest @ ..] => floor_server(rest),
         ["measure", rest @ ..] => measure(&Options::parse(rest)?),
+        // The generated flag file alone, for profiling the server by hand.
+        ["flag-file", path] => Ok(std::fs::write(
+            path,
+            serde_json::to_vec_pretty(&flag_file(0))?,
+        )?),
         ["--help" | "-h" | "help"] => {
             print!("{HELP}");
             Ok(())

@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 use crate::server::AppState;
@@ -48,11 +49,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_events_body));
     let limited = evaluation
         .merge(events)
-        .route_layer(middleware::from_fn_with_state(state.clone(), timeout))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            concurrency_limit,
-        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -68,19 +65,22 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
-    Router::new()
+    let routes = Router::new()
         .merge(limited)
         .merge(streams)
         .merge(open)
         .route_layer(middleware::from_fn(tag_route))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_metrics,
-        ))
+        .with_state(state.clone());
+    // The outer layers wrap the routed service once. `Router::layer` would wrap every route
+    // instead, and axum clones a route's boxed layer stack (one allocation per layer, and again
+    // inside each middleware) on every request; around the router, the clone is one Arc.
+    let outer = ServiceBuilder::new()
         .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state, record_metrics))
+        .service(routes);
+    Router::new().fallback_service(outer)
 }
 
 async fn tag_route(path: MatchedPath, request: Request, next: Next) -> Response {
@@ -107,11 +107,9 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-async fn concurrency_limit(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// The concurrency limit (429), then the time limit (408). One middleware rather than two,
+/// because each route layer costs allocations on every request (see [`app`]).
+async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     // A permit is taken without waiting: a saturated server answers at once rather than queue.
     let Ok(_permit) = state.limiter.clone().try_acquire_owned() else {
         let mut error = ApiError::new(
@@ -122,10 +120,6 @@ async fn concurrency_limit(
         error.retry_after = Some(state.http.retry_after_secs);
         return error.into_response();
     };
-    next.run(request).await
-}
-
-async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match tokio::time::timeout(state.http.request_timeout(), next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
