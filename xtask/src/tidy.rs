@@ -770,7 +770,7 @@ workspace = true
             fixture,
             &[
                 "crates/flags-core/Cargo.toml: flags-core may depend only on serde, serde_json, \
-               serde_path_to_error, thiserror; found `tokio`",
+               serde_path_to_error, thiserror, async-trait, sha2; found `tokio`",
             ],
         );
     }
