@@ -37,17 +37,19 @@ pub trait OverrideLookup: Send + Sync {
 pub struct BigSegmentMembership {
     /// Segment references (`{key}.g{generation}`) that include the context.
     pub included: HashSet<String>,
-    /// Segment references that exclude the context (exclusion wins).
+    /// Segment references that exclude the context. A reference in both sets counts as
+    /// included, as LaunchDarkly's store implementations read it.
     pub excluded: HashSet<String>,
 }
 
 impl BigSegmentMembership {
     /// `Some(true)` if included, `Some(false)` if excluded, `None` if not listed either way.
+    /// Inclusion wins when a reference is in both sets.
     pub fn check(&self, segment_ref: &str) -> Option<bool> {
-        if self.excluded.contains(segment_ref) {
-            Some(false)
-        } else if self.included.contains(segment_ref) {
+        if self.included.contains(segment_ref) {
             Some(true)
+        } else if self.excluded.contains(segment_ref) {
+            Some(false)
         } else {
             None
         }
@@ -101,4 +103,21 @@ pub struct ChangeEvent {
     pub version: u64,
     /// Whether it was deleted.
     pub deleted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BigSegmentMembership;
+
+    #[test]
+    fn membership_check_prefers_inclusion() {
+        let set = |refs: &[&str]| refs.iter().map(|r| (*r).to_owned()).collect();
+        let m = BigSegmentMembership {
+            included: set(&["a.g1"]),
+            excluded: set(&["a.g1", "b.g1"]),
+        };
+        assert_eq!(m.check("a.g1"), Some(true));
+        assert_eq!(m.check("b.g1"), Some(false));
+        assert_eq!(m.check("c.g1"), None);
+    }
 }
