@@ -25,9 +25,9 @@ use flags_core::store::validate::{
 };
 use flags_core::store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
-    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ListFilter,
-    NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
-    generate_secret, hash_secret,
+    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
+    ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
+    StoredSegment, generate_secret, hash_secret,
 };
 use flags_core::{Flag, Segment};
 use serde::Deserialize;
@@ -712,8 +712,7 @@ where
             Ok(Override {
                 context_kind,
                 context_key,
-                variation: usize::try_from(variation)
-                    .map_err(|_| corrupt(format!("negative override variation {variation}")))?,
+                variation: override_variation(variation)?,
             })
         })
         .collect()
@@ -1484,6 +1483,25 @@ impl AdminStore for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(db)?;
+        let override_rows: Vec<(String, String, String, i32)> = sqlx::query_as(
+            "SELECT flag_key, context_kind, context_key, variation FROM overrides \
+             WHERE env = $1 ORDER BY flag_key, context_kind, context_key",
+        )
+        .bind(env)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let overrides = override_rows
+            .into_iter()
+            .map(|(flag_key, context_kind, context_key, variation)| {
+                Ok(FlagOverride {
+                    flag_key,
+                    context_kind,
+                    context_key,
+                    variation: override_variation(variation)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
         let cursor: i64 =
             sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM changes WHERE env = $1")
                 .bind(env)
@@ -1498,6 +1516,7 @@ impl AdminStore for PostgresStore {
             flags: flags.into_iter().map(Item::into_flag).collect(),
             segments: segments.into_iter().map(Item::into_segment).collect(),
             killed,
+            overrides,
             cursor: to_u64(cursor, "change seq")?,
         })
     }
@@ -1539,11 +1558,13 @@ async fn current_override(
     .fetch_optional(conn)
     .await
     .map_err(db)?;
-    found
-        .map(|v| {
-            usize::try_from(v).map_err(|_| corrupt(format!("negative override variation {v}")))
-        })
-        .transpose()
+    found.map(override_variation).transpose()
+}
+
+/// A stored override variation as an index; the column's check keeps it non-negative.
+fn override_variation(variation: i32) -> Result<usize, StoreError> {
+    usize::try_from(variation)
+        .map_err(|_| corrupt(format!("negative override variation {variation}")))
 }
 
 /// Fetches one change by seq (for notifications too large to carry it).

@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 
 use super::{
     Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, Change, ChangeKind,
-    Dependent, ListFilter, NewApiKey, OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
+    Dependent, FlagOverride, ListFilter, NewApiKey, OverrideKey, SegmentTargetsUpdate, StoreError,
+    hash_secret,
 };
 use crate::traits::ItemKind;
 
@@ -66,6 +67,10 @@ pub const CASES: &[(&str, Case)] = &[
     ("api_keys", api_keys),
     ("snapshot_and_changes_since", snapshot_and_changes_since),
     (
+        "snapshot_holds_every_override",
+        snapshot_holds_every_override,
+    ),
+    (
         "subscription_delivers_changes",
         subscription_delivers_changes,
     ),
@@ -93,6 +98,7 @@ macro_rules! store_conformance_tests {
             audit_log_has_exactly_the_applied_writes,
             api_keys,
             snapshot_and_changes_since,
+            snapshot_holds_every_override,
             subscription_delivers_changes,
             racing_writers_apply_or_conflict,
         );
@@ -1376,6 +1382,118 @@ pub fn snapshot_and_changes_since(store: &dyn AdminStore) -> CaseFuture<'_> {
         assert_eq!(elsewhere.len(), 1);
         assert_eq!(elsewhere[0].key, "x");
         assert_eq!(elsewhere[0].item_kind(), ItemKind::Flag);
+    })
+}
+
+fn pin(flag: &str, kind: &str, key: &str) -> OverrideKey {
+    OverrideKey {
+        flag_key: flag.to_owned(),
+        context_kind: kind.to_owned(),
+        context_key: key.to_owned(),
+    }
+}
+
+fn held(flag: &str, kind: &str, key: &str, variation: usize) -> FlagOverride {
+    FlagOverride {
+        flag_key: flag.to_owned(),
+        context_kind: kind.to_owned(),
+        context_key: key.to_owned(),
+        variation,
+    }
+}
+
+/// A snapshot holds every override of its environment (archived flags' included, removed and
+/// deleted flags' not), sorted by flag, context kind and context key, and agrees with
+/// `list_overrides`.
+pub fn snapshot_holds_every_override(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let other = fresh_env(store).await;
+        assert!(store.snapshot(&env).await.unwrap().overrides.is_empty());
+        for key in ["b", "a", "gone", "old"] {
+            store
+                .put_flag(&actor(), &env, key, bool_flag(), None)
+                .await
+                .unwrap();
+        }
+        store
+            .put_flag(&actor(), &other, "a", bool_flag(), None)
+            .await
+            .unwrap();
+        let writes = [
+            (pin("b", "user", "zoe"), 1),
+            (pin("b", "org", "acme"), 0),
+            (pin("a", "user", "bob"), 1),
+            (pin("a", "user", "amy"), 0),
+            (pin("a", "user", "removed"), 1),
+            (pin("gone", "user", "bob"), 1),
+            (pin("old", "user", "bob"), 0),
+        ];
+        for (key, variation) in &writes {
+            store
+                .set_override(&actor(), &env, key, *variation)
+                .await
+                .unwrap();
+        }
+        store
+            .set_override(&actor(), &env, &pin("a", "user", "bob"), 0)
+            .await
+            .unwrap();
+        store
+            .set_override(&actor(), &other, &pin("a", "user", "carl"), 1)
+            .await
+            .unwrap();
+        store
+            .remove_override(&actor(), &env, &pin("a", "user", "removed"))
+            .await
+            .unwrap();
+        store
+            .delete_flag(&actor(), &env, "gone", None)
+            .await
+            .unwrap();
+        store
+            .set_flag_archived(&actor(), &env, "old", true, None)
+            .await
+            .unwrap();
+
+        let snap = store.snapshot(&env).await.unwrap();
+        assert_eq!(
+            snap.overrides,
+            [
+                held("a", "user", "amy", 0),
+                held("a", "user", "bob", 0),
+                held("b", "org", "acme", 0),
+                held("b", "user", "zoe", 1),
+                held("old", "user", "bob", 0),
+            ]
+        );
+        let mut listed = Vec::new();
+        for flag in &snap.flags {
+            for o in store.list_overrides(&env, &flag.key).await.unwrap() {
+                listed.push(held(
+                    &flag.key,
+                    &o.context_kind,
+                    &o.context_key,
+                    o.variation,
+                ));
+            }
+        }
+        assert_eq!(
+            listed, snap.overrides,
+            "the snapshot agrees with list_overrides"
+        );
+        assert!(
+            store
+                .changes_since(&env, snap.cursor)
+                .await
+                .unwrap()
+                .is_empty(),
+            "every override write is within the cursor"
+        );
+        assert_eq!(
+            store.snapshot(&other).await.unwrap().overrides,
+            [held("a", "user", "carl", 1)]
+        );
     })
 }
 

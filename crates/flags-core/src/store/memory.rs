@@ -20,9 +20,9 @@ use super::validate::{
 };
 use super::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, Change,
-    ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ListFilter, NewApiKey,
-    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
-    generate_secret, hash_secret,
+    ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
+    ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
+    StoredSegment, generate_secret, hash_secret,
 };
 use crate::model::{Flag, Segment};
 
@@ -1036,6 +1036,16 @@ impl AdminStore for MemoryStore {
                 .map(|(key, item)| stored_segment(key, item))
                 .collect(),
             killed: es.killed.iter().cloned().collect(),
+            overrides: es
+                .overrides
+                .iter()
+                .map(|((flag_key, kind, key), variation)| FlagOverride {
+                    flag_key: flag_key.clone(),
+                    context_kind: kind.clone(),
+                    context_key: key.clone(),
+                    variation: *variation,
+                })
+                .collect(),
             cursor: es.changes.last().map_or(0, |c| c.seq),
         })
     }

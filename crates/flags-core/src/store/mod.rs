@@ -157,6 +157,20 @@ pub struct Override {
     pub variation: usize,
 }
 
+/// One override of an environment, with the flag it belongs to (as in [`EnvSnapshot`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FlagOverride {
+    /// The flag.
+    pub flag_key: String,
+    /// The context kind.
+    pub context_kind: String,
+    /// The context key.
+    pub context_key: String,
+    /// The variation index served to it.
+    pub variation: usize,
+}
+
 /// Who makes a write: the API key's id and name, recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -513,6 +527,10 @@ pub struct EnvSnapshot {
     pub segments: Vec<StoredSegment>,
     /// Killed flag keys, sorted.
     pub killed: Vec<String>,
+    /// Every override of every flag (archived flags included), sorted by flag key, context kind
+    /// and context key; read together with the flags, so none names a flag that is missing.
+    #[serde(default)]
+    pub overrides: Vec<FlagOverride>,
     /// The `seq` of the last change included; pass it to [`AdminStore::changes_since`].
     pub cursor: u64,
 }
