@@ -1,8 +1,9 @@
 //! The one place where the server meets the engine crates (`flags-core`, `flags-eval`): building
 //! a served [`Snapshot`] from raw file data, checking items against the model, and evaluating.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -10,34 +11,58 @@ use flags_core::{
     Context, ContextError, EvalDetail, Flag, FlagData, InMemoryKillSet, InMemoryOverrides,
     Operator, Reason, Segment, VariationOrRollout,
 };
-use flags_eval::{CompiledData, Evaluator};
+use flags_eval::{CompiledData, CompiledFlag, CompiledSegment, Evaluator};
 use sha2::{Digest, Sha256};
 
 use crate::source::file::{Problem, RawData};
 use crate::source::versions::{Change, Kind};
 
-/// One immutable, compiled generation of served data, with the JSON forms the SDK endpoints send
-/// prepared once so that requests and streams only copy bytes.
+/// One immutable, compiled generation of served data.
+///
+/// A snapshot is either built whole ([`Snapshot::build`], [`Snapshot::from_models`]) or derived
+/// from the previous one by [`Snapshot::apply`], which compiles only the changed items and shares
+/// every other compiled item with its parent. The big JSON forms the SDK endpoints send
+/// (`latest-all` and the stream's `put`) are rendered on first request and then kept, so a
+/// change costs nothing in proportion to the environment's size until someone asks for them.
 pub struct Snapshot {
     data: CompiledData,
     generation: u64,
+    /// Wrapping sum of [`item_hash`] over every live item: updated per item, order-free.
+    digest_sum: u128,
     digest: String,
-    latest_all: Bytes,
-    put_event: String,
-    shapes: HashMap<String, FlagShape>,
     flag_count: usize,
     segment_count: usize,
+    latest_all: OnceLock<Bytes>,
+    put_event: OnceLock<String>,
 }
 
-/// What OFREP needs to know about a flag to name a reason (static, split) that LaunchDarkly's
-/// reasons do not carry.
-#[derive(Debug, Clone, Default)]
-struct FlagShape {
-    /// No targets, rules or prerequisites, and a fixed fallthrough variation.
-    is_static: bool,
-    fallthrough_is_rollout: bool,
-    rule_is_rollout: Vec<bool>,
+/// One change of served data, for [`Snapshot::apply`]. Items carry their served version; an
+/// update that is not newer than what the snapshot holds (tombstones included) is ignored.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Serve this flag (added or replaced).
+    Flag(Flag),
+    /// Serve this segment (added or replaced).
+    Segment(Segment),
+    /// Stop serving a flag; `version` is its tombstone's.
+    DeleteFlag {
+        /// The flag key.
+        key: String,
+        /// The tombstone's version.
+        version: u64,
+    },
+    /// Stop serving a segment; `version` is its tombstone's.
+    DeleteSegment {
+        /// The segment key.
+        key: String,
+        /// The tombstone's version.
+        version: u64,
+    },
 }
+
+/// Batches larger than this are applied by compiling a fresh snapshot rather than item by item:
+/// each item-by-item step copies the snapshot's key index once.
+const INCREMENTAL_LIMIT: usize = 64;
 
 /// A change rendered as an SSE event (`patch` or `delete`) with its JSON data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +71,28 @@ pub struct ItemEvent {
     pub event: &'static str,
     /// The event's JSON data.
     pub data: String,
+}
+
+impl ItemEvent {
+    /// A `patch` of one item: `{"path":"/flags/KEY","data":{...}}`.
+    fn patch(kind: Kind, key: &str, item: &impl serde::Serialize) -> Result<ItemEvent, BuildError> {
+        let item = serde_json::to_string(item).map_err(|e| BuildError::Compile(e.to_string()))?;
+        // Written by hand so `path` comes first and the item keeps its field order.
+        let path = serde_json::Value::String(format!("/{}/{key}", kind.section()));
+        Ok(ItemEvent {
+            event: "patch",
+            data: format!(r#"{{"path":{path},"data":{item}}}"#),
+        })
+    }
+
+    /// A `delete` of one item: `{"path":"/flags/KEY","version":N}`.
+    fn delete(kind: Kind, key: &str, version: u64) -> ItemEvent {
+        let path = format!("/{}/{key}", kind.section());
+        ItemEvent {
+            event: "delete",
+            data: serde_json::json!({"path": path, "version": version}).to_string(),
+        }
+    }
 }
 
 /// Why raw data could not become a snapshot.
@@ -69,9 +116,9 @@ fn problems_text(problems: &[Problem]) -> String {
 }
 
 impl Snapshot {
-    /// Reads versioned raw data into the model, compiles it and prepares its JSON forms, plus
-    /// the SSE events for `changes`, and the warnings about the data (see [`check`]). Errors
-    /// stop the build; warnings do not.
+    /// Reads versioned raw data into the model, compiles it, and renders the SSE events for
+    /// `changes`, plus the warnings about the data (see [`check`]). Errors stop the build;
+    /// warnings do not.
     pub fn build(
         raw: &RawData,
         generation: u64,
@@ -82,81 +129,299 @@ impl Snapshot {
             return Err(BuildError::Invalid(problems));
         }
         let warnings = warnings(raw, &data);
-        let latest_all =
-            serde_json::to_vec(&data).map_err(|e| BuildError::Compile(e.to_string()))?;
-        let digest = hex_digest(&latest_all);
         let mut events = Vec::with_capacity(changes.len());
         for change in changes {
-            let path = format!("/{}/{}", change.kind.section(), change.key);
-            let event = if change.deleted {
-                let data = serde_json::json!({"path": path, "version": change.version});
-                ItemEvent {
-                    event: "delete",
-                    data: data.to_string(),
-                }
-            } else {
-                let item = match change.kind {
-                    Kind::Flag => data.flags.get(&change.key).map(serde_json::to_string),
-                    Kind::Segment => data.segments.get(&change.key).map(serde_json::to_string),
-                };
-                let Some(Ok(item)) = item else {
-                    return Err(BuildError::Compile(format!(
-                        "changed item {path} is missing"
-                    )));
-                };
-                // Written by hand so `path` comes first and the item keeps its field order.
-                let path = serde_json::Value::String(path);
-                ItemEvent {
-                    event: "patch",
-                    data: format!(r#"{{"path":{path},"data":{item}}}"#),
-                }
+            if change.deleted {
+                events.push(ItemEvent::delete(change.kind, &change.key, change.version));
+                continue;
+            }
+            let event = match change.kind {
+                Kind::Flag => data
+                    .flags
+                    .get(&change.key)
+                    .map(|f| ItemEvent::patch(Kind::Flag, &change.key, f)),
+                Kind::Segment => data
+                    .segments
+                    .get(&change.key)
+                    .map(|s| ItemEvent::patch(Kind::Segment, &change.key, s)),
             };
-            events.push(event);
+            let Some(event) = event else {
+                return Err(BuildError::Compile(format!(
+                    "changed item /{}/{} is missing",
+                    change.kind.section(),
+                    change.key
+                )));
+            };
+            events.push(event?);
         }
-        let shapes = data
-            .flags
-            .iter()
-            .map(|(k, f)| (k.clone(), FlagShape::of(f)))
-            .collect();
-        let flag_count = data.flags.len();
-        let segment_count = data.segments.len();
-        let compiled =
-            CompiledData::compile(data).map_err(|e| BuildError::Compile(e.to_string()))?;
-        let mut put_event = String::with_capacity(latest_all.len() + 24);
-        put_event.push_str(r#"{"path":"/","data":"#);
-        put_event.push_str(std::str::from_utf8(&latest_all).unwrap_or("{}"));
-        put_event.push('}');
-        let snapshot = Snapshot {
-            data: compiled,
-            generation,
-            digest,
-            latest_all: Bytes::from(latest_all),
-            put_event,
-            shapes,
-            flag_count,
-            segment_count,
-        };
+        let snapshot = Snapshot::from_models(data, generation)?;
         Ok((snapshot, events, warnings))
     }
 
-    /// Increases by one with every successful reload.
+    /// Compiles a whole set of flags and segments, each carrying its served version.
+    pub fn from_models(data: FlagData, generation: u64) -> Result<Snapshot, BuildError> {
+        let compiled =
+            CompiledData::compile(data).map_err(|e| BuildError::Compile(e.to_string()))?;
+        Ok(Snapshot::around(compiled, generation))
+    }
+
+    /// The snapshot of `data`, with its counts and digest worked out.
+    fn around(data: CompiledData, generation: u64) -> Snapshot {
+        let mut digest_sum = 0u128;
+        let mut flag_count = 0;
+        let mut segment_count = 0;
+        for flag in data.flags() {
+            digest_sum = digest_sum.wrapping_add(item_hash(Kind::Flag, flag.key(), flag.version()));
+            flag_count += 1;
+        }
+        for segment in data.segments() {
+            digest_sum =
+                digest_sum.wrapping_add(item_hash(Kind::Segment, segment.key(), segment.version()));
+            segment_count += 1;
+        }
+        Snapshot {
+            data,
+            generation,
+            digest_sum,
+            digest: format!("{digest_sum:032x}"),
+            flag_count,
+            segment_count,
+            latest_all: OnceLock::new(),
+            put_event: OnceLock::new(),
+        }
+    }
+
+    /// A new generation with `updates` applied: only changed items are compiled, every other
+    /// one is shared with `self`. Returns the events of the updates that took effect, in
+    /// order, or `None` when none did (each was stale).
+    pub fn apply(
+        &self,
+        generation: u64,
+        updates: Vec<Update>,
+    ) -> Result<Option<(Snapshot, Vec<ItemEvent>)>, BuildError> {
+        if updates.len() > INCREMENTAL_LIMIT {
+            return self.apply_whole(generation, updates);
+        }
+        let mut data = self.data.clone();
+        let mut digest_sum = self.digest_sum;
+        let mut flag_count = self.flag_count;
+        let mut segment_count = self.segment_count;
+        let mut events = Vec::with_capacity(updates.len());
+        for update in updates {
+            match update {
+                Update::Flag(flag) => {
+                    let key = flag.key.clone();
+                    let version = flag.version;
+                    let old = live_flag(&data, &key);
+                    let event = ItemEvent::patch(Kind::Flag, &key, &flag)?;
+                    let Some(next) = data
+                        .upsert_flag(flag)
+                        .map_err(|e| BuildError::Compile(e.to_string()))?
+                    else {
+                        continue;
+                    };
+                    data = next;
+                    match old {
+                        Some(v) => {
+                            digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v))
+                        }
+                        None => flag_count += 1,
+                    }
+                    digest_sum = digest_sum.wrapping_add(item_hash(Kind::Flag, &key, version));
+                    events.push(event);
+                }
+                Update::Segment(segment) => {
+                    let key = segment.key.clone();
+                    let version = segment.version;
+                    let old = live_segment(&data, &key);
+                    let event = ItemEvent::patch(Kind::Segment, &key, &segment)?;
+                    let Some(next) = data
+                        .upsert_segment(segment)
+                        .map_err(|e| BuildError::Compile(e.to_string()))?
+                    else {
+                        continue;
+                    };
+                    data = next;
+                    match old {
+                        Some(v) => {
+                            digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
+                        }
+                        None => segment_count += 1,
+                    }
+                    digest_sum = digest_sum.wrapping_add(item_hash(Kind::Segment, &key, version));
+                    events.push(event);
+                }
+                Update::DeleteFlag { key, version } => {
+                    let old = live_flag(&data, &key);
+                    let Some(next) = data.delete_flag(&key, version) else {
+                        continue;
+                    };
+                    data = next;
+                    if let Some(v) = old {
+                        digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v));
+                        flag_count -= 1;
+                    }
+                    events.push(ItemEvent::delete(Kind::Flag, &key, version));
+                }
+                Update::DeleteSegment { key, version } => {
+                    let old = live_segment(&data, &key);
+                    let Some(next) = data.delete_segment(&key, version) else {
+                        continue;
+                    };
+                    data = next;
+                    if let Some(v) = old {
+                        digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
+                        segment_count -= 1;
+                    }
+                    events.push(ItemEvent::delete(Kind::Segment, &key, version));
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(None);
+        }
+        let snapshot = Snapshot {
+            data,
+            generation,
+            digest_sum,
+            digest: format!("{digest_sum:032x}"),
+            flag_count,
+            segment_count,
+            latest_all: OnceLock::new(),
+            put_event: OnceLock::new(),
+        };
+        Ok(Some((snapshot, events)))
+    }
+
+    /// [`Snapshot::apply`] for a big batch: the result is compiled whole. It keeps the
+    /// tombstones of this batch's deletions but not older ones (the compiled data cannot list
+    /// them), so stale updates of items deleted earlier are refused only by the caller's own
+    /// version bookkeeping, as root mode and file mode both keep.
+    fn apply_whole(
+        &self,
+        generation: u64,
+        updates: Vec<Update>,
+    ) -> Result<Option<(Snapshot, Vec<ItemEvent>)>, BuildError> {
+        let mut data = self.data.flag_data();
+        let mut events = Vec::with_capacity(updates.len());
+        for update in updates {
+            match update {
+                Update::Flag(flag) => {
+                    if held_version(&self.data, Kind::Flag, &flag.key, &data)
+                        .is_some_and(|v| v >= flag.version)
+                    {
+                        continue;
+                    }
+                    events.push(ItemEvent::patch(Kind::Flag, &flag.key, &flag)?);
+                    data.flags.insert(flag.key.clone(), flag);
+                }
+                Update::Segment(segment) => {
+                    if held_version(&self.data, Kind::Segment, &segment.key, &data)
+                        .is_some_and(|v| v >= segment.version)
+                    {
+                        continue;
+                    }
+                    events.push(ItemEvent::patch(Kind::Segment, &segment.key, &segment)?);
+                    data.segments.insert(segment.key.clone(), segment);
+                }
+                Update::DeleteFlag { key, version } => {
+                    if held_version(&self.data, Kind::Flag, &key, &data)
+                        .is_some_and(|v| v >= version)
+                    {
+                        continue;
+                    }
+                    data.flags.insert(
+                        key.clone(),
+                        Flag {
+                            key: key.clone(),
+                            version,
+                            deleted: true,
+                            ..Flag::default()
+                        },
+                    );
+                    events.push(ItemEvent::delete(Kind::Flag, &key, version));
+                }
+                Update::DeleteSegment { key, version } => {
+                    if held_version(&self.data, Kind::Segment, &key, &data)
+                        .is_some_and(|v| v >= version)
+                    {
+                        continue;
+                    }
+                    data.segments.insert(
+                        key.clone(),
+                        Segment {
+                            key: key.clone(),
+                            version,
+                            deleted: true,
+                            ..Segment::default()
+                        },
+                    );
+                    events.push(ItemEvent::delete(Kind::Segment, &key, version));
+                }
+            }
+        }
+        if events.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((Snapshot::from_models(data, generation)?, events)))
+    }
+
+    /// Increases with every published change.
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
-    /// A hex SHA-256 prefix of the `latest-all` JSON: equal data, equal digest.
+    /// A hex digest of every live item's kind, key and served version: equal data, equal
+    /// digest (served versions change whenever an item's content does). Kept per item, so it
+    /// costs nothing per change.
     pub fn digest(&self) -> &str {
         &self.digest
     }
 
-    /// `{"flags":{...},"segments":{...}}` as served by `/sdk/latest-all`.
+    /// `{"flags":{...},"segments":{...}}` as served by `/sdk/latest-all`, rendered on first use.
     pub fn latest_all(&self) -> Bytes {
-        self.latest_all.clone()
+        self.latest_all
+            .get_or_init(|| Bytes::from(self.render_latest_all()))
+            .clone()
     }
 
-    /// The data of the SSE `put` event: `{"path":"/","data":{...}}`.
+    /// The data of the SSE `put` event: `{"path":"/","data":{...}}`, rendered on first use.
     pub fn put_event(&self) -> &str {
-        &self.put_event
+        self.put_event.get_or_init(|| {
+            let all = self.latest_all();
+            let mut put = String::with_capacity(all.len() + 24);
+            put.push_str(r#"{"path":"/","data":"#);
+            put.push_str(std::str::from_utf8(&all).unwrap_or("{}"));
+            put.push('}');
+            put
+        })
+    }
+
+    fn render_latest_all(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct All<'a> {
+            flags: BTreeMap<&'a str, &'a Flag>,
+            segments: BTreeMap<&'a str, &'a Segment>,
+        }
+        let all = All {
+            flags: self.data.flags().map(|f| (f.key(), f.raw())).collect(),
+            segments: self.data.segments().map(|s| (s.key(), s.raw())).collect(),
+        };
+        // The model serializes infallibly (string keys, no non-finite floats from JSON input).
+        serde_json::to_vec(&all).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot render the flag data as JSON");
+            b"{\"flags\":{},\"segments\":{}}".to_vec()
+        })
+    }
+
+    /// The served flag `key` (its model, with served version and `on`), if live.
+    pub fn flag(&self, key: &str) -> Option<&Flag> {
+        self.data.flag(key).map(CompiledFlag::raw)
+    }
+
+    /// The served segment `key`, if live.
+    pub fn segment(&self, key: &str) -> Option<&Segment> {
+        self.data.segment(key).map(CompiledSegment::raw)
     }
 
     /// Number of live flags.
@@ -194,24 +459,24 @@ impl Snapshot {
             .with_overrides(&ops.overrides)
     }
 
-    /// The OpenFeature reason for a result of this snapshot's flag `flag_key`.
+    /// The OpenFeature reason for a result of this snapshot's flag `flag_key`: LaunchDarkly's
+    /// reasons do not say whether a flag is static or a split, so that is read off the flag.
     pub fn openfeature_reason(&self, flag_key: &str, reason: &Reason<'_>) -> &'static str {
-        let shape = self.shapes.get(flag_key);
+        let flag = self.flag(flag_key);
         match reason {
             Reason::Off { .. } => "DISABLED",
             Reason::TargetMatch { .. } => "TARGETING_MATCH",
             Reason::RuleMatch { rule_index, .. } => {
-                let split = shape
-                    .and_then(|s| s.rule_is_rollout.get(*rule_index))
-                    .copied()
-                    .unwrap_or(false);
+                let split = flag
+                    .and_then(|f| f.rules.get(*rule_index))
+                    .is_some_and(|r| r.rollout.is_some());
                 if split { "SPLIT" } else { "TARGETING_MATCH" }
             }
             // The context was checked against other flags: targeting, not a default.
             Reason::PrerequisiteFailed { .. } => "TARGETING_MATCH",
-            Reason::Fallthrough { .. } => match shape {
-                Some(s) if s.fallthrough_is_rollout => "SPLIT",
-                Some(s) if s.is_static => "STATIC",
+            Reason::Fallthrough { .. } => match flag {
+                Some(f) if f.fallthrough.rollout.is_some() => "SPLIT",
+                Some(f) if is_static(f) => "STATIC",
                 _ => "DEFAULT",
             },
             Reason::Error { .. } => "ERROR",
@@ -219,19 +484,55 @@ impl Snapshot {
     }
 }
 
-impl FlagShape {
-    fn of(flag: &Flag) -> FlagShape {
-        FlagShape {
-            is_static: flag.targets.is_empty()
-                && flag.context_targets.is_empty()
-                && flag.rules.is_empty()
-                && flag.prerequisites.is_empty()
-                && flag.fallthrough.rollout.is_none()
-                && flag.fallthrough.variation.is_some(),
-            fallthrough_is_rollout: flag.fallthrough.rollout.is_some(),
-            rule_is_rollout: flag.rules.iter().map(|r| r.rollout.is_some()).collect(),
-        }
+/// No targets, rules or prerequisites, and a fixed fallthrough variation.
+fn is_static(flag: &Flag) -> bool {
+    flag.targets.is_empty()
+        && flag.context_targets.is_empty()
+        && flag.rules.is_empty()
+        && flag.prerequisites.is_empty()
+        && flag.fallthrough.rollout.is_none()
+        && flag.fallthrough.variation.is_some()
+}
+
+/// The version of the live flag `key`, if there is one.
+fn live_flag(data: &CompiledData, key: &str) -> Option<u64> {
+    data.flag(key).map(CompiledFlag::version)
+}
+
+/// The version of the live segment `key`, if there is one.
+fn live_segment(data: &CompiledData, key: &str) -> Option<u64> {
+    data.segment(key).map(CompiledSegment::version)
+}
+
+/// The version held for an item (live or tombstone) while a big batch is merged into `merged`.
+fn held_version(old: &CompiledData, kind: Kind, key: &str, merged: &FlagData) -> Option<u64> {
+    match kind {
+        Kind::Flag => merged
+            .flags
+            .get(key)
+            .map(|f| f.version)
+            .or_else(|| old.flag_or_tombstone(key).map(CompiledFlag::version)),
+        Kind::Segment => merged
+            .segments
+            .get(key)
+            .map(|s| s.version)
+            .or_else(|| old.segment_or_tombstone(key).map(CompiledSegment::version)),
     }
+}
+
+/// One item's share of the snapshot digest: the first 16 bytes of SHA-256 over its kind, key
+/// and served version.
+fn item_hash(kind: Kind, key: &str, version: u64) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.section().as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    hasher.update([0]);
+    hasher.update(version.to_le_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
 }
 
 /// The operations layer's in-memory state: killed flags and per-entity overrides. Empty in file
@@ -695,6 +996,72 @@ mod tests {
         assert_eq!(
             snapshot.openfeature_reason("static", &prerequisite),
             "TARGETING_MATCH"
+        );
+    }
+
+    fn flag(key: &str, version: u64, variation: usize) -> Flag {
+        Flag::from_json_value(json!({
+            "key": key, "version": version, "on": true, "variations": [true, false],
+            "fallthrough": {"variation": variation}
+        }))
+        .unwrap()
+    }
+
+    fn models(flags: &[Flag]) -> FlagData {
+        FlagData {
+            flags: flags.iter().map(|f| (f.key.clone(), f.clone())).collect(),
+            segments: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn applying_changes_equals_building_the_result_whole() {
+        let base: Vec<Flag> = (0..10).map(|i| flag(&format!("f{i}"), 1, 0)).collect();
+        let start = Snapshot::from_models(models(&base), 1).unwrap();
+        // Small batches go item by item, big ones are compiled whole; both must agree with a
+        // snapshot built from the end result.
+        for count in [3, INCREMENTAL_LIMIT + 5] {
+            let mut updates = vec![Update::DeleteFlag {
+                key: "f0".into(),
+                version: 2,
+            }];
+            let mut expected: Vec<Flag> = base[1..].to_vec();
+            for i in 0..count {
+                let key = format!("n{i:03}");
+                updates.push(Update::Flag(flag(&key, 1, 1)));
+                expected.push(flag(&key, 1, 1));
+            }
+            updates.push(Update::Flag(flag("f1", 2, 1)));
+            expected[0] = flag("f1", 2, 1);
+            // Stale: not newer than what is held.
+            updates.push(Update::Flag(flag("f2", 1, 1)));
+            let (applied, events) = start.apply(2, updates).unwrap().unwrap();
+            let whole = Snapshot::from_models(models(&expected), 2).unwrap();
+            assert_eq!(applied.digest(), whole.digest(), "{count} changes");
+            assert_eq!(applied.latest_all(), whole.latest_all(), "{count} changes");
+            assert_eq!(applied.flag_count(), whole.flag_count());
+            assert_eq!(events.len(), count + 2, "the stale update has no event");
+            assert_eq!(events[0].data, r#"{"path":"/flags/f0","version":2}"#);
+            assert!(
+                events[count + 1]
+                    .data
+                    .starts_with(r#"{"path":"/flags/f1","data":{"key":"f1","version":2"#),
+                "{}",
+                events[count + 1].data
+            );
+            assert_ne!(applied.digest(), start.digest());
+            // The deletion's tombstone refuses an older version of the flag.
+            assert!(
+                applied
+                    .apply(3, vec![Update::Flag(flag("f0", 1, 0))])
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        let put = start.put_event();
+        assert!(
+            put.starts_with(r#"{"path":"/","data":{"flags":{"f0":"#),
+            "{put}"
         );
     }
 }

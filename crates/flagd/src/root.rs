@@ -1,8 +1,8 @@
 //! Root mode: serving every environment of an [`AdminStore`] (PostgreSQL in production), kept
 //! current from the store's change feed.
 //!
-//! At start each environment is loaded whole ([`AdminStore::snapshot`]): flags, segments and the
-//! kill set, plus every flag's overrides. From then on a notification is only a wake-up call:
+//! At start each environment is loaded whole ([`AdminStore::snapshot`]): flags, segments, the
+//! kill set and the overrides, read consistently in one snapshot. From then on a notification is only a wake-up call:
 //! the environment's changes after the last applied `seq` are read with
 //! [`AdminStore::changes_since`] and applied in order, and a flag or segment change fetches the
 //! item as it is now and applies it only if its version is newer than the one held. So a missed,
@@ -10,14 +10,20 @@
 //! catch-up every poll interval, which also proves the store is reachable for `/readyz`.
 //!
 //! A killed flag is served to LaunchDarkly SDKs with `on: false`, so SDKs that evaluate locally
-//! honour the kill; its served version is bumped for that (and again on unkill) by the same
-//! [`Versions`] bookkeeping file mode uses, because SDKs ignore a patch that is not newer.
+//! honour the kill. SDKs ignore a patch that is not newer than what they hold, so the served
+//! version of a flag is its store version plus the number of kill and unkill changes ever
+//! recorded for it (see `EnvState::served_version`): it only grows, and every replica computes
+//! the same number from the store, before and after a restart.
+//!
+//! A batch of changes is served incrementally: only the changed items are parsed and compiled
+//! into a snapshot that shares every other compiled item with the previous one
+//! ([`Snapshot::apply`]); the big `latest-all` and `put` payloads are rendered on first request.
 //!
 //! When the feed fails, the failure is recorded in a [`HealthTracker`], the loop waits
 //! ([`Backoff`]: 1x, 2x, 4x, 8x of the base), subscribes again and catches up. The last
 //! snapshot keeps serving all along.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +31,13 @@ use flags_cache::{Backoff, HealthReport, HealthTracker};
 use flags_core::store::{
     AdminStore, Change, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
 };
-use serde_json::Value;
+use flags_core::{Flag, FlagData, Segment};
 use tokio::task::JoinHandle;
 
-use crate::engine::Snapshot;
+use crate::engine::{Snapshot, Update};
 use crate::env::{Env, Environments};
 use crate::server::Shutdown;
-use crate::source::file::RawData;
-use crate::source::versions::Versions;
+use crate::source::versions::Kind;
 
 /// The health of the store connection, shared with `/readyz`.
 #[derive(Default)]
@@ -66,19 +71,47 @@ pub struct RootSync {
     states: HashMap<String, EnvState>,
 }
 
-/// What one environment holds, as the store last told it.
+/// What one environment holds, as the store last told it. Only versions and states are kept
+/// here; the documents themselves live once, compiled, in the served snapshot.
 struct EnvState {
     env: Arc<Env>,
-    /// Flags and segments by key, archived ones included (for their versions).
-    flags: BTreeMap<String, StoredFlag>,
-    segments: BTreeMap<String, StoredSegment>,
-    /// Versions of deleted items, so an old change cannot bring them back.
-    flag_tombstones: HashMap<String, u64>,
-    segment_tombstones: HashMap<String, u64>,
-    killed: BTreeSet<String>,
-    versions: Versions,
+    /// Every flag seen, archived and deleted ones included (for their versions).
+    flags: HashMap<String, ItemMeta>,
+    segments: HashMap<String, ItemMeta>,
+    killed: HashSet<String>,
+    /// Kill and unkill changes recorded for each flag, ever: part of its served version.
+    kill_changes: HashMap<String, u64>,
     generation: u64,
     cursor: u64,
+    /// Items whose served form may have changed since the last publish, in change order.
+    dirty: Vec<(Kind, String)>,
+    dirty_set: HashSet<(Kind, String)>,
+    /// Documents read since the last publish, parsed.
+    fresh_flags: HashMap<String, Flag>,
+    fresh_segments: HashMap<String, Segment>,
+}
+
+/// A flag's or segment's state in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ItemMeta {
+    /// The store's version (for a deleted item, its tombstone's).
+    version: u64,
+    state: ItemState,
+    /// The flag's own `on`, which a kill overrides when serving.
+    on: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ItemState {
+    Live,
+    Archived,
+    Deleted,
+}
+
+impl ItemMeta {
+    fn is_live(&self) -> bool {
+        self.state == ItemState::Live
+    }
 }
 
 impl RootSync {
@@ -210,36 +243,71 @@ impl RootSync {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let env = self.envs.get_or_create(key);
-        for flag in &snapshot.flags {
-            for o in self.store.list_overrides(key, &flag.key).await? {
-                env.ops
-                    .set_override(&flag.key, &o.context_kind, &o.context_key, o.variation);
+        // Served versions count every kill and unkill ever recorded (see `served_version`).
+        let history = match self.store.changes_since(key, 0).await {
+            Ok(history) => history,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut kill_changes: HashMap<String, u64> = HashMap::new();
+        for change in history {
+            if change.seq <= snapshot.cursor && matches!(change.kind, ChangeKind::Kill { .. }) {
+                *kill_changes.entry(change.key).or_default() += 1;
             }
+        }
+        let env = self.envs.get_or_create(key);
+        for o in &snapshot.overrides {
+            env.ops
+                .set_override(&o.flag_key, &o.context_kind, &o.context_key, o.variation);
         }
         for flag in &snapshot.killed {
             env.ops.kill(flag);
         }
         let mut state = EnvState {
             env,
-            flags: snapshot
-                .flags
-                .into_iter()
-                .map(|f| (f.key.clone(), f))
-                .collect(),
-            segments: snapshot
-                .segments
-                .into_iter()
-                .map(|s| (s.key.clone(), s))
-                .collect(),
-            flag_tombstones: HashMap::new(),
-            segment_tombstones: HashMap::new(),
+            flags: HashMap::with_capacity(snapshot.flags.len()),
+            segments: HashMap::with_capacity(snapshot.segments.len()),
             killed: snapshot.killed.into_iter().collect(),
-            versions: Versions::new(),
+            kill_changes,
             generation: 0,
             cursor: snapshot.cursor,
+            dirty: Vec::new(),
+            dirty_set: HashSet::new(),
+            fresh_flags: HashMap::new(),
+            fresh_segments: HashMap::new(),
         };
-        state.publish();
+        let mut data = FlagData::default();
+        for stored in snapshot.flags {
+            let Some(flag) = state.read_flag(stored) else {
+                continue;
+            };
+            if let Some(served) = state.served_flag(flag) {
+                data.flags.insert(served.key.clone(), served);
+            }
+        }
+        for stored in snapshot.segments {
+            let Some(segment) = state.read_segment(stored) else {
+                continue;
+            };
+            if state
+                .segments
+                .get(&segment.key)
+                .is_some_and(ItemMeta::is_live)
+            {
+                data.segments.insert(segment.key.clone(), segment);
+            }
+        }
+        match Snapshot::from_models(data, 1) {
+            Ok(served) => {
+                state.generation = 1;
+                state.env.store.publish(served, Vec::new());
+                state.env.store.record_success(Vec::new());
+            }
+            Err(e) => {
+                tracing::error!(env = key, error = %e, "cannot compile the environment's data");
+                state.env.store.record_failure(e.to_string());
+            }
+        }
         tracing::info!(
             env = key,
             flags = state.flags.len(),
@@ -272,8 +340,8 @@ impl RootSync {
     }
 }
 
-/// Applies one change to `state` (the kill set and overrides at once; flags and segments are
-/// served from the next [`EnvState::publish`]).
+/// Applies one change to `state`: the kill set and overrides at once, flags and segments at
+/// the next [`EnvState::publish`].
 async fn apply(
     store: &dyn AdminStore,
     state: &mut EnvState,
@@ -282,56 +350,65 @@ async fn apply(
     let env = state.env.key.clone();
     match &change.kind {
         ChangeKind::Flag { .. } => match store.get_flag(&env, &change.key).await {
-            Ok(flag) => {
-                let held = state
-                    .flags
-                    .get(&flag.key)
-                    .map(|f| f.version)
-                    .or_else(|| state.flag_tombstones.get(&flag.key).copied());
-                if held.is_none_or(|v| flag.version > v) {
-                    state.flag_tombstones.remove(&flag.key);
-                    state.flags.insert(flag.key.clone(), flag);
+            Ok(stored) => {
+                let held = state.flags.get(&stored.key).map(|m| m.version);
+                if held.is_none_or(|v| stored.version > v)
+                    && let Some(flag) = state.read_flag(stored)
+                {
+                    state.mark(Kind::Flag, &flag.key);
+                    state.fresh_flags.insert(flag.key.clone(), flag);
                 }
             }
             Err(StoreError::NotFound { .. }) => {
-                let held = state.flags.get(&change.key).map_or(0, |f| f.version);
+                let held = state.flags.get(&change.key).map_or(0, |m| m.version);
                 if change.version >= held {
-                    state.flags.remove(&change.key);
-                    state
-                        .flag_tombstones
-                        .insert(change.key.clone(), change.version);
+                    state.flags.insert(
+                        change.key.clone(),
+                        ItemMeta {
+                            version: change.version,
+                            state: ItemState::Deleted,
+                            on: false,
+                        },
+                    );
+                    state.fresh_flags.remove(&change.key);
                     // A deleted flag's kill and overrides go with it.
                     state.killed.remove(&change.key);
                     state.env.ops.revive(&change.key);
                     state.env.ops.clear_flag(&change.key);
+                    state.mark(Kind::Flag, &change.key);
                 }
             }
             Err(e) => return Err(e),
         },
         ChangeKind::Segment { .. } => match store.get_segment(&env, &change.key).await {
-            Ok(segment) => {
-                let held = state
-                    .segments
-                    .get(&segment.key)
-                    .map(|s| s.version)
-                    .or_else(|| state.segment_tombstones.get(&segment.key).copied());
-                if held.is_none_or(|v| segment.version > v) {
-                    state.segment_tombstones.remove(&segment.key);
-                    state.segments.insert(segment.key.clone(), segment);
+            Ok(stored) => {
+                let held = state.segments.get(&stored.key).map(|m| m.version);
+                if held.is_none_or(|v| stored.version > v)
+                    && let Some(segment) = state.read_segment(stored)
+                {
+                    state.mark(Kind::Segment, &segment.key);
+                    state.fresh_segments.insert(segment.key.clone(), segment);
                 }
             }
             Err(StoreError::NotFound { .. }) => {
-                let held = state.segments.get(&change.key).map_or(0, |s| s.version);
+                let held = state.segments.get(&change.key).map_or(0, |m| m.version);
                 if change.version >= held {
-                    state.segments.remove(&change.key);
-                    state
-                        .segment_tombstones
-                        .insert(change.key.clone(), change.version);
+                    state.segments.insert(
+                        change.key.clone(),
+                        ItemMeta {
+                            version: change.version,
+                            state: ItemState::Deleted,
+                            on: false,
+                        },
+                    );
+                    state.fresh_segments.remove(&change.key);
+                    state.mark(Kind::Segment, &change.key);
                 }
             }
             Err(e) => return Err(e),
         },
         ChangeKind::Kill { killed } => {
+            *state.kill_changes.entry(change.key.clone()).or_default() += 1;
             if *killed {
                 state.killed.insert(change.key.clone());
                 state.env.ops.kill(&change.key);
@@ -339,7 +416,10 @@ async fn apply(
                 state.killed.remove(&change.key);
                 state.env.ops.revive(&change.key);
             }
+            state.mark(Kind::Flag, &change.key);
         }
+        // An environment is loaded whole when first seen; a served one has nothing to apply.
+        ChangeKind::EnvironmentCreated => {}
         ChangeKind::Override {
             context_kind,
             context_key,
@@ -358,43 +438,169 @@ async fn apply(
                     .remove_override(&change.key, context_kind, context_key);
             }
         },
+        // Changes of the environment itself: a new one is loaded whole by `on_change`, and
+        // there is nothing else to apply. (The store may add such kinds; they change no item.)
+        #[allow(unreachable_patterns)]
+        _ => {}
     }
     Ok(())
 }
 
 impl EnvState {
-    /// Builds and serves a snapshot of what is held, with `patch`/`delete` events for every
-    /// item whose served form changed. Nothing is published when nothing changed.
-    fn publish(&mut self) {
-        let mut raw = RawData::default();
-        for (key, flag) in self.flags.iter().filter(|(_, f)| !f.archived) {
-            let mut doc = flag.doc.clone();
-            if self.killed.contains(key)
-                && let Value::Object(object) = &mut doc
-            {
-                object.insert("on".to_owned(), Value::Bool(false));
+    /// The version SDKs are served for flag `key` at store version `version`.
+    ///
+    /// A kill is served to SDKs as `on: false`, and SDKs ignore an update that is not newer than
+    /// what they hold, so a kill and an unkill must each raise the served version although
+    /// neither changes the store's version. The served version is therefore the store version
+    /// plus the number of kill and unkill changes the store has ever recorded for the flag.
+    /// Both only grow, so the served version never goes back, and it is computed from the
+    /// store's data alone, so every replica, and a replica after a restart, serves the same
+    /// version for the same data. A flag never killed is served at its store version.
+    fn served_version(&self, key: &str, version: u64) -> u64 {
+        version + self.kill_changes.get(key).copied().unwrap_or(0)
+    }
+
+    /// The flag as served: served version, and `on: false` while killed.
+    fn served_flag(&self, mut flag: Flag) -> Option<Flag> {
+        let meta = self.flags.get(&flag.key)?;
+        if !meta.is_live() {
+            return None;
+        }
+        flag.on = meta.on && !self.killed.contains(&flag.key);
+        flag.version = self.served_version(&flag.key, meta.version);
+        Some(flag)
+    }
+
+    /// Records a stored flag's state and parses its document (`None`, logged, when it does
+    /// not parse; stored documents were validated when written, so that means the store was
+    /// changed behind flagd's back).
+    fn read_flag(&mut self, stored: StoredFlag) -> Option<Flag> {
+        let state = if stored.archived {
+            ItemState::Archived
+        } else {
+            ItemState::Live
+        };
+        let parsed = Flag::from_json_value(stored.doc);
+        let on = parsed.as_ref().is_ok_and(|f| f.on);
+        self.flags.insert(
+            stored.key.clone(),
+            ItemMeta {
+                version: stored.version,
+                state,
+                on,
+            },
+        );
+        match parsed {
+            Ok(mut flag) => {
+                flag.key = stored.key;
+                Some(flag)
             }
-            raw.flags.insert(key.clone(), doc);
+            Err(e) => {
+                self.bad_item("flags", &stored.key, &e.to_string());
+                None
+            }
         }
-        for (key, segment) in self.segments.iter().filter(|(_, s)| !s.archived) {
-            raw.segments.insert(key.clone(), segment.doc.clone());
+    }
+
+    /// As [`EnvState::read_flag`], for segments.
+    fn read_segment(&mut self, stored: StoredSegment) -> Option<Segment> {
+        let state = if stored.archived {
+            ItemState::Archived
+        } else {
+            ItemState::Live
+        };
+        self.segments.insert(
+            stored.key.clone(),
+            ItemMeta {
+                version: stored.version,
+                state,
+                on: false,
+            },
+        );
+        match Segment::from_json_value(stored.doc) {
+            Ok(mut segment) => {
+                segment.key = stored.key;
+                segment.version = stored.version;
+                Some(segment)
+            }
+            Err(e) => {
+                self.bad_item("segments", &stored.key, &e.to_string());
+                None
+            }
         }
-        let (versions, changes) = self.versions.assign(&mut raw);
-        if self.generation > 0 && changes.is_empty() {
+    }
+
+    fn bad_item(&self, section: &str, key: &str, error: &str) {
+        let message = format!("cannot read stored {section}.{key}: {error}");
+        tracing::error!(env = %self.env.key, "{message}; it is not served");
+        self.env.store.record_failure(message);
+    }
+
+    fn mark(&mut self, kind: Kind, key: &str) {
+        if self.dirty_set.insert((kind, key.to_owned())) {
+            self.dirty.push((kind, key.to_owned()));
+        }
+    }
+
+    /// Serves what changed since the last publish: the changed items are compiled into a new
+    /// snapshot that shares everything else with the current one, and streams get a `patch`
+    /// or `delete` per item whose served form changed. Nothing is published when nothing did.
+    fn publish(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        self.dirty_set.clear();
+        let mut fresh_flags = std::mem::take(&mut self.fresh_flags);
+        let mut fresh_segments = std::mem::take(&mut self.fresh_segments);
+        let Some(current) = self.env.store.snapshot() else {
+            return;
+        };
+        let mut updates = Vec::with_capacity(dirty.len());
+        for (kind, key) in dirty {
+            match kind {
+                Kind::Flag => {
+                    let Some(meta) = self.flags.get(&key).copied() else {
+                        continue;
+                    };
+                    if !meta.is_live() {
+                        let version = self.served_version(&key, meta.version);
+                        updates.push(Update::DeleteFlag { key, version });
+                        continue;
+                    }
+                    // A kill or unkill alone re-serves the flag already held.
+                    let flag = fresh_flags
+                        .remove(&key)
+                        .or_else(|| current.flag(&key).cloned());
+                    if let Some(served) = flag.and_then(|f| self.served_flag(f)) {
+                        updates.push(Update::Flag(served));
+                    }
+                }
+                Kind::Segment => {
+                    let Some(meta) = self.segments.get(&key).copied() else {
+                        continue;
+                    };
+                    if !meta.is_live() {
+                        updates.push(Update::DeleteSegment {
+                            key,
+                            version: meta.version,
+                        });
+                    } else if let Some(segment) = fresh_segments.remove(&key) {
+                        updates.push(Update::Segment(segment));
+                    }
+                }
+            }
+        }
+        if updates.is_empty() {
             return;
         }
         let generation = self.generation + 1;
-        match Snapshot::build(&raw, generation, &changes) {
-            Ok((snapshot, events, _warnings)) => {
-                self.versions = versions;
+        match current.apply(generation, updates) {
+            Ok(Some((snapshot, events))) => {
                 self.generation = generation;
                 self.env.store.publish(snapshot, events);
                 self.env.store.record_success(Vec::new());
             }
+            Ok(None) => {}
             Err(e) => {
-                // Stored documents were validated when written; this means the store was
-                // changed behind flagd's back. The last good snapshot keeps serving.
-                tracing::error!(env = %self.env.key, error = %e, "cannot build a snapshot from the store's data");
+                tracing::error!(env = %self.env.key, error = %e, "cannot apply the store's changes");
                 self.env.store.record_failure(e.to_string());
             }
         }

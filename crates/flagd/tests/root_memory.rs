@@ -286,3 +286,92 @@ async fn admin_writes_reach_evaluation() {
     .await;
     server.shutdown().await.unwrap();
 }
+
+/// The version SDKs get for flag `f` from a replica's stream `put`.
+async fn put_version(client: &reqwest::Client, base: &str, key: &str) -> u64 {
+    let mut stream = Stream::open(client, base, key).await;
+    let put = stream.next().await;
+    assert_eq!(put.event, "put");
+    put.data["data"]["flags"]["f"]["version"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn served_versions_never_go_back_across_kills_replicas_and_restarts() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    let stored = put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let a = start(store.clone()).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        put_version(&client, &a.url(), &key).await,
+        stored,
+        "a flag never killed is served at its store version"
+    );
+    let mut stream = Stream::open(&client, &a.url(), &key).await;
+    stream.next().await;
+
+    // Kill, unkill, kill: each must raise the served version, although the store's stays.
+    let mut seen = stored;
+    for killed in [true, false, true] {
+        store
+            .set_killed(&actor(), "production", "f", killed)
+            .await
+            .unwrap();
+        let patch = stream.next_for("/flags/f").await;
+        assert_eq!(patch.data["data"]["on"], !killed);
+        let version = patch.data["data"]["version"].as_u64().unwrap();
+        assert!(version > seen, "{version} after {seen}");
+        seen = version;
+    }
+    assert_eq!(
+        store.get_flag("production", "f").await.unwrap().version,
+        stored
+    );
+
+    // A replica started now (or this one after a restart) serves the same version for the
+    // same data, not the store's lower one, and the same digest.
+    let b = start(store.clone()).await;
+    assert_eq!(put_version(&client, &b.url(), &key).await, seen);
+    let digest =
+        |ready: serde_json::Value| ready["environments"]["production"]["dataDigest"].clone();
+    assert_eq!(
+        digest(readyz(&client, &a.url()).await),
+        digest(readyz(&client, &b.url()).await)
+    );
+
+    // A write after the toggles goes above every version served before, on both replicas.
+    let mut stream_b = Stream::open(&client, &b.url(), &key).await;
+    stream_b.next().await;
+    put_flag(&*store, "production", "f", bool_flag("f", false)).await;
+    let on_a = stream.next_for("/flags/f").await.data["data"]["version"]
+        .as_u64()
+        .unwrap();
+    let on_b = stream_b.next_for("/flags/f").await.data["data"]["version"]
+        .as_u64()
+        .unwrap();
+    assert!(on_a > seen, "{on_a} after {seen}");
+    assert_eq!(on_a, on_b);
+    // Still killed: the kill outlives the write.
+    let (_, body) = evaluate(&client, &b.url(), &key, "f").await;
+    assert_eq!(body["reason"]["killed"], true, "{body}");
+
+    // Deleting reports a tombstone above the last version, and re-creating goes above that.
+    store
+        .delete_flag(&actor(), "production", "f", None)
+        .await
+        .unwrap();
+    let delete = stream.next_for("/flags/f").await;
+    assert_eq!(delete.event, "delete");
+    let tombstone = delete.data["version"].as_u64().unwrap();
+    assert!(tombstone > on_a, "{tombstone} after {on_a}");
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let patch = stream.next_for("/flags/f").await;
+    assert_eq!(patch.event, "patch");
+    assert!(patch.data["data"]["version"].as_u64().unwrap() > tombstone);
+    assert_eq!(
+        patch.data["data"]["on"], true,
+        "the kill went with the deletion"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
