@@ -23,6 +23,8 @@
 //! ([`Backoff`]: 1x, 2x, 4x, 8x of the base), subscribes again and catches up. The last
 //! snapshot keeps serving all along.
 
+pub mod database;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,15 @@ use crate::engine::{Snapshot, Update};
 use crate::env::{Env, Environments};
 use crate::server::Shutdown;
 use crate::source::versions::Kind;
+
+/// The PostgreSQL store of `flagd serve --database URL`. Nothing is opened here: the server
+/// starts while the database is down, and the sync loop keeps trying with backoff (migrating
+/// the schema first) until it answers.
+pub fn open_database_lazy(url: &str) -> Result<Arc<dyn AdminStore>, crate::StartError> {
+    let store =
+        database::MigratingStore::open(url).map_err(|e| crate::StartError::Store(e.to_string()))?;
+    Ok(store)
+}
 
 /// The health of the store connection, shared with `/readyz`.
 #[derive(Default)]

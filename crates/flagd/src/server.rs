@@ -194,7 +194,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 "serve either flag files or a database, not both".to_owned(),
             ));
         }
-        let store = open_database(url).await?;
+        let store = crate::root::open_database_lazy(url)?;
         return start_with_store(config, store).await;
     }
     let (listener, addr) = bind(&config).await?;

@@ -1,7 +1,8 @@
 //! Root mode against real PostgreSQL: admin writes at one replica reach a second replica's
 //! evaluation endpoint and SDK streams within 100 ms (p50/p99 printed over 200 writes), two replicas on one database converge, a kill
 //! wins and reaches every stream at once, and an outage of a throwaway cluster keeps the last
-//! data serving until the database returns and the replica catches up.
+//! data serving until the database returns and the replica catches up, and a replica started
+//! while the database is down starts anyway and serves once the database appears.
 //!
 //! The machine's PostgreSQL (127.0.0.1:5432, trust auth) must be running; each test makes its
 //! own database and drops it. The outage test starts its own cluster with `initdb`/`pg_ctl`.
@@ -385,5 +386,47 @@ async fn an_outage_keeps_serving_and_recovery_catches_up() {
     assert_eq!(patch.data["data"]["on"], false);
     let (_, body) = evaluate(&client, &base, &key, "f").await;
     assert_eq!(body["reason"]["killed"], true, "{body}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_while_the_database_is_down_serves_once_it_appears() {
+    let cluster = Cluster::create();
+    let store = open(&cluster.url()).await;
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    drop(store);
+    cluster.stop();
+
+    // The start does not fail: the server answers, not ready, and keeps trying.
+    let server = start_on(&cluster.url()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let response = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    let ready: serde_json::Value =
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert_eq!(ready["status"], "CONNECTING", "{ready}");
+    let (status, body) = evaluate(&client, &base, &key, "f").await;
+    assert_ne!(status, 200, "nothing is served yet: {body}");
+
+    cluster.start();
+    until("SERVING once the database is up", || async {
+        readyz(&client, &base).await["status"] == "SERVING"
+    })
+    .await;
+    let (status, body) = evaluate(&client, &base, &key, "f").await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (200, serde_json::json!(true)),
+        "{body}"
+    );
+
+    // And it follows changes from then on.
+    let writer = open(&cluster.url()).await;
+    put_flag(&*writer, "production", "f", bool_flag("f", false)).await;
+    until("the write after recovery", || async {
+        evaluate(&client, &base, &key, "f").await.1["value"] == false
+    })
+    .await;
     server.shutdown().await.unwrap();
 }
