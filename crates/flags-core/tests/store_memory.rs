@@ -105,7 +105,13 @@ fn an_outage_fails_operations_and_ends_subscriptions() {
             // Back again: a new subscription, and catching up from the last seq applied.
             store.set_available(true);
             let mut sub = store.subscribe().await.unwrap();
-            let last_applied = store.changes_since(&env, 0).await.unwrap()[0].seq;
+            let last_applied = store
+                .changes_since(&env, 0)
+                .await
+                .unwrap()
+                .last()
+                .unwrap()
+                .seq;
             store
                 .put_flag(&admin(), &env, "f", flag(), Some(1))
                 .await

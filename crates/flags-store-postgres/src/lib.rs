@@ -909,6 +909,7 @@ impl AdminStore for PostgresStore {
         audit
             .write(&mut tx, None, serde_json::to_value(&env).ok())
             .await?;
+        record(&mut tx, key, key, 0, ChangeKind::EnvironmentCreated).await?;
         tx.commit().await.map_err(db)?;
         Ok(env)
     }

@@ -297,7 +297,8 @@ fn notifications_by_seq_and_foreign_ones() {
             .put_flag(&admin(), &env, "f", flag("1"), None)
             .await
             .unwrap();
-        let change = store.changes_since(&env, 0).await.unwrap().remove(0);
+        let change = store.changes_since(&env, 0).await.unwrap().pop().unwrap();
+        assert_eq!(change.key, "f");
         let mut sub = store.subscribe().await.unwrap();
         for payload in [
             "not json".to_owned(),

@@ -75,6 +75,10 @@ pub const CASES: &[(&str, Case)] = &[
         subscription_delivers_changes,
     ),
     (
+        "creating_an_environment_is_a_change",
+        creating_an_environment_is_a_change,
+    ),
+    (
         "racing_writers_apply_or_conflict",
         racing_writers_apply_or_conflict,
     ),
@@ -100,6 +104,7 @@ macro_rules! store_conformance_tests {
             snapshot_and_changes_since,
             snapshot_holds_every_override,
             subscription_delivers_changes,
+            creating_an_environment_is_a_change,
             racing_writers_apply_or_conflict,
         );
     };
@@ -1379,9 +1384,10 @@ pub fn snapshot_and_changes_since(store: &dyn AdminStore) -> CaseFuture<'_> {
         assert_eq!(next.len(), 1);
         assert_eq!((next[0].key.as_str(), next[0].version), ("a", 2));
         let elsewhere = store.changes_since(&other, 0).await.unwrap();
-        assert_eq!(elsewhere.len(), 1);
-        assert_eq!(elsewhere[0].key, "x");
-        assert_eq!(elsewhere[0].item_kind(), ItemKind::Flag);
+        assert_eq!(elsewhere.len(), 2);
+        assert_eq!(elsewhere[0].kind, ChangeKind::EnvironmentCreated);
+        assert_eq!(elsewhere[1].key, "x");
+        assert_eq!(elsewhere[1].item_kind(), ItemKind::Flag);
     })
 }
 
@@ -1503,6 +1509,7 @@ pub fn subscription_delivers_changes(store: &dyn AdminStore) -> CaseFuture<'_> {
     Box::pin(async move {
         let env = fresh_env(store).await;
         let other = fresh_env(store).await;
+        let created = store.snapshot(&env).await.unwrap().cursor;
         let mut sub = store.subscribe().await.unwrap();
         // A dropped subscription must not hold writes up.
         drop(store.subscribe().await.unwrap());
@@ -1557,9 +1564,59 @@ pub fn subscription_delivers_changes(store: &dyn AdminStore) -> CaseFuture<'_> {
         );
         assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
         // What the subscription delivered is what changes_since reports.
-        let recorded = store.changes_since(&env, 0).await.unwrap();
+        let recorded = store.changes_since(&env, created).await.unwrap();
         let delivered: Vec<&Change> = got.iter().filter(|c| c.env == env).collect();
         assert_eq!(recorded.iter().collect::<Vec<_>>(), delivered);
+    })
+}
+
+/// Creating an environment records a change of that environment and delivers it to
+/// subscribers, so followers serve it without waiting for a poll; a refused creation records
+/// nothing.
+pub fn creating_an_environment_is_a_change(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let mut sub = store.subscribe().await.unwrap();
+        let env = fresh_env(store).await;
+        let announced = loop {
+            let change = sub.next().await.unwrap();
+            // A store shared with other cases may deliver their changes too.
+            if change.env == env {
+                break change;
+            }
+        };
+        assert_eq!(
+            (announced.key.as_str(), &announced.kind, announced.version),
+            (env.as_str(), &ChangeKind::EnvironmentCreated, 0)
+        );
+        assert_eq!(
+            store.changes_since(&env, 0).await.unwrap(),
+            std::slice::from_ref(&announced),
+            "the announced change is the recorded one"
+        );
+        let snap = store.snapshot(&env).await.unwrap();
+        assert_eq!(
+            snap.cursor, announced.seq,
+            "a snapshot includes its creation"
+        );
+
+        let again = store.create_environment(&actor(), &env, "Again").await;
+        assert!(describe(again).starts_with("AlreadyExists: "));
+        store
+            .put_flag(&actor(), &env, "f", bool_flag(), None)
+            .await
+            .unwrap();
+        let next = loop {
+            let change = sub.next().await.unwrap();
+            if change.env == env {
+                break change;
+            }
+        };
+        assert_eq!(
+            (next.key.as_str(), &next.kind),
+            ("f", &ChangeKind::Flag { deleted: false }),
+            "a refused creation announces nothing"
+        );
+        assert_eq!(store.changes_since(&env, 0).await.unwrap().len(), 2);
     })
 }
 

@@ -360,6 +360,7 @@ impl AdminStore for MemoryStore {
             None,
             after,
         );
+        state.record(key, key, 0, ChangeKind::EnvironmentCreated);
         Ok(env)
     }
 

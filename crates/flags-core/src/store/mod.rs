@@ -476,6 +476,11 @@ pub enum ChangeKind {
         /// Whether it is killed now.
         killed: bool,
     },
+    /// The environment was created. The change's `key` is the environment's key and its
+    /// `version` is 0. A follower that does not serve the environment yet loads it whole
+    /// ([`AdminStore::snapshot`], whose cursor includes this change); one that does has
+    /// nothing to apply.
+    EnvironmentCreated,
     /// An override of a flag was set or removed.
     Override {
         /// The context kind.
@@ -496,17 +501,18 @@ pub struct Change {
     pub seq: u64,
     /// The environment.
     pub env: String,
-    /// The flag or segment key.
+    /// The flag or segment key (the environment's key for [`ChangeKind::EnvironmentCreated`]).
     pub key: String,
     /// The flag's or segment's version after this change (for kills and overrides, the flag's
-    /// current version, which they do not bump).
+    /// current version, which they do not bump; 0 for an environment).
     pub version: u64,
     /// What changed.
     pub kind: ChangeKind,
 }
 
 impl Change {
-    /// The flag or segment this change is about, for change events.
+    /// The flag or segment this change is about, for change events. An environment change
+    /// is about neither and answers [`ItemKind::Flag`]; look at `kind` first.
     pub fn item_kind(&self) -> ItemKind {
         match self.kind {
             ChangeKind::Segment { .. } => ItemKind::Segment,
@@ -725,7 +731,8 @@ fn list(dependents: &[Dependent]) -> String {
 pub trait AdminStore: Send + Sync {
     // --- Environments ---
 
-    /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken.
+    /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken. Records a
+    /// [`ChangeKind::EnvironmentCreated`] change, so subscribers hear of it at once.
     async fn create_environment(
         &self,
         actor: &Actor,
