@@ -65,6 +65,8 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+type Memberships<'c> = Vec<(&'c str, Option<BigSegmentMembership>)>;
+
 /// What one evaluation has learned from the big-segment store.
 ///
 /// Created empty for every evaluation; it does not allocate until a big segment is reached.
@@ -73,8 +75,9 @@ pub(crate) struct BigSegmentState<'c> {
     /// The status to report, once any big segment has been consulted.
     pub status: Option<BigSegmentsStatus>,
     /// Memberships fetched so far, by context key (`None`: the store knows nothing of the key,
-    /// or the query failed).
-    memberships: Vec<(&'c str, Option<BigSegmentMembership>)>,
+    /// or the query failed). Boxed and optional so that the many evaluations that never reach a
+    /// big segment have nothing to drop.
+    memberships: Option<Box<Memberships<'c>>>,
 }
 
 impl<'c> BigSegmentState<'c> {
@@ -97,7 +100,8 @@ impl<'c> BigSegmentState<'c> {
             self.note(BigSegmentsStatus::NotConfigured);
             return None;
         };
-        let cached = self.memberships.iter().position(|(k, _)| *k == context_key);
+        let memberships = self.memberships.get_or_insert_default();
+        let cached = memberships.iter().position(|(k, _)| *k == context_key);
         let index = match cached {
             Some(i) => i,
             None => {
@@ -105,12 +109,13 @@ impl<'c> BigSegmentState<'c> {
                     Ok(m) => (m, store_status(store, now_ms())),
                     Err(_) => (None, BigSegmentsStatus::StoreError),
                 };
+                memberships.push((context_key, membership));
+                let index = memberships.len() - 1;
                 self.note(status);
-                self.memberships.push((context_key, membership));
-                self.memberships.len() - 1
+                index
             }
         };
-        self.memberships[index]
+        self.memberships.as_ref()?[index]
             .1
             .as_ref()
             .and_then(|m| membership_of(m, segment_ref))

@@ -34,8 +34,7 @@ pub fn bucket(key: &str, salt: &str, seed: Option<i64>, value: &str) -> f32 {
             value.as_bytes(),
         ],
     };
-    let hash = sha1_prefix60(&parts);
-    hash as f32 / LONG_SCALE
+    to_bucket(sha1_prefix60(&parts))
 }
 
 /// The constant start of a bucketing message, prepared when a flag or segment is compiled.
@@ -63,13 +62,21 @@ impl BucketPrefix {
     }
 
     /// The bucket (in `[0, 1)`) of `value`: the same number as [`bucket`] gives.
+    #[cfg(test)]
     pub fn bucket(&self, value: &str) -> f32 {
+        to_bucket(self.hash(value))
+    }
+
+    /// The first 60 bits of the SHA-1 of the prefix followed by `value`; [`to_bucket`] makes
+    /// that the bucket.
+    #[inline]
+    pub fn hash(&self, value: &str) -> u64 {
         let prefix = self.bytes.len();
         let len = prefix + value.len();
-        let hash = if len <= ONE_BLOCK {
+        if len <= ONE_BLOCK {
             // The message, its 0x80 terminator and its bit length fit one block.
             let mut block = self.block;
-            block[prefix..len].copy_from_slice(value.as_bytes());
+            copy_short(&mut block[prefix..len], value.as_bytes());
             block[len] = 0x80;
             block[56..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
             let mut state = SHA1_INIT;
@@ -80,9 +87,65 @@ impl BucketPrefix {
             prefix60(state)
         } else {
             sha1_prefix60(&[&self.bytes, value.as_bytes()])
-        };
-        hash as f32 / LONG_SCALE
+        }
     }
+}
+
+/// Copies `src` into `dst` (of the same length) with at most four loads and stores for up to 16
+/// bytes, overlapping from both ends, rather than a call to `memcpy`: bucketed values are
+/// mostly short keys.
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The bucket (in `[0, 1)`) for the first 60 bits of a bucketing hash, in `f32` as LaunchDarkly
+/// computes it.
+#[inline]
+pub(crate) fn to_bucket(hash: u64) -> f32 {
+    hash as f32 / LONG_SCALE
+}
+
+/// The number of 60-bit hashes whose bucket is below `limit`: a hash `h` is in a bucket below
+/// `limit` exactly when `h < below(limit)`.
+///
+/// [`to_bucket`] never decreases as the hash grows (converting to `f32` and dividing by a
+/// positive constant both round monotonically), so the hashes below any limit are the ones
+/// under some bound, found here by bisection when a rollout or segment rule is compiled.
+/// Evaluation then compares integers, and gets exactly the answer the `f32` comparison
+/// `to_bucket(h) < limit` gives.
+pub(crate) fn below(limit: f32) -> u64 {
+    // Invariant: to_bucket(h) < limit for every h < lo, and not for h >= hi.
+    let (mut lo, mut hi) = (0u64, 1u64 << 60);
+    if to_bucket(hi - 1) < limit {
+        return hi;
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if to_bucket(mid) < limit {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// The longest message that SHA-1 pads into a single 64-byte block.
@@ -141,44 +204,49 @@ fn prefix60(state: [u32; 5]) -> u64 {
     (u64::from(state[0]) << 28) | u64::from(state[1] >> 4)
 }
 
-/// Buckets an attribute value: strings as they are, integers (including floats with no
-/// fractional part) in decimal; anything else is bucket 0.
-fn bucket_value(prefix: &BucketPrefix, value: &Value) -> f32 {
+/// The bucketing hash of an attribute value: strings as they are, integers (including floats
+/// with no fractional part) in decimal; anything else is hash 0, which is bucket 0.
+#[inline]
+fn hash_value(prefix: &BucketPrefix, value: &Value) -> u64 {
     match value {
-        Value::String(s) => prefix.bucket(s),
-        Value::Number(n) => {
-            let mut buf = itoa::Buffer::new();
-            if let Some(i) = n.as_i64() {
-                prefix.bucket(buf.format(i))
-            } else if let Some(u) = n.as_u64() {
-                prefix.bucket(buf.format(u))
-            } else {
-                match n.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
-                        prefix.bucket(buf.format(f as i64))
-                    }
-                    _ => 0.0,
-                }
-            }
-        }
-        _ => 0.0,
+        Value::String(s) => prefix.hash(s),
+        Value::Number(n) => hash_number(prefix, n),
+        _ => 0,
     }
 }
 
-/// The bucket of a context for a rollout or a segment rule's weight: `(bucket, whether the
-/// context has the kind)`.
-pub(crate) fn bucket_context(
+fn hash_number(prefix: &BucketPrefix, n: &serde_json::Number) -> u64 {
+    let mut buf = itoa::Buffer::new();
+    if let Some(i) = n.as_i64() {
+        prefix.hash(buf.format(i))
+    } else if let Some(u) = n.as_u64() {
+        prefix.hash(buf.format(u))
+    } else {
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => {
+                prefix.hash(buf.format(f as i64))
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The bucketing hash of a context for a rollout or a segment rule's weight (compare it with
+/// bounds from [`below`]): `(hash, whether the context has the kind)`. A context without the
+/// kind or the attribute has hash 0, bucket 0.
+#[inline]
+pub(crate) fn hash_context(
     ctx: &Context,
     kind: &str,
     attr: &AttrRef,
     prefix: &BucketPrefix,
-) -> (f32, bool) {
+) -> (u64, bool) {
     let Some(single) = ctx.as_single(kind) else {
-        return (0.0, false);
+        return (0, false);
     };
     match single.get(attr) {
-        Some(v) => (bucket_value(prefix, v), true),
-        None => (0.0, true),
+        Some(v) => (hash_value(prefix, v), true),
+        None => (0, true),
     }
 }
 
@@ -211,7 +279,8 @@ mod tests {
         for key_len in [0usize, 1, 7, 30, 53, 54, 55, 60, 64, 70, 130] {
             let key = "k".repeat(key_len);
             for value_len in [
-                0usize, 1, 9, 20, 40, 46, 47, 48, 53, 54, 55, 56, 64, 110, 200,
+                0usize, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 20, 40, 46, 47, 48, 53, 54, 55, 56, 64,
+                110, 200,
             ] {
                 let value = "v".repeat(value_len);
                 for (salt, seed) in [
@@ -256,11 +325,48 @@ mod tests {
     fn integers_bucket_like_their_decimal_strings() {
         let s = bucket("hashKey", "saltyA", None, "33333");
         let prefix = BucketPrefix::new("hashKey", "saltyA", None);
-        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333)), s);
-        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333.0)), s);
-        assert_eq!(bucket_value(&prefix, &serde_json::json!(33333.5)), 0.0);
-        assert_eq!(bucket_value(&prefix, &serde_json::json!(true)), 0.0);
+        let bucket_value = |v: Value| to_bucket(hash_value(&prefix, &v));
+        assert_eq!(bucket_value(serde_json::json!(33333)), s);
+        assert_eq!(bucket_value(serde_json::json!(33333.0)), s);
+        assert_eq!(bucket_value(serde_json::json!(33333.5)), 0.0);
+        assert_eq!(bucket_value(serde_json::json!(true)), 0.0);
         let neg = bucket("hashKey", "saltyA", Some(-7), "x");
         assert!(neg > 0.0 && neg < 1.0);
+    }
+
+    #[test]
+    fn integer_bounds_agree_with_the_f32_comparison() {
+        // Limits as rollouts and segment weights produce them, and awkward ones.
+        let mut limits: Vec<f32> = vec![0.0, -0.0, 1.0, 0.5, f32::MIN_POSITIVE, f32::NAN, 2.0];
+        let mut sum = 0f32;
+        for w in [33333, 33333, 33334, 1, 99_999, 12_345, 50_000, 0, 100_000] {
+            sum += w as f32 / 100_000.0;
+            limits.push(sum);
+            limits.push(w as f32 / 100_000.0);
+        }
+        let max = (1u64 << 60) - 1;
+        for limit in limits {
+            let b = below(limit);
+            // Around the bound, and at the ends of the range.
+            let near = [b.saturating_sub(2), b.saturating_sub(1), b, b + 1, b + 2];
+            for h in near
+                .into_iter()
+                .chain([0, 1, max / 3, max / 2, max - 1, max])
+            {
+                if h > max {
+                    continue;
+                }
+                assert_eq!(h < b, to_bucket(h) < limit, "hash {h} limit {limit}");
+            }
+        }
+        // A sweep of hashes against a three-way split.
+        let bounds = [0.33333f32, 0.66666, 1.0].map(below);
+        let mut h = 0u64;
+        while h <= max {
+            for (limit, b) in [0.33333f32, 0.66666, 1.0].into_iter().zip(bounds) {
+                assert_eq!(h < b, to_bucket(h) < limit, "hash {h} limit {limit}");
+            }
+            h += 0x0000_1234_5678_9abc;
+        }
     }
 }

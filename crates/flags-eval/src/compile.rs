@@ -6,12 +6,12 @@
 //! as malformed when reached (an invalid attribute reference, a rollout without buckets) are
 //! kept as explicit markers and reported at evaluation time, exactly when they are reached.
 
-use crate::hash::{FastMap, FastSet};
+use crate::hash::StrMap;
 use flags_core::context::DEFAULT_KIND;
 use flags_core::{AttrRef, Clause, Flag, Operator, RolloutKind, Segment, Value};
 use regex::Regex;
 
-use crate::bucket::BucketPrefix;
+use crate::bucket::{BucketPrefix, below};
 use crate::ops::{self, Timestamp, parse_semver, parse_timestamp, short_eq};
 
 /// Up to this many strings are compared one by one; larger lists are hashed.
@@ -23,6 +23,8 @@ pub(crate) struct CFlag {
     /// The result when it cannot depend on the context: the flag is off, or it has nothing but a
     /// fixed fallthrough.
     pub constant: Option<Constant>,
+    /// The off variation ([`NO_VARIATION`] when the flag has none).
+    pub off: u32,
     pub prerequisites: Box<[CPrereq]>,
     pub targets: Box<[TargetGroup]>,
     pub rules: Box<[CRule]>,
@@ -32,7 +34,17 @@ pub(crate) struct CFlag {
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Constant {
     Off,
-    Fallthrough(usize),
+    Fallthrough(u32),
+}
+
+/// A variation index that names no variation: serve no value (the caller's default).
+pub(crate) const NO_VARIATION: u32 = u32::MAX;
+
+/// A variation index as compiled. Indexes are checked against the variations when served, so an
+/// index too large for `u32` becomes one that is out of range for any flag, never
+/// [`NO_VARIATION`].
+pub(crate) fn variation_index(v: usize) -> u32 {
+    u32::try_from(v).map_or(NO_VARIATION - 1, |v| v.min(NO_VARIATION - 1))
 }
 
 #[derive(Debug)]
@@ -47,7 +59,7 @@ pub(crate) struct CPrereq {
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
     pub kind: Box<str>,
-    pub keys: FastMap<Box<str>, (u32, usize)>,
+    pub keys: StrMap<(u32, u32)>,
 }
 
 #[derive(Debug)]
@@ -59,7 +71,7 @@ pub(crate) struct CRule {
 /// What a rule or the fallthrough serves.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    Fixed(usize),
+    Fixed(u32),
     Rollout(CRollout),
     /// Neither a variation nor a rollout with buckets: malformed when reached.
     Malformed,
@@ -73,28 +85,42 @@ pub(crate) struct CRollout {
     pub bucket_by: Option<AttrRef>,
     /// `"{flag key}.{salt}."`, or `"{seed}."` when the rollout has a seed.
     pub prefix: BucketPrefix,
-    /// (variation, cumulative upper bound as LaunchDarkly computes it in f32, untracked).
-    pub buckets: Box<[(usize, f32, bool)]>,
+    /// (variation, bound, untracked): the bucket's cumulative upper limit, accumulated in f32
+    /// exactly as LaunchDarkly does, as a bound on the bucketing hash (see
+    /// [`crate::bucket::below`]).
+    pub buckets: Box<[(u32, u64, bool)]>,
 }
 
 #[derive(Debug)]
 pub(crate) struct CClause {
     pub kind: Box<str>,
+    /// `kind` is `user`, the kind almost every clause tests, whose context the evaluation looks
+    /// up once rather than per clause.
+    pub user: bool,
     pub attr: ClauseAttr,
     pub negate: bool,
     pub op: COp,
 }
 
 #[derive(Debug)]
+#[repr(u8)]
 pub(crate) enum ClauseAttr {
+    /// A top-level attribute other than the built-ins (`kind`, `key`, `name`, `anonymous`): the
+    /// common case, looked up directly among the context's custom attributes.
+    Custom(Box<str>),
+    /// A built-in attribute or a path into nested objects.
     Ref(AttrRef),
+    /// A `segmentMatch` clause: the attribute is not consulted.
+    Segment,
     /// The `kind` attribute: matches against every kind of the context.
     Kind,
     /// An invalid or empty reference: malformed when reached.
     Invalid,
 }
 
+/// A compiled operator. The explicit tag makes dispatch one byte compare.
 #[derive(Debug)]
+#[repr(u8)]
 pub(crate) enum COp {
     In(InSet),
     StartsWith(Box<[Box<str>]>),
@@ -125,7 +151,7 @@ pub(crate) struct InSet {
 #[derive(Debug)]
 pub(crate) enum StrSet {
     Small(Box<[Box<str>]>),
-    Large(FastSet<Box<str>>),
+    Large(StrMap<()>),
 }
 
 impl Default for StrSet {
@@ -139,17 +165,29 @@ impl StrSet {
         if items.len() <= SMALL_SET {
             StrSet::Small(items.into_boxed_slice())
         } else {
-            StrSet::Large(items.into_iter().collect())
+            StrSet::Large(items.into_iter().map(|k| (k, ())).collect())
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn contains(&self, s: &str) -> bool {
         match self {
-            StrSet::Small(items) => items.iter().any(|i| short_eq(i.as_bytes(), s.as_bytes())),
-            StrSet::Large(set) => set.contains(s),
+            StrSet::Small(items) => {
+                for i in items.iter() {
+                    if short_eq(i.as_bytes(), s.as_bytes()) {
+                        return true;
+                    }
+                }
+                false
+            }
+            StrSet::Large(set) => large_contains(set, s),
         }
     }
+}
+
+#[inline(never)]
+fn large_contains(set: &StrMap<()>, s: &str) -> bool {
+    set.contains_key(s)
 }
 
 /// A compiled segment.
@@ -168,8 +206,9 @@ pub(crate) struct CSegment {
 #[derive(Debug)]
 pub(crate) struct CSegmentRule {
     pub clauses: Box<[CClause]>,
-    /// `None`: every context matching the clauses is a member.
-    pub weight: Option<f32>,
+    /// `None`: every context matching the clauses is a member. Otherwise the weight as a bound
+    /// on the bucketing hash (see [`crate::bucket::below`]).
+    pub weight: Option<u64>,
     pub kind: Box<str>,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
@@ -181,6 +220,7 @@ impl CFlag {
     pub fn compile(flag: &Flag) -> CFlag {
         let mut c = CFlag {
             constant: None,
+            off: flag.off_variation.map_or(NO_VARIATION, variation_index),
             prerequisites: flag
                 .prerequisites
                 .iter()
@@ -233,7 +273,7 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
             None => {
                 groups.push(TargetGroup {
                     kind: kind.into(),
-                    keys: FastMap::default(),
+                    keys: StrMap::default(),
                 });
                 let last = groups.len() - 1;
                 &mut groups[last]
@@ -243,8 +283,7 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
             // The first list that names a key wins, as lists are checked in order.
             group
                 .keys
-                .entry(v.as_str().into())
-                .or_insert((order, variation));
+                .insert_if_absent(v.as_str().into(), (order, variation_index(variation)));
         }
     };
     if flag.context_targets.is_empty() {
@@ -275,7 +314,7 @@ fn compile_outcome(
     rollout: Option<&flags_core::Rollout>,
 ) -> Outcome {
     if let Some(v) = variation {
-        return Outcome::Fixed(v);
+        return Outcome::Fixed(variation_index(v));
     }
     let Some(r) = rollout else {
         return Outcome::Malformed;
@@ -291,7 +330,7 @@ fn compile_outcome(
         .map(|wv| {
             // Accumulated in f32 exactly as LaunchDarkly does, so boundaries agree bit for bit.
             sum += wv.weight as f32 / 100_000.0;
-            (wv.variation, sum, wv.untracked)
+            (variation_index(wv.variation), below(sum), wv.untracked)
         })
         .collect();
     let bucket_by = if experiment {
@@ -321,7 +360,9 @@ fn bucket_by_ref(bucket_by: Option<&str>, context_kind: &str) -> Option<AttrRef>
 pub(crate) fn compile_clause(c: &Clause) -> CClause {
     // Without a context kind the attribute is a plain name (the pre-context form); with one it
     // is an attribute reference.
-    let attr = if c.attribute == "kind" {
+    let attr = if c.op == Operator::SegmentMatch {
+        ClauseAttr::Segment
+    } else if c.attribute == "kind" {
         ClauseAttr::Kind
     } else {
         let parsed = if c.context_kind.is_empty() {
@@ -330,16 +371,26 @@ pub(crate) fn compile_clause(c: &Clause) -> CClause {
             AttrRef::parse(&c.attribute)
         };
         match parsed {
-            Ok(r) => ClauseAttr::Ref(r),
+            Ok(r) => match r.components() {
+                [name] if !is_builtin(name) => ClauseAttr::Custom(name.as_str().into()),
+                _ => ClauseAttr::Ref(r),
+            },
             Err(_) => ClauseAttr::Invalid,
         }
     };
+    let kind = kind_or_default(&c.context_kind);
     CClause {
-        kind: kind_or_default(&c.context_kind).into(),
+        kind: kind.into(),
+        user: kind == DEFAULT_KIND,
         attr,
         negate: c.negate,
         op: compile_op(&c.op, &c.values),
     }
+}
+
+/// The attributes a context holds apart from its custom ones.
+fn is_builtin(name: &str) -> bool {
+    matches!(name, "kind" | "key" | "name" | "anonymous")
 }
 
 fn strings(values: &[Value]) -> Box<[Box<str>]> {
@@ -449,7 +500,7 @@ impl CSegment {
                     let kind = r.rollout_context_kind.as_deref().unwrap_or("");
                     CSegmentRule {
                         clauses: r.clauses.iter().map(compile_clause).collect(),
-                        weight: r.weight.map(|w| w as f32 / 100_000.0),
+                        weight: r.weight.map(|w| below(w as f32 / 100_000.0)),
                         kind: kind_or_default(kind).into(),
                         bucket_by: bucket_by_ref(r.bucket_by.as_deref(), kind),
                         prefix: BucketPrefix::new(&s.key, &s.salt, None),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::hash::FastMap;
+use crate::hash::StrMap;
 use flags_core::{DataSnapshot, Flag, FlagData, LoadError, Segment};
 
 use crate::compile::{CFlag, CSegment};
@@ -95,8 +95,8 @@ impl CompiledSegment {
 /// copies pointers, not flags. Deleted items stay as tombstones so that stale updates are refused.
 #[derive(Debug, Clone, Default)]
 pub struct CompiledData {
-    flags: FastMap<Box<str>, Arc<CompiledFlag>>,
-    segments: FastMap<Box<str>, Arc<CompiledSegment>>,
+    flags: StrMap<Arc<CompiledFlag>>,
+    segments: StrMap<Arc<CompiledSegment>>,
 }
 
 impl CompiledData {

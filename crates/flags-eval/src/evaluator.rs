@@ -5,14 +5,15 @@ use std::borrow::Cow;
 use flags_core::context::DEFAULT_KIND;
 
 use flags_core::{
-    BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail, KillSet, OverrideLookup,
-    Reason, SingleContext, Value,
+    AttrRef, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail, KillSet,
+    OverrideLookup, Reason, SingleContext, Value,
 };
 
 use crate::big_segments::BigSegmentState;
-use crate::bucket::bucket_context;
-use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, Outcome};
+use crate::bucket::hash_context;
+use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, NO_VARIATION, Outcome};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
+use crate::ops::short_eq;
 
 /// Evaluates flags of one snapshot, applying the kill set and overrides when given.
 ///
@@ -102,8 +103,8 @@ impl<'a> Evaluator<'a> {
             return detail;
         }
         match flag.c.constant {
-            Some(Constant::Off) => off_value(flag, Reason::OFF),
-            Some(Constant::Fallthrough(v)) => variation(flag, v, Reason::FALLTHROUGH),
+            Some(Constant::Off) => detail(flag, off(flag, Why::Off)),
+            Some(Constant::Fallthrough(v)) => detail(flag, serve(v, Why::FALLTHROUGH)),
             None => self.evaluate_rules(flag, context),
         }
     }
@@ -126,7 +127,7 @@ impl<'a> Evaluator<'a> {
     fn evaluate_rules(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
         let mut scope = Scope::new(*self, context);
         let mut detail = match scope.eval_flag(flag, None) {
-            Ok(d) => d,
+            Ok(res) => detail(flag, res),
             Err(Abort) => EvalDetail::error(ErrorKind::MalformedFlag),
         };
         detail.big_segments_status = scope.big.status;
@@ -207,6 +208,8 @@ impl<'l> Link<'l> {
 struct Scope<'a, 'c> {
     ev: Evaluator<'a>,
     ctx: &'c Context,
+    /// The context's `user` context, if any, which most clauses test.
+    user: Option<&'c SingleContext>,
     big: BigSegmentState<'c>,
 }
 
@@ -229,11 +232,105 @@ fn off_value<'a>(flag: &'a CompiledFlag, reason: Reason<'a>) -> EvalDetail<'a> {
     }
 }
 
+/// The result of evaluating one flag inside an evaluation, small enough to travel in registers.
+/// Only the outermost flag's result becomes an [`EvalDetail`] (see [`detail`]), once.
+#[derive(Debug, Clone, Copy)]
+struct Res {
+    /// The variation to serve: [`NO_VARIATION`] for no value; an index past the flag's
+    /// variations makes the flag malformed.
+    var: u32,
+    why: Why,
+}
+
+/// The reason of a [`Res`], with rules and prerequisites named by index into the flag.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Off,
+    Fallthrough { in_experiment: bool },
+    Target,
+    Rule { index: u32, in_experiment: bool },
+    Prerequisite(u32),
+    Malformed,
+}
+
+impl Why {
+    const FALLTHROUGH: Why = Why::Fallthrough {
+        in_experiment: false,
+    };
+}
+
+const MALFORMED: Res = Res {
+    var: NO_VARIATION,
+    why: Why::Malformed,
+};
+
+#[inline(always)]
+fn serve(var: u32, why: Why) -> Res {
+    Res { var, why }
+}
+
+#[inline(always)]
+fn off(flag: &CompiledFlag, why: Why) -> Res {
+    Res {
+        var: flag.c.off,
+        why,
+    }
+}
+
+/// An index into a flag's rules or prerequisites, as a [`Why`] holds it. Flags have far fewer
+/// than 2^32 rules; saturating keeps this total.
+#[inline(always)]
+fn index32(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+/// Turns the outermost flag's [`Res`] into the detail the caller gets.
+#[inline]
+fn detail(flag: &CompiledFlag, res: Res) -> EvalDetail<'_> {
+    let raw = flag.raw();
+    let reason = match res.why {
+        Why::Off => Reason::OFF,
+        Why::Fallthrough { in_experiment } => Reason::Fallthrough { in_experiment },
+        Why::Target => Reason::TARGET_MATCH,
+        Why::Rule {
+            index,
+            in_experiment,
+        } => {
+            let rule_index = index as usize;
+            Reason::RuleMatch {
+                rule_index,
+                rule_id: Cow::Borrowed(raw.rules.get(rule_index).map_or("", |r| r.id.as_str())),
+                in_experiment,
+            }
+        }
+        Why::Prerequisite(i) => Reason::PrerequisiteFailed {
+            prerequisite_key: Cow::Borrowed(
+                flag.c.prerequisites.get(i as usize).map_or("", |p| &*p.key),
+            ),
+        },
+        Why::Malformed => return EvalDetail::error(ErrorKind::MalformedFlag),
+    };
+    if res.var == NO_VARIATION {
+        return EvalDetail {
+            value: None,
+            variation_index: None,
+            reason,
+            big_segments_status: None,
+        };
+    }
+    let index = res.var as usize;
+    match raw.variations.get(index) {
+        Some(v) => EvalDetail::variation(v, index, reason),
+        None => EvalDetail::error(ErrorKind::MalformedFlag),
+    }
+}
+
 impl<'a, 'c> Scope<'a, 'c> {
     fn new(ev: Evaluator<'a>, ctx: &'c Context) -> Scope<'a, 'c> {
         Scope {
             ev,
             ctx,
+            user: ctx.as_single(DEFAULT_KIND),
             big: BigSegmentState::default(),
         }
     }
@@ -243,47 +340,41 @@ impl<'a, 'c> Scope<'a, 'c> {
         &mut self,
         flag: &'a CompiledFlag,
         chain: Option<&Link<'_>>,
-    ) -> Result<EvalDetail<'a>, Abort> {
-        match flag.c.constant {
-            Some(Constant::Off) => return Ok(off_value(flag, Reason::OFF)),
-            Some(Constant::Fallthrough(v)) => return Ok(variation(flag, v, Reason::FALLTHROUGH)),
+    ) -> Result<Res, Abort> {
+        let c: &'a CFlag = &flag.c;
+        match c.constant {
+            Some(Constant::Off) => return Ok(off(flag, Why::Off)),
+            Some(Constant::Fallthrough(v)) => return Ok(serve(v, Why::FALLTHROUGH)),
             None => {}
         }
-        let raw = flag.raw();
-        let c: &'a CFlag = &flag.c;
         if !c.prerequisites.is_empty()
             && let Some(failed) = self.check_prerequisites(flag, chain)?
         {
-            return Ok(off_value(
-                flag,
-                Reason::PrerequisiteFailed {
-                    prerequisite_key: Cow::Borrowed(failed),
-                },
-            ));
+            return Ok(off(flag, Why::Prerequisite(failed)));
         }
-        if let Some(v) = self.target_match(c) {
-            return Ok(variation(flag, v, Reason::TARGET_MATCH));
+        if !c.targets.is_empty()
+            && let Some(v) = self.target_match(c)
+        {
+            return Ok(serve(v, Why::Target));
         }
         for (i, rule) in c.rules.iter().enumerate() {
             if self.all_match(&rule.clauses, None)? {
-                let rule_id = raw.rules.get(i).map_or("", |r| r.id.as_str());
-                let reason = Reason::RuleMatch {
-                    rule_index: i,
-                    rule_id: Cow::Borrowed(rule_id),
+                let why = Why::Rule {
+                    index: index32(i),
                     in_experiment: false,
                 };
-                return Ok(self.outcome(flag, &rule.outcome, reason));
+                return Ok(self.outcome(&rule.outcome, why));
             }
         }
-        Ok(self.outcome(flag, &c.fallthrough, Reason::FALLTHROUGH))
+        Ok(self.outcome(&c.fallthrough, Why::FALLTHROUGH))
     }
 
-    /// `Some(key)` of the first failed prerequisite.
+    /// `Some(index)` of the first failed prerequisite.
     fn check_prerequisites(
         &mut self,
         flag: &'a CompiledFlag,
         chain: Option<&Link<'_>>,
-    ) -> Result<Option<&'a str>, Abort> {
+    ) -> Result<Option<u32>, Abort> {
         let depth = Link::depth(chain) + 1;
         if depth > MAX_DEPTH {
             return Err(Abort);
@@ -293,9 +384,10 @@ impl<'a, 'c> Scope<'a, 'c> {
             parent: chain,
             depth,
         };
-        for p in flag.c.prerequisites.iter() {
+        for (i, p) in flag.c.prerequisites.iter().enumerate() {
+            let failed = Some(index32(i));
             let Some(pflag) = self.ev.data.flag(&p.key) else {
-                return Ok(Some(&p.key));
+                return Ok(failed);
             };
             if Link::contains(Some(&link), pflag.key()) {
                 return Err(Abort);
@@ -304,21 +396,25 @@ impl<'a, 'c> Scope<'a, 'c> {
             // is not evaluated past `on`, so nothing it references (big segments included) is
             // consulted.
             if self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key())) {
-                return Ok(Some(&p.key));
+                return Ok(failed);
             }
-            let detail = self.eval_flag(pflag, Some(&link))?;
+            let res = self.eval_flag(pflag, Some(&link))?;
+            // Met when the prerequisite is on and served the required variation (a value, not
+            // an error or the caller's default).
+            let served = res.var as usize;
             let ok = pflag.raw().on
-                && detail.value.is_some()
-                && detail.variation_index == Some(p.variation);
+                && !matches!(res.why, Why::Malformed)
+                && served == p.variation
+                && served < pflag.raw().variations.len();
             if !ok {
-                return Ok(Some(&p.key));
+                return Ok(failed);
             }
         }
         Ok(None)
     }
 
-    fn target_match(&self, c: &CFlag) -> Option<usize> {
-        let mut best: Option<(u32, usize)> = None;
+    fn target_match(&self, c: &CFlag) -> Option<u32> {
+        let mut best: Option<(u32, u32)> = None;
         for group in c.targets.iter() {
             let Some(single) = self.ctx.as_single(&group.kind) else {
                 continue;
@@ -332,90 +428,107 @@ impl<'a, 'c> Scope<'a, 'c> {
         best.map(|(_, v)| v)
     }
 
-    fn outcome(
-        &mut self,
-        flag: &'a CompiledFlag,
-        outcome: &'a Outcome,
-        reason: Reason<'a>,
-    ) -> EvalDetail<'a> {
+    #[inline]
+    fn outcome(&mut self, outcome: &'a Outcome, why: Why) -> Res {
         match outcome {
-            Outcome::Fixed(v) => variation(flag, *v, reason),
-            Outcome::Malformed => EvalDetail::error(ErrorKind::MalformedFlag),
+            Outcome::Fixed(v) => serve(*v, why),
+            Outcome::Malformed => MALFORMED,
             Outcome::Rollout(r) => {
                 let Some(attr) = &r.bucket_by else {
-                    return EvalDetail::error(ErrorKind::MalformedFlag);
+                    return MALFORMED;
                 };
-                let (bucket, had_kind) = bucket_context(self.ctx, &r.kind, attr, &r.prefix);
-                let (var, untracked) = match r.buckets.iter().find(|b| bucket < b.1) {
+                let (hash, had_kind) = hash_context(self.ctx, &r.kind, attr, &r.prefix);
+                let (var, untracked) = match r.buckets.iter().find(|b| hash < b.1) {
                     Some(b) => (b.0, b.2),
                     // Past the end of the weights: the last bucket, as LaunchDarkly does.
-                    None => r.buckets.last().map_or((usize::MAX, true), |b| (b.0, b.2)),
+                    None => r
+                        .buckets
+                        .last()
+                        .map_or((NO_VARIATION - 1, true), |b| (b.0, b.2)),
                 };
                 let in_experiment = r.experiment && !untracked && had_kind;
-                let reason = match reason {
-                    Reason::Fallthrough { .. } => Reason::Fallthrough { in_experiment },
-                    Reason::RuleMatch {
-                        rule_index,
-                        rule_id,
-                        ..
-                    } => Reason::RuleMatch {
-                        rule_index,
-                        rule_id,
+                let why = match why {
+                    Why::Fallthrough { .. } => Why::Fallthrough { in_experiment },
+                    Why::Rule { index, .. } => Why::Rule {
+                        index,
                         in_experiment,
                     },
                     other => other,
                 };
-                variation(flag, var, reason)
+                serve(var, why)
             }
         }
     }
 
     /// `segs` holds the segments whose rules are being checked, innermost first.
+    #[inline]
     fn all_match(
         &mut self,
         clauses: &'a [CClause],
         segs: Option<&Link<'_>>,
     ) -> Result<bool, Abort> {
         for c in clauses {
-            if !self.clause_matches(c, segs)? {
+            let matched = match &c.attr {
+                ClauseAttr::Custom(name) => self.custom_matches(c, name),
+                _ => self.special_clause_matches(c, segs)?,
+            };
+            if !matched {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn clause_matches(&mut self, c: &'a CClause, segs: Option<&Link<'_>>) -> Result<bool, Abort> {
-        if let COp::Segment(keys) = &c.op {
-            for key in keys.iter() {
-                if let Some(seg) = self.ev.data.segment(key)
-                    && self.segment_contains(seg, segs)?
-                {
-                    return Ok(!c.negate);
-                }
-            }
-            return Ok(c.negate);
-        }
+    /// A clause on a top-level custom attribute: the common case, kept small so it inlines
+    /// into the clause loop.
+    #[inline(always)]
+    fn custom_matches(&self, c: &CClause, name: &str) -> bool {
+        let single = if c.user {
+            self.user
+        } else {
+            self.ctx.as_single(&c.kind)
+        };
+        let Some(single) = single else {
+            return false;
+        };
+        value_matches(c, custom_attribute(single, name))
+    }
+
+    /// A clause on a built-in attribute or an attribute path.
+    fn attribute_matches(&self, c: &CClause, attr: &AttrRef) -> bool {
+        let Some(single) = self.ctx.as_single(&c.kind) else {
+            return false;
+        };
+        value_matches(c, single.get(attr))
+    }
+
+    /// Segment matches, the `kind` attribute and invalid references.
+    #[inline(never)]
+    fn special_clause_matches(
+        &mut self,
+        c: &'a CClause,
+        segs: Option<&Link<'_>>,
+    ) -> Result<bool, Abort> {
         match &c.attr {
+            ClauseAttr::Segment => {
+                if let COp::Segment(keys) = &c.op {
+                    for key in keys.iter() {
+                        if let Some(seg) = self.ev.data.segment(key)
+                            && self.segment_contains(seg, segs)?
+                        {
+                            return Ok(!c.negate);
+                        }
+                    }
+                }
+                Ok(c.negate)
+            }
             ClauseAttr::Invalid => Err(Abort),
             ClauseAttr::Kind => {
                 let any = self.ctx.contexts().iter().any(|s| kind_matches(&c.op, s));
                 Ok(any != c.negate)
             }
-            ClauseAttr::Ref(attr) => {
-                let Some(single) = self.ctx.as_single(&c.kind) else {
-                    return Ok(false);
-                };
-                let Some(value) = single.get(attr) else {
-                    return Ok(false);
-                };
-                let matched = match value {
-                    // A missing attribute never matches, even negated.
-                    Value::Null => return Ok(false),
-                    Value::Array(items) => items.iter().any(|item| c.op.matches(item)),
-                    v => c.op.matches(v),
-                };
-                Ok(matched != c.negate)
-            }
+            ClauseAttr::Ref(attr) => Ok(self.attribute_matches(c, attr)),
+            ClauseAttr::Custom(name) => Ok(self.custom_matches(c, name)),
         }
     }
 
@@ -479,8 +592,8 @@ impl<'a, 'c> Scope<'a, 'c> {
             let Some(attr) = &rule.bucket_by else {
                 return Err(Abort);
             };
-            let (bucket, _) = bucket_context(self.ctx, &rule.kind, attr, &rule.prefix);
-            if bucket < weight {
+            let (hash, _) = hash_context(self.ctx, &rule.kind, attr, &rule.prefix);
+            if hash < weight {
                 return Ok(true);
             }
         }
@@ -502,6 +615,34 @@ impl<'a, 'c> Scope<'a, 'c> {
         self.big
             .check(self.ev.big_segments, single.key(), reference)
     }
+}
+
+/// Whether a clause matches the attribute value found (`None`: the context lacks it).
+#[inline(always)]
+fn value_matches(c: &CClause, value: Option<&Value>) -> bool {
+    match value {
+        // A missing attribute never matches, even negated.
+        None | Some(Value::Null) => false,
+        Some(Value::Array(items)) => c.op.matches_any(items) != c.negate,
+        Some(v) => c.op.matches(v) != c.negate,
+    }
+}
+
+/// The custom (not built-in) top-level attribute `name`, as `SingleContext::get` finds it.
+/// Contexts hold few attributes, so they are scanned here, inline, comparing lengths before
+/// bytes; a context with many goes to the context's own (binary) search.
+#[inline(always)]
+fn custom_attribute<'c>(single: &'c SingleContext, name: &str) -> Option<&'c Value> {
+    let attrs = single.custom_attributes();
+    if attrs.size_hint().1.is_none_or(|n| n > 16) {
+        return single.get_top(name);
+    }
+    for (k, v) in attrs {
+        if short_eq(k.as_bytes(), name.as_bytes()) {
+            return Some(v);
+        }
+    }
+    None
 }
 
 fn kind_matches(op: &COp, single: &SingleContext) -> bool {

@@ -11,7 +11,7 @@ use crate::compile::{COp, InSet};
 
 /// String equality that compares short strings inline rather than calling `memcmp`, which
 /// dominates the cost of the string operators on typical short values.
-#[inline]
+#[inline(always)]
 pub(crate) fn short_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
@@ -42,7 +42,7 @@ fn word8(s: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(w)
 }
 
-#[inline]
+#[inline(always)]
 fn starts_with(s: &str, p: &str) -> bool {
     s.len() >= p.len() && short_eq(&s.as_bytes()[..p.len()], p.as_bytes())
 }
@@ -195,8 +195,34 @@ impl InSet {
 impl COp {
     /// Whether one (non-array) context value matches any clause value. Segment matching is
     /// handled by the evaluator and never reaches here.
-    #[inline]
+    ///
+    /// The common string operators are handled inline; everything else (other types, regexes,
+    /// numbers, dates, versions) goes to [`COp::matches_other`], out of line, so this stays small
+    /// enough to inline into the clause loop.
+    #[inline(always)]
     pub(crate) fn matches(&self, v: &Value) -> bool {
+        match (self, v) {
+            (COp::In(set), Value::String(s)) => set.strings.contains(s),
+            (COp::StartsWith(vals), Value::String(s)) => {
+                for p in vals.iter() {
+                    if starts_with(s, p) {
+                        return true;
+                    }
+                }
+                false
+            }
+            _ => self.matches_other(v),
+        }
+    }
+
+    /// Whether any element of an array attribute matches.
+    #[inline(never)]
+    pub(crate) fn matches_any(&self, items: &[Value]) -> bool {
+        items.iter().any(|item| self.matches(item))
+    }
+
+    #[inline(never)]
+    fn matches_other(&self, v: &Value) -> bool {
         match self {
             COp::In(set) => set.contains(v),
             COp::StartsWith(vals) => v
