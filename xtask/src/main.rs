@@ -4,6 +4,7 @@
 //! steps. It is not part of the product and nothing depends on it.
 
 mod bench_http;
+mod bench_root;
 mod ci;
 mod deps;
 mod tidy;
@@ -22,6 +23,7 @@ Commands:
   deps    Install the third-party test clients (Python venv, npm packages) under the target dir
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
+  bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
   help    Print this message
 ";
 
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         ["deps"] => deps::run(&root),
         ["ci"] => ci::run(&root),
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
+        ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
