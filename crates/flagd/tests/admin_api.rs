@@ -12,9 +12,10 @@ use std::sync::Arc;
 use admin_common::*;
 use axum::http::StatusCode;
 use flagd::admin::{
-    AdminState, ImportError, ROUTES, admin_router, export_env, import_file, openapi_document,
+    AdminState, ImportError, ROUTES, admin_router, export_env, import_document, import_file,
+    openapi_document,
 };
-use flags_core::store::{Actor, AdminStore, MemoryStore};
+use flags_core::store::{Actor, AdminStore, AuditQuery, MemoryStore};
 use serde_json::{Value, json};
 
 fn memory_app() -> (Api, Arc<MemoryStore>) {
@@ -1090,6 +1091,56 @@ async fn import_reports_bad_files_and_refused_items() {
         .await
         .unwrap_err();
     assert!(matches!(err, ImportError::Store { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_import_with_one_bad_flag_stores_nothing() {
+    let (api, store) = with_envs().await;
+    let mut file = rich_fixture();
+    // Last in the import's order, so every other item would have been written before it.
+    file["flags"]["zz-broken"] = json!({"variations": ["a"], "fallthrough": {"variation": 4}});
+    let empty = json!({"flags": {}, "segments": {}});
+
+    let r = api.post("/environments/prod/import", file.clone()).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    r.assert_problem("invalid");
+    assert_eq!(
+        r.body["errors"][0]["path"],
+        "flags.zz-broken.fallthrough.variation"
+    );
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("flag zz-broken: "), "{detail}");
+    assert_eq!(api.get("/environments/prod/export").await.body, empty);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flags.json");
+    std::fs::write(&path, serde_json::to_string(&file).unwrap()).unwrap();
+    let actor = Actor::named("import");
+    let err = import_file(store.as_ref(), "prod", &path, &actor)
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("flag zz-broken: fallthrough.variation: "),
+        "{message}"
+    );
+    assert_eq!(export_env(store.as_ref(), "prod").await.unwrap(), empty);
+    // Only the environment's creation is in its audit log.
+    let log = store
+        .audit_log(&AuditQuery::env("prod", 100))
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1, "{log:?}");
+
+    // Without the bad flag, the same file goes in whole.
+    file["flags"].as_object_mut().unwrap().remove("zz-broken");
+    let report = import_document(store.as_ref(), "prod", file.clone(), &actor)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.flags_created.len(),
+        file["flags"].as_object().unwrap().len() + file["flagValues"].as_object().unwrap().len()
+    );
 }
 
 // ------------------------------------------------------------------ the OpenAPI document

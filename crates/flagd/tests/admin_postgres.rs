@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use admin_common::*;
 use axum::http::StatusCode;
 use flagd::admin::{AdminState, admin_router, export_env, import_document};
-use flags_core::store::{Actor, MemoryStore};
+use flags_core::store::{Actor, AdminStore, MemoryStore};
 use flags_store_postgres::PostgresStore;
 use serde_json::json;
 use sqlx::Connection;
@@ -266,7 +266,7 @@ async fn import_and_export_over_postgres_match_the_memory_store() {
 
         // The same file through the in-memory store exports the same documents.
         let memory = MemoryStore::new();
-        flags_core::store::AdminStore::create_environment(&memory, &actor, "prod", "prod")
+        AdminStore::create_environment(&memory, &actor, "prod", "prod")
             .await
             .unwrap();
         import_document(&memory, "prod", fixture, &actor)
@@ -281,6 +281,44 @@ async fn import_and_export_over_postgres_match_the_memory_store() {
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         let r = api.get("/environments/copy/export").await;
         assert_eq!(r.body, exported);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_with_one_bad_flag_stores_nothing_in_postgres() {
+    with_postgres(|store| async move {
+        let api = api_over(Arc::clone(&store));
+        api.post("/environments", json!({"key": "prod"})).await;
+        let mut file = rich_fixture();
+        file["flags"]["zz-broken"] = json!({"variations": ["a"], "fallthrough": {"variation": 4}});
+        let r = api.post("/environments/prod/import", file.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+        assert_eq!(
+            r.body["errors"][0]["path"],
+            "flags.zz-broken.fallthrough.variation"
+        );
+        // A reference that only fails while writing, after other items were written in the
+        // same transaction: still nothing is stored.
+        file["flags"]["zz-broken"] = json!({"variations": [true, false], "offVariation": 0,
+            "fallthrough": {"variation": 0}, "prerequisites": [{"key": "missing", "variation": 0}]});
+        let actor = Actor::named("import");
+        let err = import_document(store.as_ref(), "prod", file.clone(), &actor)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().starts_with("flag zz-broken: "), "{err}");
+        let empty = json!({"flags": {}, "segments": {}});
+        assert_eq!(export_env(store.as_ref(), "prod").await.unwrap(), empty);
+        let snapshot = store.snapshot("prod").await.unwrap();
+        let changes = store.changes_since("prod", 0).await.unwrap();
+        assert_eq!(changes.len(), 1, "only the creation: {changes:?}");
+        assert!(snapshot.flags.is_empty() && snapshot.segments.is_empty());
+
+        file["flags"].as_object_mut().unwrap().remove("zz-broken");
+        import_document(store.as_ref(), "prod", file, &actor)
+            .await
+            .unwrap();
+        assert!(!store.snapshot("prod").await.unwrap().flags.is_empty());
     })
     .await;
 }

@@ -19,17 +19,17 @@ mod subscription;
 use std::time::Duration;
 
 use flags_core::store::validate::{
-    ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    Parsed, PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
-    prepare_segment, restamp_version, segment_dependents,
+    prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };
 use flags_core::store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
-    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
-    ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
-    StoredSegment, generate_secret, hash_secret,
+    BatchError, Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment,
+    FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey,
+    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
 };
-use flags_core::{Flag, Segment};
+use flags_core::{Flag, ItemKind, Segment};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -227,66 +227,20 @@ impl PostgresStore {
         let current = existing.as_ref().filter(|i| !i.deleted);
         check_expected_version(current.map(|i| i.version), expected_version, true)?;
         let version = existing.as_ref().map_or(0, |i| i.version) + 1;
-        let doc = match table {
-            Table::Flags => {
-                let (doc, flag) = prepare_flag(key, doc, version)?;
-                resolve(&mut tx, env, ReferenceCheck::for_flag(&flag)).await?;
-                if current.is_some() {
-                    let dependents = prerequisite_candidates(&mut tx, env, key).await?;
-                    let overrides = load_overrides(&mut *tx, env, key).await?;
-                    check_variations_still_used(&flag, &dependents, &overrides)?;
-                }
-                doc
-            }
+        let (doc, parsed) = match table {
+            Table::Flags => prepare_flag(key, doc, version).map(|(d, f)| (d, Parsed::Flag(f)))?,
             Table::Segments => {
-                let (doc, segment) = prepare_segment(key, doc, version)?;
-                resolve(&mut tx, env, ReferenceCheck::for_segment(&segment)).await?;
-                doc
+                prepare_segment(key, doc, version).map(|(d, s)| (d, Parsed::Segment(s)))?
             }
         };
-        let archived = current.is_some_and(|i| i.archived);
-        let sql = format!(
-            "INSERT INTO {} (env, key, version, archived, deleted, doc, updated_at) \
-             VALUES ($1, $2, $3, $4, false, $5, now()) \
-             ON CONFLICT (env, key) DO UPDATE SET version = EXCLUDED.version, \
-               archived = EXCLUDED.archived, deleted = false, doc = EXCLUDED.doc, \
-               updated_at = EXCLUDED.updated_at \
-             RETURNING {MS_UPDATED}",
-            table.name()
-        );
-        let updated_at: i64 = sqlx::query_scalar(&sql)
-            .bind(env)
-            .bind(key)
-            .bind(to_i64(version))
-            .bind(archived)
-            .bind(&doc)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(db)?;
-        let before = current.map(|i| i.doc.clone());
-        let action = if before.is_some() {
-            AuditAction::Replace
-        } else {
-            AuditAction::Create
-        };
-        let audit = Audit {
-            env: Some(env),
-            item_kind: table.audit_kind(),
-            item_key: key,
-            action,
-            actor,
-        };
-        audit.write(&mut tx, before, Some(doc.clone())).await?;
-        record(&mut tx, env, key, version, table.change(false)).await?;
-        tx.commit().await.map_err(db)?;
-        Ok(Item {
+        let item = PreparedItem {
             key: key.to_owned(),
-            version,
-            archived,
-            deleted: false,
-            updated_at: to_u64(updated_at, "timestamp")?,
             doc,
-        })
+            parsed,
+        };
+        let stored = write_item(&mut tx, actor, env, item, version, current).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(stored)
     }
 
     async fn set_archived(
@@ -417,6 +371,95 @@ impl PostgresStore {
     }
 }
 
+/// Stores a flag or segment whose shape was checked and whose version is `version`, after
+/// checking its references (and, for a replaced flag, that the variations its dependents and
+/// overrides use remain), with its audit entry and change. `current` is the live row it
+/// replaces.
+async fn write_item(
+    tx: &mut PgConnection,
+    actor: &Actor,
+    env: &str,
+    item: PreparedItem,
+    version: u64,
+    current: Option<&Item>,
+) -> Result<Item, StoreError> {
+    let table = Table::of(item.kind());
+    let key = item.key.as_str();
+    resolve(tx, env, item.reference_check()).await?;
+    if let (Parsed::Flag(flag), Some(_)) = (&item.parsed, current) {
+        let dependents = prerequisite_candidates(tx, env, key).await?;
+        let overrides = load_overrides(&mut *tx, env, key).await?;
+        check_variations_still_used(flag, &dependents, &overrides)?;
+    }
+    let archived = current.is_some_and(|i| i.archived);
+    let sql = format!(
+        "INSERT INTO {} (env, key, version, archived, deleted, doc, updated_at) \
+         VALUES ($1, $2, $3, $4, false, $5, now()) \
+         ON CONFLICT (env, key) DO UPDATE SET version = EXCLUDED.version, \
+           archived = EXCLUDED.archived, deleted = false, doc = EXCLUDED.doc, \
+           updated_at = EXCLUDED.updated_at \
+         RETURNING {MS_UPDATED}",
+        table.name()
+    );
+    let updated_at: i64 = sqlx::query_scalar(&sql)
+        .bind(env)
+        .bind(key)
+        .bind(to_i64(version))
+        .bind(archived)
+        .bind(&item.doc)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+    let before = current.map(|i| i.doc.clone());
+    let action = if before.is_some() {
+        AuditAction::Replace
+    } else {
+        AuditAction::Create
+    };
+    let audit = Audit {
+        env: Some(env),
+        item_kind: table.audit_kind(),
+        item_key: key,
+        action,
+        actor,
+    };
+    audit.write(tx, before, Some(item.doc.clone())).await?;
+    record(tx, env, key, version, table.change(false)).await?;
+    Ok(Item {
+        key: item.key,
+        version,
+        archived,
+        deleted: false,
+        updated_at: to_u64(updated_at, "timestamp")?,
+        doc: item.doc,
+    })
+}
+
+/// Applies one item of an import inside its transaction.
+async fn import_item(
+    tx: &mut PgConnection,
+    actor: &Actor,
+    env: &str,
+    mut item: PreparedItem,
+) -> Result<ImportOutcome, StoreError> {
+    let table = Table::of(item.kind());
+    let existing = load_item(tx, table, env, &item.key).await?;
+    let current = existing.as_ref().filter(|i| !i.deleted);
+    if let Some(stored) = current
+        && same_document(&stored.doc, &item.doc, &item.key)
+    {
+        return Ok(ImportOutcome::Unchanged);
+    }
+    let version = existing.as_ref().map_or(0, |i| i.version) + 1;
+    item.stamp(version);
+    write_item(tx, actor, env, item, version, current).await?;
+    Ok(if current.is_some() {
+        ImportOutcome::Replaced
+    } else {
+        ImportOutcome::Created
+    })
+}
+
 /// Milliseconds since the Unix epoch of `updated_at`, as a bigint column.
 const MS_UPDATED: &str = "(extract(epoch FROM updated_at) * 1000)::bigint AS updated_ms";
 
@@ -427,6 +470,13 @@ enum Table {
 }
 
 impl Table {
+    fn of(kind: ItemKind) -> Table {
+        match kind {
+            ItemKind::Flag => Table::Flags,
+            ItemKind::Segment => Table::Segments,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Table::Flags => "flags",
@@ -1167,6 +1217,27 @@ impl AdminStore for PostgresStore {
         .await?;
         tx.commit().await.map_err(db)?;
         Ok(true)
+    }
+
+    async fn import(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
+        let prepared = prepare_import(items)?;
+        let mut tx = self.begin_write(env).await?;
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        for item in prepared {
+            let (kind, key) = (item.kind(), item.key.clone());
+            let outcome = import_item(&mut tx, actor, env, item)
+                .await
+                .map_err(|e| BatchError::item(kind, &key, e))?;
+            outcomes.push(outcome);
+        }
+        // Dropping the transaction on an error above rolls every item back.
+        tx.commit().await.map_err(db)?;
+        Ok(outcomes)
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {

@@ -6,12 +6,14 @@
 //! an environment that exports to the same file. Importing a file stores each document as
 //! written, with its `key` and `version` set by the store; items already equal to the file's
 //! are left alone (no new version, no audit entry), so importing the same file twice is a no-op.
+//! An import is all or nothing: one refused item and nothing of the file is stored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
-use flags_core::store::{Actor, AdminStore, ListFilter, StoreError};
+use flags_core::ItemKind;
+use flags_core::store::{Actor, AdminStore, ImportItem, ImportOutcome, ListFilter, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -36,8 +38,8 @@ pub struct ImportReport {
     pub segments_unchanged: Vec<String>,
 }
 
-/// Why an import failed. Items written before the failure stay written (each write is atomic
-/// on its own); the report of the error names the item that failed.
+/// Why an import failed. Nothing of the file is stored then; the error names the item that
+/// failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
     /// The file cannot be read.
@@ -122,38 +124,61 @@ pub async fn import_file(
 /// Imports a parsed LaunchDarkly flag file into `env`: every segment, then every flag (each
 /// after what it refers to), created or replaced; `flagValues` entries become simple flags.
 /// Items of the environment that the file does not name are left alone.
+///
+/// It is one [`AdminStore::import`]: every document is checked first, then all are written in
+/// one transaction, so a file with one bad item stores nothing and the error names that item.
 pub async fn import_document(
     store: &dyn AdminStore,
     env: &str,
     doc: Value,
     actor: &Actor,
 ) -> Result<ImportReport, ImportError> {
-    let (flags, segments) = split_file(doc)?;
-    store
-        .get_environment(env)
-        .await
-        .map_err(|source| ImportError::Store {
-            item: format!("environment {env}"),
-            source,
-        })?;
-    let mut report = ImportReport::default();
+    let (mut flags, mut segments) = split_file(doc)?;
+    let mut items = Vec::with_capacity(flags.len() + segments.len());
     for key in dependency_order(&segments, segment_refs) {
-        let doc = segments[&key].clone();
-        let outcome = write(store, env, actor, Kind::Segment, &key, doc).await?;
-        match outcome {
-            Outcome::Created => report.segments_created.push(key),
-            Outcome::Replaced => report.segments_replaced.push(key),
-            Outcome::Unchanged => report.segments_unchanged.push(key),
+        if let Some(doc) = segments.remove(&key) {
+            items.push(ImportItem {
+                kind: ItemKind::Segment,
+                key,
+                doc,
+            });
         }
     }
     for key in dependency_order(&flags, prerequisite_refs) {
-        let doc = flags[&key].clone();
-        let outcome = write(store, env, actor, Kind::Flag, &key, doc).await?;
-        match outcome {
-            Outcome::Created => report.flags_created.push(key),
-            Outcome::Replaced => report.flags_replaced.push(key),
-            Outcome::Unchanged => report.flags_unchanged.push(key),
+        if let Some(doc) = flags.remove(&key) {
+            items.push(ImportItem {
+                kind: ItemKind::Flag,
+                key,
+                doc,
+            });
         }
+    }
+    let keys: Vec<(ItemKind, String)> = items
+        .iter()
+        .map(|item| (item.kind, item.key.clone()))
+        .collect();
+    let outcomes = store
+        .import(actor, env, items)
+        .await
+        .map_err(|e| ImportError::Store {
+            item: match e.item {
+                Some((ItemKind::Flag, key)) => format!("flag {key}"),
+                Some((ItemKind::Segment, key)) => format!("segment {key}"),
+                None => format!("environment {env}"),
+            },
+            source: e.source,
+        })?;
+    let mut report = ImportReport::default();
+    for ((kind, key), outcome) in keys.into_iter().zip(outcomes) {
+        let list = match (kind, outcome) {
+            (ItemKind::Flag, ImportOutcome::Created) => &mut report.flags_created,
+            (ItemKind::Flag, ImportOutcome::Replaced) => &mut report.flags_replaced,
+            (ItemKind::Flag, ImportOutcome::Unchanged) => &mut report.flags_unchanged,
+            (ItemKind::Segment, ImportOutcome::Created) => &mut report.segments_created,
+            (ItemKind::Segment, ImportOutcome::Replaced) => &mut report.segments_replaced,
+            (ItemKind::Segment, ImportOutcome::Unchanged) => &mut report.segments_unchanged,
+        };
+        list.push(key);
     }
     for list in [
         &mut report.flags_created,
@@ -190,84 +215,6 @@ pub async fn export_env(store: &dyn AdminStore, env: &str) -> Result<Value, Stor
         .map(|s| (s.key, s.doc))
         .collect();
     Ok(json!({ "flags": flags, "segments": segments }))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Flag,
-    Segment,
-}
-
-enum Outcome {
-    Created,
-    Replaced,
-    Unchanged,
-}
-
-async fn write(
-    store: &dyn AdminStore,
-    env: &str,
-    actor: &Actor,
-    kind: Kind,
-    key: &str,
-    doc: Value,
-) -> Result<Outcome, ImportError> {
-    let item = match kind {
-        Kind::Flag => format!("flag {key}"),
-        Kind::Segment => format!("segment {key}"),
-    };
-    let fail = |source| ImportError::Store {
-        item: item.clone(),
-        source,
-    };
-    let current = match kind {
-        Kind::Flag => store.get_flag(env, key).await.map(|f| (f.version, f.doc)),
-        Kind::Segment => store
-            .get_segment(env, key)
-            .await
-            .map(|s| (s.version, s.doc)),
-    };
-    let current = match current {
-        Ok(current) => Some(current),
-        Err(StoreError::NotFound { .. }) => None,
-        Err(e) => return Err(fail(e)),
-    };
-    if let Some((_, stored)) = &current
-        && same_document(stored, &doc, key)
-    {
-        return Ok(Outcome::Unchanged);
-    }
-    let expected = current.as_ref().map(|(version, _)| *version);
-    let result = match kind {
-        Kind::Flag => store
-            .put_flag(actor, env, key, doc, expected)
-            .await
-            .map(drop),
-        Kind::Segment => store
-            .put_segment(actor, env, key, doc, expected)
-            .await
-            .map(drop),
-    };
-    result.map_err(fail)?;
-    Ok(if expected.is_some() {
-        Outcome::Replaced
-    } else {
-        Outcome::Created
-    })
-}
-
-/// Whether a stored document equals a file's, ignoring the `version` the store sets and a
-/// `key` the file may leave out.
-fn same_document(stored: &Value, file: &Value, key: &str) -> bool {
-    let normalize = |doc: &Value| {
-        let mut doc = doc.clone();
-        if let Value::Object(map) = &mut doc {
-            map.remove("version");
-            map.insert("key".to_owned(), Value::String(key.to_owned()));
-        }
-        doc
-    };
-    normalize(stored) == normalize(file)
 }
 
 type Items = BTreeMap<String, Value>;

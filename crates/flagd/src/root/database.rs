@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use flags_core::store::{
-    Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, Change, ChangeSubscription, CreatedApiKey,
-    EnvSnapshot, Environment, ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
-    StoreError, StoredFlag, StoredSegment,
+    Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, BatchError, Change, ChangeSubscription,
+    CreatedApiKey, EnvSnapshot, Environment, ImportItem, ImportOutcome, ListFilter, NewApiKey,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
 };
 use flags_store_postgres::{PostgresConfig, PostgresStore};
 use serde_json::Value;
@@ -205,6 +205,16 @@ impl AdminStore for MigratingStore {
     ) -> Result<bool, StoreError> {
         self.ready().await?;
         self.inner.set_killed(actor, env, flag_key, killed).await
+    }
+
+    async fn import(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
+        self.ready().await?;
+        self.inner.import(actor, env, items).await
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {

@@ -26,9 +26,9 @@ use std::task::{Context, Poll};
 use serde_json::{Value, json};
 
 use super::{
-    Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, Change, ChangeKind,
-    Dependent, FlagOverride, ListFilter, NewApiKey, OverrideKey, SegmentTargetsUpdate, StoreError,
-    hash_secret,
+    Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, BatchError, Change,
+    ChangeKind, Dependent, FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey,
+    OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
 };
 use crate::traits::ItemKind;
 
@@ -78,6 +78,7 @@ pub const CASES: &[(&str, Case)] = &[
         "creating_an_environment_is_a_change",
         creating_an_environment_is_a_change,
     ),
+    ("import_is_all_or_nothing", import_is_all_or_nothing),
     (
         "racing_writers_apply_or_conflict",
         racing_writers_apply_or_conflict,
@@ -105,6 +106,7 @@ macro_rules! store_conformance_tests {
             snapshot_holds_every_override,
             subscription_delivers_changes,
             creating_an_environment_is_a_change,
+            import_is_all_or_nothing,
             racing_writers_apply_or_conflict,
         );
     };
@@ -1617,6 +1619,141 @@ pub fn creating_an_environment_is_a_change(store: &dyn AdminStore) -> CaseFuture
             "a refused creation announces nothing"
         );
         assert_eq!(store.changes_since(&env, 0).await.unwrap().len(), 2);
+    })
+}
+
+fn import_item(kind: ItemKind, key: &str, doc: Value) -> ImportItem {
+    ImportItem {
+        kind,
+        key: key.to_owned(),
+        doc,
+    }
+}
+
+/// The item and error of a refused import, for one-line assertions.
+fn refused(result: Result<Vec<ImportOutcome>, BatchError>) -> (Option<(ItemKind, String)>, String) {
+    match result {
+        Err(BatchError { item, source }) => (item, describe::<()>(Err(source))),
+        Ok(outcomes) => panic!("expected a refusal, got {outcomes:?}"),
+    }
+}
+
+/// An import stores all of its items or none: a refused item (bad shape or unresolved
+/// reference), wherever it is in the batch, leaves the environment, its audit log and its
+/// changes as they were, and the error names it. An applied import writes what differs and
+/// leaves equal items alone.
+pub fn import_is_all_or_nothing(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        store
+            .put_flag(&actor(), &env, "keep", bool_flag(), None)
+            .await
+            .unwrap();
+        store
+            .put_flag(&actor(), &env, "old", bool_flag(), None)
+            .await
+            .unwrap();
+        store
+            .set_flag_archived(&actor(), &env, "old", true, None)
+            .await
+            .unwrap();
+        let before = store.snapshot(&env).await.unwrap();
+        let audit_before = audit_count(store, &env).await;
+
+        let mut changed = bool_flag();
+        changed["salt"] = json!("new salt");
+        let mut broken = bool_flag();
+        broken["fallthrough"] = json!({"variation": 4});
+        let good = || {
+            vec![
+                import_item(ItemKind::Segment, "s", json!({"included": ["u"]})),
+                import_item(ItemKind::Flag, "uses-s", with_segment_rule("s")),
+                import_item(ItemKind::Flag, "keep", changed.clone()),
+            ]
+        };
+
+        // A bad shape, last in the batch: nothing is written, not even the items before it.
+        let mut items = good();
+        items.push(import_item(ItemKind::Flag, "broken", broken));
+        let (item, error) = refused(store.import(&actor(), &env, items).await);
+        assert_eq!(item, Some((ItemKind::Flag, "broken".to_owned())));
+        assert!(
+            error.starts_with("Invalid: fallthrough.variation: "),
+            "{error}"
+        );
+        // An unresolved reference, found only while writing: the same.
+        let mut items = good();
+        items.push(import_item(
+            ItemKind::Flag,
+            "needs",
+            with_prereq("missing", 0),
+        ));
+        let (item, error) = refused(store.import(&actor(), &env, items).await);
+        assert_eq!(item, Some((ItemKind::Flag, "needs".to_owned())));
+        assert!(error.starts_with("Unresolved: "), "{error}");
+        let message = BatchError::item(ItemKind::Segment, "s", StoreError::unresolved("x"));
+        assert_eq!(message.to_string(), "segment s: x");
+
+        assert_eq!(store.snapshot(&env).await.unwrap(), before);
+        assert_eq!(audit_count(store, &env).await, audit_before);
+        assert!(
+            store
+                .changes_since(&env, before.cursor)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Applied: created, replaced (the archived one stays archived) and unchanged.
+        let mut items = good();
+        items.push(import_item(ItemKind::Flag, "old", changed.clone()));
+        items.push(import_item(ItemKind::Flag, "old", bool_flag()));
+        let outcomes = store.import(&actor(), &env, items).await.unwrap();
+        assert_eq!(
+            outcomes,
+            [
+                ImportOutcome::Created,
+                ImportOutcome::Created,
+                ImportOutcome::Replaced,
+                ImportOutcome::Replaced,
+                ImportOutcome::Replaced,
+            ]
+        );
+        let old = store.get_flag(&env, "old").await.unwrap();
+        assert_eq!((old.version, old.archived), (4, true));
+        assert_eq!(store.get_flag(&env, "keep").await.unwrap().version, 2);
+        assert_eq!(store.get_segment(&env, "s").await.unwrap().version, 1);
+        assert_eq!(audit_count(store, &env).await, audit_before + 5);
+        let changes = store.changes_since(&env, before.cursor).await.unwrap();
+        let seen: Vec<(&str, u64)> = changes
+            .iter()
+            .map(|c| (c.key.as_str(), c.version))
+            .collect();
+        assert_eq!(
+            seen,
+            [("s", 1), ("uses-s", 1), ("keep", 2), ("old", 3), ("old", 4)]
+        );
+
+        // Importing what is stored changes nothing, whether or not a document names its key
+        // and whatever version it carries.
+        let cursor = store.snapshot(&env).await.unwrap().cursor;
+        let mut same = changed.clone();
+        same["key"] = json!("keep");
+        same["version"] = json!(99);
+        let again = vec![
+            import_item(ItemKind::Segment, "s", json!({"included": ["u"]})),
+            import_item(ItemKind::Flag, "keep", same),
+            import_item(ItemKind::Flag, "old", bool_flag()),
+        ];
+        let outcomes = store.import(&actor(), &env, again).await.unwrap();
+        assert_eq!(outcomes, [ImportOutcome::Unchanged; 3]);
+        assert!(store.changes_since(&env, cursor).await.unwrap().is_empty());
+        assert_eq!(audit_count(store, &env).await, audit_before + 5);
+
+        let missing = store.import(&actor(), "conf-missing-env", good()).await;
+        let (item, error) = refused(missing);
+        assert_eq!(item, None);
+        assert!(error.starts_with("NotFound: environment"), "{error}");
     })
 }
 

@@ -14,17 +14,18 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::validate::{
-    ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    Parsed, PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
-    prepare_segment, restamp_version, segment_dependents,
+    prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };
 use super::{
-    Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, Change,
-    ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
-    ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
-    StoredSegment, generate_secret, hash_secret,
+    Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
+    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
+    ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
+    StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
 };
 use crate::model::{Flag, Segment};
+use crate::traits::ItemKind;
 
 /// How many undelivered changes a subscriber may hold before it is cut off (and must resync),
 /// so a subscriber that stopped reading cannot grow memory without bound.
@@ -288,6 +289,90 @@ impl EnvState {
                 variation: *variation,
             })
             .collect()
+    }
+}
+
+/// One item an import wrote, for its audit entry and change.
+struct ImportWrite {
+    kind: ItemKind,
+    key: String,
+    version: u64,
+    before: Option<Value>,
+    after: Value,
+}
+
+impl EnvState {
+    /// Validates and stores one import item; `None` when it equals the stored one.
+    fn import_item(&mut self, mut item: PreparedItem) -> Result<Option<ImportWrite>, StoreError> {
+        let (kind, key) = (item.kind(), item.key.clone());
+        let (existing, current) = match kind {
+            ItemKind::Flag => {
+                let existing = self.flags.get(&key);
+                (
+                    existing.map(|i| i.version),
+                    existing
+                        .and_then(Item::live)
+                        .map(|i| (i.doc.clone(), i.archived)),
+                )
+            }
+            ItemKind::Segment => {
+                let existing = self.segments.get(&key);
+                (
+                    existing.map(|i| i.version),
+                    existing
+                        .and_then(Item::live)
+                        .map(|i| (i.doc.clone(), i.archived)),
+                )
+            }
+        };
+        if let Some((stored, _)) = &current
+            && same_document(stored, &item.doc, &key)
+        {
+            return Ok(None);
+        }
+        let version = existing.unwrap_or(0) + 1;
+        item.stamp(version);
+        self.resolve(item.reference_check())?;
+        let archived = current.as_ref().is_some_and(|(_, archived)| *archived);
+        let before = current.map(|(doc, _)| doc);
+        let after = item.doc.clone();
+        match item.parsed {
+            Parsed::Flag(flag) => {
+                if before.is_some() {
+                    let dependents = self
+                        .live_flags()
+                        .filter(|f| f.prerequisites.iter().any(|p| p.key == key));
+                    check_variations_still_used(&flag, dependents, &self.overrides_of(&key))?;
+                }
+                let new = Item {
+                    version,
+                    archived,
+                    deleted: false,
+                    updated_at: now_ms(),
+                    doc: item.doc,
+                    parsed: flag,
+                };
+                self.flags.insert(key.clone(), new);
+            }
+            Parsed::Segment(segment) => {
+                let new = Item {
+                    version,
+                    archived,
+                    deleted: false,
+                    updated_at: now_ms(),
+                    doc: item.doc,
+                    parsed: segment,
+                };
+                self.segments.insert(key.clone(), new);
+            }
+        }
+        Ok(Some(ImportWrite {
+            kind,
+            key,
+            version,
+            before,
+            after,
+        }))
     }
 }
 
@@ -792,6 +877,71 @@ impl AdminStore for MemoryStore {
         );
         state.record(env, flag_key, version, ChangeKind::Kill { killed });
         Ok(true)
+    }
+
+    async fn import(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
+        let prepared = prepare_import(items)?;
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        // Applied to a copy of the items, so a refusal leaves the environment untouched.
+        let mut work = EnvState {
+            env: es.env.clone(),
+            flags: es.flags.clone(),
+            segments: es.segments.clone(),
+            killed: BTreeSet::new(),
+            overrides: es.overrides.clone(),
+            changes: Vec::new(),
+        };
+        let mut outcomes = Vec::with_capacity(prepared.len());
+        let mut written = Vec::new();
+        for item in prepared {
+            let (kind, key) = (item.kind(), item.key.clone());
+            match work.import_item(item) {
+                Ok(Some(write)) => {
+                    outcomes.push(if write.before.is_some() {
+                        ImportOutcome::Replaced
+                    } else {
+                        ImportOutcome::Created
+                    });
+                    written.push(write);
+                }
+                Ok(None) => outcomes.push(ImportOutcome::Unchanged),
+                Err(e) => return Err(BatchError::item(kind, &key, e)),
+            }
+        }
+        let es = state.env_mut(env)?;
+        es.flags = work.flags;
+        es.segments = work.segments;
+        for write in written {
+            let action = if write.before.is_some() {
+                AuditAction::Replace
+            } else {
+                AuditAction::Create
+            };
+            let (audit_kind, change) = match write.kind {
+                ItemKind::Flag => (AuditItemKind::Flag, ChangeKind::Flag { deleted: false }),
+                ItemKind::Segment => (
+                    AuditItemKind::Segment,
+                    ChangeKind::Segment { deleted: false },
+                ),
+            };
+            state.audit(
+                Some(env),
+                audit_kind,
+                &write.key,
+                action,
+                actor,
+                write.before,
+                Some(write.after),
+            );
+            state.record(env, &write.key, write.version, change);
+        }
+        Ok(outcomes)
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {

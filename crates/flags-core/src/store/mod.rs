@@ -589,6 +589,71 @@ impl fmt::Display for Dependent {
     }
 }
 
+/// One flag or segment of an [`AdminStore::import`]: a LaunchDarkly document to store under
+/// `key`, as for [`AdminStore::put_flag`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportItem {
+    /// Flag or segment.
+    pub kind: ItemKind,
+    /// Its key.
+    pub key: String,
+    /// The document.
+    pub doc: Value,
+}
+
+/// What an [`AdminStore::import`] did with one item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportOutcome {
+    /// It did not exist (or was deleted) and was created.
+    Created,
+    /// It existed with another document and was replaced.
+    Replaced,
+    /// It existed with the same document (version and key aside) and was left alone.
+    Unchanged,
+}
+
+/// Why an [`AdminStore::import`] stored nothing.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", batch_message(item.as_ref(), source))]
+pub struct BatchError {
+    /// The item that was refused (`(Flag, "checkout")`); `None` when the batch failed as a
+    /// whole (an unknown environment, an unreachable database).
+    pub item: Option<(ItemKind, String)>,
+    /// Why.
+    #[source]
+    pub source: StoreError,
+}
+
+impl BatchError {
+    /// A failure of the batch as a whole.
+    pub fn whole(source: StoreError) -> BatchError {
+        BatchError { item: None, source }
+    }
+
+    /// A failure of one item.
+    pub fn item(kind: ItemKind, key: &str, source: StoreError) -> BatchError {
+        BatchError {
+            item: Some((kind, key.to_owned())),
+            source,
+        }
+    }
+}
+
+impl From<StoreError> for BatchError {
+    fn from(source: StoreError) -> BatchError {
+        BatchError::whole(source)
+    }
+}
+
+fn batch_message(item: Option<&(ItemKind, String)>, source: &StoreError) -> String {
+    match item {
+        Some((ItemKind::Flag, key)) => format!("flag {key}: {source}"),
+        Some((ItemKind::Segment, key)) => format!("segment {key}: {source}"),
+        None => source.to_string(),
+    }
+}
+
 /// Why a store operation failed, grouped by what the caller does about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -854,6 +919,23 @@ pub trait AdminStore: Send + Sync {
         flag_key: &str,
         killed: bool,
     ) -> Result<bool, StoreError>;
+
+    /// Creates or replaces many flags and segments in one transaction: all of them or none.
+    ///
+    /// Every document's shape is checked before anything is written; then the items are
+    /// applied in the order given, each validated (references, variations still used) against
+    /// the environment as the items before it left it, so an item must come after the items of
+    /// the batch it refers to. An item equal to the stored one (`version` aside, and `key` when
+    /// the document leaves it out) is left alone; the others are written as
+    /// [`AdminStore::put_flag`] would without an expected version (an archived item stays
+    /// archived), each with its own version, audit entry and change. The first refusal rolls
+    /// everything back and names the item. Returns each item's outcome, in order.
+    async fn import(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+    ) -> Result<Vec<ImportOutcome>, BatchError>;
 
     /// The killed flag keys of an environment, sorted.
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError>;

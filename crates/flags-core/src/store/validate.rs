@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use super::{Dependent, Override, SegmentTargetsUpdate, StoreError};
+use super::{BatchError, Dependent, ImportItem, Override, SegmentTargetsUpdate, StoreError};
 use crate::context::validate_kind;
 use crate::model::{Clause, Flag, Operator, Rollout, Segment, SegmentTarget};
 use crate::traits::ItemKind;
@@ -118,6 +118,88 @@ pub fn prepare_segment(
     let segment = Segment::from_json_value(doc.clone())?;
     check_segment_shape(&segment)?;
     Ok((doc, segment))
+}
+
+/// A flag or segment of an import whose shape has been checked.
+#[derive(Debug, Clone)]
+pub struct PreparedItem {
+    /// Its key.
+    pub key: String,
+    /// The document, stamped with `key` and with `version` 0 until [`PreparedItem::stamp`].
+    pub doc: Value,
+    /// The parsed document.
+    pub parsed: Parsed,
+}
+
+/// A parsed flag or segment.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    /// A flag.
+    Flag(Flag),
+    /// A segment.
+    Segment(Segment),
+}
+
+impl PreparedItem {
+    /// Flag or segment.
+    pub fn kind(&self) -> ItemKind {
+        match self.parsed {
+            Parsed::Flag(_) => ItemKind::Flag,
+            Parsed::Segment(_) => ItemKind::Segment,
+        }
+    }
+
+    /// Sets the version the item will be stored at, in the document and the parsed form.
+    pub fn stamp(&mut self, version: u64) {
+        self.doc = restamp_version(&self.doc, version);
+        match &mut self.parsed {
+            Parsed::Flag(flag) => flag.version = version,
+            Parsed::Segment(segment) => segment.version = version,
+        }
+    }
+
+    /// The references to check before the item is stored.
+    pub fn reference_check(&self) -> ReferenceCheck {
+        match &self.parsed {
+            Parsed::Flag(flag) => ReferenceCheck::for_flag(flag),
+            Parsed::Segment(segment) => ReferenceCheck::for_segment(segment),
+        }
+    }
+}
+
+/// Checks the shape of every item of an import ([`prepare_flag`], [`prepare_segment`]) before
+/// anything is written; the first refusal names its item.
+pub fn prepare_import(items: Vec<ImportItem>) -> Result<Vec<PreparedItem>, BatchError> {
+    items
+        .into_iter()
+        .map(|item| {
+            let ImportItem { kind, key, doc } = item;
+            let prepared = match kind {
+                ItemKind::Flag => prepare_flag(&key, doc, 0).map(|(doc, f)| (doc, Parsed::Flag(f))),
+                ItemKind::Segment => {
+                    prepare_segment(&key, doc, 0).map(|(doc, s)| (doc, Parsed::Segment(s)))
+                }
+            };
+            match prepared {
+                Ok((doc, parsed)) => Ok(PreparedItem { key, doc, parsed }),
+                Err(e) => Err(BatchError::item(kind, &key, e)),
+            }
+        })
+        .collect()
+}
+
+/// Whether a stored document equals one being written under `key`, ignoring the `version` the
+/// store sets and a `key` the new document may leave out.
+pub fn same_document(stored: &Value, new: &Value, key: &str) -> bool {
+    let normalize = |doc: &Value| {
+        let mut doc = doc.clone();
+        if let Value::Object(map) = &mut doc {
+            map.remove("version");
+            map.insert("key".to_owned(), Value::String(key.to_owned()));
+        }
+        doc
+    };
+    normalize(stored) == normalize(new)
 }
 
 /// Sets `key` and `version` in a document after checking it is an object whose own `key`, if
