@@ -206,7 +206,7 @@ fn prefix60(state: [u32; 5]) -> u64 {
 
 /// The bucketing hash of an attribute value: strings as they are, integers (including floats
 /// with no fractional part) in decimal; anything else is hash 0, which is bucket 0.
-#[inline]
+#[inline(always)]
 fn hash_value(prefix: &BucketPrefix, value: &Value) -> u64 {
     match value {
         Value::String(s) => prefix.hash(s),
@@ -234,7 +234,7 @@ fn hash_number(prefix: &BucketPrefix, n: &serde_json::Number) -> u64 {
 /// The bucketing hash of a context for a rollout or a segment rule's weight (compare it with
 /// bounds from [`below`]): `(hash, whether the context has the kind)`. A context without the
 /// kind or the attribute has hash 0, bucket 0.
-#[inline]
+#[inline(always)]
 pub(crate) fn hash_context(
     ctx: &Context,
     kind: &str,

@@ -37,6 +37,35 @@ pub(crate) enum Constant {
     Fallthrough(u32),
 }
 
+/// How many attribute values one flag evaluation keeps (see [`CClause::slot`]).
+pub(crate) const SLOTS: usize = 8;
+
+/// A clause whose attribute value is not kept.
+pub(crate) const NO_SLOT: u8 = u8::MAX;
+
+/// Gives the clauses of a flag's rules on custom attributes a slot per distinct (kind,
+/// attribute), for the first [`SLOTS`] such pairs.
+fn assign_slots(rules: &mut [CRule]) {
+    let mut seen: Vec<(Box<str>, Box<str>)> = Vec::new();
+    for clause in rules.iter_mut().flat_map(|r| r.clauses.iter_mut()) {
+        let ClauseAttr::Custom(name) = &clause.attr else {
+            continue;
+        };
+        let at = seen
+            .iter()
+            .position(|(k, n)| *k == clause.kind && n == name)
+            .or_else(|| {
+                (seen.len() < SLOTS).then(|| {
+                    seen.push((clause.kind.clone(), name.clone()));
+                    seen.len() - 1
+                })
+            });
+        if let Some(at) = at {
+            clause.slot = u8::try_from(at).unwrap_or(NO_SLOT);
+        }
+    }
+}
+
 /// A variation index that names no variation: serve no value (the caller's default).
 pub(crate) const NO_VARIATION: u32 = u32::MAX;
 
@@ -83,6 +112,8 @@ pub(crate) struct CRollout {
     pub kind: Box<str>,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
+    /// `bucket_by` is the context key, the usual case, read without an attribute lookup.
+    pub by_key: bool,
     /// `"{flag key}.{salt}."`, or `"{seed}."` when the rollout has a seed.
     pub prefix: BucketPrefix,
     /// (variation, bound, untracked): the bucket's cumulative upper limit, accumulated in f32
@@ -97,6 +128,10 @@ pub(crate) struct CClause {
     /// `kind` is `user`, the kind almost every clause tests, whose context the evaluation looks
     /// up once rather than per clause.
     pub user: bool,
+    /// For a clause of a flag rule on a custom attribute: where one evaluation of the flag keeps
+    /// the attribute's value once it has looked it up, so the flag's other clauses on the same
+    /// attribute do not look again ([`NO_SLOT`] for none).
+    pub slot: u8,
     pub attr: ClauseAttr,
     pub negate: bool,
     pub op: COp,
@@ -150,20 +185,53 @@ pub(crate) struct InSet {
 /// A set of strings: a short list compared directly, or a hash set.
 #[derive(Debug)]
 pub(crate) enum StrSet {
-    Small(Box<[Box<str>]>),
+    Small(SmallSet),
     Large(StrMap<()>),
+}
+
+/// A few strings. Those of up to 8 bytes are held packed into a word with their length (see
+/// [`pack`]), so testing one is two integer compares with nothing to dereference; longer ones
+/// are compared as strings.
+#[derive(Debug, Default)]
+pub(crate) struct SmallSet {
+    short: Box<[(u64, usize)]>,
+    long: Box<[Box<str>]>,
+}
+
+/// Up to 8 bytes as one word: together with the length, different strings give different
+/// words. Overlapping loads from both ends, so no byte-by-byte loop and no `memcpy`.
+#[inline(always)]
+fn pack(s: &[u8]) -> u64 {
+    let n = s.len();
+    let word4 = |at: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u64::from(u32::from_le_bytes(w))
+    };
+    match n {
+        0 => 0,
+        1..=3 => u64::from(s[0]) | (u64::from(s[n / 2]) << 8) | (u64::from(s[n - 1]) << 16),
+        _ => word4(0) | (word4(n - 4) << 32),
+    }
 }
 
 impl Default for StrSet {
     fn default() -> Self {
-        StrSet::Small(Box::new([]))
+        StrSet::Small(SmallSet::default())
     }
 }
 
 impl StrSet {
     fn new(items: Vec<Box<str>>) -> StrSet {
         if items.len() <= SMALL_SET {
-            StrSet::Small(items.into_boxed_slice())
+            let (short, long): (Vec<_>, Vec<_>) = items.into_iter().partition(|i| i.len() <= 8);
+            StrSet::Small(SmallSet {
+                short: short
+                    .iter()
+                    .map(|i| (pack(i.as_bytes()), i.len()))
+                    .collect(),
+                long: long.into_boxed_slice(),
+            })
         } else {
             StrSet::Large(items.into_iter().map(|k| (k, ())).collect())
         }
@@ -172,17 +240,28 @@ impl StrSet {
     #[inline(always)]
     pub fn contains(&self, s: &str) -> bool {
         match self {
-            StrSet::Small(items) => {
-                for i in items.iter() {
-                    if short_eq(i.as_bytes(), s.as_bytes()) {
-                        return true;
+            StrSet::Small(set) => {
+                let n = s.len();
+                if n <= 8 {
+                    let w = pack(s.as_bytes());
+                    for &(iw, il) in set.short.iter() {
+                        if il == n && iw == w {
+                            return true;
+                        }
                     }
+                    false
+                } else {
+                    long_contains(&set.long, s)
                 }
-                false
             }
             StrSet::Large(set) => large_contains(set, s),
         }
     }
+}
+
+#[inline(never)]
+fn long_contains(items: &[Box<str>], s: &str) -> bool {
+    items.iter().any(|i| short_eq(i.as_bytes(), s.as_bytes()))
 }
 
 #[inline(never)]
@@ -244,6 +323,7 @@ impl CFlag {
                 flag.fallthrough.rollout.as_ref(),
             ),
         };
+        assign_slots(&mut c.rules);
         c.constant = if !flag.on {
             Some(Constant::Off)
         } else if let (true, true, true, Outcome::Fixed(v)) = (
@@ -341,10 +421,16 @@ fn compile_outcome(
     Outcome::Rollout(CRollout {
         experiment,
         kind: kind_or_default(&r.context_kind).into(),
+        by_key: is_key(bucket_by.as_ref()),
         bucket_by,
         prefix: BucketPrefix::new(&flag.key, &flag.salt, r.seed),
         buckets,
     })
+}
+
+/// Whether a bucketing reference names the context key.
+fn is_key(attr: Option<&AttrRef>) -> bool {
+    attr.is_some_and(|a| matches!(a.components(), [c] if c == "key"))
 }
 
 /// `bucketBy` is a plain attribute name when no context kind is given, and an attribute
@@ -382,6 +468,7 @@ pub(crate) fn compile_clause(c: &Clause) -> CClause {
     CClause {
         kind: kind.into(),
         user: kind == DEFAULT_KIND,
+        slot: NO_SLOT,
         attr,
         negate: c.negate,
         op: compile_op(&c.op, &c.values),

@@ -11,7 +11,7 @@ use flags_core::{
 
 use crate::big_segments::BigSegmentState;
 use crate::bucket::hash_context;
-use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, NO_VARIATION, Outcome};
+use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, NO_VARIATION, Outcome, SLOTS};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
 use crate::ops::short_eq;
 
@@ -203,6 +203,15 @@ impl<'l> Link<'l> {
     }
 }
 
+/// The custom attribute values one flag evaluation has looked up, by clause slot
+/// ([`CClause::slot`](crate::compile::CClause)). Lives for one evaluation of one flag's rules.
+#[derive(Default)]
+struct Memo<'c> {
+    values: [Option<&'c Value>; SLOTS],
+    /// Bit `i` set: `values[i]` has been looked up.
+    known: u8,
+}
+
 /// One evaluation, prerequisites included: they share the context and what has been learned
 /// from the big-segment store, so its status covers the whole evaluation.
 struct Scope<'a, 'c> {
@@ -284,44 +293,47 @@ fn index32(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
 }
 
-/// Turns the outermost flag's [`Res`] into the detail the caller gets.
-#[inline]
+/// Turns the outermost flag's [`Res`] into the detail the caller gets. Each reason is written
+/// straight into the result, rather than built apart and moved in.
+#[inline(always)]
 fn detail(flag: &CompiledFlag, res: Res) -> EvalDetail<'_> {
     let raw = flag.raw();
-    let reason = match res.why {
-        Why::Off => Reason::OFF,
-        Why::Fallthrough { in_experiment } => Reason::Fallthrough { in_experiment },
-        Why::Target => Reason::TARGET_MATCH,
+    let (value, variation_index) = if res.var == NO_VARIATION {
+        (None, None)
+    } else {
+        let index = res.var as usize;
+        match raw.variations.get(index) {
+            Some(v) => (Some(v), Some(index)),
+            None => return EvalDetail::error(ErrorKind::MalformedFlag),
+        }
+    };
+    let with = |reason| EvalDetail {
+        value,
+        variation_index,
+        reason,
+        big_segments_status: None,
+    };
+    match res.why {
+        Why::Off => with(Reason::OFF),
+        Why::Fallthrough { in_experiment } => with(Reason::Fallthrough { in_experiment }),
+        Why::Target => with(Reason::TARGET_MATCH),
         Why::Rule {
             index,
             in_experiment,
         } => {
             let rule_index = index as usize;
-            Reason::RuleMatch {
+            with(Reason::RuleMatch {
                 rule_index,
                 rule_id: Cow::Borrowed(raw.rules.get(rule_index).map_or("", |r| r.id.as_str())),
                 in_experiment,
-            }
+            })
         }
-        Why::Prerequisite(i) => Reason::PrerequisiteFailed {
+        Why::Prerequisite(i) => with(Reason::PrerequisiteFailed {
             prerequisite_key: Cow::Borrowed(
                 flag.c.prerequisites.get(i as usize).map_or("", |p| &*p.key),
             ),
-        },
-        Why::Malformed => return EvalDetail::error(ErrorKind::MalformedFlag),
-    };
-    if res.var == NO_VARIATION {
-        return EvalDetail {
-            value: None,
-            variation_index: None,
-            reason,
-            big_segments_status: None,
-        };
-    }
-    let index = res.var as usize;
-    match raw.variations.get(index) {
-        Some(v) => EvalDetail::variation(v, index, reason),
-        None => EvalDetail::error(ErrorKind::MalformedFlag),
+        }),
+        Why::Malformed => EvalDetail::error(ErrorKind::MalformedFlag),
     }
 }
 
@@ -357,8 +369,9 @@ impl<'a, 'c> Scope<'a, 'c> {
         {
             return Ok(serve(v, Why::Target));
         }
+        let mut memo = Memo::default();
         for (i, rule) in c.rules.iter().enumerate() {
-            if self.all_match(&rule.clauses, None)? {
+            if self.all_match(&rule.clauses, None, &mut memo)? {
                 let why = Why::Rule {
                     index: index32(i),
                     in_experiment: false,
@@ -437,7 +450,15 @@ impl<'a, 'c> Scope<'a, 'c> {
                 let Some(attr) = &r.bucket_by else {
                     return MALFORMED;
                 };
-                let (hash, had_kind) = hash_context(self.ctx, &r.kind, attr, &r.prefix);
+                let (hash, had_kind) = if r.by_key {
+                    // The key is always a string: hashed as `hash_context` would hash it.
+                    match self.single(&r.kind) {
+                        Some(single) => (r.prefix.hash(single.key()), true),
+                        None => (0, false),
+                    }
+                } else {
+                    hash_context(self.ctx, &r.kind, attr, &r.prefix)
+                };
                 let (var, untracked) = match r.buckets.iter().find(|b| hash < b.1) {
                     Some(b) => (b.0, b.2),
                     // Past the end of the weights: the last bucket, as LaunchDarkly does.
@@ -466,10 +487,11 @@ impl<'a, 'c> Scope<'a, 'c> {
         &mut self,
         clauses: &'a [CClause],
         segs: Option<&Link<'_>>,
+        memo: &mut Memo<'c>,
     ) -> Result<bool, Abort> {
         for c in clauses {
             let matched = match &c.attr {
-                ClauseAttr::Custom(name) => self.custom_matches(c, name),
+                ClauseAttr::Custom(name) => self.custom_matches(c, name, memo),
                 _ => self.special_clause_matches(c, segs)?,
             };
             if !matched {
@@ -479,19 +501,43 @@ impl<'a, 'c> Scope<'a, 'c> {
         Ok(true)
     }
 
+    /// The context of `kind`, using the one found at the start for `user`.
+    #[inline(always)]
+    fn single(&self, kind: &str) -> Option<&'c SingleContext> {
+        if kind == DEFAULT_KIND {
+            self.user
+        } else {
+            self.ctx.as_single(kind)
+        }
+    }
+
     /// A clause on a top-level custom attribute: the common case, kept small so it inlines
     /// into the clause loop.
     #[inline(always)]
-    fn custom_matches(&self, c: &CClause, name: &str) -> bool {
+    fn custom_matches(&self, c: &CClause, name: &str, memo: &mut Memo<'c>) -> bool {
+        let slot = usize::from(c.slot);
+        let value = match memo.values.get_mut(slot) {
+            Some(kept) => {
+                let bit = 1u8 << slot;
+                if memo.known & bit == 0 {
+                    *kept = self.custom_value(c, name);
+                    memo.known |= bit;
+                }
+                *kept
+            }
+            None => self.custom_value(c, name),
+        };
+        value_matches(c, value)
+    }
+
+    #[inline(always)]
+    fn custom_value(&self, c: &CClause, name: &str) -> Option<&'c Value> {
         let single = if c.user {
             self.user
         } else {
             self.ctx.as_single(&c.kind)
         };
-        let Some(single) = single else {
-            return false;
-        };
-        value_matches(c, custom_attribute(single, name))
+        custom_attribute(single?, name)
     }
 
     /// A clause on a built-in attribute or an attribute path.
@@ -528,7 +574,7 @@ impl<'a, 'c> Scope<'a, 'c> {
                 Ok(any != c.negate)
             }
             ClauseAttr::Ref(attr) => Ok(self.attribute_matches(c, attr)),
-            ClauseAttr::Custom(name) => Ok(self.custom_matches(c, name)),
+            ClauseAttr::Custom(name) => Ok(value_matches(c, self.custom_value(c, name))),
         }
     }
 
@@ -583,7 +629,8 @@ impl<'a, 'c> Scope<'a, 'c> {
         link: &Link<'_>,
     ) -> Result<bool, Abort> {
         for rule in seg.c.rules.iter() {
-            if !self.all_match(&rule.clauses, Some(link))? {
+            // Segment clauses have no slots; the memo is only for the flag's own clauses.
+            if !self.all_match(&rule.clauses, Some(link), &mut Memo::default())? {
                 continue;
             }
             let Some(weight) = rule.weight else {

@@ -331,3 +331,57 @@ fn deep_prerequisite_chains_are_malformed_not_a_crash() {
         json!({"value": true, "variationIndex": 0, "reason": {"kind": "FALLTHROUGH"}}),
     );
 }
+
+/// One evaluation keeps the custom attribute values its rules look up, one per (kind,
+/// attribute): the same name under another kind, a prerequisite's own rules, more distinct
+/// attributes than are kept, and an attribute missing from the context must all still count.
+#[test]
+fn rules_reading_the_same_attributes_each_see_their_own_values() {
+    let clause = |kind: &str, attr: &str, value: &str| json!({"contextKind": kind, "attribute": attr, "op": "in", "values": [value]});
+    // Rules 0 to 9 each test `country` (true for the user, false for the org) and one of ten
+    // attributes a0..a9 with a value the context does not have; rule 10 tests them all with the
+    // right values, and the org's country last.
+    let mut rules: Vec<Value> = (0..10)
+        .map(|i| {
+            json!({"id": format!("r{i}"), "variation": 0, "clauses": [
+                clause("user", "country", "gb"),
+                clause("user", &format!("a{i}"), "wrong"),
+            ]})
+        })
+        .collect();
+    let mut last: Vec<Value> = (0..10)
+        .map(|i| clause("user", &format!("a{i}"), &format!("v{i}")))
+        .collect();
+    last.push(clause("user", "missing", "x"));
+    rules.push(json!({"id": "needs-missing", "variation": 0, "clauses": last.clone()}));
+    last.pop();
+    last.push(clause("org", "country", "fr"));
+    last.push(clause("user", "country", "gb"));
+    rules.push(json!({"id": "all", "variation": 1, "clauses": last}));
+    let data = compile(json!({"flags": {
+        "many": {"on": true, "variations": ["no", "yes", "fallthrough"], "fallthrough": {"variation": 2},
+            "rules": rules},
+        "gated": {"on": true, "variations": [false, true], "fallthrough": {"variation": 1},
+            "prerequisites": [{"key": "many", "variation": 1}],
+            "rules": [{"id": "org-gb", "variation": 0, "clauses": [clause("org", "country", "gb")]}]}
+    }}));
+    let ev = Evaluator::new(&data);
+    let mut user = json!({"key": "u", "country": "gb"});
+    for i in 0..10 {
+        user[format!("a{i}")] = json!(format!("v{i}"));
+    }
+    let context = json!({"kind": "multi", "user": user, "org": {"key": "o", "country": "fr"}});
+    check(
+        &ev,
+        "many",
+        context.clone(),
+        json!({"value": "yes", "variationIndex": 1,
+            "reason": {"kind": "RULE_MATCH", "ruleIndex": 11, "ruleId": "all"}}),
+    );
+    check(
+        &ev,
+        "gated",
+        context,
+        json!({"value": true, "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
+    );
+}
