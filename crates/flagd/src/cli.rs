@@ -7,7 +7,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError};
+use flags_store_postgres::redact_url;
+
+use crate::config::{Config, ConfigError, Redacted};
 
 const ABOUT: &str = "A self-hosted feature-flag server for LaunchDarkly-format flag data.";
 
@@ -76,12 +78,20 @@ pub enum Command {
     Export(ExportArgs),
 }
 
-/// Where the database is, for the database subcommands.
-#[derive(Debug, Default, Args)]
+/// Where the database is, for the database subcommands. Its `Debug` hides the URL's password.
+#[derive(Default, Args)]
 pub struct DatabaseArgs {
     /// PostgreSQL URL (`postgres://user@host/db`) [env: FLAGD_DATABASE_URL].
     #[arg(long = "database", value_name = "URL")]
     pub database: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseArgs")
+            .field("database", &self.database.as_deref().map(redact_url))
+            .finish()
+    }
 }
 
 impl DatabaseArgs {
@@ -119,8 +129,9 @@ pub struct ExportArgs {
     pub database: DatabaseArgs,
 }
 
-/// `flagd serve` options; each overrides the configuration file and the environment.
-#[derive(Debug, Default, Args)]
+/// `flagd serve` options; each overrides the configuration file and the environment. Its
+/// `Debug` hides the secrets, as [`Config`]'s does.
+#[derive(Default, Args)]
 pub struct ServeArgs {
     /// YAML configuration file.
     #[arg(long, value_name = "PATH")]
@@ -155,6 +166,23 @@ pub struct ServeArgs {
     /// FLAGD_ADMIN_KEY, which does not show in the process list.
     #[arg(long = "admin-key", value_name = "KEY")]
     pub admin_key: Option<String>,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("config", &self.config)
+            .field("files", &self.files)
+            .field("listen", &self.listen)
+            .field("sdk_keys", &Redacted::keys(&self.sdk_keys))
+            .field("log", &self.log)
+            .field("poll_interval_ms", &self.poll_interval_ms)
+            .field("debounce_ms", &self.debounce_ms)
+            .field("keepalive_ms", &self.keepalive_ms)
+            .field("database", &self.database.as_deref().map(redact_url))
+            .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
+            .finish()
+    }
 }
 
 /// `flagd validate` arguments.
@@ -220,6 +248,38 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn argument_debug_output_hides_secrets() {
+        let serve = Cli::try_parse_from([
+            "flagd",
+            "serve",
+            "--database",
+            "postgres://u:db-s3cret@h/d",
+            "--admin-key",
+            "admin-s3cret",
+            "--sdk-key",
+            "sdk-s3cret",
+        ])
+        .unwrap();
+        let import = Cli::try_parse_from([
+            "flagd",
+            "import",
+            "--env",
+            "p",
+            "--file",
+            "f.json",
+            "--database",
+            "postgres://u:db-s3cret@h/d",
+        ])
+        .unwrap();
+        for shown in [format!("{serve:?}"), format!("{import:?}")] {
+            for secret in ["db-s3cret", "admin-s3cret", "sdk-s3cret"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains("postgres://u:***@h/d"), "{shown}");
+        }
     }
 
     #[test]

@@ -7,13 +7,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use flags_store_postgres::redact_url;
 use serde::{Deserialize, Serialize};
 
 /// The port flagd listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8013";
 
-/// Everything `flagd serve` can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything `flagd serve` can be told. Its `Debug` hides the secrets: SDK keys, the admin key
+/// and the database URL's password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8013`; port 0 picks a free port).
@@ -35,6 +37,49 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Root mode: how the database's changes are followed.
     pub sync: SyncConfig,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("files", &self.files)
+            .field("sdk_keys", &Redacted::keys(&self.sdk_keys))
+            .field("reload", &self.reload)
+            .field("http", &self.http)
+            .field("log", &self.log)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
+            .field("sync", &self.sync)
+            .finish()
+    }
+}
+
+/// How a secret shows in `Debug` output.
+pub(crate) enum Redacted {
+    /// One secret.
+    One,
+    /// This many secrets.
+    Many(usize),
+}
+
+impl Redacted {
+    /// A list of secrets, by count.
+    pub(crate) fn keys(keys: &[String]) -> Redacted {
+        Redacted::Many(keys.len())
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Redacted::One => f.write_str("<redacted>"),
+            Redacted::Many(n) => write!(f, "<{n} redacted>"),
+        }
+    }
 }
 
 /// Root mode: how the database's changes are followed.
@@ -315,6 +360,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config {
+            sdk_keys: vec!["sdk-secret-1".to_owned(), "sdk-secret-2".to_owned()],
+            database_url: Some("postgres://flagd:db-s3cret@db.internal:5432/flags".to_owned()),
+            admin_key: Some("admin-s3cret".to_owned()),
+            ..Config::default()
+        };
+        for shown in [format!("{config:?}"), format!("{config:#?}")] {
+            for secret in ["sdk-secret-1", "sdk-secret-2", "db-s3cret", "admin-s3cret"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("postgres://flagd:***@db.internal:5432/flags"),
+                "{shown}"
+            );
+            assert!(shown.contains("<2 redacted>"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+        let plain = format!("{:?}", Config::default());
+        assert!(plain.contains("database_url: None") && plain.contains("admin_key: None"));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs

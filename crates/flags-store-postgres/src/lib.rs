@@ -46,8 +46,8 @@ pub const CHANNEL: &str = "flagd_changes";
 /// The largest payload sent whole; PostgreSQL refuses notifications of 8000 bytes or more.
 const MAX_PAYLOAD: usize = 7_000;
 
-/// How to reach the database.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// How to reach the database. Its `Debug` hides the URL's password ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://user@host:port/database`.
@@ -67,6 +67,57 @@ impl Default for PostgresConfig {
             acquire_timeout_ms: 3_000,
         }
     }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
+            .finish()
+    }
+}
+
+/// A database URL fit for logs: the password of `postgres://user:password@host/db` and any
+/// `password` query parameter become `***`. Everything else is kept, so the URL still says
+/// which database is meant.
+pub fn redact_url(url: &str) -> String {
+    const HIDDEN: &str = "***";
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:{HIDDEN}@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = match query.split_once('#') {
+                Some((query, fragment)) => (query, Some(fragment)),
+                None => (query, None),
+            };
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if name.eq_ignore_ascii_case("password") => {
+                        format!("{name}={HIDDEN}")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
 }
 
 impl PostgresConfig {
@@ -1648,4 +1699,37 @@ async fn change_by_seq(pool: &PgPool, seq: u64) -> Result<Option<Change>, StoreE
             .await
             .map_err(db)?;
     row.map(change_from_row).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PostgresConfig, redact_url};
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        for (url, shown) in [
+            (
+                "postgres://user:s3cret@db.example:5432/flags",
+                "postgres://user:***@db.example:5432/flags",
+            ),
+            (
+                "postgresql://user:p%40ss@host/db?sslmode=require",
+                "postgresql://user:***@host/db?sslmode=require",
+            ),
+            ("postgres://us:er:x@y@host", "postgres://us:***@host"),
+            (
+                "postgres://host/db?user=u&password=s3cret&sslmode=disable",
+                "postgres://host/db?user=u&password=***&sslmode=disable",
+            ),
+            ("postgres://user@host/db", "postgres://user@host/db"),
+            ("postgres://host", "postgres://host"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+        let config = PostgresConfig::new("postgres://user:s3cret@host/db");
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("postgres://user:***@host/db"), "{debug}");
+    }
 }
