@@ -953,6 +953,90 @@ async fn audit_shows_exactly_the_applied_writes_with_their_actor() {
     );
 }
 
+#[tokio::test]
+async fn the_whole_audit_log_shows_actions_of_no_environment() {
+    let (api, _store) = with_envs().await;
+    let r = api.post("/keys", json!({"name": "ops"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let ops_id = r.body["id"].as_u64().unwrap();
+    let ops_secret = r.body["key"].as_str().unwrap().to_owned();
+    let ops = api.with_auth(&ops_secret);
+    let r = api.delete(&format!("/keys/{ops_id}"), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    api.put("/environments/prod/flags/f", flag(json!([1])), &[])
+        .await;
+
+    // Newest first: the flag, the key's revocation and creation (tied to no environment), then
+    // the environments' creations.
+    let r = api.get("/audit").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let summary: Vec<(Value, Value, Value, Value)> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["env"].clone(),
+                e["itemKind"].clone(),
+                e["itemKey"].clone(),
+                e["action"].clone(),
+            )
+        })
+        .collect();
+    let id = json!(ops_id.to_string());
+    assert_eq!(
+        summary,
+        [
+            (json!("prod"), json!("flag"), json!("f"), json!("create")),
+            (Value::Null, json!("api_key"), id.clone(), json!("revoke")),
+            (Value::Null, json!("api_key"), id, json!("create")),
+            (
+                json!("staging"),
+                json!("environment"),
+                json!("staging"),
+                json!("create")
+            ),
+            (
+                json!("prod"),
+                json!("environment"),
+                json!("prod"),
+                json!("create")
+            ),
+        ]
+    );
+    assert_eq!(r.body["items"][1]["actor"]["name"], "bootstrap");
+    assert!(!r.body.to_string().contains(&ops_secret), "no secrets");
+
+    // Paging, as for an environment's log.
+    let r = api.get("/audit?limit=2").await;
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    let oldest = items[1]["id"].as_u64().unwrap();
+    let r = api.get(&format!("/audit?before={oldest}&limit=1")).await;
+    assert_eq!(r.body["items"][0]["action"], "create");
+    assert_eq!(r.body["items"][0]["itemKind"], "api_key");
+    let r = api.get("/audit?limit=0").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    r.assert_problem("invalid");
+
+    // It spans environments: a key limited to one gets 403, a revoked one 401.
+    let prod_admin = api.create_key("prod", "admin", "prod-admin").await;
+    let r = api.as_key(&prod_admin).get("/audit").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    r.assert_problem("forbidden");
+    assert_eq!(ops.get("/audit").await.status, StatusCode::UNAUTHORIZED);
+
+    // The OpenAPI document lists it, with its paging parameters.
+    let doc = openapi_document();
+    let params: Vec<&str> = doc["paths"]["/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(params, ["limit", "before"]);
+}
+
 // ------------------------------------------------------------------ outages
 
 #[tokio::test]

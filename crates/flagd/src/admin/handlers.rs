@@ -923,14 +923,19 @@ pub struct AuditParams {
     before: Option<String>,
 }
 
-/// `GET /environments/{env}/audit`.
-pub async fn audit(
-    State(state): State<AdminState>,
-    Path(env): Path<String>,
-    q: Result<Query<AuditParams>, QueryRejection>,
-) -> Answer {
-    let params = query(q)?;
-    let limit = match params.limit.as_deref() {
+/// The query of the whole audit log.
+#[derive(Debug, Default, Deserialize)]
+pub struct GlobalAuditParams {
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+/// Reads the `limit` and `before` parameters of the audit routes.
+fn audit_paging(
+    limit: Option<&str>,
+    before: Option<&str>,
+) -> Result<(usize, Option<u64>), Problem> {
+    let limit = match limit {
         None => DEFAULT_AUDIT_LIMIT,
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=MAX_AUDIT_LIMIT).contains(&n) => n,
@@ -942,13 +947,24 @@ pub async fn audit(
             }
         },
     };
-    let before_id = match params.before.as_deref() {
+    let before_id = match before {
         None => None,
         Some(text) => Some(
             text.parse::<u64>()
                 .map_err(|_| Problem::invalid("before", "expected an audit entry id"))?,
         ),
     };
+    Ok((limit, before_id))
+}
+
+/// `GET /environments/{env}/audit`.
+pub async fn audit(
+    State(state): State<AdminState>,
+    Path(env): Path<String>,
+    q: Result<Query<AuditParams>, QueryRejection>,
+) -> Answer {
+    let params = query(q)?;
+    let (limit, before_id) = audit_paging(params.limit.as_deref(), params.before.as_deref())?;
     // A missing environment is a 404, not an empty log.
     state.store.get_environment(&env).await?;
     let mut audit_query = match params.flag.as_deref() {
@@ -956,6 +972,26 @@ pub async fn audit(
         None => AuditQuery::env(&env, limit),
     };
     audit_query.before_id = before_id;
+    let items = state.store.audit_log(&audit_query).await?;
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+/// `GET /audit`: every entry, those of no environment (keys for every environment) included.
+/// It spans environments, so it needs a key for every environment.
+pub async fn global_audit(
+    State(state): State<AdminState>,
+    Extension(principal): Extension<Principal>,
+    q: Result<Query<GlobalAuditParams>, QueryRejection>,
+) -> Answer {
+    principal.check_global()?;
+    let params = query(q)?;
+    let (limit, before_id) = audit_paging(params.limit.as_deref(), params.before.as_deref())?;
+    let audit_query = AuditQuery {
+        env: None,
+        item: None,
+        limit,
+        before_id,
+    };
     let items = state.store.audit_log(&audit_query).await?;
     Ok(Json(json!({ "items": items })).into_response())
 }

@@ -122,6 +122,7 @@ fn method_router(route: &Route) -> MethodRouter<AdminState> {
         Op::SetOverride => on(filter, h::set_override),
         Op::RemoveOverride => on(filter, h::remove_override),
         Op::Audit => on(filter, h::audit),
+        Op::GlobalAudit => on(filter, h::global_audit),
         Op::CreateEnvKey => on(filter, h::create_env_key),
         Op::CreateGlobalKey => on(filter, h::create_global_key),
         Op::ListKeys => on(filter, h::list_keys),

@@ -73,6 +73,7 @@ pub enum Op {
     SetOverride,
     RemoveOverride,
     Audit,
+    GlobalAudit,
     CreateEnvKey,
     CreateGlobalKey,
     ListKeys,
@@ -450,6 +451,21 @@ pub static ROUTES: &[Route] = &[
     ])
     .ok(200, Some("AuditList"))
     .errors(&[400, 404]),
+    route(
+        Get,
+        "/audit",
+        Op::GlobalAudit,
+        "Read the whole audit log, newest first: every environment's entries and those tied to none (keys for every environment); needs a key for every environment",
+    )
+    .query(&[
+        (
+            "limit",
+            "At most this many entries (default 100, at most 1000).",
+        ),
+        ("before", "Only entries older than this entry id (paging)."),
+    ])
+    .ok(200, Some("AuditList"))
+    .errors(&[400]),
     // API keys.
     route(
         Post,
