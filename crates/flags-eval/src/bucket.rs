@@ -7,7 +7,7 @@
 //! value and its padding, and runs one SHA-1 compression (two for long messages). Integers are
 //! formatted on the stack, so bucketing does not allocate.
 
-use flags_core::{AttrRef, Context, Value};
+use flags_core::{AttrRef, SingleContext, Value};
 use sha1::digest::generic_array::GenericArray;
 use sha1::{Digest, Sha1};
 
@@ -232,18 +232,23 @@ fn hash_number(prefix: &BucketPrefix, n: &serde_json::Number) -> u64 {
 }
 
 /// The bucketing hash of a context for a rollout or a segment rule's weight (compare it with
-/// bounds from [`below`]): `(hash, whether the context has the kind)`. A context without the
-/// kind or the attribute has hash 0, bucket 0.
+/// bounds from [`below`]), given the context's part of the rollout's kind (`None`: the context
+/// lacks the kind): `(hash, whether the context has the kind)`. A context without the kind or
+/// the attribute has hash 0, bucket 0. `by_key` says that `attr` is the context key, which is
+/// always a string and is read without an attribute lookup.
 #[inline(always)]
 pub(crate) fn hash_context(
-    ctx: &Context,
-    kind: &str,
+    single: Option<&SingleContext>,
     attr: &AttrRef,
+    by_key: bool,
     prefix: &BucketPrefix,
 ) -> (u64, bool) {
-    let Some(single) = ctx.as_single(kind) else {
+    let Some(single) = single else {
         return (0, false);
     };
+    if by_key {
+        return (prefix.hash(single.key()), true);
+    }
     match single.get(attr) {
         Some(v) => (hash_value(prefix, v), true),
         None => (0, true),

@@ -25,6 +25,9 @@ pub(crate) struct CFlag {
     pub constant: Option<Constant>,
     /// The off variation ([`NO_VARIATION`] when the flag has none).
     pub off: u32,
+    /// The flag is on and has no prerequisites, targets or rules: it serves its fallthrough,
+    /// and its evaluation can reach no other flag or segment.
+    pub only_fallthrough: bool,
     pub prerequisites: Box<[CPrereq]>,
     pub targets: Box<[TargetGroup]>,
     pub rules: Box<[CRule]>,
@@ -114,6 +117,8 @@ pub(crate) struct CRollout {
     pub bucket_by: Option<AttrRef>,
     /// `bucket_by` is the context key, the usual case, read without an attribute lookup.
     pub by_key: bool,
+    /// `kind` is `user`.
+    pub user: bool,
     /// `"{flag key}.{salt}."`, or `"{seed}."` when the rollout has a seed.
     pub prefix: BucketPrefix,
     /// (variation, bound, untracked): the bucket's cumulative upper limit, accumulated in f32
@@ -291,6 +296,8 @@ pub(crate) struct CSegmentRule {
     pub kind: Box<str>,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
+    /// `bucket_by` is the context key.
+    pub by_key: bool,
     /// `"{segment key}.{salt}."`.
     pub prefix: BucketPrefix,
 }
@@ -300,6 +307,7 @@ impl CFlag {
         let mut c = CFlag {
             constant: None,
             off: flag.off_variation.map_or(NO_VARIATION, variation_index),
+            only_fallthrough: false,
             prerequisites: flag
                 .prerequisites
                 .iter()
@@ -324,6 +332,8 @@ impl CFlag {
             ),
         };
         assign_slots(&mut c.rules);
+        c.only_fallthrough =
+            flag.on && c.prerequisites.is_empty() && c.targets.is_empty() && c.rules.is_empty();
         c.constant = if !flag.on {
             Some(Constant::Off)
         } else if let (true, true, true, Outcome::Fixed(v)) = (
@@ -422,6 +432,7 @@ fn compile_outcome(
         experiment,
         kind: kind_or_default(&r.context_kind).into(),
         by_key: is_key(bucket_by.as_ref()),
+        user: kind_or_default(&r.context_kind) == DEFAULT_KIND,
         bucket_by,
         prefix: BucketPrefix::new(&flag.key, &flag.salt, r.seed),
         buckets,
@@ -590,6 +601,7 @@ impl CSegment {
                         weight: r.weight.map(|w| below(w as f32 / 100_000.0)),
                         kind: kind_or_default(kind).into(),
                         bucket_by: bucket_by_ref(r.bucket_by.as_deref(), kind),
+                        by_key: is_key(bucket_by_ref(r.bucket_by.as_deref(), kind).as_ref()),
                         prefix: BucketPrefix::new(&s.key, &s.salt, None),
                     }
                 })

@@ -11,7 +11,9 @@ use flags_core::{
 
 use crate::big_segments::BigSegmentState;
 use crate::bucket::hash_context;
-use crate::compile::{CClause, CFlag, COp, ClauseAttr, Constant, NO_VARIATION, Outcome, SLOTS};
+use crate::compile::{
+    CClause, CFlag, COp, CRollout, ClauseAttr, Constant, NO_VARIATION, Outcome, SLOTS,
+};
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
 use crate::ops::short_eq;
 
@@ -95,7 +97,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Evaluates one compiled flag of this evaluator's snapshot.
-    #[inline]
+    #[inline(always)]
     pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
         if (self.kill_set.is_some() || self.overrides.is_some())
             && let Some(detail) = self.operations(flag, context)
@@ -105,6 +107,16 @@ impl<'a> Evaluator<'a> {
         match flag.c.constant {
             Some(Constant::Off) => detail(flag, off(flag, Why::Off)),
             Some(Constant::Fallthrough(v)) => detail(flag, serve(v, Why::FALLTHROUGH)),
+            // Nothing but a fallthrough rollout: no other flag or segment can be reached, so
+            // there is no chain or big-segment state to keep.
+            None if flag.c.only_fallthrough => {
+                let res = match &flag.c.fallthrough {
+                    Outcome::Rollout(r) => rollout(r, context.as_single(&r.kind), Why::FALLTHROUGH),
+                    Outcome::Fixed(v) => serve(*v, Why::FALLTHROUGH),
+                    Outcome::Malformed => MALFORMED,
+                };
+                detail(flag, res)
+            }
             None => self.evaluate_rules(flag, context),
         }
     }
@@ -369,6 +381,16 @@ impl<'a, 'c> Scope<'a, 'c> {
         {
             return Ok(serve(v, Why::Target));
         }
+        if !c.rules.is_empty()
+            && let Some(res) = self.match_rules(c)?
+        {
+            return Ok(res);
+        }
+        Ok(self.outcome(&c.fallthrough, Why::FALLTHROUGH))
+    }
+
+    /// The outcome of the first rule that matches, if any.
+    fn match_rules(&mut self, c: &'a CFlag) -> Result<Option<Res>, Abort> {
         let mut memo = Memo::default();
         for (i, rule) in c.rules.iter().enumerate() {
             if self.all_match(&rule.clauses, None, &mut memo)? {
@@ -376,10 +398,10 @@ impl<'a, 'c> Scope<'a, 'c> {
                     index: index32(i),
                     in_experiment: false,
                 };
-                return Ok(self.outcome(&rule.outcome, why));
+                return Ok(Some(self.outcome(&rule.outcome, why)));
             }
         }
-        Ok(self.outcome(&c.fallthrough, Why::FALLTHROUGH))
+        Ok(None)
     }
 
     /// `Some(index)` of the first failed prerequisite.
@@ -447,36 +469,12 @@ impl<'a, 'c> Scope<'a, 'c> {
             Outcome::Fixed(v) => serve(*v, why),
             Outcome::Malformed => MALFORMED,
             Outcome::Rollout(r) => {
-                let Some(attr) = &r.bucket_by else {
-                    return MALFORMED;
-                };
-                let (hash, had_kind) = if r.by_key {
-                    // The key is always a string: hashed as `hash_context` would hash it.
-                    match self.single(&r.kind) {
-                        Some(single) => (r.prefix.hash(single.key()), true),
-                        None => (0, false),
-                    }
+                let single = if r.user {
+                    self.user
                 } else {
-                    hash_context(self.ctx, &r.kind, attr, &r.prefix)
+                    self.ctx.as_single(&r.kind)
                 };
-                let (var, untracked) = match r.buckets.iter().find(|b| hash < b.1) {
-                    Some(b) => (b.0, b.2),
-                    // Past the end of the weights: the last bucket, as LaunchDarkly does.
-                    None => r
-                        .buckets
-                        .last()
-                        .map_or((NO_VARIATION - 1, true), |b| (b.0, b.2)),
-                };
-                let in_experiment = r.experiment && !untracked && had_kind;
-                let why = match why {
-                    Why::Fallthrough { .. } => Why::Fallthrough { in_experiment },
-                    Why::Rule { index, .. } => Why::Rule {
-                        index,
-                        in_experiment,
-                    },
-                    other => other,
-                };
-                serve(var, why)
+                rollout(r, single, why)
             }
         }
     }
@@ -639,7 +637,7 @@ impl<'a, 'c> Scope<'a, 'c> {
             let Some(attr) = &rule.bucket_by else {
                 return Err(Abort);
             };
-            let (hash, _) = hash_context(self.ctx, &rule.kind, attr, &rule.prefix);
+            let (hash, _) = hash_context(self.single(&rule.kind), attr, rule.by_key, &rule.prefix);
             if hash < weight {
                 return Ok(true);
             }
@@ -662,6 +660,34 @@ impl<'a, 'c> Scope<'a, 'c> {
         self.big
             .check(self.ev.big_segments, single.key(), reference)
     }
+}
+
+/// The variation a rollout serves to `single`, the context's part of the rollout's kind (`None`
+/// when the context lacks that kind), with `why` marked in the experiment when it is one.
+#[inline(always)]
+fn rollout(r: &CRollout, single: Option<&SingleContext>, why: Why) -> Res {
+    let Some(attr) = &r.bucket_by else {
+        return MALFORMED;
+    };
+    let (hash, had_kind) = hash_context(single, attr, r.by_key, &r.prefix);
+    let (var, untracked) = match r.buckets.iter().find(|b| hash < b.1) {
+        Some(b) => (b.0, b.2),
+        // Past the end of the weights: the last bucket, as LaunchDarkly does.
+        None => r
+            .buckets
+            .last()
+            .map_or((NO_VARIATION - 1, true), |b| (b.0, b.2)),
+    };
+    let in_experiment = r.experiment && !untracked && had_kind;
+    let why = match why {
+        Why::Fallthrough { .. } => Why::Fallthrough { in_experiment },
+        Why::Rule { index, .. } => Why::Rule {
+            index,
+            in_experiment,
+        },
+        other => other,
+    };
+    serve(var, why)
 }
 
 /// Whether a clause matches the attribute value found (`None`: the context lacks it).

@@ -71,9 +71,11 @@ const K2: u64 = 0x8ebc_6af0_9c88_c6e3;
 fn hash_str(seed: u64, s: &str) -> u64 {
     let s = s.as_bytes();
     let n = s.len();
-    let (a, b) = if n <= 16 {
-        // Overlapping loads from both ends cover every byte.
-        match n {
+    if n <= 16 {
+        // Overlapping loads from both ends cover every byte; the length tells the overlaps
+        // apart. One multiplication is enough for a table that also compares full hashes and
+        // keys.
+        let (a, b) = match n {
             0 => (0, 0),
             1..=3 => (
                 u64::from(s[0]) | (u64::from(s[n / 2]) << 8) | (u64::from(s[n - 1]) << 16),
@@ -81,22 +83,27 @@ fn hash_str(seed: u64, s: &str) -> u64 {
             ),
             4..=7 => (word4(s, 0), word4(s, n - 4)),
             _ => (word8(s, 0), word8(s, n - 8)),
-        }
-    } else {
-        let mut h = seed;
-        let mut chunks = s.chunks_exact(16);
-        for c in &mut chunks {
-            h = fold(word8(c, 0) ^ K1, word8(c, 8) ^ h);
-        }
-        // The last 16 bytes (overlapping the loop's when the length is not a multiple of 16).
-        (word8(s, n - 16) ^ h, word8(s, n - 8))
-    };
+        };
+        return fold(a ^ seed ^ K1, b ^ ((n as u64) << 56) ^ K2);
+    }
+    long_hash(seed, s)
+}
+
+#[inline(never)]
+fn long_hash(seed: u64, s: &[u8]) -> u64 {
+    let n = s.len();
+    let mut h = seed;
+    for c in s.chunks_exact(16) {
+        h = fold(word8(c, 0) ^ K1, word8(c, 8) ^ h);
+    }
+    // The last 16 bytes (overlapping the loop's when the length is not a multiple of 16).
+    let (a, b) = (word8(s, n - 16) ^ h, word8(s, n - 8));
     fold(a ^ K1, b ^ seed ^ K2) ^ fold(n as u64 ^ K0, seed)
 }
 
 impl<V> StrMap<V> {
     /// The value stored under `key`.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &str) -> Option<&V> {
         if self.slots.is_empty() {
             return None;
