@@ -14,15 +14,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::validate::{
-    Parsed, PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
     prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };
 use super::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
-    Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, FlagOverride,
-    ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
-    StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
+    Change, ChangeKind, ChangeSubscription, CreatedApiKey, Dependent, EnvSnapshot, Environment,
+    FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey,
+    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
 };
 use crate::model::{Flag, Segment};
 use crate::traits::ItemKind;
@@ -137,6 +137,273 @@ impl MemoryStore {
             ));
         }
         Ok(state)
+    }
+}
+
+/// What differs between flags and segments in this store; the writes themselves are written
+/// once, over this.
+trait Kind: Clone + Sized {
+    const KIND: ItemKind;
+
+    fn items(es: &EnvState) -> &BTreeMap<String, Item<Self>>;
+
+    fn items_mut(es: &mut EnvState) -> &mut BTreeMap<String, Item<Self>>;
+
+    /// Checks the shape of a document and stamps it ([`prepare_flag`], [`prepare_segment`]).
+    fn prepare(key: &str, doc: Value, version: u64) -> Result<(Value, Self), StoreError>;
+
+    fn set_version(&mut self, version: u64);
+
+    fn references(&self) -> ReferenceCheck;
+
+    /// The live items referring to `key`, which must go before it can be deleted or archived.
+    fn dependents(es: &EnvState, key: &str) -> Vec<Dependent>;
+
+    /// What replacing the live item `key` by `new` must not break besides references.
+    fn check_replace(es: &EnvState, key: &str, new: &Self) -> Result<(), StoreError>;
+}
+
+impl Kind for Flag {
+    const KIND: ItemKind = ItemKind::Flag;
+
+    fn items(es: &EnvState) -> &BTreeMap<String, Item<Flag>> {
+        &es.flags
+    }
+
+    fn items_mut(es: &mut EnvState) -> &mut BTreeMap<String, Item<Flag>> {
+        &mut es.flags
+    }
+
+    fn prepare(key: &str, doc: Value, version: u64) -> Result<(Value, Flag), StoreError> {
+        prepare_flag(key, doc, version)
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn references(&self) -> ReferenceCheck {
+        ReferenceCheck::for_flag(self)
+    }
+
+    fn dependents(es: &EnvState, key: &str) -> Vec<Dependent> {
+        flag_dependents(key, es.live_flags())
+    }
+
+    fn check_replace(es: &EnvState, key: &str, new: &Flag) -> Result<(), StoreError> {
+        let dependents = es
+            .live_flags()
+            .filter(|f| f.prerequisites.iter().any(|p| p.key == key));
+        check_variations_still_used(new, dependents, &es.overrides_of(key))
+    }
+}
+
+impl Kind for Segment {
+    const KIND: ItemKind = ItemKind::Segment;
+
+    fn items(es: &EnvState) -> &BTreeMap<String, Item<Segment>> {
+        &es.segments
+    }
+
+    fn items_mut(es: &mut EnvState) -> &mut BTreeMap<String, Item<Segment>> {
+        &mut es.segments
+    }
+
+    fn prepare(key: &str, doc: Value, version: u64) -> Result<(Value, Segment), StoreError> {
+        prepare_segment(key, doc, version)
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    fn references(&self) -> ReferenceCheck {
+        ReferenceCheck::for_segment(self)
+    }
+
+    fn dependents(es: &EnvState, key: &str) -> Vec<Dependent> {
+        segment_dependents(key, es.live_flags(), es.live_segments())
+    }
+
+    fn check_replace(_: &EnvState, _: &str, _: &Segment) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+fn item_not_found(kind: ItemKind, env: &str, key: &str) -> StoreError {
+    match kind {
+        ItemKind::Flag => flag_not_found(env, key),
+        ItemKind::Segment => segment_not_found(env, key),
+    }
+}
+
+fn audit_kind(kind: ItemKind) -> AuditItemKind {
+    match kind {
+        ItemKind::Flag => AuditItemKind::Flag,
+        ItemKind::Segment => AuditItemKind::Segment,
+    }
+}
+
+fn item_change(kind: ItemKind, deleted: bool) -> ChangeKind {
+    match kind {
+        ItemKind::Flag => ChangeKind::Flag { deleted },
+        ItemKind::Segment => ChangeKind::Segment { deleted },
+    }
+}
+
+impl MemoryStore {
+    /// The live item `key`, as `to` shows it.
+    fn get_item<T: Kind, R>(
+        &self,
+        env: &str,
+        key: &str,
+        to: fn(&str, &Item<T>) -> R,
+    ) -> Result<R, StoreError> {
+        let state = self.open()?;
+        let item = T::items(state.env(env)?).get(key).and_then(Item::live);
+        item.map(|item| to(key, item))
+            .ok_or_else(|| item_not_found(T::KIND, env, key))
+    }
+
+    /// The items matching `filter`, sorted by key, as `to` shows them.
+    fn list_items<T: Kind, R>(
+        &self,
+        env: &str,
+        filter: &ListFilter,
+        to: fn(&str, &Item<T>) -> R,
+    ) -> Result<Vec<R>, StoreError> {
+        let state = self.open()?;
+        Ok(T::items(state.env(env)?)
+            .iter()
+            .filter(|(key, item)| !item.deleted && matches(filter, key, item.archived))
+            .map(|(key, item)| to(key, item))
+            .collect())
+    }
+
+    fn put_item<T: Kind>(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        doc: Value,
+        expected_version: Option<u64>,
+    ) -> Result<Item<T>, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env_mut(env)?;
+        let current = T::items(es).get(key).and_then(Item::live);
+        check_expected_version(current.map(|i| i.version), expected_version, true)?;
+        let (before, item) = es.write::<T>(key, doc)?;
+        let action = if before.is_some() {
+            AuditAction::Replace
+        } else {
+            AuditAction::Create
+        };
+        state.audit(
+            Some(env),
+            audit_kind(T::KIND),
+            key,
+            action,
+            actor,
+            before,
+            Some(item.doc.clone()),
+        );
+        state.record(env, key, item.version, item_change(T::KIND, false));
+        Ok(item)
+    }
+
+    fn set_item_archived<T: Kind>(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        archived: bool,
+        expected_version: Option<u64>,
+    ) -> Result<Item<T>, StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = T::items(es)
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| item_not_found(T::KIND, env, key))?;
+        check_expected_version(Some(item.version), expected_version, false)?;
+        if item.archived == archived {
+            return Ok(item.clone());
+        }
+        if archived {
+            let dependents = T::dependents(es, key);
+            if !dependents.is_empty() {
+                return Err(StoreError::HasDependents { dependents });
+            }
+        } else {
+            es.resolve(item.parsed.references())?;
+        }
+        let mut item = item.clone();
+        item.version += 1;
+        item.archived = archived;
+        item.updated_at = now_ms();
+        item.doc = restamp_version(&item.doc, item.version);
+        item.parsed.set_version(item.version);
+        T::items_mut(state.env_mut(env)?).insert(key.to_owned(), item.clone());
+        let action = if archived {
+            AuditAction::Archive
+        } else {
+            AuditAction::Unarchive
+        };
+        state.audit(
+            Some(env),
+            audit_kind(T::KIND),
+            key,
+            action,
+            actor,
+            Some(json!({"archived": !archived})),
+            Some(json!({"archived": archived})),
+        );
+        state.record(env, key, item.version, item_change(T::KIND, false));
+        Ok(item)
+    }
+
+    fn delete_item<T: Kind>(
+        &self,
+        actor: &Actor,
+        env: &str,
+        key: &str,
+        expected_version: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.open()?;
+        let es = state.env(env)?;
+        let item = T::items(es)
+            .get(key)
+            .and_then(Item::live)
+            .ok_or_else(|| item_not_found(T::KIND, env, key))?;
+        check_expected_version(Some(item.version), expected_version, false)?;
+        let dependents = T::dependents(es, key);
+        if !dependents.is_empty() {
+            return Err(StoreError::HasDependents { dependents });
+        }
+        let before = item.doc.clone();
+        let mut tombstone = item.clone();
+        tombstone.version += 1;
+        tombstone.deleted = true;
+        tombstone.updated_at = now_ms();
+        let version = tombstone.version;
+        let es = state.env_mut(env)?;
+        T::items_mut(es).insert(key.to_owned(), tombstone);
+        if T::KIND == ItemKind::Flag {
+            // A deleted flag's kill and overrides go with it.
+            es.killed.remove(key);
+            es.overrides.retain(|(flag, _, _), _| flag != key);
+        }
+        state.audit(
+            Some(env),
+            audit_kind(T::KIND),
+            key,
+            AuditAction::Delete,
+            actor,
+            Some(before),
+            None,
+        );
+        state.record(env, key, version, item_change(T::KIND, true));
+        Ok(())
     }
 }
 
@@ -302,76 +569,52 @@ struct ImportWrite {
 }
 
 impl EnvState {
-    /// Validates and stores one import item; `None` when it equals the stored one.
-    fn import_item(&mut self, mut item: PreparedItem) -> Result<Option<ImportWrite>, StoreError> {
-        let (kind, key) = (item.kind(), item.key.clone());
-        let (existing, current) = match kind {
-            ItemKind::Flag => {
-                let existing = self.flags.get(&key);
-                (
-                    existing.map(|i| i.version),
-                    existing
-                        .and_then(Item::live)
-                        .map(|i| (i.doc.clone(), i.archived)),
-                )
-            }
-            ItemKind::Segment => {
-                let existing = self.segments.get(&key);
-                (
-                    existing.map(|i| i.version),
-                    existing
-                        .and_then(Item::live)
-                        .map(|i| (i.doc.clone(), i.archived)),
-                )
-            }
+    /// Stores `doc` as the next version of `key` after validating it against this environment
+    /// (shape, references, and what replacing it must not break). Returns the live document it
+    /// replaced (`None`: created) and the new item. An archived item stays archived.
+    fn write<T: Kind>(
+        &mut self,
+        key: &str,
+        doc: Value,
+    ) -> Result<(Option<Value>, Item<T>), StoreError> {
+        let existing = T::items(self).get(key);
+        let current = existing.and_then(Item::live);
+        let version = existing.map_or(0, |i| i.version) + 1;
+        let (doc, parsed) = T::prepare(key, doc, version)?;
+        self.resolve(parsed.references())?;
+        if current.is_some() {
+            T::check_replace(self, key, &parsed)?;
+        }
+        let before = current.map(|i| i.doc.clone());
+        let item = Item {
+            version,
+            archived: current.is_some_and(|i| i.archived),
+            deleted: false,
+            updated_at: now_ms(),
+            doc,
+            parsed,
         };
-        if let Some((stored, _)) = &current
-            && same_document(stored, &item.doc, &key)
-        {
+        T::items_mut(self).insert(key.to_owned(), item.clone());
+        Ok((before, item))
+    }
+
+    /// Validates and stores one import item; `None` when it equals the stored one.
+    fn import_item<T: Kind>(
+        &mut self,
+        item: PreparedItem,
+    ) -> Result<Option<ImportWrite>, StoreError> {
+        let key = item.key;
+        let current = T::items(self).get(&key).and_then(Item::live);
+        if current.is_some_and(|stored| same_document(&stored.doc, &item.doc, &key)) {
             return Ok(None);
         }
-        let version = existing.unwrap_or(0) + 1;
-        item.stamp(version);
-        self.resolve(item.reference_check())?;
-        let archived = current.as_ref().is_some_and(|(_, archived)| *archived);
-        let before = current.map(|(doc, _)| doc);
-        let after = item.doc.clone();
-        match item.parsed {
-            Parsed::Flag(flag) => {
-                if before.is_some() {
-                    let dependents = self
-                        .live_flags()
-                        .filter(|f| f.prerequisites.iter().any(|p| p.key == key));
-                    check_variations_still_used(&flag, dependents, &self.overrides_of(&key))?;
-                }
-                let new = Item {
-                    version,
-                    archived,
-                    deleted: false,
-                    updated_at: now_ms(),
-                    doc: item.doc,
-                    parsed: flag,
-                };
-                self.flags.insert(key.clone(), new);
-            }
-            Parsed::Segment(segment) => {
-                let new = Item {
-                    version,
-                    archived,
-                    deleted: false,
-                    updated_at: now_ms(),
-                    doc: item.doc,
-                    parsed: segment,
-                };
-                self.segments.insert(key.clone(), new);
-            }
-        }
+        let (before, written) = self.write::<T>(&key, item.doc)?;
         Ok(Some(ImportWrite {
-            kind,
+            kind: T::KIND,
             key,
-            version,
+            version: written.version,
             before,
-            after,
+            after: written.doc,
         }))
     }
 }
@@ -459,10 +702,7 @@ impl AdminStore for MemoryStore {
     }
 
     async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
-        let state = self.open()?;
-        let item = state.env(env)?.flags.get(key).and_then(Item::live);
-        item.map(|item| stored_flag(key, item))
-            .ok_or_else(|| flag_not_found(env, key))
+        self.get_item(env, key, stored_flag)
     }
 
     async fn list_flags(
@@ -470,14 +710,7 @@ impl AdminStore for MemoryStore {
         env: &str,
         filter: &ListFilter,
     ) -> Result<Vec<StoredFlag>, StoreError> {
-        let state = self.open()?;
-        Ok(state
-            .env(env)?
-            .flags
-            .iter()
-            .filter(|(key, item)| !item.deleted && matches(filter, key, item.archived))
-            .map(|(key, item)| stored_flag(key, item))
-            .collect())
+        self.list_items(env, filter, stored_flag)
     }
 
     async fn put_flag(
@@ -488,48 +721,8 @@ impl AdminStore for MemoryStore {
         doc: Value,
         expected_version: Option<u64>,
     ) -> Result<StoredFlag, StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let existing = es.flags.get(key);
-        let current = existing.and_then(Item::live);
-        check_expected_version(current.map(|i| i.version), expected_version, true)?;
-        let version = existing.map_or(0, |i| i.version) + 1;
-        let (doc, flag) = prepare_flag(key, doc, version)?;
-        es.resolve(ReferenceCheck::for_flag(&flag))?;
-        if current.is_some() {
-            let dependents = es
-                .live_flags()
-                .filter(|f| f.prerequisites.iter().any(|p| p.key == key));
-            check_variations_still_used(&flag, dependents, &es.overrides_of(key))?;
-        }
-        let before = current.map(|i| i.doc.clone());
-        let archived = current.is_some_and(|i| i.archived);
-        let item = Item {
-            version,
-            archived,
-            deleted: false,
-            updated_at: now_ms(),
-            doc: doc.clone(),
-            parsed: flag,
-        };
-        let stored = stored_flag(key, &item);
-        state.env_mut(env)?.flags.insert(key.to_owned(), item);
-        let action = if before.is_some() {
-            AuditAction::Replace
-        } else {
-            AuditAction::Create
-        };
-        state.audit(
-            Some(env),
-            AuditItemKind::Flag,
-            key,
-            action,
-            actor,
-            before,
-            Some(doc),
-        );
-        state.record(env, key, version, ChangeKind::Flag { deleted: false });
-        Ok(stored)
+        let item = self.put_item::<Flag>(actor, env, key, doc, expected_version)?;
+        Ok(stored_flag(key, &item))
     }
 
     async fn set_flag_archived(
@@ -540,50 +733,8 @@ impl AdminStore for MemoryStore {
         archived: bool,
         expected_version: Option<u64>,
     ) -> Result<StoredFlag, StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let item = es
-            .flags
-            .get(key)
-            .and_then(Item::live)
-            .ok_or_else(|| flag_not_found(env, key))?;
-        check_expected_version(Some(item.version), expected_version, false)?;
-        if item.archived == archived {
-            return Ok(stored_flag(key, item));
-        }
-        if archived {
-            let dependents = flag_dependents(key, es.live_flags());
-            if !dependents.is_empty() {
-                return Err(StoreError::HasDependents { dependents });
-            }
-        } else {
-            es.resolve(ReferenceCheck::for_flag(&item.parsed))?;
-        }
-        let mut item = item.clone();
-        item.version += 1;
-        item.archived = archived;
-        item.updated_at = now_ms();
-        item.doc = restamp_version(&item.doc, item.version);
-        item.parsed.version = item.version;
-        let stored = stored_flag(key, &item);
-        let version = item.version;
-        state.env_mut(env)?.flags.insert(key.to_owned(), item);
-        let action = if archived {
-            AuditAction::Archive
-        } else {
-            AuditAction::Unarchive
-        };
-        state.audit(
-            Some(env),
-            AuditItemKind::Flag,
-            key,
-            action,
-            actor,
-            Some(json!({"archived": !archived})),
-            Some(json!({"archived": archived})),
-        );
-        state.record(env, key, version, ChangeKind::Flag { deleted: false });
-        Ok(stored)
+        let item = self.set_item_archived::<Flag>(actor, env, key, archived, expected_version)?;
+        Ok(stored_flag(key, &item))
     }
 
     async fn delete_flag(
@@ -593,46 +744,11 @@ impl AdminStore for MemoryStore {
         key: &str,
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let item = es
-            .flags
-            .get(key)
-            .and_then(Item::live)
-            .ok_or_else(|| flag_not_found(env, key))?;
-        check_expected_version(Some(item.version), expected_version, false)?;
-        let dependents = flag_dependents(key, es.live_flags());
-        if !dependents.is_empty() {
-            return Err(StoreError::HasDependents { dependents });
-        }
-        let before = item.doc.clone();
-        let mut tombstone = item.clone();
-        tombstone.version += 1;
-        tombstone.deleted = true;
-        tombstone.updated_at = now_ms();
-        let version = tombstone.version;
-        let es = state.env_mut(env)?;
-        es.flags.insert(key.to_owned(), tombstone);
-        es.killed.remove(key);
-        es.overrides.retain(|(flag, _, _), _| flag != key);
-        state.audit(
-            Some(env),
-            AuditItemKind::Flag,
-            key,
-            AuditAction::Delete,
-            actor,
-            Some(before),
-            None,
-        );
-        state.record(env, key, version, ChangeKind::Flag { deleted: true });
-        Ok(())
+        self.delete_item::<Flag>(actor, env, key, expected_version)
     }
 
     async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
-        let state = self.open()?;
-        let item = state.env(env)?.segments.get(key).and_then(Item::live);
-        item.map(|item| stored_segment(key, item))
-            .ok_or_else(|| segment_not_found(env, key))
+        self.get_item(env, key, stored_segment)
     }
 
     async fn list_segments(
@@ -640,14 +756,7 @@ impl AdminStore for MemoryStore {
         env: &str,
         filter: &ListFilter,
     ) -> Result<Vec<StoredSegment>, StoreError> {
-        let state = self.open()?;
-        Ok(state
-            .env(env)?
-            .segments
-            .iter()
-            .filter(|(key, item)| !item.deleted && matches(filter, key, item.archived))
-            .map(|(key, item)| stored_segment(key, item))
-            .collect())
+        self.list_items(env, filter, stored_segment)
     }
 
     async fn put_segment(
@@ -658,42 +767,8 @@ impl AdminStore for MemoryStore {
         doc: Value,
         expected_version: Option<u64>,
     ) -> Result<StoredSegment, StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let existing = es.segments.get(key);
-        let current = existing.and_then(Item::live);
-        check_expected_version(current.map(|i| i.version), expected_version, true)?;
-        let version = existing.map_or(0, |i| i.version) + 1;
-        let (doc, segment) = prepare_segment(key, doc, version)?;
-        es.resolve(ReferenceCheck::for_segment(&segment))?;
-        let before = current.map(|i| i.doc.clone());
-        let archived = current.is_some_and(|i| i.archived);
-        let item = Item {
-            version,
-            archived,
-            deleted: false,
-            updated_at: now_ms(),
-            doc: doc.clone(),
-            parsed: segment,
-        };
-        let stored = stored_segment(key, &item);
-        state.env_mut(env)?.segments.insert(key.to_owned(), item);
-        let action = if before.is_some() {
-            AuditAction::Replace
-        } else {
-            AuditAction::Create
-        };
-        state.audit(
-            Some(env),
-            AuditItemKind::Segment,
-            key,
-            action,
-            actor,
-            before,
-            Some(doc),
-        );
-        state.record(env, key, version, ChangeKind::Segment { deleted: false });
-        Ok(stored)
+        let item = self.put_item::<Segment>(actor, env, key, doc, expected_version)?;
+        Ok(stored_segment(key, &item))
     }
 
     async fn set_segment_archived(
@@ -704,50 +779,9 @@ impl AdminStore for MemoryStore {
         archived: bool,
         expected_version: Option<u64>,
     ) -> Result<StoredSegment, StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let item = es
-            .segments
-            .get(key)
-            .and_then(Item::live)
-            .ok_or_else(|| segment_not_found(env, key))?;
-        check_expected_version(Some(item.version), expected_version, false)?;
-        if item.archived == archived {
-            return Ok(stored_segment(key, item));
-        }
-        if archived {
-            let dependents = segment_dependents(key, es.live_flags(), es.live_segments());
-            if !dependents.is_empty() {
-                return Err(StoreError::HasDependents { dependents });
-            }
-        } else {
-            es.resolve(ReferenceCheck::for_segment(&item.parsed))?;
-        }
-        let mut item = item.clone();
-        item.version += 1;
-        item.archived = archived;
-        item.updated_at = now_ms();
-        item.doc = restamp_version(&item.doc, item.version);
-        item.parsed.version = item.version;
-        let stored = stored_segment(key, &item);
-        let version = item.version;
-        state.env_mut(env)?.segments.insert(key.to_owned(), item);
-        let action = if archived {
-            AuditAction::Archive
-        } else {
-            AuditAction::Unarchive
-        };
-        state.audit(
-            Some(env),
-            AuditItemKind::Segment,
-            key,
-            action,
-            actor,
-            Some(json!({"archived": !archived})),
-            Some(json!({"archived": archived})),
-        );
-        state.record(env, key, version, ChangeKind::Segment { deleted: false });
-        Ok(stored)
+        let item =
+            self.set_item_archived::<Segment>(actor, env, key, archived, expected_version)?;
+        Ok(stored_segment(key, &item))
     }
 
     async fn delete_segment(
@@ -757,39 +791,7 @@ impl AdminStore for MemoryStore {
         key: &str,
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
-        let mut state = self.open()?;
-        let es = state.env(env)?;
-        let item = es
-            .segments
-            .get(key)
-            .and_then(Item::live)
-            .ok_or_else(|| segment_not_found(env, key))?;
-        check_expected_version(Some(item.version), expected_version, false)?;
-        let dependents = segment_dependents(key, es.live_flags(), es.live_segments());
-        if !dependents.is_empty() {
-            return Err(StoreError::HasDependents { dependents });
-        }
-        let before = item.doc.clone();
-        let mut tombstone = item.clone();
-        tombstone.version += 1;
-        tombstone.deleted = true;
-        tombstone.updated_at = now_ms();
-        let version = tombstone.version;
-        state
-            .env_mut(env)?
-            .segments
-            .insert(key.to_owned(), tombstone);
-        state.audit(
-            Some(env),
-            AuditItemKind::Segment,
-            key,
-            AuditAction::Delete,
-            actor,
-            Some(before),
-            None,
-        );
-        state.record(env, key, version, ChangeKind::Segment { deleted: true });
-        Ok(())
+        self.delete_item::<Segment>(actor, env, key, expected_version)
     }
 
     async fn update_segment_targets(
@@ -901,7 +903,11 @@ impl AdminStore for MemoryStore {
         let mut written = Vec::new();
         for item in prepared {
             let (kind, key) = (item.kind(), item.key.clone());
-            match work.import_item(item) {
+            let result = match kind {
+                ItemKind::Flag => work.import_item::<Flag>(item),
+                ItemKind::Segment => work.import_item::<Segment>(item),
+            };
+            match result {
                 Ok(Some(write)) => {
                     outcomes.push(if write.before.is_some() {
                         ImportOutcome::Replaced
@@ -923,23 +929,21 @@ impl AdminStore for MemoryStore {
             } else {
                 AuditAction::Create
             };
-            let (audit_kind, change) = match write.kind {
-                ItemKind::Flag => (AuditItemKind::Flag, ChangeKind::Flag { deleted: false }),
-                ItemKind::Segment => (
-                    AuditItemKind::Segment,
-                    ChangeKind::Segment { deleted: false },
-                ),
-            };
             state.audit(
                 Some(env),
-                audit_kind,
+                audit_kind(write.kind),
                 &write.key,
                 action,
                 actor,
                 write.before,
                 Some(write.after),
             );
-            state.record(env, &write.key, write.version, change);
+            state.record(
+                env,
+                &write.key,
+                write.version,
+                item_change(write.kind, false),
+            );
         }
         Ok(outcomes)
     }
