@@ -148,7 +148,7 @@ impl Precondition {
 
 /// Flags and segments share every route shape; this says which one a route is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(super) enum Kind {
     Flag,
     Segment,
 }
@@ -554,64 +554,98 @@ pub async fn import_environment(
     Ok(Json(report).into_response())
 }
 
-// ------------------------------------------------------------------ flags
+// ------------------------------------------------------------------ flags or segments
 
-/// `GET /environments/{env}/flags`.
-pub async fn list_flags(
+/// Which of flags and segments a generic handler serves (`list::<Flags>`).
+pub(super) trait Items: Send + Sync + 'static {
+    /// The kind.
+    const KIND: Kind;
+}
+
+/// The flag routes.
+pub(super) struct Flags;
+
+/// The segment routes.
+pub(super) struct Segments;
+
+impl Items for Flags {
+    const KIND: Kind = Kind::Flag;
+}
+
+impl Items for Segments {
+    const KIND: Kind = Kind::Segment;
+}
+
+/// `GET /environments/{env}/flags` and `.../segments`.
+pub(super) async fn list_items<K: Items>(
     State(state): State<AdminState>,
     Path(env): Path<String>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Answer {
-    list(&state, Kind::Flag, &env, query(q)?).await
+    list(&state, K::KIND, &env, query(q)?).await
 }
 
-/// `GET /environments/{env}/flags/{key}`.
-pub async fn get_flag(
+/// `GET /environments/{env}/flags/{key}` and `.../segments/{key}`.
+pub(super) async fn get_one_item<K: Items>(
     State(state): State<AdminState>,
     Path((env, key)): Path<(String, String)>,
 ) -> Answer {
-    get_one(&state, Kind::Flag, &env, &key).await
+    get_one(&state, K::KIND, &env, &key).await
 }
 
-/// `PUT /environments/{env}/flags/{key}`.
-pub async fn put_flag(
+/// `PUT /environments/{env}/flags/{key}` and `.../segments/{key}`.
+pub(super) async fn put_one_item<K: Items>(
     State(state): State<AdminState>,
     Extension(principal): Extension<Principal>,
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(doc): JsonBody,
 ) -> Answer {
-    put(&state, &principal, Kind::Flag, (&env, &key), &headers, doc).await
+    put(&state, &principal, K::KIND, (&env, &key), &headers, doc).await
 }
 
-/// `PATCH /environments/{env}/flags/{key}`.
-pub async fn patch_flag(
+/// `PATCH /environments/{env}/flags/{key}` and `.../segments/{key}`.
+pub(super) async fn patch_item<K: Items>(
     State(state): State<AdminState>,
     Extension(principal): Extension<Principal>,
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
     MergePatchBody(body): MergePatchBody,
 ) -> Answer {
-    patch(
-        &state,
-        &principal,
-        Kind::Flag,
-        (&env, &key),
-        &headers,
-        &body,
-    )
-    .await
+    patch(&state, &principal, K::KIND, (&env, &key), &headers, &body).await
 }
 
-/// `DELETE /environments/{env}/flags/{key}`.
-pub async fn delete_flag(
+/// `DELETE /environments/{env}/flags/{key}` and `.../segments/{key}`.
+pub(super) async fn delete_item<K: Items>(
     State(state): State<AdminState>,
     Extension(principal): Extension<Principal>,
     Path((env, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    delete(&state, &principal, Kind::Flag, (&env, &key), &headers).await
+    delete(&state, &principal, K::KIND, (&env, &key), &headers).await
 }
+
+/// `POST /environments/{env}/flags/{key}/archive` and `.../segments/{key}/archive`.
+pub(super) async fn archive_item<K: Items>(
+    State(state): State<AdminState>,
+    Extension(principal): Extension<Principal>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    set_archived(&state, &principal, K::KIND, (&env, &key), &headers, true).await
+}
+
+/// `POST /environments/{env}/flags/{key}/unarchive` and `.../segments/{key}/unarchive`.
+pub(super) async fn unarchive_item<K: Items>(
+    State(state): State<AdminState>,
+    Extension(principal): Extension<Principal>,
+    Path((env, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    set_archived(&state, &principal, K::KIND, (&env, &key), &headers, false).await
+}
+
+// ------------------------------------------------------------------ flags
 
 /// `POST /environments/{env}/flags/{key}/on`.
 pub async fn flag_on(
@@ -633,136 +667,7 @@ pub async fn flag_off(
     set_on(&state, &principal, (&env, &key), &headers, false).await
 }
 
-/// `POST /environments/{env}/flags/{key}/archive`.
-pub async fn archive_flag(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    set_archived(&state, &principal, Kind::Flag, (&env, &key), &headers, true).await
-}
-
-/// `POST /environments/{env}/flags/{key}/unarchive`.
-pub async fn unarchive_flag(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    set_archived(
-        &state,
-        &principal,
-        Kind::Flag,
-        (&env, &key),
-        &headers,
-        false,
-    )
-    .await
-}
-
 // ------------------------------------------------------------------ segments
-
-/// `GET /environments/{env}/segments`.
-pub async fn list_segments(
-    State(state): State<AdminState>,
-    Path(env): Path<String>,
-    q: Result<Query<ListQuery>, QueryRejection>,
-) -> Answer {
-    list(&state, Kind::Segment, &env, query(q)?).await
-}
-
-/// `GET /environments/{env}/segments/{key}`.
-pub async fn get_segment(
-    State(state): State<AdminState>,
-    Path((env, key)): Path<(String, String)>,
-) -> Answer {
-    get_one(&state, Kind::Segment, &env, &key).await
-}
-
-/// `PUT /environments/{env}/segments/{key}`.
-pub async fn put_segment(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    JsonBody(doc): JsonBody,
-) -> Answer {
-    put(
-        &state,
-        &principal,
-        Kind::Segment,
-        (&env, &key),
-        &headers,
-        doc,
-    )
-    .await
-}
-
-/// `PATCH /environments/{env}/segments/{key}`.
-pub async fn patch_segment(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-    MergePatchBody(body): MergePatchBody,
-) -> Answer {
-    patch(
-        &state,
-        &principal,
-        Kind::Segment,
-        (&env, &key),
-        &headers,
-        &body,
-    )
-    .await
-}
-
-/// `DELETE /environments/{env}/segments/{key}`.
-pub async fn delete_segment(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    delete(&state, &principal, Kind::Segment, (&env, &key), &headers).await
-}
-
-/// `POST /environments/{env}/segments/{key}/archive`.
-pub async fn archive_segment(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    set_archived(
-        &state,
-        &principal,
-        Kind::Segment,
-        (&env, &key),
-        &headers,
-        true,
-    )
-    .await
-}
-
-/// `POST /environments/{env}/segments/{key}/unarchive`.
-pub async fn unarchive_segment(
-    State(state): State<AdminState>,
-    Extension(principal): Extension<Principal>,
-    Path((env, key)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Answer {
-    set_archived(
-        &state,
-        &principal,
-        Kind::Segment,
-        (&env, &key),
-        &headers,
-        false,
-    )
-    .await
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
