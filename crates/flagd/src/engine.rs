@@ -202,7 +202,9 @@ impl Snapshot {
         if updates.len() > INCREMENTAL_LIMIT {
             return self.apply_whole(generation, updates);
         }
-        let mut data = self.data.clone();
+        // Each accepted update derives a new CompiledData (one copy of its key index); until
+        // the first one, `self`'s is read in place rather than copied up front.
+        let mut derived: Option<CompiledData> = None;
         let mut digest_sum = self.digest_sum;
         let mut flag_count = self.flag_count;
         let mut segment_count = self.segment_count;
@@ -212,7 +214,8 @@ impl Snapshot {
                 Update::Flag(flag) => {
                     let key = flag.key.clone();
                     let version = flag.version;
-                    let old = live_flag(&data, &key);
+                    let data = derived.as_ref().unwrap_or(&self.data);
+                    let old = live_flag(data, &key);
                     let event = ItemEvent::patch(Kind::Flag, &key, &flag)?;
                     let Some(next) = data
                         .upsert_flag(flag)
@@ -220,7 +223,7 @@ impl Snapshot {
                     else {
                         continue;
                     };
-                    data = next;
+                    derived = Some(next);
                     match old {
                         Some(v) => {
                             digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v))
@@ -233,7 +236,8 @@ impl Snapshot {
                 Update::Segment(segment) => {
                     let key = segment.key.clone();
                     let version = segment.version;
-                    let old = live_segment(&data, &key);
+                    let data = derived.as_ref().unwrap_or(&self.data);
+                    let old = live_segment(data, &key);
                     let event = ItemEvent::patch(Kind::Segment, &key, &segment)?;
                     let Some(next) = data
                         .upsert_segment(segment)
@@ -241,7 +245,7 @@ impl Snapshot {
                     else {
                         continue;
                     };
-                    data = next;
+                    derived = Some(next);
                     match old {
                         Some(v) => {
                             digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
@@ -252,11 +256,12 @@ impl Snapshot {
                     events.push(event);
                 }
                 Update::DeleteFlag { key, version } => {
-                    let old = live_flag(&data, &key);
+                    let data = derived.as_ref().unwrap_or(&self.data);
+                    let old = live_flag(data, &key);
                     let Some(next) = data.delete_flag(&key, version) else {
                         continue;
                     };
-                    data = next;
+                    derived = Some(next);
                     if let Some(v) = old {
                         digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v));
                         flag_count -= 1;
@@ -264,11 +269,12 @@ impl Snapshot {
                     events.push(ItemEvent::delete(Kind::Flag, &key, version));
                 }
                 Update::DeleteSegment { key, version } => {
-                    let old = live_segment(&data, &key);
+                    let data = derived.as_ref().unwrap_or(&self.data);
+                    let old = live_segment(data, &key);
                     let Some(next) = data.delete_segment(&key, version) else {
                         continue;
                     };
-                    data = next;
+                    derived = Some(next);
                     if let Some(v) = old {
                         digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
                         segment_count -= 1;
@@ -277,9 +283,9 @@ impl Snapshot {
                 }
             }
         }
-        if events.is_empty() {
+        let Some(data) = derived.filter(|_| !events.is_empty()) else {
             return Ok(None);
-        }
+        };
         let snapshot = Snapshot {
             data,
             generation,

@@ -335,6 +335,7 @@ impl RootSync {
         let Some(state) = self.states.get_mut(key) else {
             return Ok(());
         };
+        let started = std::time::Instant::now();
         let changes = self.store.changes_since(key, state.cursor).await?;
         if changes.is_empty() {
             return Ok(());
@@ -346,7 +347,15 @@ impl RootSync {
             apply(&*self.store, state, change).await?;
             state.cursor = change.seq;
         }
+        let read = started.elapsed();
         state.publish();
+        tracing::debug!(
+            env = key,
+            changes = changes.len(),
+            read_us = read.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "changes applied"
+        );
         Ok(())
     }
 }
