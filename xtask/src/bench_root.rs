@@ -48,6 +48,8 @@ const RSS_TARGET_KIB: u64 = 200 * 1024;
 const START_DEADLINE: Duration = Duration::from_secs(120);
 /// Time for one write to become visible at B.
 const VISIBLE_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between two polls of B's evaluation endpoint (the resolution of that measurement).
+const POLL_GAP: Duration = Duration::from_millis(1);
 /// Pause between writes, so each is measured on a quiet replica.
 const WRITE_GAP: Duration = Duration::from_millis(20);
 
@@ -78,12 +80,13 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 }
 
 const HELP: &str = "\
-Usage: cargo xtask bench-root [--flags N] [--segments N] [--writes N] [--server URL]
+Usage: cargo xtask bench-root [--flags N] [--segments N] [--writes N] [--server URL] [--logs DIR]
 
 Builds flagd in release and measures root mode on a throwaway PostgreSQL database: start-up time
 and resident memory of a replica loading the environment, and the time from an admin write at
 replica A to B's SDK stream and to B's evaluation endpoint (p50/p99). Needs psql and a
-PostgreSQL server accepting the postgres user without a password.
+PostgreSQL server accepting the postgres user without a password. The replicas log to DIR
+(flagd-A.log, flagd-B.log) when given; FLAGD_LOG=flagd=debug adds each batch's apply time.
 
 Defaults: --flags 10000 --segments 1000 --writes 1000 --server postgres://postgres@127.0.0.1:5432
 ";
@@ -95,6 +98,8 @@ struct Options {
     writes: usize,
     /// The server, without a database name.
     server: String,
+    /// Where the replicas' logs go (a temporary directory when not given).
+    logs: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -104,6 +109,7 @@ impl Options {
             segments: 1_000,
             writes: 1_000,
             server: "postgres://postgres@127.0.0.1:5432".to_owned(),
+            logs: None,
         };
         let mut rest = args.iter();
         while let Some(&name) = rest.next() {
@@ -124,6 +130,7 @@ impl Options {
                 "--segments" => options.segments = number()?,
                 "--writes" => options.writes = number()?,
                 "--server" => options.server = value.trim_end_matches('/').to_owned(),
+                "--logs" => options.logs = Some(std::path::PathBuf::from(value)),
                 other => bail!("unknown option {other} (see cargo xtask bench-root --help)"),
             }
         }
@@ -133,7 +140,14 @@ impl Options {
 
 async fn measure(options: &Options, flagd: &Path) -> anyhow::Result<()> {
     let db = Database::create(&options.server)?;
-    let dir = tempfile::tempdir()?;
+    let temp = tempfile::tempdir()?;
+    let dir = match &options.logs {
+        Some(logs) => {
+            std::fs::create_dir_all(logs)?;
+            logs.clone()
+        }
+        None => temp.path().to_owned(),
+    };
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(4)
@@ -141,7 +155,7 @@ async fn measure(options: &Options, flagd: &Path) -> anyhow::Result<()> {
 
     // A first replica migrates the schema and creates the environment and its SDK key.
     let sdk_key = {
-        let setup = Replica::start("setup", flagd, &db.url, dir.path())?;
+        let setup = Replica::start("setup", flagd, &db.url, &dir)?;
         let base = setup.base();
         admin(
             &client,
@@ -165,7 +179,7 @@ async fn measure(options: &Options, flagd: &Path) -> anyhow::Result<()> {
             .to_owned()
     };
 
-    let file = dir.path().join("flags.json");
+    let file = dir.join("flags.json");
     std::fs::write(
         &file,
         serde_json::to_vec(&flag_file(options.flags, options.segments))?,
@@ -187,9 +201,9 @@ async fn measure(options: &Options, flagd: &Path) -> anyhow::Result<()> {
 
     // Start-up: two fresh replicas, one after the other.
     let mut starts = Vec::new();
-    let a = Replica::start("A", flagd, &db.url, dir.path())?;
+    let a = Replica::start("A", flagd, &db.url, &dir)?;
     starts.push(a.wait_loaded(&client, total_flags).await?);
-    let b = Replica::start("B", flagd, &db.url, dir.path())?;
+    let b = Replica::start("B", flagd, &db.url, &dir)?;
     starts.push(b.wait_loaded(&client, total_flags).await?);
     let rss_loaded = [a.memory_kib("VmRSS")?, b.memory_kib("VmRSS")?];
     let load_start = load_average();
@@ -420,6 +434,8 @@ async fn wait_eval(
         if at > deadline {
             bail!("{url} still answers {answer} after {VISIBLE_DEADLINE:?}");
         }
+        // Back-to-back polling would take a core from the replica on a small machine.
+        tokio::time::sleep(POLL_GAP).await;
     }
 }
 
