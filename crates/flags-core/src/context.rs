@@ -7,10 +7,13 @@ use std::fmt;
 use serde::de::Deserializer;
 use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::attr::Builtin;
 pub use crate::attr::{AttrRef, AttrRefError};
+
+mod members;
+pub use members::{MaybeObject, Members};
 
 /// The kind a context has when none is given (legacy users, clauses without `contextKind`).
 pub const DEFAULT_KIND: &str = "user";
@@ -102,20 +105,41 @@ pub enum ContextError {
 impl Context {
     /// Parses and validates a context from LaunchDarkly JSON.
     pub fn from_json(value: &Value) -> Result<Context, ContextError> {
-        let obj = value.as_object().ok_or(ContextError::NotAnObject)?;
-        match obj.get("kind") {
-            None => Ok(Context {
-                inner: Inner::Single(parse_legacy_user(obj)?),
-            }),
-            Some(Value::String(k)) if k == "multi" => parse_multi(obj),
-            Some(Value::String(k)) => {
-                validate_kind(k)?;
-                Ok(Context {
-                    inner: Inner::Single(parse_single(k, obj)?),
-                })
-            }
-            Some(_) => Err(ContextError::KindNotString),
+        Context::from_value(value.clone())
+    }
+
+    /// Parses and validates a context from LaunchDarkly JSON, moving its strings and values into
+    /// the context rather than copying them.
+    pub fn from_value(value: Value) -> Result<Context, ContextError> {
+        match value {
+            Value::Object(map) => Context::from_members(Members::from(map)),
+            _ => Err(ContextError::NotAnObject),
         }
+    }
+
+    /// Parses and validates a context from the members of its JSON object, as read by
+    /// [`MaybeObject`] straight from a deserializer. Errors are those of [`Context::from_json`]
+    /// for the same object.
+    pub fn from_members(members: Members) -> Result<Context, ContextError> {
+        let mut members = members.into_pairs();
+        let kind = members
+            .binary_search_by(|(k, _)| k.as_str().cmp("kind"))
+            .ok()
+            .map(|i| &mut members[i].1);
+        let single = match kind {
+            None => parse_legacy_user(members)?,
+            Some(Value::String(k)) if k == "multi" => return parse_multi(members),
+            Some(kind @ Value::String(_)) => {
+                validate_kind(kind.as_str().unwrap_or_default())?;
+                // Moved out: `parse_single` skips the `kind` member.
+                let kind = std::mem::take(kind);
+                parse_single(kind, members)?
+            }
+            Some(_) => return Err(ContextError::KindNotString),
+        };
+        Ok(Context {
+            inner: Inner::Single(single),
+        })
     }
 
     /// A single-kind context. The kind is validated; the key must be non-empty.
@@ -479,8 +503,11 @@ impl Serialize for Context {
 
 impl<'de> Deserialize<'de> for Context {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let value = Value::deserialize(d)?;
-        Context::from_json(&value).map_err(serde::de::Error::custom)
+        match MaybeObject::deserialize(d)? {
+            MaybeObject::Object(members) => Context::from_members(members),
+            MaybeObject::Other => Err(ContextError::NotAnObject),
+        }
+        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -527,44 +554,108 @@ pub fn validate_kind(kind: &str) -> Result<(), ContextError> {
     })
 }
 
-fn parse_multi(obj: &Map<String, Value>) -> Result<Context, ContextError> {
-    let mut contexts = Vec::new();
-    for (kind, body) in obj {
+fn parse_multi(members: Vec<(String, Value)>) -> Result<Context, ContextError> {
+    let mut contexts = Vec::with_capacity(members.len().saturating_sub(1));
+    for (kind, body) in members {
         if kind == "kind" {
             continue;
         }
-        let wrap = |e: ContextError| ContextError::InMulti {
-            kind: kind.clone(),
-            source: Box::new(e),
+        if let Err(e) = validate_kind(&kind) {
+            return Err(in_multi(kind, e));
+        }
+        let Value::Object(body) = body else {
+            return Err(ContextError::MultiEntryNotObject { kind });
         };
-        validate_kind(kind).map_err(wrap)?;
-        let body = body
-            .as_object()
-            .ok_or_else(|| ContextError::MultiEntryNotObject { kind: kind.clone() })?;
-        contexts.push(parse_single(kind, body).map_err(wrap)?);
+        match parse_single(
+            Value::String(kind.clone()),
+            Members::from(body).into_pairs(),
+        ) {
+            Ok(single) => contexts.push(single),
+            Err(e) => return Err(in_multi(kind, e)),
+        }
     }
     Context::multi(contexts)
 }
 
-fn parse_single(kind: &str, obj: &Map<String, Value>) -> Result<SingleContext, ContextError> {
-    let key = match obj.get("key") {
-        None | Some(Value::Null) => return Err(ContextError::MissingKey),
-        Some(Value::String(k)) if k.is_empty() => return Err(ContextError::EmptyKey),
-        Some(Value::String(k)) => k,
-        Some(_) => return Err(ContextError::KeyNotString),
-    };
-    let mut ctx = SingleContext::bare(kind, key);
-    for (name, value) in obj {
-        match name.as_str() {
-            "kind" | "key" => {}
-            "_meta" => parse_meta(&mut ctx, value)?,
-            _ => ctx.set(name, value.clone())?,
-        }
+fn in_multi(kind: String, e: ContextError) -> ContextError {
+    ContextError::InMulti {
+        kind,
+        source: Box::new(e),
     }
-    Ok(ctx)
 }
 
-fn parse_meta(ctx: &mut SingleContext, meta: &Value) -> Result<(), ContextError> {
+/// Reads the `key` member of sorted `members`; `allow_empty` for the legacy user format.
+fn take_key(members: &mut [(String, Value)], allow_empty: bool) -> Result<Value, ContextError> {
+    let found = members
+        .binary_search_by(|(k, _)| k.as_str().cmp("key"))
+        .ok()
+        .map(|i| &mut members[i].1);
+    match found {
+        None | Some(Value::Null) => Err(ContextError::MissingKey),
+        Some(Value::String(k)) if k.is_empty() && !allow_empty => Err(ContextError::EmptyKey),
+        Some(key @ Value::String(_)) => Ok(std::mem::take(key)),
+        Some(_) => Err(ContextError::KeyNotString),
+    }
+}
+
+/// One single-kind context from its sorted members, which become its attributes in place. Members
+/// are checked in order and the first problem is the error, as [`SingleContext::set`] would find
+/// it setting each in turn.
+/// `kind` is a `Value::String` holding a valid kind.
+fn parse_single(
+    kind: Value,
+    mut members: Vec<(String, Value)>,
+) -> Result<SingleContext, ContextError> {
+    let key = take_key(&mut members, false)?;
+    let mut name = None;
+    let mut anonymous = false;
+    let mut private_attributes = Vec::new();
+    let mut error = None;
+    members.retain_mut(|(member, value)| {
+        if error.is_some() {
+            return false;
+        }
+        let outcome = match member.as_str() {
+            "kind" | "key" => Ok(false),
+            "_meta" => parse_meta(&mut private_attributes, value).map(|()| false),
+            "name" => match value {
+                Value::Null => Ok(false),
+                Value::String(_) => {
+                    name = Some(std::mem::take(value));
+                    Ok(false)
+                }
+                _ => Err(type_error("name", "a string")),
+            },
+            "anonymous" => match value {
+                Value::Null => Ok(false),
+                Value::Bool(b) => {
+                    anonymous = *b;
+                    Ok(false)
+                }
+                _ => Err(type_error("anonymous", "a boolean")),
+            },
+            // A `null` attribute is the same as an absent one.
+            _ => Ok(!value.is_null()),
+        };
+        outcome.unwrap_or_else(|e| {
+            error = Some(e);
+            false
+        })
+    });
+    if let Some(e) = error {
+        return Err(e);
+    }
+    Ok(SingleContext {
+        kind,
+        key,
+        name,
+        anonymous,
+        attributes: Attributes(members),
+        private_attributes,
+    })
+}
+
+fn parse_meta(private: &mut Vec<AttrRef>, meta: &Value) -> Result<(), ContextError> {
     let meta = match meta {
         Value::Null => return Ok(()),
         Value::Object(m) => m,
@@ -579,7 +670,7 @@ fn parse_meta(ctx: &mut SingleContext, meta: &Value) -> Result<(), ContextError>
                     .ok_or_else(|| type_error("_meta.privateAttributes", "an array of strings"))?;
                 // An invalid reference cannot name any attribute, so it redacts nothing.
                 if let Ok(r) = AttrRef::parse(s) {
-                    ctx.private_attributes.push(r);
+                    private.push(r);
                 }
             }
             Ok(())
@@ -600,18 +691,21 @@ const LEGACY_STRING_ATTRS: [&str; 8] = [
     "country",
 ];
 
-fn parse_legacy_user(obj: &Map<String, Value>) -> Result<SingleContext, ContextError> {
+fn parse_legacy_user(mut members: Vec<(String, Value)>) -> Result<SingleContext, ContextError> {
     // LaunchDarkly accepts an empty key in the legacy user format, but not a missing one.
-    let key = match obj.get("key") {
-        None | Some(Value::Null) => return Err(ContextError::MissingKey),
-        Some(Value::String(k)) => k,
-        Some(_) => return Err(ContextError::KeyNotString),
+    let key = take_key(&mut members, true)?;
+    let mut ctx = SingleContext {
+        kind: Value::String(DEFAULT_KIND.to_owned()),
+        key,
+        name: None,
+        anonymous: false,
+        attributes: Attributes::default(),
+        private_attributes: Vec::new(),
     };
-    let mut ctx = SingleContext::bare(DEFAULT_KIND, key);
-    for (name, value) in obj {
+    for (name, value) in members {
         match name.as_str() {
             "key" => {}
-            "anonymous" => ctx.set("anonymous", value.clone())?,
+            "anonymous" => ctx.set("anonymous", value)?,
             "custom" => match value {
                 Value::Null => {}
                 Value::Object(custom) => {
@@ -624,7 +718,7 @@ fn parse_legacy_user(obj: &Map<String, Value>) -> Result<SingleContext, ContextE
                         {
                             continue;
                         }
-                        ctx.set(cname, cvalue.clone())?;
+                        ctx.set(&cname, cvalue)?;
                     }
                 }
                 _ => return Err(type_error("custom", "an object")),
@@ -652,7 +746,7 @@ fn parse_legacy_user(obj: &Map<String, Value>) -> Result<SingleContext, ContextE
                 if !(value.is_null() || value.is_string()) {
                     return Err(type_error(n, "a string"));
                 }
-                ctx.set(n, value.clone())?;
+                ctx.set(n, value)?;
             }
             // Other top-level properties are not part of the legacy user schema.
             _ => {}

@@ -1,0 +1,273 @@
+//! A JSON object's members read straight from a deserializer, so that a context can be parsed
+//! from request bytes without first building a `serde_json::Value` for it and copying it again.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The members of a JSON object, sorted by name with each name once; a name given more than once
+/// keeps the value given last.
+///
+/// That is the order and the rule of `serde_json::Map`, so a context parsed from members is
+/// checked member by member in the same order, and fails with the same first error, as one
+/// parsed from a `Value`. Serializing writes the object as `serde_json` writes the `Map`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Members(Vec<(String, Value)>);
+
+impl Members {
+    /// Members from name/value pairs in any order; of a repeated name, the last pair wins.
+    pub fn from_pairs(mut pairs: Vec<(String, Value)>) -> Members {
+        if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable, so repeated names stay in the order given and the last one can win.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            pairs.dedup_by(|later, kept| {
+                if later.0 == kept.0 {
+                    std::mem::swap(&mut later.1, &mut kept.1);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Members(pairs)
+    }
+
+    /// The number of members.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+    }
+
+    /// The value of the member `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.position(name).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Whether there is a member `name`.
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.position(name).is_ok()
+    }
+
+    /// Sets the member `name`, returning its previous value.
+    pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
+        match self.position(&name) {
+            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
+            Err(i) => {
+                self.0.insert(i, (name, value));
+                None
+            }
+        }
+    }
+
+    /// Removes the member `name`, returning its value.
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.position(name).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// The members as sorted pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The sorted pairs.
+    pub(crate) fn into_pairs(self) -> Vec<(String, Value)> {
+        self.0
+    }
+}
+
+impl From<Map<String, Value>> for Members {
+    fn from(map: Map<String, Value>) -> Members {
+        // A map iterates sorted and holds each name once.
+        Members::from_pairs(map.into_iter().collect())
+    }
+}
+
+impl From<Members> for Value {
+    fn from(members: Members) -> Value {
+        Value::Object(members.0.into_iter().collect())
+    }
+}
+
+impl Serialize for Members {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Collects a map's entries (values as `Value`, as `serde_json::Map` reads them).
+fn collect_pairs<'de, A: MapAccess<'de>>(mut map: A) -> Result<Members, A::Error> {
+    let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+    while let Some((k, v)) = map.next_entry::<String, Value>()? {
+        pairs.push((k, v));
+    }
+    Ok(Members::from_pairs(pairs))
+}
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct MembersVisitor;
+        impl<'de> Visitor<'de> for MembersVisitor {
+            type Value = Members;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Members, A::Error> {
+                collect_pairs(map)
+            }
+        }
+        d.deserialize_map(MembersVisitor)
+    }
+}
+
+/// Any JSON value, kept as [`Members`] when it is an object. Any other value is read in full (so
+/// a syntax error in it is still an error) and dropped: whether a non-object is acceptable is the
+/// caller's decision, not a deserialization error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MaybeObject {
+    /// The value was an object.
+    Object(Members),
+    /// The value was a string, number, boolean, null or array.
+    Other,
+}
+
+impl<'de> Deserialize<'de> for MaybeObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MaybeObject, D::Error> {
+        d.deserialize_any(MaybeObjectVisitor)
+    }
+}
+
+struct MaybeObjectVisitor;
+
+impl<'de> Visitor<'de> for MaybeObjectVisitor {
+    type Value = MaybeObject;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MaybeObject, A::Error> {
+        collect_pairs(map).map(MaybeObject::Object)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<MaybeObject, A::Error> {
+        // Read as `Value`s, which is what a `Value` array would check.
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<MaybeObject, E> {
+        Ok(MaybeObject::Other)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<MaybeObject, D::Error> {
+        IgnoredAny::deserialize(d).map(|_| MaybeObject::Other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn read(text: &str) -> MaybeObject {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn members_match_what_a_map_holds() {
+        for text in [
+            r#"{"b": 1, "a": 2, "c": {"z": 1, "y": 2}}"#,
+            r#"{"k": 1, "a": 2, "k": 3, "a": 4, "k": 5}"#,
+            r#"{"a": 1, "b": 2}"#,
+            "{}",
+        ] {
+            let MaybeObject::Object(members) = read(text) else {
+                panic!("{text} is an object");
+            };
+            let map: Map<String, Value> = serde_json::from_str(text).unwrap();
+            assert_eq!(members, Members::from(map.clone()), "{text}");
+            assert_eq!(Value::from(members.clone()), Value::Object(map.clone()));
+            assert_eq!(
+                serde_json::to_string(&members).unwrap(),
+                serde_json::to_string(&map).unwrap()
+            );
+        }
+        let MaybeObject::Object(members) = read(r#"{"k": 1, "a": 2, "k": 3}"#) else {
+            panic!("an object");
+        };
+        assert_eq!(members.get("k"), Some(&json!(3)));
+        assert_eq!(members.len(), 2);
+    }
+
+    #[test]
+    fn other_values_are_read_in_full() {
+        for text in [
+            "1",
+            "-1",
+            "1.5",
+            "\"x\"",
+            "true",
+            "null",
+            "[1, {\"a\": [2]}]",
+        ] {
+            assert_eq!(read(text), MaybeObject::Other, "{text}");
+        }
+        for text in ["[1,", "[1e400]", "{\"a\": 1e400}", "[\"\\x\"]"] {
+            assert!(serde_json::from_str::<MaybeObject>(text).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn members_can_be_edited() {
+        let mut m = Members::from_pairs(vec![("b".into(), json!(1)), ("a".into(), json!(2))]);
+        assert_eq!(m.insert("c".into(), json!(3)), None);
+        assert_eq!(m.insert("a".into(), json!(4)), Some(json!(2)));
+        assert_eq!(m.remove("b"), Some(json!(1)));
+        assert!(!m.contains_key("b"));
+        assert_eq!(
+            m.iter().collect::<Vec<_>>(),
+            vec![("a", &json!(4)), ("c", &json!(3))]
+        );
+        assert!(!m.is_empty());
+    }
+}
