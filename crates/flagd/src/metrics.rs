@@ -4,7 +4,11 @@
 //! labels only ever name flags that exist in the served data; event kinds are LaunchDarkly's
 //! known kinds or `other`.
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
+use std::sync::{OnceLock, RwLock};
+
+use axum::http::{Method, StatusCode};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +31,66 @@ pub struct Metrics {
     flags_loaded: Gauge,
     segments_loaded: Gauge,
     last_reload_success: Gauge<f64, AtomicU64>,
+    /// Evaluation counters already created, by flag then reason, so that counting an
+    /// evaluation builds no label strings once its series exists.
+    evaluation_handles: RwLock<HashMap<Box<str>, ReasonCounters>>,
+}
+
+/// The evaluation counters of one flag, by LaunchDarkly reason kind.
+type ReasonCounters = Vec<(&'static str, Counter)>;
+
+/// The metric handles of one route, made when the router is built so that a request finds its
+/// series without building label strings. A series is still created on its first use, as
+/// before: a route that never answered shows no series.
+pub(crate) struct RouteMetrics {
+    route: &'static str,
+    requests: Family<HttpLabels, Counter>,
+    durations: Family<RouteLabels, Histogram>,
+    duration: OnceLock<Histogram>,
+    /// Request counters already created, by method and status; a route answers few kinds.
+    counters: RwLock<Vec<(Method, StatusCode, Counter)>>,
+}
+
+impl RouteMetrics {
+    /// Counts one answer of this route and its time to the response head.
+    pub(crate) fn record(&self, method: &Method, status: StatusCode, seconds: f64) {
+        self.duration
+            .get_or_init(|| {
+                self.durations
+                    .get_or_create(&RouteLabels {
+                        route: self.route.to_owned(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+        // A poisoned lock only means a panic elsewhere mid-update; the list is still whole.
+        let known = self
+            .counters
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(m, s, _)| m == method && *s == status)
+            .map(|(_, _, c)| c.clone());
+        let counter = known.unwrap_or_else(|| {
+            let counter = self
+                .requests
+                .get_or_create(&HttpLabels {
+                    route: self.route.to_owned(),
+                    method: method.as_str().to_owned(),
+                    status: status.as_u16().to_string(),
+                })
+                .clone();
+            let mut counters = self
+                .counters
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !counters.iter().any(|(m, s, _)| m == method && *s == status) {
+                counters.push((method.clone(), status, counter.clone()));
+            }
+            counter
+        });
+        counter.inc();
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,6 +229,18 @@ impl Metrics {
             flags_loaded,
             segments_loaded,
             last_reload_success,
+            evaluation_handles: RwLock::default(),
+        }
+    }
+
+    /// The handles of the route `route` (a route template, or `unmatched`).
+    pub(crate) fn route(&self, route: &'static str) -> RouteMetrics {
+        RouteMetrics {
+            route,
+            requests: self.http_requests.clone(),
+            durations: self.http_duration.clone(),
+            duration: OnceLock::new(),
+            counters: RwLock::default(),
         }
     }
 
@@ -194,13 +270,35 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub(crate) fn evaluation(&self, flag: &str, reason: &str) {
-        self.evaluations
-            .get_or_create(&EvalLabels {
-                flag: flag.to_owned(),
-                reason: reason.to_owned(),
-            })
-            .inc();
+    /// Counts one evaluation of `flag` (a flag of the served data, or [`UNKNOWN_FLAG`]) with
+    /// the LaunchDarkly reason kind `reason`.
+    pub(crate) fn evaluation(&self, flag: &str, reason: &'static str) {
+        let known = self
+            .evaluation_handles
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(flag)
+            .and_then(|reasons| reasons.iter().find(|(r, _)| *r == reason))
+            .map(|(_, c)| c.clone());
+        let counter = known.unwrap_or_else(|| {
+            let counter = self
+                .evaluations
+                .get_or_create(&EvalLabels {
+                    flag: flag.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .clone();
+            let mut handles = self
+                .evaluation_handles
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let reasons = handles.entry(flag.into()).or_default();
+            if !reasons.iter().any(|(r, _)| *r == reason) {
+                reasons.push((reason, counter.clone()));
+            }
+            counter
+        });
+        counter.inc();
     }
 
     pub(crate) fn stream_opened(&self) {
@@ -250,13 +348,23 @@ mod tests {
     fn encodes_labelled_counters() {
         let m = Metrics::new();
         m.http_request("/v1/evaluate/{flagKey}", "POST", 200, 0.001);
+        let route = m.route("/ofrep/v1/evaluate/flags/{key}");
+        route.record(&Method::POST, StatusCode::OK, 0.001);
+        route.record(&Method::POST, StatusCode::OK, 0.001);
+        route.record(&Method::POST, StatusCode::NOT_FOUND, 0.001);
         m.evaluation("checkout", "FALLTHROUGH");
+        m.evaluation("checkout", "FALLTHROUGH");
+        m.evaluation("checkout", "OFF");
         m.event_received("feature");
         m.event_received("made-up");
         let text = m.encode();
         for line in [
             r#"flagd_http_requests_total{route="/v1/evaluate/{flagKey}",method="POST",status="200"} 1"#,
-            r#"flagd_evaluations_total{flag="checkout",reason="FALLTHROUGH"} 1"#,
+            r#"flagd_http_requests_total{route="/ofrep/v1/evaluate/flags/{key}",method="POST",status="200"} 2"#,
+            r#"flagd_http_requests_total{route="/ofrep/v1/evaluate/flags/{key}",method="POST",status="404"} 1"#,
+            r#"flagd_http_request_duration_seconds_count{route="/ofrep/v1/evaluate/flags/{key}"} 3"#,
+            r#"flagd_evaluations_total{flag="checkout",reason="FALLTHROUGH"} 2"#,
+            r#"flagd_evaluations_total{flag="checkout",reason="OFF"} 1"#,
             r#"flagd_events_received_total{kind="feature"} 1"#,
             r#"flagd_events_received_total{kind="other"} 1"#,
             "flagd_streams_open 0",

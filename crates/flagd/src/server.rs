@@ -254,7 +254,7 @@ pub async fn start_with_store(
         store,
         bootstrap_admin_key: config.admin_key.clone(),
     });
-    let router = crate::http::app(state.clone()).nest("/api/v1", admin);
+    let router = crate::http::app_with_admin(state.clone(), Some(admin));
     Ok(serve(listener, addr, state, router, None, None, Some(task)))
 }
 

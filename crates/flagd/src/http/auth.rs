@@ -154,9 +154,9 @@ impl StoreKeys {
     }
 }
 
-/// The environment a request was authenticated for, set by [`require_key`] in root mode.
+/// The environment a request was authenticated for, in root mode.
 #[derive(Clone)]
-struct SelectedEnv(Arc<Env>);
+pub(super) struct SelectedEnv(pub(super) Arc<Env>);
 
 /// The environment a handler serves: the one the SDK key picked (root mode), or the only one
 /// (file mode: an `Arc` clone, nothing more).
@@ -173,33 +173,47 @@ impl FromRequestParts<AppState> for EnvOf {
     }
 }
 
-/// Middleware: 401 without a body unless the request carries an accepted key. In root mode the
-/// key must be a stored SDK key of one environment (else 401, or 403 for an admin key or an
-/// all-environment key), and it selects that environment.
+/// Checks the request's key: 401 without a body unless it carries an accepted key. In root
+/// mode the key must be a stored SDK key of one environment (else 401, or 403 for an admin key
+/// or an all-environment key, or 503 when the store cannot tell), and that environment is
+/// returned. In file mode nothing is selected, and with no key configured nothing is checked.
+pub(crate) async fn check_key(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Arc<Env>>, Response> {
+    let Some(store_keys) = &state.store_keys else {
+        return if state.keys.allows(headers) {
+            Ok(None)
+        } else {
+            Err(StatusCode::UNAUTHORIZED.into_response())
+        };
+    };
+    let Some(secret) = presented_key(headers).filter(|k| !k.is_empty()) else {
+        return Err(StatusCode::UNAUTHORIZED.into_response());
+    };
+    match store_keys.decide(secret).await {
+        KeyDecision::Env(env) => Ok(Some(state.envs.get_or_create(&env))),
+        KeyDecision::Unknown => Err(StatusCode::UNAUTHORIZED.into_response()),
+        KeyDecision::Forbidden => Err(StatusCode::FORBIDDEN.into_response()),
+        KeyDecision::Unavailable => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+    }
+}
+
+/// Middleware form of [`check_key`], for routers built outside this module: the selected
+/// environment goes into the request for [`EnvOf`].
 pub async fn require_key(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let Some(store_keys) = &state.store_keys else {
-        return if state.keys.allows(request.headers()) {
-            next.run(request).await
-        } else {
-            StatusCode::UNAUTHORIZED.into_response()
-        };
-    };
-    let Some(secret) = presented_key(request.headers()).filter(|k| !k.is_empty()) else {
-        return StatusCode::UNAUTHORIZED.into_response();
-    };
-    match store_keys.decide(secret).await {
-        KeyDecision::Env(env) => {
-            let env = state.envs.get_or_create(&env);
-            request.extensions_mut().insert(SelectedEnv(env));
+    match check_key(&state, request.headers()).await {
+        Ok(selected) => {
+            if let Some(env) = selected {
+                request.extensions_mut().insert(SelectedEnv(env));
+            }
             next.run(request).await
         }
-        KeyDecision::Unknown => StatusCode::UNAUTHORIZED.into_response(),
-        KeyDecision::Forbidden => StatusCode::FORBIDDEN.into_response(),
-        KeyDecision::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(response) => response,
     }
 }
 

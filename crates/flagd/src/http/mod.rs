@@ -1,103 +1,367 @@
-//! The HTTP surface: routes, protection layers, and the only place that knows status codes.
+//! The HTTP surface: routes, protection, and the only place that knows status codes.
 //!
-//! Layers, outermost first: tracing, metrics (every answer, labelled by route template), then per
-//! route group: SDK-key check, concurrency limit (429), timeout (408), body limit (413). SSE
-//! streams skip the limit and the timeout; health and metrics routes skip all of them.
+//! Every request passes, outermost first: tracing, then metrics (every answer, labelled by route
+//! template), then per route: SDK-key check, concurrency limit (429), time limit (408), body
+//! limit (413). SSE streams skip the limits; health and metrics routes skip all of them. The
+//! per-route steps and the metrics run inside one wrapper around each handler ([`Endpoint`]),
+//! not as layers: axum clones a route's layer stack and boxes each layer's future on every
+//! request, and these steps need neither. The SDK-key check costs nothing when no key is
+//! configured.
 
 pub mod auth;
+mod body;
 pub mod error;
 mod health;
 mod native;
 mod ofrep;
 mod sdk;
 
-use std::time::Instant;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use tower::ServiceBuilder;
+use axum::routing::{MethodFilter, MethodRouter, on, post};
 use tower_http::trace::TraceLayer;
+use tracing::{Instrument, Span};
 
+use crate::env::Env;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::server::AppState;
+use auth::SelectedEnv;
 use error::ApiError;
 
-/// The route template of a request, stored on its response so the outer metrics layer (which
-/// runs before routing) can label it.
-#[derive(Clone)]
-struct RouteTemplate(String);
+/// The label of answers that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// What a route checks before its handler runs.
+#[derive(Clone, Copy)]
+enum Guard {
+    /// Nothing (health and metrics).
+    Open,
+    /// The SDK key only (SSE streams).
+    Key,
+    /// The SDK key, then the concurrency and time limits, then this body limit.
+    Limited { max_body: usize },
+}
+
+/// The handlers called directly with the state, the environment and the request: the hot
+/// evaluation routes, which read what they need from the request themselves.
+#[derive(Clone, Copy)]
+enum Direct {
+    NativeOne,
+    NativeAll,
+    OfrepOne,
+    OfrepAll,
+}
+
+impl Direct {
+    async fn call(self, state: &AppState, env: Arc<Env>, request: Request) -> Response {
+        match self {
+            Direct::NativeOne => native::evaluate_one(state, env, request).await,
+            Direct::NativeAll => native::evaluate_all(state, env, request).await,
+            Direct::OfrepOne => ofrep::evaluate_one(state, env, request).await,
+            Direct::OfrepAll => ofrep::evaluate_all(state, env, request).await,
+        }
+    }
+}
+
+/// One route's protection and metrics, made once when the router is built.
+struct Endpoint {
+    state: AppState,
+    metrics: RouteMetrics,
+    guard: Guard,
+}
+
+impl Endpoint {
+    fn new(state: &AppState, route: &'static str, guard: Guard) -> Arc<Endpoint> {
+        Arc::new(Endpoint {
+            state: state.clone(),
+            metrics: state.metrics.route(route),
+            guard,
+        })
+    }
+
+    /// Runs `handler` behind the route's guard, traces the request and counts the answer.
+    async fn serve<F, Fut>(&self, request: Request, handler: F) -> Response
+    where
+        F: FnOnce(Request, Option<Arc<Env>>) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let span = request_span(&request);
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "tower_http::trace::on_request",
+                "started processing request"
+            );
+        });
+        let response = self
+            .guarded(request, handler)
+            .instrument(span.clone())
+            .await;
+        let latency = started.elapsed();
+        self.metrics
+            .record(&method, response.status(), latency.as_secs_f64());
+        trace_response(&span, response.status(), latency);
+        response
+    }
+
+    async fn guarded<F, Fut>(&self, mut request: Request, handler: F) -> Response
+    where
+        F: FnOnce(Request, Option<Arc<Env>>) -> Fut,
+        Fut: Future<Output = Response>,
+    {
+        let max_body = match self.guard {
+            Guard::Open => return handler(request, None).await,
+            Guard::Key | Guard::Limited { .. } => {
+                let selected = match auth::check_key(&self.state, request.headers()).await {
+                    Ok(selected) => selected,
+                    Err(response) => return response,
+                };
+                match self.guard {
+                    Guard::Limited { max_body } => (max_body, selected),
+                    _ => return handler(request, selected).await,
+                }
+            }
+        };
+        let (max_body, selected) = max_body;
+        // A permit is taken without waiting: a saturated server answers at once rather than
+        // queue.
+        let Ok(_permit) = self.state.limiter.try_acquire() else {
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOO_MANY_REQUESTS",
+                "too many concurrent requests; retry later",
+            );
+            error.retry_after = Some(self.state.http.retry_after_secs);
+            return error.into_response();
+        };
+        DefaultBodyLimit::max(max_body).apply(&mut request);
+        // The time limit runs from here. Most requests complete on their first poll (the body
+        // has already arrived), so the timer, which costs a trip through the runtime's timer
+        // wheel, is only set for those that wait, with the same deadline.
+        let deadline = tokio::time::Instant::now() + self.state.http.request_timeout();
+        let mut handling = pin!(handler(request, selected));
+        let first = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await;
+        if let Poll::Ready(response) = first {
+            return response;
+        }
+        match tokio::time::timeout_at(deadline, handling).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "the request took too long (a slow request body?)",
+            )
+            .into_response(),
+        }
+    }
+}
+
+/// The span of one request, as `tower_http`'s default `TraceLayer` makes it (same target,
+/// name, level and fields), so log filters and formats stay as they were.
+fn request_span(request: &Request) -> Span {
+    tracing::debug_span!(
+        target: "tower_http::trace::make_span",
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        version = ?request.version(),
+    )
+}
+
+/// The events `tower_http`'s default `TraceLayer` writes when a request starts and ends: every
+/// answer at debug level, and 5xx answers as failures at error level.
+fn trace_response(span: &Span, status: StatusCode, latency: Duration) {
+    let _entered = span.enter();
+    let latency = Millis(latency);
+    tracing::debug!(
+        target: "tower_http::trace::on_response",
+        %latency,
+        status = i32::from(status.as_u16()),
+        "finished processing request"
+    );
+    if status.is_server_error() {
+        tracing::error!(
+            target: "tower_http::trace::on_failure",
+            classification = %format_args!("Status code: {status}"),
+            %latency,
+            "response failed"
+        );
+    }
+}
+
+/// A latency as `tower_http` writes it: whole milliseconds.
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
+/// A route served by a [`Direct`] handler.
+fn direct(state: &AppState, route: &'static str, guard: Guard, which: Direct) -> MethodRouter {
+    let endpoint = Endpoint::new(state, route, guard);
+    post(move |request: Request| {
+        let endpoint = Arc::clone(&endpoint);
+        async move {
+            let state = &endpoint.state;
+            endpoint
+                .serve(request, |request, selected| {
+                    let env = selected.unwrap_or_else(|| Arc::clone(&state.default_env));
+                    which.call(state, env, request)
+                })
+                .await
+        }
+    })
+}
+
+/// A route served by an ordinary axum handler, which finds the selected environment with
+/// [`auth::EnvOf`].
+fn handler<H, T>(
+    state: &AppState,
+    route: &'static str,
+    guard: Guard,
+    method: MethodFilter,
+    handler: H,
+) -> MethodRouter
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let endpoint = Endpoint::new(state, route, guard);
+    on(method, move |request: Request| {
+        let endpoint = Arc::clone(&endpoint);
+        let handler = handler.clone();
+        async move {
+            endpoint
+                .serve(request, |mut request, selected| {
+                    if let Some(env) = selected {
+                        request.extensions_mut().insert(SelectedEnv(env));
+                    }
+                    handler.call(request, endpoint.state.clone())
+                })
+                .await
+        }
+    })
+}
 
 /// The router with every route and layer, over `state`. Tests drive it with
 /// `tower::ServiceExt::oneshot` without a socket.
 pub fn app(state: AppState) -> Router {
-    let max_body = state.http.max_body_bytes;
-    let max_events_body = state.http.max_events_body_bytes;
-    let evaluation = Router::new()
-        .route("/v1/evaluate/{flagKey}", post(native::evaluate_one))
-        .route("/v1/evaluate", post(native::evaluate_all))
-        .route("/ofrep/v1/evaluate/flags/{key}", post(ofrep::evaluate_one))
-        .route("/ofrep/v1/evaluate/flags", post(ofrep::evaluate_all))
-        .route("/ofrep/v1/configuration", get(ofrep::configuration))
-        .route("/sdk/latest-all", get(sdk::latest_all))
-        .layer(DefaultBodyLimit::max(max_body));
-    let events = Router::new()
-        .route("/bulk", post(sdk::bulk_events))
-        .route("/diagnostic", post(sdk::diagnostic_event))
-        .layer(DefaultBodyLimit::max(max_events_body));
-    let limited = evaluation
-        .merge(events)
-        .route_layer(middleware::from_fn_with_state(state.clone(), limit))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ));
-    let streams =
-        Router::new()
-            .route("/all", get(sdk::stream))
-            .route_layer(middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_key,
-            ));
-    let open = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics));
-    let routes = Router::new()
-        .merge(limited)
-        .merge(streams)
-        .merge(open)
-        .route_layer(middleware::from_fn(tag_route))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state.clone());
-    // The outer layers wrap the routed service once. `Router::layer` would wrap every route
-    // instead, and axum clones a route's boxed layer stack (one allocation per layer, and again
-    // inside each middleware) on every request; around the router, the clone is one Arc.
-    let outer = ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http())
-        .layer(middleware::from_fn_with_state(state, record_metrics))
-        .service(routes);
-    Router::new().fallback_service(outer)
+    app_with_admin(state, None)
 }
 
-async fn tag_route(path: MatchedPath, request: Request, next: Next) -> Response {
-    let template = RouteTemplate(path.as_str().to_owned());
-    let mut response = next.run(request).await;
-    response.extensions_mut().insert(template);
-    response
+/// [`app`], with `admin` (the admin API) nested under `/api/v1` inside the same tracing and
+/// metrics; its answers are labelled with its own route templates.
+pub fn app_with_admin(state: AppState, admin: Option<Router>) -> Router {
+    let evaluation = Guard::Limited {
+        max_body: state.http.max_body_bytes,
+    };
+    let events = Guard::Limited {
+        max_body: state.http.max_events_body_bytes,
+    };
+    let (get, post) = (MethodFilter::GET, MethodFilter::POST);
+    let s = &state;
+    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open);
+    let metrics = Arc::clone(&state.metrics);
+    let mut routes = Router::new()
+        .route(
+            "/v1/evaluate/{flagKey}",
+            direct(s, "/v1/evaluate/{flagKey}", evaluation, Direct::NativeOne),
+        )
+        .route(
+            "/v1/evaluate",
+            direct(s, "/v1/evaluate", evaluation, Direct::NativeAll),
+        )
+        .route(
+            "/ofrep/v1/evaluate/flags/{key}",
+            direct(
+                s,
+                "/ofrep/v1/evaluate/flags/{key}",
+                evaluation,
+                Direct::OfrepOne,
+            ),
+        )
+        .route(
+            "/ofrep/v1/evaluate/flags",
+            direct(s, "/ofrep/v1/evaluate/flags", evaluation, Direct::OfrepAll),
+        )
+        .route(
+            "/ofrep/v1/configuration",
+            handler(
+                s,
+                "/ofrep/v1/configuration",
+                evaluation,
+                get,
+                ofrep::configuration,
+            ),
+        )
+        .route(
+            "/sdk/latest-all",
+            handler(s, "/sdk/latest-all", evaluation, get, sdk::latest_all),
+        )
+        .route("/bulk", handler(s, "/bulk", events, post, sdk::bulk_events))
+        .route(
+            "/diagnostic",
+            handler(s, "/diagnostic", events, post, sdk::diagnostic_event),
+        )
+        .route("/all", handler(s, "/all", Guard::Key, get, sdk::stream))
+        .route(
+            "/healthz",
+            handler(s, "/healthz", Guard::Open, get, health::healthz),
+        )
+        .route(
+            "/readyz",
+            handler(s, "/readyz", Guard::Open, get, health::readyz),
+        )
+        .route(
+            "/metrics",
+            handler(s, "/metrics", Guard::Open, get, health::metrics),
+        )
+        .fallback(move |request: Request| {
+            let fallback = Arc::clone(&fallback);
+            async move {
+                fallback
+                    .serve(request, |request, _| async move { not_found(&request) })
+                    .await
+            }
+        })
+        .method_not_allowed_fallback(move |matched: Option<MatchedPath>, request: Request| {
+            method_not_allowed(Arc::clone(&metrics), matched, request)
+        });
+    if let Some(admin) = admin {
+        // The admin API is not a hot path: one middleware around its router labels and counts
+        // its answers, including its own fallbacks.
+        let admin = admin
+            .layer(middleware::from_fn_with_state(state, record_admin))
+            .layer(TraceLayer::new_for_http());
+        routes = routes.nest("/api/v1", admin);
+    }
+    routes
 }
 
-async fn record_metrics(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Counts an admin API answer under its route template.
+async fn record_admin(
+    State(state): State<AppState>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<RouteTemplate>()
-        .map_or("unmatched", |r| r.0.as_str());
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     state.metrics.http_request(
         route,
         method.as_str(),
@@ -107,31 +371,7 @@ async fn record_metrics(State(state): State<AppState>, request: Request, next: N
     response
 }
 
-/// The concurrency limit (429), then the time limit (408). One middleware rather than two,
-/// because each route layer costs allocations on every request (see [`app`]).
-async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // A permit is taken without waiting: a saturated server answers at once rather than queue.
-    let Ok(_permit) = state.limiter.clone().try_acquire_owned() else {
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "TOO_MANY_REQUESTS",
-            "too many concurrent requests; retry later",
-        );
-        error.retry_after = Some(state.http.retry_after_secs);
-        return error.into_response();
-    };
-    match tokio::time::timeout(state.http.request_timeout(), next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "REQUEST_TIMEOUT",
-            "the request took too long (a slow request body?)",
-        )
-        .into_response(),
-    }
-}
-
-async fn not_found(request: Request) -> Response {
+fn not_found(request: &Request) -> Response {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "NOT_FOUND",
@@ -140,8 +380,21 @@ async fn not_found(request: Request) -> Response {
     .into_response()
 }
 
-async fn method_not_allowed(matched: Option<MatchedPath>, request: Request) -> Response {
-    let mut response = ApiError::new(
+/// 405 on a route that exists; counted under the route's template.
+async fn method_not_allowed(
+    metrics: Arc<Metrics>,
+    matched: Option<MatchedPath>,
+    request: Request,
+) -> Response {
+    let started = Instant::now();
+    let span = request_span(&request);
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "tower_http::trace::on_request",
+            "started processing request"
+        );
+    });
+    let response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
         format!(
@@ -151,12 +404,15 @@ async fn method_not_allowed(matched: Option<MatchedPath>, request: Request) -> R
         ),
     )
     .into_response();
-    // The path did match a route; label the answer with its template rather than "unmatched".
-    if let Some(path) = matched {
-        response
-            .extensions_mut()
-            .insert(RouteTemplate(path.as_str().to_owned()));
-    }
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let latency = started.elapsed();
+    metrics.http_request(
+        route,
+        request.method().as_str(),
+        response.status().as_u16(),
+        latency.as_secs_f64(),
+    );
+    trace_response(&span, response.status(), latency);
     response
 }
 

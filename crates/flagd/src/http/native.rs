@@ -5,20 +5,22 @@
 //! `{"flags":{KEY:{"value","variationIndex","reason"}}}`. Both take `{"context": <LD context>}`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use flags_core::{Context, ErrorKind, Reason, ReasonJson};
+use flags_core::context::MaybeObject;
+use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::auth::EnvOf;
-use super::error::{ApiError, parse_json_body};
-use crate::engine;
+use super::body::ContextBody;
+use super::error::ApiError;
+use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
 
@@ -48,26 +50,31 @@ struct Entry<'a> {
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
 fn read_context(body: Result<Bytes, BytesRejection>) -> Result<Context, ApiError> {
-    let value = parse_json_body(body)?;
-    let Value::Object(mut object) = value else {
-        return Err(ApiError::invalid_request(
+    let bytes = body.map_err(|r| ApiError::from_body_rejection(&r))?;
+    match ContextBody::parse(&bytes).map_err(ApiError::invalid_json)? {
+        ContextBody::NotAnObject => Err(ApiError::invalid_request(
             "request body must be a JSON object with a \"context\" field",
-        ));
-    };
-    let Some(context) = object.remove("context") else {
-        return Err(ApiError::invalid_request(
+        )),
+        ContextBody::Object(None) => Err(ApiError::invalid_request(
             "request body is missing the \"context\" field",
-        ));
-    };
-    engine::parse_context(&context).map_err(ApiError::invalid_context)
+        )),
+        ContextBody::Object(Some(MaybeObject::Other)) => {
+            Err(ApiError::invalid_context(ContextError::NotAnObject))
+        }
+        ContextBody::Object(Some(MaybeObject::Object(members))) => {
+            Context::from_members(members).map_err(ApiError::invalid_context)
+        }
+    }
 }
 
-pub(super) async fn evaluate_one(
-    State(state): State<AppState>,
-    EnvOf(env): EnvOf,
-    Path(flag_key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// `POST /v1/evaluate/{flagKey}`.
+pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let flag_key = match Path::<String>::from_request_parts(&mut parts, state).await {
+        Ok(Path(key)) => key,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -114,11 +121,9 @@ pub(super) async fn evaluate_one(
     (status, Json(body)).into_response()
 }
 
-pub(super) async fn evaluate_all(
-    State(state): State<AppState>,
-    EnvOf(env): EnvOf,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+/// `POST /v1/evaluate`.
+pub(super) async fn evaluate_all(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+    let body = Bytes::from_request(request, state).await;
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

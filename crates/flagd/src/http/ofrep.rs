@@ -6,20 +6,24 @@
 //! context carrying the remaining attributes. The variant is the variation index as a string,
 //! as LaunchDarkly's own OpenFeature providers do.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use flags_core::context::{MaybeObject, Members};
 use flags_core::{Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::auth::EnvOf;
+use super::body::{ContextBody, IndexString};
 use super::error::ApiError;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
+use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
 
@@ -95,7 +99,7 @@ struct Success<'a> {
     value: Option<&'a Value>,
     reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<String>,
+    variant: Option<IndexString>,
     metadata: Map<String, Value>,
 }
 
@@ -128,8 +132,9 @@ enum RequestError {
     Body(ApiError),
 }
 
-/// Reads the request body: `{"context": {...}}`. Returns the context and its JSON (for ETags).
-fn read_request(body: Result<Bytes, BytesRejection>) -> Result<(Context, Value), RequestError> {
+/// Reads the request body, `{"context": {...}}`, and returns the context's members (an empty
+/// object when there is no context).
+fn read_request(body: Result<Bytes, BytesRejection>) -> Result<MaybeObject, RequestError> {
     let bytes = match body {
         Ok(b) => b,
         // A body that is too large or unreadable is not an OFREP parse error; answer it plainly.
@@ -139,45 +144,40 @@ fn read_request(body: Result<Bytes, BytesRejection>) -> Result<(Context, Value),
             )));
         }
     };
-    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
         // OFREP allows an empty request; it has no context and so no targeting key.
-        json!({})
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| {
-            RequestError::Ofrep(OfrepError::parse(format!(
-                "request body is not valid JSON: {e}"
-            )))
-        })?
-    };
-    let Value::Object(mut object) = value else {
-        return Err(RequestError::Ofrep(OfrepError::parse(
+        return Ok(MaybeObject::Object(Members::default()));
+    }
+    match ContextBody::parse(&bytes) {
+        Err(e) => Err(RequestError::Ofrep(OfrepError::parse(format!(
+            "request body is not valid JSON: {e}"
+        )))),
+        Ok(ContextBody::NotAnObject) => Err(RequestError::Ofrep(OfrepError::parse(
             "request body must be a JSON object with a \"context\" field",
-        )));
-    };
-    let context_json = object.remove("context").unwrap_or_else(|| json!({}));
-    let context = to_ld_context(&context_json).map_err(RequestError::Ofrep)?;
-    Ok((context, context_json))
+        ))),
+        Ok(ContextBody::Object(context)) => {
+            Ok(context.unwrap_or(MaybeObject::Object(Members::default())))
+        }
+    }
 }
 
 /// Maps an OpenFeature evaluation context to a LaunchDarkly context.
-fn to_ld_context(value: &Value) -> Result<Context, OfrepError> {
-    let Value::Object(attributes) = value else {
+fn to_ld_context(context: MaybeObject) -> Result<Context, OfrepError> {
+    let MaybeObject::Object(mut ld) = context else {
         return Err(OfrepError::invalid_context("context must be a JSON object"));
     };
-    let targeting_key = match attributes.get("targetingKey") {
+    let targeting_key = match ld.remove("targetingKey") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.as_str()),
+        Some(key @ Value::String(_)) => Some(key),
         Some(_) => return Err(OfrepError::invalid_context("targetingKey must be a string")),
     };
-    let mut ld = attributes.clone();
-    ld.remove("targetingKey");
     let is_multi = ld.get("kind").and_then(Value::as_str) == Some("multi");
     if !ld.contains_key("kind") {
         ld.insert("kind".to_owned(), Value::String("user".to_owned()));
     }
     if !is_multi {
         if let Some(key) = targeting_key {
-            ld.insert("key".to_owned(), Value::String(key.to_owned()));
+            ld.insert("key".to_owned(), key);
         }
         match ld.get("key") {
             None | Some(Value::Null) => return Err(OfrepError::targeting_key_missing()),
@@ -187,8 +187,7 @@ fn to_ld_context(value: &Value) -> Result<Context, OfrepError> {
             _ => {}
         }
     }
-    engine::parse_context(&Value::Object(ld))
-        .map_err(|e| OfrepError::invalid_context(e.to_string()))
+    Context::from_members(ld).map_err(|e| OfrepError::invalid_context(e.to_string()))
 }
 
 /// The OFREP answer for one evaluation result.
@@ -212,10 +211,7 @@ fn item<'a>(
         });
     }
     // A variant names the value served; with no value there is nothing for it to name.
-    let variant = detail
-        .value
-        .and(detail.variation_index)
-        .map(|i| i.to_string());
+    let variant = detail.value.and(detail.variation_index).map(IndexString);
     Ok(Success {
         key,
         value: detail.value,
@@ -225,17 +221,20 @@ fn item<'a>(
     })
 }
 
-pub(super) async fn evaluate_one(
-    State(state): State<AppState>,
-    EnvOf(env): EnvOf,
-    Path(key): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let context = match read_request(body) {
-        Ok((context, _)) => context,
-        Err(RequestError::Ofrep(error)) => return error.for_flag(&key),
-        Err(RequestError::Body(error)) => return error.into_response(),
+/// `POST /ofrep/v1/evaluate/flags/{key}`.
+pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let key = match Path::<String>::from_request_parts(&mut parts, state).await {
+        Ok(Path(key)) => key,
+        Err(rejection) => return rejection.into_response(),
     };
+    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+    let context =
+        match read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep)) {
+            Ok(context) => context,
+            Err(RequestError::Ofrep(error)) => return error.for_flag(&key),
+            Err(RequestError::Body(error)) => return error.into_response(),
+        };
     let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().for_flag(&key);
     };
@@ -256,13 +255,20 @@ pub(super) async fn evaluate_one(
     }
 }
 
-pub(super) async fn evaluate_all(
-    State(state): State<AppState>,
-    EnvOf(env): EnvOf,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (context, context_json) = match read_request(body) {
+/// `POST /ofrep/v1/evaluate/flags`.
+pub(super) async fn evaluate_all(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+    // The context as given is part of the ETag; it is written before it is mapped.
+    let mut context_json = Vec::new();
+    let context = match read_request(body).and_then(|c| {
+        if let MaybeObject::Object(members) = &c {
+            // Serializing members into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut context_json, members);
+        }
+        to_ld_context(c).map_err(RequestError::Ofrep)
+    }) {
         Ok(parsed) => parsed,
         Err(RequestError::Ofrep(error)) => return error.bulk(),
         Err(RequestError::Body(error)) => return error.into_response(),
@@ -273,13 +279,12 @@ pub(super) async fn evaluate_all(
     // The tag covers the data, the kill set and overrides, and the context, so it changes when
     // any of them does; computing it
     // first lets a matching client skip the evaluation entirely.
-    let mut tagged = Vec::with_capacity(64);
+    let mut tagged = Vec::with_capacity(64 + context_json.len());
     tagged.extend_from_slice(snapshot.digest().as_bytes());
     // Environments may hold equal data with different kills; the key keeps their tags apart.
     tagged.extend_from_slice(env.key.as_bytes());
     tagged.extend_from_slice(format!("\n{}\n", env.ops.generation()).as_bytes());
-    // Serializing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut tagged, &context_json);
+    tagged.extend_from_slice(&context_json);
     let etag = format!("\"{}\"", engine::hex_digest(&tagged));
     if etag_matches(&headers, &etag) {
         return not_modified(&etag);
@@ -318,10 +323,16 @@ pub(super) async fn configuration() -> Response {
 
 #[cfg(test)]
 mod tests {
+    use serde::Deserialize;
+
     use super::*;
 
+    fn to_ld_context(value: Value) -> Result<Context, OfrepError> {
+        super::to_ld_context(MaybeObject::deserialize(value).unwrap())
+    }
+
     fn code(value: Value) -> &'static str {
-        match to_ld_context(&value) {
+        match to_ld_context(value) {
             Ok(_) => "OK",
             Err(e) => e.code,
         }
@@ -329,14 +340,14 @@ mod tests {
 
     #[test]
     fn context_mapping() {
-        let ctx = to_ld_context(&json!({"targetingKey": "u1", "email": "a@b.c"})).unwrap();
+        let ctx = to_ld_context(json!({"targetingKey": "u1", "email": "a@b.c"})).unwrap();
         assert_eq!(ctx.kinds().collect::<Vec<_>>(), vec!["user"]);
         assert_eq!(ctx.key(), Some("u1"));
         let ctx =
-            to_ld_context(&json!({"targetingKey": "o1", "kind": "org", "name": "Acme"})).unwrap();
+            to_ld_context(json!({"targetingKey": "o1", "kind": "org", "name": "Acme"})).unwrap();
         assert_eq!(ctx.kinds().collect::<Vec<_>>(), vec!["org"]);
         assert_eq!(ctx.key(), Some("o1"));
-        let ctx = to_ld_context(&json!({
+        let ctx = to_ld_context(json!({
             "kind": "multi",
             "user": {"key": "u1"},
             "org": {"key": "o1"}
