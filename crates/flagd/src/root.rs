@@ -2,8 +2,8 @@
 //! current from the store's change feed.
 //!
 //! At start each environment is loaded whole ([`AdminStore::snapshot`]): flags, segments, the
-//! kill set and the overrides, read consistently in one snapshot. From then on a notification is only a wake-up call:
-//! the environment's changes after the last applied `seq` are read with
+//! kill set and the overrides, read consistently in one snapshot. From then on a notification
+//! is only a wake-up call: the environment's changes after the last applied `seq` are read with
 //! [`AdminStore::changes_since`] and applied in order, and a flag or segment change fetches the
 //! item as it is now and applies it only if its version is newer than the one held. So a missed,
 //! repeated or reordered notification can neither skip nor regress data. A timer does the same
@@ -21,7 +21,8 @@
 //!
 //! When the feed fails, the failure is recorded in a [`HealthTracker`], the loop waits
 //! ([`Backoff`]: 1x, 2x, 4x, 8x of the base), subscribes again and catches up. The last
-//! snapshot keeps serving all along.
+//! snapshot keeps serving all along. A database that is down at start is treated the same way
+//! ([`open_database_lazy`]): nothing is served and `/readyz` says `CONNECTING` until it answers.
 
 pub mod database;
 
