@@ -55,9 +55,18 @@ const WRITE_GAP: Duration = Duration::from_millis(20);
 
 /// `cargo xtask bench-root [options]`.
 pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
-    if matches!(args, ["--help" | "-h" | "help"]) {
-        print!("{HELP}");
-        return Ok(());
+    match args {
+        ["--help" | "-h" | "help"] => {
+            print!("{HELP}");
+            return Ok(());
+        }
+        // The generated environment alone, as a flag file, for profiling by hand.
+        ["flag-file", path] => {
+            let options = Options::parse(&[])?;
+            let file = flag_file(options.flags, options.segments);
+            return Ok(std::fs::write(path, serde_json::to_vec(&file)?)?);
+        }
+        _ => {}
     }
     let options = Options::parse(args)?;
     for tool in ["psql"] {
@@ -86,7 +95,8 @@ Builds flagd in release and measures root mode on a throwaway PostgreSQL databas
 and resident memory of a replica loading the environment, and the time from an admin write at
 replica A to B's SDK stream and to B's evaluation endpoint (p50/p99). Needs psql and a
 PostgreSQL server accepting the postgres user without a password. The replicas log to DIR
-(flagd-A.log, flagd-B.log) when given; FLAGD_LOG=flagd=debug adds each batch's apply time.
+(flagd-A.log, flagd-B.log) when given; FLAGD_LOG=info,flagd::root=debug adds each batch's
+apply time. `cargo xtask bench-root flag-file PATH` writes the generated environment alone.
 
 Defaults: --flags 10000 --segments 1000 --writes 1000 --server postgres://postgres@127.0.0.1:5432
 ";
