@@ -67,14 +67,19 @@ impl ApiError {
         }
     }
 
+    /// 413: the body is over the route's limit.
+    pub fn payload_too_large() -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "request body is too large",
+        )
+    }
+
     /// The error for a body that could not be read (too large, or the connection failed).
     pub fn from_body_rejection(rejection: &BytesRejection) -> ApiError {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                "request body is too large",
-            )
+            ApiError::payload_too_large()
         } else {
             ApiError::new(
                 rejection.status(),

@@ -63,12 +63,19 @@ enum Direct {
 }
 
 impl Direct {
-    async fn call(self, state: &AppState, env: Arc<Env>, request: Request) -> Response {
+    /// Runs the handler; it reads at most `max_body` bytes of body itself.
+    async fn call(
+        self,
+        state: &AppState,
+        env: Arc<Env>,
+        request: Request,
+        max_body: usize,
+    ) -> Response {
         match self {
-            Direct::NativeOne => native::evaluate_one(state, env, request).await,
-            Direct::NativeAll => native::evaluate_all(state, env, request).await,
-            Direct::OfrepOne => ofrep::evaluate_one(state, env, request).await,
-            Direct::OfrepAll => ofrep::evaluate_all(state, env, request).await,
+            Direct::NativeOne => native::evaluate_one(state, env, request, max_body).await,
+            Direct::NativeAll => native::evaluate_all(state, env, request, max_body).await,
+            Direct::OfrepOne => ofrep::evaluate_one(state, env, request, max_body).await,
+            Direct::OfrepAll => ofrep::evaluate_all(state, env, request, max_body).await,
         }
     }
 }
@@ -78,14 +85,18 @@ struct Endpoint {
     state: AppState,
     metrics: RouteMetrics,
     guard: Guard,
+    /// Whether the handler reads the body itself, with the guard's limit, rather than through
+    /// axum's extractors (which find the limit in the request).
+    reads_body: bool,
 }
 
 impl Endpoint {
-    fn new(state: &AppState, route: &'static str, guard: Guard) -> Arc<Endpoint> {
+    fn new(state: &AppState, route: &'static str, guard: Guard, reads_body: bool) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             state: state.clone(),
             metrics: state.metrics.route(route),
             guard,
+            reads_body,
         })
     }
 
@@ -145,7 +156,9 @@ impl Endpoint {
             error.retry_after = Some(self.state.http.retry_after_secs);
             return error.into_response();
         };
-        DefaultBodyLimit::max(max_body).apply(&mut request);
+        if !self.reads_body {
+            DefaultBodyLimit::max(max_body).apply(&mut request);
+        }
         // The time limit runs from here. Most requests complete on their first poll (the body
         // has already arrived), so the timer, which costs a trip through the runtime's timer
         // wheel, is only set for those that wait, with the same deadline.
@@ -211,7 +224,11 @@ impl std::fmt::Display for Millis {
 
 /// A route served by a [`Direct`] handler.
 fn direct(state: &AppState, route: &'static str, guard: Guard, which: Direct) -> MethodRouter {
-    let endpoint = Endpoint::new(state, route, guard);
+    let endpoint = Endpoint::new(state, route, guard, true);
+    let max_body = match guard {
+        Guard::Limited { max_body } => max_body,
+        Guard::Open | Guard::Key => state.http.max_body_bytes,
+    };
     post(move |request: Request| {
         let endpoint = Arc::clone(&endpoint);
         async move {
@@ -219,7 +236,7 @@ fn direct(state: &AppState, route: &'static str, guard: Guard, which: Direct) ->
             endpoint
                 .serve(request, |request, selected| {
                     let env = selected.unwrap_or_else(|| Arc::clone(&state.default_env));
-                    which.call(state, env, request)
+                    which.call(state, env, request, max_body)
                 })
                 .await
         }
@@ -239,7 +256,7 @@ where
     H: Handler<T, AppState>,
     T: 'static,
 {
-    let endpoint = Endpoint::new(state, route, guard);
+    let endpoint = Endpoint::new(state, route, guard, false);
     on(method, move |request: Request| {
         let endpoint = Arc::clone(&endpoint);
         let handler = handler.clone();
@@ -273,7 +290,7 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> Router {
     };
     let (get, post) = (MethodFilter::GET, MethodFilter::POST);
     let s = &state;
-    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open);
+    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open, false);
     let metrics = Arc::clone(&state.metrics);
     let mut routes = Router::new()
         .route(

@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::body::ContextBody;
+use super::body::{ContextBody, read_body};
 use super::error::ApiError;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
@@ -49,8 +48,8 @@ struct Entry<'a> {
 }
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
-fn read_context(body: Result<Bytes, BytesRejection>) -> Result<Context, ApiError> {
-    let bytes = body.map_err(|r| ApiError::from_body_rejection(&r))?;
+fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
+    let bytes = body?;
     match ContextBody::parse(&bytes).map_err(ApiError::invalid_json)? {
         ContextBody::NotAnObject => Err(ApiError::invalid_request(
             "request body must be a JSON object with a \"context\" field",
@@ -68,13 +67,18 @@ fn read_context(body: Result<Bytes, BytesRejection>) -> Result<Context, ApiError
 }
 
 /// `POST /v1/evaluate/{flagKey}`.
-pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+pub(super) async fn evaluate_one(
+    state: &AppState,
+    env: Arc<Env>,
+    request: Request,
+    max_body: usize,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let flag_key = match Path::<String>::from_request_parts(&mut parts, state).await {
         Ok(Path(key)) => key,
         Err(rejection) => return rejection.into_response(),
     };
-    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+    let body = read_body(body, max_body).await;
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -122,8 +126,13 @@ pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Reque
 }
 
 /// `POST /v1/evaluate`.
-pub(super) async fn evaluate_all(state: &AppState, env: Arc<Env>, request: Request) -> Response {
-    let body = Bytes::from_request(request, state).await;
+pub(super) async fn evaluate_all(
+    state: &AppState,
+    env: Arc<Env>,
+    request: Request,
+    max_body: usize,
+) -> Response {
+    let body = read_body(request.into_body(), max_body).await;
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

@@ -9,8 +9,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::extract::{FromRequestParts, Path, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use flags_core::{Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::body::{ContextBody, IndexString};
+use super::body::{ContextBody, IndexString, read_body};
 use super::error::ApiError;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
@@ -134,16 +133,9 @@ enum RequestError {
 
 /// Reads the request body, `{"context": {...}}`, and returns the context's members (an empty
 /// object when there is no context).
-fn read_request(body: Result<Bytes, BytesRejection>) -> Result<MaybeObject, RequestError> {
-    let bytes = match body {
-        Ok(b) => b,
-        // A body that is too large or unreadable is not an OFREP parse error; answer it plainly.
-        Err(rejection) => {
-            return Err(RequestError::Body(ApiError::from_body_rejection(
-                &rejection,
-            )));
-        }
-    };
+fn read_request(body: Result<Bytes, ApiError>) -> Result<MaybeObject, RequestError> {
+    // A body that is too large or unreadable is not an OFREP parse error; answer it plainly.
+    let bytes = body.map_err(RequestError::Body)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         // OFREP allows an empty request; it has no context and so no targeting key.
         return Ok(MaybeObject::Object(Members::default()));
@@ -222,13 +214,18 @@ fn item<'a>(
 }
 
 /// `POST /ofrep/v1/evaluate/flags/{key}`.
-pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+pub(super) async fn evaluate_one(
+    state: &AppState,
+    env: Arc<Env>,
+    request: Request,
+    max_body: usize,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let key = match Path::<String>::from_request_parts(&mut parts, state).await {
         Ok(Path(key)) => key,
         Err(rejection) => return rejection.into_response(),
     };
-    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+    let body = read_body(body, max_body).await;
     let context =
         match read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep)) {
             Ok(context) => context,
@@ -256,10 +253,15 @@ pub(super) async fn evaluate_one(state: &AppState, env: Arc<Env>, request: Reque
 }
 
 /// `POST /ofrep/v1/evaluate/flags`.
-pub(super) async fn evaluate_all(state: &AppState, env: Arc<Env>, request: Request) -> Response {
+pub(super) async fn evaluate_all(
+    state: &AppState,
+    env: Arc<Env>,
+    request: Request,
+    max_body: usize,
+) -> Response {
     let (mut parts, body) = request.into_parts();
     let headers = std::mem::take(&mut parts.headers);
-    let body = Bytes::from_request(Request::from_parts(parts, body), state).await;
+    let body = read_body(body, max_body).await;
     // The context as given is part of the ETag; it is written before it is mapped.
     let mut context_json = Vec::new();
     let context = match read_request(body).and_then(|c| {

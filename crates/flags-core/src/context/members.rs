@@ -109,13 +109,20 @@ impl Serialize for Members {
     }
 }
 
-/// Collects a map's entries (values as `Value`, as `serde_json::Map` reads them).
+/// Collects a map's entries (values as `Value`, as `serde_json::Map` reads them), each put in
+/// its sorted place as it arrives; a repeated name replaces the earlier value, as a map does.
 fn collect_pairs<'de, A: MapAccess<'de>>(mut map: A) -> Result<Members, A::Error> {
-    let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+    let mut members = Members(Vec::with_capacity(map.size_hint().unwrap_or(8).min(64)));
     while let Some((k, v)) = map.next_entry::<String, Value>()? {
-        pairs.push((k, v));
+        // Members often arrive sorted, or nearly: check the end first.
+        match members.0.last() {
+            Some((last, _)) if last.as_str() >= k.as_str() => {
+                members.insert(k, v);
+            }
+            _ => members.0.push((k, v)),
+        }
     }
-    Ok(Members::from_pairs(pairs))
+    Ok(members)
 }
 
 impl<'de> Deserialize<'de> for Members {
