@@ -459,10 +459,6 @@ async fn apply(
                     .remove_override(&change.key, context_kind, context_key);
             }
         },
-        // Changes of the environment itself: a new one is loaded whole by `on_change`, and
-        // there is nothing else to apply. (The store may add such kinds; they change no item.)
-        #[allow(unreachable_patterns)]
-        _ => {}
     }
     Ok(())
 }
