@@ -1,5 +1,6 @@
 //! The database subcommands of the `flagd` binary against real PostgreSQL: `migrate`,
-//! `import` then `export` (round trip), and `serve --database` answering with the imported data.
+//! `import` then `export` (round trip), `serve --database` answering with the imported data, and
+//! two `flagd serve` processes on one database converging after writes through either.
 
 #![allow(clippy::unwrap_used)]
 
@@ -156,4 +157,117 @@ fn migrate_import_export_and_serve() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(body["value"], true, "{body}");
+}
+
+/// A `flagd serve --database` process, killed on drop.
+struct Replica {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Replica {
+    fn start(url: &str) -> Replica {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                url,
+                "--admin-key",
+                "cli-admin",
+            ])
+            .env_remove("FLAGD_DATABASE_URL")
+            .env_remove("FLAGD_ADMIN_KEY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().strip_prefix("listening on ").unwrap();
+        Replica {
+            base: format!("http://{addr}"),
+            child,
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_processes_converge_after_writes_through_either() {
+    let db = TestDb::create();
+    let url = db.url();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key = runtime.block_on(async {
+        let store = flagd::open_database(&url).await.unwrap();
+        let key = env_with_key(&*store, "production").await;
+        put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+        key
+    });
+    let replicas = [Replica::start(&url), Replica::start(&url)];
+    let client = reqwest::Client::new();
+    runtime.block_on(async {
+        for replica in &replicas {
+            until("the replica to serve the flag", || async {
+                evaluate(&client, &replica.base, &key, "f").await.1["value"] == true
+            })
+            .await;
+        }
+        // Write through each process in turn; both must serve every write.
+        for (round, writer) in [0, 1, 0, 1].into_iter().enumerate() {
+            let value = round % 2 == 0;
+            let flag_url = format!(
+                "{}/api/v1/environments/production/flags/f",
+                replicas[writer].base
+            );
+            let current = client
+                .get(&flag_url)
+                .header("authorization", "Bearer cli-admin")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(current.status().as_u16(), 200);
+            let etag = current.headers()["etag"].to_str().unwrap().to_owned();
+            let response = client
+                .put(&flag_url)
+                .header("authorization", "Bearer cli-admin")
+                .header("if-match", etag)
+                .header("content-type", "application/json")
+                .body(bool_flag("f", !value).to_string())
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{:?}", response.status());
+            for replica in &replicas {
+                until("both processes to converge", || async {
+                    evaluate(&client, &replica.base, &key, "f").await.1["value"] == !value
+                })
+                .await;
+            }
+        }
+        // A kill through the second process reaches the first.
+        let response = client
+            .put(format!(
+                "{}/api/v1/environments/production/flags/f/kill",
+                replicas[1].base
+            ))
+            .header("authorization", "Bearer cli-admin")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{:?}", response.status());
+        until("the kill at the first process", || async {
+            evaluate(&client, &replicas[0].base, &key, "f").await.1["reason"]["killed"] == true
+        })
+        .await;
+    });
 }
