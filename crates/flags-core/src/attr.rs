@@ -105,6 +105,12 @@ impl AttrRef {
         self.builtin
     }
 
+    /// Whether a top-level attribute `name` is one a context holds apart from its custom
+    /// attributes: `kind`, `key`, `name` or `anonymous`.
+    pub fn is_builtin_name(name: &str) -> bool {
+        Builtin::of(name) != Builtin::None
+    }
+
     /// The reference as written (a path for literals that start with `/`).
     pub fn as_str(&self) -> &str {
         &self.raw

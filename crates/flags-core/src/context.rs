@@ -304,6 +304,13 @@ impl SingleContext {
         &self.private_attributes
     }
 
+    /// The custom attribute `name` (never one of the built-ins; see [`AttrRef::is_builtin_name`]).
+    /// Inlined into callers: evaluation looks custom attributes up in its innermost loop.
+    #[inline]
+    pub fn custom_attribute(&self, name: &str) -> Option<&Value> {
+        self.attributes.get(name)
+    }
+
     /// Attributes other than `kind`, `key`, `name` and `anonymous`, sorted by name.
     pub fn custom_attributes(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
         self.attributes.0.iter().map(|(k, v)| (k.as_str(), v))

@@ -469,7 +469,9 @@ pub(crate) fn compile_clause(c: &Clause) -> CClause {
         };
         match parsed {
             Ok(r) => match r.components() {
-                [name] if !is_builtin(name) => ClauseAttr::Custom(name.as_str().into()),
+                [name] if !AttrRef::is_builtin_name(name) => {
+                    ClauseAttr::Custom(name.as_str().into())
+                }
                 _ => ClauseAttr::Ref(r),
             },
             Err(_) => ClauseAttr::Invalid,
@@ -484,11 +486,6 @@ pub(crate) fn compile_clause(c: &Clause) -> CClause {
         negate: c.negate,
         op: compile_op(&c.op, &c.values),
     }
-}
-
-/// The attributes a context holds apart from its custom ones.
-fn is_builtin(name: &str) -> bool {
-    matches!(name, "kind" | "key" | "name" | "anonymous")
 }
 
 fn strings(values: &[Value]) -> Box<[Box<str>]> {

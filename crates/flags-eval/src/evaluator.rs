@@ -15,7 +15,6 @@ use crate::compile::{
     CClause, CFlag, COp, CRollout, ClauseAttr, Constant, NO_VARIATION, Outcome, SLOTS,
 };
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
-use crate::ops::short_eq;
 
 /// Evaluates flags of one snapshot, applying the kill set and overrides when given.
 ///
@@ -535,7 +534,7 @@ impl<'a, 'c> Scope<'a, 'c> {
         } else {
             self.ctx.as_single(&c.kind)
         };
-        custom_attribute(single?, name)
+        single?.custom_attribute(name)
     }
 
     /// A clause on a built-in attribute or an attribute path.
@@ -699,23 +698,6 @@ fn value_matches(c: &CClause, value: Option<&Value>) -> bool {
         Some(Value::Array(items)) => c.op.matches_any(items) != c.negate,
         Some(v) => c.op.matches(v) != c.negate,
     }
-}
-
-/// The custom (not built-in) top-level attribute `name`, as `SingleContext::get` finds it.
-/// Contexts hold few attributes, so they are scanned here, inline, comparing lengths before
-/// bytes; a context with many goes to the context's own (binary) search.
-#[inline(always)]
-fn custom_attribute<'c>(single: &'c SingleContext, name: &str) -> Option<&'c Value> {
-    let attrs = single.custom_attributes();
-    if attrs.size_hint().1.is_none_or(|n| n > 16) {
-        return single.get_top(name);
-    }
-    for (k, v) in attrs {
-        if short_eq(k.as_bytes(), name.as_bytes()) {
-            return Some(v);
-        }
-    }
-    None
 }
 
 fn kind_matches(op: &COp, single: &SingleContext) -> bool {
