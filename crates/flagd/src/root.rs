@@ -24,8 +24,6 @@
 //! snapshot keeps serving all along. A database that is down at start is treated the same way
 //! ([`open_database_lazy`]): nothing is served and `/readyz` says `CONNECTING` until it answers.
 
-pub mod database;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +33,7 @@ use flags_core::store::{
     AdminStore, Change, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
 };
 use flags_core::{Flag, FlagData, Segment};
+use flags_store_postgres::{PostgresConfig, PostgresStore};
 use tokio::task::JoinHandle;
 
 use crate::engine::{Snapshot, Update};
@@ -46,9 +45,9 @@ use crate::source::versions::Kind;
 /// starts while the database is down, and the sync loop keeps trying with backoff (migrating
 /// the schema first) until it answers.
 pub fn open_database_lazy(url: &str) -> Result<Arc<dyn AdminStore>, crate::StartError> {
-    let store =
-        database::MigratingStore::open(url).map_err(|e| crate::StartError::Store(e.to_string()))?;
-    Ok(store)
+    let store = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(url))
+        .map_err(|e| crate::StartError::Store(e.to_string()))?;
+    Ok(Arc::new(store))
 }
 
 /// The health of the store connection, shared with `/readyz`.

@@ -16,6 +16,8 @@
 mod error;
 mod subscription;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flags_core::store::validate::{
@@ -140,6 +142,9 @@ impl PostgresConfig {
     }
 }
 
+/// The schema migrations, embedded in the binary.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 /// The admin store on PostgreSQL. Cheap to clone (it is a connection pool).
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
@@ -161,9 +166,28 @@ impl PostgresStore {
     }
 
     /// A store that connects on first use, so a server can start while the database is down
-    /// (each operation then fails as unavailable until it is back).
-    pub fn connect_lazy(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+    /// (each operation then fails as unavailable until it is back), and that applies the
+    /// embedded migrations on the first connection it opens, before any operation runs on it.
+    /// Until a migration run succeeds, every new connection tries again.
+    pub fn connect_lazy_migrated(config: &PostgresConfig) -> Result<PostgresStore, StoreError> {
         let (pool, connect) = config.pool_options()?;
+        let migrated = Arc::new(AtomicBool::new(false));
+        let pool = pool.after_connect(move |conn, _meta| {
+            let migrated = Arc::clone(&migrated);
+            Box::pin(async move {
+                if !migrated.load(Ordering::Acquire) {
+                    // Several first connections may race here; sqlx serialises the runs with
+                    // an advisory lock, and a run finds nothing left to apply.
+                    MIGRATOR
+                        .run_direct(conn)
+                        .await
+                        .map_err(|e| sqlx::Error::Migrate(Box::new(e)))?;
+                    migrated.store(true, Ordering::Release);
+                    tracing::info!("database reachable; migrations applied");
+                }
+                Ok(())
+            })
+        });
         Ok(PostgresStore {
             pool: pool.connect_lazy_with(connect),
         })
@@ -182,10 +206,7 @@ impl PostgresStore {
     /// Applies the embedded migrations that have not run yet. Safe to call from several
     /// replicas at once: sqlx takes an advisory lock around them.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations")
-            .run(&self.pool)
-            .await
-            .map_err(error::migrate)
+        MIGRATOR.run(&self.pool).await.map_err(error::migrate)
     }
 
     /// Closes every connection.

@@ -371,6 +371,38 @@ fn migrations_run_once_and_data_is_shared() {
     });
 }
 
+/// A lazily connected store applies the migrations on its first connection, so its first
+/// operations work on an empty database, even when several start at once.
+#[test]
+fn a_lazy_store_migrates_on_first_use() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = TestDb::create().await;
+        let store = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(&db.url)).unwrap();
+        let actor = admin();
+        let (a, b) = tokio::join!(
+            store.create_environment(&actor, "production", "Production"),
+            store.create_environment(&actor, "staging", "Staging"),
+        );
+        a.unwrap();
+        b.unwrap();
+        let keys: Vec<String> = store
+            .list_environments()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["production", "staging"]);
+        store.close().await;
+        db.drop_database().await;
+    });
+}
+
 /// A database that cannot be reached is `Unavailable`, quickly.
 #[test]
 fn an_unreachable_database_is_unavailable() {
@@ -385,7 +417,7 @@ fn an_unreachable_database_is_unavailable() {
         let err = PostgresStore::connect(url).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
 
-        let lazy = PostgresStore::connect_lazy(&PostgresConfig {
+        let lazy = PostgresStore::connect_lazy_migrated(&PostgresConfig {
             acquire_timeout_ms: 500,
             ..PostgresConfig::new(url)
         })
