@@ -13,7 +13,7 @@ use crate::attr::Builtin;
 pub use crate::attr::{AttrRef, AttrRefError};
 
 mod members;
-pub use members::{MaybeObject, Members};
+pub use members::{MaybeObject, Members, Name};
 
 /// The kind a context has when none is given (legacy users, clauses without `contextKind`).
 pub const DEFAULT_KIND: &str = "user";
@@ -123,7 +123,7 @@ impl Context {
     pub fn from_members(members: Members) -> Result<Context, ContextError> {
         let mut members = members.into_pairs();
         let kind = members
-            .binary_search_by(|(k, _)| k.as_str().cmp("kind"))
+            .binary_search_by(|(k, _)| k.as_ref().cmp("kind"))
             .ok()
             .map(|i| &mut members[i].1);
         let single = match kind {
@@ -313,7 +313,7 @@ impl SingleContext {
 
     /// Attributes other than `kind`, `key`, `name` and `anonymous`, sorted by name.
     pub fn custom_attributes(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.attributes.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.attributes.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// Looks up a top-level attribute by name, including the built-ins `kind`, `key`, `name`
@@ -389,7 +389,7 @@ impl SingleContext {
             map.serialize_entry("anonymous", &true)?;
         }
         for (k, v) in &self.attributes.0 {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_ref(), v)?;
         }
         if !self.private_attributes.is_empty() {
             let refs: Vec<&str> = self
@@ -406,7 +406,7 @@ impl SingleContext {
 /// Attributes sorted by name. Contexts have few attributes, so a short list scanned with a
 /// cheap length check beats a tree or a hash map; long lists are binary-searched.
 #[derive(Debug, Clone, PartialEq, Default)]
-struct Attributes(Vec<(String, Value)>);
+struct Attributes(Vec<(Name, Value)>);
 
 impl Attributes {
     const SCAN_LIMIT: usize = 16;
@@ -420,21 +420,21 @@ impl Attributes {
                 .map(|(_, v)| v)
         } else {
             self.0
-                .binary_search_by(|(k, _)| k.as_str().cmp(name))
+                .binary_search_by(|(k, _)| k.as_ref().cmp(name))
                 .ok()
                 .map(|i| &self.0[i].1)
         }
     }
 
     fn insert(&mut self, name: &str, value: Value) {
-        match self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name)) {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (name.to_owned(), value)),
+            Err(i) => self.0.insert(i, (Cow::Owned(name.to_owned()), value)),
         }
     }
 
     fn remove(&mut self, name: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_str().cmp(name)) {
+        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name)) {
             self.0.remove(i);
         }
     }
@@ -561,12 +561,13 @@ pub fn validate_kind(kind: &str) -> Result<(), ContextError> {
     })
 }
 
-fn parse_multi(members: Vec<(String, Value)>) -> Result<Context, ContextError> {
+fn parse_multi(members: Vec<(Name, Value)>) -> Result<Context, ContextError> {
     let mut contexts = Vec::with_capacity(members.len().saturating_sub(1));
     for (kind, body) in members {
         if kind == "kind" {
             continue;
         }
+        let kind = kind.into_owned();
         if let Err(e) = validate_kind(&kind) {
             return Err(in_multi(kind, e));
         }
@@ -592,9 +593,9 @@ fn in_multi(kind: String, e: ContextError) -> ContextError {
 }
 
 /// Reads the `key` member of sorted `members`; `allow_empty` for the legacy user format.
-fn take_key(members: &mut [(String, Value)], allow_empty: bool) -> Result<Value, ContextError> {
+fn take_key(members: &mut [(Name, Value)], allow_empty: bool) -> Result<Value, ContextError> {
     let found = members
-        .binary_search_by(|(k, _)| k.as_str().cmp("key"))
+        .binary_search_by(|(k, _)| k.as_ref().cmp("key"))
         .ok()
         .map(|i| &mut members[i].1);
     match found {
@@ -611,7 +612,7 @@ fn take_key(members: &mut [(String, Value)], allow_empty: bool) -> Result<Value,
 /// `kind` is a `Value::String` holding a valid kind.
 fn parse_single(
     kind: Value,
-    mut members: Vec<(String, Value)>,
+    mut members: Vec<(Name, Value)>,
 ) -> Result<SingleContext, ContextError> {
     let key = take_key(&mut members, false)?;
     let mut name = None;
@@ -622,7 +623,7 @@ fn parse_single(
         if error.is_some() {
             return false;
         }
-        let outcome = match member.as_str() {
+        let outcome = match member.as_ref() {
             "kind" | "key" => Ok(false),
             "_meta" => parse_meta(&mut private_attributes, value).map(|()| false),
             "name" => match value {
@@ -698,7 +699,7 @@ const LEGACY_STRING_ATTRS: [&str; 8] = [
     "country",
 ];
 
-fn parse_legacy_user(mut members: Vec<(String, Value)>) -> Result<SingleContext, ContextError> {
+fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, ContextError> {
     // LaunchDarkly accepts an empty key in the legacy user format, but not a missing one.
     let key = take_key(&mut members, true)?;
     let mut ctx = SingleContext {
@@ -710,7 +711,7 @@ fn parse_legacy_user(mut members: Vec<(String, Value)>) -> Result<SingleContext,
         private_attributes: Vec::new(),
     };
     for (name, value) in members {
-        match name.as_str() {
+        match name.as_ref() {
             "key" => {}
             "anonymous" => ctx.set("anonymous", value)?,
             "custom" => match value {

@@ -165,11 +165,11 @@ fn to_ld_context(context: MaybeObject) -> Result<Context, OfrepError> {
     };
     let is_multi = ld.get("kind").and_then(Value::as_str) == Some("multi");
     if !ld.contains_key("kind") {
-        ld.insert("kind".to_owned(), Value::String("user".to_owned()));
+        ld.insert("kind", Value::String("user".to_owned()));
     }
     if !is_multi {
         if let Some(key) = targeting_key {
-            ld.insert("key".to_owned(), key);
+            ld.insert("key", key);
         }
         match ld.get("key") {
             None | Some(Value::Null) => return Err(OfrepError::targeting_key_missing()),

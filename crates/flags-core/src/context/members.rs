@@ -1,6 +1,7 @@
 //! A JSON object's members read straight from a deserializer, so that a context can be parsed
 //! from request bytes without first building a `serde_json::Value` for it and copying it again.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -15,11 +16,60 @@ use serde_json::{Map, Value};
 /// checked member by member in the same order, and fails with the same first error, as one
 /// parsed from a `Value`. Serializing writes the object as `serde_json` writes the `Map`.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Members(Vec<(String, Value)>);
+pub struct Members(Vec<(Name, Value)>);
+
+/// A member name. The names a context gives meaning to are kept as `'static` strings, so that
+/// reading them from a request allocates nothing; any other name is owned.
+pub type Name = Cow<'static, str>;
+
+/// The member names contexts and their request forms give meaning to.
+const KNOWN_NAMES: [&str; 8] = [
+    "kind",
+    "key",
+    "name",
+    "anonymous",
+    "_meta",
+    "targetingKey",
+    "custom",
+    "privateAttributeNames",
+];
+
+/// `name` as a [`Name`], `'static` when it is one of [`KNOWN_NAMES`].
+#[inline]
+fn known_name(name: &str) -> Option<Name> {
+    KNOWN_NAMES
+        .iter()
+        .find(|known| super::short_eq(known, name))
+        .map(|known| Cow::Borrowed(*known))
+}
+
+/// A member name read from a deserializer, as a [`Name`].
+struct MemberName(Name);
+
+impl<'de> Deserialize<'de> for MemberName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<MemberName, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = MemberName;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberName, E> {
+                Ok(MemberName(
+                    known_name(name).unwrap_or_else(|| Cow::Owned(name.to_owned())),
+                ))
+            }
+            fn visit_string<E: de::Error>(self, name: String) -> Result<MemberName, E> {
+                Ok(MemberName(known_name(&name).unwrap_or(Cow::Owned(name))))
+            }
+        }
+        d.deserialize_str(NameVisitor)
+    }
+}
 
 impl Members {
     /// Members from name/value pairs in any order; of a repeated name, the last pair wins.
-    pub fn from_pairs(mut pairs: Vec<(String, Value)>) -> Members {
+    pub fn from_pairs(mut pairs: Vec<(Name, Value)>) -> Members {
         if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
             // Stable, so repeated names stay in the order given and the last one can win.
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -46,7 +96,7 @@ impl Members {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_str().cmp(name))
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
     }
 
     /// The value of the member `name`.
@@ -60,7 +110,8 @@ impl Members {
     }
 
     /// Sets the member `name`, returning its previous value.
-    pub fn insert(&mut self, name: String, value: Value) -> Option<Value> {
+    pub fn insert(&mut self, name: impl Into<Name>, value: Value) -> Option<Value> {
+        let name = name.into();
         match self.position(&name) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
@@ -77,11 +128,11 @@ impl Members {
 
     /// The members as sorted pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
     /// The sorted pairs.
-    pub(crate) fn into_pairs(self) -> Vec<(String, Value)> {
+    pub(crate) fn into_pairs(self) -> Vec<(Name, Value)> {
         self.0
     }
 }
@@ -89,13 +140,19 @@ impl Members {
 impl From<Map<String, Value>> for Members {
     fn from(map: Map<String, Value>) -> Members {
         // A map iterates sorted and holds each name once.
-        Members::from_pairs(map.into_iter().collect())
+        Members::from_pairs(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
     }
 }
 
 impl From<Members> for Value {
     fn from(members: Members) -> Value {
-        Value::Object(members.0.into_iter().collect())
+        Value::Object(
+            members
+                .0
+                .into_iter()
+                .map(|(k, v)| (k.into_owned(), v))
+                .collect(),
+        )
     }
 }
 
@@ -103,7 +160,7 @@ impl Serialize for Members {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            map.serialize_entry(k, v)?;
+            map.serialize_entry(k.as_ref(), v)?;
         }
         map.end()
     }
@@ -113,10 +170,10 @@ impl Serialize for Members {
 /// its sorted place as it arrives; a repeated name replaces the earlier value, as a map does.
 fn collect_pairs<'de, A: MapAccess<'de>>(mut map: A) -> Result<Members, A::Error> {
     let mut members = Members(Vec::with_capacity(map.size_hint().unwrap_or(8).min(64)));
-    while let Some((k, v)) = map.next_entry::<String, Value>()? {
+    while let Some((MemberName(k), v)) = map.next_entry::<MemberName, Value>()? {
         // Members often arrive sorted, or nearly: check the end first.
         match members.0.last() {
-            Some((last, _)) if last.as_str() >= k.as_str() => {
+            Some((last, _)) if *last >= k => {
                 members.insert(k, v);
             }
             _ => members.0.push((k, v)),
@@ -267,8 +324,8 @@ mod tests {
     #[test]
     fn members_can_be_edited() {
         let mut m = Members::from_pairs(vec![("b".into(), json!(1)), ("a".into(), json!(2))]);
-        assert_eq!(m.insert("c".into(), json!(3)), None);
-        assert_eq!(m.insert("a".into(), json!(4)), Some(json!(2)));
+        assert_eq!(m.insert("c", json!(3)), None);
+        assert_eq!(m.insert("a", json!(4)), Some(json!(2)));
         assert_eq!(m.remove("b"), Some(json!(1)));
         assert!(!m.contains_key("b"));
         assert_eq!(
