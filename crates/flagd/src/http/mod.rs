@@ -8,6 +8,7 @@
 //! request, and these steps need neither. The SDK-key check costs nothing when no key is
 //! configured.
 
+mod answer;
 pub mod auth;
 mod body;
 pub mod error;

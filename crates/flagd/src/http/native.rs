@@ -17,21 +17,12 @@ use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::answer;
 use super::body::{ContextBody, read_body};
 use super::error::ApiError;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
-
-#[derive(Serialize)]
-struct Single<'a> {
-    key: &'a str,
-    value: Option<&'a Value>,
-    #[serde(rename = "variationIndex")]
-    variation_index: Option<usize>,
-    /// The reason with `bigSegmentsStatus` inside it, as LaunchDarkly's SDKs write it.
-    reason: ReasonJson<'a, 'a>,
-}
 
 #[derive(Serialize)]
 struct All<'a> {
@@ -87,16 +78,17 @@ pub(super) async fn evaluate_one(
         let reason = Reason::Error {
             error_kind: ErrorKind::ClientNotReady,
         };
-        let body = Single {
-            key: &flag_key,
-            value: None,
-            variation_index: None,
-            reason: ReasonJson {
-                reason: &reason,
-                big_segments_status: None,
-            },
+        let reason = ReasonJson {
+            reason: &reason,
+            big_segments_status: None,
         };
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        return answer::native_single(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &flag_key,
+            None,
+            None,
+            &reason,
+        );
     };
     let detail = snapshot.evaluate(&env.ops, &flag_key, &context);
     let not_found = matches!(
@@ -116,13 +108,13 @@ pub(super) async fn evaluate_one(
     } else {
         StatusCode::OK
     };
-    let body = Single {
-        key: &flag_key,
-        value: detail.value,
-        variation_index: detail.variation_index,
-        reason: detail.reason_json(),
-    };
-    (status, Json(body)).into_response()
+    answer::native_single(
+        status,
+        &flag_key,
+        detail.value,
+        detail.variation_index,
+        &detail.reason_json(),
+    )
 }
 
 /// `POST /v1/evaluate`.

@@ -18,6 +18,7 @@ use flags_core::{Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::answer;
 use super::body::{ContextBody, IndexString, read_body};
 use super::error::ApiError;
 use super::{etag_matches, not_modified};
@@ -247,7 +248,12 @@ pub(super) async fn evaluate_one(
         detail.reason.kind_str(),
     );
     match item(&snapshot, &key, &detail) {
-        Ok(success) => Json(success).into_response(),
+        Ok(success) => answer::ofrep_success(
+            success.key,
+            success.value,
+            success.reason,
+            success.variant.map(|IndexString(index)| index),
+        ),
         Err(error) => error.for_flag(&key),
     }
 }
