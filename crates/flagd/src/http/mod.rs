@@ -12,6 +12,7 @@ mod answer;
 pub mod auth;
 mod body;
 pub mod error;
+mod flag_key;
 mod health;
 mod native;
 mod ofrep;

@@ -4,11 +4,12 @@
 //! `ERROR`/`FLAG_NOT_FOUND` reason for an unknown flag); `POST /v1/evaluate` →
 //! `{"flags":{KEY:{"value","variationIndex","reason"}}}`. Both take `{"context": <LD context>}`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,6 +21,7 @@ use serde_json::Value;
 use super::answer;
 use super::body::{ContextBody, read_body};
 use super::error::ApiError;
+use super::flag_key;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
@@ -65,9 +67,14 @@ pub(super) async fn evaluate_one(
     max_body: usize,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let flag_key = match Path::<String>::from_request_parts(&mut parts, state).await {
-        Ok(Path(key)) => key,
-        Err(rejection) => return rejection.into_response(),
+    // Taken out of the request so that the key can borrow from it.
+    let uri = std::mem::take(&mut parts.uri);
+    let flag_key = match flag_key::decode(uri.path(), flag_key::NATIVE_ONE) {
+        Some(key) => key,
+        None => match flag_key::extract(&mut parts, state).await {
+            Ok(key) => Cow::Owned(key),
+            Err(rejection) => return rejection,
+        },
     };
     let body = read_body(body, max_body).await;
     let context = match read_context(body) {
@@ -97,11 +104,7 @@ pub(super) async fn evaluate_one(
             error_kind: ErrorKind::FlagNotFound
         }
     );
-    let label = if not_found {
-        UNKNOWN_FLAG
-    } else {
-        flag_key.as_str()
-    };
+    let label = if not_found { UNKNOWN_FLAG } else { &flag_key };
     state.metrics.evaluation(label, detail.reason.kind_str());
     let status = if not_found {
         StatusCode::NOT_FOUND

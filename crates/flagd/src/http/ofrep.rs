@@ -6,10 +6,11 @@
 //! context carrying the remaining attributes. The variant is the variation index as a string,
 //! as LaunchDarkly's own OpenFeature providers do.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Request};
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -21,6 +22,7 @@ use serde_json::{Map, Value, json};
 use super::answer;
 use super::body::{ContextBody, IndexString, read_body};
 use super::error::ApiError;
+use super::flag_key;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
 use crate::env::Env;
@@ -222,9 +224,14 @@ pub(super) async fn evaluate_one(
     max_body: usize,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let key = match Path::<String>::from_request_parts(&mut parts, state).await {
-        Ok(Path(key)) => key,
-        Err(rejection) => return rejection.into_response(),
+    // Taken out of the request so that the key can borrow from it.
+    let uri = std::mem::take(&mut parts.uri);
+    let key = match flag_key::decode(uri.path(), flag_key::OFREP_ONE) {
+        Some(key) => key,
+        None => match flag_key::extract(&mut parts, state).await {
+            Ok(key) => Cow::Owned(key),
+            Err(rejection) => return rejection,
+        },
     };
     let body = read_body(body, max_body).await;
     let context =
