@@ -166,20 +166,14 @@ impl Serialize for Members {
     }
 }
 
-/// Collects a map's entries (values as `Value`, as `serde_json::Map` reads them), each put in
-/// its sorted place as it arrives; a repeated name replaces the earlier value, as a map does.
+/// Collects a map's entries (values as `Value`, as `serde_json::Map` reads them), then sorts
+/// them once; a repeated name keeps the value given last, as a map does.
 fn collect_pairs<'de, A: MapAccess<'de>>(mut map: A) -> Result<Members, A::Error> {
-    let mut members = Members(Vec::with_capacity(map.size_hint().unwrap_or(8).min(64)));
+    let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
     while let Some((MemberName(k), v)) = map.next_entry::<MemberName, Value>()? {
-        // Members often arrive sorted, or nearly: check the end first.
-        match members.0.last() {
-            Some((last, _)) if *last >= k => {
-                members.insert(k, v);
-            }
-            _ => members.0.push((k, v)),
-        }
+        pairs.push((k, v));
     }
-    Ok(members)
+    Ok(Members::from_pairs(pairs))
 }
 
 impl<'de> Deserialize<'de> for Members {
