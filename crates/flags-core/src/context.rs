@@ -123,7 +123,7 @@ impl Context {
     pub fn from_members(members: Members) -> Result<Context, ContextError> {
         let mut members = members.into_pairs();
         let kind = members
-            .binary_search_by(|(k, _)| k.as_ref().cmp("kind"))
+            .binary_search_by(|(k, _)| k.as_bytes().cmp(b"kind"))
             .ok()
             .map(|i| &mut members[i].1);
         let single = match kind {
@@ -313,7 +313,7 @@ impl SingleContext {
 
     /// Attributes other than `kind`, `key`, `name` and `anonymous`, sorted by name.
     pub fn custom_attributes(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.attributes.0.iter().map(|(k, v)| (k.as_ref(), v))
+        self.attributes.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Looks up a top-level attribute by name, including the built-ins `kind`, `key`, `name`
@@ -389,7 +389,7 @@ impl SingleContext {
             map.serialize_entry("anonymous", &true)?;
         }
         for (k, v) in &self.attributes.0 {
-            map.serialize_entry(k.as_ref(), v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         if !self.private_attributes.is_empty() {
             let refs: Vec<&str> = self
@@ -416,25 +416,31 @@ impl Attributes {
         if self.0.len() <= Self::SCAN_LIMIT {
             self.0
                 .iter()
-                .find(|(k, _)| short_eq(k, name))
+                .find(|(k, _)| short_eq_bytes(k.as_bytes(), name.as_bytes()))
                 .map(|(_, v)| v)
         } else {
             self.0
-                .binary_search_by(|(k, _)| k.as_ref().cmp(name))
+                .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
                 .ok()
                 .map(|i| &self.0[i].1)
         }
     }
 
     fn insert(&mut self, name: &str, value: Value) {
-        match self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name)) {
+        match self
+            .0
+            .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
+        {
             Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (Cow::Owned(name.to_owned()), value)),
+            Err(i) => self.0.insert(i, (Name::new(name), value)),
         }
     }
 
     fn remove(&mut self, name: &str) {
-        if let Ok(i) = self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name)) {
+        if let Ok(i) = self
+            .0
+            .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
+        {
             self.0.remove(i);
         }
     }
@@ -444,7 +450,12 @@ impl Attributes {
 /// (kinds, attribute names), where a call into `memcmp` costs more than the comparison.
 #[inline]
 pub(crate) fn short_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    short_eq_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`short_eq`] on bytes.
+#[inline]
+fn short_eq_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
@@ -567,7 +578,7 @@ fn parse_multi(members: Vec<(Name, Value)>) -> Result<Context, ContextError> {
         if kind == "kind" {
             continue;
         }
-        let kind = kind.into_owned();
+        let kind = kind.into_string();
         if let Err(e) = validate_kind(&kind) {
             return Err(in_multi(kind, e));
         }
@@ -595,7 +606,7 @@ fn in_multi(kind: String, e: ContextError) -> ContextError {
 /// Reads the `key` member of sorted `members`; `allow_empty` for the legacy user format.
 fn take_key(members: &mut [(Name, Value)], allow_empty: bool) -> Result<Value, ContextError> {
     let found = members
-        .binary_search_by(|(k, _)| k.as_ref().cmp("key"))
+        .binary_search_by(|(k, _)| k.as_bytes().cmp(b"key"))
         .ok()
         .map(|i| &mut members[i].1);
     match found {
@@ -623,7 +634,7 @@ fn parse_single(
         if error.is_some() {
             return false;
         }
-        let outcome = match member.as_ref() {
+        let outcome = match member.as_str() {
             "kind" | "key" => Ok(false),
             "_meta" => parse_meta(&mut private_attributes, value).map(|()| false),
             "name" => match value {
@@ -711,7 +722,7 @@ fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, C
         private_attributes: Vec::new(),
     };
     for (name, value) in members {
-        match name.as_ref() {
+        match name.as_str() {
             "key" => {}
             "anonymous" => ctx.set("anonymous", value)?,
             "custom" => match value {

@@ -1,7 +1,6 @@
 //! A JSON object's members read straight from a deserializer, so that a context can be parsed
 //! from request bytes without first building a `serde_json::Value` for it and copying it again.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -19,8 +18,130 @@ use serde_json::{Map, Value};
 pub struct Members(Vec<(Name, Value)>);
 
 /// A member name. The names a context gives meaning to are kept as `'static` strings, so that
-/// reading them from a request allocates nothing; any other name is owned.
-pub type Name = Cow<'static, str>;
+/// reading them from a request allocates nothing; other short names (most attribute names) are
+/// stored inline, and only long ones on the heap. Names compare and sort as strings.
+#[derive(Clone)]
+pub struct Name(Repr);
+
+/// The longest name stored inline.
+const INLINE: usize = 22;
+
+#[derive(Clone)]
+enum Repr {
+    Static(&'static str),
+    /// The first `len` bytes of `bytes` are the name, copied from a `str`.
+    Inline {
+        len: u8,
+        bytes: [u8; INLINE],
+    },
+    Heap(Box<str>),
+}
+
+impl Name {
+    /// A copy of `name`: inline when it is short.
+    pub fn new(name: &str) -> Name {
+        match u8::try_from(name.len()) {
+            Ok(len) if name.len() <= INLINE => {
+                let mut bytes = [0u8; INLINE];
+                bytes[..name.len()].copy_from_slice(name.as_bytes());
+                Name(Repr::Inline { len, bytes })
+            }
+            _ => Name(Repr::Heap(name.into())),
+        }
+    }
+
+    /// The name.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Repr::Static(s) => s,
+            // Copied from a `str`, so always UTF-8.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Heap(s) => s,
+        }
+    }
+
+    /// The name's bytes, without checking them again.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Static(s) => s.as_bytes(),
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    /// The name as a `String`.
+    pub fn into_string(self) -> String {
+        match self.0 {
+            Repr::Heap(s) => s.into_string(),
+            _ => self.as_str().to_owned(),
+        }
+    }
+}
+
+impl From<&'static str> for Name {
+    fn from(name: &'static str) -> Name {
+        Name(Repr::Static(name))
+    }
+}
+
+impl From<String> for Name {
+    fn from(name: String) -> Name {
+        if name.len() <= INLINE {
+            Name::new(&name)
+        } else {
+            Name(Repr::Heap(name.into_boxed_str()))
+        }
+    }
+}
+
+impl AsRef<str> for Name {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for Name {}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Byte order, which is `str`'s order.
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
 
 /// The member names contexts and their request forms give meaning to.
 const KNOWN_NAMES: [&str; 8] = [
@@ -40,7 +161,7 @@ fn known_name(name: &str) -> Option<Name> {
     KNOWN_NAMES
         .iter()
         .find(|known| super::short_eq(known, name))
-        .map(|known| Cow::Borrowed(*known))
+        .map(|known| Name::from(*known))
 }
 
 /// A member name read from a deserializer, as a [`Name`].
@@ -56,11 +177,13 @@ impl<'de> Deserialize<'de> for MemberName {
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberName, E> {
                 Ok(MemberName(
-                    known_name(name).unwrap_or_else(|| Cow::Owned(name.to_owned())),
+                    known_name(name).unwrap_or_else(|| Name::new(name)),
                 ))
             }
             fn visit_string<E: de::Error>(self, name: String) -> Result<MemberName, E> {
-                Ok(MemberName(known_name(&name).unwrap_or(Cow::Owned(name))))
+                Ok(MemberName(
+                    known_name(&name).unwrap_or_else(|| Name::from(name)),
+                ))
             }
         }
         d.deserialize_str(NameVisitor)
@@ -96,7 +219,8 @@ impl Members {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
+        self.0
+            .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
     }
 
     /// The value of the member `name`.
@@ -112,7 +236,7 @@ impl Members {
     /// Sets the member `name`, returning its previous value.
     pub fn insert(&mut self, name: impl Into<Name>, value: Value) -> Option<Value> {
         let name = name.into();
-        match self.position(&name) {
+        match self.position(name.as_str()) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
                 self.0.insert(i, (name, value));
@@ -128,7 +252,7 @@ impl Members {
 
     /// The members as sorted pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> + '_ {
-        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The sorted pairs.
@@ -140,7 +264,7 @@ impl Members {
 impl From<Map<String, Value>> for Members {
     fn from(map: Map<String, Value>) -> Members {
         // A map iterates sorted and holds each name once.
-        Members::from_pairs(map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect())
+        Members::from_pairs(map.into_iter().map(|(k, v)| (Name::from(k), v)).collect())
     }
 }
 
@@ -150,7 +274,7 @@ impl From<Members> for Value {
             members
                 .0
                 .into_iter()
-                .map(|(k, v)| (k.into_owned(), v))
+                .map(|(k, v)| (k.into_string(), v))
                 .collect(),
         )
     }
@@ -160,7 +284,7 @@ impl Serialize for Members {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (k, v) in &self.0 {
-            map.serialize_entry(k.as_ref(), v)?;
+            map.serialize_entry(k.as_str(), v)?;
         }
         map.end()
     }
@@ -313,6 +437,34 @@ mod tests {
         for text in ["[1,", "[1e400]", "{\"a\": 1e400}", "[\"\\x\"]"] {
             assert!(serde_json::from_str::<MaybeObject>(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn names_compare_as_strings_however_stored() {
+        let texts = [
+            "",
+            "a",
+            "kind",
+            "ü€",
+            "twenty-two-bytes-long!",
+            "twenty-three-bytes-long",
+            "a much longer attribute name than fits inline",
+        ];
+        for a in texts {
+            let forms = [Name::new(a), Name::from(a.to_owned())];
+            for name in &forms {
+                assert_eq!(name.as_str(), a);
+                assert_eq!(name.as_bytes(), a.as_bytes());
+                assert_eq!(name.clone().into_string(), a);
+                assert_eq!(format!("{name:?}"), format!("{a:?}"));
+            }
+            assert_eq!(forms[0], forms[1]);
+            for b in texts {
+                assert_eq!(Name::new(a).cmp(&Name::new(b)), a.cmp(b), "{a} {b}");
+                assert_eq!(Name::new(a) == *b, a == b);
+            }
+        }
+        assert_eq!(Name::from("kind"), Name::new("kind"));
     }
 
     #[test]
