@@ -634,10 +634,11 @@ fn parse_single(
         if error.is_some() {
             return false;
         }
-        let outcome = match member.as_str() {
-            "kind" | "key" => Ok(false),
-            "_meta" => parse_meta(&mut private_attributes, value).map(|()| false),
-            "name" => match value {
+        // Bytes, so that inline names are not checked as UTF-8 again.
+        let outcome = match member.as_bytes() {
+            b"kind" | b"key" => Ok(false),
+            b"_meta" => parse_meta(&mut private_attributes, value).map(|()| false),
+            b"name" => match value {
                 Value::Null => Ok(false),
                 Value::String(_) => {
                     name = Some(std::mem::take(value));
@@ -645,7 +646,7 @@ fn parse_single(
                 }
                 _ => Err(type_error("name", "a string")),
             },
-            "anonymous" => match value {
+            b"anonymous" => match value {
                 Value::Null => Ok(false),
                 Value::Bool(b) => {
                     anonymous = *b;
