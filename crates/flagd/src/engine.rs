@@ -60,10 +60,6 @@ pub enum Update {
     },
 }
 
-/// Batches larger than this are applied by compiling a fresh snapshot rather than item by item:
-/// each item-by-item step copies the snapshot's key index once.
-const INCREMENTAL_LIMIT: usize = 64;
-
 /// A change rendered as an SSE event (`patch` or `delete`) with its JSON data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemEvent {
@@ -199,31 +195,27 @@ impl Snapshot {
         generation: u64,
         updates: Vec<Update>,
     ) -> Result<Option<(Snapshot, Vec<ItemEvent>)>, BuildError> {
-        if updates.len() > INCREMENTAL_LIMIT {
-            return self.apply_whole(generation, updates);
-        }
-        // Each accepted update derives a new CompiledData (one copy of its key index); until
-        // the first one, `self`'s is read in place rather than copied up front.
+        // The first update copies `self`'s compiled data (its key index; compiled items are
+        // shared); every update then changes that one copy in place.
         let mut derived: Option<CompiledData> = None;
         let mut digest_sum = self.digest_sum;
         let mut flag_count = self.flag_count;
         let mut segment_count = self.segment_count;
         let mut events = Vec::with_capacity(updates.len());
         for update in updates {
+            let data = derived.get_or_insert_with(|| self.data.clone());
             match update {
                 Update::Flag(flag) => {
                     let key = flag.key.clone();
                     let version = flag.version;
-                    let data = derived.as_ref().unwrap_or(&self.data);
                     let old = live_flag(data, &key);
                     let event = ItemEvent::patch(Kind::Flag, &key, &flag)?;
-                    let Some(next) = data
-                        .upsert_flag(flag)
+                    if !data
+                        .put_flag(flag)
                         .map_err(|e| BuildError::Compile(e.to_string()))?
-                    else {
+                    {
                         continue;
-                    };
-                    derived = Some(next);
+                    }
                     match old {
                         Some(v) => {
                             digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v))
@@ -236,16 +228,14 @@ impl Snapshot {
                 Update::Segment(segment) => {
                     let key = segment.key.clone();
                     let version = segment.version;
-                    let data = derived.as_ref().unwrap_or(&self.data);
                     let old = live_segment(data, &key);
                     let event = ItemEvent::patch(Kind::Segment, &key, &segment)?;
-                    let Some(next) = data
-                        .upsert_segment(segment)
+                    if !data
+                        .put_segment(segment)
                         .map_err(|e| BuildError::Compile(e.to_string()))?
-                    else {
+                    {
                         continue;
-                    };
-                    derived = Some(next);
+                    }
                     match old {
                         Some(v) => {
                             digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
@@ -256,12 +246,10 @@ impl Snapshot {
                     events.push(event);
                 }
                 Update::DeleteFlag { key, version } => {
-                    let data = derived.as_ref().unwrap_or(&self.data);
                     let old = live_flag(data, &key);
-                    let Some(next) = data.delete_flag(&key, version) else {
+                    if !data.remove_flag(&key, version) {
                         continue;
-                    };
-                    derived = Some(next);
+                    }
                     if let Some(v) = old {
                         digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Flag, &key, v));
                         flag_count -= 1;
@@ -269,12 +257,10 @@ impl Snapshot {
                     events.push(ItemEvent::delete(Kind::Flag, &key, version));
                 }
                 Update::DeleteSegment { key, version } => {
-                    let data = derived.as_ref().unwrap_or(&self.data);
                     let old = live_segment(data, &key);
-                    let Some(next) = data.delete_segment(&key, version) else {
+                    if !data.remove_segment(&key, version) {
                         continue;
-                    };
-                    derived = Some(next);
+                    }
                     if let Some(v) = old {
                         digest_sum = digest_sum.wrapping_sub(item_hash(Kind::Segment, &key, v));
                         segment_count -= 1;
@@ -297,79 +283,6 @@ impl Snapshot {
             put_event: OnceLock::new(),
         };
         Ok(Some((snapshot, events)))
-    }
-
-    /// [`Snapshot::apply`] for a big batch: the result is compiled whole. It keeps the
-    /// tombstones of this batch's deletions but not older ones (the compiled data cannot list
-    /// them), so stale updates of items deleted earlier are refused only by the caller's own
-    /// version bookkeeping, as root mode and file mode both keep.
-    fn apply_whole(
-        &self,
-        generation: u64,
-        updates: Vec<Update>,
-    ) -> Result<Option<(Snapshot, Vec<ItemEvent>)>, BuildError> {
-        let mut data = self.data.flag_data();
-        let mut events = Vec::with_capacity(updates.len());
-        for update in updates {
-            match update {
-                Update::Flag(flag) => {
-                    if held_version(&self.data, Kind::Flag, &flag.key, &data)
-                        .is_some_and(|v| v >= flag.version)
-                    {
-                        continue;
-                    }
-                    events.push(ItemEvent::patch(Kind::Flag, &flag.key, &flag)?);
-                    data.flags.insert(flag.key.clone(), flag);
-                }
-                Update::Segment(segment) => {
-                    if held_version(&self.data, Kind::Segment, &segment.key, &data)
-                        .is_some_and(|v| v >= segment.version)
-                    {
-                        continue;
-                    }
-                    events.push(ItemEvent::patch(Kind::Segment, &segment.key, &segment)?);
-                    data.segments.insert(segment.key.clone(), segment);
-                }
-                Update::DeleteFlag { key, version } => {
-                    if held_version(&self.data, Kind::Flag, &key, &data)
-                        .is_some_and(|v| v >= version)
-                    {
-                        continue;
-                    }
-                    data.flags.insert(
-                        key.clone(),
-                        Flag {
-                            key: key.clone(),
-                            version,
-                            deleted: true,
-                            ..Flag::default()
-                        },
-                    );
-                    events.push(ItemEvent::delete(Kind::Flag, &key, version));
-                }
-                Update::DeleteSegment { key, version } => {
-                    if held_version(&self.data, Kind::Segment, &key, &data)
-                        .is_some_and(|v| v >= version)
-                    {
-                        continue;
-                    }
-                    data.segments.insert(
-                        key.clone(),
-                        Segment {
-                            key: key.clone(),
-                            version,
-                            deleted: true,
-                            ..Segment::default()
-                        },
-                    );
-                    events.push(ItemEvent::delete(Kind::Segment, &key, version));
-                }
-            }
-        }
-        if events.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some((Snapshot::from_models(data, generation)?, events)))
     }
 
     /// Increases with every published change.
@@ -508,22 +421,6 @@ fn live_flag(data: &CompiledData, key: &str) -> Option<u64> {
 /// The version of the live segment `key`, if there is one.
 fn live_segment(data: &CompiledData, key: &str) -> Option<u64> {
     data.segment(key).map(CompiledSegment::version)
-}
-
-/// The version held for an item (live or tombstone) while a big batch is merged into `merged`.
-fn held_version(old: &CompiledData, kind: Kind, key: &str, merged: &FlagData) -> Option<u64> {
-    match kind {
-        Kind::Flag => merged
-            .flags
-            .get(key)
-            .map(|f| f.version)
-            .or_else(|| old.flag_or_tombstone(key).map(CompiledFlag::version)),
-        Kind::Segment => merged
-            .segments
-            .get(key)
-            .map(|s| s.version)
-            .or_else(|| old.segment_or_tombstone(key).map(CompiledSegment::version)),
-    }
 }
 
 /// One item's share of the snapshot digest: the first 16 bytes of SHA-256 over its kind, key
@@ -1024,9 +921,8 @@ mod tests {
     fn applying_changes_equals_building_the_result_whole() {
         let base: Vec<Flag> = (0..10).map(|i| flag(&format!("f{i}"), 1, 0)).collect();
         let start = Snapshot::from_models(models(&base), 1).unwrap();
-        // Small batches go item by item, big ones are compiled whole; both must agree with a
-        // snapshot built from the end result.
-        for count in [3, INCREMENTAL_LIMIT + 5] {
+        // A small batch and a big one must both agree with a snapshot built from the end result.
+        for count in [3, 69] {
             let mut updates = vec![Update::DeleteFlag {
                 key: "f0".into(),
                 version: 2,

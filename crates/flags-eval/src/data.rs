@@ -192,44 +192,72 @@ impl CompiledData {
     /// A new snapshot with this flag added or replaced, or `None` when the snapshot already
     /// holds the same or a newer version (including a tombstone).
     pub fn upsert_flag(&self, flag: Flag) -> Result<Option<CompiledData>, CompileError> {
-        if self
-            .flags
-            .get(flag.key.as_str())
-            .is_some_and(|old| old.version() >= flag.version)
-        {
+        if self.holds_flag(&flag.key, flag.version) {
             return Ok(None);
         }
         let mut next = self.clone();
-        let key: Box<str> = flag.key.as_str().into();
-        next.flags
-            .insert(key, Arc::new(CompiledFlag::compile(flag)));
+        next.put_flag(flag)?;
         Ok(Some(next))
     }
 
     /// A new snapshot with this segment added or replaced, or `None` when stale.
     pub fn upsert_segment(&self, segment: Segment) -> Result<Option<CompiledData>, CompileError> {
-        if self
-            .segments
-            .get(segment.key.as_str())
-            .is_some_and(|old| old.version() >= segment.version)
-        {
+        if self.holds_segment(&segment.key, segment.version) {
             return Ok(None);
         }
         let mut next = self.clone();
-        let key: Box<str> = segment.key.as_str().into();
-        next.segments
-            .insert(key, Arc::new(CompiledSegment::compile(segment)));
+        next.put_segment(segment)?;
         Ok(Some(next))
     }
 
     /// A new snapshot with the flag replaced by a tombstone at `version`, or `None` when stale.
     pub fn delete_flag(&self, key: &str, version: u64) -> Option<CompiledData> {
-        if self
-            .flags
-            .get(key)
-            .is_some_and(|old| old.version() >= version)
-        {
+        if self.holds_flag(key, version) {
             return None;
+        }
+        let mut next = self.clone();
+        next.remove_flag(key, version);
+        Some(next)
+    }
+
+    /// A new snapshot with the segment replaced by a tombstone at `version`, or `None` when stale.
+    pub fn delete_segment(&self, key: &str, version: u64) -> Option<CompiledData> {
+        if self.holds_segment(key, version) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.remove_segment(key, version);
+        Some(next)
+    }
+
+    /// Adds or replaces this flag in place; `false`, with nothing changed, when the data
+    /// already holds the same or a newer version (including a tombstone). Applying a batch of
+    /// changes to one copy this way copies the key index once, not once per change.
+    pub fn put_flag(&mut self, flag: Flag) -> Result<bool, CompileError> {
+        if self.holds_flag(&flag.key, flag.version) {
+            return Ok(false);
+        }
+        let key: Box<str> = flag.key.as_str().into();
+        self.flags
+            .insert(key, Arc::new(CompiledFlag::compile(flag)));
+        Ok(true)
+    }
+
+    /// Adds or replaces this segment in place; `false`, with nothing changed, when stale.
+    pub fn put_segment(&mut self, segment: Segment) -> Result<bool, CompileError> {
+        if self.holds_segment(&segment.key, segment.version) {
+            return Ok(false);
+        }
+        let key: Box<str> = segment.key.as_str().into();
+        self.segments
+            .insert(key, Arc::new(CompiledSegment::compile(segment)));
+        Ok(true)
+    }
+
+    /// Replaces the flag by a tombstone at `version` in place; `false` when stale.
+    pub fn remove_flag(&mut self, key: &str, version: u64) -> bool {
+        if self.holds_flag(key, version) {
+            return false;
         }
         let tombstone = Flag {
             key: key.to_owned(),
@@ -237,20 +265,15 @@ impl CompiledData {
             deleted: true,
             ..Flag::default()
         };
-        let mut next = self.clone();
-        next.flags
+        self.flags
             .insert(key.into(), Arc::new(CompiledFlag::compile(tombstone)));
-        Some(next)
+        true
     }
 
-    /// A new snapshot with the segment replaced by a tombstone at `version`, or `None` when stale.
-    pub fn delete_segment(&self, key: &str, version: u64) -> Option<CompiledData> {
-        if self
-            .segments
-            .get(key)
-            .is_some_and(|old| old.version() >= version)
-        {
-            return None;
+    /// Replaces the segment by a tombstone at `version` in place; `false` when stale.
+    pub fn remove_segment(&mut self, key: &str, version: u64) -> bool {
+        if self.holds_segment(key, version) {
+            return false;
         }
         let tombstone = Segment {
             key: key.to_owned(),
@@ -258,10 +281,23 @@ impl CompiledData {
             deleted: true,
             ..Segment::default()
         };
-        let mut next = self.clone();
-        next.segments
+        self.segments
             .insert(key.into(), Arc::new(CompiledSegment::compile(tombstone)));
-        Some(next)
+        true
+    }
+
+    /// Whether flag `key` is held (live or as a tombstone) at `version` or newer.
+    fn holds_flag(&self, key: &str, version: u64) -> bool {
+        self.flags
+            .get(key)
+            .is_some_and(|old| old.version() >= version)
+    }
+
+    /// Whether segment `key` is held (live or as a tombstone) at `version` or newer.
+    fn holds_segment(&self, key: &str, version: u64) -> bool {
+        self.segments
+            .get(key)
+            .is_some_and(|old| old.version() >= version)
     }
 }
 
