@@ -28,42 +28,15 @@ pub(super) async fn extract(parts: &mut Parts, state: &AppState) -> Result<Strin
 }
 
 /// The segment of `path` after `prefix`, percent-decoded as axum's router decodes a path
-/// parameter (`%XX` with two hex digits is a byte, any other `%` stays); `None` when `path`
-/// does not continue `prefix` with one non-empty segment, or the bytes are not UTF-8.
+/// parameter (with the same `percent-encoding` crate: `%XX` with two hex digits is a byte, any
+/// other `%` stays); `None` when `path` does not continue `prefix` with one non-empty segment,
+/// or the bytes are not UTF-8.
 pub(super) fn decode<'a>(path: &'a str, prefix: &str) -> Option<Cow<'a, str>> {
     let raw = path.strip_prefix(prefix)?;
     if raw.is_empty() || raw.contains('/') {
         return None;
     }
-    if !raw.contains('%') {
-        return Some(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&hi), Some(&lo)) => hex(hi).zip(hex(lo)).map(|(hi, lo)| hi << 4 | lo),
-            _ => None,
-        };
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok().map(Cow::Owned)
-}
-
-fn hex(digit: u8) -> Option<u8> {
-    char::from(digit)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    percent_encoding::percent_decode_str(raw).decode_utf8().ok()
 }
 
 #[cfg(test)]
