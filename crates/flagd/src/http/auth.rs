@@ -9,10 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use flags_cache::{CacheConfig, TtlCache};
 use flags_core::store::{AdminStore, ApiKey, ApiKeyKind, StoreError, hash_secret};
@@ -196,24 +195,6 @@ pub(crate) async fn check_key(
         KeyDecision::Unknown => Err(StatusCode::UNAUTHORIZED.into_response()),
         KeyDecision::Forbidden => Err(StatusCode::FORBIDDEN.into_response()),
         KeyDecision::Unavailable => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
-    }
-}
-
-/// Middleware form of [`check_key`], for routers built outside this module: the selected
-/// environment goes into the request for [`EnvOf`].
-pub async fn require_key(
-    State(state): State<AppState>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match check_key(&state, request.headers()).await {
-        Ok(selected) => {
-            if let Some(env) = selected {
-                request.extensions_mut().insert(SelectedEnv(env));
-            }
-            next.run(request).await
-        }
-        Err(response) => response,
     }
 }
 

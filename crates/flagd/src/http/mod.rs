@@ -133,20 +133,16 @@ impl Endpoint {
         F: FnOnce(Request, Option<Arc<Env>>) -> Fut,
         Fut: Future<Output = Response>,
     {
-        let max_body = match self.guard {
-            Guard::Open => return handler(request, None).await,
-            Guard::Key | Guard::Limited { .. } => {
-                let selected = match auth::check_key(&self.state, request.headers()).await {
-                    Ok(selected) => selected,
-                    Err(response) => return response,
-                };
-                match self.guard {
-                    Guard::Limited { max_body } => (max_body, selected),
-                    _ => return handler(request, selected).await,
-                }
-            }
+        if let Guard::Open = self.guard {
+            return handler(request, None).await;
+        }
+        let selected = match auth::check_key(&self.state, request.headers()).await {
+            Ok(selected) => selected,
+            Err(response) => return response,
         };
-        let (max_body, selected) = max_body;
+        let Guard::Limited { max_body } = self.guard else {
+            return handler(request, selected).await;
+        };
         // A permit is taken without waiting: a saturated server answers at once rather than
         // queue.
         let Ok(_permit) = self.state.limiter.try_acquire() else {
