@@ -289,7 +289,7 @@ fn serve(
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
-    router: axum::Router,
+    router: crate::http::App,
     source: Option<Arc<FileSource>>,
     watcher: Option<JoinHandle<()>>,
     sync: Option<JoinHandle<()>>,

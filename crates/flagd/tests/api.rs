@@ -475,7 +475,7 @@ async fn ofrep_errors() {
 }
 
 async fn ofrep_bulk(
-    app: &axum::Router,
+    app: &flagd::http::App,
     context: Value,
     if_none_match: Option<&str>,
 ) -> (StatusCode, Option<String>, Value) {

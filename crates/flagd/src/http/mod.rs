@@ -7,6 +7,12 @@
 //! not as layers: axum clones a route's layer stack and boxes each layer's future on every
 //! request, and these steps need neither. The SDK-key check costs nothing when no key is
 //! configured.
+//!
+//! The service is [`App`]: `POST`s to the four evaluation routes go straight to their
+//! [`Endpoint`], every other request through the axum router. The router holds the same
+//! endpoints, so a request it routes there (a flag key that does not decode, say) is answered as
+//! before; the direct dispatch only skips the route table, the path parameters and the boxed
+//! route future, which cost the hot routes about as much as evaluating a flag.
 
 mod answer;
 pub mod auth;
@@ -18,19 +24,23 @@ mod native;
 mod ofrep;
 mod sdk;
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on, post};
+use axum::serve::{IncomingStream, Listener};
+use futures_util::future::Either;
+use tower::Service;
 use tower_http::trace::TraceLayer;
 use tracing::{Instrument, Span};
 
@@ -220,25 +230,122 @@ impl std::fmt::Display for Millis {
     }
 }
 
-/// A route served by a [`Direct`] handler.
-fn direct(state: &AppState, route: &'static str, guard: Guard, which: Direct) -> MethodRouter {
-    let endpoint = Endpoint::new(state, route, guard, true);
-    let max_body = match guard {
-        Guard::Limited { max_body } => max_body,
-        Guard::Open | Guard::Key => state.http.max_body_bytes,
-    };
-    post(move |request: Request| {
-        let endpoint = Arc::clone(&endpoint);
-        async move {
-            let state = &endpoint.state;
-            endpoint
-                .serve(request, |request, selected| {
-                    let env = selected.unwrap_or_else(|| Arc::clone(&state.default_env));
-                    which.call(state, env, request, max_body)
-                })
-                .await
+/// An evaluation route: its endpoint and which handler serves it.
+#[derive(Clone)]
+struct DirectRoute {
+    endpoint: Arc<Endpoint>,
+    which: Direct,
+    max_body: usize,
+}
+
+impl DirectRoute {
+    fn new(state: &AppState, route: &'static str, guard: Guard, which: Direct) -> DirectRoute {
+        let max_body = match guard {
+            Guard::Limited { max_body } => max_body,
+            Guard::Open | Guard::Key => state.http.max_body_bytes,
+        };
+        DirectRoute {
+            endpoint: Endpoint::new(state, route, guard, true),
+            which,
+            max_body,
         }
-    })
+    }
+
+    /// Serves `request` through the endpoint's guard, tracing and metrics.
+    async fn serve(self, request: Request) -> Response {
+        let DirectRoute {
+            endpoint,
+            which,
+            max_body,
+        } = self;
+        let state = &endpoint.state;
+        endpoint
+            .serve(request, |request, selected| {
+                let env = selected.unwrap_or_else(|| Arc::clone(&state.default_env));
+                which.call(state, env, request, max_body)
+            })
+            .await
+    }
+
+    /// The route for the router, for the requests [`App`] does not dispatch itself.
+    fn method_router(&self) -> MethodRouter {
+        let route = self.clone();
+        post(move |request: Request| route.clone().serve(request))
+    }
+}
+
+/// The four evaluation routes, dispatched without the router.
+struct Hot {
+    native_one: DirectRoute,
+    native_all: DirectRoute,
+    ofrep_one: DirectRoute,
+    ofrep_all: DirectRoute,
+}
+
+impl Hot {
+    /// The route a `POST` to `path` takes, when it is one of the evaluation routes and the
+    /// router would send it there with its key decoded ([`flag_key::decode`] is how the
+    /// handlers read the key).
+    fn route(&self, path: &str) -> Option<&DirectRoute> {
+        if path == "/v1/evaluate" {
+            Some(&self.native_all)
+        } else if path == "/ofrep/v1/evaluate/flags" {
+            Some(&self.ofrep_all)
+        } else if flag_key::decode(path, flag_key::NATIVE_ONE).is_some() {
+            Some(&self.native_one)
+        } else if flag_key::decode(path, flag_key::OFREP_ONE).is_some() {
+            Some(&self.ofrep_one)
+        } else {
+            None
+        }
+    }
+}
+
+/// flagd's HTTP service: the evaluation routes served directly, everything else by the axum
+/// router (see the module documentation). Serve it with `axum::serve`; tests drive it with
+/// `tower::ServiceExt::oneshot` without a socket.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    hot: Arc<Hot>,
+}
+
+impl Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>,
+        <Router as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.method() == Method::POST
+            && let Some(route) = self.hot.route(request.uri().path())
+        {
+            let route = route.clone();
+            return Either::Left(Box::pin(async move { Ok(route.serve(request).await) }));
+        }
+        Either::Right(self.router.call(request))
+    }
+}
+
+/// What `axum::serve` asks for each connection: the service itself.
+impl<L: Listener> Service<IncomingStream<'_, L>> for App {
+    type Response = App;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<App, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: IncomingStream<'_, L>) -> Self::Future {
+        std::future::ready(Ok(self.clone()))
+    }
 }
 
 /// A route served by an ordinary axum handler, which finds the selected environment with
@@ -271,18 +378,38 @@ where
     })
 }
 
-/// The router with every route and layer, over `state`. Tests drive it with
-/// `tower::ServiceExt::oneshot` without a socket.
-pub fn app(state: AppState) -> Router {
+/// The service with every route and layer, over `state`.
+pub fn app(state: AppState) -> App {
     app_with_admin(state, None)
 }
 
 /// [`app`], with `admin` (the admin API) nested under `/api/v1` inside the same tracing and
 /// metrics; its answers are labelled with its own route templates.
-pub fn app_with_admin(state: AppState, admin: Option<Router>) -> Router {
+pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
     let evaluation = Guard::Limited {
         max_body: state.http.max_body_bytes,
     };
+    let hot = Arc::new(Hot {
+        native_one: DirectRoute::new(
+            &state,
+            "/v1/evaluate/{flagKey}",
+            evaluation,
+            Direct::NativeOne,
+        ),
+        native_all: DirectRoute::new(&state, "/v1/evaluate", evaluation, Direct::NativeAll),
+        ofrep_one: DirectRoute::new(
+            &state,
+            "/ofrep/v1/evaluate/flags/{key}",
+            evaluation,
+            Direct::OfrepOne,
+        ),
+        ofrep_all: DirectRoute::new(
+            &state,
+            "/ofrep/v1/evaluate/flags",
+            evaluation,
+            Direct::OfrepAll,
+        ),
+    });
     let events = Guard::Limited {
         max_body: state.http.max_events_body_bytes,
     };
@@ -291,27 +418,13 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> Router {
     let fallback = Endpoint::new(s, UNMATCHED, Guard::Open, false);
     let metrics = Arc::clone(&state.metrics);
     let mut routes = Router::new()
-        .route(
-            "/v1/evaluate/{flagKey}",
-            direct(s, "/v1/evaluate/{flagKey}", evaluation, Direct::NativeOne),
-        )
-        .route(
-            "/v1/evaluate",
-            direct(s, "/v1/evaluate", evaluation, Direct::NativeAll),
-        )
+        .route("/v1/evaluate/{flagKey}", hot.native_one.method_router())
+        .route("/v1/evaluate", hot.native_all.method_router())
         .route(
             "/ofrep/v1/evaluate/flags/{key}",
-            direct(
-                s,
-                "/ofrep/v1/evaluate/flags/{key}",
-                evaluation,
-                Direct::OfrepOne,
-            ),
+            hot.ofrep_one.method_router(),
         )
-        .route(
-            "/ofrep/v1/evaluate/flags",
-            direct(s, "/ofrep/v1/evaluate/flags", evaluation, Direct::OfrepAll),
-        )
+        .route("/ofrep/v1/evaluate/flags", hot.ofrep_all.method_router())
         .route(
             "/ofrep/v1/configuration",
             handler(
@@ -363,7 +476,10 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> Router {
             .layer(TraceLayer::new_for_http());
         routes = routes.nest("/api/v1", admin);
     }
-    routes
+    App {
+        router: routes,
+        hot,
+    }
 }
 
 /// Counts an admin API answer under its route template.
@@ -456,9 +572,96 @@ fn not_modified(etag: &str) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
     use axum::http::HeaderValue;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
 
     use super::*;
+    use crate::config::Config;
+    use crate::source::FileSource;
+
+    /// Status, headers that matter and body of `request` served by `service`.
+    async fn answer<S>(service: S, method: &Method, uri: &str) -> (StatusCode, String, Vec<u8>)
+    where
+        S: Service<Request, Response = Response, Error = Infallible>,
+    {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"context":{"kind":"user","key":"u1"}}"#))
+            .unwrap();
+        let response = service.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, content_type, body.to_vec())
+    }
+
+    #[tokio::test]
+    async fn direct_dispatch_answers_exactly_as_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("flags.json");
+        std::fs::write(
+            &file,
+            r#"{"flagValues": {"plain": true, "a/b c": "slash", "café": 3}}"#,
+        )
+        .unwrap();
+        let config = Config::for_tests(vec![file.clone()]);
+        let state = AppState::new(&config);
+        let source = FileSource::new(
+            vec![file],
+            Arc::clone(&state.store),
+            Arc::clone(&state.metrics),
+        );
+        source.reload();
+        let app = app(state);
+        let mut dispatched = 0;
+        for prefix in ["/v1/evaluate", "/ofrep/v1/evaluate/flags"] {
+            for rest in [
+                "",
+                "/",
+                "/plain",
+                "/plain/",
+                "/a%2Fb%20c",
+                "/caf%C3%A9",
+                "/missing",
+                "/%FF",
+                "/%",
+                "/a/b",
+                "//plain",
+                "/plain?x=1",
+                "?x=1",
+            ] {
+                let uri = format!("{prefix}{rest}");
+                for method in [Method::POST, Method::GET, Method::PUT] {
+                    if method == Method::POST
+                        && app.hot.route(uri.split('?').next().unwrap()).is_some()
+                    {
+                        dispatched += 1;
+                    }
+                    let direct = answer(app.clone(), &method, &uri).await;
+                    let routed = answer(app.router.clone(), &method, &uri).await;
+                    assert_eq!(direct, routed, "{method} {uri}");
+                }
+            }
+        }
+        // Per prefix: the bulk route with and without a query, and the keys `plain` (with and
+        // without a query), `a/b c`, `café`, `missing` and `%`.
+        assert_eq!(dispatched, 16);
+        let (status, _, body) = answer(app, &Method::POST, "/v1/evaluate/a%2Fb%20c").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            String::from_utf8(body)
+                .unwrap()
+                .contains(r#""value":"slash""#)
+        );
+    }
 
     #[test]
     fn if_none_match_forms() {

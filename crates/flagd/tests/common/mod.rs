@@ -109,7 +109,7 @@ pub fn loaded_state(config: &Config) -> (AppState, Arc<FileSource>) {
 }
 
 /// A router over a state loaded from one file with `contents`.
-pub fn app_with(contents: &str) -> (axum::Router, AppState, Arc<FileSource>, FlagDir) {
+pub fn app_with(contents: &str) -> (flagd::http::App, AppState, Arc<FileSource>, FlagDir) {
     let dir = FlagDir::new();
     let file = dir.write("flags.json", contents);
     let config = test_config(vec![file]);
@@ -118,7 +118,7 @@ pub fn app_with(contents: &str) -> (axum::Router, AppState, Arc<FileSource>, Fla
 }
 
 /// Sends one request through the router.
-pub async fn send(app: &axum::Router, request: Request<Body>) -> Response<Body> {
+pub async fn send(app: &flagd::http::App, request: Request<Body>) -> Response<Body> {
     app.clone().oneshot(request).await.unwrap()
 }
 
@@ -134,7 +134,7 @@ pub fn get(uri: &str) -> Request<Body> {
 }
 
 /// Status and body (parsed as JSON when it is JSON, else a string; Null when empty).
-pub async fn call(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+pub async fn call(app: &flagd::http::App, request: Request<Body>) -> (StatusCode, Value) {
     let response = send(app, request).await;
     let status = response.status();
     (status, body_json(response).await)
