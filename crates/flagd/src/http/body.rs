@@ -65,8 +65,15 @@ pub(super) enum ContextBody {
 
 impl ContextBody {
     /// Reads a body; the error is the JSON syntax error.
+    ///
+    /// A body that is UTF-8 as a whole (every valid one) is read as a `str`, so that its strings
+    /// are not checked for UTF-8 again one by one; any other body is read as bytes, which fails
+    /// with `serde_json`'s error for the first bad byte, as it always did.
     pub(super) fn parse(bytes: &[u8]) -> Result<ContextBody, serde_json::Error> {
-        serde_json::from_slice(bytes)
+        match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str(text),
+            Err(_) => serde_json::from_slice(bytes),
+        }
     }
 }
 
@@ -215,6 +222,17 @@ mod tests {
             let ours = ContextBody::parse(text.as_bytes()).unwrap_err().to_string();
             let theirs = serde_json::from_str::<Value>(text).unwrap_err().to_string();
             assert_eq!(ours, theirs, "{text}");
+        }
+        // A body that is not UTF-8 fails where reading it as bytes finds the bad byte.
+        for bytes in [
+            &b"{\"context\": {\"key\": \"\xff\"}}"[..],
+            b"{\"context\": {\"key\": \"a\"}, \"x\": \"\xc3\"}",
+            b"\xef\xbb\xbf{}",
+        ] {
+            let ours = ContextBody::parse(bytes).unwrap_err().to_string();
+            let theirs = serde_json::from_slice::<Value>(bytes).unwrap_err().to_string();
+            assert_eq!(ours, theirs, "{bytes:?}");
+            assert!(!ours.is_empty());
         }
     }
 
