@@ -73,6 +73,26 @@ impl Name {
         }
     }
 
+    /// The name's first eight bytes as a big-endian number, zero-padded: names whose numbers
+    /// differ are ordered as their numbers are, without a call into `memcmp`.
+    #[inline]
+    fn prefix8(&self) -> u64 {
+        let bytes = match &self.0 {
+            // Zero-filled past `len` when made.
+            Repr::Inline { bytes, .. } => &bytes[..],
+            Repr::Static(s) => s.as_bytes(),
+            Repr::Heap(s) => s.as_bytes(),
+        };
+        match bytes.first_chunk::<8>() {
+            Some(first) => u64::from_be_bytes(*first),
+            // Only short static names: a few shifts, no call.
+            None => bytes
+                .iter()
+                .enumerate()
+                .fold(0, |word, (i, &b)| word | u64::from(b) << (56 - 8 * i)),
+        }
+    }
+
     /// The name as a `String`.
     pub fn into_string(self) -> String {
         match self.0 {
@@ -133,7 +153,13 @@ impl PartialOrd for Name {
 /// Byte order, which is `str`'s order.
 impl Ord for Name {
     fn cmp(&self, other: &Name) -> std::cmp::Ordering {
-        self.as_bytes().cmp(other.as_bytes())
+        // Zero padding keeps the order: a name that ends within the first eight bytes is a
+        // prefix of the other, and so first, unless the other continues with zero bytes, when
+        // the numbers are equal and the bytes decide.
+        match self.prefix8().cmp(&other.prefix8()) {
+            std::cmp::Ordering::Equal => self.as_bytes().cmp(other.as_bytes()),
+            unequal => unequal,
+        }
     }
 }
 
@@ -143,25 +169,23 @@ impl fmt::Debug for Name {
     }
 }
 
-/// The member names contexts and their request forms give meaning to.
-const KNOWN_NAMES: [&str; 8] = [
-    "kind",
-    "key",
-    "name",
-    "anonymous",
-    "_meta",
-    "targetingKey",
-    "custom",
-    "privateAttributeNames",
-];
-
-/// `name` as a [`Name`], `'static` when it is one of [`KNOWN_NAMES`].
+/// `name` as a [`Name`], `'static` when it is one of the member names contexts and their
+/// request forms give meaning to. The length (and for four bytes, the first byte) picks the one
+/// candidate, which is then compared.
 #[inline]
 fn known_name(name: &str) -> Option<Name> {
-    KNOWN_NAMES
-        .iter()
-        .find(|known| super::short_eq(known, name))
-        .map(|known| Name::from(*known))
+    let candidate = match (name.len(), name.as_bytes().first()) {
+        (3, _) => "key",
+        (4, Some(b'k')) => "kind",
+        (4, _) => "name",
+        (5, _) => "_meta",
+        (6, _) => "custom",
+        (9, _) => "anonymous",
+        (12, _) => "targetingKey",
+        (21, _) => "privateAttributeNames",
+        _ => return None,
+    };
+    super::short_eq(candidate, name).then(|| Name::from(candidate))
 }
 
 /// A member name read from a deserializer, as a [`Name`].
@@ -437,6 +461,84 @@ mod tests {
         for text in ["[1,", "[1e400]", "{\"a\": 1e400}", "[\"\\x\"]"] {
             assert!(serde_json::from_str::<MaybeObject>(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn known_names_are_static_and_only_they() {
+        let known = [
+            "kind",
+            "key",
+            "name",
+            "anonymous",
+            "_meta",
+            "targetingKey",
+            "custom",
+            "privateAttributeNames",
+        ];
+        for name in known {
+            let found = known_name(name).unwrap();
+            assert!(matches!(found.0, Repr::Static(s) if s == name), "{name}");
+            // Same length, one byte different: not known.
+            let mut other = name.to_owned().into_bytes();
+            let last = other.len() - 1;
+            other[last] ^= 1;
+            let other = String::from_utf8(other).unwrap();
+            assert!(known_name(&other).is_none(), "{other}");
+        }
+        for other in [
+            "",
+            "k",
+            "kin",
+            "kinds",
+            "nam",
+            "email",
+            "KEY",
+            "privateAttributes",
+        ] {
+            assert!(known_name(other).is_none(), "{other}");
+        }
+    }
+
+    #[test]
+    fn names_sort_in_string_order() {
+        let texts = [
+            "",
+            "\0",
+            "a",
+            "a\0",
+            "a\0\0\0\0\0\0\0\0",
+            "ab",
+            "abcdefgh",
+            "abcdefgh\0",
+            "abcdefghi",
+            "abcdefgha",
+            "key",
+            "kind",
+            "b",
+            "ü",
+            "zzzzzzzzzzzzzzzzzzzzzzzzz",
+            "zzzzzzzz",
+            "privateAttributeNames",
+            "privateAttributeNamez",
+        ];
+        let names: Vec<Name> = texts
+            .iter()
+            .flat_map(|t| {
+                [
+                    Name::new(t),
+                    Name::from((*t).to_owned()),
+                    known_name(t).unwrap_or_else(|| Name::new(t)),
+                ]
+            })
+            .collect();
+        for a in &names {
+            for b in &names {
+                assert_eq!(a.cmp(b), a.as_str().cmp(b.as_str()), "{a:?} {b:?}");
+            }
+        }
+        let heap = Name::from("a much longer attribute name than fits inline".to_owned());
+        let inline = Name::new("a much");
+        assert_eq!(heap.cmp(&inline), std::cmp::Ordering::Greater);
     }
 
     #[test]
