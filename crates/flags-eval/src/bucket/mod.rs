@@ -3,9 +3,15 @@
 //! divided by `0xFFFFFFFFFFFFFFF`, all in `f32`.
 //!
 //! The constant start of the message (`"{key}.{salt}."` or `"{seed}."`) is laid out once per
-//! rollout or segment rule ([`BucketPrefix`]), so evaluating copies one prepared block, adds the
-//! value and its padding, and runs one SHA-1 compression (two for long messages). Integers are
-//! formatted on the stack, so bucketing does not allocate.
+//! rollout or segment rule ([`BucketPrefix`]): the SHA-1 state after its whole 64-byte blocks,
+//! and its last partial block. Evaluating adds the value and its padding and runs one SHA-1
+//! compression (two for long messages). On x86-64 CPUs with the SHA extensions the block is
+//! assembled in vector registers and compressed with those instructions (`sha_ni`); elsewhere
+//! it is copied on the stack for the `sha1` crate's compression function. Integers are formatted
+//! on the stack, so bucketing does not allocate.
+
+#[cfg(target_arch = "x86_64")]
+mod sha_ni;
 
 use flags_core::{AttrRef, SingleContext, Value};
 use sha1::digest::generic_array::GenericArray;
@@ -42,23 +48,43 @@ pub fn bucket(key: &str, salt: &str, seed: Option<i64>, value: &str) -> f32 {
 pub(crate) struct BucketPrefix {
     /// `"{key}.{salt}."` or `"{seed}."`.
     bytes: Box<[u8]>,
-    /// The prefix followed by zeros: the first message block, ready for the value, when the
-    /// prefix leaves room for one.
-    block: [u8; 64],
+    /// The prefix laid out for hashing; boxed, as it is large and rollouts are kept small.
+    prepared: Box<Prepared>,
+}
+
+/// A prefix laid out for the fastest way this CPU has to hash it.
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// In registers, for the x86 SHA extensions.
+    #[cfg(target_arch = "x86_64")]
+    ShaNi(sha_ni::Template),
+    /// In memory, for the `sha1` crate's compression function.
+    Portable(Portable),
 }
 
 impl BucketPrefix {
     /// The prefix for a flag or segment `key` and `salt`, or for `seed` when given.
     pub fn new(key: &str, salt: &str, seed: Option<i64>) -> BucketPrefix {
-        let bytes: Box<[u8]> = match seed {
+        BucketPrefix::from_bytes(match seed {
             Some(seed) => format!("{seed}.").into_bytes().into(),
             None => format!("{key}.{salt}.").into_bytes().into(),
+        })
+    }
+
+    /// The prefix with these bytes.
+    fn from_bytes(bytes: Box<[u8]>) -> BucketPrefix {
+        let portable = Portable::new(&bytes);
+        #[cfg(target_arch = "x86_64")]
+        let prepared = match portable.sha_ni(bytes.len()) {
+            Some(template) => Prepared::ShaNi(template),
+            None => Prepared::Portable(portable),
         };
-        let mut block = [0u8; 64];
-        if let Some(room) = block.get_mut(..bytes.len()) {
-            room.copy_from_slice(&bytes);
+        #[cfg(not(target_arch = "x86_64"))]
+        let prepared = Prepared::Portable(portable);
+        BucketPrefix {
+            bytes,
+            prepared: Box::new(prepared),
         }
-        BucketPrefix { bytes, block }
     }
 
     /// The bucket (in `[0, 1)`) of `value`: the same number as [`bucket`] gives.
@@ -71,22 +97,83 @@ impl BucketPrefix {
     /// that the bucket.
     #[inline]
     pub fn hash(&self, value: &str) -> u64 {
-        let prefix = self.bytes.len();
+        self.hash_bytes(value.as_bytes())
+    }
+
+    /// [`BucketPrefix::hash`] for any bytes.
+    #[inline]
+    fn hash_bytes(&self, value: &[u8]) -> u64 {
+        match &*self.prepared {
+            #[cfg(target_arch = "x86_64")]
+            Prepared::ShaNi(template) => template
+                .hash(value)
+                .unwrap_or_else(|| streaming_prefix60(&[&self.bytes, value])),
+            Prepared::Portable(portable) => portable.hash(&self.bytes, value),
+        }
+    }
+}
+
+/// A prefix laid out in memory for the `sha1` crate's compression function.
+#[derive(Debug, Clone)]
+struct Portable {
+    /// The SHA-1 state after the prefix's whole 64-byte blocks (a midstate), so that a long
+    /// key and salt cost no extra compression per evaluation.
+    state: [u32; 5],
+    /// The length of the prefix's last partial block: its length modulo 64.
+    tail: usize,
+    /// That partial block followed by zeros: the next message block, ready for the value.
+    block: [u8; 64],
+}
+
+impl Portable {
+    /// The layout of the prefix `bytes`.
+    fn new(bytes: &[u8]) -> Portable {
+        let (whole, rest) = bytes.as_chunks::<64>();
+        let mut state = SHA1_INIT;
+        for b in whole {
+            sha1::compress(
+                &mut state,
+                std::slice::from_ref(GenericArray::from_slice(b)),
+            );
+        }
+        let mut block = [0u8; 64];
+        block[..rest.len()].copy_from_slice(rest);
+        Portable {
+            state,
+            tail: rest.len(),
+            block,
+        }
+    }
+
+    /// The same prefix (`len` bytes in all) prepared for the SHA extensions, when this CPU has
+    /// them.
+    #[cfg(target_arch = "x86_64")]
+    fn sha_ni(&self, len: usize) -> Option<sha_ni::Template> {
+        sha_ni::Template::new(self.state, &self.block, self.tail, len as u64)
+    }
+
+    /// [`BucketPrefix::hash`] of `value` for the prefix `bytes`: the message is laid out in one
+    /// or two blocks on the stack, or hashed by the streaming hasher when longer.
+    fn hash(&self, bytes: &[u8], value: &[u8]) -> u64 {
+        let prefix = self.tail;
         let len = prefix + value.len();
+        let bits = ((bytes.len() + value.len()) as u64) * 8;
         if len <= ONE_BLOCK {
             // The message, its 0x80 terminator and its bit length fit one block.
             let mut block = self.block;
-            copy_short(&mut block[prefix..len], value.as_bytes());
+            copy_short(&mut block[prefix..len], value);
             block[len] = 0x80;
-            block[56..].copy_from_slice(&((len as u64) * 8).to_be_bytes());
-            let mut state = SHA1_INIT;
+            block[56..].copy_from_slice(&bits.to_be_bytes());
+            let mut state = self.state;
             sha1::compress(
                 &mut state,
                 std::slice::from_ref(GenericArray::from_slice(&block)),
             );
             prefix60(state)
+        } else if len <= TWO_BLOCKS {
+            padded_prefix60(self.state, bits, &[&self.block[..prefix], value])
         } else {
-            sha1_prefix60(&[&self.bytes, value.as_bytes()])
+            streaming_prefix60(&[bytes, value])
         }
     }
 }
@@ -151,6 +238,9 @@ pub(crate) fn below(limit: f32) -> u64 {
 /// The longest message that SHA-1 pads into a single 64-byte block.
 const ONE_BLOCK: usize = 55;
 
+/// The longest message that SHA-1 pads into two blocks.
+const TWO_BLOCKS: usize = 119;
+
 /// SHA-1 initial state (FIPS 180-4).
 const SHA1_INIT: [u32; 5] = [
     0x6745_2301,
@@ -166,36 +256,46 @@ const SHA1_INIT: [u32; 5] = [
 /// and compressed directly; longer messages go through the streaming hasher.
 fn sha1_prefix60(parts: &[&[u8]]) -> u64 {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    let state = if len <= 119 {
-        let mut buf = [0u8; 128];
-        let mut at = 0;
-        for p in parts {
-            buf[at..at + p.len()].copy_from_slice(p);
-            at += p.len();
-        }
-        buf[at] = 0x80;
-        let end = if len > 55 { 128 } else { 64 };
-        buf[end - 8..end].copy_from_slice(&((len as u64) * 8).to_be_bytes());
-        let mut state = SHA1_INIT;
-        for block in buf[..end].chunks_exact(64) {
-            sha1::compress(
-                &mut state,
-                std::slice::from_ref(GenericArray::from_slice(block)),
-            );
-        }
-        state
+    if len <= TWO_BLOCKS {
+        padded_prefix60(SHA1_INIT, (len as u64) * 8, parts)
     } else {
-        let mut h = Sha1::new();
-        for p in parts {
-            h.update(p);
-        }
-        let d = h.finalize();
-        let mut state = [0u32; 5];
-        for (i, w) in state.iter_mut().take(2).enumerate() {
-            *w = u32::from_be_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
-        }
-        state
-    };
+        streaming_prefix60(parts)
+    }
+}
+
+/// The first 60 bits of the SHA-1 of a message whose whole blocks so far left `state` and whose
+/// rest is the concatenated parts (at most [`TWO_BLOCKS`] bytes), `bits` long in all: the rest
+/// is padded into one or two blocks on the stack and compressed.
+fn padded_prefix60(mut state: [u32; 5], bits: u64, parts: &[&[u8]]) -> u64 {
+    let mut buf = [0u8; 128];
+    let mut at = 0;
+    for p in parts {
+        buf[at..at + p.len()].copy_from_slice(p);
+        at += p.len();
+    }
+    buf[at] = 0x80;
+    let end = if at > ONE_BLOCK { 128 } else { 64 };
+    buf[end - 8..end].copy_from_slice(&bits.to_be_bytes());
+    for block in buf[..end].chunks_exact(64) {
+        sha1::compress(
+            &mut state,
+            std::slice::from_ref(GenericArray::from_slice(block)),
+        );
+    }
+    prefix60(state)
+}
+
+/// The first 60 bits of the SHA-1 of the concatenated parts, by the streaming hasher.
+fn streaming_prefix60(parts: &[&[u8]]) -> u64 {
+    let mut h = Sha1::new();
+    for p in parts {
+        h.update(p);
+    }
+    let d = h.finalize();
+    let mut state = [0u32; 5];
+    for (i, w) in state.iter_mut().take(2).enumerate() {
+        *w = u32::from_be_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
+    }
     prefix60(state)
 }
 
@@ -323,6 +423,93 @@ mod tests {
                 want,
                 "length {len}"
             );
+        }
+    }
+
+    /// The first 60 bits of the SHA-1 of `message`, by the streaming hasher alone.
+    fn digest60(message: &[u8]) -> u64 {
+        let d = Sha1::digest(message);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(first) >> 4
+    }
+
+    /// Deterministic pseudo-random bytes (SplitMix64), every byte value included.
+    fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                (z ^ (z >> 31)) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_split_of_prefix_and_value_hashes_like_sha1() {
+        // Every prefix length across one block and a bit (so a midstate and a partial block),
+        // and every value length past two blocks, through each path separately.
+        for prefix_len in 0..=70usize {
+            let prefix_bytes = random_bytes(prefix_len as u64, prefix_len);
+            let prefix = BucketPrefix::from_bytes(prefix_bytes.clone().into());
+            let portable = Portable::new(&prefix_bytes);
+            #[cfg(target_arch = "x86_64")]
+            let template = portable.sha_ni(prefix_len);
+            for value_len in 0..=130usize {
+                let value = random_bytes(1000 + (prefix_len * 131 + value_len) as u64, value_len);
+                let want = digest60(&[prefix_bytes.as_slice(), &value].concat());
+                let at = format!("prefix {prefix_len} value {value_len}");
+                assert_eq!(prefix.hash_bytes(&value), want, "{at}");
+                assert_eq!(portable.hash(&prefix_bytes, &value), want, "portable, {at}");
+                #[cfg(target_arch = "x86_64")]
+                if let Some(template) = &template {
+                    let fits = prefix_len % 64 + value_len <= TWO_BLOCKS;
+                    assert_eq!(template.hash(&value), fits.then_some(want), "SHA-NI, {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn the_sha_extensions_are_used_where_the_cpu_has_them() {
+        let has = std::is_x86_feature_detected!("sha")
+            && std::is_x86_feature_detected!("sse2")
+            && std::is_x86_feature_detected!("ssse3")
+            && std::is_x86_feature_detected!("sse4.1");
+        let prefix = BucketPrefix::new("k", "s", None);
+        assert_eq!(matches!(*prefix.prepared, Prepared::ShaNi(_)), has);
+        if !has {
+            eprintln!("this CPU lacks the SHA extensions: only the portable path was tested");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            cases: 2000,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
+        #[test]
+        fn prepared_prefixes_hash_like_sha1(
+            key in ".{0,70}",
+            salt in ".{0,40}",
+            seed in proptest::option::of(proptest::num::i64::ANY),
+            value in ".{0,60}",
+        ) {
+            let message = match seed {
+                Some(seed) => format!("{seed}.{value}"),
+                None => format!("{key}.{salt}.{value}"),
+            };
+            let want = digest60(message.as_bytes());
+            let prefix = BucketPrefix::new(&key, &salt, seed);
+            proptest::prop_assert_eq!(prefix.hash(&value), want);
+            let portable = Portable::new(&prefix.bytes);
+            proptest::prop_assert_eq!(portable.hash(&prefix.bytes, value.as_bytes()), want);
+            proptest::prop_assert_eq!(bucket(&key, &salt, seed, &value), to_bucket(want));
         }
     }
 
