@@ -131,73 +131,85 @@ fn from_u128(x: u128) -> __m128i {
     _mm_set_epi64x((x >> 64) as u64 as i64, x as u64 as i64)
 }
 
-/// A value shorter than 16 bytes, zero-extended to 16, as its low and high 8 bytes: read with
-/// at most two (overlapping) loads from its two ends.
+/// A value shorter than 16 bytes followed by its 0x80 terminator and zeros, 16 bytes in all,
+/// as their low and high 8 bytes: the value is read with at most two (overlapping) loads from
+/// its two ends.
 #[inline(always)]
-fn short_value(v: &[u8]) -> (u64, u64) {
+fn short_message(v: &[u8]) -> (u64, u64) {
     let n = v.len();
     if let (Some(a), Some(b)) = (v.first_chunk::<8>(), v.last_chunk::<8>()) {
         // Bytes 8..n are the last n - 8 of `b`; two shifts, as the total (64 for n = 8) may
         // be too wide for one.
         let b = (u64::from_le_bytes(*b) >> (8 * (15 - n))) >> 8;
-        (u64::from_le_bytes(*a), b)
+        (u64::from_le_bytes(*a), b | 0x80 << (8 * (n - 8)))
     } else if let (Some(a), Some(b)) = (v.first_chunk::<4>(), v.last_chunk::<4>()) {
         let (a, b) = (u32::from_le_bytes(*a), u32::from_le_bytes(*b));
-        (u64::from(a) | u64::from(b) << (8 * (n - 4)), 0)
+        (
+            u64::from(a) | u64::from(b) << (8 * (n - 4)) | 0x80 << (8 * n),
+            0,
+        )
     } else if let (Some(&a), Some(&b)) = (v.first(), v.last()) {
         // 1 to 3 bytes: the first, the middle and the last cover them.
         let mid = n / 2;
         let x = u64::from(a) | u64::from(v[mid]) << (8 * mid) | u64::from(b) << (8 * (n - 1));
-        (x, 0)
+        (x | 0x80 << (8 * n), 0)
     } else {
-        (0, 0)
+        (0x80, 0)
     }
 }
 
-/// The message-word register for bytes `at..at + 16` of `value ‖ 0x80 ‖ zeros` (zeros before
-/// `value` too: `at` may be negative), byte-reversed.
+/// Bytes `shift..shift + 16` of `source` (zeros outside it: `shift` may be negative or past
+/// 16), byte-reversed, and the shuffle indices that picked them.
 ///
-/// `source` holds bytes `base..base + 16` of that sequence's value part (zeros past the value's
-/// end), chosen so that the window either starts inside it or lies wholly before or after the
-/// value. One byte shuffle moves the bytes into place; a shuffle index with its top bit set
-/// gives zero, which clears every byte outside the value, and the terminator goes where the
-/// index names the byte just past the value.
+/// Lane i of the result is byte 15 - i of the window, which is byte 15 - i + shift of
+/// `source`. One byte shuffle moves the bytes; a shuffle index with its top bit set gives
+/// zero, which clears every lane whose byte is outside `source`. `shift` stays within
+/// -64..=112 (the window starts at most 63 bytes before the value and 112 bytes into the
+/// blocks), so the indices (up to 127) fit an i8.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn window(source: __m128i, base: usize, n: usize, at: isize) -> __m128i {
-    // Lane i of the result is byte 15 - i of the window, which is byte 15 - i + at - base of
-    // `source`. Both `at - base` (within -64..=112, as `at` is within -63..=112 and `base`
-    // within 0..=at when at is positive) and the indices (up to 127) fit an i8.
-    let shift = (at - base as isize) as i8;
+fn shifted(source: __m128i, shift: isize) -> (__m128i, __m128i) {
     let reversed = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let index = _mm_add_epi8(reversed, _mm_set1_epi8(shift));
-    // The value's end is byte n - base of `source` (at most 16).
-    let end = _mm_cmpeq_epi8(index, _mm_set1_epi8((n - base) as i8));
-    let terminator = _mm_and_si128(end, _mm_set1_epi8(0x80_u8 as i8));
+    let index = _mm_add_epi8(reversed, _mm_set1_epi8(shift as i8));
     // Indices past the source (16 or more) get their top bit set; negative ones have it.
-    let index = _mm_or_si128(index, _mm_cmpgt_epi8(index, _mm_set1_epi8(15)));
-    _mm_or_si128(_mm_shuffle_epi8(source, index), terminator)
+    let clear = _mm_or_si128(index, _mm_cmpgt_epi8(index, _mm_set1_epi8(15)));
+    (_mm_shuffle_epi8(source, clear), index)
 }
 
 /// The message-word register for block bytes `16 * chunk..16 * chunk + 16`: the template's and
-/// the value's, the value starting at byte `tail` of the first block.
+/// the value's, the value (with its terminator) starting at byte `tail` of the first block.
+///
+/// `SHORT`: the value is shorter than 16 bytes, and `short` holds it with its terminator
+/// ([`short_message`]). Otherwise the 16 value bytes nearest the window are loaded, and the
+/// terminator goes where the shuffle index names the byte just past the value.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn word(template: __m128i, value: &[u8], short: __m128i, tail: usize, chunk: usize) -> __m128i {
-    let n = value.len();
+fn word<const SHORT: bool>(
+    template: __m128i,
+    value: &[u8],
+    short: __m128i,
+    tail: usize,
+    chunk: usize,
+) -> __m128i {
+    // The window's start, relative to the value's.
     let at = (16 * chunk) as isize - tail as isize;
-    let (source, base) = if n >= 16 {
-        // The 16 value bytes nearest the window: inside the value, at most 16 bytes from it.
-        let base = at.clamp(0, (n - 16) as isize) as usize;
-        let bytes = value
+    let bytes = if SHORT {
+        shifted(short, at).0
+    } else {
+        // Value bytes base..base + 16: inside the value, and holding every value byte of the
+        // window (which starts in them, or lies wholly before or after the value).
+        let n = value.len();
+        let base = at.clamp(0, n.saturating_sub(16) as isize) as usize;
+        let loaded = value
             .get(base..)
             .and_then(<[u8]>::first_chunk::<16>)
             .map_or(0, |b| u128::from_le_bytes(*b));
-        (from_u128(bytes), base)
-    } else {
-        (short, 0)
+        let (bytes, index) = shifted(from_u128(loaded), at - base as isize);
+        // The value's end is byte n - base of the loaded bytes (16 to 119).
+        let end = _mm_cmpeq_epi8(index, _mm_set1_epi8((n - base) as i8));
+        _mm_or_si128(bytes, _mm_and_si128(end, _mm_set1_epi8(0x80_u8 as i8)))
     };
-    _mm_or_si128(template, window(source, base, n, at))
+    _mm_or_si128(template, bytes)
 }
 
 /// One SHA-1 compression: the state (`abcd`, and `e` in its highest lane) after the block whose
@@ -276,11 +288,30 @@ fn compress<const DONE: usize>(
 /// `template.tail + value.len() <= TWO_BLOCKS`.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 fn prefix60(template: &Template, value: &[u8]) -> u64 {
+    // One copy per number of groups already done and per kind of value, so that each copy
+    // skips what it can: the words of whole prefix chunks, and the loads of short values.
+    match (template.done, value.len() < 16) {
+        (0, true) => blocks::<0, true>(template, value),
+        (1, true) => blocks::<1, true>(template, value),
+        (2, true) => blocks::<2, true>(template, value),
+        (_, true) => blocks::<3, true>(template, value),
+        (0, false) => blocks::<0, false>(template, value),
+        (1, false) => blocks::<1, false>(template, value),
+        (2, false) => blocks::<2, false>(template, value),
+        (_, false) => blocks::<3, false>(template, value),
+    }
+}
+
+/// [`prefix60`] for a prefix whose first `DONE` groups of rounds are done, and a value shorter
+/// than 16 bytes (`SHORT`) or not.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn blocks<const DONE: usize, const SHORT: bool>(template: &Template, value: &[u8]) -> u64 {
     let n = value.len();
     let tail = template.tail;
-    debug_assert!(tail + n <= TWO_BLOCKS);
-    let short = if n < 16 {
-        let (low, high) = short_value(value);
+    debug_assert!(tail + n <= TWO_BLOCKS && template.done == DONE.min(3) && SHORT == (n < 16));
+    let short = if SHORT {
+        let (low, high) = short_message(value);
         _mm_set_epi64x(high as i64, low as i64)
     } else {
         _mm_setzero_si128()
@@ -292,36 +323,39 @@ fn prefix60(template: &Template, value: &[u8]) -> u64 {
     let [t0, t1, t2, t3] = [from_u128(t0), from_u128(t1), from_u128(t2), from_u128(t3)];
     let (abcd, e) = (from_u128(template.abcd), from_u128(template.e));
     let (after, before) = (from_u128(template.after), from_u128(template.before));
-    let w0 = word(t0, value, short, tail, 0);
-    let w1 = word(t1, value, short, tail, 1);
-    let w2 = word(t2, value, short, tail, 2);
-    let w3 = word(t3, value, short, tail, 3);
-    let one_block = tail + n <= ONE_BLOCK;
-    let w = [
-        w0,
-        w1,
-        w2,
-        if one_block {
-            _mm_or_si128(w3, bits)
-        } else {
-            w3
-        },
-    ];
-    let first = match template.done {
-        0 => compress::<0>(abcd, e, abcd, abcd, w),
-        1 => compress::<1>(abcd, e, after, before, w),
-        2 => compress::<2>(abcd, e, after, before, w),
-        _ => compress::<3>(abcd, e, after, before, w),
+    // The chunks of the groups already done hold only prefix bytes.
+    let w0 = if DONE > 0 {
+        t0
+    } else {
+        word::<SHORT>(t0, value, short, tail, 0)
     };
+    let w1 = if DONE > 1 {
+        t1
+    } else {
+        word::<SHORT>(t1, value, short, tail, 1)
+    };
+    let w2 = if DONE > 2 {
+        t2
+    } else {
+        word::<SHORT>(t2, value, short, tail, 2)
+    };
+    let w3 = word::<SHORT>(t3, value, short, tail, 3);
+    let one_block = tail + n <= ONE_BLOCK;
+    let w3 = if one_block {
+        _mm_or_si128(w3, bits)
+    } else {
+        w3
+    };
+    let first = compress::<DONE>(abcd, e, after, before, [w0, w1, w2, w3]);
     let state = if one_block {
         first.0
     } else {
         let (abcd, e) = first;
         let zero = _mm_setzero_si128();
-        let w4 = word(zero, value, short, tail, 4);
-        let w5 = word(zero, value, short, tail, 5);
-        let w6 = word(zero, value, short, tail, 6);
-        let w7 = _mm_or_si128(word(zero, value, short, tail, 7), bits);
+        let w4 = word::<SHORT>(zero, value, short, tail, 4);
+        let w5 = word::<SHORT>(zero, value, short, tail, 5);
+        let w6 = word::<SHORT>(zero, value, short, tail, 6);
+        let w7 = _mm_or_si128(word::<SHORT>(zero, value, short, tail, 7), bits);
         compress::<0>(abcd, e, abcd, abcd, [w4, w5, w6, w7]).0
     };
     // A and B are the two highest lanes: (A << 32 | B) >> 4 is A's 32 bits and B's top 28.
