@@ -77,19 +77,11 @@ impl Name {
     /// differ are ordered as their numbers are, without a call into `memcmp`.
     #[inline]
     fn prefix8(&self) -> u64 {
-        let bytes = match &self.0 {
+        match &self.0 {
             // Zero-filled past `len` when made.
-            Repr::Inline { bytes, .. } => &bytes[..],
-            Repr::Static(s) => s.as_bytes(),
-            Repr::Heap(s) => s.as_bytes(),
-        };
-        match bytes.first_chunk::<8>() {
-            Some(first) => u64::from_be_bytes(*first),
-            // Only short static names: a few shifts, no call.
-            None => bytes
-                .iter()
-                .enumerate()
-                .fold(0, |word, (i, &b)| word | u64::from(b) << (56 - 8 * i)),
+            Repr::Inline { bytes, .. } => prefix8(bytes),
+            Repr::Static(s) => prefix8(s.as_bytes()),
+            Repr::Heap(s) => prefix8(s.as_bytes()),
         }
     }
 
@@ -99,6 +91,28 @@ impl Name {
             Repr::Heap(s) => s.into_string(),
             _ => self.as_str().to_owned(),
         }
+    }
+}
+
+/// The first eight bytes of `bytes` as a big-endian number, zero-padded (see [`Name::prefix8`]).
+#[inline]
+fn prefix8(bytes: &[u8]) -> u64 {
+    match bytes.first_chunk::<8>() {
+        Some(first) => u64::from_be_bytes(*first),
+        // A few shifts, no call.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |word, (i, &b)| word | (u64::from(b) << (56 - 8 * i))),
+    }
+}
+
+/// `name`'s order against `bytes`, whose [`prefix8`] is `prefix`.
+#[inline]
+fn cmp_name(name: &Name, bytes: &[u8], prefix: u64) -> std::cmp::Ordering {
+    match name.prefix8().cmp(&prefix) {
+        std::cmp::Ordering::Equal => name.as_bytes().cmp(bytes),
+        unequal => unequal,
     }
 }
 
@@ -156,10 +170,7 @@ impl Ord for Name {
         // Zero padding keeps the order: a name that ends within the first eight bytes is a
         // prefix of the other, and so first, unless the other continues with zero bytes, when
         // the numbers are equal and the bytes decide.
-        match self.prefix8().cmp(&other.prefix8()) {
-            std::cmp::Ordering::Equal => self.as_bytes().cmp(other.as_bytes()),
-            unequal => unequal,
-        }
+        cmp_name(self, other.as_bytes(), other.prefix8())
     }
 }
 
@@ -243,8 +254,8 @@ impl Members {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0
-            .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
+        let (bytes, prefix) = (name.as_bytes(), prefix8(name.as_bytes()));
+        self.0.binary_search_by(|(k, _)| cmp_name(k, bytes, prefix))
     }
 
     /// The value of the member `name`.
@@ -535,6 +546,27 @@ mod tests {
             for b in &names {
                 assert_eq!(a.cmp(b), a.as_str().cmp(b.as_str()), "{a:?} {b:?}");
             }
+        }
+        // Lookups find every name, and only those.
+        let members = Members::from_pairs(
+            texts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (Name::new(t), json!(i)))
+                .collect(),
+        );
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(members.get(t), Some(&json!(i)), "{t:?}");
+        }
+        for absent in [
+            "\0\0",
+            "a\0\0",
+            "abcdefg",
+            "abcdefgh\0\0",
+            "kinds",
+            "privateAttributeNamey",
+        ] {
+            assert_eq!(members.get(absent), None, "{absent:?}");
         }
         let heap = Name::from("a much longer attribute name than fits inline".to_owned());
         let inline = Name::new("a much");
