@@ -215,15 +215,18 @@ fn word<const SHORT: bool>(
 /// One SHA-1 compression: the state (`abcd`, and `e` in its highest lane) after the block whose
 /// message words are `w`, four to a register, first word highest.
 ///
-/// The first `DONE` groups of four rounds are already done: `after` is the state after them and
-/// `before` the state four rounds earlier (both `abcd` when `DONE` is 0).
+/// The first `done` groups of four rounds (0 to 3) are already done: `after` is the state after
+/// them and `before` the state four rounds earlier (both `abcd` when `done` is 0). The groups
+/// are skipped with branches rather than by a copy of this code per count, which would take
+/// far more code than the branches (each taken or not the same way for a given prefix) cost.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn compress<const DONE: usize>(
+fn compress(
     abcd: __m128i,
     e: __m128i,
     after: __m128i,
     before: __m128i,
+    done: usize,
     w: [__m128i; 4],
 ) -> (__m128i, __m128i) {
     let [mut w0, mut w1, mut w2, mut w3] = w;
@@ -232,7 +235,7 @@ fn compress<const DONE: usize>(
     // later four add A from before the previous four rotated left by 30 (SHA1NEXTE), which is
     // what E has become by then.
     let (mut state, mut before) = (after, before);
-    if DONE == 0 {
+    if done == 0 {
         before = state;
         state = _mm_sha1rnds4_epu32::<0>(state, _mm_add_epi32(e, w0));
     }
@@ -252,15 +255,13 @@ fn compress<const DONE: usize>(
             rounds!($f, $a);
         }};
     }
-    if DONE <= 1 {
+    if done <= 1 {
         rounds!(0, w1);
     }
-    if DONE <= 2 {
+    if done <= 2 {
         rounds!(0, w2);
     }
-    if DONE <= 3 {
-        rounds!(0, w3);
-    }
+    rounds!(0, w3);
     next!(0, w0, w1, w2, w3);
     next!(1, w1, w2, w3, w0);
     next!(1, w2, w3, w0, w1);
@@ -288,29 +289,10 @@ fn compress<const DONE: usize>(
 /// `template.tail + value.len() <= TWO_BLOCKS`.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 fn prefix60(template: &Template, value: &[u8]) -> u64 {
-    // One copy per number of groups already done and per kind of value, so that each copy
-    // skips what it can: the words of whole prefix chunks, and the loads of short values.
-    match (template.done, value.len() < 16) {
-        (0, true) => blocks::<0, true>(template, value),
-        (1, true) => blocks::<1, true>(template, value),
-        (2, true) => blocks::<2, true>(template, value),
-        (_, true) => blocks::<3, true>(template, value),
-        (0, false) => blocks::<0, false>(template, value),
-        (1, false) => blocks::<1, false>(template, value),
-        (2, false) => blocks::<2, false>(template, value),
-        (_, false) => blocks::<3, false>(template, value),
-    }
-}
-
-/// [`prefix60`] for a prefix whose first `DONE` groups of rounds are done, and a value shorter
-/// than 16 bytes (`SHORT`) or not.
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-#[inline]
-fn blocks<const DONE: usize, const SHORT: bool>(template: &Template, value: &[u8]) -> u64 {
     let n = value.len();
-    let tail = template.tail;
-    debug_assert!(tail + n <= TWO_BLOCKS && template.done == DONE.min(3) && SHORT == (n < 16));
-    let short = if SHORT {
+    let (tail, done) = (template.tail, template.done);
+    debug_assert!(tail + n <= TWO_BLOCKS && done <= 3);
+    let short = if n < 16 {
         let (low, high) = short_message(value);
         _mm_set_epi64x(high as i64, low as i64)
     } else {
@@ -323,41 +305,49 @@ fn blocks<const DONE: usize, const SHORT: bool>(template: &Template, value: &[u8
     let [t0, t1, t2, t3] = [from_u128(t0), from_u128(t1), from_u128(t2), from_u128(t3)];
     let (abcd, e) = (from_u128(template.abcd), from_u128(template.e));
     let (after, before) = (from_u128(template.after), from_u128(template.before));
-    // The chunks of the groups already done hold only prefix bytes.
-    let w0 = if DONE > 0 {
-        t0
-    } else {
-        word::<SHORT>(t0, value, short, tail, 0)
-    };
-    let w1 = if DONE > 1 {
-        t1
-    } else {
-        word::<SHORT>(t1, value, short, tail, 1)
-    };
-    let w2 = if DONE > 2 {
-        t2
-    } else {
-        word::<SHORT>(t2, value, short, tail, 2)
-    };
-    let w3 = word::<SHORT>(t3, value, short, tail, 3);
+    let w0 = chunk_word(t0, value, short, tail, done, 0);
+    let w1 = chunk_word(t1, value, short, tail, done, 1);
+    let w2 = chunk_word(t2, value, short, tail, done, 2);
+    let w3 = chunk_word(t3, value, short, tail, done, 3);
     let one_block = tail + n <= ONE_BLOCK;
     let w3 = if one_block {
         _mm_or_si128(w3, bits)
     } else {
         w3
     };
-    let first = compress::<DONE>(abcd, e, after, before, [w0, w1, w2, w3]);
+    let first = compress(abcd, e, after, before, done, [w0, w1, w2, w3]);
     let state = if one_block {
         first.0
     } else {
         let (abcd, e) = first;
         let zero = _mm_setzero_si128();
-        let w4 = word::<SHORT>(zero, value, short, tail, 4);
-        let w5 = word::<SHORT>(zero, value, short, tail, 5);
-        let w6 = word::<SHORT>(zero, value, short, tail, 6);
-        let w7 = _mm_or_si128(word::<SHORT>(zero, value, short, tail, 7), bits);
-        compress::<0>(abcd, e, abcd, abcd, [w4, w5, w6, w7]).0
+        let w4 = chunk_word(zero, value, short, tail, 0, 4);
+        let w5 = chunk_word(zero, value, short, tail, 0, 5);
+        let w6 = chunk_word(zero, value, short, tail, 0, 6);
+        let w7 = _mm_or_si128(chunk_word(zero, value, short, tail, 0, 7), bits);
+        compress(abcd, e, abcd, abcd, 0, [w4, w5, w6, w7]).0
     };
     // A and B are the two highest lanes: (A << 32 | B) >> 4 is A's 32 bits and B's top 28.
     (_mm_extract_epi64::<1>(state) as u64) >> 4
+}
+
+/// [`word`] for a value of any length; only the template when the chunk's rounds are among the
+/// `done` groups (the chunk then holds only prefix bytes).
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn chunk_word(
+    template: __m128i,
+    value: &[u8],
+    short: __m128i,
+    tail: usize,
+    done: usize,
+    chunk: usize,
+) -> __m128i {
+    if chunk < done {
+        template
+    } else if value.len() < 16 {
+        word::<true>(template, value, short, tail, chunk)
+    } else {
+        word::<false>(template, value, short, tail, chunk)
+    }
 }
