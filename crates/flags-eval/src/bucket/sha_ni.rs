@@ -8,7 +8,7 @@
 //! rounds, so no vector load waits on narrower stores (a store-forwarding stall).
 
 use core::arch::x86_64::{
-    __m128i, _mm_add_epi8, _mm_add_epi32, _mm_and_si128, _mm_cmpeq_epi8, _mm_cmpgt_epi8,
+    __m128i, _mm_add_epi8, _mm_add_epi32, _mm_adds_epu8, _mm_and_si128, _mm_cmpeq_epi8,
     _mm_cvtsi64_si128, _mm_extract_epi64, _mm_or_si128, _mm_set_epi8, _mm_set_epi64x,
     _mm_set1_epi8, _mm_setzero_si128, _mm_sha1msg1_epu32, _mm_sha1msg2_epu32, _mm_sha1nexte_epu32,
     _mm_sha1rnds4_epu32, _mm_shuffle_epi8, _mm_xor_si128,
@@ -158,26 +158,37 @@ fn short_message(v: &[u8]) -> (u64, u64) {
     }
 }
 
-/// Bytes `shift..shift + 16` of `source` (zeros outside it: `shift` may be negative or past
-/// 16), byte-reversed, and the shuffle indices that picked them.
-///
-/// Lane i of the result is byte 15 - i of the window, which is byte 15 - i + shift of
-/// `source`. One byte shuffle moves the bytes; a shuffle index with its top bit set gives
-/// zero, which clears every lane whose byte is outside `source`. `shift` stays within
-/// -64..=112 (the window starts at most 63 bytes before the value and 112 bytes into the
-/// blocks), so the indices (up to 127) fit an i8.
+/// For each lane of the first block's first message-word register, the position of its byte
+/// relative to the value's start: lane i holds block byte 15 - i, which is value byte
+/// 15 - i - tail.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn shifted(source: __m128i, shift: isize) -> (__m128i, __m128i) {
+fn value_lanes(tail: usize) -> __m128i {
     let reversed = _mm_set_epi8(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    let index = _mm_add_epi8(reversed, _mm_set1_epi8(shift as i8));
-    // Indices past the source (16 or more) get their top bit set; negative ones have it.
-    let clear = _mm_or_si128(index, _mm_cmpgt_epi8(index, _mm_set1_epi8(15)));
+    _mm_add_epi8(
+        reversed,
+        _mm_set1_epi8((tail as isize).wrapping_neg() as i8),
+    )
+}
+
+/// The bytes of `source` that a window `offset` bytes after [`value_lanes`]'s lands on, in its
+/// lanes (zeros where it lands outside `source`), and the shuffle indices that picked them.
+///
+/// One byte shuffle moves the bytes; a shuffle index with its top bit set gives zero. The
+/// indices stay within -63..=127 (a window starts at most 63 bytes before the value and 112
+/// bytes into the blocks), so they fit an i8, and a saturating add of 0x70 keeps the low four
+/// bits of 0..=15 with the top bit clear and sets it for everything else.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn shifted(source: __m128i, lanes: __m128i, offset: isize) -> (__m128i, __m128i) {
+    let index = _mm_add_epi8(lanes, _mm_set1_epi8(offset as i8));
+    let clear = _mm_adds_epu8(index, _mm_set1_epi8(0x70));
     (_mm_shuffle_epi8(source, clear), index)
 }
 
 /// The message-word register for block bytes `16 * chunk..16 * chunk + 16`: the template's and
-/// the value's, the value (with its terminator) starting at byte `tail` of the first block.
+/// the value's, the value (with its terminator) starting at byte `tail` of the first block;
+/// `lanes` is [`value_lanes`] of `tail`.
 ///
 /// `SHORT`: the value is shorter than 16 bytes, and `short` holds it with its terminator
 /// ([`short_message`]). Otherwise the 16 value bytes nearest the window are loaded, and the
@@ -189,12 +200,13 @@ fn word<const SHORT: bool>(
     value: &[u8],
     short: __m128i,
     tail: usize,
+    lanes: __m128i,
     chunk: usize,
 ) -> __m128i {
     // The window's start, relative to the value's.
     let at = (16 * chunk) as isize - tail as isize;
     let bytes = if SHORT {
-        shifted(short, at).0
+        shifted(short, lanes, 16 * chunk as isize).0
     } else {
         // Value bytes base..base + 16: inside the value, and holding every value byte of the
         // window (which starts in them, or lies wholly before or after the value).
@@ -204,7 +216,7 @@ fn word<const SHORT: bool>(
             .get(base..)
             .and_then(<[u8]>::first_chunk::<16>)
             .map_or(0, |b| u128::from_le_bytes(*b));
-        let (bytes, index) = shifted(from_u128(loaded), at - base as isize);
+        let (bytes, index) = shifted(from_u128(loaded), lanes, (16 * chunk - base) as isize);
         // The value's end is byte n - base of the loaded bytes (16 to 119).
         let end = _mm_cmpeq_epi8(index, _mm_set1_epi8((n - base) as i8));
         _mm_or_si128(bytes, _mm_and_si128(end, _mm_set1_epi8(0x80_u8 as i8)))
@@ -291,6 +303,7 @@ fn compress(
 fn prefix60(template: &Template, value: &[u8]) -> u64 {
     let n = value.len();
     let (tail, done) = (template.tail, template.done);
+    let lanes = value_lanes(tail);
     debug_assert!(tail + n <= TWO_BLOCKS && done <= 3);
     let short = if n < 16 {
         let (low, high) = short_message(value);
@@ -305,10 +318,10 @@ fn prefix60(template: &Template, value: &[u8]) -> u64 {
     let [t0, t1, t2, t3] = [from_u128(t0), from_u128(t1), from_u128(t2), from_u128(t3)];
     let (abcd, e) = (from_u128(template.abcd), from_u128(template.e));
     let (after, before) = (from_u128(template.after), from_u128(template.before));
-    let w0 = chunk_word(t0, value, short, tail, done, 0);
-    let w1 = chunk_word(t1, value, short, tail, done, 1);
-    let w2 = chunk_word(t2, value, short, tail, done, 2);
-    let w3 = chunk_word(t3, value, short, tail, done, 3);
+    let w0 = chunk_word(t0, value, short, tail, lanes, done, 0);
+    let w1 = chunk_word(t1, value, short, tail, lanes, done, 1);
+    let w2 = chunk_word(t2, value, short, tail, lanes, done, 2);
+    let w3 = chunk_word(t3, value, short, tail, lanes, done, 3);
     let one_block = tail + n <= ONE_BLOCK;
     let w3 = if one_block {
         _mm_or_si128(w3, bits)
@@ -321,10 +334,10 @@ fn prefix60(template: &Template, value: &[u8]) -> u64 {
     } else {
         let (abcd, e) = first;
         let zero = _mm_setzero_si128();
-        let w4 = chunk_word(zero, value, short, tail, 0, 4);
-        let w5 = chunk_word(zero, value, short, tail, 0, 5);
-        let w6 = chunk_word(zero, value, short, tail, 0, 6);
-        let w7 = _mm_or_si128(chunk_word(zero, value, short, tail, 0, 7), bits);
+        let w4 = chunk_word(zero, value, short, tail, lanes, 0, 4);
+        let w5 = chunk_word(zero, value, short, tail, lanes, 0, 5);
+        let w6 = chunk_word(zero, value, short, tail, lanes, 0, 6);
+        let w7 = _mm_or_si128(chunk_word(zero, value, short, tail, lanes, 0, 7), bits);
         compress(abcd, e, abcd, abcd, 0, [w4, w5, w6, w7]).0
     };
     // A and B are the two highest lanes: (A << 32 | B) >> 4 is A's 32 bits and B's top 28.
@@ -340,14 +353,15 @@ fn chunk_word(
     value: &[u8],
     short: __m128i,
     tail: usize,
+    lanes: __m128i,
     done: usize,
     chunk: usize,
 ) -> __m128i {
     if chunk < done {
         template
     } else if value.len() < 16 {
-        word::<true>(template, value, short, tail, chunk)
+        word::<true>(template, value, short, tail, lanes, chunk)
     } else {
-        word::<false>(template, value, short, tail, chunk)
+        word::<false>(template, value, short, tail, lanes, chunk)
     }
 }
