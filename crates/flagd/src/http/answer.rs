@@ -1,15 +1,15 @@
 //! The answers of the single-flag evaluation routes, written straight into one buffer.
 //!
 //! They are small and always have the same members, so they are written piece by piece rather
-//! than through a struct and serde's generic serializer; strings, values and reasons still go
-//! through `serde_json`, so escaping and number formatting are exactly `serde_json`'s. The bytes
-//! are those `axum::Json` wrote for the structs these writers replaced.
+//! than through a struct and serde's generic serializer; strings and values still go through
+//! `serde_json`, so escaping and number formatting are exactly `serde_json`'s. The bytes are
+//! those `axum::Json` wrote for the structs these writers replaced (the tests compare them).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use flags_core::ReasonJson;
+use flags_core::{Reason, ReasonJson};
 use serde_json::Value;
 
 /// Room for a typical single-flag answer, so that writing one allocates once.
@@ -36,11 +36,58 @@ pub(super) fn native_single(
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"reason\":");
-        serde_json::to_writer(&mut out, reason)?;
+        write_reason(&mut out, reason)?;
         out.push(b'}');
         Ok(())
     })();
     respond(status, written.map(|()| out))
+}
+
+/// Writes `reason` as its `Serialize` implementation does (members in the same order), without
+/// going through a serializer's map for the usual reasons. A reason that carries a big-segment
+/// status is left to serde.
+fn write_reason(out: &mut Vec<u8>, reason: &ReasonJson<'_, '_>) -> serde_json::Result<()> {
+    if reason.big_segments_status.is_some() {
+        return serde_json::to_writer(out, reason);
+    }
+    let reason = reason.reason;
+    // Kinds are upper-case ASCII: nothing to escape.
+    out.extend_from_slice(b"{\"kind\":\"");
+    out.extend_from_slice(reason.kind_str().as_bytes());
+    out.push(b'"');
+    let flag = |out: &mut Vec<u8>, set: bool, member: &[u8]| {
+        if set {
+            out.extend_from_slice(member);
+        }
+    };
+    match reason {
+        Reason::Off { killed } => flag(out, *killed, b",\"killed\":true"),
+        Reason::Fallthrough { in_experiment } => {
+            flag(out, *in_experiment, b",\"inExperiment\":true");
+        }
+        Reason::TargetMatch { is_override } => flag(out, *is_override, b",\"override\":true"),
+        Reason::RuleMatch {
+            rule_index,
+            rule_id,
+            in_experiment,
+        } => {
+            out.extend_from_slice(b",\"ruleIndex\":");
+            write_number(out, *rule_index)?;
+            out.extend_from_slice(b",\"ruleId\":");
+            serde_json::to_writer(&mut *out, rule_id)?;
+            flag(out, *in_experiment, b",\"inExperiment\":true");
+        }
+        Reason::PrerequisiteFailed { prerequisite_key } => {
+            out.extend_from_slice(b",\"prerequisiteKey\":");
+            serde_json::to_writer(&mut *out, prerequisite_key)?;
+        }
+        Reason::Error { error_kind } => {
+            out.extend_from_slice(b",\"errorKind\":");
+            serde_json::to_writer(&mut *out, error_kind)?;
+        }
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 /// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":{}}`: the OFREP
@@ -95,7 +142,7 @@ fn respond(status: StatusCode, body: serde_json::Result<Vec<u8>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use flags_core::{ErrorKind, Reason};
+    use flags_core::{BigSegmentsStatus, ErrorKind};
     use http_body_util::BodyExt;
     use serde::Serialize;
     use serde_json::json;
@@ -148,31 +195,46 @@ mod tests {
             Some(json!({"a": [1, 2.5, null, "x\"y"]})),
             Some(json!(-3)),
         ];
-        let reasons = [
+        let mut reasons = vec![
             Reason::Off { killed: true },
-            Reason::Fallthrough {
-                in_experiment: false,
-            },
             Reason::Error {
                 error_kind: ErrorKind::FlagNotFound,
             },
+            Reason::Error {
+                error_kind: ErrorKind::MalformedFlag,
+            },
         ];
+        for set in [false, true] {
+            reasons.push(Reason::Off { killed: set });
+            reasons.push(Reason::Fallthrough { in_experiment: set });
+            reasons.push(Reason::TargetMatch { is_override: set });
+            for (rule_index, rule_id) in [(0, "rule-1"), (usize::MAX, "q\"\\\u{1}ü")] {
+                reasons.push(Reason::RuleMatch {
+                    rule_index,
+                    rule_id: rule_id.into(),
+                    in_experiment: set,
+                });
+            }
+        }
+        for key in KEYS {
+            reasons.push(Reason::PrerequisiteFailed {
+                prerequisite_key: key.into(),
+            });
+        }
+        let statuses = [None, Some(BigSegmentsStatus::Healthy)];
         for key in KEYS {
             for value in &values {
                 for index in [None, Some(0), Some(3), Some(usize::MAX)] {
-                    for reason in &reasons {
+                    for (reason, status) in reasons.iter().flat_map(|r| statuses.map(|s| (r, s))) {
                         let reason = ReasonJson {
                             reason,
-                            big_segments_status: None,
+                            big_segments_status: status,
                         };
                         let expected = serde_json::to_vec(&Single {
                             key,
                             value: value.as_ref(),
                             variation_index: index,
-                            reason: ReasonJson {
-                                reason: reason.reason,
-                                big_segments_status: None,
-                            },
+                            reason,
                         })
                         .unwrap();
                         let answer = native_single(
