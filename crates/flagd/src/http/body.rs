@@ -230,7 +230,9 @@ mod tests {
             b"\xef\xbb\xbf{}",
         ] {
             let ours = ContextBody::parse(bytes).unwrap_err().to_string();
-            let theirs = serde_json::from_slice::<Value>(bytes).unwrap_err().to_string();
+            let theirs = serde_json::from_slice::<Value>(bytes)
+                .unwrap_err()
+                .to_string();
             assert_eq!(ours, theirs, "{bytes:?}");
             assert!(!ours.is_empty());
         }
