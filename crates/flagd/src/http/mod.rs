@@ -146,9 +146,19 @@ impl Endpoint {
         if let Guard::Open = self.guard {
             return handler(request, None).await;
         }
-        let selected = match auth::check_key(&self.state, request.headers()).await {
-            Ok(selected) => selected,
-            Err(response) => return response,
+        // Root mode may wait for the store. That wait is boxed: in place, its future would
+        // enlarge every request's future, which is allocated and moved for each request.
+        // In file mode the configured keys decide at once, as `check_key` would.
+        let selected = if self.state.store_keys.is_none() {
+            if !self.state.keys.allows(request.headers()) {
+                return StatusCode::UNAUTHORIZED.into_response();
+            }
+            None
+        } else {
+            match Box::pin(auth::check_key(&self.state, request.headers())).await {
+                Ok(selected) => selected,
+                Err(response) => return response,
+            }
         };
         let Guard::Limited { max_body } = self.guard else {
             return handler(request, selected).await;
