@@ -114,20 +114,9 @@ impl Default for Options {
 impl Options {
     fn parse(args: &[&str]) -> anyhow::Result<Options> {
         let mut options = Options::default();
-        let mut rest = args.iter();
-        while let Some(&name) = rest.next() {
-            let value = rest
-                .next()
-                .with_context(|| format!("{name} needs a value"))?;
-            let number = || -> anyhow::Result<u64> {
-                let n: u64 = value
-                    .parse()
-                    .with_context(|| format!("{name} {value}: not a whole number"))?;
-                if n == 0 {
-                    bail!("{name} must be at least 1");
-                }
-                Ok(n)
-            };
+        for pair in crate::option_pairs(args) {
+            let (name, value) = pair?;
+            let number = || crate::positive::<u64>(name, value);
             match name {
                 "--duration" => options.duration_secs = number()?,
                 "--threads" => options.threads = u32::try_from(number()?)?,

@@ -121,20 +121,9 @@ impl Options {
             server: "postgres://postgres@127.0.0.1:5432".to_owned(),
             logs: None,
         };
-        let mut rest = args.iter();
-        while let Some(&name) = rest.next() {
-            let value = rest
-                .next()
-                .with_context(|| format!("{name} needs a value"))?;
-            let number = || -> anyhow::Result<usize> {
-                let n: usize = value
-                    .parse()
-                    .with_context(|| format!("{name} {value}: not a whole number"))?;
-                if n == 0 {
-                    bail!("{name} must be at least 1");
-                }
-                Ok(n)
-            };
+        for pair in crate::option_pairs(args) {
+            let (name, value) = pair?;
+            let number = || crate::positive::<usize>(name, value);
             match name {
                 "--flags" => options.flags = number()?,
                 "--segments" => options.segments = number()?,

@@ -64,6 +64,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--name value` pairs of a bench command's arguments; an error for a name without a value.
+fn option_pairs<'a>(
+    args: &'a [&'a str],
+) -> impl Iterator<Item = anyhow::Result<(&'a str, &'a str)>> + 'a {
+    let mut rest = args.iter();
+    std::iter::from_fn(move || {
+        let name = *rest.next()?;
+        Some(
+            rest.next()
+                .map(|value| (name, *value))
+                .with_context(|| format!("{name} needs a value")),
+        )
+    })
+}
+
+/// The value of option `name` as a whole number of at least 1.
+fn positive<T>(name: &str, value: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr + PartialEq + From<u8>,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let n: T = value
+        .parse()
+        .with_context(|| format!("{name} {value}: not a whole number"))?;
+    if n == T::from(0) {
+        bail!("{name} must be at least 1");
+    }
+    Ok(n)
+}
+
 /// The repository root: the parent of this crate's directory.
 fn project_root() -> PathBuf {
     // Cargo sets CARGO_MANIFEST_DIR at run time too (`cargo run`, `cargo test`); the compile-time
