@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::scan;
 
 /// Reads a request body of at most `limit` bytes, with the answers axum's `Bytes` extractor
 /// gives under `DefaultBodyLimit` (413 past the limit, 400 when the body cannot be read), but
@@ -68,10 +69,15 @@ impl ContextBody {
     ///
     /// A body that is UTF-8 as a whole (every valid one) is read as a `str`, so that its strings
     /// are not checked for UTF-8 again one by one; any other body is read as bytes, which fails
-    /// with `serde_json`'s error for the first bad byte, as it always did.
+    /// with `serde_json`'s error for the first bad byte, as it always did. The usual body is
+    /// read by [`scan::context_body`] without serde, to the same value; every other body, and
+    /// every error, is `serde_json`'s.
     pub(super) fn parse(bytes: &[u8]) -> Result<ContextBody, serde_json::Error> {
         match std::str::from_utf8(bytes) {
-            Ok(text) => serde_json::from_str(text),
+            Ok(text) => match scan::context_body(text) {
+                Some(body) => Ok(body),
+                None => serde_json::from_str(text),
+            },
             Err(_) => serde_json::from_slice(bytes),
         }
     }
@@ -235,6 +241,32 @@ mod tests {
                 .to_string();
             assert_eq!(ours, theirs, "{bytes:?}");
             assert!(!ours.is_empty());
+        }
+    }
+
+    #[test]
+    fn answers_as_serde_json_does() {
+        for text in [
+            r#"{"context":{"key":"a","groups":["x",1,true,null],"n":-3}}"#,
+            r#"{"context": {"key": "a"}, "other": 1}"#,
+            r#"{"context":{"key":"\u0061"}}"#,
+            r#"{"context":{"n":1.5}}"#,
+            r#"{"context":{"n":-0}}"#,
+            "{\"context\":{\"k\":\"a\tb\"}}",
+            r#"{"context":{"k":"a"}} x"#,
+            r#"{"context":{"k":[1,]}}"#,
+            r#"{"context":{"k":"a"}"#,
+        ] {
+            match (
+                ContextBody::parse(text.as_bytes()),
+                serde_json::from_str::<ContextBody>(text),
+            ) {
+                (Ok(ours), Ok(theirs)) => assert_eq!(ours, theirs, "{text}"),
+                (Err(ours), Err(theirs)) => {
+                    assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
+                }
+                (ours, theirs) => panic!("{text}: {ours:?} against {theirs:?}"),
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 mod answer;
 pub mod auth;
 mod body;
+mod scan;
 pub mod error;
 mod flag_key;
 mod health;

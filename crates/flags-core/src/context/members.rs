@@ -50,6 +50,15 @@ impl Name {
         }
     }
 
+    /// A member name read from JSON: `'static` when it is one of the names contexts and their
+    /// request forms give meaning to (so reading it allocates nothing), otherwise a copy as
+    /// [`Name::new`] makes. Every reader of request members names them this way, so that the
+    /// same text gives the same `Name` whichever reader read it.
+    #[inline]
+    pub fn member(name: &str) -> Name {
+        known_name(name).unwrap_or_else(|| Name::new(name))
+    }
+
     /// The name.
     #[inline]
     pub fn as_str(&self) -> &str {
@@ -211,9 +220,7 @@ impl<'de> Deserialize<'de> for MemberName {
                 f.write_str("a member name")
             }
             fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberName, E> {
-                Ok(MemberName(
-                    known_name(name).unwrap_or_else(|| Name::new(name)),
-                ))
+                Ok(MemberName(Name::member(name)))
             }
             fn visit_string<E: de::Error>(self, name: String) -> Result<MemberName, E> {
                 Ok(MemberName(
@@ -489,6 +496,8 @@ mod tests {
         for name in known {
             let found = known_name(name).unwrap();
             assert!(matches!(found.0, Repr::Static(s) if s == name), "{name}");
+            let member = Name::member(name);
+            assert!(matches!(member.0, Repr::Static(s) if s == name), "{name}");
             // Same length, one byte different: not known.
             let mut other = name.to_owned().into_bytes();
             let last = other.len() - 1;
@@ -507,7 +516,13 @@ mod tests {
             "privateAttributes",
         ] {
             assert!(known_name(other).is_none(), "{other}");
+            assert!(
+                matches!(Name::member(other).0, Repr::Inline { .. }),
+                "{other}"
+            );
         }
+        let long = "an attribute name longer than twenty-two bytes";
+        assert!(matches!(Name::member(long).0, Repr::Heap(ref s) if &**s == long));
     }
 
     #[test]
