@@ -36,6 +36,10 @@ pub(super) fn decode<'a>(path: &'a str, prefix: &str) -> Option<Cow<'a, str>> {
     if raw.is_empty() || raw.contains('/') {
         return None;
     }
+    if !raw.contains('%') {
+        // Nothing to decode, and already UTF-8.
+        return Some(Cow::Borrowed(raw));
+    }
     percent_encoding::percent_decode_str(raw).decode_utf8().ok()
 }
 

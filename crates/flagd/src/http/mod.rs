@@ -17,12 +17,12 @@
 mod answer;
 pub mod auth;
 mod body;
-mod scan;
 pub mod error;
 mod flag_key;
 mod health;
 mod native;
 mod ofrep;
+mod scan;
 mod sdk;
 
 use std::convert::Infallible;
@@ -33,13 +33,17 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::handler::Handler;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::serve::{IncomingStream, Listener};
+use bytes::Bytes;
+use futures_util::FutureExt;
 use futures_util::future::Either;
 use tower::Service;
 use tower_http::trace::TraceLayer;
@@ -49,6 +53,7 @@ use crate::env::Env;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::server::AppState;
 use auth::SelectedEnv;
+use body::read_body;
 use error::ApiError;
 
 /// The label of answers that matched no route.
@@ -65,8 +70,8 @@ enum Guard {
     Limited { max_body: usize },
 }
 
-/// The handlers called directly with the state, the environment and the request: the hot
-/// evaluation routes, which read what they need from the request themselves.
+/// The handlers of the hot evaluation routes. Each answers a request whose body has already been
+/// read, synchronously: evaluation never waits, so the body is the request's only wait.
 #[derive(Clone, Copy)]
 enum Direct {
     NativeOne,
@@ -76,21 +81,41 @@ enum Direct {
 }
 
 impl Direct {
-    /// Runs the handler; it reads at most `max_body` bytes of body itself.
-    async fn call(
-        self,
-        state: &AppState,
-        env: Arc<Env>,
-        request: Request,
-        max_body: usize,
-    ) -> Response {
+    /// The path before the flag key, for the single-flag routes.
+    fn key_prefix(self) -> Option<&'static str> {
         match self {
-            Direct::NativeOne => native::evaluate_one(state, env, request, max_body).await,
-            Direct::NativeAll => native::evaluate_all(state, env, request, max_body).await,
-            Direct::OfrepOne => ofrep::evaluate_one(state, env, request, max_body).await,
-            Direct::OfrepAll => ofrep::evaluate_all(state, env, request, max_body).await,
+            Direct::NativeOne => Some(flag_key::NATIVE_ONE),
+            Direct::OfrepOne => Some(flag_key::OFREP_ONE),
+            Direct::NativeAll | Direct::OfrepAll => None,
         }
     }
+
+    /// Answers the request. `key` is the flag key of a single-flag route.
+    fn answer(
+        self,
+        state: &AppState,
+        env: &Env,
+        parts: &Parts,
+        key: &str,
+        body: Result<Bytes, ApiError>,
+    ) -> Response {
+        match self {
+            Direct::NativeOne => native::evaluate_one(state, env, key, body),
+            Direct::NativeAll => native::evaluate_all(state, env, body),
+            Direct::OfrepOne => ofrep::evaluate_one(state, env, key, body),
+            Direct::OfrepAll => ofrep::evaluate_all(state, env, &parts.headers, body),
+        }
+    }
+}
+
+/// Where a single-flag route finds its flag key once the body has been read.
+enum KeySource {
+    /// No key: a route over all flags.
+    None,
+    /// The path after this prefix ([`flag_key::decode`]).
+    Path(&'static str),
+    /// A path that does not decode, read by axum's `Path` extractor.
+    Extracted(String),
 }
 
 /// One route's protection and metrics, made once when the router is built.
@@ -98,18 +123,14 @@ struct Endpoint {
     state: AppState,
     metrics: RouteMetrics,
     guard: Guard,
-    /// Whether the handler reads the body itself, with the guard's limit, rather than through
-    /// axum's extractors (which find the limit in the request).
-    reads_body: bool,
 }
 
 impl Endpoint {
-    fn new(state: &AppState, route: &'static str, guard: Guard, reads_body: bool) -> Arc<Endpoint> {
+    fn new(state: &AppState, route: &'static str, guard: Guard) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             state: state.clone(),
             metrics: state.metrics.route(route),
             guard,
-            reads_body,
         })
     }
 
@@ -121,7 +142,7 @@ impl Endpoint {
     {
         let started = Instant::now();
         let method = request.method().clone();
-        let span = request_span(&request);
+        let span = request_span(request.method(), request.uri(), request.version());
         span.in_scope(|| {
             tracing::debug!(
                 target: "tower_http::trace::on_request",
@@ -147,19 +168,9 @@ impl Endpoint {
         if let Guard::Open = self.guard {
             return handler(request, None).await;
         }
-        // Root mode may wait for the store. That wait is boxed: in place, its future would
-        // enlarge every request's future, which is allocated and moved for each request.
-        // In file mode the configured keys decide at once, as `check_key` would.
-        let selected = if self.state.store_keys.is_none() {
-            if !self.state.keys.allows(request.headers()) {
-                return StatusCode::UNAUTHORIZED.into_response();
-            }
-            None
-        } else {
-            match Box::pin(auth::check_key(&self.state, request.headers())).await {
-                Ok(selected) => selected,
-                Err(response) => return response,
-            }
+        let selected = match self.check_key(request.headers()).await {
+            Ok(selected) => selected,
+            Err(response) => return response,
         };
         let Guard::Limited { max_body } = self.guard else {
             return handler(request, selected).await;
@@ -167,17 +178,10 @@ impl Endpoint {
         // A permit is taken without waiting: a saturated server answers at once rather than
         // queue.
         let Ok(_permit) = self.state.limiter.try_acquire() else {
-            let mut error = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "TOO_MANY_REQUESTS",
-                "too many concurrent requests; retry later",
-            );
-            error.retry_after = Some(self.state.http.retry_after_secs);
-            return error.into_response();
+            return self.too_many_requests();
         };
-        if !self.reads_body {
-            DefaultBodyLimit::max(max_body).apply(&mut request);
-        }
+        // axum's body extractors find the limit in the request.
+        DefaultBodyLimit::max(max_body).apply(&mut request);
         // The time limit runs from here. Most requests complete on their first poll (the body
         // has already arrived), so the timer, which costs a trip through the runtime's timer
         // wheel, is only set for those that wait, with the same deadline.
@@ -189,25 +193,57 @@ impl Endpoint {
         }
         match tokio::time::timeout_at(deadline, handling).await {
             Ok(response) => response,
-            Err(_) => ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "REQUEST_TIMEOUT",
-                "the request took too long (a slow request body?)",
-            )
-            .into_response(),
+            Err(_) => request_timeout(),
         }
     }
+
+    /// The SDK-key check: the environment a root-mode key selects, or the answer refusing it.
+    async fn check_key(&self, headers: &HeaderMap) -> Result<Option<Arc<Env>>, Response> {
+        // Root mode may wait for the store. That wait is boxed: in place, its future would
+        // enlarge every request's future, which is allocated and moved for each request.
+        // In file mode the configured keys decide at once, as `check_key` would.
+        if self.state.store_keys.is_none() {
+            if self.state.keys.allows(headers) {
+                Ok(None)
+            } else {
+                Err(StatusCode::UNAUTHORIZED.into_response())
+            }
+        } else {
+            Box::pin(auth::check_key(&self.state, headers)).await
+        }
+    }
+
+    /// 429, for a request over the concurrency limit.
+    fn too_many_requests(&self) -> Response {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TOO_MANY_REQUESTS",
+            "too many concurrent requests; retry later",
+        );
+        error.retry_after = Some(self.state.http.retry_after_secs);
+        error.into_response()
+    }
+}
+
+/// 408, for a request whose handling outlived the time limit.
+fn request_timeout() -> Response {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "REQUEST_TIMEOUT",
+        "the request took too long (a slow request body?)",
+    )
+    .into_response()
 }
 
 /// The span of one request, as `tower_http`'s default `TraceLayer` makes it (same target,
 /// name, level and fields), so log filters and formats stay as they were.
-fn request_span(request: &Request) -> Span {
+fn request_span(method: &Method, uri: &Uri, version: Version) -> Span {
     tracing::debug_span!(
         target: "tower_http::trace::make_span",
         "request",
-        method = %request.method(),
-        uri = %request.uri(),
-        version = ?request.version(),
+        method = %method,
+        uri = %uri,
+        version = ?version,
     )
 }
 
@@ -250,32 +286,88 @@ struct DirectRoute {
 }
 
 impl DirectRoute {
-    fn new(state: &AppState, route: &'static str, guard: Guard, which: Direct) -> DirectRoute {
-        let max_body = match guard {
-            Guard::Limited { max_body } => max_body,
-            Guard::Open | Guard::Key => state.http.max_body_bytes,
-        };
+    /// A route limited as every evaluation route is, reading at most `max_body` bytes of body.
+    fn new(state: &AppState, route: &'static str, max_body: usize, which: Direct) -> DirectRoute {
         DirectRoute {
-            endpoint: Endpoint::new(state, route, guard, true),
+            endpoint: Endpoint::new(state, route, Guard::Limited { max_body }),
             which,
             max_body,
         }
     }
 
-    /// Serves `request` through the endpoint's guard, tracing and metrics.
-    async fn serve(self, request: Request) -> Response {
-        let DirectRoute {
-            endpoint,
-            which,
-            max_body,
-        } = self;
+    /// Serves `request` as [`Endpoint::serve`] serves a handler: traced, then the SDK key, the
+    /// concurrency limit, the body under the time limit, and the answer, which is counted. Written
+    /// flat rather than as nested `async fn`s: this future is allocated for every request, and
+    /// each level of nesting would hold and move its own copy of the request.
+    fn serve(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let span = request_span(&parts.method, &parts.uri, parts.version);
+        span.in_scope(|| {
+            tracing::debug!(
+                target: "tower_http::trace::on_request",
+                "started processing request"
+            );
+        });
+        // The request's parts are held once, by this block.
+        async move {
+            let response = self.answer(&mut parts, body).instrument(span.clone()).await;
+            let latency = started.elapsed();
+            self.endpoint
+                .metrics
+                .record(&parts.method, response.status(), latency.as_secs_f64());
+            trace_response(&span, response.status(), latency);
+            response
+        }
+    }
+
+    async fn answer(&self, parts: &mut Parts, body: Body) -> Response {
+        let endpoint = &*self.endpoint;
         let state = &endpoint.state;
-        endpoint
-            .serve(request, |request, selected| {
-                let env = selected.unwrap_or_else(|| Arc::clone(&state.default_env));
-                which.call(state, env, request, max_body)
-            })
-            .await
+        let selected = match endpoint.check_key(&parts.headers).await {
+            Ok(selected) => selected,
+            Err(response) => return response,
+        };
+        // A permit is taken without waiting, as for every limited route.
+        let Ok(_permit) = state.limiter.try_acquire() else {
+            return endpoint.too_many_requests();
+        };
+        let key = match self.which.key_prefix() {
+            None => KeySource::None,
+            Some(prefix) if flag_key::decode(parts.uri.path(), prefix).is_some() => {
+                KeySource::Path(prefix)
+            }
+            // Only a request the router sent here; boxed, as it is rare.
+            Some(_) => match Box::pin(flag_key::extract(parts, state)).await {
+                Ok(key) => KeySource::Extracted(key),
+                Err(rejection) => return rejection,
+            },
+        };
+        // The time limit covers the body, the only wait. It almost always has arrived whole by
+        // the first poll, so the timer (a trip through the runtime's timer wheel, and a larger
+        // future) is only set, boxed, when it has not.
+        let deadline = tokio::time::Instant::now() + state.http.request_timeout();
+        let mut reading = pin!(read_body(body, self.max_body));
+        let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
+        let body = match first {
+            Poll::Ready(body) => body,
+            Poll::Pending => match Box::pin(tokio::time::timeout_at(deadline, reading)).await {
+                Ok(body) => body,
+                Err(_) => return request_timeout(),
+            },
+        };
+        let env = selected.as_deref().unwrap_or(&state.default_env);
+        let decoded;
+        let key = match &key {
+            KeySource::None => "",
+            KeySource::Path(prefix) => {
+                // The same path that decoded above.
+                decoded = flag_key::decode(parts.uri.path(), prefix);
+                decoded.as_deref().unwrap_or_default()
+            }
+            KeySource::Extracted(key) => key,
+        };
+        self.which.answer(state, env, parts, key, body)
     }
 
     /// The route for the router, for the requests [`App`] does not dispatch itself.
@@ -338,7 +430,7 @@ impl Service<Request> for App {
             && let Some(route) = self.hot.route(request.uri().path())
         {
             let route = route.clone();
-            return Either::Left(Box::pin(async move { Ok(route.serve(request).await) }));
+            return Either::Left(Box::pin(route.serve(request).map(Ok)));
         }
         Either::Right(self.router.call(request))
     }
@@ -372,7 +464,7 @@ where
     H: Handler<T, AppState>,
     T: 'static,
 {
-    let endpoint = Endpoint::new(state, route, guard, false);
+    let endpoint = Endpoint::new(state, route, guard);
     on(method, move |request: Request| {
         let endpoint = Arc::clone(&endpoint);
         let handler = handler.clone();
@@ -400,24 +492,25 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
     let evaluation = Guard::Limited {
         max_body: state.http.max_body_bytes,
     };
+    let max_body = state.http.max_body_bytes;
     let hot = Arc::new(Hot {
         native_one: DirectRoute::new(
             &state,
             "/v1/evaluate/{flagKey}",
-            evaluation,
+            max_body,
             Direct::NativeOne,
         ),
-        native_all: DirectRoute::new(&state, "/v1/evaluate", evaluation, Direct::NativeAll),
+        native_all: DirectRoute::new(&state, "/v1/evaluate", max_body, Direct::NativeAll),
         ofrep_one: DirectRoute::new(
             &state,
             "/ofrep/v1/evaluate/flags/{key}",
-            evaluation,
+            max_body,
             Direct::OfrepOne,
         ),
         ofrep_all: DirectRoute::new(
             &state,
             "/ofrep/v1/evaluate/flags",
-            evaluation,
+            max_body,
             Direct::OfrepAll,
         ),
     });
@@ -426,7 +519,7 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
     };
     let (get, post) = (MethodFilter::GET, MethodFilter::POST);
     let s = &state;
-    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open, false);
+    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open);
     let metrics = Arc::clone(&state.metrics);
     let mut routes = Router::new()
         .route("/v1/evaluate/{flagKey}", hot.native_one.method_router())
@@ -529,7 +622,7 @@ async fn method_not_allowed(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let span = request_span(&request);
+    let span = request_span(request.method(), request.uri(), request.version());
     span.in_scope(|| {
         tracing::debug!(
             target: "tower_http::trace::on_request",
@@ -688,5 +781,20 @@ mod tests {
         check("\"abcd\"", false);
         check("abc", false);
         assert!(!etag_matches(&HeaderMap::new(), "\"abc\""));
+    }
+
+    /// The future of an evaluation request is allocated for every request: it must stay within
+    /// the sizes the allocator serves from its per-thread cache (glibc's ends at 1032 bytes), and
+    /// hold the request once, not once per level of `async fn`.
+    #[test]
+    fn the_evaluation_future_stays_small() {
+        let config = Config::for_tests(vec![]);
+        let state = AppState::new(&config);
+        let route = DirectRoute::new(&state, "/v1/evaluate/{flagKey}", 1024, Direct::NativeOne);
+        let future = route
+            .serve(Request::new(Body::empty()))
+            .map(Ok::<Response, Infallible>);
+        let size = size_of_val(&future);
+        assert!(size <= 900, "the evaluation future grew to {size} bytes");
     }
 }

@@ -4,12 +4,9 @@
 //! `ERROR`/`FLAG_NOT_FOUND` reason for an unknown flag); `POST /v1/evaluate` →
 //! `{"flags":{KEY:{"value","variationIndex","reason"}}}`. Both take `{"context": <LD context>}`.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -19,9 +16,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::answer;
-use super::body::{ContextBody, read_body};
+use super::body::ContextBody;
 use super::error::ApiError;
-use super::flag_key;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
@@ -59,24 +55,13 @@ fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
     }
 }
 
-/// `POST /v1/evaluate/{flagKey}`.
-pub(super) async fn evaluate_one(
+/// `POST /v1/evaluate/{flagKey}`, once the body has been read.
+pub(super) fn evaluate_one(
     state: &AppState,
-    env: Arc<Env>,
-    request: Request,
-    max_body: usize,
+    env: &Env,
+    flag_key: &str,
+    body: Result<Bytes, ApiError>,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    // Taken out of the request so that the key can borrow from it.
-    let uri = std::mem::take(&mut parts.uri);
-    let flag_key = match flag_key::decode(uri.path(), flag_key::NATIVE_ONE) {
-        Some(key) => key,
-        None => match flag_key::extract(&mut parts, state).await {
-            Ok(key) => Cow::Owned(key),
-            Err(rejection) => return rejection,
-        },
-    };
-    let body = read_body(body, max_body).await;
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
@@ -91,20 +76,20 @@ pub(super) async fn evaluate_one(
         };
         return answer::native_single(
             StatusCode::SERVICE_UNAVAILABLE,
-            &flag_key,
+            flag_key,
             None,
             None,
             &reason,
         );
     };
-    let detail = snapshot.evaluate(&env.ops, &flag_key, &context);
+    let detail = snapshot.evaluate(&env.ops, flag_key, &context);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
             error_kind: ErrorKind::FlagNotFound
         }
     );
-    let label = if not_found { UNKNOWN_FLAG } else { &flag_key };
+    let label = if not_found { UNKNOWN_FLAG } else { flag_key };
     state.metrics.evaluation(label, detail.reason.kind_str());
     let status = if not_found {
         StatusCode::NOT_FOUND
@@ -113,21 +98,15 @@ pub(super) async fn evaluate_one(
     };
     answer::native_single(
         status,
-        &flag_key,
+        flag_key,
         detail.value,
         detail.variation_index,
         &detail.reason_json(),
     )
 }
 
-/// `POST /v1/evaluate`.
-pub(super) async fn evaluate_all(
-    state: &AppState,
-    env: Arc<Env>,
-    request: Request,
-    max_body: usize,
-) -> Response {
-    let body = read_body(request.into_body(), max_body).await;
+/// `POST /v1/evaluate`, once the body has been read.
+pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiError>) -> Response {
     let context = match read_context(body) {
         Ok(c) => c,
         Err(e) => return e.into_response(),

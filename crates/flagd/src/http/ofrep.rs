@@ -6,12 +6,8 @@
 //! context carrying the remaining attributes. The variant is the variation index as a string,
 //! as LaunchDarkly's own OpenFeature providers do.
 
-use std::borrow::Cow;
-use std::sync::Arc;
-
 use axum::Json;
-use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::{MaybeObject, Members};
@@ -20,9 +16,8 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::answer;
-use super::body::{ContextBody, IndexString, read_body};
+use super::body::{ContextBody, IndexString};
 use super::error::ApiError;
-use super::flag_key;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
 use crate::env::Env;
@@ -216,34 +211,23 @@ fn item<'a>(
     })
 }
 
-/// `POST /ofrep/v1/evaluate/flags/{key}`.
-pub(super) async fn evaluate_one(
+/// `POST /ofrep/v1/evaluate/flags/{key}`, once the body has been read.
+pub(super) fn evaluate_one(
     state: &AppState,
-    env: Arc<Env>,
-    request: Request,
-    max_body: usize,
+    env: &Env,
+    key: &str,
+    body: Result<Bytes, ApiError>,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    // Taken out of the request so that the key can borrow from it.
-    let uri = std::mem::take(&mut parts.uri);
-    let key = match flag_key::decode(uri.path(), flag_key::OFREP_ONE) {
-        Some(key) => key,
-        None => match flag_key::extract(&mut parts, state).await {
-            Ok(key) => Cow::Owned(key),
-            Err(rejection) => return rejection,
-        },
-    };
-    let body = read_body(body, max_body).await;
     let context =
         match read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep)) {
             Ok(context) => context,
-            Err(RequestError::Ofrep(error)) => return error.for_flag(&key),
+            Err(RequestError::Ofrep(error)) => return error.for_flag(key),
             Err(RequestError::Body(error)) => return error.into_response(),
         };
     let Some(snapshot) = env.store.snapshot() else {
-        return OfrepError::not_ready().for_flag(&key);
+        return OfrepError::not_ready().for_flag(key);
     };
-    let detail = snapshot.evaluate(&env.ops, &key, &context);
+    let detail = snapshot.evaluate(&env.ops, key, &context);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
@@ -251,30 +235,27 @@ pub(super) async fn evaluate_one(
         }
     );
     state.metrics.evaluation(
-        if not_found { UNKNOWN_FLAG } else { &key },
+        if not_found { UNKNOWN_FLAG } else { key },
         detail.reason.kind_str(),
     );
-    match item(&snapshot, &key, &detail) {
+    match item(&snapshot, key, &detail) {
         Ok(success) => answer::ofrep_success(
             success.key,
             success.value,
             success.reason,
             success.variant.map(|IndexString(index)| index),
         ),
-        Err(error) => error.for_flag(&key),
+        Err(error) => error.for_flag(key),
     }
 }
 
-/// `POST /ofrep/v1/evaluate/flags`.
-pub(super) async fn evaluate_all(
+/// `POST /ofrep/v1/evaluate/flags`, once the body has been read.
+pub(super) fn evaluate_all(
     state: &AppState,
-    env: Arc<Env>,
-    request: Request,
-    max_body: usize,
+    env: &Env,
+    headers: &HeaderMap,
+    body: Result<Bytes, ApiError>,
 ) -> Response {
-    let (mut parts, body) = request.into_parts();
-    let headers = std::mem::take(&mut parts.headers);
-    let body = read_body(body, max_body).await;
     // The context as given is part of the ETag; it is written before it is mapped.
     let mut context_json = Vec::new();
     let context = match read_request(body).and_then(|c| {
@@ -301,7 +282,7 @@ pub(super) async fn evaluate_all(
     tagged.extend_from_slice(format!("\n{}\n", env.ops.generation()).as_bytes());
     tagged.extend_from_slice(&context_json);
     let etag = format!("\"{}\"", engine::hex_digest(&tagged));
-    if etag_matches(&headers, &etag) {
+    if etag_matches(headers, &etag) {
         return not_modified(&etag);
     }
     let results = snapshot.evaluate_all(&env.ops, &context);
