@@ -33,7 +33,7 @@ pub struct Metrics {
     last_reload_success: Gauge<f64, AtomicU64>,
     /// Evaluation counters already created, by flag then reason, so that counting an
     /// evaluation builds no label strings once its series exists.
-    evaluation_handles: RwLock<HashMap<Box<str>, ReasonCounters>>,
+    evaluation_handles: RwLock<HashMap<Box<str>, ReasonCounters, ahash::RandomState>>,
 }
 
 /// The evaluation counters of one flag, by LaunchDarkly reason kind.
@@ -63,32 +63,36 @@ impl RouteMetrics {
                     .clone()
             })
             .observe(seconds);
-        // A poisoned lock only means a panic elsewhere mid-update; the list is still whole.
-        let known = self
-            .counters
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|(m, s, _)| m == method && *s == status)
-            .map(|(_, _, c)| c.clone());
-        let counter = known.unwrap_or_else(|| {
-            let counter = self
-                .requests
-                .get_or_create(&HttpLabels {
-                    route: self.route.to_owned(),
-                    method: method.as_str().to_owned(),
-                    status: status.as_u16().to_string(),
-                })
-                .clone();
-            let mut counters = self
+        {
+            // A poisoned lock only means a panic elsewhere mid-update; the list is still whole.
+            // Counted under the read lock: the usual case creates nothing and clones nothing.
+            let counters = self
                 .counters
-                .write()
+                .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !counters.iter().any(|(m, s, _)| m == method && *s == status) {
-                counters.push((method.clone(), status, counter.clone()));
+            if let Some((_, _, counter)) = counters
+                .iter()
+                .find(|(m, s, _)| m == method && *s == status)
+            {
+                counter.inc();
+                return;
             }
-            counter
-        });
+        }
+        let counter = self
+            .requests
+            .get_or_create(&HttpLabels {
+                route: self.route.to_owned(),
+                method: method.as_str().to_owned(),
+                status: status.as_u16().to_string(),
+            })
+            .clone();
+        let mut counters = self
+            .counters
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !counters.iter().any(|(m, s, _)| m == method && *s == status) {
+            counters.push((method.clone(), status, counter.clone()));
+        }
         counter.inc();
     }
 }
@@ -273,31 +277,35 @@ impl Metrics {
     /// Counts one evaluation of `flag` (a flag of the served data, or [`UNKNOWN_FLAG`]) with
     /// the LaunchDarkly reason kind `reason`.
     pub(crate) fn evaluation(&self, flag: &str, reason: &'static str) {
-        let known = self
-            .evaluation_handles
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(flag)
-            .and_then(|reasons| reasons.iter().find(|(r, _)| *r == reason))
-            .map(|(_, c)| c.clone());
-        let counter = known.unwrap_or_else(|| {
-            let counter = self
-                .evaluations
-                .get_or_create(&EvalLabels {
-                    flag: flag.to_owned(),
-                    reason: reason.to_owned(),
-                })
-                .clone();
-            let mut handles = self
+        {
+            // Counted under the read lock: the usual case creates nothing and clones nothing.
+            let handles = self
                 .evaluation_handles
-                .write()
+                .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let reasons = handles.entry(flag.into()).or_default();
-            if !reasons.iter().any(|(r, _)| *r == reason) {
-                reasons.push((reason, counter.clone()));
+            let known = handles
+                .get(flag)
+                .and_then(|reasons| reasons.iter().find(|(r, _)| *r == reason));
+            if let Some((_, counter)) = known {
+                counter.inc();
+                return;
             }
-            counter
-        });
+        }
+        let counter = self
+            .evaluations
+            .get_or_create(&EvalLabels {
+                flag: flag.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .clone();
+        let mut handles = self
+            .evaluation_handles
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let reasons = handles.entry(flag.into()).or_default();
+        if !reasons.iter().any(|(r, _)| *r == reason) {
+            reasons.push((reason, counter.clone()));
+        }
         counter.inc();
     }
 

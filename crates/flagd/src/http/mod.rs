@@ -311,7 +311,10 @@ impl DirectRoute {
         });
         // The request's parts are held once, by this block.
         async move {
-            let response = self.answer(&mut parts, body).instrument(span.clone()).await;
+            let response = self
+                .answer(&mut parts, body, started)
+                .instrument(span.clone())
+                .await;
             let latency = started.elapsed();
             self.endpoint
                 .metrics
@@ -321,7 +324,7 @@ impl DirectRoute {
         }
     }
 
-    async fn answer(&self, parts: &mut Parts, body: Body) -> Response {
+    async fn answer(&self, parts: &mut Parts, body: Body, started: Instant) -> Response {
         let endpoint = &*self.endpoint;
         let state = &endpoint.state;
         let selected = match endpoint.check_key(&parts.headers).await {
@@ -343,18 +346,21 @@ impl DirectRoute {
                 Err(rejection) => return rejection,
             },
         };
-        // The time limit covers the body, the only wait. It almost always has arrived whole by
-        // the first poll, so the timer (a trip through the runtime's timer wheel, and a larger
-        // future) is only set, boxed, when it has not.
-        let deadline = tokio::time::Instant::now() + state.http.request_timeout();
+        // The time limit covers the body, the only wait, and runs from the request's start. The
+        // body almost always has arrived whole by the first poll, so the timer (a trip through
+        // the runtime's timer wheel, and a larger future) is only set, boxed, when it has not.
         let mut reading = pin!(read_body(body, self.max_body));
         let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
         let body = match first {
             Poll::Ready(body) => body,
-            Poll::Pending => match Box::pin(tokio::time::timeout_at(deadline, reading)).await {
-                Ok(body) => body,
-                Err(_) => return request_timeout(),
-            },
+            Poll::Pending => {
+                let deadline =
+                    tokio::time::Instant::from_std(started) + state.http.request_timeout();
+                match Box::pin(tokio::time::timeout_at(deadline, reading)).await {
+                    Ok(body) => body,
+                    Err(_) => return request_timeout(),
+                }
+            }
         };
         let env = selected.as_deref().unwrap_or(&state.default_env);
         let decoded;
