@@ -33,12 +33,15 @@ pub(super) async fn extract(parts: &mut Parts, state: &AppState) -> Result<Strin
 /// or the bytes are not UTF-8.
 pub(super) fn decode<'a>(path: &'a str, prefix: &str) -> Option<Cow<'a, str>> {
     let raw = path.strip_prefix(prefix)?;
-    if raw.is_empty() || raw.contains('/') {
+    if raw.is_empty() {
         return None;
     }
-    if !raw.contains('%') {
-        // Nothing to decode, and already UTF-8.
+    // One pass for the usual key, with nothing to decode (and already UTF-8).
+    if !raw.bytes().any(|b| b == b'/' || b == b'%') {
         return Some(Cow::Borrowed(raw));
+    }
+    if raw.contains('/') {
+        return None;
     }
     percent_encoding::percent_decode_str(raw).decode_utf8().ok()
 }

@@ -299,7 +299,13 @@ impl DirectRoute {
     /// concurrency limit, the body under the time limit, and the answer, which is counted. Written
     /// flat rather than as nested `async fn`s: this future is allocated for every request, and
     /// each level of nesting would hold and move its own copy of the request.
-    fn serve(self, request: Request) -> impl Future<Output = Response> + Send + 'static {
+    ///
+    /// `key_decodes` says the caller has seen the path decode to a flag key ([`Hot::route`]).
+    fn serve(
+        self,
+        request: Request,
+        key_decodes: bool,
+    ) -> impl Future<Output = Response> + Send + 'static {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         let span = request_span(&parts.method, &parts.uri, parts.version);
@@ -312,7 +318,7 @@ impl DirectRoute {
         // The request's parts are held once, by this block.
         async move {
             let response = self
-                .answer(&mut parts, body, started)
+                .answer(&mut parts, body, started, key_decodes)
                 .instrument(span.clone())
                 .await;
             let latency = started.elapsed();
@@ -324,7 +330,13 @@ impl DirectRoute {
         }
     }
 
-    async fn answer(&self, parts: &mut Parts, body: Body, started: Instant) -> Response {
+    async fn answer(
+        &self,
+        parts: &mut Parts,
+        body: Body,
+        started: Instant,
+        key_decodes: bool,
+    ) -> Response {
         let endpoint = &*self.endpoint;
         let state = &endpoint.state;
         let selected = match endpoint.check_key(&parts.headers).await {
@@ -337,7 +349,7 @@ impl DirectRoute {
         };
         let key = match self.which.key_prefix() {
             None => KeySource::None,
-            Some(prefix) if flag_key::decode(parts.uri.path(), prefix).is_some() => {
+            Some(prefix) if key_decodes || flag_key::decode(parts.uri.path(), prefix).is_some() => {
                 KeySource::Path(prefix)
             }
             // Only a request the router sent here; boxed, as it is rare.
@@ -379,7 +391,7 @@ impl DirectRoute {
     /// The route for the router, for the requests [`App`] does not dispatch itself.
     fn method_router(&self) -> MethodRouter {
         let route = self.clone();
-        post(move |request: Request| route.clone().serve(request))
+        post(move |request: Request| route.clone().serve(request, false))
     }
 }
 
@@ -436,7 +448,7 @@ impl Service<Request> for App {
             && let Some(route) = self.hot.route(request.uri().path())
         {
             let route = route.clone();
-            return Either::Left(Box::pin(route.serve(request).map(Ok)));
+            return Either::Left(Box::pin(route.serve(request, true).map(Ok)));
         }
         Either::Right(self.router.call(request))
     }
@@ -798,7 +810,7 @@ mod tests {
         let state = AppState::new(&config);
         let route = DirectRoute::new(&state, "/v1/evaluate/{flagKey}", 1024, Direct::NativeOne);
         let future = route
-            .serve(Request::new(Body::empty()))
+            .serve(Request::new(Body::empty()), true)
             .map(Ok::<Response, Infallible>);
         let size = size_of_val(&future);
         assert!(size <= 900, "the evaluation future grew to {size} bytes");
