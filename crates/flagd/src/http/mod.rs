@@ -330,6 +330,7 @@ impl DirectRoute {
         }
     }
 
+    /// The guarded part of [`DirectRoute::serve`]: everything but the tracing and the counting.
     async fn answer(
         &self,
         parts: &mut Parts,
@@ -379,7 +380,7 @@ impl DirectRoute {
         let key = match &key {
             KeySource::None => "",
             KeySource::Path(prefix) => {
-                // The same path that decoded above.
+                // A path seen to decode, here or by the front service.
                 decoded = flag_key::decode(parts.uri.path(), prefix);
                 decoded.as_deref().unwrap_or_default()
             }
