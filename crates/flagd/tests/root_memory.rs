@@ -277,6 +277,32 @@ async fn admin_writes_reach_evaluation() {
         evaluate(&client, &base, &sdk, "f").await.1["reason"]["killed"] == true
     })
     .await;
+    // Admin answers are counted under the admin routes' templates; a path under the admin API
+    // that matches none of them is counted as unmatched, not under its own path.
+    let unknown = admin(reqwest::Method::GET, "/no-such-route/x1", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), reqwest::StatusCode::NOT_FOUND);
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"flagd_http_requests_total{route="/api/v1/environments",method="POST",status="201"} 1"#,
+        r#"flagd_http_requests_total{route="/api/v1/environments/{env}/flags/{key}",method="PUT",status="201"} 1"#,
+        r#"flagd_http_requests_total{route="/api/v1/environments/{env}/flags/{key}/kill",method="PUT",status="200"} 1"#,
+        r#"flagd_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
+    assert!(!metrics.contains("no-such-route"), "{metrics}");
     server.shutdown().await.unwrap();
 }
 
