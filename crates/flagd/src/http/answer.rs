@@ -15,6 +15,9 @@ use serde_json::Value;
 /// Room for a typical single-flag answer, so that writing one allocates once.
 const TYPICAL_ANSWER: usize = 160;
 
+/// Room for a typical flag of an answer for all flags.
+const TYPICAL_ENTRY: usize = 96;
+
 /// `{"key":KEY,"value":VALUE,"variationIndex":INDEX,"reason":REASON}`, with `null` for an absent
 /// value or index: the native single-flag answer.
 pub(super) fn native_single(
@@ -28,19 +31,63 @@ pub(super) fn native_single(
     let written = (|| -> serde_json::Result<()> {
         out.extend_from_slice(b"{\"key\":");
         serde_json::to_writer(&mut out, key)?;
-        out.extend_from_slice(b",\"value\":");
-        serde_json::to_writer(&mut out, &value)?;
-        out.extend_from_slice(b",\"variationIndex\":");
-        match variation_index {
-            Some(index) => write_number(&mut out, index)?,
-            None => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"reason\":");
-        write_reason(&mut out, reason)?;
+        out.push(b',');
+        write_detail(&mut out, value, variation_index, reason)?;
         out.push(b'}');
         Ok(())
     })();
     respond(status, written.map(|()| out))
+}
+
+/// `{"flags":{KEY:{"value":VALUE,"variationIndex":INDEX,"reason":REASON},...}}`: the native
+/// answer for every flag, with the flags in the order given. Given in key order, as
+/// `evaluate_all` gives them, that is the order a map sorted by key writes.
+pub(super) fn native_all<'a>(
+    flags: usize,
+    entries: impl IntoIterator<
+        Item = (
+            &'a str,
+            Option<&'a Value>,
+            Option<usize>,
+            ReasonJson<'a, 'a>,
+        ),
+    >,
+) -> Response {
+    let mut out = Vec::with_capacity(16 + flags.saturating_mul(TYPICAL_ENTRY));
+    let written = (|| -> serde_json::Result<()> {
+        out.extend_from_slice(b"{\"flags\":{");
+        for (i, (key, value, variation_index, reason)) in entries.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, key)?;
+            out.extend_from_slice(b":{");
+            write_detail(&mut out, value, variation_index, &reason)?;
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+        Ok(())
+    })();
+    respond(StatusCode::OK, written.map(|()| out))
+}
+
+/// `"value":VALUE,"variationIndex":INDEX,"reason":REASON`, with `null` for an absent value or
+/// index: the members of an evaluation detail.
+fn write_detail(
+    out: &mut Vec<u8>,
+    value: Option<&Value>,
+    variation_index: Option<usize>,
+    reason: &ReasonJson<'_, '_>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b"\"value\":");
+    serde_json::to_writer(&mut *out, &value)?;
+    out.extend_from_slice(b",\"variationIndex\":");
+    match variation_index {
+        Some(index) => write_number(out, index)?,
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"reason\":");
+    write_reason(out, reason)
 }
 
 /// Writes `reason` as its `Serialize` implementation does (members in the same order), without
@@ -99,24 +146,86 @@ pub(super) fn ofrep_success(
     variant: Option<usize>,
 ) -> Response {
     let mut out = Vec::with_capacity(TYPICAL_ANSWER);
+    let written = write_ofrep_success(&mut out, key, value, reason, variant);
+    respond(StatusCode::OK, written.map(|()| out))
+}
+
+/// One flag of an OFREP bulk answer.
+pub(super) enum OfrepItem<'a> {
+    /// Written as [`ofrep_success`] writes it.
+    Success {
+        key: &'a str,
+        value: Option<&'a Value>,
+        reason: &'a str,
+        variant: Option<usize>,
+    },
+    /// `{"key":KEY,"errorCode":CODE,"errorDetails":DETAILS}`.
+    Failure {
+        key: &'a str,
+        code: &'a str,
+        details: &'a str,
+    },
+}
+
+/// `{"flags":[ITEM,...]}`: the OFREP bulk answer, with the flags in the order given.
+pub(super) fn ofrep_all<'a>(
+    flags: usize,
+    items: impl IntoIterator<Item = OfrepItem<'a>>,
+) -> Response {
+    let mut out = Vec::with_capacity(16 + flags.saturating_mul(TYPICAL_ENTRY));
     let written = (|| -> serde_json::Result<()> {
-        out.extend_from_slice(b"{\"key\":");
-        serde_json::to_writer(&mut out, key)?;
-        if let Some(value) = value {
-            out.extend_from_slice(b",\"value\":");
-            serde_json::to_writer(&mut out, value)?;
+        out.extend_from_slice(b"{\"flags\":[");
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            match item {
+                OfrepItem::Success {
+                    key,
+                    value,
+                    reason,
+                    variant,
+                } => write_ofrep_success(&mut out, key, value, reason, variant)?,
+                OfrepItem::Failure { key, code, details } => {
+                    out.extend_from_slice(b"{\"key\":");
+                    serde_json::to_writer(&mut out, key)?;
+                    out.extend_from_slice(b",\"errorCode\":");
+                    serde_json::to_writer(&mut out, code)?;
+                    out.extend_from_slice(b",\"errorDetails\":");
+                    serde_json::to_writer(&mut out, details)?;
+                    out.push(b'}');
+                }
+            }
         }
-        out.extend_from_slice(b",\"reason\":");
-        serde_json::to_writer(&mut out, reason)?;
-        if let Some(variant) = variant {
-            out.extend_from_slice(b",\"variant\":\"");
-            write_number(&mut out, variant)?;
-            out.push(b'"');
-        }
-        out.extend_from_slice(b",\"metadata\":{}}");
+        out.extend_from_slice(b"]}");
         Ok(())
     })();
     respond(StatusCode::OK, written.map(|()| out))
+}
+
+/// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":{}}`.
+fn write_ofrep_success(
+    out: &mut Vec<u8>,
+    key: &str,
+    value: Option<&Value>,
+    reason: &str,
+    variant: Option<usize>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"key\":");
+    serde_json::to_writer(&mut *out, key)?;
+    if let Some(value) = value {
+        out.extend_from_slice(b",\"value\":");
+        serde_json::to_writer(&mut *out, value)?;
+    }
+    out.extend_from_slice(b",\"reason\":");
+    serde_json::to_writer(&mut *out, reason)?;
+    if let Some(variant) = variant {
+        out.extend_from_slice(b",\"variant\":\"");
+        write_number(out, variant)?;
+        out.push(b'"');
+    }
+    out.extend_from_slice(b",\"metadata\":{}}");
+    Ok(())
 }
 
 /// Writes `n` in decimal, as `serde_json` writes an integer.
@@ -254,6 +363,159 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[derive(Serialize)]
+    struct All<'a> {
+        flags: std::collections::BTreeMap<&'a str, Entry<'a>>,
+    }
+
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        value: Option<&'a Value>,
+        #[serde(rename = "variationIndex")]
+        variation_index: Option<usize>,
+        reason: ReasonJson<'a, 'a>,
+    }
+
+    #[tokio::test]
+    async fn answers_for_all_flags_are_what_serde_writes_for_a_sorted_map() {
+        let values = [None, Some(json!("v")), Some(json!({"a": [1, 2.5, null]}))];
+        let reasons = [
+            Reason::Off { killed: true },
+            Reason::Fallthrough {
+                in_experiment: false,
+            },
+            Reason::RuleMatch {
+                rule_index: 2,
+                rule_id: "q\"\\\u{1}ü".into(),
+                in_experiment: true,
+            },
+            Reason::Error {
+                error_kind: ErrorKind::MalformedFlag,
+            },
+        ];
+        let statuses = [None, Some(BigSegmentsStatus::Healthy)];
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        for count in [0, 1, keys.len()] {
+            let entries: Vec<_> = keys
+                .iter()
+                .take(count)
+                .enumerate()
+                .map(|(i, key)| {
+                    let reason = ReasonJson {
+                        reason: &reasons[i % reasons.len()],
+                        big_segments_status: statuses[i % statuses.len()],
+                    };
+                    let index = (i % 2 == 0).then_some(i);
+                    (*key, values[i % values.len()].as_ref(), index, reason)
+                })
+                .collect();
+            let expected = serde_json::to_vec(&All {
+                flags: entries
+                    .iter()
+                    .map(|&(key, value, variation_index, reason)| {
+                        (
+                            key,
+                            Entry {
+                                value,
+                                variation_index,
+                                reason,
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+            .unwrap();
+            let (status, kind, bytes) = body(native_all(entries.len(), entries)).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(kind, "application/json");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        key: &'a str,
+        #[serde(rename = "errorCode")]
+        error_code: &'a str,
+        #[serde(rename = "errorDetails")]
+        error_details: &'a str,
+    }
+
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Item<'a> {
+        Success(Success<'a>),
+        Failure(Failure<'a>),
+    }
+
+    #[derive(Serialize)]
+    struct Bulk<'a> {
+        flags: Vec<Item<'a>>,
+    }
+
+    #[tokio::test]
+    async fn ofrep_bulk_answers_are_what_serde_writes() {
+        let values = [None, Some(json!(true)), Some(json!("a\u{7f}\"b"))];
+        let details = ["flag \"x\" not found", "tab\t"];
+        for count in [0, 1, KEYS.len()] {
+            let items = || {
+                KEYS.iter().take(count).enumerate().map(|(i, &key)| {
+                    if i % 3 == 2 {
+                        (key, None, Err(details[i % 2]))
+                    } else {
+                        (key, values[i % 3].as_ref(), Ok((i % 2 == 0).then_some(i)))
+                    }
+                })
+            };
+            let expected = serde_json::to_vec(&Bulk {
+                flags: items()
+                    .map(|(key, value, outcome)| match outcome {
+                        Ok(variant) => Item::Success(Success {
+                            key,
+                            value,
+                            reason: "SPLIT",
+                            variant: variant.map(|v| v.to_string()),
+                            metadata: serde_json::Map::new(),
+                        }),
+                        Err(details) => Item::Failure(Failure {
+                            key,
+                            error_code: "GENERAL",
+                            error_details: details,
+                        }),
+                    })
+                    .collect(),
+            })
+            .unwrap();
+            let answer = ofrep_all(
+                count,
+                items().map(|(key, value, outcome)| match outcome {
+                    Ok(variant) => OfrepItem::Success {
+                        key,
+                        value,
+                        reason: "SPLIT",
+                        variant,
+                    },
+                    Err(details) => OfrepItem::Failure {
+                        key,
+                        code: "GENERAL",
+                        details,
+                    },
+                }),
+            );
+            let (status, kind, bytes) = body(answer).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(kind, "application/json");
+            assert_eq!(
+                String::from_utf8(bytes).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
         }
     }
 

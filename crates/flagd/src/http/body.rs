@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use flags_core::context::MaybeObject;
 use futures_util::StreamExt;
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -159,16 +159,6 @@ impl<'de> Deserialize<'de> for IsContext {
     }
 }
 
-/// A variation index written as a JSON string (OFREP's `variant`), without an allocation.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct IndexString(pub usize);
-
-impl Serialize for IndexString {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use flags_core::context::Members;
@@ -297,10 +287,5 @@ mod tests {
             error.message,
             "cannot read request body: Failed to buffer the request body: connection reset"
         );
-    }
-
-    #[test]
-    fn writes_variants_as_strings() {
-        assert_eq!(serde_json::to_string(&IndexString(12)).unwrap(), "\"12\"");
     }
 }

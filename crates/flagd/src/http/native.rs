@@ -4,16 +4,11 @@
 //! `ERROR`/`FLAG_NOT_FOUND` reason for an unknown flag); `POST /v1/evaluate` →
 //! `{"flags":{KEY:{"value","variationIndex","reason"}}}`. Both take `{"context": <LD context>}`.
 
-use std::collections::BTreeMap;
-
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::MaybeObject;
 use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
-use serde::Serialize;
-use serde_json::Value;
 
 use super::answer;
 use super::body::ContextBody;
@@ -21,20 +16,6 @@ use super::error::ApiError;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
-
-#[derive(Serialize)]
-struct All<'a> {
-    flags: BTreeMap<&'a str, Entry<'a>>,
-}
-
-#[derive(Serialize)]
-struct Entry<'a> {
-    value: Option<&'a Value>,
-    #[serde(rename = "variationIndex")]
-    variation_index: Option<usize>,
-    /// The reason with `bigSegmentsStatus` inside it, as LaunchDarkly's SDKs write it.
-    reason: ReasonJson<'a, 'a>,
-}
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
 fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
@@ -115,15 +96,19 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
         return ApiError::not_ready().into_response();
     };
     let results = snapshot.evaluate_all(&env.ops, &context);
-    let mut flags = BTreeMap::new();
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());
-        let entry = Entry {
-            value: detail.value,
-            variation_index: detail.variation_index,
-            reason: detail.reason_json(),
-        };
-        flags.insert(*key, entry);
     }
-    Json(All { flags }).into_response()
+    // In key order, as `evaluate_all` gives them.
+    answer::native_all(
+        results.len(),
+        results.iter().map(|(key, detail)| {
+            (
+                *key,
+                detail.value,
+                detail.variation_index,
+                detail.reason_json(),
+            )
+        }),
+    )
 }

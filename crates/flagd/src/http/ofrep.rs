@@ -13,10 +13,10 @@ use bytes::Bytes;
 use flags_core::context::{MaybeObject, Members};
 use flags_core::{Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::answer;
-use super::body::{ContextBody, IndexString};
+use super::answer::{self, OfrepItem};
+use super::body::ContextBody;
 use super::error::ApiError;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
@@ -89,15 +89,12 @@ impl OfrepError {
 /// A successful evaluation. `value` and `variant` are absent when the flag serves no variation
 /// (off without an off variation): `null` is no valid OFREP value, and providers read a missing
 /// value as "use the caller's default" (open-feature/protocol ADR 0006), keeping the reason.
-#[derive(Serialize)]
 struct Success<'a> {
     key: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<&'a Value>,
     reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    variant: Option<IndexString>,
-    metadata: Map<String, Value>,
+    /// The variation index, which OFREP writes as a string.
+    variant: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -108,18 +105,6 @@ struct Failure<'a> {
     error_code: &'static str,
     #[serde(rename = "errorDetails")]
     error_details: String,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Item<'a> {
-    Success(Success<'a>),
-    Failure(Failure<'a>),
-}
-
-#[derive(Serialize)]
-struct Bulk<'a> {
-    flags: Vec<Item<'a>>,
 }
 
 /// Why a request could not be read: an OFREP error, or a body that could not even be received
@@ -201,13 +186,12 @@ fn item<'a>(
         });
     }
     // A variant names the value served; with no value there is nothing for it to name.
-    let variant = detail.value.and(detail.variation_index).map(IndexString);
+    let variant = detail.value.and(detail.variation_index);
     Ok(Success {
         key,
         value: detail.value,
         reason: snapshot.openfeature_reason(key, &detail.reason),
         variant,
-        metadata: Map::new(),
     })
 }
 
@@ -239,12 +223,9 @@ pub(super) fn evaluate_one(
         detail.reason.kind_str(),
     );
     match item(&snapshot, key, &detail) {
-        Ok(success) => answer::ofrep_success(
-            success.key,
-            success.value,
-            success.reason,
-            success.variant.map(|IndexString(index)| index),
-        ),
+        Ok(success) => {
+            answer::ofrep_success(success.key, success.value, success.reason, success.variant)
+        }
         Err(error) => error.for_flag(key),
     }
 }
@@ -286,19 +267,29 @@ pub(super) fn evaluate_all(
         return not_modified(&etag);
     }
     let results = snapshot.evaluate_all(&env.ops, &context);
-    let mut flags = Vec::with_capacity(results.len());
-    for (key, detail) in &results {
-        state.metrics.evaluation(key, detail.reason.kind_str());
-        flags.push(match item(&snapshot, key, detail) {
-            Ok(success) => Item::Success(success),
-            Err(error) => Item::Failure(Failure {
-                key: Some(key),
-                error_code: error.code,
-                error_details: error.details,
-            }),
-        });
-    }
-    let mut response = Json(Bulk { flags }).into_response();
+    let items: Vec<_> = results
+        .iter()
+        .map(|(key, detail)| {
+            state.metrics.evaluation(key, detail.reason.kind_str());
+            (*key, item(&snapshot, key, detail))
+        })
+        .collect();
+    let mut response = answer::ofrep_all(
+        items.len(),
+        items.iter().map(|(key, item)| match item {
+            Ok(success) => OfrepItem::Success {
+                key: success.key,
+                value: success.value,
+                reason: success.reason,
+                variant: success.variant,
+            },
+            Err(error) => OfrepItem::Failure {
+                key,
+                code: error.code,
+                details: &error.details,
+            },
+        }),
+    );
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }
