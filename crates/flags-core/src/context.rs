@@ -227,6 +227,17 @@ impl Context {
         }
     }
 
+    /// Takes the context apart, passing each of its owned strings to `keep`: kinds, keys, names,
+    /// and every string inside attribute values, object member names included. The rest is
+    /// dropped. For a reader of many contexts that reuses string buffers from one context to the
+    /// next instead of allocating them again.
+    pub fn into_strings<F: FnMut(String)>(self, keep: &mut F) {
+        match self.inner {
+            Inner::Single(c) => c.into_strings(keep),
+            Inner::Multi(cs) => cs.into_iter().for_each(|c| c.into_strings(keep)),
+        }
+    }
+
     /// LaunchDarkly's fully-qualified key: the key for a `user` context, `kind:key` otherwise,
     /// and for multi-kind contexts every `kind:key` sorted by kind and joined with `:`. Keys
     /// escape `%` as `%25` and `:` as `%3A`.
@@ -248,6 +259,18 @@ impl Context {
 }
 
 impl SingleContext {
+    /// See [`Context::into_strings`].
+    fn into_strings<F: FnMut(String)>(self, keep: &mut F) {
+        value_strings(self.kind, keep);
+        value_strings(self.key, keep);
+        if let Some(name) = self.name {
+            value_strings(name, keep);
+        }
+        for (_, value) in self.attributes.0 {
+            value_strings(value, keep);
+        }
+    }
+
     fn bare(kind: &str, key: &str) -> SingleContext {
         SingleContext {
             kind: Value::String(kind.to_owned()),
@@ -443,6 +466,19 @@ impl Attributes {
         {
             self.0.remove(i);
         }
+    }
+}
+
+/// Passes every owned string in `value` to `keep`, object member names included.
+fn value_strings<F: FnMut(String)>(value: Value, keep: &mut F) {
+    match value {
+        Value::String(s) => keep(s),
+        Value::Array(items) => items.into_iter().for_each(|v| value_strings(v, keep)),
+        Value::Object(map) => map.into_iter().for_each(|(k, v)| {
+            keep(k);
+            value_strings(v, keep);
+        }),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -906,5 +942,27 @@ mod tests {
         let org = Context::from_json(&json!({"kind": "org", "key": "a:b%"})).unwrap();
         assert_eq!(org.fully_qualified_key(), "org:a%3Ab%25");
         assert_eq!(Context::user("k").unwrap().fully_qualified_key(), "k");
+    }
+
+    #[test]
+    fn into_strings_gives_every_owned_string() {
+        let context = Context::from_json(&json!({
+            "kind": "multi",
+            "user": {"key": "u", "name": "Ann", "anonymous": true, "plan": "pro",
+                     "groups": ["a", 1, ["b", null]], "address": {"city": "c", "n": 2}},
+            "org": {"key": "o", "size": 3},
+        }))
+        .unwrap();
+        let mut strings = Vec::new();
+        context.into_strings(&mut |s| strings.push(s));
+        strings.sort();
+        // Attribute names (`address`, `plan`) are names, not strings the context owns; member
+        // names inside an object value (`city`, `n`) are.
+        assert_eq!(
+            strings,
+            [
+                "Ann", "a", "b", "c", "city", "n", "o", "org", "pro", "u", "user"
+            ]
+        );
     }
 }

@@ -13,6 +13,7 @@ use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
 use super::answer;
 use super::body::ContextBody;
 use super::error::ApiError;
+use super::scan;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::server::AppState;
@@ -77,13 +78,15 @@ pub(super) fn evaluate_one(
     } else {
         StatusCode::OK
     };
-    answer::native_single(
+    let response = answer::native_single(
         status,
         flag_key,
         detail.value,
         detail.variation_index,
         &detail.reason_json(),
-    )
+    );
+    scan::recycle(context);
+    response
 }
 
 /// `POST /v1/evaluate`, once the body has been read.
@@ -100,7 +103,7 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
         state.metrics.evaluation(key, detail.reason.kind_str());
     }
     // In key order, as `evaluate_all` gives them.
-    answer::native_all(
+    let response = answer::native_all(
         results.len(),
         results.iter().map(|(key, detail)| {
             (
@@ -110,5 +113,7 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
                 detail.reason_json(),
             )
         }),
-    )
+    );
+    scan::recycle(context);
+    response
 }

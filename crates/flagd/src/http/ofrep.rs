@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::answer::{self, OfrepItem};
 use super::body::ContextBody;
 use super::error::ApiError;
+use super::scan;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
 use crate::env::Env;
@@ -148,7 +149,7 @@ fn to_ld_context(context: MaybeObject) -> Result<Context, OfrepError> {
     };
     let is_multi = ld.get("kind").and_then(Value::as_str) == Some("multi");
     if !ld.contains_key("kind") {
-        ld.insert("kind", Value::String("user".to_owned()));
+        ld.insert("kind", Value::String(scan::spare_string("user")));
     }
     if !is_multi {
         if let Some(key) = targeting_key {
@@ -222,12 +223,14 @@ pub(super) fn evaluate_one(
         if not_found { UNKNOWN_FLAG } else { key },
         detail.reason.kind_str(),
     );
-    match item(&snapshot, key, &detail) {
+    let response = match item(&snapshot, key, &detail) {
         Ok(success) => {
             answer::ofrep_success(success.key, success.value, success.reason, success.variant)
         }
         Err(error) => error.for_flag(key),
-    }
+    };
+    scan::recycle(context);
+    response
 }
 
 /// `POST /ofrep/v1/evaluate/flags`, once the body has been read.
@@ -290,6 +293,7 @@ pub(super) fn evaluate_all(
             },
         }),
     );
+    scan::recycle(context);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }

@@ -12,6 +12,9 @@
 //! and `-0` are left to `serde_json`, which alone decides how to represent them; so are escapes
 //! and raw control characters, whose decoding and errors are its own.
 
+use std::cell::RefCell;
+
+use flags_core::Context;
 use flags_core::context::{MaybeObject, Members, Name};
 use serde_json::Value;
 
@@ -24,9 +27,18 @@ const MAX_DIGITS: usize = 18;
 /// it is what the `serde_json` path reserves.
 const MEMBERS: usize = 8;
 
-/// `text` as a body, when it is `{"context": {...}}` within the subset; `None` otherwise.
+/// `text` as a body, when it is `{"context": {...}}` within the subset; `None` otherwise. Its
+/// strings are made from this thread's [`Spare`] buffers.
 pub(super) fn context_body(text: &str) -> Option<ContextBody> {
-    let mut scan = Scanner { text, pos: 0 };
+    with_spare(|spare| read_body(text, spare))
+}
+
+fn read_body(text: &str, spare: &mut Spare) -> Option<ContextBody> {
+    let mut scan = Scanner {
+        text,
+        pos: 0,
+        spare,
+    };
     scan.expect(b'{')?;
     if scan.string()? != "context" {
         return None;
@@ -42,12 +54,14 @@ pub(super) fn context_body(text: &str) -> Option<ContextBody> {
 
 /// A position in the body being read. Every step reads bytes with `get`, so a body that ends
 /// early is `None`, never a panic.
-struct Scanner<'a> {
+struct Scanner<'a, 's> {
     text: &'a str,
     pos: usize,
+    /// Where string values take their buffers from.
+    spare: &'s mut Spare,
 }
 
-impl<'a> Scanner<'a> {
+impl<'a> Scanner<'a, '_> {
     /// The byte at the position, not consumed.
     #[inline]
     fn peek(&self) -> Option<u8> {
@@ -144,7 +158,10 @@ impl<'a> Scanner<'a> {
     /// A string, integer, `true`, `false` or `null` whose first byte, `first`, is consumed.
     fn scalar(&mut self, first: u8) -> Option<Value> {
         match first {
-            b'"' => self.string_rest().map(|s| Value::String(s.to_owned())),
+            b'"' => {
+                let text = self.string_rest()?;
+                Some(Value::String(self.spare.string(text)))
+            }
             b't' => self.literal(b"rue", Value::Bool(true)),
             b'f' => self.literal(b"alse", Value::Bool(false)),
             b'n' => self.literal(b"ull", Value::Null),
@@ -197,6 +214,82 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// String buffers of the contexts this thread has finished with, for the next contexts it
+/// reads: taking a string from here and giving it back costs a fraction of allocating and
+/// freeing it, and allocation was a fifth of a single-flag request's instructions, most of it
+/// for the context's strings. Bounded in count and size, so a thread keeps a few kilobytes.
+#[derive(Default)]
+pub(super) struct Spare {
+    strings: Vec<String>,
+}
+
+thread_local! {
+    static SPARE: RefCell<Spare> = const { RefCell::new(Spare { strings: Vec::new() }) };
+}
+
+/// Runs `f` with this thread's spare buffers, taken out for the while (so a nested call finds
+/// none), or with none during the thread's teardown; either way `f` gets a `Spare`.
+fn with_spare<T>(f: impl FnOnce(&mut Spare) -> T) -> T {
+    let mut spare = SPARE
+        .try_with(|cell| {
+            cell.try_borrow_mut()
+                .map(|mut kept| std::mem::take(&mut *kept))
+        })
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let done = f(&mut spare);
+    // Put back; if the thread is being torn down, the buffers are simply freed.
+    let _ = SPARE.try_with(|cell| {
+        if let Ok(mut kept) = cell.try_borrow_mut() {
+            *kept = spare;
+        }
+    });
+    done
+}
+
+impl Spare {
+    /// The most buffers a thread keeps.
+    const KEPT: usize = 64;
+    /// Buffers are made at least this large (the C allocator's smallest block holds 24 bytes
+    /// anyway), so that any short string fits any kept buffer.
+    const MIN_CAPACITY: usize = 24;
+    /// Larger buffers are freed rather than kept.
+    const MAX_CAPACITY: usize = 256;
+
+    /// `text` as a `String`, in a kept buffer when there is one.
+    #[inline]
+    fn string(&mut self, text: &str) -> String {
+        let mut string = self
+            .strings
+            .pop()
+            .unwrap_or_else(|| String::with_capacity(text.len().max(Self::MIN_CAPACITY)));
+        string.clear();
+        string.push_str(text);
+        string
+    }
+
+    /// Keeps `string`'s buffer for a later [`Spare::string`], or frees it.
+    #[inline]
+    fn keep(&mut self, string: String) {
+        if self.strings.len() < Self::KEPT
+            && (Self::MIN_CAPACITY..=Self::MAX_CAPACITY).contains(&string.capacity())
+        {
+            self.strings.push(string);
+        }
+    }
+}
+
+/// Gives `context`'s strings to this thread's spare buffers, once it has been evaluated.
+pub(super) fn recycle(context: Context) {
+    with_spare(|spare| context.into_strings(&mut |string| spare.keep(string)));
+}
+
+/// `text` as a `String` made from this thread's spare buffers.
+pub(super) fn spare_string(text: &str) -> String {
+    with_spare(|spare| spare.string(text))
+}
+
 /// The number of bytes at the start of `bytes` before the first quote, backslash or control
 /// character (all of `bytes` when there is none). Eight bytes are tested at a time: strings are
 /// most of a body, and testing them byte by byte cost more than all the rest of the scan.
@@ -234,6 +327,78 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn spare_buffers_are_reused_and_bounded() {
+        let mut spare = Spare::default();
+        let first = spare.string("abc");
+        assert_eq!(first, "abc");
+        assert!(first.capacity() >= Spare::MIN_CAPACITY);
+        spare.keep(first);
+        let second = spare.string("a longer string, past 24 bytes");
+        assert_eq!(second, "a longer string, past 24 bytes");
+        let buffer = second.as_ptr();
+        spare.keep(second);
+        // Too small or too large to be worth keeping.
+        spare.keep(String::new());
+        spare.keep(String::with_capacity(Spare::MAX_CAPACITY + 1));
+        assert_eq!(spare.strings.len(), 1);
+        let third = spare.string("xyz");
+        assert_eq!(third, "xyz");
+        assert!(spare.strings.is_empty());
+        assert_eq!(third.as_ptr(), buffer, "the kept buffer is reused");
+        for _ in 0..2 * Spare::KEPT {
+            spare.keep(String::with_capacity(Spare::MIN_CAPACITY));
+        }
+        assert_eq!(spare.strings.len(), Spare::KEPT);
+    }
+
+    #[test]
+    fn recycled_contexts_lend_their_strings_to_the_next() {
+        let body = r#"{"context":{"kind":"user","key":"user-1","plan":"pro"}}"#;
+        let read = || match context_body(body) {
+            Some(ContextBody::Object(Some(MaybeObject::Object(members)))) => {
+                Context::from_members(members).unwrap()
+            }
+            other => panic!("{other:?}"),
+        };
+        let strings = |context: &Context| {
+            let single = &context.contexts()[0];
+            [
+                single.kind().as_ptr(),
+                single.key().as_ptr(),
+                single
+                    .custom_attribute("plan")
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .as_ptr(),
+            ]
+        };
+        let first = read();
+        let before = strings(&first);
+        recycle(first);
+        let second = read();
+        let mut after = strings(&second);
+        let mut before = before;
+        before.sort();
+        after.sort();
+        assert_eq!(
+            before, after,
+            "the second context is made of the first one's buffers"
+        );
+        assert_eq!(second, read_fresh(body));
+    }
+
+    /// The same body read by serde, with buffers of its own.
+    fn read_fresh(body: &str) -> Context {
+        match serde_json::from_str::<ContextBody>(body).unwrap() {
+            ContextBody::Object(Some(MaybeObject::Object(members))) => {
+                Context::from_members(members).unwrap()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn plain_runs_end_at_the_first_quote_backslash_or_control_character() {
