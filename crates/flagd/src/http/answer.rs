@@ -1,7 +1,7 @@
-//! The answers of the single-flag evaluation routes, written straight into one buffer.
+//! The answers of the evaluation routes, written straight into one buffer.
 //!
-//! They are small and always have the same members, so they are written piece by piece rather
-//! than through a struct and serde's generic serializer; strings and values still go through
+//! They always have the same members, so they are written piece by piece rather than through
+//! structs and serde's generic serializer; strings and values still go through
 //! `serde_json`, so escaping and number formatting are exactly `serde_json`'s. The bytes are
 //! those `axum::Json` wrote for the structs these writers replaced (the tests compare them).
 
@@ -27,16 +27,14 @@ pub(super) fn native_single(
     variation_index: Option<usize>,
     reason: &ReasonJson<'_, '_>,
 ) -> Response {
-    let mut out = Vec::with_capacity(TYPICAL_ANSWER);
-    let written = (|| -> serde_json::Result<()> {
+    respond(status, TYPICAL_ANSWER, |out| {
         out.extend_from_slice(b"{\"key\":");
-        serde_json::to_writer(&mut out, key)?;
+        serde_json::to_writer(&mut *out, key)?;
         out.push(b',');
-        write_detail(&mut out, value, variation_index, reason)?;
+        write_detail(out, value, variation_index, reason)?;
         out.push(b'}');
         Ok(())
-    })();
-    respond(status, written.map(|()| out))
+    })
 }
 
 /// `{"flags":{KEY:{"value":VALUE,"variationIndex":INDEX,"reason":REASON},...}}`: the native
@@ -53,22 +51,20 @@ pub(super) fn native_all<'a>(
         ),
     >,
 ) -> Response {
-    let mut out = Vec::with_capacity(16 + flags.saturating_mul(TYPICAL_ENTRY));
-    let written = (|| -> serde_json::Result<()> {
+    respond(StatusCode::OK, bulk_capacity(flags), |out| {
         out.extend_from_slice(b"{\"flags\":{");
         for (i, (key, value, variation_index, reason)) in entries.into_iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, key)?;
+            serde_json::to_writer(&mut *out, key)?;
             out.extend_from_slice(b":{");
-            write_detail(&mut out, value, variation_index, &reason)?;
+            write_detail(out, value, variation_index, &reason)?;
             out.push(b'}');
         }
         out.extend_from_slice(b"}}");
         Ok(())
-    })();
-    respond(StatusCode::OK, written.map(|()| out))
+    })
 }
 
 /// `"value":VALUE,"variationIndex":INDEX,"reason":REASON`, with `null` for an absent value or
@@ -145,9 +141,9 @@ pub(super) fn ofrep_success(
     reason: &str,
     variant: Option<usize>,
 ) -> Response {
-    let mut out = Vec::with_capacity(TYPICAL_ANSWER);
-    let written = write_ofrep_success(&mut out, key, value, reason, variant);
-    respond(StatusCode::OK, written.map(|()| out))
+    respond(StatusCode::OK, TYPICAL_ANSWER, |out| {
+        write_ofrep_success(out, key, value, reason, variant)
+    })
 }
 
 /// One flag of an OFREP bulk answer.
@@ -172,8 +168,7 @@ pub(super) fn ofrep_all<'a>(
     flags: usize,
     items: impl IntoIterator<Item = OfrepItem<'a>>,
 ) -> Response {
-    let mut out = Vec::with_capacity(16 + flags.saturating_mul(TYPICAL_ENTRY));
-    let written = (|| -> serde_json::Result<()> {
+    respond(StatusCode::OK, bulk_capacity(flags), |out| {
         out.extend_from_slice(b"{\"flags\":[");
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {
@@ -185,22 +180,21 @@ pub(super) fn ofrep_all<'a>(
                     value,
                     reason,
                     variant,
-                } => write_ofrep_success(&mut out, key, value, reason, variant)?,
+                } => write_ofrep_success(out, key, value, reason, variant)?,
                 OfrepItem::Failure { key, code, details } => {
                     out.extend_from_slice(b"{\"key\":");
-                    serde_json::to_writer(&mut out, key)?;
+                    serde_json::to_writer(&mut *out, key)?;
                     out.extend_from_slice(b",\"errorCode\":");
-                    serde_json::to_writer(&mut out, code)?;
+                    serde_json::to_writer(&mut *out, code)?;
                     out.extend_from_slice(b",\"errorDetails\":");
-                    serde_json::to_writer(&mut out, details)?;
+                    serde_json::to_writer(&mut *out, details)?;
                     out.push(b'}');
                 }
             }
         }
         out.extend_from_slice(b"]}");
         Ok(())
-    })();
-    respond(StatusCode::OK, written.map(|()| out))
+    })
 }
 
 /// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":{}}`.
@@ -233,10 +227,21 @@ fn write_number(out: &mut Vec<u8>, n: usize) -> serde_json::Result<()> {
     serde_json::to_writer(out, &n)
 }
 
-/// The JSON answer, or the plain-text 500 `axum::Json` gives when a body cannot be serialized.
-fn respond(status: StatusCode, body: serde_json::Result<Vec<u8>>) -> Response {
-    match body {
-        Ok(body) => {
+/// Room for an answer for `flags` flags.
+fn bulk_capacity(flags: usize) -> usize {
+    16 + flags.saturating_mul(TYPICAL_ENTRY)
+}
+
+/// The JSON answer `write` writes into a buffer of `capacity` bytes, or the plain-text 500
+/// `axum::Json` gives when a body cannot be serialized.
+fn respond(
+    status: StatusCode,
+    capacity: usize,
+    write: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> Response {
+    let mut body = Vec::with_capacity(capacity);
+    match write(&mut body) {
+        Ok(()) => {
             let mut response = Response::new(Body::from(Bytes::from(body)));
             *response.status_mut() = status;
             response.headers_mut().insert(
