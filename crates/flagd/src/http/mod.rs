@@ -143,20 +143,11 @@ impl Endpoint {
         let started = Instant::now();
         let method = request.method().clone();
         let span = request_span(request.method(), request.uri(), request.version());
-        span.in_scope(|| {
-            tracing::debug!(
-                target: "tower_http::trace::on_request",
-                "started processing request"
-            );
-        });
         let response = self
             .guarded(request, handler)
             .instrument(span.clone())
             .await;
-        let latency = started.elapsed();
-        self.metrics
-            .record(&method, response.status(), latency.as_secs_f64());
-        trace_response(&span, response.status(), latency);
+        self.finish(&span, &method, &response, started);
         response
     }
 
@@ -182,19 +173,19 @@ impl Endpoint {
         };
         // axum's body extractors find the limit in the request.
         DefaultBodyLimit::max(max_body).apply(&mut request);
-        // The time limit runs from here. Most requests complete on their first poll (the body
-        // has already arrived), so the timer, which costs a trip through the runtime's timer
-        // wheel, is only set for those that wait, with the same deadline.
+        // The time limit runs from here.
         let deadline = tokio::time::Instant::now() + self.state.http.request_timeout();
-        let mut handling = pin!(handler(request, selected));
-        let first = std::future::poll_fn(|cx| Poll::Ready(handling.as_mut().poll(cx))).await;
-        if let Poll::Ready(response) = first {
-            return response;
-        }
-        match tokio::time::timeout_at(deadline, handling).await {
-            Ok(response) => response,
-            Err(_) => request_timeout(),
-        }
+        within(deadline, pin!(handler(request, selected)))
+            .await
+            .unwrap_or_else(request_timeout)
+    }
+
+    /// Counts `response` and writes the trace events of its end.
+    fn finish(&self, span: &Span, method: &Method, response: &Response, started: Instant) {
+        let latency = started.elapsed();
+        self.metrics
+            .record(method, response.status(), latency.as_secs_f64());
+        trace_response(span, response.status(), latency);
     }
 
     /// The SDK-key check: the environment a root-mode key selects, or the answer refusing it.
@@ -236,15 +227,38 @@ fn request_timeout() -> Response {
 }
 
 /// The span of one request, as `tower_http`'s default `TraceLayer` makes it (same target,
-/// name, level and fields), so log filters and formats stay as they were.
+/// name, level and fields), so log filters and formats stay as they were, with its event that
+/// the request has started.
 fn request_span(method: &Method, uri: &Uri, version: Version) -> Span {
-    tracing::debug_span!(
+    let span = tracing::debug_span!(
         target: "tower_http::trace::make_span",
         "request",
         method = %method,
         uri = %uri,
         version = ?version,
-    )
+    );
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "tower_http::trace::on_request",
+            "started processing request"
+        );
+    });
+    span
+}
+
+/// Runs `work` under a time limit: `None` once `deadline` has passed. Most work (a request
+/// whose body has already arrived) finishes on its first poll, so the timer, a trip through the
+/// runtime's timer wheel and a larger future, is only set, boxed, for work that waits. The work
+/// is pinned by the caller, so that this future does not hold a second copy of it.
+async fn within<F: Future>(
+    deadline: tokio::time::Instant,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(done) => Some(done),
+        Poll::Pending => Box::pin(tokio::time::timeout_at(deadline, work)).await.ok(),
+    }
 }
 
 /// The events `tower_http`'s default `TraceLayer` writes when a request starts and ends: every
@@ -309,23 +323,14 @@ impl DirectRoute {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         let span = request_span(&parts.method, &parts.uri, parts.version);
-        span.in_scope(|| {
-            tracing::debug!(
-                target: "tower_http::trace::on_request",
-                "started processing request"
-            );
-        });
         // The request's parts are held once, by this block.
         async move {
             let response = self
                 .answer(&mut parts, body, started, key_decodes)
                 .instrument(span.clone())
                 .await;
-            let latency = started.elapsed();
             self.endpoint
-                .metrics
-                .record(&parts.method, response.status(), latency.as_secs_f64());
-            trace_response(&span, response.status(), latency);
+                .finish(&span, &parts.method, &response, started);
             response
         }
     }
@@ -359,21 +364,10 @@ impl DirectRoute {
                 Err(rejection) => return rejection,
             },
         };
-        // The time limit covers the body, the only wait, and runs from the request's start. The
-        // body almost always has arrived whole by the first poll, so the timer (a trip through
-        // the runtime's timer wheel, and a larger future) is only set, boxed, when it has not.
-        let mut reading = pin!(read_body(body, self.max_body));
-        let first = std::future::poll_fn(|cx| Poll::Ready(reading.as_mut().poll(cx))).await;
-        let body = match first {
-            Poll::Ready(body) => body,
-            Poll::Pending => {
-                let deadline =
-                    tokio::time::Instant::from_std(started) + state.http.request_timeout();
-                match Box::pin(tokio::time::timeout_at(deadline, reading)).await {
-                    Ok(body) => body,
-                    Err(_) => return request_timeout(),
-                }
-            }
+        // The time limit covers the body, the only wait, and runs from the request's start.
+        let deadline = tokio::time::Instant::from_std(started) + state.http.request_timeout();
+        let Some(body) = within(deadline, pin!(read_body(body, self.max_body))).await else {
+            return request_timeout();
         };
         let env = selected.as_deref().unwrap_or(&state.default_env);
         let decoded;
@@ -642,12 +636,6 @@ async fn method_not_allowed(
 ) -> Response {
     let started = Instant::now();
     let span = request_span(request.method(), request.uri(), request.version());
-    span.in_scope(|| {
-        tracing::debug!(
-            target: "tower_http::trace::on_request",
-            "started processing request"
-        );
-    });
     let response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
