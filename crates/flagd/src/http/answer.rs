@@ -263,14 +263,16 @@ mod tests {
 
     use super::*;
 
-    async fn body(response: Response) -> (StatusCode, String, Vec<u8>) {
-        let status = response.status();
-        let kind = response.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .to_owned();
+    /// Checks that `response` is a JSON answer with `status` and exactly the bytes `expected`.
+    async fn assert_answer(response: Response, status: StatusCode, expected: Vec<u8>) {
+        assert_eq!(response.status(), status);
+        let kind = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert_eq!(kind, "application/json");
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, kind, bytes.to_vec())
+        assert_eq!(
+            String::from_utf8(bytes.to_vec()).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 
     #[derive(Serialize)]
@@ -358,13 +360,7 @@ mod tests {
                             index,
                             &reason,
                         );
-                        let (status, kind, bytes) = body(answer).await;
-                        assert_eq!(status, StatusCode::NOT_FOUND);
-                        assert_eq!(kind, "application/json");
-                        assert_eq!(
-                            String::from_utf8(bytes).unwrap(),
-                            String::from_utf8(expected).unwrap()
-                        );
+                        assert_answer(answer, StatusCode::NOT_FOUND, expected).await;
                     }
                 }
             }
@@ -434,13 +430,7 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-            let (status, kind, bytes) = body(native_all(entries.len(), entries)).await;
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(kind, "application/json");
-            assert_eq!(
-                String::from_utf8(bytes).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
+            assert_answer(native_all(entries.len(), entries), StatusCode::OK, expected).await;
         }
     }
 
@@ -514,13 +504,7 @@ mod tests {
                     },
                 }),
             );
-            let (status, kind, bytes) = body(answer).await;
-            assert_eq!(status, StatusCode::OK);
-            assert_eq!(kind, "application/json");
-            assert_eq!(
-                String::from_utf8(bytes).unwrap(),
-                String::from_utf8(expected).unwrap()
-            );
+            assert_answer(answer, StatusCode::OK, expected).await;
         }
     }
 
@@ -539,13 +523,7 @@ mod tests {
                         })
                         .unwrap();
                         let answer = ofrep_success(key, value.as_ref(), reason, variant);
-                        let (status, kind, bytes) = body(answer).await;
-                        assert_eq!(status, StatusCode::OK);
-                        assert_eq!(kind, "application/json");
-                        assert_eq!(
-                            String::from_utf8(bytes).unwrap(),
-                            String::from_utf8(expected).unwrap()
-                        );
+                        assert_answer(answer, StatusCode::OK, expected).await;
                     }
                 }
             }
