@@ -41,8 +41,7 @@ pub(super) fn native_single(
 /// answer for every flag, with the flags in the order given. Given in key order, as
 /// `evaluate_all` gives them, that is the order a map sorted by key writes.
 pub(super) fn native_all<'a>(
-    flags: usize,
-    entries: impl IntoIterator<
+    entries: impl ExactSizeIterator<
         Item = (
             &'a str,
             Option<&'a Value>,
@@ -51,9 +50,9 @@ pub(super) fn native_all<'a>(
         ),
     >,
 ) -> Response {
-    respond(StatusCode::OK, bulk_capacity(flags), |out| {
+    respond(StatusCode::OK, bulk_capacity(entries.len()), |out| {
         out.extend_from_slice(b"{\"flags\":{");
-        for (i, (key, value, variation_index, reason)) in entries.into_iter().enumerate() {
+        for (i, (key, value, variation_index, reason)) in entries.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -164,13 +163,10 @@ pub(super) enum OfrepItem<'a> {
 }
 
 /// `{"flags":[ITEM,...]}`: the OFREP bulk answer, with the flags in the order given.
-pub(super) fn ofrep_all<'a>(
-    flags: usize,
-    items: impl IntoIterator<Item = OfrepItem<'a>>,
-) -> Response {
-    respond(StatusCode::OK, bulk_capacity(flags), |out| {
+pub(super) fn ofrep_all<'a>(items: impl ExactSizeIterator<Item = OfrepItem<'a>>) -> Response {
+    respond(StatusCode::OK, bulk_capacity(items.len()), |out| {
         out.extend_from_slice(b"{\"flags\":[");
-        for (i, item) in items.into_iter().enumerate() {
+        for (i, item) in items.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
@@ -430,7 +426,7 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-            assert_answer(native_all(entries.len(), entries), StatusCode::OK, expected).await;
+            assert_answer(native_all(entries.into_iter()), StatusCode::OK, expected).await;
         }
     }
 
@@ -488,22 +484,19 @@ mod tests {
                     .collect(),
             })
             .unwrap();
-            let answer = ofrep_all(
-                count,
-                items().map(|(key, value, outcome)| match outcome {
-                    Ok(variant) => OfrepItem::Success {
-                        key,
-                        value,
-                        reason: "SPLIT",
-                        variant,
-                    },
-                    Err(details) => OfrepItem::Failure {
-                        key,
-                        code: "GENERAL",
-                        details,
-                    },
-                }),
-            );
+            let answer = ofrep_all(items().map(|(key, value, outcome)| match outcome {
+                Ok(variant) => OfrepItem::Success {
+                    key,
+                    value,
+                    reason: "SPLIT",
+                    variant,
+                },
+                Err(details) => OfrepItem::Failure {
+                    key,
+                    code: "GENERAL",
+                    details,
+                },
+            }));
             assert_answer(answer, StatusCode::OK, expected).await;
         }
     }

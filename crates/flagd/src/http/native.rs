@@ -103,17 +103,14 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
         state.metrics.evaluation(key, detail.reason.kind_str());
     }
     // In key order, as `evaluate_all` gives them.
-    let response = answer::native_all(
-        results.len(),
-        results.iter().map(|(key, detail)| {
-            (
-                *key,
-                detail.value,
-                detail.variation_index,
-                detail.reason_json(),
-            )
-        }),
-    );
+    let response = answer::native_all(results.iter().map(|(key, detail)| {
+        (
+            *key,
+            detail.value,
+            detail.variation_index,
+            detail.reason_json(),
+        )
+    }));
     scan::recycle(context);
     response
 }

@@ -277,22 +277,19 @@ pub(super) fn evaluate_all(
             (*key, item(&snapshot, key, detail))
         })
         .collect();
-    let mut response = answer::ofrep_all(
-        items.len(),
-        items.iter().map(|(key, item)| match item {
-            Ok(success) => OfrepItem::Success {
-                key: success.key,
-                value: success.value,
-                reason: success.reason,
-                variant: success.variant,
-            },
-            Err(error) => OfrepItem::Failure {
-                key,
-                code: error.code,
-                details: &error.details,
-            },
-        }),
-    );
+    let mut response = answer::ofrep_all(items.iter().map(|(key, item)| match item {
+        Ok(success) => OfrepItem::Success {
+            key: success.key,
+            value: success.value,
+            reason: success.reason,
+            variant: success.variant,
+        },
+        Err(error) => OfrepItem::Failure {
+            key,
+            code: error.code,
+            details: &error.details,
+        },
+    }));
     scan::recycle(context);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
