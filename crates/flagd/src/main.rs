@@ -59,7 +59,7 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let url = database_url(&args.database)?;
     block_on(async {
         let store = flagd::open_database(&url).await?;
-        let actor = flags_core::store::Actor::named("import");
+        let actor = flags_store::Actor::named("import");
         let report = flagd::admin::import_file(&*store, &args.env, &args.file, &actor).await?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         Ok(())

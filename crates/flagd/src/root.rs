@@ -1,10 +1,10 @@
-//! Root mode: serving every environment of an [`AdminStore`] (PostgreSQL in production), kept
+//! Root mode: serving every environment of a store ([`ChangeFeed`]) (PostgreSQL in production), kept
 //! current from the store's change feed.
 //!
-//! At start each environment is loaded whole ([`AdminStore::snapshot`]): flags, segments, the
+//! At start each environment is loaded whole ([`ChangeFeed::snapshot`]): flags, segments, the
 //! kill set and the overrides, read consistently in one snapshot. From then on a notification
 //! is only a wake-up call: the environment's changes after the last applied `seq` are read with
-//! [`AdminStore::changes_since`] and applied in order, and a flag or segment change fetches the
+//! [`ChangeFeed::changes_since`] and applied in order, and a flag or segment change fetches the
 //! item as it is now and applies it only if its version is newer than the one held. So a missed,
 //! repeated or reordered notification can neither skip nor regress data. A timer does the same
 //! catch-up every poll interval, which also proves the store is reachable for `/readyz`.
@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_cache::{Backoff, HealthReport, HealthTracker};
-use flags_core::store::{
-    AdminStore, Change, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
-};
 use flags_core::{Flag, FlagData, Segment};
+use flags_store::{
+    AdminStore, Change, ChangeFeed, ChangeKind, ChangeSubscription, StoreError, StoredFlag,
+    StoredSegment,
+};
 use flags_store_postgres::{PostgresConfig, PostgresStore};
 use tokio::task::JoinHandle;
 
@@ -74,7 +75,7 @@ pub struct SyncTiming {
 
 /// Keeps every environment of a store served.
 pub struct RootSync {
-    store: Arc<dyn AdminStore>,
+    store: Arc<dyn ChangeFeed>,
     envs: Arc<Environments>,
     health: Arc<RootHealth>,
     backoff: Backoff,
@@ -128,7 +129,7 @@ impl ItemMeta {
 impl RootSync {
     /// A sync for `store` into `envs`.
     pub fn new(
-        store: Arc<dyn AdminStore>,
+        store: Arc<dyn ChangeFeed>,
         envs: Arc<Environments>,
         health: Arc<RootHealth>,
         timing: SyncTiming,
@@ -363,7 +364,7 @@ impl RootSync {
 /// Applies one change to `state`: the kill set and overrides at once, flags and segments at
 /// the next [`EnvState::publish`].
 async fn apply(
-    store: &dyn AdminStore,
+    store: &dyn ChangeFeed,
     state: &mut EnvState,
     change: &Change,
 ) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flags_core::store::AdminStore;
+use flags_store::AdminStore;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -232,12 +232,13 @@ pub async fn start_with_store(
     let (listener, addr) = bind(&config).await?;
     let mut state = AppState::new(&config);
     state.store_keys = Some(Arc::new(
-        StoreKeys::new(Arc::clone(&store)).map_err(|e| StartError::Store(e.to_string()))?,
+        StoreKeys::new(Arc::clone(&store) as Arc<dyn flags_store::KeyStore>)
+            .map_err(|e| StartError::Store(e.to_string()))?,
     ));
     let health = Arc::new(RootHealth::default());
     state.root_health = Some(Arc::clone(&health));
     let mut sync = RootSync::new(
-        Arc::clone(&store),
+        Arc::clone(&store) as Arc<dyn flags_store::ChangeFeed>,
         Arc::clone(&state.envs),
         health,
         config.sync.timing(),

@@ -6,6 +6,7 @@
 
 mod admin_common;
 
+use flags_store::KeyStore;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use flagd::admin::{
     AdminState, ImportError, ROUTES, admin_router, export_env, import_document, import_file,
     openapi_document,
 };
-use flags_core::store::{Actor, AdminStore, AuditQuery, MemoryStore};
+use flags_store::{Actor, AdminStore, AuditQuery, MemoryStore};
 use serde_json::{Value, json};
 
 fn memory_app() -> (Api, Arc<MemoryStore>) {

@@ -12,6 +12,7 @@
 
 mod admin_common;
 
+use flags_store::ChangeFeed;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use admin_common::*;
 use axum::http::StatusCode;
 use flagd::admin::{AdminState, admin_router, export_env, import_document};
-use flags_core::store::{Actor, AdminStore, MemoryStore};
+use flags_store::{Actor, AdminStore, MemoryStore};
 use flags_store_postgres::PostgresStore;
 use serde_json::json;
 use sqlx::Connection;

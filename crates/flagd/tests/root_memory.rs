@@ -6,9 +6,11 @@
 
 mod root_support;
 
+use flags_store::ChangeFeed;
+use flags_store::KeyStore;
 use std::sync::Arc;
 
-use flags_core::store::{AdminStore, ApiKeyKind, MemoryStore, NewApiKey, OverrideKey};
+use flags_store::{AdminStore, ApiKeyKind, MemoryStore, NewApiKey, OverrideKey};
 use root_support::*;
 use serde_json::json;
 

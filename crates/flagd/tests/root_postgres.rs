@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use flags_core::store::AdminStore;
+use flags_store::AdminStore;
 use flags_store_postgres::PostgresStore;
 use root_support::*;
 

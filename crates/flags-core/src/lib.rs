@@ -10,7 +10,6 @@ mod error;
 pub mod eval;
 pub mod memory;
 pub mod model;
-pub mod store;
 pub mod traits;
 
 pub use serde_json::Value;
@@ -20,8 +19,7 @@ pub use error::LoadError;
 pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason, ReasonJson};
 pub use memory::{InMemoryKillSet, InMemoryOverrides};
 pub use model::*;
-pub use store::{AdminStore, ChangeSubscription, MemoryStore, StoreError};
 pub use traits::{
-    BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
-    ChangeEvent, DataSnapshot, ItemKind, KillSet, OverrideLookup,
+    BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata, ItemKind,
+    KillSet, OverrideLookup,
 };

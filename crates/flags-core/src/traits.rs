@@ -3,22 +3,6 @@
 
 use std::collections::HashSet;
 
-use crate::model::{Flag, Segment};
-
-/// Borrowed, read-only access to one consistent set of flags and segments.
-///
-/// Lookups skip deleted items (tombstones).
-pub trait DataSnapshot: Send + Sync {
-    /// The live flag with this key.
-    fn flag(&self, key: &str) -> Option<&Flag>;
-    /// The live segment with this key.
-    fn segment(&self, key: &str) -> Option<&Segment>;
-    /// Every live flag, in key order where the implementation has one.
-    fn all_flags(&self) -> Box<dyn Iterator<Item = &Flag> + '_>;
-    /// Every live segment.
-    fn all_segments(&self) -> Box<dyn Iterator<Item = &Segment> + '_>;
-}
-
 /// The operations layer's kill switch: a killed flag serves its off variation everywhere.
 pub trait KillSet: Send + Sync {
     /// Whether the flag is killed.
@@ -90,19 +74,6 @@ pub enum ItemKind {
     Flag,
     /// A segment.
     Segment,
-}
-
-/// One flag or segment changed (or was deleted) at a version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct ChangeEvent {
-    /// Flag or segment.
-    pub kind: ItemKind,
-    /// Its key.
-    pub key: String,
-    /// Its new version.
-    pub version: u64,
-    /// Whether it was deleted.
-    pub deleted: bool,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::hash::StrMap;
-use flags_core::{DataSnapshot, Flag, FlagData, LoadError, Segment};
+use flags_core::{Flag, FlagData, LoadError, Segment};
 
 use crate::compile::{CFlag, CSegment};
 
@@ -298,23 +298,5 @@ impl CompiledData {
         self.segments
             .get(key)
             .is_some_and(|old| old.version() >= version)
-    }
-}
-
-impl DataSnapshot for CompiledData {
-    fn flag(&self, key: &str) -> Option<&Flag> {
-        CompiledData::flag(self, key).map(CompiledFlag::raw)
-    }
-
-    fn segment(&self, key: &str) -> Option<&Segment> {
-        CompiledData::segment(self, key).map(CompiledSegment::raw)
-    }
-
-    fn all_flags(&self) -> Box<dyn Iterator<Item = &Flag> + '_> {
-        Box::new(self.flags().map(CompiledFlag::raw))
-    }
-
-    fn all_segments(&self) -> Box<dyn Iterator<Item = &Segment> + '_> {
-        Box::new(self.segments().map(CompiledSegment::raw))
     }
 }

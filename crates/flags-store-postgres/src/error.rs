@@ -1,6 +1,6 @@
 //! Turning sqlx errors into [`StoreError`]s, by what the caller can do about them.
 
-use flags_core::store::StoreError;
+use flags_store::StoreError;
 
 /// Maps a database error: anything that means "the database cannot be reached or cannot serve
 /// right now" is [`StoreError::Unavailable`] (retry later, serve stale data); the rest is

@@ -4,7 +4,7 @@
 //! keys (hashed) and the audit log live in the tables of `migrations/`, which are embedded and
 //! applied by [`PostgresStore::migrate`]. Every write runs in one transaction that first locks
 //! its environment's row, so writes to an environment are serialized: validation (through
-//! `flags_core::store::validate`, the same code every backend runs) sees exactly the data the
+//! `flags_store::validate`, the same code every backend runs) sees exactly the data the
 //! write lands on, and change sequence numbers commit in order. The same transaction writes the
 //! audit entry and the change, and sends a `NOTIFY` that PostgreSQL delivers at commit; replicas
 //! follow it with [`AdminStore::subscribe`].
@@ -20,18 +20,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flags_core::store::validate::{
+use flags_core::{Flag, ItemKind, Segment};
+use flags_store::validate::{
     Parsed, PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
     prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };
-use flags_core::store::{
+use flags_store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
-    BatchError, Change, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment,
-    FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey,
-    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
+    BatchError, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot,
+    Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    generate_secret, hash_secret,
 };
-use flags_core::{Flag, ItemKind, Segment};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -790,7 +791,7 @@ async fn dependents(
     table: Table,
     env: &str,
     key: &str,
-) -> Result<Vec<flags_core::store::Dependent>, StoreError> {
+) -> Result<Vec<flags_store::Dependent>, StoreError> {
     match table {
         Table::Flags => {
             let candidates = prerequisite_candidates(conn, env, key).await?;
@@ -1036,46 +1037,6 @@ impl AdminStore for PostgresStore {
         Ok(env)
     }
 
-    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
-             FROM environments ORDER BY key",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        rows.into_iter()
-            .map(|(key, name, created_at)| {
-                Ok(Environment {
-                    key,
-                    name,
-                    created_at: to_u64(created_at, "timestamp")?,
-                })
-            })
-            .collect()
-    }
-
-    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
-             FROM environments WHERE key = $1",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        let (key, name, created_at) = row.ok_or_else(|| env_not_found(key))?;
-        Ok(Environment {
-            key,
-            name,
-            created_at: to_u64(created_at, "timestamp")?,
-        })
-    }
-
-    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
-        Ok(self.get_item(Table::Flags, env, key).await?.into_flag())
-    }
-
     async fn list_flags(
         &self,
         env: &str,
@@ -1122,13 +1083,6 @@ impl AdminStore for PostgresStore {
     ) -> Result<(), StoreError> {
         self.delete_item(Table::Flags, actor, env, key, expected_version)
             .await
-    }
-
-    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
-        Ok(self
-            .get_item(Table::Segments, env, key)
-            .await?
-            .into_segment())
     }
 
     async fn list_segments(
@@ -1488,7 +1442,153 @@ impl AdminStore for PostgresStore {
         .map_err(db)?;
         rows.into_iter().map(audit_from_row).collect()
     }
+}
 
+#[async_trait::async_trait]
+impl ChangeFeed for PostgresStore {
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
+             FROM environments ORDER BY key",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(key, name, created_at)| {
+                Ok(Environment {
+                    key,
+                    name,
+                    created_at: to_u64(created_at, "timestamp")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
+             FROM environments WHERE key = $1",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        let (key, name, created_at) = row.ok_or_else(|| env_not_found(key))?;
+        Ok(Environment {
+            key,
+            name,
+            created_at: to_u64(created_at, "timestamp")?,
+        })
+    }
+
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
+        Ok(self.get_item(Table::Flags, env, key).await?.into_flag())
+    }
+
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
+        Ok(self
+            .get_item(Table::Segments, env, key)
+            .await?
+            .into_segment())
+    }
+
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One snapshot of the database for every read below, so the cursor matches the data.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if !env_exists(&mut *tx, env).await? {
+            return Err(env_not_found(env));
+        }
+        let mut items = Vec::new();
+        for table in [Table::Flags, Table::Segments] {
+            let sql = format!(
+                "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
+                 WHERE env = $1 AND NOT deleted ORDER BY key",
+                table.name()
+            );
+            let rows: Vec<ItemRow> = sqlx::query_as(&sql)
+                .bind(env)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db)?;
+            items.push(
+                rows.into_iter()
+                    .map(Item::from_row)
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        let killed: Vec<String> = sqlx::query_scalar(
+            "SELECT flag_key FROM killed_flags WHERE env = $1 ORDER BY flag_key",
+        )
+        .bind(env)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let override_rows: Vec<(String, String, String, i32)> = sqlx::query_as(
+            "SELECT flag_key, context_kind, context_key, variation FROM overrides \
+             WHERE env = $1 ORDER BY flag_key, context_kind, context_key",
+        )
+        .bind(env)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let overrides = override_rows
+            .into_iter()
+            .map(|(flag_key, context_kind, context_key, variation)| {
+                Ok(FlagOverride {
+                    flag_key,
+                    context_kind,
+                    context_key,
+                    variation: override_variation(variation)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let cursor: i64 =
+            sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM changes WHERE env = $1")
+                .bind(env)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let segments = items.pop().unwrap_or_default();
+        let flags = items.pop().unwrap_or_default();
+        Ok(EnvSnapshot {
+            env: env.to_owned(),
+            flags: flags.into_iter().map(Item::into_flag).collect(),
+            segments: segments.into_iter().map(Item::into_segment).collect(),
+            killed,
+            overrides,
+            cursor: to_u64(cursor, "change seq")?,
+        })
+    }
+
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        let rows: Vec<ChangeRow> = sqlx::query_as(
+            "SELECT seq, env, key, version, kind FROM changes \
+             WHERE env = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(env)
+        .bind(to_i64(cursor))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        rows.into_iter().map(change_from_row).collect()
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        Ok(Box::new(PgSubscription::start(self.pool.clone()).await?))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for PostgresStore {
     async fn create_api_key(
         &self,
         actor: &Actor,
@@ -1590,99 +1690,6 @@ impl AdminStore for PostgresStore {
         .await
         .map_err(db)?;
         row.map(key_from_row).transpose()
-    }
-
-    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // One snapshot of the database for every read below, so the cursor matches the data.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if !env_exists(&mut *tx, env).await? {
-            return Err(env_not_found(env));
-        }
-        let mut items = Vec::new();
-        for table in [Table::Flags, Table::Segments] {
-            let sql = format!(
-                "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
-                 WHERE env = $1 AND NOT deleted ORDER BY key",
-                table.name()
-            );
-            let rows: Vec<ItemRow> = sqlx::query_as(&sql)
-                .bind(env)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db)?;
-            items.push(
-                rows.into_iter()
-                    .map(Item::from_row)
-                    .collect::<Result<Vec<_>, _>>()?,
-            );
-        }
-        let killed: Vec<String> = sqlx::query_scalar(
-            "SELECT flag_key FROM killed_flags WHERE env = $1 ORDER BY flag_key",
-        )
-        .bind(env)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let override_rows: Vec<(String, String, String, i32)> = sqlx::query_as(
-            "SELECT flag_key, context_kind, context_key, variation FROM overrides \
-             WHERE env = $1 ORDER BY flag_key, context_kind, context_key",
-        )
-        .bind(env)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db)?;
-        let overrides = override_rows
-            .into_iter()
-            .map(|(flag_key, context_kind, context_key, variation)| {
-                Ok(FlagOverride {
-                    flag_key,
-                    context_kind,
-                    context_key,
-                    variation: override_variation(variation)?,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let cursor: i64 =
-            sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM changes WHERE env = $1")
-                .bind(env)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        let segments = items.pop().unwrap_or_default();
-        let flags = items.pop().unwrap_or_default();
-        Ok(EnvSnapshot {
-            env: env.to_owned(),
-            flags: flags.into_iter().map(Item::into_flag).collect(),
-            segments: segments.into_iter().map(Item::into_segment).collect(),
-            killed,
-            overrides,
-            cursor: to_u64(cursor, "change seq")?,
-        })
-    }
-
-    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT seq, env, key, version, kind FROM changes \
-             WHERE env = $1 AND seq > $2 ORDER BY seq",
-        )
-        .bind(env)
-        .bind(to_i64(cursor))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        if rows.is_empty() && !env_exists(&self.pool, env).await? {
-            return Err(env_not_found(env));
-        }
-        rows.into_iter().map(change_from_row).collect()
-    }
-
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        Ok(Box::new(PgSubscription::start(self.pool.clone()).await?))
     }
 }
 

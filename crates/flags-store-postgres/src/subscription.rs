@@ -1,6 +1,6 @@
 //! Following changes with LISTEN/NOTIFY.
 
-use flags_core::store::{Change, ChangeSubscription, StoreError};
+use flags_store::{Change, ChangeSubscription, StoreError};
 use serde::Deserialize;
 use sqlx::postgres::{PgListener, PgPool};
 

@@ -7,12 +7,14 @@
 //! `test` database to connect to first).
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use flags_store::ChangeFeed;
+use flags_store::KeyStore;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flags_core::store::conformance::{Case, fresh_env};
-use flags_core::store::{
+use flags_store::conformance::{Case, fresh_env};
+use flags_store::{
     Actor, AdminStore, ApiKeyKind, AuditAction, AuditQuery, ChangeKind, NewApiKey, StoreError,
     hash_secret,
 };
@@ -117,7 +119,7 @@ fn run(name: &str, case: Case) {
     eprintln!("{name}: {:?}", started.elapsed());
 }
 
-flags_core::store_conformance_tests!(run);
+flags_store::store_conformance_tests!(run);
 
 fn admin() -> Actor {
     Actor::named("test")

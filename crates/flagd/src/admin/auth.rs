@@ -6,7 +6,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use flags_core::store::{Actor, ApiKey, ApiKeyKind};
+use flags_store::{Actor, ApiKey, ApiKeyKind};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

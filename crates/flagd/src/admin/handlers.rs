@@ -7,7 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flags_core::store::{
+use flags_store::{
     AdminStore, ApiKey, ApiKeyKind, AuditQuery, ListFilter, NewApiKey, OverrideKey,
     SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
 };
@@ -917,7 +917,7 @@ struct NewGlobalKey {
     kind: Option<ApiKeyKind>,
 }
 
-fn created_key_answer(created: flags_core::store::CreatedApiKey) -> Answer {
+fn created_key_answer(created: flags_store::CreatedApiKey) -> Answer {
     let mut body =
         serde_json::to_value(&created.key).map_err(|e| Problem::from(StoreError::internal(e)))?;
     if let Value::Object(map) = &mut body {

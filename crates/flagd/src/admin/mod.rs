@@ -6,7 +6,7 @@
 //! OpenAPI document served at `/api/v1/openapi.json`, so the two cannot disagree. The store does
 //! all validation (nothing invalid is ever stored); this module authenticates, checks a key's
 //! scope, turns HTTP preconditions (`If-Match`) into expected versions, and maps
-//! [`flags_core::StoreError`]s to RFC 9457 problem documents ([`Problem`]). It does not know SQL
+//! [`flags_store::StoreError`]s to RFC 9457 problem documents ([`Problem`]). It does not know SQL
 //! and does not serve evaluations.
 
 mod auth;
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{MethodFilter, MethodRouter, on};
-use flags_core::store::AdminStore;
+use flags_store::AdminStore;
 
 pub use auth::Principal;
 pub use openapi::openapi_document;

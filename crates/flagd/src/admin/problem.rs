@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flags_core::store::{Dependent, StoreError};
+use flags_store::{Dependent, StoreError};
 use serde_json::{Map, Value, json};
 
 /// The media type of every admin error answer.
@@ -256,7 +256,7 @@ impl IntoResponse for Problem {
 #[cfg(test)]
 mod tests {
     use flags_core::ItemKind;
-    use flags_core::store::{Dependent, StoreError};
+    use flags_store::{Dependent, StoreError};
 
     use super::*;
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use axum::http::StatusCode;
 use flags_core::ItemKind;
-use flags_core::store::{Actor, AdminStore, ImportItem, ImportOutcome, ListFilter, StoreError};
+use flags_store::{Actor, AdminStore, ImportItem, ImportOutcome, ListFilter, StoreError};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 

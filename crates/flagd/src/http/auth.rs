@@ -14,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flags_cache::{CacheConfig, TtlCache};
-use flags_core::store::{AdminStore, ApiKey, ApiKeyKind, StoreError, hash_secret};
+use flags_store::{ApiKey, ApiKeyKind, KeyStore, StoreError, hash_secret};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -92,7 +92,7 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 /// [`KEY_CACHE_TTL`] ± 10 %. When the store is down, a key seen before keeps working on its
 /// stale answer, so evaluation survives an outage like the data does.
 pub struct StoreKeys {
-    store: Arc<dyn AdminStore>,
+    store: Arc<dyn KeyStore>,
     cache: TtlCache<String, ApiKey, StoreError>,
 }
 
@@ -111,7 +111,7 @@ pub enum KeyDecision {
 
 impl StoreKeys {
     /// Keys checked against `store`.
-    pub fn new(store: Arc<dyn AdminStore>) -> Result<StoreKeys, flags_cache::ConfigError> {
+    pub fn new(store: Arc<dyn KeyStore>) -> Result<StoreKeys, flags_cache::ConfigError> {
         let config = CacheConfig {
             ttl: KEY_CACHE_TTL,
             jitter: 0.1,

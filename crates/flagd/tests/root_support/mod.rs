@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flags_core::store::{Actor, AdminStore, ApiKeyKind, NewApiKey};
+use flags_store::{Actor, AdminStore, ApiKeyKind, NewApiKey};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

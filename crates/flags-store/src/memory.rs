@@ -13,19 +13,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::validate::{
+use crate::validate::{
     PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
     prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };
-use super::{
+use crate::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
-    Change, ChangeKind, ChangeSubscription, CreatedApiKey, Dependent, EnvSnapshot, Environment,
-    FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey, Override, OverrideKey,
-    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
+    Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey, Dependent, EnvSnapshot,
+    Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    generate_secret, hash_secret,
 };
-use crate::model::{Flag, Segment};
-use crate::traits::ItemKind;
+use flags_core::ItemKind;
+use flags_core::{Flag, Segment};
 
 /// How many undelivered changes a subscriber may hold before it is cut off (and must resync),
 /// so a subscriber that stopped reading cannot grow memory without bound.
@@ -692,19 +693,6 @@ impl AdminStore for MemoryStore {
         Ok(env)
     }
 
-    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
-        let state = self.open()?;
-        Ok(state.envs.values().map(|e| e.env.clone()).collect())
-    }
-
-    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
-        Ok(self.open()?.env(key)?.env.clone())
-    }
-
-    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
-        self.get_item(env, key, stored_flag)
-    }
-
     async fn list_flags(
         &self,
         env: &str,
@@ -745,10 +733,6 @@ impl AdminStore for MemoryStore {
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
         self.delete_item::<Flag>(actor, env, key, expected_version)
-    }
-
-    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
-        self.get_item(env, key, stored_segment)
     }
 
     async fn list_segments(
@@ -1096,7 +1080,76 @@ impl AdminStore for MemoryStore {
             .cloned()
             .collect())
     }
+}
 
+#[async_trait::async_trait]
+impl ChangeFeed for MemoryStore {
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
+        let state = self.open()?;
+        Ok(state.envs.values().map(|e| e.env.clone()).collect())
+    }
+
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        Ok(self.open()?.env(key)?.env.clone())
+    }
+
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {
+        self.get_item(env, key, stored_flag)
+    }
+
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError> {
+        self.get_item(env, key, stored_segment)
+    }
+
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        let state = self.open()?;
+        let es = state.env(env)?;
+        Ok(EnvSnapshot {
+            env: env.to_owned(),
+            flags: es
+                .flags
+                .iter()
+                .filter(|(_, item)| !item.deleted)
+                .map(|(key, item)| stored_flag(key, item))
+                .collect(),
+            segments: es
+                .segments
+                .iter()
+                .filter(|(_, item)| !item.deleted)
+                .map(|(key, item)| stored_segment(key, item))
+                .collect(),
+            killed: es.killed.iter().cloned().collect(),
+            overrides: es
+                .overrides
+                .iter()
+                .map(|((flag_key, kind, key), variation)| FlagOverride {
+                    flag_key: flag_key.clone(),
+                    context_kind: kind.clone(),
+                    context_key: key.clone(),
+                    variation: *variation,
+                })
+                .collect(),
+            cursor: es.changes.last().map_or(0, |c| c.seq),
+        })
+    }
+
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        let state = self.open()?;
+        let changes = &state.env(env)?.changes;
+        let start = changes.partition_point(|c| c.seq <= cursor);
+        Ok(changes[start..].to_vec())
+    }
+
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
+        let mut state = self.open()?;
+        let queue = Arc::new(Mutex::new(Queue::default()));
+        state.subscribers.push(Arc::clone(&queue));
+        Ok(Box::new(MemorySubscription { queue }))
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for MemoryStore {
     async fn create_api_key(
         &self,
         actor: &Actor,
@@ -1171,52 +1224,6 @@ impl AdminStore for MemoryStore {
             .values()
             .find(|(key, stored)| !key.revoked && *stored == hash)
             .map(|(key, _)| key.clone()))
-    }
-
-    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
-        let state = self.open()?;
-        let es = state.env(env)?;
-        Ok(EnvSnapshot {
-            env: env.to_owned(),
-            flags: es
-                .flags
-                .iter()
-                .filter(|(_, item)| !item.deleted)
-                .map(|(key, item)| stored_flag(key, item))
-                .collect(),
-            segments: es
-                .segments
-                .iter()
-                .filter(|(_, item)| !item.deleted)
-                .map(|(key, item)| stored_segment(key, item))
-                .collect(),
-            killed: es.killed.iter().cloned().collect(),
-            overrides: es
-                .overrides
-                .iter()
-                .map(|((flag_key, kind, key), variation)| FlagOverride {
-                    flag_key: flag_key.clone(),
-                    context_kind: kind.clone(),
-                    context_key: key.clone(),
-                    variation: *variation,
-                })
-                .collect(),
-            cursor: es.changes.last().map_or(0, |c| c.seq),
-        })
-    }
-
-    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
-        let state = self.open()?;
-        let changes = &state.env(env)?.changes;
-        let start = changes.partition_point(|c| c.seq <= cursor);
-        Ok(changes[start..].to_vec())
-    }
-
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError> {
-        let mut state = self.open()?;
-        let queue = Arc::new(Mutex::new(Queue::default()));
-        state.subscribers.push(Arc::clone(&queue));
-        Ok(Box::new(MemorySubscription { queue }))
     }
 }
 

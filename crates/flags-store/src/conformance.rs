@@ -6,11 +6,11 @@
 //! `#[test]` per case:
 //!
 //! ```text
-//! fn run(name: &str, case: flags_core::store::conformance::Case) {
+//! fn run(name: &str, case: flags_store::conformance::Case) {
 //!     let store = MyStore::new();
 //!     my_runtime::block_on(case(&store));
 //! }
-//! flags_core::store_conformance_tests!(run);
+//! flags_store::store_conformance_tests!(run);
 //! ```
 //!
 //! A case waits on a subscription for changes it just made, so a runner should bound each
@@ -25,12 +25,12 @@ use std::task::{Context, Poll};
 
 use serde_json::{Value, json};
 
-use super::{
+use crate::{
     Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, BatchError, Change,
     ChangeKind, Dependent, FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey,
     OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
 };
-use crate::traits::ItemKind;
+use flags_core::ItemKind;
 
 /// One conformance case.
 pub type Case = for<'a> fn(&'a dyn AdminStore) -> CaseFuture<'a>;
@@ -114,7 +114,7 @@ macro_rules! store_conformance_tests {
         $(
             #[test]
             fn $case() {
-                $run(stringify!($case), $crate::store::conformance::$case);
+                $run(stringify!($case), $crate::conformance::$case);
             }
         )*
     };
@@ -692,7 +692,7 @@ pub fn archive_and_unarchive(store: &dyn AdminStore) -> CaseFuture<'_> {
         assert_eq!(audit_count(store, &env).await, before);
 
         let keys =
-            |flags: Vec<super::StoredFlag>| flags.into_iter().map(|f| f.key).collect::<Vec<_>>();
+            |flags: Vec<crate::StoredFlag>| flags.into_iter().map(|f| f.key).collect::<Vec<_>>();
         let filter = |archived| ListFilter {
             archived,
             key_prefix: None,

@@ -1,7 +1,8 @@
 //! The admin store conformance suite against `MemoryStore`, plus what only the in-memory store
 //! can show: simulated outages and subscribers that fall behind.
-#![allow(clippy::unwrap_used)]
 
+use crate::ChangeFeed;
+use crate::KeyStore;
 use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
@@ -9,8 +10,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
-use flags_core::store::conformance::{CASES, Case, fresh_env};
-use flags_core::store::{Actor, AdminStore, ChangeKind, MemoryStore, StoreError};
+use crate::conformance::{CASES, Case, fresh_env};
+use crate::{Actor, AdminStore, ChangeKind, MemoryStore, StoreError};
 use serde_json::json;
 
 /// Runs a future on this thread, failing the test if it takes longer than `limit` (a
@@ -43,7 +44,7 @@ fn run(name: &str, case: Case) {
     eprintln!("{name}: {:?}", started.elapsed());
 }
 
-flags_core::store_conformance_tests!(run);
+crate::store_conformance_tests!(run);
 
 #[test]
 fn the_test_macro_runs_every_case() {
@@ -54,7 +55,7 @@ fn the_test_macro_runs_every_case() {
         block_on(case(&store), Duration::from_secs(10));
     }
     // The macro above expands a hand-written list; keep it the same length as CASES.
-    let source = include_str!("../src/store/conformance.rs");
+    let source = include_str!("conformance.rs");
     let listed = source
         .split("(@cases $run:")
         .nth(1)
@@ -195,9 +196,9 @@ fn key_secrets_are_stored_only_as_hashes() {
     let created = block_on(
         store.create_api_key(
             &admin(),
-            &flags_core::store::NewApiKey {
+            &crate::NewApiKey {
                 name: "k".to_owned(),
-                kind: flags_core::store::ApiKeyKind::Sdk,
+                kind: crate::ApiKeyKind::Sdk,
                 env: None,
             },
         ),
@@ -209,9 +210,9 @@ fn key_secrets_are_stored_only_as_hashes() {
     let b = block_on(
         store.create_api_key(
             &admin(),
-            &flags_core::store::NewApiKey {
+            &crate::NewApiKey {
                 name: "k2".to_owned(),
-                kind: flags_core::store::ApiKeyKind::Sdk,
+                kind: crate::ApiKeyKind::Sdk,
                 env: None,
             },
         ),

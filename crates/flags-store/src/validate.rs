@@ -18,10 +18,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value};
 
-use super::{BatchError, Dependent, ImportItem, Override, SegmentTargetsUpdate, StoreError};
-use crate::context::validate_kind;
-use crate::model::{Clause, Flag, Operator, Rollout, Segment, SegmentTarget};
-use crate::traits::ItemKind;
+use crate::{BatchError, Dependent, ImportItem, Override, SegmentTargetsUpdate, StoreError};
+use flags_core::ItemKind;
+use flags_core::context::validate_kind;
+use flags_core::{Clause, Flag, Operator, Rollout, Segment, SegmentTarget};
 
 /// The longest key of an environment, flag or segment. Keys appear in URLs and in change
 /// notifications, which databases limit in size.

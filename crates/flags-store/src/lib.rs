@@ -27,7 +27,7 @@ mod keys;
 mod memory;
 pub mod validate;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
 use std::fmt;
@@ -35,9 +35,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::LoadError;
-use crate::model::{Flag, FlagData, Segment};
-use crate::traits::ItemKind;
+use flags_core::ItemKind;
+use flags_core::LoadError;
+use flags_core::{Flag, FlagData, Segment};
 
 pub use keys::{generate_secret, hash_secret};
 pub use memory::MemoryStore;
@@ -784,7 +784,63 @@ fn list(dependents: &[Dependent]) -> String {
         .join(", ")
 }
 
-/// The administrative store behind the admin API and the replicas that serve from it.
+/// The read side of a store: its environments, their items, consistent snapshots and the
+/// ordered change feed that replicas follow. A read-only backend (a Redis store, an upstream
+/// flagd) implements only this.
+///
+/// `env` arguments name an environment; reads of a missing one give [`StoreError::NotFound`].
+#[async_trait::async_trait]
+pub trait ChangeFeed: Send + Sync {
+    /// Every environment, sorted by key.
+    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError>;
+
+    /// One environment.
+    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError>;
+
+    /// One flag (archived or not; not a deleted one).
+    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError>;
+
+    /// One segment (archived or not).
+    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError>;
+
+    /// Everything an environment serves, consistent with `cursor`.
+    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError>;
+
+    /// The changes of an environment after `cursor`, in `seq` order.
+    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// Starts listening for changes of every environment. Once this returns, every change
+    /// committed afterwards is delivered, so: subscribe, then take a snapshot (or call
+    /// `changes_since`), then follow the subscription. When the subscription fails, subscribe
+    /// again and catch up with `changes_since` from the last `seq` applied.
+    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError>;
+}
+
+/// API keys: created, listed, revoked, and checked on every request that presents one.
+/// Secrets are stored only as their hash ([`hash_secret`]), so a key created through one
+/// backend authenticates through another over the same data.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Creates a key; the secret is in the answer and nowhere else.
+    async fn create_api_key(
+        &self,
+        actor: &Actor,
+        new: &NewApiKey,
+    ) -> Result<CreatedApiKey, StoreError>;
+
+    /// Every key (revoked ones too), by id.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Revokes a key; revoking a revoked key changes nothing.
+    async fn revoke_api_key(&self, actor: &Actor, id: u64) -> Result<ApiKey, StoreError>;
+
+    /// The live (not revoked) key with this secret.
+    async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>, StoreError>;
+}
+
+/// The administrative writes behind the admin API: environments, flags, segments, the kill set,
+/// overrides and the audit log. Every write validates fully before it stores (see the crate's
+/// rules); what the writes change reaches replicas through the [`ChangeFeed`] it extends.
 ///
 /// `env` arguments name an environment; operations on a missing one give
 /// [`StoreError::NotFound`]. Writes take the [`Actor`] recorded in the audit log. Versioned
@@ -793,9 +849,7 @@ fn list(dependents: &[Dependent]) -> String {
 /// (archive, delete, segment targets) accept `None` to mean "whatever version it has". A
 /// mismatch is [`StoreError::Conflict`].
 #[async_trait::async_trait]
-pub trait AdminStore: Send + Sync {
-    // --- Environments ---
-
+pub trait AdminStore: ChangeFeed + KeyStore {
     /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken. Records a
     /// [`ChangeKind::EnvironmentCreated`] change, so subscribers hear of it at once.
     async fn create_environment(
@@ -804,17 +858,6 @@ pub trait AdminStore: Send + Sync {
         key: &str,
         name: &str,
     ) -> Result<Environment, StoreError>;
-
-    /// Every environment, sorted by key.
-    async fn list_environments(&self) -> Result<Vec<Environment>, StoreError>;
-
-    /// One environment.
-    async fn get_environment(&self, key: &str) -> Result<Environment, StoreError>;
-
-    // --- Flags ---
-
-    /// One flag (archived or not; not a deleted one).
-    async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError>;
 
     /// The flags matching the filter, sorted by key.
     async fn list_flags(
@@ -856,11 +899,6 @@ pub trait AdminStore: Send + Sync {
         key: &str,
         expected_version: Option<u64>,
     ) -> Result<(), StoreError>;
-
-    // --- Segments ---
-
-    /// One segment (archived or not).
-    async fn get_segment(&self, env: &str, key: &str) -> Result<StoredSegment, StoreError>;
 
     /// The segments matching the filter, sorted by key.
     async fn list_segments(
@@ -909,8 +947,6 @@ pub trait AdminStore: Send + Sync {
         expected_version: Option<u64>,
     ) -> Result<StoredSegment, StoreError>;
 
-    // --- Kill set ---
-
     /// Kills (`true`) or unkills a flag, which must exist. Returns whether anything changed.
     async fn set_killed(
         &self,
@@ -940,8 +976,6 @@ pub trait AdminStore: Send + Sync {
     /// The killed flag keys of an environment, sorted.
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError>;
 
-    // --- Overrides ---
-
     /// Pins a context to a variation of a flag. The flag must exist and have that variation;
     /// the context kind must be valid and the key non-empty. Returns the variation it had.
     async fn set_override(
@@ -968,45 +1002,11 @@ pub trait AdminStore: Send + Sync {
     /// Every override of a flag, sorted by context kind and key.
     async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError>;
 
-    // --- Audit ---
-
     /// Audit entries, newest first.
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
-
-    // --- API keys ---
-
-    /// Creates a key; the secret is in the answer and nowhere else.
-    async fn create_api_key(
-        &self,
-        actor: &Actor,
-        new: &NewApiKey,
-    ) -> Result<CreatedApiKey, StoreError>;
-
-    /// Every key (revoked ones too), by id.
-    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
-
-    /// Revokes a key; revoking a revoked key changes nothing.
-    async fn revoke_api_key(&self, actor: &Actor, id: u64) -> Result<ApiKey, StoreError>;
-
-    /// The live (not revoked) key with this secret.
-    async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>, StoreError>;
-
-    // --- Replication ---
-
-    /// Everything an environment serves, consistent with `cursor`.
-    async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError>;
-
-    /// The changes of an environment after `cursor`, in `seq` order.
-    async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError>;
-
-    /// Starts listening for changes of every environment. Once this returns, every change
-    /// committed afterwards is delivered, so: subscribe, then take a snapshot (or call
-    /// `changes_since`), then follow the subscription. When the subscription fails, subscribe
-    /// again and catch up with `changes_since` from the last `seq` applied.
-    async fn subscribe(&self) -> Result<Box<dyn ChangeSubscription>, StoreError>;
 }
 
-/// A live feed of [`Change`]s from [`AdminStore::subscribe`].
+/// A live feed of [`Change`]s from [`ChangeFeed::subscribe`].
 #[async_trait::async_trait]
 pub trait ChangeSubscription: Send {
     /// The next change. An error means changes may have been missed (the connection was lost,
@@ -1014,3 +1014,7 @@ pub trait ChangeSubscription: Send {
     /// errors from then on.
     async fn next(&mut self) -> Result<Change, StoreError>;
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod memory_tests;
