@@ -40,7 +40,7 @@ use tokio::task::JoinHandle;
 use crate::engine::{Snapshot, Update};
 use crate::env::{Env, Environments};
 use crate::server::Shutdown;
-use crate::source::versions::Kind;
+use flags_core::ItemKind;
 
 /// The PostgreSQL store of `flagd serve --database URL`. Nothing is opened here: the server
 /// starts while the database is down, and the sync loop keeps trying with backoff (migrating
@@ -96,8 +96,8 @@ struct EnvState {
     generation: u64,
     cursor: u64,
     /// Items whose served form may have changed since the last publish, in change order.
-    dirty: Vec<(Kind, String)>,
-    dirty_set: HashSet<(Kind, String)>,
+    dirty: Vec<(ItemKind, String)>,
+    dirty_set: HashSet<(ItemKind, String)>,
     /// Documents read since the last publish, parsed.
     fresh_flags: HashMap<String, Flag>,
     fresh_segments: HashMap<String, Segment>,
@@ -376,7 +376,7 @@ async fn apply(
                 if held.is_none_or(|v| stored.version > v)
                     && let Some(flag) = state.read_flag(stored)
                 {
-                    state.mark(Kind::Flag, &flag.key);
+                    state.mark(ItemKind::Flag, &flag.key);
                     state.fresh_flags.insert(flag.key.clone(), flag);
                 }
             }
@@ -396,7 +396,7 @@ async fn apply(
                     state.killed.remove(&change.key);
                     state.env.ops.revive(&change.key);
                     state.env.ops.clear_flag(&change.key);
-                    state.mark(Kind::Flag, &change.key);
+                    state.mark(ItemKind::Flag, &change.key);
                 }
             }
             Err(e) => return Err(e),
@@ -407,7 +407,7 @@ async fn apply(
                 if held.is_none_or(|v| stored.version > v)
                     && let Some(segment) = state.read_segment(stored)
                 {
-                    state.mark(Kind::Segment, &segment.key);
+                    state.mark(ItemKind::Segment, &segment.key);
                     state.fresh_segments.insert(segment.key.clone(), segment);
                 }
             }
@@ -423,7 +423,7 @@ async fn apply(
                         },
                     );
                     state.fresh_segments.remove(&change.key);
-                    state.mark(Kind::Segment, &change.key);
+                    state.mark(ItemKind::Segment, &change.key);
                 }
             }
             Err(e) => return Err(e),
@@ -437,7 +437,7 @@ async fn apply(
                 state.killed.remove(&change.key);
                 state.env.ops.revive(&change.key);
             }
-            state.mark(Kind::Flag, &change.key);
+            state.mark(ItemKind::Flag, &change.key);
         }
         // An environment is loaded whole when first seen; a served one has nothing to apply.
         ChangeKind::EnvironmentCreated => {}
@@ -553,7 +553,7 @@ impl EnvState {
         self.env.store.record_failure(message);
     }
 
-    fn mark(&mut self, kind: Kind, key: &str) {
+    fn mark(&mut self, kind: ItemKind, key: &str) {
         if self.dirty_set.insert((kind, key.to_owned())) {
             self.dirty.push((kind, key.to_owned()));
         }
@@ -573,7 +573,7 @@ impl EnvState {
         let mut updates = Vec::with_capacity(dirty.len());
         for (kind, key) in dirty {
             match kind {
-                Kind::Flag => {
+                ItemKind::Flag => {
                     let Some(meta) = self.flags.get(&key).copied() else {
                         continue;
                     };
@@ -590,7 +590,7 @@ impl EnvState {
                         updates.push(Update::Flag(served));
                     }
                 }
-                Kind::Segment => {
+                ItemKind::Segment => {
                     let Some(meta) = self.segments.get(&key).copied() else {
                         continue;
                     };
@@ -610,10 +610,18 @@ impl EnvState {
         }
         let generation = self.generation + 1;
         match current.apply(generation, updates) {
-            Ok(Some((snapshot, events))) => {
+            Ok(Some(applied)) => {
                 self.generation = generation;
-                self.env.store.publish(snapshot, events);
-                self.env.store.record_success(Vec::new());
+                match crate::engine::events(&applied.snapshot, &applied.changed) {
+                    Ok(events) => {
+                        self.env.store.publish(applied.snapshot, events);
+                        self.env.store.record_success(Vec::new());
+                    }
+                    Err(e) => {
+                        tracing::error!(env = %self.env.key, error = %e, "cannot render the store's changes");
+                        self.env.store.record_failure(e.to_string());
+                    }
+                }
             }
             Ok(None) => {}
             Err(e) => {

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::engine::{self, Snapshot};
-use crate::source::file::{self, FileContents, Problem, Severity};
+use crate::engine;
 use crate::source::versions::Versions;
+use flags_wire::file::{self, FileContents, Problem, Severity};
 
 /// What validation found.
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ pub fn validate(paths: &[PathBuf]) -> Report {
     problems.extend(engine::check(&raw));
     if !problems.iter().any(|p| p.severity == Severity::Error) {
         let (_, changes) = Versions::new().assign(&mut raw);
-        if let Err(e) = Snapshot::build(&raw, 1, &changes) {
+        if let Err(e) = engine::build(&raw, 1, &changes) {
             problems.push(Problem::error(None, "", e.to_string()));
         }
     }

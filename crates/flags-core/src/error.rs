@@ -28,6 +28,17 @@ impl LoadError {
         &self.message
     }
 
+    /// The same error seen from a document that holds the item under `section.key`
+    /// (`flags.checkout` + `rules[0]` gives `flags.checkout.rules[0]`).
+    pub fn within(self, section: &str, key: &str) -> LoadError {
+        let path = if self.path.is_empty() {
+            format!("{section}.{key}")
+        } else {
+            format!("{section}.{key}.{}", self.path)
+        };
+        LoadError { path, ..self }
+    }
+
     pub(crate) fn from_path_error(e: &serde_path_to_error::Error<serde_json::Error>) -> LoadError {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };

@@ -10,6 +10,7 @@ mod error;
 pub mod eval;
 pub mod memory;
 pub mod model;
+pub mod problem;
 pub mod traits;
 
 pub use serde_json::Value;
@@ -19,6 +20,7 @@ pub use error::LoadError;
 pub use eval::{BigSegmentsStatus, ErrorKind, EvalDetail, OwnedEvalDetail, Reason, ReasonJson};
 pub use memory::{InMemoryKillSet, InMemoryOverrides};
 pub use model::*;
+pub use problem::{Problem, Severity};
 pub use traits::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata, ItemKind,
     KillSet, OverrideLookup,

@@ -533,12 +533,47 @@ impl Flag {
     pub fn from_json_value(value: Value) -> Result<Flag, LoadError> {
         from_value_with_path(value)
     }
+
+    /// The keys of the flags this flag names as prerequisites, in order (repeats kept).
+    pub fn prerequisite_keys(&self) -> impl Iterator<Item = &str> + '_ {
+        self.prerequisites.iter().map(|p| p.key.as_str())
+    }
+
+    /// The keys of the segments this flag's rules match with `segmentMatch`, in order (repeats
+    /// kept; values that are not strings name no segment and are skipped).
+    pub fn segment_refs(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.clauses.iter())
+            .flat_map(Clause::segment_refs)
+    }
 }
 
 impl Segment {
     /// Reads one segment from a JSON value; errors name the field path.
     pub fn from_json_value(value: Value) -> Result<Segment, LoadError> {
         from_value_with_path(value)
+    }
+
+    /// The keys of the segments this segment's rules match with `segmentMatch` (nested
+    /// segments), in order (repeats kept).
+    pub fn segment_refs(&self) -> impl Iterator<Item = &str> + '_ {
+        self.rules
+            .iter()
+            .flat_map(|rule| rule.clauses.iter())
+            .flat_map(Clause::segment_refs)
+    }
+}
+
+impl Clause {
+    /// The segment keys a `segmentMatch` clause names; nothing for any other operator.
+    pub fn segment_refs(&self) -> impl Iterator<Item = &str> + '_ {
+        let values: &[Value] = if self.op == Operator::SegmentMatch {
+            &self.values
+        } else {
+            &[]
+        };
+        values.iter().filter_map(Value::as_str)
     }
 }
 

@@ -67,13 +67,26 @@ pub trait BigSegmentStore: Send + Sync {
 }
 
 /// What kind of item changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemKind {
     /// A flag.
     Flag,
     /// A segment.
     Segment,
+}
+
+impl ItemKind {
+    /// The section that holds items of this kind: the `latest-all` and flag-file field name, and
+    /// the first part of a stream event's path (`/flags/KEY`).
+    pub fn section(self) -> &'static str {
+        match self {
+            ItemKind::Flag => "flags",
+            ItemKind::Segment => "segments",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::problem::Problem;
-use crate::source::file::{parse_document, simple_flag};
+use flags_wire::file::{parse_document, simple_flag};
 
 /// What an import did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

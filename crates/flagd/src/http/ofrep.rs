@@ -191,7 +191,7 @@ fn item<'a>(
     Ok(Success {
         key,
         value: detail.value,
-        reason: snapshot.openfeature_reason(key, &detail.reason),
+        reason: engine::openfeature_reason(snapshot, key, &detail.reason),
         variant,
     })
 }

@@ -22,8 +22,8 @@ use super::{etag_matches, not_modified};
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
 use crate::server::AppState;
-use crate::source::file::type_name as file_type_name;
 use crate::store::{Batch, Store};
+use flags_wire::file::type_name as file_type_name;
 
 /// `GET /sdk/latest-all`: every flag and segment, with an ETag of the data.
 pub(super) async fn latest_all(EnvOf(env): EnvOf, headers: HeaderMap) -> Response {

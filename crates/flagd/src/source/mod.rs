@@ -7,7 +7,6 @@
 //! filesystems without inotify and anything the watch misses. Either way, identical content is
 //! never reloaded twice.
 
-pub mod file;
 pub mod versions;
 
 use std::path::{Path, PathBuf};
@@ -20,11 +19,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::ReloadConfig;
-use crate::engine::{BuildError, Snapshot};
+use crate::engine::BuildError;
 use crate::metrics::Metrics;
 use crate::server::Shutdown;
 use crate::store::Store;
-use file::{FileContents, Problem, Severity};
+use flags_wire::file::{FileContents, Problem, Severity};
 use versions::Versions;
 
 /// What a reload did.
@@ -95,7 +94,7 @@ impl FileSource {
     }
 
     fn load(&self, state: &mut SourceState, files: &[FileContents]) -> Result<usize, String> {
-        let (mut raw, problems) = file::merge_files(files);
+        let (mut raw, problems) = flags_wire::file::merge_files(files);
         let (errors, mut warnings): (Vec<Problem>, Vec<Problem>) = problems
             .into_iter()
             .partition(|p| p.severity == Severity::Error);
@@ -105,7 +104,7 @@ impl FileSource {
         let (versions, changes) = state.versions.assign(&mut raw);
         let generation = state.generation + 1;
         let (snapshot, events, data_warnings) =
-            Snapshot::build(&raw, generation, &changes).map_err(|e| e.to_string())?;
+            crate::engine::build(&raw, generation, &changes).map_err(|e| e.to_string())?;
         warnings.extend(data_warnings);
         for warning in &warnings {
             tracing::warn!("{warning}");

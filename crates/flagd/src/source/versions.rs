@@ -10,39 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::file::RawData;
-
-/// Which collection an item belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kind {
-    /// A flag (`/flags/KEY`).
-    Flag,
-    /// A segment (`/segments/KEY`).
-    Segment,
-}
-
-impl Kind {
-    /// The SSE path prefix and `latest-all` section name.
-    pub fn section(self) -> &'static str {
-        match self {
-            Kind::Flag => "flags",
-            Kind::Segment => "segments",
-        }
-    }
-}
-
-/// One item that differs from the previous data.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// Flag or segment.
-    pub kind: Kind,
-    /// The item key.
-    pub key: String,
-    /// The version now served (for a deletion, the tombstone's version).
-    pub version: u64,
-    /// Whether the item was removed.
-    pub deleted: bool,
-}
+use flags_core::ItemKind;
+use flags_data::ItemChange as Change;
+use flags_wire::file::RawData;
 
 #[derive(Debug, Clone, PartialEq)]
 struct ItemState {
@@ -58,7 +28,7 @@ struct ItemState {
 /// Served versions of every item seen so far, including tombstones.
 #[derive(Debug, Clone, Default)]
 pub struct Versions {
-    items: HashMap<(Kind, String), ItemState>,
+    items: HashMap<(ItemKind, String), ItemState>,
 }
 
 impl Versions {
@@ -73,15 +43,20 @@ impl Versions {
     pub fn assign(&self, data: &mut RawData) -> (Versions, Vec<Change>) {
         let mut next = self.clone();
         let mut changes = Vec::new();
-        assign_section(&mut next, Kind::Flag, &mut data.flags, &mut changes);
-        assign_section(&mut next, Kind::Segment, &mut data.segments, &mut changes);
+        assign_section(&mut next, ItemKind::Flag, &mut data.flags, &mut changes);
+        assign_section(
+            &mut next,
+            ItemKind::Segment,
+            &mut data.segments,
+            &mut changes,
+        );
         (next, changes)
     }
 }
 
 fn assign_section(
     state: &mut Versions,
-    kind: Kind,
+    kind: ItemKind,
     items: &mut BTreeMap<String, Value>,
     changes: &mut Vec<Change>,
 ) {
@@ -181,7 +156,7 @@ mod tests {
 
     fn change(key: &str, version: u64, deleted: bool) -> Change {
         Change {
-            kind: Kind::Flag,
+            kind: ItemKind::Flag,
             key: key.to_owned(),
             version,
             deleted,
@@ -239,7 +214,7 @@ mod tests {
         };
         let (_, changes) = Versions::new().assign(&mut d);
         assert_eq!(changes.len(), 2);
-        assert_eq!(changes[0].kind, Kind::Flag);
-        assert_eq!(changes[1].kind, Kind::Segment);
+        assert_eq!(changes[0].kind, ItemKind::Flag);
+        assert_eq!(changes[1].kind, ItemKind::Segment);
     }
 }

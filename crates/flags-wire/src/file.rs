@@ -1,13 +1,15 @@
 //! Reading LaunchDarkly file-data-source documents (`{"flags":{},"segments":{},"flagValues":{}}`)
 //! from JSON or YAML files and merging several of them into one set of raw items.
 //!
-//! Everything here works on plain JSON values: the typed model is applied afterwards by
-//! [`crate::engine`], so the merge rules (duplicates, `flagValues`) do not depend on it.
+//! Merging works on plain JSON values, so the merge rules (duplicates, `flagValues`) do not
+//! depend on the model; [`to_model`] then reads the merged items into it, naming every error's
+//! full field path.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
+use flags_core::{Flag, FlagData, Segment};
+pub use flags_core::{Problem, Severity};
 use serde_json::{Map, Value, json};
 
 /// Flags and segments as plain JSON objects, keyed by item key, each with its `key` field set.
@@ -21,74 +23,6 @@ pub struct RawData {
     pub flag_origin: BTreeMap<String, PathBuf>,
     /// Segment key → the file that defines it.
     pub segment_origin: BTreeMap<String, PathBuf>,
-}
-
-/// How bad a [`Problem`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// The data would load and serve, but something is almost certainly a mistake (an index out
-    /// of range, a reference to a missing flag or segment). `flagd serve` logs these.
-    Warning,
-    /// The data cannot be loaded; `flagd serve` keeps serving the last good data.
-    Error,
-}
-
-/// One thing wrong with the flag files, located by file and field path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// How bad it is.
-    pub severity: Severity,
-    /// The file it is in (None for problems of the merged data as a whole).
-    pub file: Option<PathBuf>,
-    /// The field path inside the document, e.g. `flags.checkout.rules[2].clauses[0].values`
-    /// (empty for the document itself).
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl Problem {
-    pub(crate) fn error(
-        file: Option<&Path>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Problem {
-        Problem {
-            severity: Severity::Error,
-            file: file.map(Path::to_path_buf),
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-
-    pub(crate) fn warning(
-        file: Option<&Path>,
-        path: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Problem {
-        Problem {
-            severity: Severity::Warning,
-            file: file.map(Path::to_path_buf),
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
-        }
-        if let Some(file) = &self.file {
-            write!(f, "{}: ", file.display())?;
-        }
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
 }
 
 /// The contents of one file as read from disk: its bytes, or why it could not be read.
@@ -447,7 +381,7 @@ fn keyed_item(
 }
 
 /// A JSON type name with its article, for messages.
-pub(crate) fn type_name(value: &Value) -> &'static str {
+pub fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -456,6 +390,57 @@ pub(crate) fn type_name(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Reads each raw item into the model, collecting every item's error with its file and full
+/// field path (`flags.checkout.rules[0].clauses`).
+pub fn to_model(raw: &RawData) -> (FlagData, Vec<Problem>) {
+    let mut data = FlagData::default();
+    let mut problems = Vec::new();
+    for (key, value) in &raw.flags {
+        match Flag::from_json_value(value.clone()) {
+            Ok(flag) => {
+                data.flags.insert(key.clone(), flag);
+            }
+            Err(e) => problems.push(item_problem(
+                raw.flag_origin.get(key),
+                "flags",
+                key,
+                e.path(),
+                e.message(),
+            )),
+        }
+    }
+    for (key, value) in &raw.segments {
+        match Segment::from_json_value(value.clone()) {
+            Ok(segment) => {
+                data.segments.insert(key.clone(), segment);
+            }
+            Err(e) => problems.push(item_problem(
+                raw.segment_origin.get(key),
+                "segments",
+                key,
+                e.path(),
+                e.message(),
+            )),
+        }
+    }
+    (data, problems)
+}
+
+fn item_problem(
+    file: Option<&PathBuf>,
+    section: &str,
+    key: &str,
+    inner: &str,
+    message: &str,
+) -> Problem {
+    let path = if inner.is_empty() {
+        format!("{section}.{key}")
+    } else {
+        format!("{section}.{key}.{inner}")
+    };
+    Problem::error(file.map(PathBuf::as_path), path, message)
 }
 
 #[cfg(test)]

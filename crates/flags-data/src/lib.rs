@@ -1,0 +1,422 @@
+//! `flags-data`: the served data, as one library for every holder of it: flagd's file and
+//! database sources, a proxy relaying an upstream flagd, and the SDK.
+//!
+//! A [`Snapshot`] is one immutable generation of compiled flags and segments with their served
+//! versions, tombstones, a digest and a [`DependencyIndex`]. It changes only by
+//! [`Snapshot::apply`], which compiles the changed items alone, shares every other compiled
+//! item with its parent and reports what changed ([`Applied`]): the items, and through the
+//! index the flags whose results may differ. [`Ops`] is the operations layer above the rules
+//! (kill set, then per-context overrides), and evaluation goes through both, so precedence is
+//! written once for every holder.
+//!
+//! No I/O, no async runtime, no transport: callers bring the data and send the changes.
+//!
+//! ```
+//! use flags_core::{Context, Flag, FlagData};
+//! use flags_data::{Ops, Snapshot, Update};
+//! use serde_json::json;
+//!
+//! let flag = |version, value| {
+//!     Flag::from_json_value(json!({
+//!         "key": "dark-mode", "version": version, "on": true,
+//!         "variations": [false, true], "fallthrough": {"variation": value}
+//!     }))
+//!     .unwrap()
+//! };
+//! let mut data = FlagData::default();
+//! data.flags.insert("dark-mode".into(), flag(1, 0));
+//! let first = Snapshot::from_models(data, 1).unwrap();
+//!
+//! let applied = first.apply(2, vec![Update::Flag(flag(2, 1))]).unwrap().unwrap();
+//! assert_eq!(applied.affected_flags().into_iter().collect::<Vec<_>>(), ["dark-mode"]);
+//!
+//! let ops = Ops::default();
+//! let context = Context::from_json(&json!({"key": "user-1"})).unwrap();
+//! let detail = applied.snapshot.evaluate(&ops, "dark-mode", &context);
+//! assert_eq!(detail.value, Some(&json!(true)));
+//! ```
+
+mod deps;
+mod ops;
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use flags_core::{Context, EvalDetail, Flag, FlagData, ItemKind, Segment};
+use flags_eval::{CompiledData, CompiledFlag, CompiledSegment, Evaluator};
+use sha2::{Digest, Sha256};
+
+pub use deps::DependencyIndex;
+pub use ops::Ops;
+
+/// One immutable, compiled generation of served data.
+///
+/// Built whole ([`Snapshot::from_models`]) or derived from its parent by [`Snapshot::apply`].
+/// The big JSON forms the SDK endpoints send (`latest-all` and the stream's `put`) are rendered
+/// on first request and then kept, so a change costs nothing in proportion to the data's size
+/// until someone asks for them.
+pub struct Snapshot {
+    data: CompiledData,
+    generation: u64,
+    /// Wrapping sum of [`item_hash`] over every live item: updated per item, order-free.
+    digest_sum: u128,
+    digest: String,
+    flag_count: usize,
+    segment_count: usize,
+    deps: DependencyIndex,
+    latest_all: OnceLock<Bytes>,
+    put_event: OnceLock<String>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("generation", &self.generation)
+            .field("digest", &self.digest)
+            .field("flags", &self.flag_count)
+            .field("segments", &self.segment_count)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One change of served data, for [`Snapshot::apply`]. Items carry their served version; an
+/// update that is not newer than what the snapshot holds (tombstones included) is ignored.
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// Serve this flag (added or replaced).
+    Flag(Flag),
+    /// Serve this segment (added or replaced).
+    Segment(Segment),
+    /// Stop serving a flag; `version` is its tombstone's.
+    DeleteFlag {
+        /// The flag key.
+        key: String,
+        /// The tombstone's version.
+        version: u64,
+    },
+    /// Stop serving a segment; `version` is its tombstone's.
+    DeleteSegment {
+        /// The segment key.
+        key: String,
+        /// The tombstone's version.
+        version: u64,
+    },
+}
+
+/// One item that changed between two snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ItemChange {
+    /// Flag or segment.
+    pub kind: ItemKind,
+    /// The item's key.
+    pub key: String,
+    /// The version now served (for a deletion, the tombstone's).
+    pub version: u64,
+    /// Whether the item was removed.
+    pub deleted: bool,
+}
+
+/// What [`Snapshot::apply`] made: the new snapshot and the updates that took effect, in order.
+#[derive(Debug)]
+pub struct Applied {
+    /// The new generation.
+    pub snapshot: Snapshot,
+    /// The items that changed, in the order their updates came (stale updates left out).
+    pub changed: Vec<ItemChange>,
+}
+
+impl Applied {
+    /// The flags whose results may differ from the parent snapshot's: each changed flag and
+    /// every flag that reaches a changed item through prerequisites or segment matches.
+    pub fn affected_flags(&self) -> BTreeSet<String> {
+        self.snapshot
+            .dependencies()
+            .affected_flags(self.changed.iter().map(|c| (c.kind, c.key.as_str())))
+    }
+}
+
+/// Data the engine refused as a whole.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The compiler refused the data.
+    #[error("cannot compile flag data: {0}")]
+    Compile(String),
+}
+
+impl Snapshot {
+    /// Compiles a whole set of flags and segments, each carrying its served version.
+    pub fn from_models(data: FlagData, generation: u64) -> Result<Snapshot, DataError> {
+        let deps = DependencyIndex::build(data.flags.values(), data.segments.values());
+        let compiled =
+            CompiledData::compile(data).map_err(|e| DataError::Compile(e.to_string()))?;
+        Ok(Snapshot::around(compiled, generation, deps))
+    }
+
+    /// The snapshot of `data`, with its counts and digest worked out.
+    fn around(data: CompiledData, generation: u64, deps: DependencyIndex) -> Snapshot {
+        let mut digest_sum = 0u128;
+        let mut flag_count = 0;
+        let mut segment_count = 0;
+        for flag in data.flags() {
+            digest_sum =
+                digest_sum.wrapping_add(item_hash(ItemKind::Flag, flag.key(), flag.version()));
+            flag_count += 1;
+        }
+        for segment in data.segments() {
+            digest_sum = digest_sum.wrapping_add(item_hash(
+                ItemKind::Segment,
+                segment.key(),
+                segment.version(),
+            ));
+            segment_count += 1;
+        }
+        Snapshot {
+            data,
+            generation,
+            digest_sum,
+            digest: format!("{digest_sum:032x}"),
+            flag_count,
+            segment_count,
+            deps,
+            latest_all: OnceLock::new(),
+            put_event: OnceLock::new(),
+        }
+    }
+
+    /// A new generation with `updates` applied: only changed items are compiled, every other
+    /// one is shared with `self`. `None` when no update took effect (each was stale).
+    pub fn apply(
+        &self,
+        generation: u64,
+        updates: Vec<Update>,
+    ) -> Result<Option<Applied>, DataError> {
+        // The first update copies `self`'s compiled data (its key index; compiled items are
+        // shared) and dependency index; every update then changes those copies in place.
+        let mut derived: Option<(CompiledData, DependencyIndex)> = None;
+        let mut digest_sum = self.digest_sum;
+        let mut flag_count = self.flag_count;
+        let mut segment_count = self.segment_count;
+        let mut changed = Vec::with_capacity(updates.len());
+        let compile = |e: flags_eval::CompileError| DataError::Compile(e.to_string());
+        for update in updates {
+            let (data, deps) =
+                derived.get_or_insert_with(|| (self.data.clone(), self.deps.clone()));
+            let (kind, key, version, deleted, old) = match update {
+                Update::Flag(flag) => {
+                    let (key, version) = (flag.key.clone(), flag.version);
+                    let old = data.flag(&key).map(CompiledFlag::version);
+                    let refs = deps::flag_refs(&flag);
+                    if !data.put_flag(flag).map_err(compile)? {
+                        continue;
+                    }
+                    deps.set((ItemKind::Flag, key.clone()), refs);
+                    (ItemKind::Flag, key, version, false, old)
+                }
+                Update::Segment(segment) => {
+                    let (key, version) = (segment.key.clone(), segment.version);
+                    let old = data.segment(&key).map(CompiledSegment::version);
+                    let refs = deps::segment_refs(&segment);
+                    if !data.put_segment(segment).map_err(compile)? {
+                        continue;
+                    }
+                    deps.set((ItemKind::Segment, key.clone()), refs);
+                    (ItemKind::Segment, key, version, false, old)
+                }
+                Update::DeleteFlag { key, version } => {
+                    let old = data.flag(&key).map(CompiledFlag::version);
+                    if !data.remove_flag(&key, version) {
+                        continue;
+                    }
+                    deps.remove(ItemKind::Flag, &key);
+                    (ItemKind::Flag, key, version, true, old)
+                }
+                Update::DeleteSegment { key, version } => {
+                    let old = data.segment(&key).map(CompiledSegment::version);
+                    if !data.remove_segment(&key, version) {
+                        continue;
+                    }
+                    deps.remove(ItemKind::Segment, &key);
+                    (ItemKind::Segment, key, version, true, old)
+                }
+            };
+            let count = match kind {
+                ItemKind::Flag => &mut flag_count,
+                ItemKind::Segment => &mut segment_count,
+            };
+            match old {
+                Some(v) => digest_sum = digest_sum.wrapping_sub(item_hash(kind, &key, v)),
+                None if !deleted => *count += 1,
+                None => {}
+            }
+            if deleted {
+                if old.is_some() {
+                    *count -= 1;
+                }
+            } else {
+                digest_sum = digest_sum.wrapping_add(item_hash(kind, &key, version));
+            }
+            changed.push(ItemChange {
+                kind,
+                key,
+                version,
+                deleted,
+            });
+        }
+        let Some((data, deps)) = derived.filter(|_| !changed.is_empty()) else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot {
+            data,
+            generation,
+            digest_sum,
+            digest: format!("{digest_sum:032x}"),
+            flag_count,
+            segment_count,
+            deps,
+            latest_all: OnceLock::new(),
+            put_event: OnceLock::new(),
+        };
+        Ok(Some(Applied { snapshot, changed }))
+    }
+
+    /// Increases with every published change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// A hex digest of every live item's kind, key and served version: equal data, equal
+    /// digest (served versions change whenever an item's content does). Kept per item, so it
+    /// costs nothing per change.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Which flags reach which items, for working out what a change affects.
+    pub fn dependencies(&self) -> &DependencyIndex {
+        &self.deps
+    }
+
+    /// `{"flags":{...},"segments":{...}}` as served by `/sdk/latest-all`, rendered on first use.
+    pub fn latest_all(&self) -> Bytes {
+        self.latest_all
+            .get_or_init(|| {
+                let flags = self.data.flags().map(CompiledFlag::raw);
+                let segments = self.data.segments().map(CompiledSegment::raw);
+                // The model serializes infallibly (string keys, no non-finite floats from JSON).
+                Bytes::from(
+                    flags_wire::stream::render_latest_all(flags, segments)
+                        .unwrap_or_else(|_| b"{\"flags\":{},\"segments\":{}}".to_vec()),
+                )
+            })
+            .clone()
+    }
+
+    /// The data of the SSE `put` event: `{"path":"/","data":{...}}`, rendered on first use.
+    pub fn put_event(&self) -> &str {
+        self.put_event.get_or_init(|| {
+            String::from_utf8(flags_wire::stream::render_put(&self.latest_all()))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The stream event for one change of this snapshot: a `patch` with the item as served
+    /// here, or a `delete` with its tombstone's version.
+    pub fn event_for(&self, change: &ItemChange) -> Option<flags_wire::stream::ItemEvent> {
+        if change.deleted {
+            return Some(flags_wire::stream::render_delete(
+                change.kind,
+                &change.key,
+                change.version,
+            ));
+        }
+        let rendered = match change.kind {
+            ItemKind::Flag => self
+                .flag(&change.key)
+                .map(|f| flags_wire::stream::render_patch(ItemKind::Flag, &change.key, f)),
+            ItemKind::Segment => self
+                .segment(&change.key)
+                .map(|s| flags_wire::stream::render_patch(ItemKind::Segment, &change.key, s)),
+        };
+        rendered.and_then(Result::ok)
+    }
+
+    /// The served flag `key` (its model, with served version and `on`), if live.
+    pub fn flag(&self, key: &str) -> Option<&Flag> {
+        self.data.flag(key).map(CompiledFlag::raw)
+    }
+
+    /// The served segment `key`, if live.
+    pub fn segment(&self, key: &str) -> Option<&Segment> {
+        self.data.segment(key).map(CompiledSegment::raw)
+    }
+
+    /// Every live flag, in key order.
+    pub fn flags(&self) -> impl Iterator<Item = &Flag> + '_ {
+        self.data.flags().map(CompiledFlag::raw)
+    }
+
+    /// Every live segment, in key order.
+    pub fn segments(&self) -> impl Iterator<Item = &Segment> + '_ {
+        self.data.segments().map(CompiledSegment::raw)
+    }
+
+    /// Number of live flags.
+    pub fn flag_count(&self) -> usize {
+        self.flag_count
+    }
+
+    /// Number of live segments.
+    pub fn segment_count(&self) -> usize {
+        self.segment_count
+    }
+
+    /// The compiled data, for evaluating with an [`Evaluator`] of one's own.
+    pub fn compiled(&self) -> &CompiledData {
+        &self.data
+    }
+
+    /// Evaluates one flag under the operations layer: kill set, then overrides, then the
+    /// flag's rules. Unknown flags give `ERROR`/`FLAG_NOT_FOUND`.
+    pub fn evaluate<'a>(
+        &'a self,
+        ops: &'a Ops,
+        flag_key: &str,
+        context: &Context,
+    ) -> EvalDetail<'a> {
+        self.evaluator(ops).evaluate(flag_key, context)
+    }
+
+    /// Evaluates every flag, in key order.
+    pub fn evaluate_all<'a>(
+        &'a self,
+        ops: &'a Ops,
+        context: &Context,
+    ) -> Vec<(&'a str, EvalDetail<'a>)> {
+        self.evaluator(ops).evaluate_all(context).collect()
+    }
+
+    fn evaluator<'a>(&'a self, ops: &'a Ops) -> Evaluator<'a> {
+        ops.evaluator(&self.data)
+    }
+}
+
+/// One item's share of the snapshot digest: the first 16 bytes of SHA-256 over its kind, key
+/// and served version.
+fn item_hash(kind: ItemKind, key: &str, version: u64) -> u128 {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.section().as_bytes());
+    hasher.update([0]);
+    hasher.update(key.as_bytes());
+    hasher.update([0]);
+    hasher.update(version.to_le_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(first)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,107 @@
+//! The operations layer's state: which flags are killed and which contexts are pinned to a
+//! variation, above every flag's own rules.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flags_core::{InMemoryKillSet, InMemoryOverrides, KillSet, OverrideLookup};
+use flags_eval::{CompiledData, Evaluator};
+
+/// The operations layer's in-memory state: killed flags and per-entity overrides. Empty in file
+/// mode; admin APIs fill them in later. Every change bumps [`Ops::generation`], which is part of
+/// the OFREP bulk ETag, so clients never keep a cached answer from before a kill.
+#[derive(Debug, Default)]
+pub struct Ops {
+    kill_set: InMemoryKillSet,
+    overrides: InMemoryOverrides,
+    generation: AtomicU64,
+}
+
+impl Ops {
+    /// Kills a flag (it serves its off variation); returns whether it was newly killed.
+    pub fn kill(&self, flag_key: &str) -> bool {
+        let changed = self.kill_set.insert(flag_key);
+        self.bump(changed);
+        changed
+    }
+
+    /// Revives a killed flag; returns whether it was killed.
+    pub fn revive(&self, flag_key: &str) -> bool {
+        let changed = self.kill_set.remove(flag_key);
+        self.bump(changed);
+        changed
+    }
+
+    /// Pins a context to a variation of a flag; returns the previous pin.
+    pub fn set_override(
+        &self,
+        flag_key: &str,
+        context_kind: &str,
+        context_key: &str,
+        variation: usize,
+    ) -> Option<usize> {
+        let previous = self
+            .overrides
+            .insert(flag_key, context_kind, context_key, variation);
+        self.bump(previous != Some(variation));
+        previous
+    }
+
+    /// Removes one override; returns its variation.
+    pub fn remove_override(
+        &self,
+        flag_key: &str,
+        context_kind: &str,
+        context_key: &str,
+    ) -> Option<usize> {
+        let previous = self.overrides.remove(flag_key, context_kind, context_key);
+        self.bump(previous.is_some());
+        previous
+    }
+
+    /// Removes every override of a flag (it was deleted).
+    pub fn clear_flag(&self, flag_key: &str) {
+        self.overrides.clear_flag(flag_key);
+        self.bump(true);
+    }
+
+    /// The killed flags, sorted.
+    pub fn killed(&self) -> Vec<String> {
+        self.kill_set.keys()
+    }
+
+    /// Increases with every change of the kill set or the overrides.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// An evaluator over `data` under this operations layer.
+    pub(crate) fn evaluator<'a>(&'a self, data: &'a CompiledData) -> Evaluator<'a> {
+        Evaluator::new(data)
+            .with_kill_set(&self.kill_set)
+            .with_overrides(&self.overrides)
+    }
+
+    fn bump(&self, changed: bool) {
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl KillSet for Ops {
+    fn is_killed(&self, flag_key: &str) -> bool {
+        self.kill_set.is_killed(flag_key)
+    }
+}
+
+impl OverrideLookup for Ops {
+    fn variation_for(
+        &self,
+        flag_key: &str,
+        context_kind: &str,
+        context_key: &str,
+    ) -> Option<usize> {
+        self.overrides
+            .variation_for(flag_key, context_kind, context_key)
+    }
+}
