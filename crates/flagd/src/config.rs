@@ -101,10 +101,19 @@ impl Default for SyncConfig {
     }
 }
 
+/// Timing of the sync loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncTiming {
+    /// Catch-up poll interval (a backstop for missed notifications, and a health probe).
+    pub poll_interval: Duration,
+    /// Base of the reconnect backoff.
+    pub backoff_base: Duration,
+}
+
 impl SyncConfig {
     /// As the sync loop takes it.
-    pub fn timing(&self) -> crate::root::SyncTiming {
-        crate::root::SyncTiming {
+    pub fn timing(&self) -> SyncTiming {
+        SyncTiming {
             poll_interval: Duration::from_millis(self.poll_interval_ms),
             backoff_base: Duration::from_millis(self.backoff_base_ms),
         }

@@ -4,10 +4,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use flags_core::{
-    Context, ContextError, Flag, FlagData, Operator, Reason, Segment, VariationOrRollout,
-};
-pub use flags_data::{Applied, DataError, ItemChange, Ops, Snapshot, Update};
+use flags_core::{Flag, FlagData, Operator, Reason, Segment, VariationOrRollout};
+pub use flags_data::{DataError, ItemChange, Ops, Snapshot, Update};
 use flags_wire::file::{Problem, RawData, to_model};
 pub use flags_wire::stream::ItemEvent;
 use sha2::{Digest, Sha256};
@@ -102,11 +100,6 @@ fn is_static(flag: &Flag) -> bool {
         && flag.prerequisites.is_empty()
         && flag.fallthrough.rollout.is_none()
         && flag.fallthrough.variation.is_some()
-}
-
-/// Reads a LaunchDarkly context from JSON.
-pub fn parse_context(value: &serde_json::Value) -> Result<Context, ContextError> {
-    Context::from_json(value)
 }
 
 /// Every problem of merged raw data: model errors, then warnings about things that load but

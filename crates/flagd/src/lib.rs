@@ -1,10 +1,11 @@
 //! `flagd`: the flag server.
 //!
-//! Serves LaunchDarkly-format flag data (today from flag files, reloaded on change) over a
+//! Serves LaunchDarkly-format flag data (from flag files reloaded on change, or every environment
+//! of a database) over a
 //! native JSON evaluation API, OFREP for OpenFeature SDKs, and the LaunchDarkly server-side SDK
 //! endpoints (polling, SSE streaming, events), with health checks and Prometheus metrics. It is
 //! the only crate of the workspace that knows HTTP; it does not evaluate flags itself (that is
-//! `flags-eval`) and does not define the data model (that is `flags-core`).
+//! `flags-data` over `flags-eval`) and does not define the data model (that is `flags-core`).
 //!
 //! Entry points: [`app`] builds the router over an [`AppState`] (tests drive it with
 //! `tower::ServiceExt::oneshot`); [`start`] binds a listener and runs everything, including the
@@ -13,21 +14,27 @@
 //! its first line on stdout, so a test in any language can start it with `--listen 127.0.0.1:0`.
 
 pub mod admin;
+mod backend;
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod env;
+mod engine;
+mod env;
 pub mod http;
-pub mod metrics;
-pub mod root;
-pub mod server;
+mod keys;
+mod metrics;
+mod root;
+mod server;
+mod shutdown;
 pub mod source;
-pub mod store;
+mod state;
+mod store;
 pub mod validate;
 
+pub use backend::{Backend, BackendError};
 pub use config::Config;
-pub use http::app;
+pub use http::{App, app};
 pub use server::{
-    AppState, RunningServer, Shutdown, StartError, open_database, spawn_for_test, start,
-    start_with_store,
+    RunningServer, StartError, open_database, spawn_for_test, start, start_with_store,
 };
+pub use shutdown::Shutdown;
+pub use state::{AppState, Mode};

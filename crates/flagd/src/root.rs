@@ -22,7 +22,7 @@
 //! When the feed fails, the failure is recorded in a [`HealthTracker`], the loop waits
 //! ([`Backoff`]: 1x, 2x, 4x, 8x of the base), subscribes again and catches up. The last
 //! snapshot keeps serving all along. A database that is down at start is treated the same way
-//! ([`open_database_lazy`]): nothing is served and `/readyz` says `CONNECTING` until it answers.
+//! ([`crate::backend::open_lazy`]): nothing is served and `/readyz` says `CONNECTING` until it answers.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -31,25 +31,15 @@ use std::time::Duration;
 use flags_cache::{Backoff, HealthReport, HealthTracker};
 use flags_core::{Flag, FlagData, Segment};
 use flags_store::{
-    AdminStore, Change, ChangeFeed, ChangeKind, ChangeSubscription, StoreError, StoredFlag,
-    StoredSegment,
+    Change, ChangeFeed, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
 };
-use flags_store_postgres::{PostgresConfig, PostgresStore};
 use tokio::task::JoinHandle;
 
+use crate::config::SyncTiming;
 use crate::engine::{Snapshot, Update};
 use crate::env::{Env, Environments};
-use crate::server::Shutdown;
+use crate::shutdown::Shutdown;
 use flags_core::ItemKind;
-
-/// The PostgreSQL store of `flagd serve --database URL`. Nothing is opened here: the server
-/// starts while the database is down, and the sync loop keeps trying with backoff (migrating
-/// the schema first) until it answers.
-pub fn open_database_lazy(url: &str) -> Result<Arc<dyn AdminStore>, crate::StartError> {
-    let store = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(url))
-        .map_err(|e| crate::StartError::Store(e.to_string()))?;
-    Ok(Arc::new(store))
-}
 
 /// The health of the store connection, shared with `/readyz`.
 #[derive(Default)]
@@ -62,15 +52,6 @@ impl RootHealth {
     pub fn report(&self) -> HealthReport {
         self.tracker.report()
     }
-}
-
-/// Timing of the sync loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SyncTiming {
-    /// Catch-up poll interval (a backstop for missed notifications, and a health probe).
-    pub poll_interval: Duration,
-    /// Base of the reconnect backoff.
-    pub backoff_base: Duration,
 }
 
 /// Keeps every environment of a store served.

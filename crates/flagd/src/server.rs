@@ -1,114 +1,21 @@
-//! Building the runtime from a [`Config`] and running it: the shared [`AppState`], the file
-//! source and its watcher, the listener, and graceful shutdown.
+//! Building the runtime from a [`Config`] and running it: the shared [`AppState`] in its
+//! [`Mode`], the file source and its watcher or root mode's sync loop, the listener, and
+//! graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use flags_store::AdminStore;
+use flags_store::{AdminStore, ChangeFeed, KeyStore};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, HttpConfig};
-use crate::engine::Ops;
-use crate::env::{DEFAULT_ENV, Env, Environments};
-use crate::http::auth::{SdkKeys, StoreKeys};
-use crate::metrics::Metrics;
+use crate::backend;
+use crate::config::Config;
+use crate::keys::StoreKeys;
 use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
-use crate::store::Store;
-
-/// Everything request handlers share. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// The served data and its change feed (of the file-mode environment, [`DEFAULT_ENV`]).
-    pub store: Arc<Store>,
-    /// Kill set and overrides consulted before flag rules (of [`DEFAULT_ENV`]).
-    pub ops: Arc<Ops>,
-    /// The environment served when no key selects one: file mode's only environment, holding
-    /// `store` and `ops` above.
-    pub default_env: Arc<Env>,
-    /// Every environment served; in file mode just [`AppState::default_env`].
-    pub envs: Arc<Environments>,
-    /// Root mode: SDK keys are checked against the store and pick the environment.
-    pub store_keys: Option<Arc<StoreKeys>>,
-    /// Root mode: the health of the store connection, for `/readyz`.
-    pub root_health: Option<Arc<RootHealth>>,
-    /// The server's metrics.
-    pub metrics: Arc<Metrics>,
-    /// Limits and stream settings.
-    pub http: Arc<HttpConfig>,
-    /// Accepted SDK keys (none: no key required).
-    pub keys: Arc<SdkKeys>,
-    /// Permits for concurrently handled requests.
-    pub limiter: Arc<Semaphore>,
-    /// Fires when the server stops; streams end on it.
-    pub shutdown: Shutdown,
-    /// The flag files served, for `/readyz`.
-    pub files: Arc<Vec<PathBuf>>,
-}
-
-impl AppState {
-    /// State for `config` with an empty store (nothing is read here).
-    pub fn new(config: &Config) -> AppState {
-        let default_env = Arc::new(Env::new(DEFAULT_ENV, config.http.stream_buffer));
-        let envs = Arc::new(Environments::new(config.http.stream_buffer));
-        envs.insert(Arc::clone(&default_env));
-        AppState {
-            store: Arc::clone(&default_env.store),
-            ops: Arc::clone(&default_env.ops),
-            default_env,
-            envs,
-            store_keys: None,
-            root_health: None,
-            metrics: Arc::new(Metrics::new()),
-            http: Arc::new(config.http.clone()),
-            keys: Arc::new(SdkKeys::new(&config.sdk_keys)),
-            limiter: Arc::new(Semaphore::new(config.http.max_concurrency)),
-            shutdown: Shutdown::new(),
-            files: Arc::new(config.files.clone()),
-        }
-    }
-}
-
-/// A one-shot, cloneable stop signal.
-#[derive(Clone, Debug)]
-pub struct Shutdown {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Shutdown {
-    fn default() -> Shutdown {
-        Shutdown::new()
-    }
-}
-
-impl Shutdown {
-    /// A signal that has not fired.
-    pub fn new() -> Shutdown {
-        Shutdown {
-            tx: Arc::new(watch::channel(false).0),
-        }
-    }
-
-    /// Fires the signal (again is harmless).
-    pub fn trigger(&self) {
-        self.tx.send_replace(true);
-    }
-
-    /// Whether the signal has fired.
-    pub fn is_triggered(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    /// Resolves once the signal has fired.
-    pub async fn wait(&self) {
-        let mut rx = self.tx.subscribe();
-        // The sender lives as long as `self`, so this cannot fail while we wait.
-        let _ = rx.wait_for(|fired| *fired).await;
-    }
-}
+use crate::state::{AppState, Mode};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +101,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
                 "serve either flag files or a database, not both".to_owned(),
             ));
         }
-        let store = crate::root::open_database_lazy(url)?;
+        let store = backend::open_lazy(url).map_err(|e| StartError::Store(e.to_string()))?;
         return start_with_store(config, store).await;
     }
     let (listener, addr) = bind(&config).await?;
@@ -230,15 +137,18 @@ pub async fn start_with_store(
     store: Arc<dyn AdminStore>,
 ) -> Result<RunningServer, StartError> {
     let (listener, addr) = bind(&config).await?;
-    let mut state = AppState::new(&config);
-    state.store_keys = Some(Arc::new(
-        StoreKeys::new(Arc::clone(&store) as Arc<dyn flags_store::KeyStore>)
-            .map_err(|e| StartError::Store(e.to_string()))?,
-    ));
+    let keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
+        .map_err(|e| StartError::Store(e.to_string()))?;
     let health = Arc::new(RootHealth::default());
-    state.root_health = Some(Arc::clone(&health));
+    let state = AppState::with_mode(
+        &config,
+        Mode::Root {
+            keys: Arc::new(keys),
+            health: Arc::clone(&health),
+        },
+    );
     let mut sync = RootSync::new(
-        Arc::clone(&store) as Arc<dyn flags_store::ChangeFeed>,
+        Arc::clone(&store) as Arc<dyn ChangeFeed>,
         Arc::clone(&state.envs),
         health,
         config.sync.timing(),
@@ -259,16 +169,12 @@ pub async fn start_with_store(
     Ok(serve(listener, addr, state, router, None, None, Some(task)))
 }
 
-/// Connects to the PostgreSQL database at `url` and applies the migrations that have not run.
+/// Connects to the database at `url` (its scheme picks the backend) and applies the schema
+/// migrations that have not run.
 pub async fn open_database(url: &str) -> Result<Arc<dyn AdminStore>, StartError> {
-    let store = flags_store_postgres::PostgresStore::connect(url)
+    backend::open(url)
         .await
-        .map_err(|e| StartError::Store(e.to_string()))?;
-    store
-        .migrate()
-        .await
-        .map_err(|e| StartError::Store(format!("migrations failed: {e}")))?;
-    Ok(Arc::new(store))
+        .map_err(|e| StartError::Store(e.to_string()))
 }
 
 async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {

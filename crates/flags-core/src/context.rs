@@ -231,10 +231,17 @@ impl Context {
     /// and every string inside attribute values, object member names included. The rest is
     /// dropped. For a reader of many contexts that reuses string buffers from one context to the
     /// next instead of allocating them again.
-    pub fn into_strings<F: FnMut(String)>(self, keep: &mut F) {
-        match self.inner {
-            Inner::Single(c) => c.into_strings(keep),
-            Inner::Multi(cs) => cs.into_iter().for_each(|c| c.into_strings(keep)),
+    pub fn into_strings<F: FnMut(String)>(mut self, keep: &mut F) {
+        self.take_strings(keep);
+    }
+
+    /// As [`Context::into_strings`], in place: for a holder that only has `&mut` to a context
+    /// it is about to drop (a guard's `Drop`). What is left has no kind, key or attribute
+    /// values, and is fit only to be dropped.
+    pub fn take_strings<F: FnMut(String)>(&mut self, keep: &mut F) {
+        match &mut self.inner {
+            Inner::Single(c) => c.take_strings(keep),
+            Inner::Multi(cs) => cs.iter_mut().for_each(|c| c.take_strings(keep)),
         }
     }
 
@@ -259,15 +266,15 @@ impl Context {
 }
 
 impl SingleContext {
-    /// See [`Context::into_strings`].
-    fn into_strings<F: FnMut(String)>(self, keep: &mut F) {
-        value_strings(self.kind, keep);
-        value_strings(self.key, keep);
-        if let Some(name) = self.name {
+    /// See [`Context::take_strings`].
+    fn take_strings<F: FnMut(String)>(&mut self, keep: &mut F) {
+        value_strings(std::mem::take(&mut self.kind), keep);
+        value_strings(std::mem::take(&mut self.key), keep);
+        if let Some(name) = self.name.take() {
             value_strings(name, keep);
         }
-        for (_, value) in self.attributes.0 {
-            value_strings(value, keep);
+        for (_, value) in &mut self.attributes.0 {
+            value_strings(std::mem::take(value), keep);
         }
     }
 
@@ -954,8 +961,13 @@ mod tests {
         }))
         .unwrap();
         let mut strings = Vec::new();
-        context.into_strings(&mut |s| strings.push(s));
+        context.clone().into_strings(&mut |s| strings.push(s));
         strings.sort();
+        let mut taken = Vec::new();
+        let mut in_place = context;
+        in_place.take_strings(&mut |s| taken.push(s));
+        taken.sort();
+        assert_eq!(taken, strings);
         // Attribute names (`address`, `plan`) are names, not strings the context owns; member
         // names inside an object value (`city`, `n`) are.
         assert_eq!(

@@ -70,12 +70,12 @@ impl ContextBody {
     /// A body that is UTF-8 as a whole (every valid one) is read as a `str`, so that its strings
     /// are not checked for UTF-8 again one by one; any other body is read as bytes, which fails
     /// with `serde_json`'s error for the first bad byte, as it always did. The usual body is
-    /// read by [`scan::context_body`] without serde, to the same value; every other body, and
+    /// read by [`scan::context_members`] without serde, to the same value; every other body, and
     /// every error, is `serde_json`'s.
     pub(super) fn parse(bytes: &[u8]) -> Result<ContextBody, serde_json::Error> {
         match std::str::from_utf8(bytes) {
-            Ok(text) => match scan::context_body(text) {
-                Some(body) => Ok(body),
+            Ok(text) => match scan::context_members(text) {
+                Some(members) => Ok(ContextBody::Object(Some(MaybeObject::Object(members)))),
                 None => serde_json::from_str(text),
             },
             Err(_) => serde_json::from_slice(bytes),

@@ -11,7 +11,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// The path of `POST /v1/evaluate/{flagKey}` before the key.
 pub(super) const NATIVE_ONE: &str = "/v1/evaluate/";

@@ -8,7 +8,7 @@ use flags_cache::HealthStatus;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::server::AppState;
+use crate::state::{AppState, Mode};
 use crate::store::{DEGRADED_AFTER, rfc3339};
 
 /// The `/readyz` body.
@@ -37,9 +37,10 @@ pub(super) async fn healthz() -> Response {
 /// serving the last good data), 503 `CONNECTING` before any data. Always reports the last
 /// reload error and when it happened.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
-    if let Some(health) = &state.root_health {
-        return root_readyz(&state, health);
-    }
+    let files = match &state.mode {
+        Mode::Root { health, .. } => return root_readyz(&state, health),
+        Mode::File { files } => files,
+    };
     let status = state.store.status();
     let snapshot = state.store.snapshot();
     let (code, label) = match &snapshot {
@@ -58,11 +59,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         last_error_at: status.last_error_at.as_ref().map(rfc3339),
         consecutive_failures: status.consecutive_failures,
         warnings: status.warnings,
-        files: state
-            .files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect(),
+        files: files.iter().map(|f| f.display().to_string()).collect(),
     };
     (code, Json(body)).into_response()
 }

@@ -15,9 +15,9 @@
 //! route future, which cost the hot routes about as much as evaluating a flag.
 
 mod answer;
-pub mod auth;
+pub(crate) mod auth;
 mod body;
-pub mod error;
+pub(crate) mod error;
 mod flag_key;
 mod health;
 mod native;
@@ -51,7 +51,7 @@ use tracing::{Instrument, Span};
 
 use crate::env::Env;
 use crate::metrics::{Metrics, RouteMetrics};
-use crate::server::AppState;
+use crate::state::AppState;
 use auth::SelectedEnv;
 use body::read_body;
 use error::ApiError;
@@ -193,7 +193,7 @@ impl Endpoint {
         // Root mode may wait for the store. That wait is boxed: in place, its future would
         // enlarge every request's future, which is allocated and moved for each request.
         // In file mode the configured keys decide at once, as `check_key` would.
-        if self.state.store_keys.is_none() {
+        if !self.state.mode.is_root() {
             if self.state.keys.allows(headers) {
                 Ok(None)
             } else {

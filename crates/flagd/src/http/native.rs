@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::scan;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
 fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
@@ -45,7 +45,7 @@ pub(super) fn evaluate_one(
     body: Result<Bytes, ApiError>,
 ) -> Response {
     let context = match read_context(body) {
-        Ok(c) => c,
+        Ok(c) => scan::Recycled::new(c),
         Err(e) => return e.into_response(),
     };
     let Some(snapshot) = env.store.snapshot() else {
@@ -78,21 +78,19 @@ pub(super) fn evaluate_one(
     } else {
         StatusCode::OK
     };
-    let response = answer::native_single(
+    answer::native_single(
         status,
         flag_key,
         detail.value,
         detail.variation_index,
         &detail.reason_json(),
-    );
-    scan::recycle(context);
-    response
+    )
 }
 
 /// `POST /v1/evaluate`, once the body has been read.
 pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiError>) -> Response {
     let context = match read_context(body) {
-        Ok(c) => c,
+        Ok(c) => scan::Recycled::new(c),
         Err(e) => return e.into_response(),
     };
     let Some(snapshot) = env.store.snapshot() else {
@@ -103,14 +101,12 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
         state.metrics.evaluation(key, detail.reason.kind_str());
     }
     // In key order, as `evaluate_all` gives them.
-    let response = answer::native_all(results.iter().map(|(key, detail)| {
+    answer::native_all(results.iter().map(|(key, detail)| {
         (
             *key,
             detail.value,
             detail.variation_index,
             detail.reason_json(),
         )
-    }));
-    scan::recycle(context);
-    response
+    }))
 }

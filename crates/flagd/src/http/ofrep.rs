@@ -23,7 +23,7 @@ use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
-use crate::server::AppState;
+use crate::state::AppState;
 
 /// An OFREP error: `errorCode` and `errorDetails`, with the status it is answered with.
 #[derive(Debug)]
@@ -205,7 +205,7 @@ pub(super) fn evaluate_one(
 ) -> Response {
     let context =
         match read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep)) {
-            Ok(context) => context,
+            Ok(context) => scan::Recycled::new(context),
             Err(RequestError::Ofrep(error)) => return error.for_flag(key),
             Err(RequestError::Body(error)) => return error.into_response(),
         };
@@ -223,14 +223,12 @@ pub(super) fn evaluate_one(
         if not_found { UNKNOWN_FLAG } else { key },
         detail.reason.kind_str(),
     );
-    let response = match item(&snapshot, key, &detail) {
+    match item(&snapshot, key, &detail) {
         Ok(success) => {
             answer::ofrep_success(success.key, success.value, success.reason, success.variant)
         }
         Err(error) => error.for_flag(key),
-    };
-    scan::recycle(context);
-    response
+    }
 }
 
 /// `POST /ofrep/v1/evaluate/flags`, once the body has been read.
@@ -249,7 +247,7 @@ pub(super) fn evaluate_all(
         }
         to_ld_context(c).map_err(RequestError::Ofrep)
     }) {
-        Ok(parsed) => parsed,
+        Ok(parsed) => scan::Recycled::new(parsed),
         Err(RequestError::Ofrep(error)) => return error.bulk(),
         Err(RequestError::Body(error)) => return error.into_response(),
     };
@@ -290,7 +288,6 @@ pub(super) fn evaluate_all(
             details: &error.details,
         },
     }));
-    scan::recycle(context);
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(header::ETAG, value);
     }

@@ -5,7 +5,7 @@
 //! bytes once and making the same values, whose allocations are most of what is left.
 //!
 //! Only that subset is read; anything else, valid JSON or not, is `None`, and
-//! [`ContextBody::parse`] reads it with `serde_json` as before, so every other value and every
+//! `ContextBody::parse` reads it with `serde_json` as before, so every other value and every
 //! error stay exactly what they were. What is read is the value the `serde_json` path gives: the
 //! same `Value`s, names made by [`Name::member`], and members collected by
 //! [`Members::from_pairs`]. Numbers with a fraction or an exponent, integers past 18 digits
@@ -15,10 +15,8 @@
 use std::cell::RefCell;
 
 use flags_core::Context;
-use flags_core::context::{MaybeObject, Members, Name};
+use flags_core::context::{Members, Name};
 use serde_json::Value;
-
-use super::body::ContextBody;
 
 /// The most digits an integer read here may have: any such integer fits an `i64` either way.
 const MAX_DIGITS: usize = 18;
@@ -27,13 +25,13 @@ const MAX_DIGITS: usize = 18;
 /// it is what the `serde_json` path reserves.
 const MEMBERS: usize = 8;
 
-/// `text` as a body, when it is `{"context": {...}}` within the subset; `None` otherwise. Its
-/// strings are made from this thread's [`Spare`] buffers.
-pub(super) fn context_body(text: &str) -> Option<ContextBody> {
+/// The context's members, when `text` is `{"context": {...}}` within the subset; `None`
+/// otherwise. Its strings are made from this thread's [`Spare`] buffers.
+pub(super) fn context_members(text: &str) -> Option<Members> {
     with_spare(|spare| read_body(text, spare))
 }
 
-fn read_body(text: &str, spare: &mut Spare) -> Option<ContextBody> {
+fn read_body(text: &str, spare: &mut Spare) -> Option<Members> {
     let mut scan = Scanner {
         text,
         pos: 0,
@@ -49,7 +47,7 @@ fn read_body(text: &str, spare: &mut Spare) -> Option<ContextBody> {
     // `context` must be the only member: any other is left to `serde_json`.
     scan.expect(b'}')?;
     scan.skip_ws();
-    (scan.pos == text.len()).then_some(ContextBody::Object(Some(MaybeObject::Object(members))))
+    (scan.pos == text.len()).then_some(members)
 }
 
 /// A position in the body being read. Every step reads bytes with `get`, so a body that ends
@@ -280,9 +278,30 @@ impl Spare {
     }
 }
 
-/// Gives `context`'s strings to this thread's spare buffers, once it has been evaluated.
-pub(super) fn recycle(context: Context) {
-    with_spare(|spare| context.into_strings(&mut |string| spare.keep(string)));
+/// A context being evaluated. When it is dropped, whatever path the handler took, its strings
+/// go to this thread's spare buffers, from which the scanner makes the next context's.
+pub(super) struct Recycled(Context);
+
+impl Recycled {
+    /// Guards `context`.
+    pub(super) fn new(context: Context) -> Recycled {
+        Recycled(context)
+    }
+}
+
+impl std::ops::Deref for Recycled {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.0
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        let context = &mut self.0;
+        with_spare(|spare| context.take_strings(&mut |string| spare.keep(string)));
+    }
 }
 
 /// `text` as a `String` made from this thread's spare buffers.
@@ -324,6 +343,9 @@ fn plain_len(bytes: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use flags_core::context::MaybeObject;
+
+    use super::super::body::ContextBody;
     use proptest::prelude::*;
 
     use super::*;
@@ -356,7 +378,9 @@ mod tests {
     #[test]
     fn recycled_contexts_lend_their_strings_to_the_next() {
         let body = r#"{"context":{"kind":"user","key":"user-1","plan":"pro"}}"#;
-        let read = || match context_body(body) {
+        let read = || match context_members(body)
+            .map(|m| ContextBody::Object(Some(MaybeObject::Object(m))))
+        {
             Some(ContextBody::Object(Some(MaybeObject::Object(members)))) => {
                 Context::from_members(members).unwrap()
             }
@@ -377,7 +401,7 @@ mod tests {
         };
         let first = read();
         let before = strings(&first);
-        recycle(first);
+        drop(Recycled::new(first));
         let second = read();
         let mut after = strings(&second);
         let mut before = before;
@@ -439,7 +463,7 @@ mod tests {
 
     /// The fast path's answer, checked against the `serde_json` path's whenever there is one.
     fn fast(text: &str) -> Option<ContextBody> {
-        let fast = context_body(text);
+        let fast = context_members(text).map(|m| ContextBody::Object(Some(MaybeObject::Object(m))));
         if let Some(body) = &fast {
             match serde(text) {
                 Ok(expected) => assert_eq!(body, &expected, "{text:?}"),

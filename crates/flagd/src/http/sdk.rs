@@ -21,7 +21,7 @@ use super::error::{ApiError, parse_json_body};
 use super::{etag_matches, not_modified};
 use crate::engine::Snapshot;
 use crate::metrics::Metrics;
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{Batch, Store};
 use flags_wire::file::type_name as file_type_name;
 

@@ -7,7 +7,7 @@
 //! filesystems without inotify and anything the watch misses. Either way, identical content is
 //! never reloaded twice.
 
-pub mod versions;
+pub(crate) mod versions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use crate::config::ReloadConfig;
 use crate::engine::BuildError;
 use crate::metrics::Metrics;
-use crate::server::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use flags_wire::file::{FileContents, Problem, Severity};
 use versions::Versions;

@@ -1,0 +1,98 @@
+//! What every request handler shares: the served environments, the mode flagd runs in, limits,
+//! metrics and the stop signal.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, HttpConfig};
+use crate::engine::Ops;
+use crate::env::{DEFAULT_ENV, Env, Environments};
+use crate::keys::{SdkKeys, StoreKeys};
+use crate::metrics::Metrics;
+use crate::root::RootHealth;
+use crate::shutdown::Shutdown;
+use crate::store::Store;
+
+/// Where the served data comes from, with what only that mode has.
+#[derive(Clone)]
+#[non_exhaustive]
+pub enum Mode {
+    /// One environment ([`DEFAULT_ENV`]) read from flag files, reloaded when they change.
+    File {
+        /// The flag files served, for `/readyz`.
+        files: Arc<Vec<PathBuf>>,
+    },
+    /// Every environment of a store, each selected by the SDK key a request presents.
+    Root {
+        /// SDK keys checked against the store.
+        keys: Arc<StoreKeys>,
+        /// The health of the store connection, for `/readyz`.
+        health: Arc<RootHealth>,
+    },
+}
+
+impl Mode {
+    /// Whether requests are served from a store's environments.
+    pub fn is_root(&self) -> bool {
+        matches!(self, Mode::Root { .. })
+    }
+}
+
+/// Everything request handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The served data and its change feed (of the file-mode environment, [`DEFAULT_ENV`]).
+    pub store: Arc<Store>,
+    /// Kill set and overrides consulted before flag rules (of [`DEFAULT_ENV`]).
+    pub ops: Arc<Ops>,
+    /// The environment served when no key selects one: file mode's only environment, holding
+    /// `store` and `ops` above.
+    pub default_env: Arc<Env>,
+    /// Every environment served; in file mode just [`AppState::default_env`].
+    pub envs: Arc<Environments>,
+    /// File or root mode.
+    pub mode: Mode,
+    /// The server's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Limits and stream settings.
+    pub http: Arc<HttpConfig>,
+    /// Accepted SDK keys of file mode (none: no key required).
+    pub keys: Arc<SdkKeys>,
+    /// Permits for concurrently handled requests.
+    pub limiter: Arc<Semaphore>,
+    /// Fires when the server stops; streams end on it.
+    pub shutdown: Shutdown,
+}
+
+impl AppState {
+    /// File-mode state for `config` with an empty store (nothing is read here).
+    pub fn new(config: &Config) -> AppState {
+        AppState::with_mode(
+            config,
+            Mode::File {
+                files: Arc::new(config.files.clone()),
+            },
+        )
+    }
+
+    /// State for `config` in `mode`, with an empty default environment.
+    pub fn with_mode(config: &Config, mode: Mode) -> AppState {
+        let default_env = Arc::new(Env::new(DEFAULT_ENV, config.http.stream_buffer));
+        let envs = Arc::new(Environments::new(config.http.stream_buffer));
+        envs.insert(Arc::clone(&default_env));
+        AppState {
+            store: Arc::clone(&default_env.store),
+            ops: Arc::clone(&default_env.ops),
+            default_env,
+            envs,
+            mode,
+            metrics: Arc::new(Metrics::new()),
+            http: Arc::new(config.http.clone()),
+            keys: Arc::new(SdkKeys::new(&config.sdk_keys)),
+            limiter: Arc::new(Semaphore::new(config.http.max_concurrency)),
+            shutdown: Shutdown::new(),
+        }
+    }
+}
