@@ -5,12 +5,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use chrono::{DateTime, SecondsFormat, Utc};
+use flags_cache::HealthTracker;
 use tokio::sync::broadcast;
 
 use crate::engine::{ItemEvent, Snapshot};
-
-/// Consecutive failed loads after which a source with data reports `DEGRADED`.
-pub const DEGRADED_AFTER: u32 = 3;
 
 /// The changes of one reload, ready to send on streams.
 #[derive(Debug)]
@@ -21,31 +19,23 @@ pub struct Batch {
     pub events: Vec<ItemEvent>,
 }
 
-/// The health of the data source, as `/readyz` reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SourceStatus {
-    /// When data was last loaded successfully.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// The error of the most recent load, if it failed (cleared by the next success).
-    pub last_error: Option<String>,
-    /// When that load failed.
-    pub last_error_at: Option<DateTime<Utc>>,
-    /// Failed loads since the last success.
-    pub consecutive_failures: u32,
-    /// Warnings about the served data (it loads, but something in it cannot work).
-    pub warnings: Vec<String>,
-}
-
-/// Formats a time as RFC 3339 with millisecond precision, the way `/readyz` shows it.
-pub fn rfc3339(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// Formats Unix milliseconds as RFC 3339 with millisecond precision, the way `/readyz` shows
+/// times.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let time = i64::try_from(unix_ms)
+        .ok()
+        .and_then(DateTime::<Utc>::from_timestamp_millis)
+        .unwrap_or_default();
+    time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Holder of the current snapshot and its change feed.
 pub struct Store {
     current: ArcSwapOption<Snapshot>,
     changes: broadcast::Sender<Arc<Batch>>,
-    status: Mutex<SourceStatus>,
+    health: HealthTracker,
+    /// Warnings about the served data (it loads, but something in it cannot work).
+    warnings: Mutex<Vec<String>>,
 }
 
 impl Store {
@@ -55,7 +45,8 @@ impl Store {
         Store {
             current: ArcSwapOption::empty(),
             changes,
-            status: Mutex::new(SourceStatus::default()),
+            health: HealthTracker::new(),
+            warnings: Mutex::new(Vec::new()),
         }
     }
 
@@ -79,27 +70,27 @@ impl Store {
         let _ = self.changes.send(Arc::new(Batch { generation, events }));
     }
 
-    /// Records a successful load (whether or not anything changed).
+    /// Records a successful load (whether or not anything changed) and the warnings about
+    /// the data now served.
     pub fn record_success(&self, warnings: Vec<String>) {
-        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        status.last_success_at = Some(Utc::now());
-        status.last_error = None;
-        status.last_error_at = None;
-        status.consecutive_failures = 0;
-        status.warnings = warnings;
+        self.health.record_success();
+        *self.warnings.lock().unwrap_or_else(PoisonError::into_inner) = warnings;
     }
 
     /// Records a failed load; the current snapshot stays.
     pub fn record_failure(&self, error: String) {
-        let mut status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
-        status.last_error = Some(error);
-        status.last_error_at = Some(Utc::now());
-        status.consecutive_failures = status.consecutive_failures.saturating_add(1);
+        self.health.record_failure(error);
     }
 
-    /// A copy of the source's health.
-    pub fn status(&self) -> SourceStatus {
-        self.status
+    /// The source's health: `CONNECTING` before the first load, then `SERVING`, or `DEGRADED`
+    /// after repeated failures while the last good data keeps serving.
+    pub fn health(&self) -> &HealthTracker {
+        &self.health
+    }
+
+    /// The warnings of the last successful load.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()

@@ -158,7 +158,7 @@ async fn a_bad_edit_sends_nothing_and_keep_alives_flow() {
     assert_eq!(stream.next().await.unwrap().event, "put");
     dir.write("flags.json", "{ not json");
     eventually("the bad edit to be seen", || async {
-        server.state().store.status().last_error.map(|_| ())
+        server.state().store.health().current_error().map(|_| ())
     })
     .await;
     assert!(

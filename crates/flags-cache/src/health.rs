@@ -60,6 +60,7 @@ struct State {
     last_success: Option<Instant>,
     last_success_unix_ms: Option<u64>,
     last_error: Option<String>,
+    last_error_unix_ms: Option<u64>,
 }
 
 impl HealthTracker<SystemClock> {
@@ -97,9 +98,11 @@ impl<C: Clock> HealthTracker<C> {
     /// An attempt failed with `error`, whose `Display` text is kept as the last error.
     pub fn record_failure(&self, error: impl Display) {
         let message = error.to_string();
+        let unix_ms = unix_ms(&self.clock);
         let mut state = self.lock();
         state.consecutive_failures = state.consecutive_failures.saturating_add(1);
         state.last_error = Some(message);
+        state.last_error_unix_ms = Some(unix_ms);
     }
 
     /// The current status.
@@ -121,6 +124,18 @@ impl<C: Clock> HealthTracker<C> {
     /// How long to wait before the next attempt under `backoff`, given the failures so far.
     pub fn next_delay(&self, backoff: &Backoff) -> Duration {
         backoff.delay(self.consecutive_failures())
+    }
+
+    /// The last failure's message and wall-clock time (Unix milliseconds) while it is current:
+    /// `None` before any failure and once a success has followed it.
+    pub fn current_error(&self) -> Option<(String, u64)> {
+        let state = self.lock();
+        match (&state.last_error, state.last_error_unix_ms) {
+            (Some(message), Some(at)) if state.consecutive_failures > 0 => {
+                Some((message.clone(), at))
+            }
+            _ => None,
+        }
     }
 
     /// Everything at once, read under one lock so the fields agree with each other.
@@ -341,5 +356,22 @@ mod tests {
             report.last_error.as_deref(),
             Some("connection refused (attempt 3)")
         );
+    }
+
+    #[test]
+    fn the_current_error_is_the_last_failure_until_a_success() {
+        let clock = ManualClock::new();
+        let tracker = HealthTracker::with_clock(clock.clone());
+        assert_eq!(tracker.current_error(), None);
+        clock.advance(Duration::from_millis(5));
+        tracker.record_failure("first");
+        tracker.record_failure("second");
+        assert_eq!(
+            tracker.current_error(),
+            Some(("second".to_owned(), 1_700_000_000_005))
+        );
+        tracker.record_success();
+        assert_eq!(tracker.current_error(), None);
+        assert_eq!(tracker.report().last_error.as_deref(), Some("second"));
     }
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::state::{AppState, Mode};
-use crate::store::{DEGRADED_AFTER, rfc3339};
+use crate::store::rfc3339;
 
 /// The `/readyz` body.
 #[derive(Serialize)]
@@ -41,11 +41,12 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         Mode::Root { health, .. } => return root_readyz(&state, health),
         Mode::File { files } => files,
     };
-    let status = state.store.status();
+    let error = state.store.health().current_error();
+    let health = state.store.health().report();
     let snapshot = state.store.snapshot();
     let (code, label) = match &snapshot {
         None => (StatusCode::SERVICE_UNAVAILABLE, "CONNECTING"),
-        Some(_) if status.consecutive_failures >= DEGRADED_AFTER => (StatusCode::OK, "DEGRADED"),
+        Some(_) if health.status == HealthStatus::Degraded => (StatusCode::OK, "DEGRADED"),
         Some(_) => (StatusCode::OK, "SERVING"),
     };
     let body = Ready {
@@ -54,11 +55,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         segments: snapshot.as_ref().map(|s| s.segment_count()),
         generation: snapshot.as_ref().map(|s| s.generation()),
         data_digest: snapshot.as_ref().map(|s| s.digest().to_owned()),
-        last_reload_at: status.last_success_at.as_ref().map(rfc3339),
-        last_error: status.last_error,
-        last_error_at: status.last_error_at.as_ref().map(rfc3339),
-        consecutive_failures: status.consecutive_failures,
-        warnings: status.warnings,
+        last_reload_at: health.last_success_unix_ms.map(rfc3339),
+        last_error_at: error.as_ref().map(|(_, at)| rfc3339(*at)),
+        last_error: error.map(|(message, _)| message),
+        consecutive_failures: health.consecutive_failures,
+        warnings: state.store.warnings(),
         files: files.iter().map(|f| f.display().to_string()).collect(),
     };
     (code, Json(body)).into_response()
