@@ -13,6 +13,10 @@ use crate::attr::Builtin;
 pub use crate::attr::{AttrRef, AttrRefError};
 
 mod members;
+// The request reader's building blocks: public so the server can build contexts from request
+// bytes without a `Value` tree, but hidden from the documented API and outside its stability
+// promise. The API for everyone else is `Context::from_json` and `Deserialize`.
+#[doc(hidden)]
 pub use members::{MaybeObject, Members, Name};
 
 /// The kind a context has when none is given (legacy users, clauses without `contextKind`).
@@ -120,6 +124,7 @@ impl Context {
     /// Parses and validates a context from the members of its JSON object, as read by
     /// [`MaybeObject`] straight from a deserializer. Errors are those of [`Context::from_json`]
     /// for the same object.
+    #[doc(hidden)]
     pub fn from_members(members: Members) -> Result<Context, ContextError> {
         let mut members = members.into_pairs();
         let kind = members

@@ -379,6 +379,7 @@ impl Snapshot {
 
     /// Evaluates one flag under the operations layer: kill set, then overrides, then the
     /// flag's rules. Unknown flags give `ERROR`/`FLAG_NOT_FOUND`.
+    #[inline]
     pub fn evaluate<'a>(
         &'a self,
         ops: &'a Ops,
@@ -389,6 +390,7 @@ impl Snapshot {
     }
 
     /// Evaluates every flag, in key order.
+    #[inline]
     pub fn evaluate_all<'a>(
         &'a self,
         ops: &'a Ops,
@@ -397,6 +399,7 @@ impl Snapshot {
         self.evaluator(ops).evaluate_all(context).collect()
     }
 
+    #[inline]
     fn evaluator<'a>(&'a self, ops: &'a Ops) -> Evaluator<'a> {
         ops.evaluator(&self.data)
     }

@@ -75,6 +75,7 @@ impl Ops {
     }
 
     /// An evaluator over `data` under this operations layer.
+    #[inline]
     pub(crate) fn evaluator<'a>(&'a self, data: &'a CompiledData) -> Evaluator<'a> {
         Evaluator::new(data)
             .with_kill_set(&self.kill_set)
