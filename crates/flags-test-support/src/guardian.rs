@@ -92,7 +92,7 @@ pub(crate) fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot find a free port on 127.0.0.1: {e}"))
 }
 
-/// Whether something accepts TCP connections at `host:port` within a second.
+/// A connection to `host:port`, if something there accepts one within a second.
 pub(crate) fn accepts(host: &str, port: u16) -> Option<TcpStream> {
     use std::net::ToSocketAddrs;
     let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs().ok()?.collect();
@@ -137,7 +137,7 @@ pub(crate) fn command(line: &[OsString]) -> Command {
     command
 }
 
-/// Whether `name` is an executable file in a directory of `$PATH`; its path if so.
+/// The path of the executable `name` in a directory of `$PATH`, if there is one.
 pub(crate) fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)

@@ -25,9 +25,9 @@ pub(crate) const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgre
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The PostgreSQL server of this test binary: the one at `$FLAGD_TEST_POSTGRES_URL` (default
-/// `postgres://postgres@127.0.0.1:5432/postgres`) when it answers, and otherwise a throwaway [`PgCluster`], started on the
-/// first call and stopped when the binary exits. Every test of the binary shares it; each makes
-/// its own databases with [`Postgres::create_database`].
+/// `postgres://postgres@127.0.0.1:5432/postgres`) when it answers, and otherwise a throwaway
+/// [`PgCluster`], started on the first call and stopped when the binary exits. Every test of the
+/// binary shares it; each makes its own databases with [`Postgres::create_database`].
 ///
 /// Panics, saying what to install, when nothing answers and PostgreSQL's server programs are
 /// not installed.
@@ -371,7 +371,10 @@ fn server_programs() -> Option<PathBuf> {
 /// Whether a PostgreSQL at `url` accepts connections and answers a query; why not, if not.
 fn answers(url: &str) -> Result<(), String> {
     let options = PgConnectOptions::from_str(url).map_err(|e| format!("not a valid URL: {e}"))?;
-    if guardian::accepts(options.get_host(), options.get_port()).is_none() {
+    // A quick refusal first, so a machine without a server does not wait for sqlx's timeouts;
+    // a host that is a socket directory has no TCP port to try.
+    let host = options.get_host();
+    if !host.starts_with('/') && guardian::accepts(host, options.get_port()).is_none() {
         return Err("nothing accepts connections there".to_owned());
     }
     let url = url.to_owned();
