@@ -19,9 +19,19 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 /// How long a service that was just started may take to accept connections.
 const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The variables that tell the tests which servers to use (read by flags-test-support), and
+/// the servers used when they are not set. A test binary that finds nothing answering there
+/// starts a throwaway server of its own, so the tests never depend on these running.
+const POSTGRES_URL_VARIABLE: &str = "FLAGD_TEST_POSTGRES_URL";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const REDIS_URL_VARIABLE: &str = "FLAGD_TEST_REDIS_URL";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
 type Step<'a> = (&'static str, Box<dyn Fn() -> anyhow::Result<()> + 'a>);
 
 pub fn run(root: &Path) -> anyhow::Result<()> {
+    let postgres_url = url_from_env(POSTGRES_URL_VARIABLE, DEFAULT_POSTGRES_URL);
+    let redis_url = url_from_env(REDIS_URL_VARIABLE, DEFAULT_REDIS_URL);
     let steps: Vec<Step<'_>> = vec![
         ("services: PostgreSQL and Redis", Box::new(ensure_services)),
         (
@@ -48,7 +58,14 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         ("cargo xtask deps", Box::new(|| crate::deps::run(root))),
         (
             "cargo test --workspace",
-            Box::new(|| run_command(cargo(root).args(["test", "--workspace"]))),
+            Box::new(|| {
+                run_command(
+                    cargo(root)
+                        .args(["test", "--workspace"])
+                        .env(POSTGRES_URL_VARIABLE, &postgres_url)
+                        .env(REDIS_URL_VARIABLE, &redis_url),
+                )
+            }),
         ),
     ];
 
@@ -83,42 +100,165 @@ fn print_timings(timings: &[(&str, Duration)], total: Duration) {
     println!("{:>9.1}s  total", total.as_secs_f64());
 }
 
-/// Starts PostgreSQL and Redis when nothing listens on their ports and their start commands are
-/// installed. A service that cannot be started is reported, not fatal: the tests that need it
-/// fail with their own message, and the others still run.
-fn ensure_services() -> anyhow::Result<()> {
-    let postgres = std::fs::read_dir("/etc/postgresql")
-        .map(|entries| {
-            let mut versions: Vec<String> = entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.file_name().to_string_lossy().into_owned())
-                .collect();
-            versions.sort();
-            versions
-        })
-        .unwrap_or_default()
-        .into_iter()
-        .map(|version| {
-            let mut cmd = Command::new("pg_ctlcluster");
-            cmd.args(["--skip-systemctl-redirect", &version, "main", "start"]);
-            cmd
-        })
-        .collect();
-    ensure_service("PostgreSQL", 5432, "pg_ctlcluster", postgres);
+fn url_from_env(variable: &str, default: &str) -> String {
+    std::env::var(variable)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
 
-    let mut redis = Command::new("redis-server");
-    redis.args([
-        "--daemonize",
-        "yes",
-        "--bind",
-        "127.0.0.1",
-        "--port",
-        "6379",
-    ]);
-    // No snapshots: test data is throwaway, and a read-only working directory must not matter.
-    redis.args(["--save", ""]);
-    ensure_service("Redis", 6379, "redis-server", vec![redis]);
+/// Makes sure PostgreSQL's server programs and `redis-server` are installed, since the tests
+/// start throwaway servers with them when none answers (and the root-mode outage tests always
+/// do). Missing ones are installed when this runs as root on Debian or Ubuntu; otherwise this
+/// stops at once and says what to install.
+///
+/// It also starts the system's PostgreSQL and Redis when they are installed as services and
+/// nothing listens on the default ports: one shared server is quicker than one per test binary.
+/// That part is a convenience whose failure is only reported.
+fn ensure_services() -> anyhow::Result<()> {
+    ensure_server_programs()?;
+
+    if std::env::var_os(POSTGRES_URL_VARIABLE).is_none() {
+        let postgres = std::fs::read_dir("/etc/postgresql")
+            .map(|entries| {
+                let mut versions: Vec<String> = entries
+                    .filter_map(Result::ok)
+                    .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                    .collect();
+                versions.sort();
+                versions
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|version| {
+                let mut cmd = Command::new("pg_ctlcluster");
+                cmd.args(["--skip-systemctl-redirect", &version, "main", "start"]);
+                cmd
+            })
+            .collect();
+        ensure_service("PostgreSQL", 5432, "pg_ctlcluster", postgres);
+    }
+
+    if std::env::var_os(REDIS_URL_VARIABLE).is_none() {
+        let mut redis = Command::new("redis-server");
+        redis.args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "6379",
+        ]);
+        // No snapshots: test data is throwaway, and a read-only working directory must not matter.
+        redis.args(["--save", ""]);
+        ensure_service("Redis", 6379, "redis-server", vec![redis]);
+    }
     Ok(())
+}
+
+/// Installs what is missing of PostgreSQL's server programs and `redis-server`, or fails saying
+/// exactly what to install.
+fn ensure_server_programs() -> anyhow::Result<()> {
+    let missing = missing_programs();
+    if missing.is_empty() {
+        println!("PostgreSQL's server programs and redis-server are installed");
+        return Ok(());
+    }
+    let packages =
+        |pick: fn(&Missing) -> &'static str| missing.iter().map(pick).collect::<Vec<_>>().join(" ");
+    let debian = packages(|m| m.debian);
+    if is_root() && on_path("apt-get") {
+        println!("missing: {}; installing {debian}", describe(&missing));
+        run_command(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        run_command(
+            Command::new("apt-get")
+                .args(["install", "-y"])
+                .args(debian.split(' '))
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        let still = missing_programs();
+        if still.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "still missing after `apt-get install {debian}`: {}",
+            describe(&still)
+        );
+    }
+    bail!(
+        "missing: {}. The tests start throwaway servers with them when none answers. Install \
+         them (Debian/Ubuntu, as root: `apt-get install {debian}`; Fedora: `dnf install {}`; \
+         macOS: `brew install {}`), then run this again",
+        describe(&missing),
+        packages(|m| m.fedora),
+        packages(|m| m.homebrew),
+    )
+}
+
+/// A program the tests need that is not installed, and the packages that have it.
+struct Missing {
+    what: &'static str,
+    debian: &'static str,
+    fedora: &'static str,
+    homebrew: &'static str,
+}
+
+fn missing_programs() -> Vec<Missing> {
+    let mut missing = Vec::new();
+    if !postgres_programs_installed() {
+        missing.push(Missing {
+            what: "PostgreSQL's server programs (initdb, pg_ctl, postgres)",
+            debian: "postgresql",
+            fedora: "postgresql-server",
+            homebrew: "postgresql",
+        });
+    }
+    if !on_path("redis-server") {
+        missing.push(Missing {
+            what: "redis-server",
+            debian: "redis-server",
+            fedora: "redis",
+            homebrew: "redis",
+        });
+    }
+    missing
+}
+
+fn describe(missing: &[Missing]) -> String {
+    missing
+        .iter()
+        .map(|m| m.what)
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
+/// Whether initdb, pg_ctl and postgres are on `PATH` or together under
+/// `/usr/lib/postgresql/*/bin` (where Debian and Ubuntu install them), which is where
+/// flags-test-support looks for them.
+fn postgres_programs_installed() -> bool {
+    const PROGRAMS: [&str; 3] = ["initdb", "pg_ctl", "postgres"];
+    if PROGRAMS.iter().all(|program| on_path(program)) {
+        return true;
+    }
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .any(|entry| {
+            let bin = entry.path().join("bin");
+            PROGRAMS.iter().all(|program| bin.join(program).is_file())
+        })
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.status.success() && output.stdout.trim_ascii() == b"0")
 }
 
 fn ensure_service(name: &str, port: u16, program: &str, commands: Vec<Command>) {
@@ -128,8 +268,8 @@ fn ensure_service(name: &str, port: u16, program: &str, commands: Vec<Command>) 
     }
     if !on_path(program) || commands.is_empty() {
         println!(
-            "{name}: warning: nothing listens on 127.0.0.1:{port} and `{program}` cannot start \
-             it here; tests that need {name} will fail"
+            "{name}: nothing listens on 127.0.0.1:{port} and `{program}` cannot start it here; \
+             each test binary that needs {name} starts a throwaway server"
         );
         return;
     }
@@ -139,7 +279,7 @@ fn ensure_service(name: &str, port: u16, program: &str, commands: Vec<Command>) 
             show(&cmd)
         );
         if let Err(err) = run_command(&mut cmd) {
-            println!("{name}: warning: {err:#}");
+            println!("{name}: {err:#}");
         }
     }
     let deadline = Instant::now() + SERVICE_START_TIMEOUT;
@@ -151,7 +291,8 @@ fn ensure_service(name: &str, port: u16, program: &str, commands: Vec<Command>) 
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
-        "{name}: warning: still not listening on 127.0.0.1:{port}; tests that need {name} will fail"
+        "{name}: still not listening on 127.0.0.1:{port}; each test binary that needs {name} \
+         starts a throwaway server"
     );
 }
 

@@ -190,6 +190,7 @@ fn check(ws: &Workspace) -> Vec<String> {
     for krate in &ws.crates {
         check_package(ws, krate, &mut problems);
         check_dependencies_inherited(krate, &mut problems);
+        check_test_only_dependencies(ws, krate, &mut problems);
         check_lib_doc(krate, &mut problems);
     }
     check_declared(ws, &mut problems);
@@ -250,6 +251,31 @@ fn check_dependencies_inherited(krate: &Crate, problems: &mut Vec<String>) {
                 problems.push(format!(
                     "{}/Cargo.toml: [{section}] `{name}` should be `{name}.workspace = true` \
                      (declare it in the root [workspace.dependencies])",
+                    krate.dir
+                ));
+            }
+        }
+    }
+}
+
+/// A workspace dependency declared by path alone (no `version`) is test-only: `cargo package`
+/// drops it from a published manifest, which is right for a dev-dependency and breaks any other.
+fn check_test_only_dependencies(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
+    let Some(declared) = workspace_dependencies(ws) else {
+        return;
+    };
+    for (section, deps) in dependency_tables(&krate.manifest) {
+        if section.ends_with("dev-dependencies") {
+            continue;
+        }
+        for name in deps.keys() {
+            let test_only = declared
+                .get(name)
+                .is_some_and(|spec| spec.get("path").is_some() && spec.get("version").is_none());
+            if test_only {
+                problems.push(format!(
+                    "{}/Cargo.toml: [{section}] `{name}` is declared without a version, so it is \
+                     test-only: use it under [dev-dependencies]",
                     krate.dir
                 ));
             }
@@ -527,6 +553,7 @@ publish = false
 [workspace.dependencies]
 flags-core = { path = "crates/flags-core", version = "0.1.0" }
 flags-app = { path = "crates/flags-app", version = "0.1.0" }
+flags-testing = { path = "crates/flags-testing" }
 serde = "1"
 tokio = "1"
 runtime = { package = "tokio", version = "1" }
@@ -746,6 +773,23 @@ workspace = true
             &[
                 "crates/flags-app/Cargo.toml: [dependencies] `serde` should be `serde.workspace = true`",
                 "[target.'cfg(unix)'.dev-dependencies] `tokio` should be `tokio.workspace = true`",
+            ],
+        );
+    }
+
+    #[test]
+    fn test_only_crate_outside_dev_dependencies_is_reported() {
+        let deps = "[dependencies]\nflags-testing.workspace = true\n\n\
+                    [target.'cfg(unix)'.build-dependencies]\nflags-testing.workspace = true\n\n\
+                    [dev-dependencies]\nflags-testing.workspace = true";
+        let fixture =
+            Fixture::tidy().with_crate("crates/flags-app", &manifest("flags-app", deps), Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: [dependencies] `flags-testing` is declared without \
+                 a version",
+                "[target.'cfg(unix)'.build-dependencies] `flags-testing` is declared without",
             ],
         );
     }

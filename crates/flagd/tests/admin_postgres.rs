@@ -3,10 +3,8 @@
 //! uses (versions, 428/412, dependents, 422, stored keys and their scopes, the audit log,
 //! import/export).
 //!
-//! Each test creates a database of its own on the machine's PostgreSQL and drops it afterwards.
-//! The server is `$FLAGD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`, trust
-//! auth, with a `test` database to connect to first); if it cannot be reached the tests fail and
-//! say so.
+//! Each test creates a database of its own on `flags_test_support::postgres()` (the server the
+//! test command names, else a throwaway one) and drops it afterwards.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,34 +13,18 @@ mod admin_common;
 use flags_store::ChangeFeed;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use admin_common::*;
 use axum::http::StatusCode;
 use flagd::admin::{AdminState, admin_router, export_env, import_document};
 use flags_store::{Actor, AdminStore, MemoryStore};
 use flags_store_postgres::PostgresStore;
+use flags_test_support::postgres;
 use serde_json::json;
-use sqlx::Connection;
 
 /// How long one test may take; a hung database call fails the test instead of hanging it.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn server_url() -> String {
-    std::env::var("FLAGD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-async fn admin_connection() -> sqlx::PgConnection {
-    let url = format!("{}/test", server_url());
-    sqlx::PgConnection::connect(&url).await.unwrap_or_else(|e| {
-        panic!(
-            "PostgreSQL is not reachable at {url} ({e}). The admin API's Postgres tests need a \
-             real server: start it, or point FLAGD_TEST_POSTGRES at one."
-        )
-    })
-}
 
 /// Runs `test` against a migrated store on a fresh database, then drops the database whether
 /// the test passed or not.
@@ -51,32 +33,13 @@ where
     F: FnOnce(Arc<PostgresStore>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let name = format!(
-        "flagd_admin_t_{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = admin_connection().await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let store = PostgresStore::connect(&format!("{}/{name}", server_url()))
-        .await
-        .unwrap();
+    let db = postgres().create_database();
+    let store = PostgresStore::connect(db.url()).await.unwrap();
     store.migrate().await.unwrap();
     let store = Arc::new(store);
     let outcome = tokio::spawn(tokio::time::timeout(LIMIT, test(Arc::clone(&store)))).await;
     store.close().await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop(db);
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(_)) => panic!("the test did not finish within {LIMIT:?}"),

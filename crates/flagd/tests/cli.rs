@@ -5,21 +5,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use common::*;
+use flags_test_support::process::{FlagdProcess, flagd_command};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flagd");
 
 fn flagd(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("FLAGD_CONFIG")
-        .output()
-        .unwrap()
+    flagd_command(BIN).args(args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -169,56 +164,21 @@ fn help_reads_well() {
     }
 }
 
-/// A running `flagd serve` and its address, killed on drop if the test did not stop it.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(args: &[&str], env: &[(&str, &str)]) -> Serve {
-    let mut child = Command::new(BIN)
+/// A running `flagd serve`, killed on drop if the test did not stop it.
+fn serve(args: &[&str], env: &[(&str, &str)]) -> FlagdProcess {
+    let mut command = flagd_command(BIN);
+    command
         .arg("serve")
         .args(args)
         .envs(env.iter().copied())
-        .env("FLAGD_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim_end()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line: {line:?}"))
-        .to_owned();
-    Serve { child, addr }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < DEADLINE, "flagd did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        .env("FLAGD_LOG", "warn");
+    FlagdProcess::spawn(command)
 }
 
 #[tokio::test]
 async fn serve_announces_its_address_and_stops_cleanly_on_sigterm() {
     let mut server = serve(&["--file", &example(), "--listen", "127.0.0.1:0"], &[]);
-    let response = reqwest::get(format!("http://{}/readyz", server.addr))
+    let response = reqwest::get(format!("http://{}/readyz", server.addr()))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -227,11 +187,11 @@ async fn serve_announces_its_address_and_stops_cleanly_on_sigterm() {
     assert!(body.contains(r#""flags":9"#), "{body}");
 
     let term = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    let status = wait_exit(&mut server.child);
+    let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "a SIGTERM stop is a clean exit");
 }
 
@@ -241,11 +201,11 @@ fn a_sigterm_right_after_start_is_still_a_clean_stop() {
     // default action (an abrupt kill) after that line.
     let mut server = serve(&["--file", &example(), "--listen", "127.0.0.1:0"], &[]);
     let term = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
+        .args(["-TERM", &server.id().to_string()])
         .status()
         .unwrap();
     assert!(term.success());
-    assert_eq!(wait_exit(&mut server.child).code(), Some(0));
+    assert_eq!(server.wait_exit().code(), Some(0));
 }
 
 #[tokio::test]
@@ -269,7 +229,7 @@ async fn serve_takes_settings_from_config_then_env_then_flags() {
         ],
         &[("FLAGD_SDK_KEYS", "from-env")],
     );
-    let url = format!("http://{}/sdk/latest-all", server.addr);
+    let url = format!("http://{}/sdk/latest-all", server.addr());
     let client = reqwest::Client::new();
     let status = |key: &'static str| {
         let request = client.get(&url).header("authorization", key);

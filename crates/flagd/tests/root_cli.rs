@@ -1,78 +1,22 @@
 //! The database subcommands of the `flagd` binary against real PostgreSQL: `migrate`,
 //! `import` then `export` (round trip), `serve --database` answering with the imported data, and
 //! two `flagd serve` processes on one database converging after writes through either.
+//!
+//! Each test makes its own database on `flags_test_support::postgres()` and drops it.
 
 #![allow(clippy::unwrap_used)]
 
 mod root_support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use flags_store_postgres::PostgresStore;
+use flags_test_support::postgres;
+use flags_test_support::process::{FlagdProcess, flagd_command};
 use root_support::*;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flagd");
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-/// A fresh database, dropped on drop.
-struct TestDb {
-    name: String,
-}
-
-impl TestDb {
-    fn create() -> TestDb {
-        let name = format!(
-            "flagd_t_cli_{}_{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        );
-        sql(&format!("CREATE DATABASE {name}"));
-        TestDb { name }
-    }
-
-    fn url(&self) -> String {
-        format!("{SERVER}/{}", self.name)
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        })
-        .join();
-    }
-}
-
-/// Runs one statement on the server's `postgres` database.
-fn sql(statement: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let admin = PostgresStore::connect(&format!("{SERVER}/postgres"))
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {SERVER} is needed for this test and is unreachable: {e}")
-            });
-        sqlx::query(statement).execute(admin.pool()).await.unwrap();
-        admin.close().await;
-    });
-}
 
 fn flagd(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(BIN)
-        .args(args)
-        .env_remove("FLAGD_DATABASE_URL")
-        .output()
-        .unwrap();
+    let output = flagd_command(BIN).args(args).output().unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -82,15 +26,15 @@ fn flagd(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn migrate_import_export_and_serve() {
-    let db = TestDb::create();
+    let db = postgres().create_database();
     let url = db.url();
-    let (ok, stdout, stderr) = flagd(&["migrate", "--database", &url]);
+    let (ok, stdout, stderr) = flagd(&["migrate", "--database", url]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "migrations applied\n");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let key = runtime.block_on(async {
-        let store = flagd::open_database(&url).await.unwrap();
+        let store = flagd::open_database(url).await.unwrap();
         env_with_key(&*store, "production").await
     });
     let dir = tempfile::tempdir().unwrap();
@@ -107,13 +51,13 @@ fn migrate_import_export_and_serve() {
         "--env",
         "production",
         "--database",
-        &url,
+        url,
     ]);
     assert!(ok, "{stderr}");
     let report: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["flagsCreated"], json!(["f"]), "{report}");
 
-    let (ok, stdout, stderr) = flagd(&["export", "--env", "production", "--database", &url]);
+    let (ok, stdout, stderr) = flagd(&["export", "--env", "production", "--database", url]);
     assert!(ok, "{stderr}");
     let exported: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
@@ -129,96 +73,50 @@ fn migrate_import_export_and_serve() {
         "{stderr}"
     );
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", &url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let mut command = flagd_command(BIN);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--database", url]);
+    let server = FlagdProcess::spawn(command);
     let body = runtime.block_on(async {
-        evaluate(
-            &reqwest::Client::new(),
-            &format!("http://{addr}"),
-            &key,
-            "f",
-        )
-        .await
-        .1
+        evaluate(&reqwest::Client::new(), &server.url(), &key, "f")
+            .await
+            .1
     });
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     assert_eq!(body["value"], true, "{body}");
 }
 
 /// A `flagd serve --database` process, killed on drop.
-struct Replica {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Replica {
-    fn start(url: &str) -> Replica {
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                url,
-                "--admin-key",
-                "cli-admin",
-            ])
-            .env_remove("FLAGD_DATABASE_URL")
-            .env_remove("FLAGD_ADMIN_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line.trim().strip_prefix("listening on ").unwrap();
-        Replica {
-            base: format!("http://{addr}"),
-            child,
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn replica(url: &str) -> FlagdProcess {
+    let mut command = flagd_command(BIN);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        url,
+        "--admin-key",
+        "cli-admin",
+    ]);
+    FlagdProcess::spawn(command)
 }
 
 #[test]
 fn two_processes_converge_after_writes_through_either() {
-    let db = TestDb::create();
+    let db = postgres().create_database();
     let url = db.url();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let key = runtime.block_on(async {
-        let store = flagd::open_database(&url).await.unwrap();
+        let store = flagd::open_database(url).await.unwrap();
         let key = env_with_key(&*store, "production").await;
         put_flag(&*store, "production", "f", bool_flag("f", true)).await;
         key
     });
-    let replicas = [Replica::start(&url), Replica::start(&url)];
+    let replicas = [replica(url), replica(url)];
     let client = reqwest::Client::new();
     runtime.block_on(async {
         for replica in &replicas {
             until("the replica to serve the flag", || async {
-                evaluate(&client, &replica.base, &key, "f").await.1["value"] == true
+                evaluate(&client, &replica.url(), &key, "f").await.1["value"] == true
             })
             .await;
         }
@@ -227,7 +125,7 @@ fn two_processes_converge_after_writes_through_either() {
             let value = round % 2 == 0;
             let flag_url = format!(
                 "{}/api/v1/environments/production/flags/f",
-                replicas[writer].base
+                replicas[writer].url()
             );
             let current = client
                 .get(&flag_url)
@@ -249,7 +147,7 @@ fn two_processes_converge_after_writes_through_either() {
             assert!(response.status().is_success(), "{:?}", response.status());
             for replica in &replicas {
                 until("both processes to converge", || async {
-                    evaluate(&client, &replica.base, &key, "f").await.1["value"] == !value
+                    evaluate(&client, &replica.url(), &key, "f").await.1["value"] == !value
                 })
                 .await;
             }
@@ -258,7 +156,7 @@ fn two_processes_converge_after_writes_through_either() {
         let response = client
             .put(format!(
                 "{}/api/v1/environments/production/flags/f/kill",
-                replicas[1].base
+                replicas[1].url()
             ))
             .header("authorization", "Bearer cli-admin")
             .send()
@@ -266,7 +164,7 @@ fn two_processes_converge_after_writes_through_either() {
             .unwrap();
         assert!(response.status().is_success(), "{:?}", response.status());
         until("the kill at the first process", || async {
-            evaluate(&client, &replicas[0].base, &key, "f").await.1["reason"]["killed"] == true
+            evaluate(&client, &replicas[0].url(), &key, "f").await.1["reason"]["killed"] == true
         })
         .await;
     });

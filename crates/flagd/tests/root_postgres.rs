@@ -5,82 +5,20 @@
 //! last data serving until the database returns and the replica catches up, and a replica
 //! started while the database is down starts anyway and serves once the database appears.
 //!
-//! The machine's PostgreSQL (127.0.0.1:5432, trust auth) must be running; each test makes its
-//! own database and drops it. The outage test starts its own cluster with `initdb`/`pg_ctl`.
+//! Each test makes its own database on `flags_test_support::postgres()` (the server the test
+//! command names, else a throwaway one) and drops it. The outage tests start a cluster of their
+//! own, which they can stop and start.
 
 #![allow(clippy::unwrap_used)]
 
 mod root_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
 use flags_store::AdminStore;
-use flags_store_postgres::PostgresStore;
+use flags_test_support::{PgCluster, postgres};
 use root_support::*;
-
-const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
-
-fn unique_name() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    format!("flagd_t_{:016x}", hasher.finish())
-}
-
-/// A fresh database on the machine's server, dropped (with its connections) on drop.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let admin = PostgresStore::connect(&format!("{SERVER}/postgres"))
-            .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {SERVER} is needed for this test and is unreachable: {e}")
-            });
-        let name = unique_name();
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(admin.pool())
-            .await
-            .unwrap();
-        admin.close().await;
-        let url = format!("{SERVER}/{name}");
-        TestDb { name, url }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime; a thread with its own runtime can block.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(admin) = PostgresStore::connect(&format!("{SERVER}/postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(admin.pool())
-                        .await;
-                    admin.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 async fn open(url: &str) -> Arc<dyn AdminStore> {
     flagd::open_database(url).await.unwrap()
@@ -110,12 +48,12 @@ async fn admin_put(client: &reqwest::Client, base: &str, version: u64, value: bo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_writes_reach_a_second_replica_in_order() {
-    let db = TestDb::create().await;
-    let store = open(&db.url).await;
+    let db = postgres().create_database();
+    let store = open(db.url()).await;
     let key = env_with_key(&*store, "production").await;
     let mut version = put_flag(&*store, "production", "f", bool_flag("f", false)).await;
-    let writer = start_on(&db.url).await;
-    let reader = start_on(&db.url).await;
+    let writer = start_on(db.url()).await;
+    let reader = start_on(db.url()).await;
     let (client, base) = (reqwest::Client::new(), reader.url());
     let (_, body) = evaluate(&client, &base, &key, "f").await;
     assert_eq!(body["value"], false, "{body}");
@@ -165,12 +103,12 @@ async fn admin_writes_reach_a_second_replica_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_converge_and_a_kill_reaches_both_streams() {
-    let db = TestDb::create().await;
-    let store = open(&db.url).await;
+    let db = postgres().create_database();
+    let store = open(db.url()).await;
     let key = env_with_key(&*store, "production").await;
     put_flag(&*store, "production", "f", bool_flag("f", true)).await;
-    let a = start_on(&db.url).await;
-    let b = start_on(&db.url).await;
+    let a = start_on(db.url()).await;
+    let b = start_on(db.url()).await;
     let client = reqwest::Client::new();
     let admin = |base: String, method: reqwest::Method, path: &str, body: serde_json::Value| {
         let request = client
@@ -243,102 +181,9 @@ async fn two_replicas_converge_and_a_kill_reaches_both_streams() {
     b.shutdown().await.unwrap();
 }
 
-/// A PostgreSQL cluster of this test's own, stopped and deleted on drop.
-struct Cluster {
-    dir: PathBuf,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn create() -> Cluster {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server binaries under /usr/lib/postgresql")
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin"))
-            .find(|bin| bin.join("initdb").exists())
-            .expect("initdb under /usr/lib/postgresql/*/bin");
-        let dir = std::env::temp_dir().join(unique_name());
-        std::fs::create_dir_all(&dir).unwrap();
-        let status = Command::new("chown")
-            .args(["postgres:postgres", dir.to_str().unwrap()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "chown of the cluster directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Cluster { dir, bin, port };
-        let data = cluster.data();
-        cluster.run(&["initdb", "-D", &data, "-A", "trust", "-U", "postgres"]);
-        cluster.start();
-        cluster
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn run(&self, args: &[&str]) {
-        let program = self.bin.join(args[0]);
-        let output = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(&program)
-            .args(&args[1..])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn start(&self) {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("log").display().to_string();
-        self.run(&[
-            "pg_ctl",
-            "-D",
-            &self.data(),
-            "-o",
-            &options,
-            "-l",
-            &log,
-            "-w",
-            "start",
-        ]);
-    }
-
-    fn stop(&self) {
-        self.run(&["pg_ctl", "-D", &self.data(), "-m", "fast", "-w", "stop"]);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", &self.data(), "-m", "immediate", "-w", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(Path::new(&self.dir));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_keeps_serving_and_recovery_catches_up() {
-    let cluster = Cluster::create();
+    let cluster = PgCluster::start_new();
     let store = open(&cluster.url()).await;
     let key = env_with_key(&*store, "production").await;
     put_flag(&*store, "production", "f", bool_flag("f", true)).await;
@@ -388,7 +233,7 @@ async fn an_outage_keeps_serving_and_recovery_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_started_while_the_database_is_down_serves_once_it_appears() {
-    let cluster = Cluster::create();
+    let cluster = PgCluster::start_new();
     let store = open(&cluster.url()).await;
     let key = env_with_key(&*store, "production").await;
     put_flag(&*store, "production", "f", bool_flag("f", true)).await;

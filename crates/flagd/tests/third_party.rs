@@ -12,14 +12,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use flags_test_support::process::{
+    FlagdProcess, KillOnDrop, clean_env, collected, flagd_command, lines_of,
+};
 use serde_json::{Value, json};
 
 /// The key flagd requires; every client must present it in the header format it uses.
@@ -31,8 +34,8 @@ const DEFAULT: &str = "caller-default";
 /// A flag that does not exist, evaluated alongside the real ones.
 const UNKNOWN_FLAG: &str = "no-such-flag";
 
-/// Upper bound for flagd to start and for a script to finish: only a broken build waits this
-/// long, since everything normally takes a second or two.
+/// Upper bound for a script to finish: only a broken build waits this long, since everything
+/// normally takes a second or two.
 const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How soon a client must see an edit of the flag file, measured from the write.
@@ -585,64 +588,11 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// Kills the process when dropped, so a failing test leaves nothing running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends each line of `reader` through the returned channel, from a thread of its own.
-fn lines_of(reader: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Collects everything `reader` writes, to show when a test fails.
-fn collected(reader: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let text = Arc::new(Mutex::new(String::new()));
-    let sink = Arc::clone(&text);
-    thread::spawn(move || {
-        for line in BufReader::new(reader).lines() {
-            let Ok(line) = line else { break };
-            let mut text = sink.lock().unwrap();
-            text.push_str(&line);
-            text.push('\n');
-        }
-    });
-    text
-}
-
-/// Environment variables that would change how flagd or a client behaves in a test: flagd's
-/// own settings, and proxies that would send loopback traffic elsewhere.
-fn clean_env(command: &mut Command) {
-    for (name, _) in std::env::vars_os() {
-        let name = name.to_string_lossy();
-        if name.starts_with("FLAGD_") || name.to_ascii_lowercase().ends_with("_proxy") {
-            command.env_remove(name.as_ref());
-        }
-    }
-    command.env("NO_PROXY", "127.0.0.1,localhost");
-}
-
 /// A running `flagd serve` over a temporary copy of the fixture, with [`SDK_KEY`] required.
 struct Flagd {
-    process: KillOnDrop,
-    addr: String,
+    process: FlagdProcess,
     file: PathBuf,
     _dir: tempfile::TempDir,
-    log: Arc<Mutex<String>>,
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
 }
@@ -652,32 +602,13 @@ impl Flagd {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("flags.yaml");
         std::fs::write(&file, fixture()).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_flagd"));
+        let mut command = flagd_command(env!("CARGO_BIN_EXE_flagd"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
             .arg("--file")
             .arg(&file)
-            .args(["--sdk-key", SDK_KEY])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        clean_env(&mut command);
-        let mut child = command.spawn().unwrap();
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let log = collected(child.stderr.take().unwrap());
-        let process = KillOnDrop(child);
-        let first = stdout.recv_timeout(PROCESS_TIMEOUT).unwrap_or_else(|e| {
-            panic!(
-                "flagd did not start ({e}); its log:\n{}",
-                log.lock().unwrap()
-            )
-        });
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from flagd: {first:?}"))
-            .to_owned();
-        // Drain the rest of stdout so flagd never blocks on a full pipe.
-        thread::spawn(move || for _ in stdout {});
+            .args(["--sdk-key", SDK_KEY]);
+        let process = FlagdProcess::spawn(command);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -688,17 +619,15 @@ impl Flagd {
             .unwrap();
         Flagd {
             process,
-            addr,
             file,
             _dir: dir,
-            log,
             runtime,
             http,
         }
     }
 
     fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.process.url()
     }
 
     /// One request; `key` is sent as `Authorization: KEY` when given.
@@ -723,7 +652,7 @@ impl Flagd {
             let response = request.send().await.unwrap_or_else(|e| {
                 panic!(
                     "{method} {path} failed: {e}; flagd's log:\n{}",
-                    self.log.lock().unwrap()
+                    self.process.log()
                 )
             });
             let status = response.status().as_u16();
@@ -827,16 +756,6 @@ impl Flagd {
                 Some((kind.to_owned(), rest.trim().parse().ok()?))
             })
             .collect()
-    }
-}
-
-impl Drop for Flagd {
-    fn drop(&mut self) {
-        // Show flagd's log next to a failure; a passing test's output is not printed anyway.
-        if thread::panicking() {
-            let _ = self.process.0.kill();
-            eprintln!("flagd's log:\n{}", self.log.lock().unwrap());
-        }
     }
 }
 

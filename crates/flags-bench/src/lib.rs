@@ -5,13 +5,11 @@
 //! the same work, so the flag and segment JSON and the context JSON of every case are written
 //! once, here, and each side parses them into its own model at setup. The benches
 //! (`benches/eval.rs`, `benches/allocs.rs`) and the tests (`tests/agree.rs`, `tests/allocs.rs`)
-//! all build their inputs through [`FlagdSide::new`] and [`PeerSide::new`]; [`alloc_count`]
-//! holds the counting allocator the allocation bench and test share.
+//! all build their inputs through [`FlagdSide::new`] and [`PeerSide::new`]. The allocation bench
+//! and test count with flags-test-support's counting allocator.
 //!
 //! This crate is not part of the product: nothing depends on it, it is never published, and it is
 //! the only crate in the workspace that depends on the LaunchDarkly evaluator.
-
-pub mod alloc_count;
 
 use std::collections::HashMap;
 

@@ -6,11 +6,10 @@
 
 use std::hint::black_box;
 
-use flags_bench::alloc_count::{CountingAllocator, per_call};
 use flags_bench::{FlagdSide, PeerSide, fixtures};
+use flags_test_support::alloc_count::per_call;
 
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+flags_test_support::count_allocations!();
 
 #[test]
 fn flagd_evaluation_allocates_nothing() {

@@ -3,65 +3,23 @@
 //! This binary installs a global allocator that counts, per thread, every allocation, so the
 //! hit path's promise is measured rather than assumed.
 #![allow(clippy::unwrap_used)]
-#![allow(unsafe_code)] // A global allocator is `unsafe impl`; this one only delegates to `System`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::time::Duration;
 
 use flags_cache::{CacheConfig, Freshness, OverrideKey, OverrideKeyRef, TtlCache};
 use futures_util::FutureExt;
 
-struct CountingAllocator;
-
-thread_local! {
-    // Const-initialised without a destructor, so counting never allocates itself.
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    // `try_with`: a thread may still allocate while its thread-locals are torn down.
-    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
-}
-
-// SAFETY: every method forwards its arguments unchanged to `System`, so this allocator keeps
-// exactly `System`'s contract; counting touches only a const-initialised thread-local.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: forwarded unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+flags_test_support::count_allocations!();
 
 /// Allocations made by `rounds` calls of `f`.
 fn allocations(rounds: u32, mut f: impl FnMut()) -> u64 {
-    let before = ALLOCATIONS.with(Cell::get);
-    for _ in 0..rounds {
-        f();
-    }
-    ALLOCATIONS.with(Cell::get) - before
+    let (count, ()) = flags_test_support::alloc_count::allocations(|| {
+        for _ in 0..rounds {
+            f();
+        }
+    });
+    count
 }
 
 #[derive(Debug)]

@@ -4,67 +4,14 @@
 //! evaluates a spread of flags: plain on/off, a target hit, rules with string, number, regex,
 //! semver and date operators, a rollout, an experiment, segment matches (by rule and by
 //! inclusion), prerequisites, and the kill set and overrides.
-#![allow(unsafe_code)] // A global allocator is `unsafe impl`; it only delegates to `System`.
 #![allow(clippy::unwrap_used)]
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use flags_core::{Context, FlagData, InMemoryKillSet, InMemoryOverrides, Reason};
 use flags_eval::{CompiledData, Evaluator};
+use flags_test_support::alloc_count::allocations;
 use serde_json::json;
 
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static COUNT: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: every method delegates to `System` unchanged; the counters are const-initialised
-// thread-locals, which never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-fn note() {
-    // `try_with` because the thread-locals may already be gone while a thread shuts down.
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
-        }
-    });
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    COUNT.with(|c| c.set(0));
-    COUNTING.with(|on| on.set(true));
-    let r = f();
-    COUNTING.with(|on| on.set(false));
-    (COUNT.with(Cell::get), r)
-}
+flags_test_support::count_allocations!();
 
 fn data() -> CompiledData {
     let targets: Vec<String> = (0..100).map(|i| format!("user-{i}")).collect();

@@ -1,10 +1,9 @@
-//! `PostgresStore` against the machine's PostgreSQL: the admin store conformance suite, racing
+//! `PostgresStore` against a real PostgreSQL: the admin store conformance suite, racing
 //! writers, lost connections, hashed keys and outages.
 //!
-//! Every test creates a database of its own (`flagd_t_<random>`) and drops it at the end, so
-//! tests run in parallel and leave nothing behind. The server is found at
-//! `$FLAGD_TEST_POSTGRES` (default `postgres://postgres@127.0.0.1:5432`, trust auth, with a
-//! `test` database to connect to first).
+//! Every test creates a database of its own and drops it at the end, so tests run in parallel
+//! and leave nothing behind. The server is `flags_test_support::postgres()`: the one the test
+//! command names in `$FLAGD_TEST_POSTGRES_URL` when it answers, else a throwaway one.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use flags_store::ChangeFeed;
@@ -19,73 +18,26 @@ use flags_store::{
     hash_secret,
 };
 use flags_store_postgres::{CHANNEL, PostgresConfig, PostgresStore};
+use flags_test_support::{TestDatabase, postgres};
 use serde_json::json;
-use sqlx::Connection;
 use tokio::sync::Barrier;
 
 /// How long one test may take before it fails (a subscription that never delivers would
 /// otherwise hang).
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn server_url() -> String {
-    std::env::var("FLAGD_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
-}
-
-/// A throwaway database on the test server.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn create() -> TestDb {
-        let admin_url = format!("{}/test", server_url());
-        let mut admin = sqlx::PgConnection::connect(&admin_url)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "PostgreSQL is not reachable at {admin_url} ({e}). These tests need a real \
-                     server: start it (the test command does) or point FLAGD_TEST_POSTGRES at one."
-                )
-            });
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).unwrap();
-        let name = format!("flagd_t_{}", u64::from_le_bytes(random));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .unwrap();
-        admin.close().await.unwrap();
-        let url = format!("{}/{name}", server_url());
-        TestDb { name, url }
-    }
-
-    async fn store(&self) -> PostgresStore {
-        let store = PostgresStore::connect(&self.url).await.unwrap();
-        store.migrate().await.unwrap();
-        store
-    }
-
-    async fn drop_database(self) {
-        let mut admin = sqlx::PgConnection::connect(&format!("{}/test", server_url()))
-            .await
-            .unwrap();
-        sqlx::query(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
+/// A migrated store on `db`.
+async fn store_on(db: &TestDatabase) -> PostgresStore {
+    let store = PostgresStore::connect(db.url()).await.unwrap();
+    store.migrate().await.unwrap();
+    store
 }
 
 /// Runs `test` with a migrated store on a fresh database, then drops the database whether the
 /// test passed or not.
 fn with_store<F, Fut>(test: F)
 where
-    F: FnOnce(PostgresStore, Arc<TestDb>) -> Fut + Send + 'static,
+    F: FnOnce(PostgresStore, Arc<TestDatabase>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -93,18 +45,15 @@ where
         .enable_all()
         .build()
         .unwrap();
+    let db = Arc::new(postgres().create_database());
     runtime.block_on(async {
-        let db = Arc::new(TestDb::create().await);
-        let store = db.store().await;
+        let store = store_on(&db).await;
         let outcome = tokio::spawn(tokio::time::timeout(
             LIMIT,
             test(store.clone(), Arc::clone(&db)),
         ))
         .await;
         store.close().await;
-        if let Ok(db) = Arc::try_unwrap(db) {
-            db.drop_database().await;
-        }
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(_)) => panic!("the test did not finish within {LIMIT:?}"),
@@ -260,7 +209,7 @@ fn a_lost_listener_connection_is_reported() {
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
              WHERE datname = $1 AND query ILIKE 'LISTEN%'",
         )
-        .bind(&db.name)
+        .bind(db.name())
         .fetch_all(store.pool())
         .await
         .unwrap();
@@ -361,7 +310,7 @@ fn migrations_run_once_and_data_is_shared() {
             .put_flag(&admin(), &env, "f", flag("1"), None)
             .await
             .unwrap();
-        let other = db.store().await;
+        let other = store_on(&db).await;
         other.migrate().await.unwrap();
         assert_eq!(other.get_flag(&env, "f").await.unwrap().version, 1);
         let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
@@ -382,9 +331,9 @@ fn a_lazy_store_migrates_on_first_use() {
         .enable_all()
         .build()
         .unwrap();
+    let db = postgres().create_database();
     runtime.block_on(async {
-        let db = TestDb::create().await;
-        let store = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(&db.url)).unwrap();
+        let store = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(db.url())).unwrap();
         let actor = admin();
         let (a, b) = tokio::join!(
             store.create_environment(&actor, "production", "Production"),
@@ -401,7 +350,6 @@ fn a_lazy_store_migrates_on_first_use() {
             .collect();
         assert_eq!(keys, ["production", "staging"]);
         store.close().await;
-        db.drop_database().await;
     });
 }
 
@@ -414,7 +362,7 @@ fn an_unreachable_database_is_unavailable() {
         .unwrap();
     runtime.block_on(async {
         // Port 1 on loopback: nothing listens there, so connecting is refused at once.
-        let url = "postgres://postgres@127.0.0.1:1/test";
+        let url = "postgres://postgres@127.0.0.1:1/unreachable";
         let started = Instant::now();
         let err = PostgresStore::connect(url).await.unwrap_err();
         assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
@@ -437,7 +385,7 @@ fn an_unreachable_database_is_unavailable() {
         ));
         assert!(started.elapsed() < Duration::from_secs(10));
 
-        let bad = PostgresStore::connect("postgres://postgres@127.0.0.1:notaport/test")
+        let bad = PostgresStore::connect("postgres://postgres@127.0.0.1:notaport/unreachable")
             .await
             .unwrap_err();
         assert!(matches!(bad, StoreError::Invalid { .. }), "{bad}");

@@ -1,9 +1,9 @@
 //! Helpers shared by flagd's integration tests: flag files in temporary directories, apps and
-//! servers with short intervals, request helpers, an SSE reader, and waiting with a deadline.
+//! servers with short intervals, request helpers and an SSE reader; waiting with a deadline comes
+//! from flags-test-support.
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +12,14 @@ use axum::body::Body;
 use axum::http::{Request, Response, StatusCode};
 use flagd::source::FileSource;
 use flagd::{AppState, Config};
+pub use flags_test_support::wait::DEADLINE;
+// Not every test binary that includes this module waits for a condition.
+#[allow(unused_imports)]
+pub use flags_test_support::wait::eventually;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
-
-/// Generous upper bound for anything asynchronous to happen; tests wait for conditions, and
-/// only a broken build ever waits this long.
-pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// A small flag file exercising each kind of answer.
 pub const FLAGS: &str = r#"{
@@ -157,24 +157,6 @@ pub async fn body_json(response: Response<Body>) -> Value {
     }
     serde_json::from_slice(&bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-}
-
-/// Polls `check` every 10 ms until it returns Some, failing the test after [`DEADLINE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        if started.elapsed() > DEADLINE {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// One server-sent event.

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_store::{Actor, AdminStore, ApiKeyKind, NewApiKey};
+pub use flags_test_support::wait::{DEADLINE, until};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-
-/// How long a condition may take before a test fails.
-pub const DEADLINE: Duration = Duration::from_secs(10);
 
 /// The actor the tests write as.
 pub fn actor() -> Actor {
@@ -67,22 +65,6 @@ pub async fn evaluate(client: &reqwest::Client, base: &str, key: &str, flag: &st
     let bytes = response.bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     (status, body)
-}
-
-/// Polls until `check` holds, failing after [`DEADLINE`]; returns how long it took.
-pub async fn until<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    loop {
-        if check().await {
-            return started.elapsed();
-        }
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// One server-sent event.

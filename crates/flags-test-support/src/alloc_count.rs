@@ -1,17 +1,46 @@
-//! Counting heap allocations per evaluation.
+//! Counting heap allocations, so "this path allocates nothing" is measured, not assumed.
 //!
-//! [`CountingAllocator`] wraps the system allocator and counts, per thread, every allocation and
-//! reallocation with its size. A binary opts in with
-//! `#[global_allocator] static A: CountingAllocator = CountingAllocator;` and then asks
-//! [`per_call`] for the average over many calls. Counting per thread keeps the numbers clean when
-//! the test harness or criterion has other threads allocating at the same time.
-#![allow(unsafe_code)]
+//! [`CountingAllocator`] forwards to the system allocator and counts, per thread, every
+//! allocation and reallocation with its size. Counting per thread keeps the numbers clean while
+//! the test harness or criterion allocates on other threads. A global allocator can only be
+//! chosen by the final binary, so each test or bench binary that counts installs it itself, with
+//! one line at its top level:
+//!
+//! ```
+//! flags_test_support::count_allocations!();
+//!
+//! fn main() {
+//!     let (count, buffer) = flags_test_support::alloc_count::allocations(|| vec![0_u8; 16]);
+//!     assert_eq!((count, buffer.len()), (1, 16));
+//! }
+//! ```
+//!
+//! [`allocations`] counts what a closure allocates, and [`per_call`] averages over many calls
+//! and refuses to answer in a binary that forgot the line above.
+#![allow(unsafe_code)] // A global allocator is `unsafe impl`; this one only forwards to `System`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+/// Installs [`CountingAllocator`] as the global allocator of the binary it is written in.
+#[macro_export]
+macro_rules! count_allocations {
+    () => {
+        #[global_allocator]
+        static COUNTING_ALLOCATOR: $crate::alloc_count::CountingAllocator =
+            $crate::alloc_count::CountingAllocator;
+    };
+}
+
 /// A global allocator that forwards to [`System`] and counts what the current thread allocates.
 pub struct CountingAllocator;
+
+/// Allocations (plus reallocations) the current thread made while `f` ran, and `f`'s result.
+pub fn allocations<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let before = ALLOCATIONS.with(Cell::get);
+    let result = f();
+    (ALLOCATIONS.with(Cell::get) - before, result)
+}
 
 /// Average heap activity of one call.
 #[derive(Debug, Clone, Copy, PartialEq)]
