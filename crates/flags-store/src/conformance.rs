@@ -443,7 +443,7 @@ pub fn unresolved_references_are_refused(store: &dyn AdminStore) -> CaseFuture<'
             .await;
         assert_eq!(
             describe(cycle),
-            "Unresolved: prerequisite cycle: c -> a -> b -> c"
+            "Unresolved: prerequisites[0].key: prerequisite cycle: c -> a -> b -> c"
         );
         let own = store
             .put_flag(&actor(), &env, "c", with_prereq("c", 0), Some(1))
@@ -472,7 +472,7 @@ pub fn unresolved_references_are_refused(store: &dyn AdminStore) -> CaseFuture<'
             .await;
         assert_eq!(
             describe(seg_cycle),
-            "Unresolved: segment cycle: s3 -> s1 -> s2 -> s3"
+            "Unresolved: rules[0].clauses[0].values[0]: segment cycle: s3 -> s1 -> s2 -> s3"
         );
         let unknown_nested = store
             .put_segment(&actor(), &env, "s4", segment_with_rule("s9"), None)

@@ -23,6 +23,7 @@
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
 
+pub mod check;
 mod keys;
 mod memory;
 pub mod validate;
