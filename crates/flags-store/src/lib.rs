@@ -38,7 +38,7 @@ use serde_json::Value;
 
 use flags_core::ItemKind;
 use flags_core::LoadError;
-use flags_core::{Flag, FlagData, Segment};
+use flags_core::{Flag, FlagData, Problem, Segment, Severity};
 
 pub use keys::{generate_secret, hash_secret};
 pub use memory::MemoryStore;
@@ -78,6 +78,19 @@ impl StoredFlag {
     pub fn to_flag(&self) -> Result<Flag, LoadError> {
         Flag::from_json_value(self.doc.clone())
     }
+
+    /// The warnings about the document: what the checks find that does not refuse a write
+    /// ([`check::flag`] findings that are advisory), with paths inside the document. A write
+    /// answers with them.
+    ///
+    /// They are read off the stored document rather than returned by the write: every check
+    /// that depends on other items refuses, so the warnings depend on the document alone, every
+    /// backend gives the same ones, and the store traits need not carry them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.to_flag()
+            .map(|flag| write_warnings(check::flag(&flag)))
+            .unwrap_or_default()
+    }
 }
 
 /// A segment as stored; see [`StoredFlag`].
@@ -101,6 +114,22 @@ impl StoredSegment {
     pub fn to_segment(&self) -> Result<Segment, LoadError> {
         Segment::from_json_value(self.doc.clone())
     }
+
+    /// The warnings about the document; see [`StoredFlag::warnings`].
+    pub fn warnings(&self) -> Vec<Problem> {
+        self.to_segment()
+            .map(|segment| write_warnings(check::segment(&segment)))
+            .unwrap_or_default()
+    }
+}
+
+fn write_warnings(findings: Vec<check::Finding>) -> Vec<Problem> {
+    let purpose = check::Purpose::Write;
+    findings
+        .iter()
+        .filter(|f| f.severity(purpose) == Severity::Warning)
+        .map(|f| f.to_problem(purpose, None))
+        .collect()
 }
 
 /// Which flags or segments a list returns. Results are sorted by key.
