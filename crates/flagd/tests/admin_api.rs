@@ -438,6 +438,77 @@ async fn unresolved_references_are_422() {
     );
 }
 
+/// A write the checks only warn about is stored, and its answer lists each warning with the
+/// path and message `flagd validate` gives for the same problem in a file.
+#[tokio::test]
+async fn writes_answer_with_their_warnings() {
+    let (api, _store) = with_envs().await;
+    let path = "/environments/prod/flags/f";
+    let mut doc = flag(json!([false, true]));
+    doc["fallthrough"] = json!({"rollout": {"variations": [{"variation": 0, "weight": 60000}]}});
+    doc["rules"] = json!([{"variation": 1, "clauses": [
+        {"attribute": "email", "op": "matches", "values": ["(unclosed"]}]}]);
+    let r = api.put(path, doc.clone(), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let expected = json!([
+        {"path": "fallthrough.rollout.variations", "message": "weights add up to 60000, not 100000"},
+        {"path": "rules[0].clauses[0].values[0]", "message": "invalid regular expression: unclosed group"},
+    ]);
+    assert_eq!(r.body["warnings"], expected);
+
+    // The same document in a flag file.
+    let mut in_file = doc.clone();
+    in_file["key"] = json!("f");
+    let raw = flags_wire::file::RawData {
+        flags: [("f".to_owned(), in_file)].into_iter().collect(),
+        ..Default::default()
+    };
+    let from_file: Vec<Value> = flagd::engine::check(&raw)
+        .into_iter()
+        .map(|p| json!({"path": p.path.strip_prefix("flags.f.").unwrap(), "message": p.message}))
+        .collect();
+    assert_eq!(Value::from(from_file), expected);
+
+    // Reads show the item alone; each write answers with what is left to warn about.
+    let r = api.get(path).await;
+    assert!(r.body.get("warnings").is_none(), "{r:?}");
+    let r = api
+        .patch(path, json!({"rules": []}), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.body["warnings"][0]["path"],
+        "fallthrough.rollout.variations"
+    );
+    assert_eq!(r.body["warnings"].as_array().unwrap().len(), 1);
+    let r = api
+        .patch(path, json!({"fallthrough": {"variation": 0}}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.body.get("warnings").is_none(), "{r:?}");
+
+    let segment = "/environments/prod/segments/s";
+    let r = api
+        .put(
+            segment,
+            json!({"rules": [{"clauses": [{"attribute": "born", "op": "after", "values": ["yesterday"]}]}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let date = json!([{"path": "rules[0].clauses[0].values[0]",
+        "message": "invalid date: expected an RFC 3339 date-time (like 2024-01-31T12:00:00Z) or Unix milliseconds"}]);
+    assert_eq!(r.body["warnings"], date);
+    let r = api
+        .post(
+            &format!("{segment}/targets"),
+            json!({"included": {"add": ["bob"]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["warnings"], date);
+}
+
 #[tokio::test]
 async fn merge_patch_changes_fields_and_honours_if_match() {
     let (api, _store) = with_envs().await;

@@ -161,6 +161,14 @@ fn schemas() -> Value {
                 "archived": {"type": "boolean"},
                 "updatedAt": {"type": "integer", "description": "Unix milliseconds."},
                 "doc": schema_ref(doc),
+                "warnings": {
+                    "type": "array",
+                    "description": "In the answers of writes, when there are any: what the checks found that does not refuse the write (an invalid regular expression, date or version in a clause, weights that do not add up to 100000), each naming the field path, with the message `flagd validate` gives for it.",
+                    "items": {
+                        "type": "object", "required": ["path", "message"],
+                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+                    },
+                },
             },
         })
     };
