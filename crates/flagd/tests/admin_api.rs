@@ -1212,6 +1212,49 @@ async fn import_then_export_round_trips() {
     assert_eq!(r.body["items"][0]["actor"]["name"], "import");
 }
 
+/// An import stores items the checks only warn about, and its report lists the warnings as
+/// `flagd validate` prints them for the same file.
+#[tokio::test]
+async fn imports_report_the_warnings_validate_gives() {
+    let (api, _store) = with_envs().await;
+    let file = json!({
+        "flags": {
+            "z": {"on": true, "variations": [1, 2], "fallthrough": {"variation": 0},
+                  "rules": [{"variation": 1, "clauses": [
+                      {"attribute": "v", "op": "semVerEqual", "values": ["1.2", "latest"]}]}]},
+            "a": {"on": false, "variations": [1, 2], "offVariation": 0},
+        },
+        "segments": {"s": {"rules": [{"clauses": [
+            {"attribute": "email", "op": "matches", "values": ["*"]}]}]}},
+        "flagValues": {"plain": true},
+    });
+    let r = api.post("/environments/prod/import", file.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["flagsCreated"], json!(["a", "plain", "z"]));
+
+    let (raw, problems) = flags_wire::file::merge_files(&[flags_wire::file::FileContents {
+        path: "flags.json".into(),
+        bytes: Ok(file.to_string().into_bytes()),
+    }]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let from_validate: Vec<Value> = flagd::engine::check(&raw)
+        .into_iter()
+        .map(|p| json!({"path": p.path, "message": p.message}))
+        .collect();
+    assert_eq!(r.body["warnings"], Value::from(from_validate));
+    assert_eq!(
+        r.body["warnings"],
+        json!([
+            {"path": "flags.a.fallthrough",
+             "message": "a flag needs a fallthrough variation or rollout before it is turned on"},
+            {"path": "flags.z.rules[0].clauses[0].values[1]",
+             "message": "invalid semantic version: expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]"},
+            {"path": "segments.s.rules[0].clauses[0].values[0]",
+             "message": "invalid regular expression: repetition operator missing expression"},
+        ])
+    );
+}
+
 #[tokio::test]
 async fn import_reports_bad_files_and_refused_items() {
     let (_api, store) = with_envs().await;

@@ -87,9 +87,7 @@ impl StoredFlag {
     /// that depends on other items refuses, so the warnings depend on the document alone, every
     /// backend gives the same ones, and the store traits need not carry them.
     pub fn warnings(&self) -> Vec<Problem> {
-        self.to_flag()
-            .map(|flag| write_warnings(check::flag(&flag)))
-            .unwrap_or_default()
+        document_warnings(ItemKind::Flag, &self.doc)
     }
 }
 
@@ -117,15 +115,22 @@ impl StoredSegment {
 
     /// The warnings about the document; see [`StoredFlag::warnings`].
     pub fn warnings(&self) -> Vec<Problem> {
-        self.to_segment()
-            .map(|segment| write_warnings(check::segment(&segment)))
-            .unwrap_or_default()
+        document_warnings(ItemKind::Segment, &self.doc)
     }
 }
 
-fn write_warnings(findings: Vec<check::Finding>) -> Vec<Problem> {
+/// The warnings a write of `doc` answers with (none for a document that does not parse, which
+/// the write refuses).
+fn document_warnings(kind: ItemKind, doc: &Value) -> Vec<Problem> {
+    let findings = match kind {
+        ItemKind::Flag => Flag::from_json_value(doc.clone()).map(|flag| check::flag(&flag)),
+        ItemKind::Segment => {
+            Segment::from_json_value(doc.clone()).map(|segment| check::segment(&segment))
+        }
+    };
     let purpose = check::Purpose::Write;
     findings
+        .unwrap_or_default()
         .iter()
         .filter(|f| f.severity(purpose) == Severity::Warning)
         .map(|f| f.to_problem(purpose, None))
@@ -629,6 +634,14 @@ pub struct ImportItem {
     pub key: String,
     /// The document.
     pub doc: Value,
+}
+
+impl ImportItem {
+    /// The warnings about the document, as a write of it answers them
+    /// ([`StoredFlag::warnings`]).
+    pub fn warnings(&self) -> Vec<Problem> {
+        document_warnings(self.kind, &self.doc)
+    }
 }
 
 /// What an [`AdminStore::import`] did with one item.

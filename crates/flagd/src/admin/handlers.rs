@@ -20,7 +20,7 @@ use super::auth::Principal;
 use super::openapi::openapi_document;
 use super::patch::merge_patch;
 use super::problem::Problem;
-use super::transfer::{export_env, import_document};
+use super::transfer::{Warning, export_env, import_document};
 
 type Answer = Result<Response, Problem>;
 
@@ -165,14 +165,6 @@ struct Item {
     /// In the answers of writes only, and only when there are any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     warnings: Vec<Warning>,
-}
-
-/// Something the checks found in a written item that does not refuse the write (an invalid
-/// regular expression, weights that do not add up), with its path inside the document.
-#[derive(Debug, Clone, Serialize)]
-struct Warning {
-    path: String,
-    message: String,
 }
 
 impl Item {

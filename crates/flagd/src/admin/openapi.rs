@@ -164,10 +164,7 @@ fn schemas() -> Value {
                 "warnings": {
                     "type": "array",
                     "description": "In the answers of writes, when there are any: what the checks found that does not refuse the write (an invalid regular expression, date or version in a clause, weights that do not add up to 100000), each naming the field path, with the message `flagd validate` gives for it.",
-                    "items": {
-                        "type": "object", "required": ["path", "message"],
-                        "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
-                    },
+                    "items": schema_ref("Warning"),
                 },
             },
         })
@@ -224,6 +221,10 @@ fn schemas() -> Value {
             },
         },
         "OpenApiDocument": {"type": "object", "description": "This document."},
+        "Warning": {
+            "type": "object", "required": ["path", "message"],
+            "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+        },
         "NewEnvironment": {
             "type": "object", "required": ["key"], "additionalProperties": false,
             "properties": {
@@ -279,6 +280,11 @@ fn schemas() -> Value {
                 "segmentsCreated": {"type": "array", "items": {"type": "string"}},
                 "segmentsReplaced": {"type": "array", "items": {"type": "string"}},
                 "segmentsUnchanged": {"type": "array", "items": {"type": "string"}},
+                "warnings": {
+                    "type": "array",
+                    "description": "When there are any: what the checks found in the file's items that does not refuse the import, each naming its path in the file (`flags.KEY.rules[0].clauses[1].values[0]`), as `flagd validate` does.",
+                    "items": schema_ref("Warning"),
+                },
             },
         },
         "KillState": {
