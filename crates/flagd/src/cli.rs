@@ -50,7 +50,8 @@ const VALIDATE_AFTER_HELP: &str = "\
 Prints each problem as `FILE: FIELD.PATH: message`, then a summary. Exits 0 when nothing is
 wrong, 1 when anything is, including warnings about data that `serve` would load but that cannot
 work as written (a variation index out of range, a prerequisite or segment that does not exist,
-a prerequisite cycle, an unknown operator).";
+a prerequisite cycle, an unknown operator, a regular expression, date or version that never
+matches). The messages are those the admin API gives for the same problems.";
 
 /// `flagd`'s command line.
 #[derive(Debug, Parser)]

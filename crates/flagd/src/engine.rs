@@ -1,11 +1,11 @@
 //! Where the server meets the data layer: building a served [`Snapshot`] from flag files,
 //! checking flag data, and reading OpenFeature's reasons off a flag's shape.
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
-use flags_core::{Flag, FlagData, Operator, Reason, Segment, VariationOrRollout};
+use flags_core::{Flag, FlagData, ItemKind, Reason};
 pub use flags_data::{DataError, ItemChange, Ops, Snapshot, Update};
+use flags_store::check::Purpose;
 use flags_wire::file::{Problem, RawData, to_model};
 pub use flags_wire::stream::ItemEvent;
 use sha2::{Digest, Sha256};
@@ -102,242 +102,29 @@ fn is_static(flag: &Flag) -> bool {
         && flag.fallthrough.variation.is_some()
 }
 
-/// Every problem of merged raw data: model errors, then warnings about things that load but
-/// cannot work (variation indexes out of range, missing prerequisites or segments, cycles).
+/// Every problem of merged raw data: model errors, then the findings of the flag-data checks
+/// (`flags_store::check`), which are warnings for files: things that load but cannot work as
+/// written (variation indexes out of range, missing prerequisites or segments, cycles, clause
+/// values that never match).
 pub fn check(raw: &RawData) -> Vec<Problem> {
     let (data, mut problems) = to_model(raw);
     problems.extend(warnings(raw, &data));
     problems
 }
 
-/// The warnings of data that loaded: things that cannot work as written.
+/// The warnings of data that loaded, each with the file its item came from.
 fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut warn = |file: Option<&PathBuf>, path: String, message: String| {
-        problems.push(Problem::warning(file.map(PathBuf::as_path), path, message));
-    };
-    for (key, flag) in &data.flags {
-        let file = raw.flag_origin.get(key);
-        let at = format!("flags.{key}");
-        let n = flag.variations.len();
-        if n == 0 {
-            warn(
-                file,
-                format!("{at}.variations"),
-                "the flag has no variations".to_owned(),
-            );
-        }
-        let mut index = |path: String, i: usize| {
-            if i >= n && n > 0 {
-                warn(
-                    file,
-                    path,
-                    format!(
-                        "variation index {} is out of range (the flag has {n} variations)",
-                        flags_core::written_variation_index(i)
-                    ),
-                );
-            }
-        };
-        if let Some(off) = flag.off_variation {
-            index(format!("{at}.offVariation"), off);
-        }
-        for (i, t) in flag.targets.iter().enumerate() {
-            index(format!("{at}.targets[{i}].variation"), t.variation);
-        }
-        for (i, t) in flag.context_targets.iter().enumerate() {
-            index(format!("{at}.contextTargets[{i}].variation"), t.variation);
-        }
-        check_variation_or_rollout(
-            &flag.fallthrough,
-            n,
-            &format!("{at}.fallthrough"),
-            file,
-            &mut warn,
-        );
-        for (i, rule) in flag.rules.iter().enumerate() {
-            let rule_at = format!("{at}.rules[{i}]");
-            check_variation_or_rollout(&rule.variation_or_rollout(), n, &rule_at, file, &mut warn);
-            for (j, clause) in rule.clauses.iter().enumerate() {
-                check_clause(
-                    clause,
-                    &data.segments,
-                    &format!("{rule_at}.clauses[{j}]"),
-                    file,
-                    &mut warn,
-                );
-            }
-        }
-        for (i, prereq) in flag.prerequisites.iter().enumerate() {
-            let path = format!("{at}.prerequisites[{i}]");
-            match data.flags.get(&prereq.key) {
-                None => warn(
-                    file,
-                    format!("{path}.key"),
-                    format!("prerequisite flag {:?} does not exist", prereq.key),
-                ),
-                Some(p) if prereq.variation >= p.variations.len() => warn(
-                    file,
-                    format!("{path}.variation"),
-                    format!(
-                        "variation index {} is out of range (flag {:?} has {} variations)",
-                        flags_core::written_variation_index(prereq.variation),
-                        prereq.key,
-                        p.variations.len()
-                    ),
-                ),
-                Some(_) => {}
-            }
-        }
-    }
-    for (key, segment) in &data.segments {
-        let file = raw.segment_origin.get(key);
-        for (i, rule) in segment.rules.iter().enumerate() {
-            for (j, clause) in rule.clauses.iter().enumerate() {
-                let path = format!("segments.{key}.rules[{i}].clauses[{j}]");
-                check_clause(clause, &data.segments, &path, file, &mut warn);
-            }
-        }
-    }
-    for cycle in prerequisite_cycles(&data.flags) {
-        let file = raw.flag_origin.get(&cycle[0]);
-        warn(
-            file,
-            format!("flags.{}.prerequisites", cycle[0]),
-            format!("prerequisite cycle: {}", cycle.join(" -> ")),
-        );
-    }
-    problems
-}
-
-fn check_variation_or_rollout(
-    vr: &VariationOrRollout,
-    n: usize,
-    at: &str,
-    file: Option<&PathBuf>,
-    warn: &mut impl FnMut(Option<&PathBuf>, String, String),
-) {
-    match (&vr.variation, &vr.rollout) {
-        (Some(i), _) => {
-            if *i >= n && n > 0 {
-                warn(
-                    file,
-                    format!("{at}.variation"),
-                    format!(
-                        "variation index {} is out of range (the flag has {n} variations)",
-                        flags_core::written_variation_index(*i)
-                    ),
-                );
-            }
-        }
-        (None, Some(rollout)) => {
-            if rollout.variations.is_empty() {
-                warn(
-                    file,
-                    format!("{at}.rollout.variations"),
-                    "the rollout has no variations".to_owned(),
-                );
-            }
-            let mut total = 0i64;
-            for (j, wv) in rollout.variations.iter().enumerate() {
-                total = total.saturating_add(wv.weight);
-                if wv.variation >= n && n > 0 {
-                    warn(
-                        file,
-                        format!("{at}.rollout.variations[{j}].variation"),
-                        format!(
-                            "variation index {} is out of range (the flag has {n} variations)",
-                            flags_core::written_variation_index(wv.variation)
-                        ),
-                    );
-                }
-            }
-            if !rollout.variations.is_empty() && total != 100_000 {
-                warn(
-                    file,
-                    format!("{at}.rollout.variations"),
-                    format!("weights add up to {total}, not 100000"),
-                );
-            }
-        }
-        (None, None) => warn(
-            file,
-            at.to_owned(),
-            "needs a variation or a rollout".to_owned(),
-        ),
-    }
-}
-
-fn check_clause(
-    clause: &flags_core::Clause,
-    segments: &BTreeMap<String, Segment>,
-    at: &str,
-    file: Option<&PathBuf>,
-    warn: &mut impl FnMut(Option<&PathBuf>, String, String),
-) {
-    match &clause.op {
-        Operator::SegmentMatch => {
-            for (k, v) in clause.values.iter().enumerate() {
-                match v.as_str() {
-                    Some(s) if segments.contains_key(s) => {}
-                    Some(s) => warn(
-                        file,
-                        format!("{at}.values[{k}]"),
-                        format!("segment {s:?} does not exist"),
-                    ),
-                    None => warn(
-                        file,
-                        format!("{at}.values[{k}]"),
-                        "segment keys must be strings".to_owned(),
-                    ),
-                }
-            }
-        }
-        Operator::Unknown(op) => {
-            warn(
-                file,
-                format!("{at}.op"),
-                format!("unknown operator {op:?}; the clause never matches"),
-            );
-        }
-        _ => {}
-    }
-}
-
-/// Each prerequisite cycle once, as the list of keys along it (first key repeated at the end).
-fn prerequisite_cycles(flags: &BTreeMap<String, Flag>) -> Vec<Vec<String>> {
-    let mut cycles = Vec::new();
-    let mut done: HashSet<&str> = HashSet::new();
-    for start in flags.keys() {
-        let mut stack: Vec<&str> = Vec::new();
-        visit(start, flags, &mut stack, &mut done, &mut cycles);
-    }
-    cycles
-}
-
-fn visit<'a>(
-    key: &'a str,
-    flags: &'a BTreeMap<String, Flag>,
-    stack: &mut Vec<&'a str>,
-    done: &mut HashSet<&'a str>,
-    cycles: &mut Vec<Vec<String>>,
-) {
-    if let Some(pos) = stack.iter().position(|k| *k == key) {
-        let mut cycle: Vec<String> = stack[pos..].iter().map(|k| (*k).to_owned()).collect();
-        cycle.push(key.to_owned());
-        cycles.push(cycle);
-        return;
-    }
-    if done.contains(key) {
-        return;
-    }
-    let Some(flag) = flags.get(key) else { return };
-    stack.push(key);
-    for prereq in &flag.prerequisites {
-        visit(&prereq.key, flags, stack, done, cycles);
-    }
-    stack.pop();
-    done.insert(key);
+    flags_store::check::data(data)
+        .iter()
+        .map(|found| {
+            let origins = match found.kind {
+                ItemKind::Flag => &raw.flag_origin,
+                ItemKind::Segment => &raw.segment_origin,
+            };
+            let file = origins.get(&found.key).map(PathBuf::as_path);
+            found.to_problem(Purpose::File, file)
+        })
+        .collect()
 }
 
 /// Hex of the first 16 bytes of SHA-256: long enough that distinct data never collide in
@@ -357,6 +144,7 @@ mod tests {
 
     use super::*;
     use crate::source::versions::Versions;
+    use flags_core::Severity;
 
     fn raw(flags: serde_json::Value) -> RawData {
         let flags = flags
@@ -397,6 +185,261 @@ mod tests {
         let (_, events, _) = build(&raw(json!({})), 2, &changes).unwrap();
         assert_eq!(events[0].event, "delete");
         assert_eq!(events[0].data, r#"{"path":"/flags/f","version":2}"#);
+    }
+
+    /// One write to a store, and the item as a flag file holds it.
+    type Write = (ItemKind, &'static str, serde_json::Value);
+
+    /// Applies `writes` to a fresh store (each must succeed but the last) and returns what the
+    /// last one answered: its error, or its warnings, as `path: message`.
+    async fn store_answer(writes: &[Write]) -> (Severity, Vec<String>) {
+        use flags_store::{Actor, AdminStore, ChangeFeed, MemoryStore};
+        let store = MemoryStore::new();
+        let actor = Actor::named("test");
+        store.create_environment(&actor, "e", "e").await.unwrap();
+        let (last, before) = writes.split_last().unwrap();
+        let put = async |(kind, key, doc): &Write| match kind {
+            ItemKind::Flag => {
+                let version = store.get_flag("e", key).await.ok().map(|f| f.version);
+                let stored = store.put_flag(&actor, "e", key, doc.clone(), version).await;
+                stored.map(|f| f.warnings())
+            }
+            ItemKind::Segment => {
+                let version = store.get_segment("e", key).await.ok().map(|s| s.version);
+                let stored = store
+                    .put_segment(&actor, "e", key, doc.clone(), version)
+                    .await;
+                stored.map(|s| s.warnings())
+            }
+        };
+        for write in before {
+            put(write).await.unwrap();
+        }
+        match put(last).await {
+            Ok(warnings) => (
+                Severity::Warning,
+                warnings
+                    .iter()
+                    .map(|w| format!("{}: {}", w.path, w.message))
+                    .collect(),
+            ),
+            Err(e) => (Severity::Error, vec![e.to_string()]),
+        }
+    }
+
+    /// The flag file holding what `writes` leave behind (a later write of a key wins).
+    fn file_of(writes: &[Write]) -> RawData {
+        let mut raw = RawData::default();
+        for (kind, key, doc) in writes {
+            let mut doc = doc.clone();
+            doc["key"] = json!(key);
+            let items = match kind {
+                ItemKind::Flag => &mut raw.flags,
+                ItemKind::Segment => &mut raw.segments,
+            };
+            items.insert((*key).to_owned(), doc);
+        }
+        raw
+    }
+
+    /// Every check gives the same path and message for the same problem, whether `flagd
+    /// validate` (and a reload) finds it in a file or a store refuses or warns about a write;
+    /// only the severity differs, as `flags_store::check` says.
+    #[tokio::test]
+    async fn files_and_store_writes_report_a_problem_alike() {
+        use ItemKind::{Flag as F, Segment as S};
+        let flag = |patch: serde_json::Value| {
+            let mut doc = json!({"on": true, "variations": [true, false], "offVariation": 1,
+                "fallthrough": {"variation": 0}});
+            for (field, value) in patch.as_object().unwrap() {
+                doc[field] = value.clone();
+            }
+            doc
+        };
+        let clause = |op: &str, values: serde_json::Value| {
+            flag(json!({"rules": [{"variation": 0, "clauses": [
+                {"attribute": "a", "op": op, "values": values}]}]}))
+        };
+        let prereq = |key: &str, variation: i64| {
+            flag(json!({"prerequisites": [{"key": key, "variation": variation}]}))
+        };
+        let nests =
+            |key: &str| json!({"rules": [{"clauses": [{"op": "segmentMatch", "values": [key]}]}]});
+        let (error, warning) = (Severity::Error, Severity::Warning);
+        let cases: Vec<(Vec<Write>, Severity, &str)> = vec![
+            (
+                vec![(F, "a b", flag(json!({})))],
+                error,
+                "key: flag key \"a b\" may only hold letters, digits, '.', '_' and '-'",
+            ),
+            (
+                vec![(F, "f", json!({"fallthrough": {"variation": null}}))],
+                warning,
+                "variations: the flag has no variations",
+            ),
+            (
+                vec![(F, "f", flag(json!({"offVariation": 5})))],
+                error,
+                "offVariation: variation 5 does not exist (the flag has 2)",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    flag(json!({"targets": [{"values": ["a"], "variation": -1}]})),
+                )],
+                error,
+                "targets[0].variation: must not be negative",
+            ),
+            (
+                vec![(F, "f", flag(json!({"fallthrough": {}})))],
+                error,
+                "fallthrough: a flag that is on needs a fallthrough variation or rollout",
+            ),
+            (
+                vec![(F, "f", flag(json!({"on": false, "fallthrough": {}})))],
+                warning,
+                "fallthrough: a flag needs a fallthrough variation or rollout before it is turned on",
+            ),
+            (
+                vec![(F, "f", flag(json!({"rules": [{"clauses": []}]})))],
+                error,
+                "rules[0]: a rule needs a variation or a rollout",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    flag(json!({"fallthrough": {"rollout": {"variations": []}}})),
+                )],
+                error,
+                "fallthrough.rollout.variations: a rollout needs at least one variation",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    flag(json!({"fallthrough": {"rollout": {"variations": [
+                    {"variation": 0, "weight": 100001}, {"variation": 1, "weight": -1}]}}})),
+                )],
+                error,
+                "fallthrough.rollout.variations[1].weight: must not be negative",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    flag(json!({"fallthrough": {"rollout": {"variations": [
+                    {"variation": 0, "weight": 60000}]}}})),
+                )],
+                warning,
+                "fallthrough.rollout.variations: weights add up to 60000, not 100000",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    flag(json!({"contextTargets": [
+                    {"contextKind": "multi", "values": ["a"], "variation": 0}]})),
+                )],
+                error,
+                "contextTargets[0].contextKind: context kind \"multi\" is invalid: \"multi\" is only allowed as the kind of a multi-kind context",
+            ),
+            (
+                vec![(F, "f", prereq("", 0))],
+                error,
+                "prerequisites[0].key: must not be empty",
+            ),
+            (
+                vec![(S, "s", json!({"rules": [{"weight": -1, "clauses": []}]}))],
+                error,
+                "rules[0].weight: must be between 0 and 100000",
+            ),
+            (
+                vec![(F, "f", clause("sometimes", json!(["x"])))],
+                error,
+                "rules[0].clauses[0].op: unknown operator \"sometimes\"",
+            ),
+            (
+                vec![(F, "f", clause("segmentMatch", json!([7])))],
+                error,
+                "rules[0].clauses[0].values[0]: a segmentMatch value must be a segment key (a string)",
+            ),
+            (
+                vec![(F, "f", clause("matches", json!(["a+", "(unclosed"])))],
+                warning,
+                "rules[0].clauses[0].values[1]: invalid regular expression: unclosed group",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    clause("before", json!([1700000000000_i64, "2024-01-31"])),
+                )],
+                warning,
+                "rules[0].clauses[0].values[1]: invalid date: expected an RFC 3339 date-time (like 2024-01-31T12:00:00Z) or Unix milliseconds",
+            ),
+            (
+                vec![(
+                    F,
+                    "f",
+                    clause("semVerGreaterThan", json!(["1", "1.2", "1.2.x"])),
+                )],
+                warning,
+                "rules[0].clauses[0].values[2]: invalid semantic version: expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]",
+            ),
+            (
+                vec![(F, "f", prereq("ghost", 0))],
+                error,
+                "prerequisites[0].key: unknown or archived flag \"ghost\"",
+            ),
+            (
+                vec![(F, "c", flag(json!({}))), (F, "f", prereq("c", 5))],
+                error,
+                "prerequisites[0].variation: flag \"c\" has no variation 5 (it has 2)",
+            ),
+            (
+                vec![(F, "f", clause("segmentMatch", json!(["nobody"])))],
+                error,
+                "rules[0].clauses[0].values[0]: unknown or archived segment \"nobody\"",
+            ),
+            (
+                vec![
+                    (F, "a", flag(json!({}))),
+                    (F, "b", prereq("a", 0)),
+                    (F, "a", prereq("b", 0)),
+                ],
+                error,
+                "prerequisites[0].key: prerequisite cycle: a -> b -> a",
+            ),
+            (
+                vec![
+                    (S, "s1", json!({})),
+                    (S, "s2", nests("s1")),
+                    (S, "s1", nests("s2")),
+                ],
+                error,
+                "rules[0].clauses[0].values[0]: segment cycle: s1 -> s2 -> s1",
+            ),
+        ];
+        for (writes, severity, want) in cases {
+            let (kind, key, _) = writes.last().unwrap();
+            let from_store = store_answer(&writes).await;
+            assert_eq!(
+                (from_store.0, from_store.1.contains(&want.to_owned())),
+                (severity, true),
+                "the store's answer for {want:?}: {from_store:?}"
+            );
+            let in_file = format!("warning: {}.{key}.{want}", kind.section());
+            let from_file: Vec<String> = check(&file_of(&writes))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert!(
+                from_file.contains(&in_file),
+                "the file's problems lack {in_file:?}: {from_file:?}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@ use crate::engine;
 use crate::source::versions::Versions;
 use flags_wire::file::{self, FileContents, Problem, Severity};
 
+/// Every problem of merged raw flag-file data, as `flagd validate` and a reload see it.
+pub use crate::engine::check;
+
 /// What validation found.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -68,7 +71,7 @@ fn plural(n: usize, word: &str) -> String {
 pub fn validate(paths: &[PathBuf]) -> Report {
     let files: Vec<FileContents> = paths.iter().map(|p| FileContents::read(p)).collect();
     let (mut raw, mut problems) = file::merge_files(&files);
-    problems.extend(engine::check(&raw));
+    problems.extend(check(&raw));
     if !problems.iter().any(|p| p.severity == Severity::Error) {
         let (_, changes) = Versions::new().assign(&mut raw);
         if let Err(e) = engine::build(&raw, 1, &changes) {

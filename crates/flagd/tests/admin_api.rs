@@ -438,6 +438,77 @@ async fn unresolved_references_are_422() {
     );
 }
 
+/// A write the checks only warn about is stored, and its answer lists each warning with the
+/// path and message `flagd validate` gives for the same problem in a file.
+#[tokio::test]
+async fn writes_answer_with_their_warnings() {
+    let (api, _store) = with_envs().await;
+    let path = "/environments/prod/flags/f";
+    let mut doc = flag(json!([false, true]));
+    doc["fallthrough"] = json!({"rollout": {"variations": [{"variation": 0, "weight": 60000}]}});
+    doc["rules"] = json!([{"variation": 1, "clauses": [
+        {"attribute": "email", "op": "matches", "values": ["(unclosed"]}]}]);
+    let r = api.put(path, doc.clone(), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let expected = json!([
+        {"path": "fallthrough.rollout.variations", "message": "weights add up to 60000, not 100000"},
+        {"path": "rules[0].clauses[0].values[0]", "message": "invalid regular expression: unclosed group"},
+    ]);
+    assert_eq!(r.body["warnings"], expected);
+
+    // The same document in a flag file.
+    let mut in_file = doc.clone();
+    in_file["key"] = json!("f");
+    let raw = flags_wire::file::RawData {
+        flags: [("f".to_owned(), in_file)].into_iter().collect(),
+        ..Default::default()
+    };
+    let from_file: Vec<Value> = flagd::validate::check(&raw)
+        .into_iter()
+        .map(|p| json!({"path": p.path.strip_prefix("flags.f.").unwrap(), "message": p.message}))
+        .collect();
+    assert_eq!(Value::from(from_file), expected);
+
+    // Reads show the item alone; each write answers with what is left to warn about.
+    let r = api.get(path).await;
+    assert!(r.body.get("warnings").is_none(), "{r:?}");
+    let r = api
+        .patch(path, json!({"rules": []}), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.body["warnings"][0]["path"],
+        "fallthrough.rollout.variations"
+    );
+    assert_eq!(r.body["warnings"].as_array().unwrap().len(), 1);
+    let r = api
+        .patch(path, json!({"fallthrough": {"variation": 0}}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert!(r.body.get("warnings").is_none(), "{r:?}");
+
+    let segment = "/environments/prod/segments/s";
+    let r = api
+        .put(
+            segment,
+            json!({"rules": [{"clauses": [{"attribute": "born", "op": "after", "values": ["yesterday"]}]}]}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let date = json!([{"path": "rules[0].clauses[0].values[0]",
+        "message": "invalid date: expected an RFC 3339 date-time (like 2024-01-31T12:00:00Z) or Unix milliseconds"}]);
+    assert_eq!(r.body["warnings"], date);
+    let r = api
+        .post(
+            &format!("{segment}/targets"),
+            json!({"included": {"add": ["bob"]}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["warnings"], date);
+}
+
 #[tokio::test]
 async fn merge_patch_changes_fields_and_honours_if_match() {
     let (api, _store) = with_envs().await;
@@ -1139,6 +1210,49 @@ async fn import_then_export_round_trips() {
     // The audit log names the importer.
     let r = api.get("/environments/prod/audit?flag=bool-targets").await;
     assert_eq!(r.body["items"][0]["actor"]["name"], "import");
+}
+
+/// An import stores items the checks only warn about, and its report lists the warnings as
+/// `flagd validate` prints them for the same file.
+#[tokio::test]
+async fn imports_report_the_warnings_validate_gives() {
+    let (api, _store) = with_envs().await;
+    let file = json!({
+        "flags": {
+            "z": {"on": true, "variations": [1, 2], "fallthrough": {"variation": 0},
+                  "rules": [{"variation": 1, "clauses": [
+                      {"attribute": "v", "op": "semVerEqual", "values": ["1.2", "latest"]}]}]},
+            "a": {"on": false, "variations": [1, 2], "offVariation": 0},
+        },
+        "segments": {"s": {"rules": [{"clauses": [
+            {"attribute": "email", "op": "matches", "values": ["*"]}]}]}},
+        "flagValues": {"plain": true},
+    });
+    let r = api.post("/environments/prod/import", file.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["flagsCreated"], json!(["a", "plain", "z"]));
+
+    let (raw, problems) = flags_wire::file::merge_files(&[flags_wire::file::FileContents {
+        path: "flags.json".into(),
+        bytes: Ok(file.to_string().into_bytes()),
+    }]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let from_validate: Vec<Value> = flagd::validate::check(&raw)
+        .into_iter()
+        .map(|p| json!({"path": p.path, "message": p.message}))
+        .collect();
+    assert_eq!(r.body["warnings"], Value::from(from_validate));
+    assert_eq!(
+        r.body["warnings"],
+        json!([
+            {"path": "flags.a.fallthrough",
+             "message": "a flag needs a fallthrough variation or rollout before it is turned on"},
+            {"path": "flags.z.rules[0].clauses[0].values[1]",
+             "message": "invalid semantic version: expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]"},
+            {"path": "segments.s.rules[0].clauses[0].values[0]",
+             "message": "invalid regular expression: repetition operator missing expression"},
+        ])
+    );
 }
 
 #[tokio::test]

@@ -67,16 +67,16 @@ fn validate_prints_every_problem_with_its_path() {
         format!("{missing}: cannot read file: No such file or directory (os error 2)"),
         format!("{a}: flags.typo.on: expected a boolean, found string \"yes\""),
         format!(
-            "warning: {a}: flags.range.offVariation: variation index 5 is out of range (the flag has 2 variations)"
+            "warning: {a}: flags.range.offVariation: variation 5 does not exist (the flag has 2)"
         ),
         format!(
             "warning: {a}: flags.range.fallthrough.rollout.variations: weights add up to 60000, not 100000"
         ),
         format!(
-            "warning: {a}: flags.range.rules[0].clauses[0].values[0]: segment \"nope\" does not exist"
+            "warning: {a}: flags.range.prerequisites[0].key: unknown or archived flag \"missing\""
         ),
         format!(
-            "warning: {a}: flags.range.prerequisites[0].key: prerequisite flag \"missing\" does not exist"
+            "warning: {a}: flags.range.rules[0].clauses[0].values[0]: unknown or archived segment \"nope\""
         ),
         "8 problems (3 errors, 5 warnings) in 3 files".to_owned(),
     ];
@@ -96,9 +96,44 @@ fn validate_fails_on_warnings_alone() {
     assert_eq!(
         stdout(&output),
         format!(
-            "warning: {path}: flags.loop-a.prerequisites: prerequisite cycle: loop-a -> loop-b -> loop-a\n\
+            "warning: {path}: flags.loop-a.prerequisites[0].key: prerequisite cycle: loop-a -> loop-b -> loop-a\n\
              1 problem (0 errors, 1 warning) in 1 file\n"
         )
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
+/// Clause values evaluation can never use still load (LaunchDarkly's SDKs tolerate them), but
+/// `validate` names each one, with the message the admin API gives for it.
+#[test]
+fn validate_warns_about_clause_values_that_never_match() {
+    let dir = FlagDir::new();
+    let path = dir.write(
+        "flags.json",
+        r#"{"flags": {"x": {"on": true, "variations": [false, true], "fallthrough": {"variation": 0},
+            "rules": [{"variation": 1, "clauses": [
+              {"attribute": "email", "op": "matches", "values": [".*@example\\.com"]},
+              {"attribute": "email", "op": "matches", "values": ["[a-"]},
+              {"attribute": "created", "op": "before", "values": [1700000000000, "2024-13-01T00:00:00Z"]},
+              {"attribute": "version", "op": "semVerLessThan", "values": ["1", "1.2", "v2"]}
+            ]}]}}}"#,
+    );
+    let output = flagd(&["validate", path.to_str().unwrap()]);
+    let path = show(&path);
+    assert_eq!(
+        stdout(&output).lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "warning: {path}: flags.x.rules[0].clauses[1].values[0]: invalid regular expression: unclosed character class"
+            ),
+            format!(
+                "warning: {path}: flags.x.rules[0].clauses[2].values[1]: invalid date: expected an RFC 3339 date-time (like 2024-01-31T12:00:00Z) or Unix milliseconds"
+            ),
+            format!(
+                "warning: {path}: flags.x.rules[0].clauses[3].values[2]: invalid semantic version: expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]"
+            ),
+            "3 problems (0 errors, 3 warnings) in 1 file".to_owned(),
+        ]
     );
     assert_eq!(output.status.code(), Some(1));
 }

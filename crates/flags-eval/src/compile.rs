@@ -506,7 +506,7 @@ fn compile_op(op: &Operator, values: &[Value]) -> COp {
             values
                 .iter()
                 .filter_map(Value::as_str)
-                .filter_map(|s| Regex::new(s).ok())
+                .filter_map(|s| compile_regex(s).ok())
                 .collect(),
         ),
         Operator::LessThan => numeric(ops::Cmp::Lt, values),
@@ -527,6 +527,12 @@ fn compile_op(op: &Operator, values: &[Value]) -> COp {
         Operator::SegmentMatch => COp::Segment(strings(values)),
         Operator::Unknown(_) => COp::Never,
     }
+}
+
+/// Compiles the pattern of a `matches` clause; [`crate::check_clause_value`] uses it too, so
+/// what it reports as unusable is exactly what evaluation drops.
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    Regex::new(pattern)
 }
 
 fn numeric(cmp: ops::Cmp, values: &[Value]) -> COp {

@@ -9,6 +9,7 @@
 
 mod big_segments;
 mod bucket;
+mod clause_value;
 mod compile;
 mod data;
 mod evaluator;
@@ -17,5 +18,6 @@ mod ops;
 
 pub use big_segments::big_segment_hash;
 pub use bucket::bucket;
+pub use clause_value::{UnusableValue, check_clause_value};
 pub use data::{CompileError, CompiledData, CompiledFlag, CompiledSegment};
 pub use evaluator::{Evaluator, evaluate, is_experiment};

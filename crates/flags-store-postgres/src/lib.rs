@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use flags_core::{Flag, ItemKind, Segment};
+use flags_store::check::ReferenceCheck;
 use flags_store::validate::{
-    Parsed, PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
+    Parsed, PreparedItem, apply_targets_update, check_expected_version, check_key,
     check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
     prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
 };

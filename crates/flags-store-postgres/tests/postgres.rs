@@ -184,7 +184,7 @@ fn racing_writes_cannot_store_a_cycle_together() {
             let applied = outcomes.iter().filter(|r| r.is_ok()).count();
             let refused = outcomes
                 .iter()
-                .filter(|r| matches!(r, Err(StoreError::Unresolved { message }) if message.starts_with("prerequisite cycle")))
+                .filter(|r| matches!(r, Err(StoreError::Unresolved { message }) if message.starts_with("prerequisites[0].key: prerequisite cycle")))
                 .count();
             assert_eq!((applied, refused), (1, 1), "{first:?} / {second:?}");
         }

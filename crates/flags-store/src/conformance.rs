@@ -52,6 +52,10 @@ pub const CASES: &[(&str, Case)] = &[
         unresolved_references_are_refused,
     ),
     (
+        "warnings_do_not_refuse_a_write",
+        warnings_do_not_refuse_a_write,
+    ),
+    (
         "dependents_block_delete_and_archive",
         dependents_block_delete_and_archive,
     ),
@@ -94,6 +98,7 @@ macro_rules! store_conformance_tests {
             flag_versions_and_if_match,
             flag_validation_names_the_field,
             unresolved_references_are_refused,
+            warnings_do_not_refuse_a_write,
             dependents_block_delete_and_archive,
             deletion_leaves_a_tombstone,
             archive_and_unarchive,
@@ -398,6 +403,67 @@ pub fn flag_validation_names_the_field(store: &dyn AdminStore) -> CaseFuture<'_>
     })
 }
 
+/// What the checks only warn about is stored as written, and the stored item (as written and as
+/// read back) names each warning with its path.
+pub fn warnings_do_not_refuse_a_write(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let shown = |problems: Vec<flags_core::Problem>| {
+            problems.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        let mut doc = bool_flag();
+        doc["rules"] = json!([{"id": "r0", "variation": 0, "clauses": [
+            {"attribute": "email", "op": "matches", "values": [".*@example\\.com", "("]},
+        ]}]);
+        doc["fallthrough"] = json!({"rollout": {"variations": [
+            {"variation": 0, "weight": 30000}, {"variation": 1, "weight": 30000},
+        ]}});
+        let written = store
+            .put_flag(&actor(), &env, "f", doc.clone(), None)
+            .await
+            .unwrap();
+        let expected = [
+            "warning: fallthrough.rollout.variations: weights add up to 60000, not 100000",
+            "warning: rules[0].clauses[0].values[1]: invalid regular expression: unclosed group",
+        ];
+        assert_eq!(shown(written.warnings()), expected);
+        let read = store.get_flag(&env, "f").await.unwrap();
+        assert_eq!(shown(read.warnings()), expected);
+        assert!(flags_core::Flag::from_json_value(read.doc).is_ok());
+
+        let segment = json!({"rules": [{"clauses": [
+            {"attribute": "version", "op": "semVerLessThan", "values": ["2", "two"]},
+        ]}]});
+        let written = store
+            .put_segment(&actor(), &env, "s", segment, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            shown(written.warnings()),
+            [
+                "warning: rules[0].clauses[0].values[1]: invalid semantic version: expected MAJOR[.MINOR[.PATCH]][-PRERELEASE][+BUILD]"
+            ]
+        );
+        let update = SegmentTargetsUpdate {
+            add_included: vec!["bob".to_owned()],
+            ..SegmentTargetsUpdate::default()
+        };
+        let updated = store
+            .update_segment_targets(&actor(), &env, "s", &update, None)
+            .await
+            .unwrap();
+        assert_eq!(shown(updated.warnings()).len(), 1, "still there");
+        assert!(
+            store
+                .put_flag(&actor(), &env, "g", bool_flag(), None)
+                .await
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
+    })
+}
+
 /// Unknown or archived prerequisites and segments, out-of-range prerequisite variations and
 /// cycles are refused.
 pub fn unresolved_references_are_refused(store: &dyn AdminStore) -> CaseFuture<'_> {
@@ -443,7 +509,7 @@ pub fn unresolved_references_are_refused(store: &dyn AdminStore) -> CaseFuture<'
             .await;
         assert_eq!(
             describe(cycle),
-            "Unresolved: prerequisite cycle: c -> a -> b -> c"
+            "Unresolved: prerequisites[0].key: prerequisite cycle: c -> a -> b -> c"
         );
         let own = store
             .put_flag(&actor(), &env, "c", with_prereq("c", 0), Some(1))
@@ -472,7 +538,7 @@ pub fn unresolved_references_are_refused(store: &dyn AdminStore) -> CaseFuture<'
             .await;
         assert_eq!(
             describe(seg_cycle),
-            "Unresolved: segment cycle: s3 -> s1 -> s2 -> s3"
+            "Unresolved: rules[0].clauses[0].values[0]: segment cycle: s3 -> s1 -> s2 -> s3"
         );
         let unknown_nested = store
             .put_segment(&actor(), &env, "s4", segment_with_rule("s9"), None)

@@ -23,6 +23,7 @@
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
 
+pub mod check;
 mod keys;
 mod memory;
 pub mod validate;
@@ -37,7 +38,7 @@ use serde_json::Value;
 
 use flags_core::ItemKind;
 use flags_core::LoadError;
-use flags_core::{Flag, FlagData, Segment};
+use flags_core::{Flag, FlagData, Problem, Segment, Severity};
 
 pub use keys::{generate_secret, hash_secret};
 pub use memory::MemoryStore;
@@ -77,6 +78,17 @@ impl StoredFlag {
     pub fn to_flag(&self) -> Result<Flag, LoadError> {
         Flag::from_json_value(self.doc.clone())
     }
+
+    /// The warnings about the document: what the checks find that does not refuse a write
+    /// ([`check::flag`] findings that are advisory), with paths inside the document. A write
+    /// answers with them.
+    ///
+    /// They are read off the stored document rather than returned by the write: every check
+    /// that depends on other items refuses, so the warnings depend on the document alone, every
+    /// backend gives the same ones, and the store traits need not carry them.
+    pub fn warnings(&self) -> Vec<Problem> {
+        document_warnings(ItemKind::Flag, &self.doc)
+    }
 }
 
 /// A segment as stored; see [`StoredFlag`].
@@ -100,6 +112,29 @@ impl StoredSegment {
     pub fn to_segment(&self) -> Result<Segment, LoadError> {
         Segment::from_json_value(self.doc.clone())
     }
+
+    /// The warnings about the document; see [`StoredFlag::warnings`].
+    pub fn warnings(&self) -> Vec<Problem> {
+        document_warnings(ItemKind::Segment, &self.doc)
+    }
+}
+
+/// The warnings a write of `doc` answers with (none for a document that does not parse, which
+/// the write refuses).
+fn document_warnings(kind: ItemKind, doc: &Value) -> Vec<Problem> {
+    let findings = match kind {
+        ItemKind::Flag => Flag::from_json_value(doc.clone()).map(|flag| check::flag(&flag)),
+        ItemKind::Segment => {
+            Segment::from_json_value(doc.clone()).map(|segment| check::segment(&segment))
+        }
+    };
+    let purpose = check::Purpose::Write;
+    findings
+        .unwrap_or_default()
+        .iter()
+        .filter(|f| f.severity(purpose) == Severity::Warning)
+        .map(|f| f.to_problem(purpose, None))
+        .collect()
 }
 
 /// Which flags or segments a list returns. Results are sorted by key.
@@ -599,6 +634,14 @@ pub struct ImportItem {
     pub key: String,
     /// The document.
     pub doc: Value,
+}
+
+impl ImportItem {
+    /// The warnings about the document, as a write of it answers them
+    /// ([`StoredFlag::warnings`]).
+    pub fn warnings(&self) -> Vec<Problem> {
+        document_warnings(self.kind, &self.doc)
+    }
 }
 
 /// What an [`AdminStore::import`] did with one item.

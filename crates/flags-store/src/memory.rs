@@ -13,10 +13,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use crate::check::ReferenceCheck;
 use crate::validate::{
-    PreparedItem, ReferenceCheck, apply_targets_update, check_expected_version, check_key,
-    check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
-    prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
+    PreparedItem, apply_targets_update, check_expected_version, check_key, check_override_context,
+    check_variations_still_used, flag_dependents, prepare_flag, prepare_import, prepare_segment,
+    restamp_version, same_document, segment_dependents,
 };
 use crate::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
@@ -535,16 +536,10 @@ impl EnvState {
         self.segments.values().filter_map(Item::served)
     }
 
-    fn resolve(&self, mut check: ReferenceCheck) -> Result<(), StoreError> {
-        while let Some(wanted) = check.wanted() {
-            for key in &wanted.flags {
-                check.supply_flag(key, self.live_flag(key));
-            }
-            for key in &wanted.segments {
-                check.supply_segment(key, self.live_segment(key));
-            }
-        }
-        check.finish()
+    fn resolve(&self, check: ReferenceCheck) -> Result<(), StoreError> {
+        check
+            .run(|key| self.live_flag(key), |key| self.live_segment(key))
+            .finish()
     }
 
     fn overrides_of(&self, flag_key: &str) -> Vec<Override> {

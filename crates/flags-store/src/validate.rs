@@ -1,31 +1,25 @@
-//! The checks every store runs before it writes, written once over the model so every backend
-//! rejects exactly the same things.
-//!
-//! Three kinds of check, matching three [`StoreError`] variants:
-//! - shape ([`prepare_flag`], [`prepare_segment`]): the document parses and is internally
-//!   consistent (variation indexes in range, known operators, valid context kinds); errors are
-//!   [`StoreError::Invalid`] with the field path.
-//! - references ([`ReferenceCheck`]): every prerequisite and segment named exists and is live,
-//!   prerequisite variations exist, and no prerequisite or segment cycle appears; errors are
-//!   [`StoreError::Unresolved`]. The check is a small state machine that asks the backend for
-//!   the items it needs level by level, so a database backend can fetch them inside its write
-//!   transaction without this module doing any I/O.
+//! What every store runs around a write, written once over the model so every backend refuses
+//! exactly the same things. The checks of the flag data itself live in [`crate::check`], shared
+//! with flag files; this module adds what only a write has:
+//! - documents ([`prepare_flag`], [`prepare_segment`]): the document is an object whose `key`
+//!   agrees with the one written, it parses, and the data checks find nothing that refuses it;
+//!   errors are [`StoreError::Invalid`] with the field path.
+//! - references: [`check::ReferenceCheck`], whose findings are
+//!   [`StoreError::Unresolved`].
 //! - dependents ([`flag_dependents`], [`segment_dependents`], [`check_variations_still_used`]):
 //!   what would break if an item went away or lost variations; errors are
 //!   [`StoreError::HasDependents`] or [`StoreError::Unresolved`].
+//! - versions, keys of environments and overrides, and segment target edits.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
+use crate::check::{self, ReferenceCheck, flag_segment_refs, for_write, segment_segment_refs};
 use crate::{BatchError, Dependent, ImportItem, Override, SegmentTargetsUpdate, StoreError};
 use flags_core::ItemKind;
 use flags_core::context::validate_kind;
-use flags_core::{Clause, Flag, Operator, Rollout, Segment, SegmentTarget};
-
-/// The longest key of an environment, flag or segment. Keys appear in URLs and in change
-/// notifications, which databases limit in size.
-pub const MAX_KEY_LEN: usize = 256;
+use flags_core::{Flag, Segment, SegmentTarget};
 
 /// The longest context key an override may name (change notifications carry it).
 pub const MAX_CONTEXT_KEY_LEN: usize = 1024;
@@ -61,25 +55,12 @@ pub fn restamp_version(doc: &Value, version: u64) -> Value {
     doc
 }
 
-/// Checks an environment, flag or segment key: 1 to [`MAX_KEY_LEN`] bytes of letters, digits,
-/// `.`, `_` and `-` (LaunchDarkly's key alphabet, safe in URL paths unescaped).
+/// Checks an environment, flag or segment key ([`check::key`]).
 pub fn check_key(what: &str, key: &str) -> Result<(), StoreError> {
-    let why = if key.is_empty() {
-        "must not be empty"
-    } else if key.len() > MAX_KEY_LEN {
-        "is longer than 256 characters"
-    } else if !key
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        "may only hold letters, digits, '.', '_' and '-'"
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::invalid(
-        "key",
-        format!("{what} key {key:?} {why}"),
-    ))
+    match check::key(what, key) {
+        Some(finding) => Err(finding.into_store_error()),
+        None => Ok(()),
+    }
 }
 
 /// Checks the context of an override: a valid context kind and a non-empty key.
@@ -103,7 +84,7 @@ pub fn prepare_flag(key: &str, doc: Value, version: u64) -> Result<(Value, Flag)
     check_key("flag", key)?;
     let doc = stamp(key, doc, version, "flag")?;
     let flag = Flag::from_json_value(doc.clone())?;
-    check_flag_shape(&flag)?;
+    for_write(check::flag(&flag))?;
     Ok((doc, flag))
 }
 
@@ -116,7 +97,7 @@ pub fn prepare_segment(
     check_key("segment", key)?;
     let doc = stamp(key, doc, version, "segment")?;
     let segment = Segment::from_json_value(doc.clone())?;
-    check_segment_shape(&segment)?;
+    for_write(check::segment(&segment))?;
     Ok((doc, segment))
 }
 
@@ -231,416 +212,6 @@ fn stamp(key: &str, doc: Value, version: u64, what: &str) -> Result<Value, Store
     map.insert("key".to_owned(), Value::String(key.to_owned()));
     map.insert("version".to_owned(), Value::from(version));
     Ok(Value::Object(map))
-}
-
-fn check_flag_shape(flag: &Flag) -> Result<(), StoreError> {
-    let n = flag.variations.len();
-    let index = |path: String, v: usize| check_index(path, v, n);
-    if let Some(off) = flag.off_variation {
-        index("offVariation".to_owned(), off)?;
-    }
-    match (&flag.fallthrough.variation, &flag.fallthrough.rollout) {
-        (Some(v), _) => index("fallthrough.variation".to_owned(), *v)?,
-        (None, Some(rollout)) => check_rollout("fallthrough.rollout", rollout, n)?,
-        (None, None) if flag.on => {
-            return Err(StoreError::invalid(
-                "fallthrough",
-                "a flag that is on needs a fallthrough variation or rollout",
-            ));
-        }
-        (None, None) => {}
-    }
-    for (i, target) in flag.targets.iter().enumerate() {
-        index(format!("targets[{i}].variation"), target.variation)?;
-    }
-    for (i, target) in flag.context_targets.iter().enumerate() {
-        index(format!("contextTargets[{i}].variation"), target.variation)?;
-        check_context_kind(
-            &format!("contextTargets[{i}].contextKind"),
-            &target.context_kind,
-        )?;
-    }
-    for (i, prereq) in flag.prerequisites.iter().enumerate() {
-        if prereq.key.is_empty() {
-            return Err(StoreError::invalid(
-                format!("prerequisites[{i}].key"),
-                "must not be empty",
-            ));
-        }
-        if prereq.variation == usize::MAX {
-            return Err(StoreError::invalid(
-                format!("prerequisites[{i}].variation"),
-                "must not be negative",
-            ));
-        }
-    }
-    for (i, rule) in flag.rules.iter().enumerate() {
-        match (&rule.variation, &rule.rollout) {
-            (Some(v), _) => index(format!("rules[{i}].variation"), *v)?,
-            (None, Some(rollout)) => check_rollout(&format!("rules[{i}].rollout"), rollout, n)?,
-            (None, None) => {
-                return Err(StoreError::invalid(
-                    format!("rules[{i}]"),
-                    "a rule needs a variation or a rollout",
-                ));
-            }
-        }
-        check_clauses(&format!("rules[{i}]"), &rule.clauses)?;
-    }
-    Ok(())
-}
-
-fn check_segment_shape(segment: &Segment) -> Result<(), StoreError> {
-    for (field, targets) in [
-        ("includedContexts", &segment.included_contexts),
-        ("excludedContexts", &segment.excluded_contexts),
-    ] {
-        for (i, target) in targets.iter().enumerate() {
-            check_context_kind(&format!("{field}[{i}].contextKind"), &target.context_kind)?;
-        }
-    }
-    for (i, rule) in segment.rules.iter().enumerate() {
-        if let Some(weight) = rule.weight
-            && !(0..=100_000).contains(&weight)
-        {
-            return Err(StoreError::invalid(
-                format!("rules[{i}].weight"),
-                "must be between 0 and 100000",
-            ));
-        }
-        check_clauses(&format!("rules[{i}]"), &rule.clauses)?;
-    }
-    Ok(())
-}
-
-fn check_index(path: String, index: usize, variations: usize) -> Result<(), StoreError> {
-    if index == usize::MAX {
-        Err(StoreError::invalid(path, "must not be negative"))
-    } else if index >= variations {
-        Err(StoreError::invalid(
-            path,
-            format!("variation {index} does not exist (the flag has {variations})"),
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-fn check_rollout(path: &str, rollout: &Rollout, variations: usize) -> Result<(), StoreError> {
-    if rollout.variations.is_empty() {
-        return Err(StoreError::invalid(
-            format!("{path}.variations"),
-            "a rollout needs at least one variation",
-        ));
-    }
-    for (j, bucket) in rollout.variations.iter().enumerate() {
-        check_index(
-            format!("{path}.variations[{j}].variation"),
-            bucket.variation,
-            variations,
-        )?;
-        if bucket.weight < 0 {
-            return Err(StoreError::invalid(
-                format!("{path}.variations[{j}].weight"),
-                "must not be negative",
-            ));
-        }
-    }
-    check_context_kind(&format!("{path}.contextKind"), &rollout.context_kind)
-}
-
-fn check_clauses(path: &str, clauses: &[Clause]) -> Result<(), StoreError> {
-    for (j, clause) in clauses.iter().enumerate() {
-        let at = format!("{path}.clauses[{j}]");
-        if let Operator::Unknown(op) = &clause.op {
-            return Err(StoreError::invalid(
-                format!("{at}.op"),
-                format!("unknown operator {op:?}"),
-            ));
-        }
-        check_context_kind(&format!("{at}.contextKind"), &clause.context_kind)?;
-        if clause.op == Operator::SegmentMatch {
-            for (k, value) in clause.values.iter().enumerate() {
-                if !value.is_string() {
-                    return Err(StoreError::invalid(
-                        format!("{at}.values[{k}]"),
-                        "a segmentMatch value must be a segment key (a string)",
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// An empty kind means `user`; any other must be a valid context kind.
-fn check_context_kind(path: &str, kind: &str) -> Result<(), StoreError> {
-    if kind.is_empty() {
-        return Ok(());
-    }
-    validate_kind(kind).map_err(|e| StoreError::invalid(path, e.to_string()))
-}
-
-/// The segment keys named by `segmentMatch` clauses, with the path of each.
-fn segment_refs(path: &str, clauses: &[Clause], out: &mut Vec<(String, String)>) {
-    for (j, clause) in clauses.iter().enumerate() {
-        if clause.op != Operator::SegmentMatch {
-            continue;
-        }
-        for (k, value) in clause.values.iter().enumerate() {
-            if let Some(key) = value.as_str() {
-                out.push((key.to_owned(), format!("{path}.clauses[{j}].values[{k}]")));
-            }
-        }
-    }
-}
-
-fn flag_segment_refs(flag: &Flag) -> Vec<(String, String)> {
-    let mut refs = Vec::new();
-    for (i, rule) in flag.rules.iter().enumerate() {
-        segment_refs(&format!("rules[{i}]"), &rule.clauses, &mut refs);
-    }
-    refs
-}
-
-fn segment_segment_refs(segment: &Segment) -> Vec<(String, String)> {
-    let mut refs = Vec::new();
-    for (i, rule) in segment.rules.iter().enumerate() {
-        segment_refs(&format!("rules[{i}]"), &rule.clauses, &mut refs);
-    }
-    refs
-}
-
-/// Checks that what a flag or segment refers to resolves, without doing any I/O itself.
-///
-/// The backend creates the check for the item being written, then repeatedly asks
-/// [`ReferenceCheck::wanted`] which live items to look up, supplies each (`None` when it is
-/// missing or archived) and finally calls [`ReferenceCheck::finish`]:
-///
-/// ```text
-/// let mut check = ReferenceCheck::for_flag(&flag);
-/// while let Some(wanted) = check.wanted() {
-///     for key in &wanted.flags { check.supply_flag(key, live_flag(key).as_ref()); }
-///     for key in &wanted.segments { check.supply_segment(key, live_segment(key).as_ref()); }
-/// }
-/// check.finish()?;
-/// ```
-///
-/// It walks prerequisites (for a flag) or nested segments (for a segment) level by level to
-/// find cycles through the item being written; the stored data is free of cycles, so any new
-/// cycle passes through it. One round of lookups per level of nesting.
-#[derive(Debug)]
-pub struct ReferenceCheck {
-    root: Dependent,
-    /// Keys asked for and not yet supplied.
-    pending_flags: Vec<String>,
-    pending_segments: Vec<String>,
-    /// Every key asked for, with the key that led to it (`None`: the root itself names it),
-    /// so a cycle can be reported as a path.
-    parent_flag: HashMap<String, Option<String>>,
-    parent_segment: HashMap<String, Option<String>>,
-    /// The root's direct references, checked for existence (and variation range) when
-    /// supplied: key → (path in the root document, required variation).
-    direct_flags: HashMap<String, Vec<(String, usize)>>,
-    direct_segments: HashMap<String, String>,
-    error: Option<StoreError>,
-}
-
-/// The items a [`ReferenceCheck`] needs next.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Wanted {
-    /// Flag keys to look up.
-    pub flags: Vec<String>,
-    /// Segment keys to look up.
-    pub segments: Vec<String>,
-}
-
-impl ReferenceCheck {
-    /// The check for a flag being written: its prerequisites and the segments its rules name.
-    pub fn for_flag(flag: &Flag) -> ReferenceCheck {
-        let mut check = ReferenceCheck::new(ItemKind::Flag, &flag.key);
-        for (i, prereq) in flag.prerequisites.iter().enumerate() {
-            let path = format!("prerequisites[{i}].key");
-            if prereq.key == flag.key {
-                check.fail(format!("{path}: prerequisite cycle: {0} -> {0}", flag.key));
-                continue;
-            }
-            check
-                .direct_flags
-                .entry(prereq.key.clone())
-                .or_default()
-                .push((path, prereq.variation));
-            check.want_flag(&prereq.key, None);
-        }
-        for (key, path) in flag_segment_refs(flag) {
-            check.direct_segments.entry(key.clone()).or_insert(path);
-            check.want_segment(&key, None);
-        }
-        check
-    }
-
-    /// The check for a segment being written: the segments its rules name.
-    pub fn for_segment(segment: &Segment) -> ReferenceCheck {
-        let mut check = ReferenceCheck::new(ItemKind::Segment, &segment.key);
-        for (key, path) in segment_segment_refs(segment) {
-            if key == segment.key {
-                check.fail(format!("{path}: segment cycle: {0} -> {0}", segment.key));
-                continue;
-            }
-            check.direct_segments.entry(key.clone()).or_insert(path);
-            check.want_segment(&key, None);
-        }
-        check
-    }
-
-    fn new(kind: ItemKind, key: &str) -> ReferenceCheck {
-        ReferenceCheck {
-            root: Dependent {
-                kind,
-                key: key.to_owned(),
-            },
-            pending_flags: Vec::new(),
-            pending_segments: Vec::new(),
-            parent_flag: HashMap::new(),
-            parent_segment: HashMap::new(),
-            direct_flags: HashMap::new(),
-            direct_segments: HashMap::new(),
-            error: None,
-        }
-    }
-
-    /// The live items to look up next; `None` when the check has all it needs.
-    pub fn wanted(&mut self) -> Option<Wanted> {
-        if self.error.is_some()
-            || (self.pending_flags.is_empty() && self.pending_segments.is_empty())
-        {
-            return None;
-        }
-        Some(Wanted {
-            flags: std::mem::take(&mut self.pending_flags),
-            segments: std::mem::take(&mut self.pending_segments),
-        })
-    }
-
-    /// Supplies a flag asked for: the live flag, or `None` if it is missing or archived.
-    pub fn supply_flag(&mut self, key: &str, flag: Option<&Flag>) {
-        if let Some(uses) = self.direct_flags.get(key) {
-            let Some((path, _)) = uses.first() else {
-                return;
-            };
-            let Some(found) = flag else {
-                let message = format!("{path}: unknown or archived flag {key:?}");
-                self.fail(message);
-                return;
-            };
-            for (path, variation) in uses {
-                if *variation >= found.variations.len() {
-                    let message = format!(
-                        "{}: flag {key:?} has no variation {variation} (it has {})",
-                        path.replace(".key", ".variation"),
-                        found.variations.len()
-                    );
-                    self.fail(message);
-                    return;
-                }
-            }
-        }
-        // Only a flag being written walks prerequisites; deeper levels look for a way back.
-        let Some(found) = flag else {
-            return;
-        };
-        if self.root.kind != ItemKind::Flag {
-            return;
-        }
-        for prereq in &found.prerequisites {
-            if prereq.key == self.root.key {
-                let mut chain = self.chain(key, true);
-                chain.push(self.root.key.clone());
-                self.fail(format!("prerequisite cycle: {}", chain.join(" -> ")));
-                return;
-            }
-            self.want_flag(&prereq.key, Some(key));
-        }
-    }
-
-    /// Supplies a segment asked for: the live segment, or `None` if missing or archived.
-    pub fn supply_segment(&mut self, key: &str, segment: Option<&Segment>) {
-        if let Some(path) = self.direct_segments.get(key)
-            && segment.is_none()
-        {
-            let message = format!("{path}: unknown or archived segment {key:?}");
-            self.fail(message);
-            return;
-        }
-        let Some(found) = segment else {
-            return;
-        };
-        if self.root.kind != ItemKind::Segment {
-            return;
-        }
-        for (next, _) in segment_segment_refs(found) {
-            if next == self.root.key {
-                let mut chain = self.chain(key, false);
-                chain.push(self.root.key.clone());
-                self.fail(format!("segment cycle: {}", chain.join(" -> ")));
-                return;
-            }
-            self.want_segment(&next, Some(key));
-        }
-    }
-
-    /// The outcome, once [`ReferenceCheck::wanted`] has returned `None`.
-    pub fn finish(self) -> Result<(), StoreError> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    fn want_flag(&mut self, key: &str, parent: Option<&str>) {
-        if !self.parent_flag.contains_key(key) {
-            self.parent_flag
-                .insert(key.to_owned(), parent.map(str::to_owned));
-            self.pending_flags.push(key.to_owned());
-        }
-    }
-
-    fn want_segment(&mut self, key: &str, parent: Option<&str>) {
-        if !self.parent_segment.contains_key(key) {
-            self.parent_segment
-                .insert(key.to_owned(), parent.map(str::to_owned));
-            self.pending_segments.push(key.to_owned());
-        }
-    }
-
-    /// The path from the root to `key`: `root -> a -> b -> key`.
-    fn chain(&self, key: &str, flags: bool) -> Vec<String> {
-        let parents = if flags {
-            &self.parent_flag
-        } else {
-            &self.parent_segment
-        };
-        let mut chain = vec![key.to_owned()];
-        let mut at = key;
-        while let Some(Some(parent)) = parents.get(at) {
-            chain.push(parent.clone());
-            at = parent;
-            // Parents form a tree (each key is recorded once), so this ends; the bound guards
-            // against a bug turning it into a loop.
-            if chain.len() > parents.len() + 1 {
-                break;
-            }
-        }
-        chain.push(self.root.key.clone());
-        chain.reverse();
-        chain
-    }
-
-    fn fail(&mut self, message: String) {
-        if self.error.is_none() {
-            self.error = Some(StoreError::unresolved(message));
-        }
-    }
 }
 
 /// The live flags among `flags` that name `key` as a prerequisite, sorted.
@@ -1006,7 +577,7 @@ mod tests {
         );
         assert_eq!(
             resolve(ReferenceCheck::for_flag(&c_cycle), &live, &[]),
-            Err("prerequisite cycle: c -> a -> b -> c".to_owned())
+            Err("prerequisites[0].key: prerequisite cycle: c -> a -> b -> c".to_owned())
         );
         let own = flag(
             json!({"key": "a", "variations": [1], "prerequisites": [{"key": "a", "variation": 0}]}),
@@ -1026,7 +597,7 @@ mod tests {
         let closing = segment(json!({"key": "s3", "rules": seg_rule(&["s1"])}));
         assert_eq!(
             resolve(ReferenceCheck::for_segment(&closing), &[], &live),
-            Err("segment cycle: s3 -> s1 -> s2 -> s3".to_owned())
+            Err("rules[0].clauses[0].values[0]: segment cycle: s3 -> s1 -> s2 -> s3".to_owned())
         );
         let own = segment(json!({"key": "s1", "rules": seg_rule(&["s1"])}));
         assert_eq!(

@@ -20,7 +20,7 @@ use super::auth::Principal;
 use super::openapi::openapi_document;
 use super::patch::merge_patch;
 use super::problem::Problem;
-use super::transfer::{export_env, import_document};
+use super::transfer::{Warning, export_env, import_document};
 
 type Answer = Result<Response, Problem>;
 
@@ -162,6 +162,34 @@ struct Item {
     archived: bool,
     updated_at: u64,
     doc: Value,
+    /// In the answers of writes only, and only when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<Warning>,
+}
+
+impl Item {
+    /// A flag as a write answers it: with the warnings about it.
+    fn written_flag(flag: StoredFlag) -> Item {
+        let warnings = flag.warnings();
+        Item::from(flag).with_warnings(warnings)
+    }
+
+    /// A segment as a write answers it: with the warnings about it.
+    fn written_segment(segment: StoredSegment) -> Item {
+        let warnings = segment.warnings();
+        Item::from(segment).with_warnings(warnings)
+    }
+
+    fn with_warnings(mut self, problems: Vec<flags_core::Problem>) -> Item {
+        self.warnings = problems
+            .into_iter()
+            .map(|p| Warning {
+                path: p.path,
+                message: p.message,
+            })
+            .collect();
+        self
+    }
 }
 
 impl From<StoredFlag> for Item {
@@ -172,6 +200,7 @@ impl From<StoredFlag> for Item {
             archived: f.archived,
             updated_at: f.updated_at,
             doc: f.doc,
+            warnings: Vec::new(),
         }
     }
 }
@@ -184,6 +213,7 @@ impl From<StoredSegment> for Item {
             archived: s.archived,
             updated_at: s.updated_at,
             doc: s.doc,
+            warnings: Vec::new(),
         }
     }
 }
@@ -210,11 +240,10 @@ async fn put_item(
 ) -> Result<Item, StoreError> {
     let (store, actor) = (&state.store, &principal.actor);
     Ok(match kind {
-        Kind::Flag => store.put_flag(actor, env, key, doc, expected).await?.into(),
-        Kind::Segment => store
-            .put_segment(actor, env, key, doc, expected)
-            .await?
-            .into(),
+        Kind::Flag => Item::written_flag(store.put_flag(actor, env, key, doc, expected).await?),
+        Kind::Segment => {
+            Item::written_segment(store.put_segment(actor, env, key, doc, expected).await?)
+        }
     })
 }
 
@@ -424,12 +453,12 @@ async fn set_archived(
             .store
             .set_flag_archived(actor, env, key, archived, expected)
             .await
-            .map(Item::from),
+            .map(Item::written_flag),
         Kind::Segment => state
             .store
             .set_segment_archived(actor, env, key, archived, expected)
             .await
-            .map(Item::from),
+            .map(Item::written_segment),
     };
     let item = result.map_err(|e| Problem::from_store(e, precondition.given()))?;
     Ok(item_answer(StatusCode::OK, &item))
@@ -707,7 +736,7 @@ pub async fn update_segment_targets(
         .update_segment_targets(&principal.actor, &env, &key, &update, expected)
         .await
         .map_err(|e| Problem::from_store(e, precondition.given()))?;
-    Ok(item_answer(StatusCode::OK, &Item::from(segment)))
+    Ok(item_answer(StatusCode::OK, &Item::written_segment(segment)))
 }
 
 // ------------------------------------------------------------------ kill set

@@ -29,7 +29,7 @@ pub use openapi::openapi_document;
 pub use patch::merge_patch;
 pub use problem::{PROBLEM_JSON, Problem, ProblemDetails};
 pub use routes::{Method, Op, ROUTES, Route};
-pub use transfer::{ImportError, ImportReport, export_env, import_document, import_file};
+pub use transfer::{ImportError, ImportReport, Warning, export_env, import_document, import_file};
 
 /// The largest body `POST /environments/{env}/import` accepts (other routes keep axum's 2 MB).
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;

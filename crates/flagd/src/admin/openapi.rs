@@ -161,6 +161,11 @@ fn schemas() -> Value {
                 "archived": {"type": "boolean"},
                 "updatedAt": {"type": "integer", "description": "Unix milliseconds."},
                 "doc": schema_ref(doc),
+                "warnings": {
+                    "type": "array",
+                    "description": "In the answers of writes, when there are any: what the checks found that does not refuse the write (an invalid regular expression, date or version in a clause, weights that do not add up to 100000), each naming the field path, with the message `flagd validate` gives for it.",
+                    "items": schema_ref("Warning"),
+                },
             },
         })
     };
@@ -216,6 +221,10 @@ fn schemas() -> Value {
             },
         },
         "OpenApiDocument": {"type": "object", "description": "This document."},
+        "Warning": {
+            "type": "object", "required": ["path", "message"],
+            "properties": {"path": {"type": "string"}, "message": {"type": "string"}},
+        },
         "NewEnvironment": {
             "type": "object", "required": ["key"], "additionalProperties": false,
             "properties": {
@@ -271,6 +280,11 @@ fn schemas() -> Value {
                 "segmentsCreated": {"type": "array", "items": {"type": "string"}},
                 "segmentsReplaced": {"type": "array", "items": {"type": "string"}},
                 "segmentsUnchanged": {"type": "array", "items": {"type": "string"}},
+                "warnings": {
+                    "type": "array",
+                    "description": "When there are any: what the checks found in the file's items that does not refuse the import, each naming its path in the file (`flags.KEY.rules[0].clauses[1].values[0]`), as `flagd validate` does.",
+                    "items": schema_ref("Warning"),
+                },
             },
         },
         "KillState": {

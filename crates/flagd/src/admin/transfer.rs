@@ -36,6 +36,23 @@ pub struct ImportReport {
     pub segments_replaced: Vec<String>,
     /// Segments already equal to the file's.
     pub segments_unchanged: Vec<String>,
+    /// What the checks warn about in the file's items, which were stored anyway, located as
+    /// `flagd validate` locates them (`flags.KEY.rules[0]...`); flags by key, then segments.
+    /// Left out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+/// Something the checks found in a written item that does not refuse the write (an invalid
+/// regular expression, date or version in a clause, weights that do not add up), with the
+/// message `flagd validate` gives for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    /// The field path: inside the item in the answers of item writes, inside the file in an
+    /// import report.
+    pub path: String,
+    /// What may not work as meant.
+    pub message: String,
 }
 
 /// Why an import failed. Nothing of the file is stored then; the error names the item that
@@ -157,6 +174,7 @@ pub async fn import_document(
         .iter()
         .map(|item| (item.kind, item.key.clone()))
         .collect();
+    let warnings = file_warnings(&items);
     let outcomes = store
         .import(actor, env, items)
         .await
@@ -190,7 +208,28 @@ pub async fn import_document(
     ] {
         list.sort();
     }
+    report.warnings = warnings;
     Ok(report)
+}
+
+/// The warnings of the items of a file, as the store would answer their writes, with paths in
+/// the file; flags by key, then segments by key.
+fn file_warnings(items: &[ImportItem]) -> Vec<Warning> {
+    let mut sorted: Vec<&ImportItem> = items.iter().collect();
+    sorted.sort_by_key(|item| (item.kind == ItemKind::Segment, &item.key));
+    sorted
+        .into_iter()
+        .flat_map(|item| {
+            let item_name = match item.kind {
+                ItemKind::Flag => format!("flag {}", item.key),
+                ItemKind::Segment => format!("segment {}", item.key),
+            };
+            item.warnings().into_iter().map(move |problem| Warning {
+                path: item_path(&item_name, &problem.path),
+                message: problem.message,
+            })
+        })
+        .collect()
 }
 
 /// The live (not archived) flags and segments of `env` as a LaunchDarkly flag file
