@@ -7,11 +7,11 @@
 //! `flags_store::validate`, the same code every backend runs) sees exactly the data the
 //! write lands on, and change sequence numbers commit in order. The same transaction writes the
 //! audit entry and the change, and sends a `NOTIFY` that PostgreSQL delivers at commit; replicas
-//! follow it with [`AdminStore::subscribe`].
+//! follow it with [`ChangeFeed::subscribe`].
 //!
 //! It knows SQL and nothing of HTTP: the server maps [`StoreError`]s to status codes. It does
 //! not evaluate flags or keep a cache; replicas build their snapshots from
-//! [`AdminStore::snapshot`] and [`AdminStore::changes_since`].
+//! [`ChangeFeed::snapshot`] and [`ChangeFeed::changes_since`].
 
 mod error;
 mod subscription;

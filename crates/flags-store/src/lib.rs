@@ -478,7 +478,7 @@ pub enum ChangeKind {
     },
     /// The environment was created. The change's `key` is the environment's key and its
     /// `version` is 0. A follower that does not serve the environment yet loads it whole
-    /// ([`AdminStore::snapshot`], whose cursor includes this change); one that does has
+    /// ([`ChangeFeed::snapshot`], whose cursor includes this change); one that does has
     /// nothing to apply.
     EnvironmentCreated,
     /// An override of a flag was set or removed.
@@ -537,7 +537,7 @@ pub struct EnvSnapshot {
     /// and context key; read together with the flags, so none names a flag that is missing.
     #[serde(default)]
     pub overrides: Vec<FlagOverride>,
-    /// The `seq` of the last change included; pass it to [`AdminStore::changes_since`].
+    /// The `seq` of the last change included; pass it to [`ChangeFeed::changes_since`].
     pub cursor: u64,
 }
 

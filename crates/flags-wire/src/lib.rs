@@ -3,8 +3,9 @@
 //!
 //! - [`stream`]: the server-side SDK formats: the `latest-all` body, and the stream's `put`,
 //!   `patch` and `delete` events.
-//! - [`file`]: LaunchDarkly's flag-file format (`{"flags":{},"segments":{},"flagValues":{}}`,
-//!   JSON or YAML), merged from several files with every problem located by file and field.
+//! - [`file`](mod@file): LaunchDarkly's flag-file format
+//!   (`{"flags":{},"segments":{},"flagValues":{}}`, JSON or YAML), merged from several files with
+//!   every problem located by file and field.
 //!
 //! There is no transport here (no HTTP, no SSE framing, no sockets): bytes in, model out, and
 //! back. The model is `flags-core`'s.
