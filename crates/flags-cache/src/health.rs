@@ -30,6 +30,7 @@ pub enum HealthStatus {
 /// "seconds_since_last_contact":...,"last_error":...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
+    /// Where the source stands now.
     pub status: HealthStatus,
     /// Failures since the last success (or since the start, before any).
     pub consecutive_failures: u32,

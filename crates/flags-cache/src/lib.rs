@@ -14,6 +14,8 @@
 //! to call it and what to serve when it fails. Its only async piece is the wait for another
 //! caller's load (tokio's `OnceCell`); it spawns no tasks and needs no running runtime.
 
+#![warn(missing_docs)]
+
 mod backoff;
 mod cache;
 mod clock;
@@ -31,8 +33,13 @@ pub use rng::JitterRng;
 /// A setting that cannot work, reported when a [`Backoff`] or [`TtlCache`] is built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ConfigError {
+    /// A jitter fraction outside `[0, 1)`, or NaN: a delay or TTL could reach zero or go negative.
     #[error("jitter fraction must be at least 0 and below 1, got {fraction}")]
-    JitterOutOfRange { fraction: f64 },
+    JitterOutOfRange {
+        /// The fraction that was given.
+        fraction: f64,
+    },
+    /// A cache bounded to no entries at all, which could never answer from itself.
     #[error("a cache must be allowed at least one entry (max_entries = 0)")]
     ZeroCapacity,
 }

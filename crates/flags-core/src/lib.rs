@@ -4,6 +4,8 @@
 //! the small traits that join the engine, the stores and the server. It does no I/O and knows
 //! nothing of tokio, axum, sqlx or redis; it does not evaluate flags (that is `flags-eval`).
 
+#![warn(missing_docs)]
+
 mod attr;
 pub mod context;
 mod error;

@@ -36,6 +36,8 @@
 //! assert_eq!(detail.value, Some(&json!(true)));
 //! ```
 
+#![warn(missing_docs)]
+
 mod deps;
 mod ops;
 

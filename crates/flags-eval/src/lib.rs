@@ -7,6 +7,8 @@
 //! allocate on the hot path. It does no I/O and knows nothing of where data comes from; it
 //! depends on `flags-core` plus hashing, regex and semver crates.
 
+#![warn(missing_docs)]
+
 mod big_segments;
 mod bucket;
 mod compile;

@@ -13,6 +13,8 @@
 //! not evaluate flags or keep a cache; replicas build their snapshots from
 //! [`ChangeFeed::snapshot`] and [`ChangeFeed::changes_since`].
 
+#![warn(missing_docs)]
+
 mod error;
 mod subscription;
 

@@ -23,6 +23,8 @@
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
 
+#![warn(missing_docs)]
+
 mod keys;
 mod memory;
 pub mod validate;

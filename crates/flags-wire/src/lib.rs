@@ -26,5 +26,7 @@
 //! assert_eq!(data.flags["dark-mode"].variations, [serde_json::json!(true)]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod file;
 pub mod stream;
