@@ -13,6 +13,25 @@
 //! nothing of HTTP or of the flag model. The caller brings the loader; this crate decides when
 //! to call it and what to serve when it fails. Its only async piece is the wait for another
 //! caller's load (tokio's `OnceCell`); it spawns no tasks and needs no running runtime.
+//!
+//! ```
+//! use std::time::Duration;
+//! use flags_cache::{Backoff, HealthStatus, HealthTracker};
+//!
+//! let backoff = Backoff::new(Duration::from_millis(500));
+//! let health = HealthTracker::new();
+//! assert_eq!(health.status(), HealthStatus::Connecting);
+//!
+//! health.record_success();
+//! assert_eq!(health.status(), HealthStatus::Serving);
+//! for _ in 0..3 {
+//!     health.record_failure("connection refused");
+//! }
+//! // Still serving the last good data, but degraded, and waiting 4x the base before retrying.
+//! assert_eq!(health.status(), HealthStatus::Degraded);
+//! assert_eq!(health.next_delay(&backoff), Duration::from_secs(2));
+//! assert_eq!(health.report().last_error.as_deref(), Some("connection refused"));
+//! ```
 
 #![warn(missing_docs)]
 

@@ -12,6 +12,30 @@
 //! It knows SQL and nothing of HTTP: the server maps [`StoreError`]s to status codes. It does
 //! not evaluate flags or keep a cache; replicas build their snapshots from
 //! [`ChangeFeed::snapshot`] and [`ChangeFeed::changes_since`].
+//!
+//! ```no_run
+//! use flags_store::{Actor, AdminStore, ChangeFeed, ChangeSubscription, StoreError};
+//! use flags_store_postgres::{PostgresConfig, PostgresStore};
+//! use serde_json::json;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), StoreError> {
+//!     let config = PostgresConfig::new("postgres://flagd@localhost/flagd");
+//!     let store = PostgresStore::connect_with(&config).await?;
+//!     store.migrate().await?;
+//!
+//!     let mut changes = store.subscribe().await?;
+//!     let admin = Actor::named("release-script");
+//!     store.create_environment(&admin, "production", "Production").await?;
+//!     let flag = json!({"variations": [false, true], "fallthrough": {"variation": 0}});
+//!     store.put_flag(&admin, "production", "dark-mode", flag, None).await?;
+//!
+//!     // Every replica hears of the write, from LISTEN/NOTIFY.
+//!     let change = changes.next().await?;
+//!     println!("change {} to {} in {}", change.seq, change.key, change.env);
+//!     Ok(())
+//! }
+//! ```
 
 #![warn(missing_docs)]
 

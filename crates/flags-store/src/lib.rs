@@ -22,6 +22,36 @@
 //!   from it, so a replica that saw the deletion never ignores the new item as stale.
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
+//!
+//! ```
+//! use flags_store::{Actor, AdminStore, ChangeFeed, MemoryStore, StoreError};
+//! use serde_json::json;
+//!
+//! /// The same code runs over every backend: `MemoryStore` here, PostgreSQL in production.
+//! async fn release(store: &dyn AdminStore) -> Result<(), StoreError> {
+//!     let admin = Actor::named("release-script");
+//!     store.create_environment(&admin, "production", "Production").await?;
+//!     let flag = json!({"variations": [false, true], "fallthrough": {"variation": 0}});
+//!     let stored = store.put_flag(&admin, "production", "dark-mode", flag, None).await?;
+//!     assert_eq!(stored.version, 1);
+//!
+//!     // Nothing invalid is stored: this flag falls through to a variation it does not have.
+//!     let bad = json!({"variations": [false, true], "fallthrough": {"variation": 5}});
+//!     let refused = store.put_flag(&admin, "production", "broken", bad, None).await;
+//!     assert!(matches!(refused, Err(StoreError::Invalid { .. })));
+//!
+//!     // Replicas load an environment whole, then follow its changes from the cursor.
+//!     let snapshot = store.snapshot("production").await?;
+//!     assert_eq!(snapshot.flags.len(), 1);
+//!     assert!(store.changes_since("production", snapshot.cursor).await?.is_empty());
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), StoreError> {
+//!     release(&MemoryStore::new()).await
+//! }
+//! ```
 
 #![warn(missing_docs)]
 
