@@ -39,6 +39,11 @@
 
 #![warn(missing_docs)]
 
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod error;
 mod subscription;
 

@@ -28,5 +28,10 @@
 
 #![warn(missing_docs)]
 
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod file;
 pub mod stream;
