@@ -15,6 +15,31 @@ use toml::{Table, Value};
 /// entry: `flags-bench` only holds benchmarks.
 const UNDECLARED_OK: &[&str] = &["flags-bench"];
 
+/// The crates that are never published: the server, its benchmarks, the repository automation
+/// and the helpers the tests share. Every other crate is a library that is published on
+/// crates.io, so it must be publishable and carry what crates.io shows about it.
+const UNPUBLISHED: &[&str] = &["flagd", "flags-bench", "xtask", "flags-test-support"];
+
+/// The crates.io category slugs the published crates may use. crates.io refuses an unknown slug
+/// only at publish time, so a misspelt one is caught here; add a slug from
+/// <https://crates.io/category_slugs> when a crate needs it.
+const CATEGORIES: &[&str] = &[
+    "algorithms",
+    "asynchronous",
+    "caching",
+    "concurrency",
+    "config",
+    "data-structures",
+    "database",
+    "encoding",
+    "parser-implementations",
+    "web-programming",
+    "web-programming::http-server",
+];
+
+/// crates.io's limit on both keywords and categories.
+const MAX_KEYWORDS: usize = 5;
+
 /// The only packages `flags-core` may depend on (normal dependencies). Everything else depends on
 /// it, so whatever it pulls in, every backend, the SDK and the server pay for. `serde_path_to_error`
 /// is there so load errors can name the full field path.
@@ -81,6 +106,8 @@ struct Crate {
     manifest: Table,
     /// `src/lib.rs`, when the crate has a library.
     lib_rs: Option<String>,
+    /// The names of the files directly in the crate's directory (`Cargo.toml`, `README.md`).
+    files: BTreeSet<String>,
 }
 
 fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
@@ -134,11 +161,19 @@ fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
             }
         };
         let lib_rs = fs::read_to_string(path.join("src/lib.rs")).ok();
+        let mut files = BTreeSet::new();
+        for entry in fs::read_dir(&path).with_context(|| format!("cannot list {dir}"))? {
+            let entry = entry.with_context(|| format!("cannot list {dir}"))?;
+            if entry.path().is_file() {
+                files.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
         collect_sources(root, &path, &mut sources, problems)?;
         crates.push(Crate {
             dir,
             manifest,
             lib_rs,
+            files,
         });
     }
 
@@ -190,7 +225,7 @@ fn check(ws: &Workspace) -> Vec<String> {
     for krate in &ws.crates {
         check_package(ws, krate, &mut problems);
         check_dependencies_inherited(krate, &mut problems);
-        check_lib_doc(krate, &mut problems);
+        check_lib_doc(ws, krate, &mut problems);
     }
     check_declared(ws, &mut problems);
     check_core_dependencies(ws, &mut problems);
@@ -198,7 +233,8 @@ fn check(ws: &Workspace) -> Vec<String> {
     problems
 }
 
-/// Name, description, licence, publishing and lints of one crate.
+/// Name, description, licence, publishing (with what crates.io shows, for a published crate) and
+/// lints of one crate.
 fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
     let at = format!("{}/Cargo.toml", krate.dir);
     let Some(name) = package_name(krate) else {
@@ -223,9 +259,18 @@ fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
             "{at}: licence should be Apache-2.0 (`license.workspace = true`)"
         ));
     }
-    if inherited(ws, krate, "publish").and_then(Value::as_bool) != Some(false) {
+    if UNPUBLISHED.contains(&name) {
+        if is_publishable(ws, krate) {
+            problems.push(format!(
+                "{at}: `{name}` is never published: set `publish = false`"
+            ));
+        }
+    } else if is_publishable(ws, krate) {
+        check_published_metadata(ws, krate, problems);
+    } else {
         problems.push(format!(
-            "{at}: should not be publishable (`publish.workspace = true`)"
+            "{at}: library crates are published: remove `publish = false` (only {} keep it)",
+            UNPUBLISHED.join(", ")
         ));
     }
     let lints_inherited = krate
@@ -239,6 +284,95 @@ fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
             "{at}: no `[lints] workspace = true` (the workspace lints apply to every crate)"
         ));
     }
+}
+
+/// What crates.io shows about a published crate: where its code is, its README, and how to find
+/// it. Cargo itself warns about none of these being missing.
+fn check_published_metadata(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
+    let at = format!("{}/Cargo.toml", krate.dir);
+    match inherited(ws, krate, "repository") {
+        Some(Value::String(url)) if !url.trim().is_empty() => {}
+        _ => problems.push(format!(
+            "{at}: no `repository` (`repository.workspace = true`)"
+        )),
+    }
+    match inherited(ws, krate, "readme").and_then(Value::as_str) {
+        None => problems.push(format!(
+            "{at}: no `readme` (`readme = \"README.md\"`: what the crate is, an example, a link \
+             to the project)"
+        )),
+        Some(readme) if !krate.files.contains(readme) => problems.push(format!(
+            "{at}: readme `{readme}` is not a file in {} (the package holds only its own \
+             directory)",
+            krate.dir
+        )),
+        Some(_) => {}
+    }
+    let keywords = string_list(ws, krate, "keywords");
+    match &keywords {
+        None => problems.push(format!("{at}: no `keywords` (up to {MAX_KEYWORDS})")),
+        Some(keywords) if keywords.is_empty() || keywords.len() > MAX_KEYWORDS => problems.push(
+            format!("{at}: `keywords` should have 1 to {MAX_KEYWORDS} entries"),
+        ),
+        Some(_) => {}
+    }
+    for keyword in keywords.iter().flatten() {
+        if !is_valid_keyword(keyword) {
+            problems.push(format!(
+                "{at}: keyword `{keyword}` is not accepted by crates.io (up to 20 ASCII letters, \
+                 digits, `-`, `_` or `+`, starting with a letter or digit)"
+            ));
+        }
+    }
+    let categories = string_list(ws, krate, "categories");
+    match &categories {
+        None => problems.push(format!("{at}: no `categories` (up to {MAX_KEYWORDS})")),
+        Some(categories) if categories.is_empty() || categories.len() > MAX_KEYWORDS => problems
+            .push(format!(
+                "{at}: `categories` should have 1 to {MAX_KEYWORDS} entries"
+            )),
+        Some(_) => {}
+    }
+    for category in categories.iter().flatten() {
+        if !CATEGORIES.contains(&category.as_str()) {
+            problems.push(format!(
+                "{at}: category `{category}` is not one of {} (add a crates.io slug to \
+                 CATEGORIES in xtask/src/tidy.rs)",
+                CATEGORIES.join(", ")
+            ));
+        }
+    }
+}
+
+/// Whether cargo would publish the crate: `publish` is unset, `true` or a non-empty list of
+/// registries.
+fn is_publishable(ws: &Workspace, krate: &Crate) -> bool {
+    match inherited(ws, krate, "publish") {
+        Some(Value::Boolean(publish)) => *publish,
+        Some(Value::Array(registries)) => !registries.is_empty(),
+        _ => true,
+    }
+}
+
+/// A `[package]` field that is a list of strings; `None` when it is missing or not such a list.
+fn string_list(ws: &Workspace, krate: &Crate, field: &str) -> Option<Vec<String>> {
+    inherited(ws, krate, field)?
+        .as_array()?
+        .iter()
+        .map(|value| value.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// crates.io's rule for a keyword.
+fn is_valid_keyword(keyword: &str) -> bool {
+    keyword.len() <= 20
+        && keyword
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphanumeric())
+        && keyword
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+'))
 }
 
 /// Versions and features live once in the root `[workspace.dependencies]`; crates inherit them.
@@ -257,7 +391,8 @@ fn check_dependencies_inherited(krate: &Crate, problems: &mut Vec<String>) {
     }
 }
 
-fn check_lib_doc(krate: &Crate, problems: &mut Vec<String>) {
+/// The crate's `//!` header, and for a published library the lint that keeps it documented.
+fn check_lib_doc(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
     let Some(lib_rs) = &krate.lib_rs else {
         return;
     };
@@ -268,6 +403,21 @@ fn check_lib_doc(krate: &Crate, problems: &mut Vec<String>) {
     if !opens_with_doc {
         problems.push(format!(
             "{}/src/lib.rs: should open with a `//!` comment saying what the crate is and is not",
+            krate.dir
+        ));
+    }
+    let published = package_name(krate).is_some_and(|name| !UNPUBLISHED.contains(&name))
+        && is_publishable(ws, krate);
+    let lints_missing_docs = lib_rs.lines().any(|line| {
+        matches!(
+            line.trim(),
+            "#![warn(missing_docs)]" | "#![deny(missing_docs)]" | "#![forbid(missing_docs)]"
+        )
+    });
+    if published && !lints_missing_docs {
+        problems.push(format!(
+            "{}/src/lib.rs: a published library documents every public item: add \
+             `#![warn(missing_docs)]`",
             krate.dir
         ));
     }
@@ -522,7 +672,7 @@ members = ["crates/*", "xtask"]
 
 [workspace.package]
 license = "Apache-2.0"
-publish = false
+repository = "https://example.invalid/flagd"
 
 [workspace.dependencies]
 flags-core = { path = "crates/flags-core", version = "0.1.0" }
@@ -532,16 +682,24 @@ tokio = "1"
 runtime = { package = "tokio", version = "1" }
 "#;
 
-    const DOC: &str = "//! A fixture crate.\n";
+    const DOC: &str = "//! A fixture crate.\n\n#![warn(missing_docs)]\n";
 
+    /// A tidy manifest: a published library's, or for the crates that are never published, one
+    /// with `publish = false` and no crates.io metadata.
     fn manifest(name: &str, deps: &str) -> String {
+        let publishing = if UNPUBLISHED.contains(&name) {
+            "publish = false"
+        } else {
+            "repository.workspace = true\nreadme = \"README.md\"\n\
+             keywords = [\"feature-flags\"]\ncategories = [\"config\"]"
+        };
         format!(
             r#"
 [package]
 name = "{name}"
 description = "A fixture crate."
 license.workspace = true
-publish.workspace = true
+{publishing}
 
 {deps}
 
@@ -608,6 +766,7 @@ workspace = true
                         dir,
                         manifest: manifest.parse().unwrap(),
                         lib_rs,
+                        files: ["Cargo.toml", "README.md"].map(str::to_owned).into(),
                     })
                     .collect(),
                 sources: self.sources,
@@ -658,16 +817,93 @@ workspace = true
     }
 
     #[test]
-    fn licence_and_publishing_are_checked() {
+    fn licence_is_checked() {
+        let manifest =
+            manifest("flags-app", "").replace("license.workspace = true", "license = \"MIT\"");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(
+            fixture,
+            &["crates/flags-app/Cargo.toml: licence should be Apache-2.0"],
+        );
+    }
+
+    #[test]
+    fn libraries_are_published_and_the_other_crates_are_not() {
+        let library = manifest("flags-app", "").replace("[package]", "[package]\npublish = false");
+        let tool = manifest("xtask", "").replace("publish = false", "");
+        let no_registry =
+            manifest("flags-core", "").replace("[package]", "[package]\npublish = []");
+        let fixture = Fixture::tidy()
+            .with_crate("crates/flags-app", &library, Some(DOC))
+            .with_crate("xtask", &tool, None)
+            .with_crate("crates/flags-core", &no_registry, Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: library crates are published: remove `publish = \
+                 false` (only flagd, flags-bench, xtask, flags-test-support keep it)",
+                "xtask/Cargo.toml: `xtask` is never published: set `publish = false`",
+                "crates/flags-core/Cargo.toml: library crates are published",
+            ],
+        );
+
+        // `publish` inherited from the workspace counts the same.
+        let mut fixture = Fixture::tidy().with_crate(
+            "crates/flags-bench",
+            &manifest("flags-bench", "").replace("publish = false", "publish.workspace = true"),
+            None,
+        );
+        check_problems(
+            fixture,
+            &["crates/flags-bench/Cargo.toml: `flags-bench` is never"],
+        );
+        fixture = Fixture::tidy().with_crate(
+            "crates/flags-bench",
+            &manifest("flags-bench", "").replace("publish = false", "publish.workspace = true"),
+            None,
+        );
+        fixture.root = ROOT.replace(
+            "[workspace.package]",
+            "[workspace.package]\npublish = false",
+        );
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn published_crates_carry_what_crates_io_shows() {
         let manifest = manifest("flags-app", "")
-            .replace("license.workspace = true", "license = \"MIT\"")
-            .replace("publish.workspace = true", "");
+            .replace("repository.workspace = true\n", "")
+            .replace("readme = \"README.md\"\n", "")
+            .replace(
+                "keywords = [\"feature-flags\"]",
+                "keywords = [\"a\", \"b\", \"c\", \"d\", \"feature flags\", \"-f\"]",
+            )
+            .replace("[\"config\"]", "[\"config\", \"feature-flags\"]");
         let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
         check_problems(
             fixture,
             &[
-                "crates/flags-app/Cargo.toml: licence should be Apache-2.0",
-                "crates/flags-app/Cargo.toml: should not be publishable",
+                "crates/flags-app/Cargo.toml: no `repository`",
+                "crates/flags-app/Cargo.toml: no `readme`",
+                "crates/flags-app/Cargo.toml: `keywords` should have 1 to 5 entries",
+                "keyword `feature flags` is not accepted by crates.io",
+                "keyword `-f` is not accepted by crates.io",
+                "category `feature-flags` is not one of algorithms, asynchronous,",
+            ],
+        );
+
+        let manifest = self::manifest("flags-app", "")
+            .replace("\"README.md\"", "\"../../README.md\"")
+            .replace("keywords = [\"feature-flags\"]\n", "")
+            .replace("[\"config\"]", "[]");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: readme `../../README.md` is not a file in \
+                 crates/flags-app",
+                "crates/flags-app/Cargo.toml: no `keywords`",
+                "crates/flags-app/Cargo.toml: `categories` should have 1 to 5 entries",
             ],
         );
     }
@@ -694,16 +930,43 @@ workspace = true
             "\n//! Documentation after a blank line.\n",
             "",
         ] {
+            let lib_rs = format!("{lib_rs}\n#![warn(missing_docs)]\n");
             let fixture = Fixture::tidy().with_crate(
                 "crates/flags-core",
                 &manifest("flags-core", ""),
-                Some(lib_rs),
+                Some(&lib_rs),
             );
             check_problems(
                 fixture,
                 &["crates/flags-core/src/lib.rs: should open with a `//!` comment"],
             );
         }
+    }
+
+    #[test]
+    fn published_library_without_the_missing_docs_lint_is_reported() {
+        let fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", ""),
+            Some("//! Documented.\n#![allow(missing_docs)]\n"),
+        );
+        check_problems(
+            fixture,
+            &["crates/flags-core/src/lib.rs: a published library documents every public item"],
+        );
+
+        let fixture = Fixture::tidy()
+            .with_crate(
+                "crates/flags-core",
+                &manifest("flags-core", ""),
+                Some("//! Documented.\n  #![deny(missing_docs)]\n"),
+            )
+            .with_crate(
+                "crates/flags-bench",
+                &manifest("flags-bench", ""),
+                Some("//! Never published.\n"),
+            );
+        check_problems(fixture, &[]);
     }
 
     #[test]
@@ -866,6 +1129,7 @@ version = "1.0.0"
         write("crates/flags-core/Cargo.toml", &manifest("flags-core", ""));
         write("crates/flags-core/src/lib.rs", "pub struct Flag;\n");
         write("crates/flags-app/Cargo.toml", &manifest("flags-app", ""));
+        write("crates/flags-app/README.md", "# flags-app\n");
         write("crates/flags-app/src/lib.rs", DOC);
         write(
             "crates/flags-app/target/debug/build/out.rs",
@@ -883,7 +1147,9 @@ version = "1.0.0"
         let problems = problems.unwrap();
         let expected = [
             "crates/flags-half: no Cargo.toml",
+            "crates/flags-core/Cargo.toml: readme `README.md` is not a file in crates/flags-core",
             "crates/flags-core/src/lib.rs: should open with a `//!` comment",
+            "crates/flags-core/src/lib.rs: a published library documents every public item",
             "xtask/Cargo.toml: [dependencies] `anyhow` should be `anyhow.workspace = true`",
         ];
         assert!(
