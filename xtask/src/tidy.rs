@@ -40,6 +40,49 @@ const CATEGORIES: &[&str] = &[
 /// crates.io's limit on both keywords and categories.
 const MAX_KEYWORDS: usize = 5;
 
+/// Which workspace crates each crate may depend on through normal dependencies; dev-dependencies
+/// are free, since tests may use anything. Lower layers know nothing of the ones above them: the
+/// vocabulary knows no engine, the engine no store, and no library knows the server. A crate
+/// without a row is a problem, so each new crate is given its place when it is added; a row may
+/// come before its crate does.
+///
+/// docs/ARCHITECTURE.md shows the same table under "Layering", as [`render_layers`] writes it,
+/// and tidy checks that the two agree.
+const LAYERS: &[(&str, Allowed)] = &[
+    ("flags-core", Allowed::Only(&[])),
+    ("flags-eval", Allowed::Only(&["flags-core"])),
+    ("flags-wire", Allowed::Only(&["flags-core"])),
+    (
+        "flags-data",
+        Allowed::Only(&["flags-core", "flags-eval", "flags-wire"]),
+    ),
+    ("flags-cache", Allowed::Only(&[])),
+    (
+        "flags-store",
+        Allowed::Only(&["flags-core", "flags-eval", "flags-wire", "flags-data"]),
+    ),
+    (
+        "flags-store-postgres",
+        Allowed::Only(&["flags-core", "flags-store"]),
+    ),
+    ("flags-test-support", Allowed::Only(&[])),
+    ("flagd", Allowed::Any),
+    ("flags-bench", Allowed::Only(&["flags-core", "flags-eval"])),
+    ("xtask", Allowed::Only(&[])),
+];
+
+/// The workspace crates one crate may depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    /// Only these.
+    Only(&'static [&'static str]),
+    /// Any of them: the server sits on top of everything.
+    Any,
+}
+
+/// Where the layering table is shown, relative to the root.
+const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
+
 /// The only packages `flags-core` may depend on (normal dependencies). Everything else depends on
 /// it, so whatever it pulls in, every backend, the SDK and the server pay for. `serde_path_to_error`
 /// is there so load errors can name the full field path.
@@ -98,6 +141,10 @@ struct Workspace {
     crates: Vec<Crate>,
     /// Every `.rs` file of those crates: (path relative to the root, text).
     sources: Vec<(String, String)>,
+    /// The layering table to check against ([`LAYERS`], or a test's own).
+    layers: &'static [(&'static str, Allowed)],
+    /// `docs/ARCHITECTURE.md`, when it could be read.
+    architecture: Option<String>,
 }
 
 struct Crate {
@@ -177,11 +224,21 @@ fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
         });
     }
 
+    let architecture = match fs::read_to_string(root.join(ARCHITECTURE)) {
+        Ok(text) => Some(text),
+        Err(err) => {
+            problems.push(format!("{ARCHITECTURE}: cannot read: {err}"));
+            None
+        }
+    };
+
     Ok(Workspace {
         manifest,
         lock,
         crates,
         sources,
+        layers: LAYERS,
+        architecture,
     })
 }
 
@@ -228,6 +285,8 @@ fn check(ws: &Workspace) -> Vec<String> {
         check_lib_doc(ws, krate, &mut problems);
     }
     check_declared(ws, &mut problems);
+    check_layering(ws, &mut problems);
+    check_layering_documented(ws, &mut problems);
     check_core_dependencies(ws, &mut problems);
     check_test_attributes(ws, &mut problems);
     problems
@@ -449,6 +508,89 @@ fn check_declared(ws: &Workspace, problems: &mut Vec<String>) {
             )),
             Some(_) => {}
         }
+    }
+}
+
+/// Every crate has a row in the layering table, and its normal dependencies on other workspace
+/// crates are the ones its row allows.
+fn check_layering(ws: &Workspace, problems: &mut Vec<String>) {
+    let members: BTreeSet<&str> = ws.crates.iter().filter_map(package_name).collect();
+    for krate in &ws.crates {
+        let Some(name) = package_name(krate) else {
+            continue;
+        };
+        let at = format!("{}/Cargo.toml", krate.dir);
+        let Some(allowed) = layer(ws, name) else {
+            problems.push(format!(
+                "{at}: `{name}` has no row in the layering table (LAYERS in xtask/src/tidy.rs, \
+                 shown in {ARCHITECTURE}): give it one that says which crates it may depend on"
+            ));
+            continue;
+        };
+        let Allowed::Only(allowed) = allowed else {
+            continue;
+        };
+        for (section, deps) in dependency_tables(&krate.manifest) {
+            if section != "dependencies" && !section.ends_with(".dependencies") {
+                continue;
+            }
+            for (key, spec) in deps {
+                let package = real_package_name(ws, key, spec);
+                if members.contains(package) && !allowed.contains(&package) {
+                    problems.push(format!(
+                        "{at}: [{section}] `{name}` may not depend on `{package}`; the layering \
+                         allows it: {}",
+                        describe_allowed(Allowed::Only(allowed))
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The row of `name` in the workspace's layering table.
+fn layer(ws: &Workspace, name: &str) -> Option<Allowed> {
+    ws.layers
+        .iter()
+        .find(|(crate_name, _)| *crate_name == name)
+        .map(|(_, allowed)| *allowed)
+}
+
+/// What a row allows, in words: `` `flags-core`, `flags-eval` ``, or no or any workspace crate.
+fn describe_allowed(allowed: Allowed) -> String {
+    match allowed {
+        Allowed::Any => "any workspace crate".to_owned(),
+        Allowed::Only([]) => "no workspace crate".to_owned(),
+        Allowed::Only(names) => names
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The layering table as docs/ARCHITECTURE.md shows it: one row per crate, in the table's order.
+fn render_layers(layers: &[(&str, Allowed)]) -> String {
+    let mut table =
+        String::from("| Crate | May depend on (normal dependencies) |\n| --- | --- |\n");
+    for (name, allowed) in layers {
+        table.push_str(&format!("| `{name}` | {} |\n", describe_allowed(*allowed)));
+    }
+    table
+}
+
+/// docs/ARCHITECTURE.md shows the layering table exactly as [`render_layers`] writes it, so the
+/// documented layering is the enforced one.
+fn check_layering_documented(ws: &Workspace, problems: &mut Vec<String>) {
+    let Some(architecture) = &ws.architecture else {
+        return;
+    };
+    let table = render_layers(ws.layers);
+    if !architecture.contains(&table) {
+        problems.push(format!(
+            "{ARCHITECTURE}: the table under \"Layering\" differs from LAYERS in \
+             xtask/src/tidy.rs; it should read:\n{table}"
+        ));
     }
 }
 
@@ -709,11 +851,30 @@ workspace = true
         )
     }
 
+    /// The fixture's layering: `flags-app` above `flags-core`, and `xtask` above everything.
+    const LAYERS_FIXTURE: &[(&str, Allowed)] = &[
+        ("flags-core", Allowed::Only(&[])),
+        ("flags-app", Allowed::Only(&["flags-core"])),
+        ("flags-bench", Allowed::Only(&["flags-core"])),
+        ("flags-new", Allowed::Only(&[])),
+        ("xtask", Allowed::Any),
+    ];
+
+    /// An architecture document that shows `layers`.
+    fn architecture(layers: &[(&str, Allowed)]) -> String {
+        format!(
+            "# Architecture\n\n## Layering\n\n{}\nLower layers know nothing of higher ones.\n",
+            render_layers(layers)
+        )
+    }
+
     struct Fixture {
         root: String,
         lock: Option<String>,
         crates: Vec<(String, String, Option<String>)>,
         sources: Vec<(String, String)>,
+        layers: &'static [(&'static str, Allowed)],
+        architecture: Option<String>,
     }
 
     impl Fixture {
@@ -742,6 +903,8 @@ workspace = true
                     "crates/flags-core/src/lib.rs".to_owned(),
                     format!("{DOC}#[test]\nfn works() {{}}\n"),
                 )],
+                layers: LAYERS_FIXTURE,
+                architecture: Some(architecture(LAYERS_FIXTURE)),
             }
         }
 
@@ -770,6 +933,8 @@ workspace = true
                     })
                     .collect(),
                 sources: self.sources,
+                layers: self.layers,
+                architecture: self.architecture,
             };
             check(&ws)
         }
@@ -917,6 +1082,7 @@ workspace = true
             &[
                 "package `flags-ap` should be named after its directory `flags-app`",
                 "lacks `flags-ap = { path = \"crates/flags-app\"",
+                "`flags-ap` has no row in the layering table",
             ],
         );
     }
@@ -1011,6 +1177,88 @@ workspace = true
                 "[target.'cfg(unix)'.dev-dependencies] `tokio` should be `tokio.workspace = true`",
             ],
         );
+    }
+
+    #[test]
+    fn dependency_outside_the_layering_is_reported() {
+        let deps = "[dependencies]\nflags-app.workspace = true\nserde.workspace = true\n\n\
+                    [target.'cfg(unix)'.dependencies]\nflags-core.workspace = true\n\
+                    flags-bench.workspace = true\n\n\
+                    [dev-dependencies]\nflags-app.workspace = true";
+        let fixture =
+            Fixture::tidy().with_crate("crates/flags-bench", &manifest("flags-bench", deps), None);
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-bench/Cargo.toml: [dependencies] `flags-bench` may not depend on \
+                 `flags-app`; the layering allows it: `flags-core`",
+                "[target.'cfg(unix)'.dependencies] `flags-bench` may not depend on `flags-bench`",
+            ],
+        );
+    }
+
+    #[test]
+    fn crate_that_may_depend_on_anything_is_not_limited() {
+        let deps = "[dependencies]\nflags-app.workspace = true\nflags-core.workspace = true";
+        let fixture = Fixture::tidy().with_crate("xtask", &manifest("xtask", deps), None);
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn crate_without_a_layer_is_reported() {
+        const LAYERS: &[(&str, Allowed)] = &[
+            ("flags-core", Allowed::Only(&[])),
+            ("flags-app", Allowed::Only(&["flags-core"])),
+            // A row for a crate that does not exist yet is fine.
+            ("flags-later", Allowed::Only(&["flags-core"])),
+        ];
+        let mut fixture = Fixture::tidy();
+        fixture.layers = LAYERS;
+        fixture.architecture = Some(architecture(LAYERS));
+        check_problems(
+            fixture,
+            &[
+                "xtask/Cargo.toml: `xtask` has no row in the layering table (LAYERS in \
+               xtask/src/tidy.rs, shown in docs/ARCHITECTURE.md)",
+            ],
+        );
+    }
+
+    #[test]
+    fn layering_table_is_rendered_for_the_docs() {
+        let expected = "\
+| Crate | May depend on (normal dependencies) |
+| --- | --- |
+| `flags-core` | no workspace crate |
+| `flags-app` | `flags-core` |
+| `flags-bench` | `flags-core` |
+| `flags-new` | no workspace crate |
+| `xtask` | any workspace crate |
+";
+        assert_eq!(render_layers(LAYERS_FIXTURE), expected);
+    }
+
+    #[test]
+    fn documented_layering_that_differs_is_reported() {
+        let mut fixture = Fixture::tidy();
+        fixture.architecture = fixture.architecture.map(|doc| {
+            doc.replace(
+                "| `flags-app` | `flags-core` |",
+                "| `flags-app` | `flags-core`, `flags-new` |",
+            )
+        });
+        check_problems(
+            fixture,
+            &[
+                "docs/ARCHITECTURE.md: the table under \"Layering\" differs from LAYERS in \
+               xtask/src/tidy.rs; it should read:\n| Crate |",
+            ],
+        );
+
+        // Without the document (reported when it is read), there is nothing to compare.
+        let mut fixture = Fixture::tidy();
+        fixture.architecture = None;
+        check_problems(fixture, &[]);
     }
 
     #[test]
@@ -1141,6 +1389,7 @@ version = "1.0.0"
             &manifest("xtask", "[dependencies]\nanyhow = \"1\""),
         );
         write("xtask/src/main.rs", "fn main() {}\n");
+        write("docs/ARCHITECTURE.md", &architecture(LAYERS));
 
         let problems = check_repository(&root);
         fs::remove_dir_all(&root).unwrap();
@@ -1151,6 +1400,7 @@ version = "1.0.0"
             "crates/flags-core/src/lib.rs: should open with a `//!` comment",
             "crates/flags-core/src/lib.rs: a published library documents every public item",
             "xtask/Cargo.toml: [dependencies] `anyhow` should be `anyhow.workspace = true`",
+            "crates/flags-app/Cargo.toml: `flags-app` has no row in the layering table",
         ];
         assert!(
             problems.len() == expected.len()
