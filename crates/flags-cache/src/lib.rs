@@ -56,6 +56,7 @@ pub use rng::JitterRng;
 
 /// A setting that cannot work, reported when a [`Backoff`] or [`TtlCache`] is built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// A jitter fraction outside `[0, 1)`, or NaN: a delay or TTL could reach zero or go negative.
     #[error("jitter fraction must be at least 0 and below 1, got {fraction}")]

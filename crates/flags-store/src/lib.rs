@@ -240,6 +240,7 @@ impl Actor {
 /// What an audit entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditItemKind {
     /// An environment.
     Environment,
@@ -278,6 +279,7 @@ impl AuditItemKind {
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditAction {
     /// Created (environment, flag, segment, key).
     Create,
@@ -489,6 +491,10 @@ impl fmt::Debug for CreatedApiKey {
 }
 
 /// What a [`Change`] is about.
+///
+/// Deliberately not `#[non_exhaustive]`: a follower that skipped a kind of change would serve
+/// wrong data, so followers match it exhaustively and a new kind fails to compile until each
+/// one applies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
@@ -693,6 +699,7 @@ fn batch_message(item: Option<&(ItemKind, String)>, source: &StoreError) -> Stri
 
 /// Why a store operation failed, grouped by what the caller does about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The environment, flag, segment, key or override does not exist.
     #[error("{what} not found")]
