@@ -52,6 +52,16 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
             }),
         ),
         (
+            "cargo doc --workspace --no-deps (warnings denied)",
+            Box::new(|| {
+                run_command(
+                    cargo(root)
+                        .args(["doc", "--workspace", "--no-deps"])
+                        .env("RUSTDOCFLAGS", "-D warnings"),
+                )
+            }),
+        ),
+        (
             "cargo deny check licenses bans sources",
             Box::new(|| cargo_deny(root)),
         ),

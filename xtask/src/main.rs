@@ -19,7 +19,7 @@ const HELP: &str = "\
 Usage: cargo xtask <command>
 
 Commands:
-  tidy    Check repository conventions: crate metadata, lints, docs, flags-core's dependencies
+  tidy    Check repository conventions: crate metadata, lints, docs, the crates' layering
   deps    Install the third-party test clients (Python venv, npm packages) under the target dir
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out

@@ -15,6 +15,74 @@ use toml::{Table, Value};
 /// entry: `flags-bench` only holds benchmarks.
 const UNDECLARED_OK: &[&str] = &["flags-bench"];
 
+/// The crates that are never published: the server, its benchmarks, the repository automation
+/// and the helpers the tests share. Every other crate is a library that is published on
+/// crates.io, so it must be publishable and carry what crates.io shows about it.
+const UNPUBLISHED: &[&str] = &["flagd", "flags-bench", "xtask", "flags-test-support"];
+
+/// The crates.io category slugs the published crates may use. crates.io refuses an unknown slug
+/// only at publish time, so a misspelt one is caught here; add a slug from
+/// <https://crates.io/category_slugs> when a crate needs it.
+const CATEGORIES: &[&str] = &[
+    "algorithms",
+    "asynchronous",
+    "caching",
+    "concurrency",
+    "config",
+    "data-structures",
+    "database",
+    "encoding",
+    "parser-implementations",
+    "web-programming",
+    "web-programming::http-server",
+];
+
+/// crates.io's limit on both keywords and categories.
+const MAX_KEYWORDS: usize = 5;
+
+/// Which workspace crates each crate may depend on through normal dependencies; dev-dependencies
+/// are free, since tests may use anything. Lower layers know nothing of the ones above them: the
+/// vocabulary knows no engine, the engine no store, and no library knows the server. A crate
+/// without a row is a problem, so each new crate is given its place when it is added; a row may
+/// come before its crate does.
+///
+/// docs/ARCHITECTURE.md shows the same table under "Layering", as [`render_layers`] writes it,
+/// and tidy checks that the two agree.
+const LAYERS: &[(&str, Allowed)] = &[
+    ("flags-core", Allowed::Only(&[])),
+    ("flags-eval", Allowed::Only(&["flags-core"])),
+    ("flags-wire", Allowed::Only(&["flags-core"])),
+    (
+        "flags-data",
+        Allowed::Only(&["flags-core", "flags-eval", "flags-wire"]),
+    ),
+    ("flags-cache", Allowed::Only(&[])),
+    (
+        "flags-store",
+        Allowed::Only(&["flags-core", "flags-eval", "flags-wire", "flags-data"]),
+    ),
+    (
+        "flags-store-postgres",
+        Allowed::Only(&["flags-core", "flags-store"]),
+    ),
+    ("flags-test-support", Allowed::Only(&[])),
+    ("flagd", Allowed::Any),
+    ("flags-bench", Allowed::Only(&["flags-core", "flags-eval"])),
+    ("xtask", Allowed::Only(&[])),
+];
+
+/// The workspace crates one crate may depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    /// Only these.
+    Only(&'static [&'static str]),
+    /// Any of them: the server sits on top of everything.
+    Any,
+}
+
+/// Where the layering table is shown, relative to the root.
+const ARCHITECTURE: &str = "docs/ARCHITECTURE.md";
+
 /// The only packages `flags-core` may depend on (normal dependencies). Everything else depends on
 /// it, so whatever it pulls in, every backend, the SDK and the server pay for. `serde_path_to_error`
 /// is there so load errors can name the full field path.
@@ -73,6 +141,10 @@ struct Workspace {
     crates: Vec<Crate>,
     /// Every `.rs` file of those crates: (path relative to the root, text).
     sources: Vec<(String, String)>,
+    /// The layering table to check against ([`LAYERS`], or a test's own).
+    layers: &'static [(&'static str, Allowed)],
+    /// `docs/ARCHITECTURE.md`, when it could be read.
+    architecture: Option<String>,
 }
 
 struct Crate {
@@ -81,6 +153,8 @@ struct Crate {
     manifest: Table,
     /// `src/lib.rs`, when the crate has a library.
     lib_rs: Option<String>,
+    /// The names of the files directly in the crate's directory (`Cargo.toml`, `README.md`).
+    files: BTreeSet<String>,
 }
 
 fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
@@ -134,19 +208,37 @@ fn load(root: &Path, problems: &mut Vec<String>) -> anyhow::Result<Workspace> {
             }
         };
         let lib_rs = fs::read_to_string(path.join("src/lib.rs")).ok();
+        let mut files = BTreeSet::new();
+        for entry in fs::read_dir(&path).with_context(|| format!("cannot list {dir}"))? {
+            let entry = entry.with_context(|| format!("cannot list {dir}"))?;
+            if entry.path().is_file() {
+                files.insert(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
         collect_sources(root, &path, &mut sources, problems)?;
         crates.push(Crate {
             dir,
             manifest,
             lib_rs,
+            files,
         });
     }
+
+    let architecture = match fs::read_to_string(root.join(ARCHITECTURE)) {
+        Ok(text) => Some(text),
+        Err(err) => {
+            problems.push(format!("{ARCHITECTURE}: cannot read: {err}"));
+            None
+        }
+    };
 
     Ok(Workspace {
         manifest,
         lock,
         crates,
         sources,
+        layers: LAYERS,
+        architecture,
     })
 }
 
@@ -191,15 +283,18 @@ fn check(ws: &Workspace) -> Vec<String> {
         check_package(ws, krate, &mut problems);
         check_dependencies_inherited(krate, &mut problems);
         check_test_only_dependencies(ws, krate, &mut problems);
-        check_lib_doc(krate, &mut problems);
+        check_lib_doc(ws, krate, &mut problems);
     }
     check_declared(ws, &mut problems);
+    check_layering(ws, &mut problems);
+    check_layering_documented(ws, &mut problems);
     check_core_dependencies(ws, &mut problems);
     check_test_attributes(ws, &mut problems);
     problems
 }
 
-/// Name, description, licence, publishing and lints of one crate.
+/// Name, description, licence, publishing (with what crates.io shows, for a published crate) and
+/// lints of one crate.
 fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
     let at = format!("{}/Cargo.toml", krate.dir);
     let Some(name) = package_name(krate) else {
@@ -224,9 +319,18 @@ fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
             "{at}: licence should be Apache-2.0 (`license.workspace = true`)"
         ));
     }
-    if inherited(ws, krate, "publish").and_then(Value::as_bool) != Some(false) {
+    if UNPUBLISHED.contains(&name) {
+        if is_publishable(ws, krate) {
+            problems.push(format!(
+                "{at}: `{name}` is never published: set `publish = false`"
+            ));
+        }
+    } else if is_publishable(ws, krate) {
+        check_published_metadata(ws, krate, problems);
+    } else {
         problems.push(format!(
-            "{at}: should not be publishable (`publish.workspace = true`)"
+            "{at}: library crates are published: remove `publish = false` (only {} keep it)",
+            UNPUBLISHED.join(", ")
         ));
     }
     let lints_inherited = krate
@@ -240,6 +344,95 @@ fn check_package(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
             "{at}: no `[lints] workspace = true` (the workspace lints apply to every crate)"
         ));
     }
+}
+
+/// What crates.io shows about a published crate: where its code is, its README, and how to find
+/// it. Cargo itself warns about none of these being missing.
+fn check_published_metadata(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
+    let at = format!("{}/Cargo.toml", krate.dir);
+    match inherited(ws, krate, "repository") {
+        Some(Value::String(url)) if !url.trim().is_empty() => {}
+        _ => problems.push(format!(
+            "{at}: no `repository` (`repository.workspace = true`)"
+        )),
+    }
+    match inherited(ws, krate, "readme").and_then(Value::as_str) {
+        None => problems.push(format!(
+            "{at}: no `readme` (`readme = \"README.md\"`: what the crate is, an example, a link \
+             to the project)"
+        )),
+        Some(readme) if !krate.files.contains(readme) => problems.push(format!(
+            "{at}: readme `{readme}` is not a file in {} (the package holds only its own \
+             directory)",
+            krate.dir
+        )),
+        Some(_) => {}
+    }
+    let keywords = string_list(ws, krate, "keywords");
+    match &keywords {
+        None => problems.push(format!("{at}: no `keywords` (up to {MAX_KEYWORDS})")),
+        Some(keywords) if keywords.is_empty() || keywords.len() > MAX_KEYWORDS => problems.push(
+            format!("{at}: `keywords` should have 1 to {MAX_KEYWORDS} entries"),
+        ),
+        Some(_) => {}
+    }
+    for keyword in keywords.iter().flatten() {
+        if !is_valid_keyword(keyword) {
+            problems.push(format!(
+                "{at}: keyword `{keyword}` is not accepted by crates.io (up to 20 ASCII letters, \
+                 digits, `-`, `_` or `+`, starting with a letter or digit)"
+            ));
+        }
+    }
+    let categories = string_list(ws, krate, "categories");
+    match &categories {
+        None => problems.push(format!("{at}: no `categories` (up to {MAX_KEYWORDS})")),
+        Some(categories) if categories.is_empty() || categories.len() > MAX_KEYWORDS => problems
+            .push(format!(
+                "{at}: `categories` should have 1 to {MAX_KEYWORDS} entries"
+            )),
+        Some(_) => {}
+    }
+    for category in categories.iter().flatten() {
+        if !CATEGORIES.contains(&category.as_str()) {
+            problems.push(format!(
+                "{at}: category `{category}` is not one of {} (add a crates.io slug to \
+                 CATEGORIES in xtask/src/tidy.rs)",
+                CATEGORIES.join(", ")
+            ));
+        }
+    }
+}
+
+/// Whether cargo would publish the crate: `publish` is unset, `true` or a non-empty list of
+/// registries.
+fn is_publishable(ws: &Workspace, krate: &Crate) -> bool {
+    match inherited(ws, krate, "publish") {
+        Some(Value::Boolean(publish)) => *publish,
+        Some(Value::Array(registries)) => !registries.is_empty(),
+        _ => true,
+    }
+}
+
+/// A `[package]` field that is a list of strings; `None` when it is missing or not such a list.
+fn string_list(ws: &Workspace, krate: &Crate, field: &str) -> Option<Vec<String>> {
+    inherited(ws, krate, field)?
+        .as_array()?
+        .iter()
+        .map(|value| value.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// crates.io's rule for a keyword.
+fn is_valid_keyword(keyword: &str) -> bool {
+    keyword.len() <= 20
+        && keyword
+            .chars()
+            .next()
+            .is_some_and(|first| first.is_ascii_alphanumeric())
+        && keyword
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+'))
 }
 
 /// Versions and features live once in the root `[workspace.dependencies]`; crates inherit them.
@@ -283,7 +476,8 @@ fn check_test_only_dependencies(ws: &Workspace, krate: &Crate, problems: &mut Ve
     }
 }
 
-fn check_lib_doc(krate: &Crate, problems: &mut Vec<String>) {
+/// The crate's `//!` header, and for a published library the lint that keeps it documented.
+fn check_lib_doc(ws: &Workspace, krate: &Crate, problems: &mut Vec<String>) {
     let Some(lib_rs) = &krate.lib_rs else {
         return;
     };
@@ -294,6 +488,21 @@ fn check_lib_doc(krate: &Crate, problems: &mut Vec<String>) {
     if !opens_with_doc {
         problems.push(format!(
             "{}/src/lib.rs: should open with a `//!` comment saying what the crate is and is not",
+            krate.dir
+        ));
+    }
+    let published = package_name(krate).is_some_and(|name| !UNPUBLISHED.contains(&name))
+        && is_publishable(ws, krate);
+    let lints_missing_docs = lib_rs.lines().any(|line| {
+        matches!(
+            line.trim(),
+            "#![warn(missing_docs)]" | "#![deny(missing_docs)]" | "#![forbid(missing_docs)]"
+        )
+    });
+    if published && !lints_missing_docs {
+        problems.push(format!(
+            "{}/src/lib.rs: a published library documents every public item: add \
+             `#![warn(missing_docs)]`",
             krate.dir
         ));
     }
@@ -325,6 +534,89 @@ fn check_declared(ws: &Workspace, problems: &mut Vec<String>) {
             )),
             Some(_) => {}
         }
+    }
+}
+
+/// Every crate has a row in the layering table, and its normal dependencies on other workspace
+/// crates are the ones its row allows.
+fn check_layering(ws: &Workspace, problems: &mut Vec<String>) {
+    let members: BTreeSet<&str> = ws.crates.iter().filter_map(package_name).collect();
+    for krate in &ws.crates {
+        let Some(name) = package_name(krate) else {
+            continue;
+        };
+        let at = format!("{}/Cargo.toml", krate.dir);
+        let Some(allowed) = layer(ws, name) else {
+            problems.push(format!(
+                "{at}: `{name}` has no row in the layering table (LAYERS in xtask/src/tidy.rs, \
+                 shown in {ARCHITECTURE}): give it one that says which crates it may depend on"
+            ));
+            continue;
+        };
+        let Allowed::Only(allowed) = allowed else {
+            continue;
+        };
+        for (section, deps) in dependency_tables(&krate.manifest) {
+            if section != "dependencies" && !section.ends_with(".dependencies") {
+                continue;
+            }
+            for (key, spec) in deps {
+                let package = real_package_name(ws, key, spec);
+                if members.contains(package) && !allowed.contains(&package) {
+                    problems.push(format!(
+                        "{at}: [{section}] `{name}` may not depend on `{package}`; the layering \
+                         allows it: {}",
+                        describe_allowed(Allowed::Only(allowed))
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// The row of `name` in the workspace's layering table.
+fn layer(ws: &Workspace, name: &str) -> Option<Allowed> {
+    ws.layers
+        .iter()
+        .find(|(crate_name, _)| *crate_name == name)
+        .map(|(_, allowed)| *allowed)
+}
+
+/// What a row allows, in words: `` `flags-core`, `flags-eval` ``, or no or any workspace crate.
+fn describe_allowed(allowed: Allowed) -> String {
+    match allowed {
+        Allowed::Any => "any workspace crate".to_owned(),
+        Allowed::Only([]) => "no workspace crate".to_owned(),
+        Allowed::Only(names) => names
+            .iter()
+            .map(|name| format!("`{name}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The layering table as docs/ARCHITECTURE.md shows it: one row per crate, in the table's order.
+fn render_layers(layers: &[(&str, Allowed)]) -> String {
+    let mut table =
+        String::from("| Crate | May depend on (normal dependencies) |\n| --- | --- |\n");
+    for (name, allowed) in layers {
+        table.push_str(&format!("| `{name}` | {} |\n", describe_allowed(*allowed)));
+    }
+    table
+}
+
+/// docs/ARCHITECTURE.md shows the layering table exactly as [`render_layers`] writes it, so the
+/// documented layering is the enforced one.
+fn check_layering_documented(ws: &Workspace, problems: &mut Vec<String>) {
+    let Some(architecture) = &ws.architecture else {
+        return;
+    };
+    let table = render_layers(ws.layers);
+    if !architecture.contains(&table) {
+        problems.push(format!(
+            "{ARCHITECTURE}: the table under \"Layering\" differs from LAYERS in \
+             xtask/src/tidy.rs; it should read:\n{table}"
+        ));
     }
 }
 
@@ -548,7 +840,7 @@ members = ["crates/*", "xtask"]
 
 [workspace.package]
 license = "Apache-2.0"
-publish = false
+repository = "https://example.invalid/flagd"
 
 [workspace.dependencies]
 flags-core = { path = "crates/flags-core", version = "0.1.0" }
@@ -559,16 +851,24 @@ tokio = "1"
 runtime = { package = "tokio", version = "1" }
 "#;
 
-    const DOC: &str = "//! A fixture crate.\n";
+    const DOC: &str = "//! A fixture crate.\n\n#![warn(missing_docs)]\n";
 
+    /// A tidy manifest: a published library's, or for the crates that are never published, one
+    /// with `publish = false` and no crates.io metadata.
     fn manifest(name: &str, deps: &str) -> String {
+        let publishing = if UNPUBLISHED.contains(&name) {
+            "publish = false"
+        } else {
+            "repository.workspace = true\nreadme = \"README.md\"\n\
+             keywords = [\"feature-flags\"]\ncategories = [\"config\"]"
+        };
         format!(
             r#"
 [package]
 name = "{name}"
 description = "A fixture crate."
 license.workspace = true
-publish.workspace = true
+{publishing}
 
 {deps}
 
@@ -578,11 +878,30 @@ workspace = true
         )
     }
 
+    /// The fixture's layering: `flags-app` above `flags-core`, and `xtask` above everything.
+    const LAYERS_FIXTURE: &[(&str, Allowed)] = &[
+        ("flags-core", Allowed::Only(&[])),
+        ("flags-app", Allowed::Only(&["flags-core"])),
+        ("flags-bench", Allowed::Only(&["flags-core"])),
+        ("flags-new", Allowed::Only(&[])),
+        ("xtask", Allowed::Any),
+    ];
+
+    /// An architecture document that shows `layers`.
+    fn architecture(layers: &[(&str, Allowed)]) -> String {
+        format!(
+            "# Architecture\n\n## Layering\n\n{}\nLower layers know nothing of higher ones.\n",
+            render_layers(layers)
+        )
+    }
+
     struct Fixture {
         root: String,
         lock: Option<String>,
         crates: Vec<(String, String, Option<String>)>,
         sources: Vec<(String, String)>,
+        layers: &'static [(&'static str, Allowed)],
+        architecture: Option<String>,
     }
 
     impl Fixture {
@@ -611,6 +930,8 @@ workspace = true
                     "crates/flags-core/src/lib.rs".to_owned(),
                     format!("{DOC}#[test]\nfn works() {{}}\n"),
                 )],
+                layers: LAYERS_FIXTURE,
+                architecture: Some(architecture(LAYERS_FIXTURE)),
             }
         }
 
@@ -635,9 +956,12 @@ workspace = true
                         dir,
                         manifest: manifest.parse().unwrap(),
                         lib_rs,
+                        files: ["Cargo.toml", "README.md"].map(str::to_owned).into(),
                     })
                     .collect(),
                 sources: self.sources,
+                layers: self.layers,
+                architecture: self.architecture,
             };
             check(&ws)
         }
@@ -685,16 +1009,93 @@ workspace = true
     }
 
     #[test]
-    fn licence_and_publishing_are_checked() {
+    fn licence_is_checked() {
+        let manifest =
+            manifest("flags-app", "").replace("license.workspace = true", "license = \"MIT\"");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(
+            fixture,
+            &["crates/flags-app/Cargo.toml: licence should be Apache-2.0"],
+        );
+    }
+
+    #[test]
+    fn libraries_are_published_and_the_other_crates_are_not() {
+        let library = manifest("flags-app", "").replace("[package]", "[package]\npublish = false");
+        let tool = manifest("xtask", "").replace("publish = false", "");
+        let no_registry =
+            manifest("flags-core", "").replace("[package]", "[package]\npublish = []");
+        let fixture = Fixture::tidy()
+            .with_crate("crates/flags-app", &library, Some(DOC))
+            .with_crate("xtask", &tool, None)
+            .with_crate("crates/flags-core", &no_registry, Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: library crates are published: remove `publish = \
+                 false` (only flagd, flags-bench, xtask, flags-test-support keep it)",
+                "xtask/Cargo.toml: `xtask` is never published: set `publish = false`",
+                "crates/flags-core/Cargo.toml: library crates are published",
+            ],
+        );
+
+        // `publish` inherited from the workspace counts the same.
+        let mut fixture = Fixture::tidy().with_crate(
+            "crates/flags-bench",
+            &manifest("flags-bench", "").replace("publish = false", "publish.workspace = true"),
+            None,
+        );
+        check_problems(
+            fixture,
+            &["crates/flags-bench/Cargo.toml: `flags-bench` is never"],
+        );
+        fixture = Fixture::tidy().with_crate(
+            "crates/flags-bench",
+            &manifest("flags-bench", "").replace("publish = false", "publish.workspace = true"),
+            None,
+        );
+        fixture.root = ROOT.replace(
+            "[workspace.package]",
+            "[workspace.package]\npublish = false",
+        );
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn published_crates_carry_what_crates_io_shows() {
         let manifest = manifest("flags-app", "")
-            .replace("license.workspace = true", "license = \"MIT\"")
-            .replace("publish.workspace = true", "");
+            .replace("repository.workspace = true\n", "")
+            .replace("readme = \"README.md\"\n", "")
+            .replace(
+                "keywords = [\"feature-flags\"]",
+                "keywords = [\"a\", \"b\", \"c\", \"d\", \"feature flags\", \"-f\"]",
+            )
+            .replace("[\"config\"]", "[\"config\", \"feature-flags\"]");
         let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
         check_problems(
             fixture,
             &[
-                "crates/flags-app/Cargo.toml: licence should be Apache-2.0",
-                "crates/flags-app/Cargo.toml: should not be publishable",
+                "crates/flags-app/Cargo.toml: no `repository`",
+                "crates/flags-app/Cargo.toml: no `readme`",
+                "crates/flags-app/Cargo.toml: `keywords` should have 1 to 5 entries",
+                "keyword `feature flags` is not accepted by crates.io",
+                "keyword `-f` is not accepted by crates.io",
+                "category `feature-flags` is not one of algorithms, asynchronous,",
+            ],
+        );
+
+        let manifest = self::manifest("flags-app", "")
+            .replace("\"README.md\"", "\"../../README.md\"")
+            .replace("keywords = [\"feature-flags\"]\n", "")
+            .replace("[\"config\"]", "[]");
+        let fixture = Fixture::tidy().with_crate("crates/flags-app", &manifest, Some(DOC));
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-app/Cargo.toml: readme `../../README.md` is not a file in \
+                 crates/flags-app",
+                "crates/flags-app/Cargo.toml: no `keywords`",
+                "crates/flags-app/Cargo.toml: `categories` should have 1 to 5 entries",
             ],
         );
     }
@@ -708,6 +1109,7 @@ workspace = true
             &[
                 "package `flags-ap` should be named after its directory `flags-app`",
                 "lacks `flags-ap = { path = \"crates/flags-app\"",
+                "`flags-ap` has no row in the layering table",
             ],
         );
     }
@@ -721,16 +1123,43 @@ workspace = true
             "\n//! Documentation after a blank line.\n",
             "",
         ] {
+            let lib_rs = format!("{lib_rs}\n#![warn(missing_docs)]\n");
             let fixture = Fixture::tidy().with_crate(
                 "crates/flags-core",
                 &manifest("flags-core", ""),
-                Some(lib_rs),
+                Some(&lib_rs),
             );
             check_problems(
                 fixture,
                 &["crates/flags-core/src/lib.rs: should open with a `//!` comment"],
             );
         }
+    }
+
+    #[test]
+    fn published_library_without_the_missing_docs_lint_is_reported() {
+        let fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", ""),
+            Some("//! Documented.\n#![allow(missing_docs)]\n"),
+        );
+        check_problems(
+            fixture,
+            &["crates/flags-core/src/lib.rs: a published library documents every public item"],
+        );
+
+        let fixture = Fixture::tidy()
+            .with_crate(
+                "crates/flags-core",
+                &manifest("flags-core", ""),
+                Some("//! Documented.\n  #![deny(missing_docs)]\n"),
+            )
+            .with_crate(
+                "crates/flags-bench",
+                &manifest("flags-bench", ""),
+                Some("//! Never published.\n"),
+            );
+        check_problems(fixture, &[]);
     }
 
     #[test]
@@ -792,6 +1221,88 @@ workspace = true
                 "[target.'cfg(unix)'.build-dependencies] `flags-testing` is declared without",
             ],
         );
+    }
+
+    #[test]
+    fn dependency_outside_the_layering_is_reported() {
+        let deps = "[dependencies]\nflags-app.workspace = true\nserde.workspace = true\n\n\
+                    [target.'cfg(unix)'.dependencies]\nflags-core.workspace = true\n\
+                    flags-bench.workspace = true\n\n\
+                    [dev-dependencies]\nflags-app.workspace = true";
+        let fixture =
+            Fixture::tidy().with_crate("crates/flags-bench", &manifest("flags-bench", deps), None);
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-bench/Cargo.toml: [dependencies] `flags-bench` may not depend on \
+                 `flags-app`; the layering allows it: `flags-core`",
+                "[target.'cfg(unix)'.dependencies] `flags-bench` may not depend on `flags-bench`",
+            ],
+        );
+    }
+
+    #[test]
+    fn crate_that_may_depend_on_anything_is_not_limited() {
+        let deps = "[dependencies]\nflags-app.workspace = true\nflags-core.workspace = true";
+        let fixture = Fixture::tidy().with_crate("xtask", &manifest("xtask", deps), None);
+        check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn crate_without_a_layer_is_reported() {
+        const LAYERS: &[(&str, Allowed)] = &[
+            ("flags-core", Allowed::Only(&[])),
+            ("flags-app", Allowed::Only(&["flags-core"])),
+            // A row for a crate that does not exist yet is fine.
+            ("flags-later", Allowed::Only(&["flags-core"])),
+        ];
+        let mut fixture = Fixture::tidy();
+        fixture.layers = LAYERS;
+        fixture.architecture = Some(architecture(LAYERS));
+        check_problems(
+            fixture,
+            &[
+                "xtask/Cargo.toml: `xtask` has no row in the layering table (LAYERS in \
+               xtask/src/tidy.rs, shown in docs/ARCHITECTURE.md)",
+            ],
+        );
+    }
+
+    #[test]
+    fn layering_table_is_rendered_for_the_docs() {
+        let expected = "\
+| Crate | May depend on (normal dependencies) |
+| --- | --- |
+| `flags-core` | no workspace crate |
+| `flags-app` | `flags-core` |
+| `flags-bench` | `flags-core` |
+| `flags-new` | no workspace crate |
+| `xtask` | any workspace crate |
+";
+        assert_eq!(render_layers(LAYERS_FIXTURE), expected);
+    }
+
+    #[test]
+    fn documented_layering_that_differs_is_reported() {
+        let mut fixture = Fixture::tidy();
+        fixture.architecture = fixture.architecture.map(|doc| {
+            doc.replace(
+                "| `flags-app` | `flags-core` |",
+                "| `flags-app` | `flags-core`, `flags-new` |",
+            )
+        });
+        check_problems(
+            fixture,
+            &[
+                "docs/ARCHITECTURE.md: the table under \"Layering\" differs from LAYERS in \
+               xtask/src/tidy.rs; it should read:\n| Crate |",
+            ],
+        );
+
+        // Without the document (reported when it is read), there is nothing to compare.
+        let mut fixture = Fixture::tidy();
+        fixture.architecture = None;
+        check_problems(fixture, &[]);
     }
 
     #[test]
@@ -910,6 +1421,7 @@ version = "1.0.0"
         write("crates/flags-core/Cargo.toml", &manifest("flags-core", ""));
         write("crates/flags-core/src/lib.rs", "pub struct Flag;\n");
         write("crates/flags-app/Cargo.toml", &manifest("flags-app", ""));
+        write("crates/flags-app/README.md", "# flags-app\n");
         write("crates/flags-app/src/lib.rs", DOC);
         write(
             "crates/flags-app/target/debug/build/out.rs",
@@ -921,14 +1433,18 @@ version = "1.0.0"
             &manifest("xtask", "[dependencies]\nanyhow = \"1\""),
         );
         write("xtask/src/main.rs", "fn main() {}\n");
+        write("docs/ARCHITECTURE.md", &architecture(LAYERS));
 
         let problems = check_repository(&root);
         fs::remove_dir_all(&root).unwrap();
         let problems = problems.unwrap();
         let expected = [
             "crates/flags-half: no Cargo.toml",
+            "crates/flags-core/Cargo.toml: readme `README.md` is not a file in crates/flags-core",
             "crates/flags-core/src/lib.rs: should open with a `//!` comment",
+            "crates/flags-core/src/lib.rs: a published library documents every public item",
             "xtask/Cargo.toml: [dependencies] `anyhow` should be `anyhow.workspace = true`",
+            "crates/flags-app/Cargo.toml: `flags-app` has no row in the layering table",
         ];
         assert!(
             problems.len() == expected.len()

@@ -1,6 +1,6 @@
 //! Server configuration: a plain deserializable struct, read from a YAML file, then overridden by
 //! `FLAGD_*` environment variables, then by command-line flags. It only describes; the runtime
-//! objects are built from it by [`crate::server`].
+//! objects are built from it by `crate::server`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use crate::store::Store;
 #[derive(Clone)]
 #[non_exhaustive]
 pub enum Mode {
-    /// One environment ([`DEFAULT_ENV`]) read from flag files, reloaded when they change.
+    /// One environment (`DEFAULT_ENV`) read from flag files, reloaded when they change.
     File {
         /// The flag files served, for `/readyz`.
         files: Arc<Vec<PathBuf>>,
@@ -43,9 +43,9 @@ impl Mode {
 /// Everything request handlers share. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// The served data and its change feed (of the file-mode environment, [`DEFAULT_ENV`]).
+    /// The served data and its change feed (of the file-mode environment, `DEFAULT_ENV`).
     pub store: Arc<Store>,
-    /// Kill set and overrides consulted before flag rules (of [`DEFAULT_ENV`]).
+    /// Kill set and overrides consulted before flag rules (of `DEFAULT_ENV`).
     pub ops: Arc<Ops>,
     /// The environment served when no key selects one: file mode's only environment, holding
     /// `store` and `ops` above.

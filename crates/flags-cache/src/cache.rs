@@ -54,7 +54,9 @@ pub enum Freshness {
 /// on every lookup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lookup<V> {
+    /// The value, or `None` for a key the loader said does not exist.
     pub value: Option<V>,
+    /// Whether the answer was fresh in the cache, just loaded, or stale.
     pub freshness: Freshness,
 }
 
@@ -147,6 +149,7 @@ where
         })
     }
 
+    /// The settings this cache was built with.
     pub fn config(&self) -> &CacheConfig {
         &self.config
     }
@@ -217,6 +220,7 @@ where
         self.entries.len()
     }
 
+    /// Whether no entry is held, expired ones included.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

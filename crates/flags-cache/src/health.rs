@@ -15,6 +15,7 @@ pub const DEGRADED_AFTER_FAILURES: u32 = 3;
 /// Where a source stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum HealthStatus {
     /// No attempt has succeeded yet, so there is no data to serve, stale or not.
     Connecting,
@@ -30,6 +31,7 @@ pub enum HealthStatus {
 /// "seconds_since_last_contact":...,"last_error":...}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
+    /// Where the source stands now.
     pub status: HealthStatus,
     /// Failures since the last success (or since the start, before any).
     pub consecutive_failures: u32,

@@ -21,8 +21,11 @@ pub struct OverrideKey {
 /// A borrowed (flag key, context kind, context key) triple, for looking up an [`OverrideKey`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverrideKeyRef<'a> {
+    /// The key of the overridden flag.
     pub flag_key: &'a str,
+    /// The kind of the context the override is for (`user`, `org`).
     pub context_kind: &'a str,
+    /// The key of that context.
     pub context_key: &'a str,
 }
 
@@ -47,14 +50,17 @@ impl OverrideKey {
         }
     }
 
+    /// The key of the overridden flag.
     pub fn flag_key(&self) -> &str {
         &self.flag_key
     }
 
+    /// The kind of the context the override is for (`user`, `org`).
     pub fn context_kind(&self) -> &str {
         &self.context_kind
     }
 
+    /// The key of that context.
     pub fn context_key(&self) -> &str {
         &self.context_key
     }
@@ -66,6 +72,7 @@ impl OverrideKey {
 }
 
 impl<'a> OverrideKeyRef<'a> {
+    /// A borrowed key over the three strings; copies nothing.
     pub fn new(flag_key: &'a str, context_kind: &'a str, context_key: &'a str) -> Self {
         Self {
             flag_key,

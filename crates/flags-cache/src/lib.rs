@@ -13,6 +13,32 @@
 //! nothing of HTTP or of the flag model. The caller brings the loader; this crate decides when
 //! to call it and what to serve when it fails. Its only async piece is the wait for another
 //! caller's load (tokio's `OnceCell`); it spawns no tasks and needs no running runtime.
+//!
+//! ```
+//! use std::time::Duration;
+//! use flags_cache::{Backoff, HealthStatus, HealthTracker};
+//!
+//! let backoff = Backoff::new(Duration::from_millis(500));
+//! let health = HealthTracker::new();
+//! assert_eq!(health.status(), HealthStatus::Connecting);
+//!
+//! health.record_success();
+//! assert_eq!(health.status(), HealthStatus::Serving);
+//! for _ in 0..3 {
+//!     health.record_failure("connection refused");
+//! }
+//! // Still serving the last good data, but degraded, and waiting 4x the base before retrying.
+//! assert_eq!(health.status(), HealthStatus::Degraded);
+//! assert_eq!(health.next_delay(&backoff), Duration::from_secs(2));
+//! assert_eq!(health.report().last_error.as_deref(), Some("connection refused"));
+//! ```
+
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod backoff;
 mod cache;
@@ -30,9 +56,15 @@ pub use rng::JitterRng;
 
 /// A setting that cannot work, reported when a [`Backoff`] or [`TtlCache`] is built.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
+    /// A jitter fraction outside `[0, 1)`, or NaN: a delay or TTL could reach zero or go negative.
     #[error("jitter fraction must be at least 0 and below 1, got {fraction}")]
-    JitterOutOfRange { fraction: f64 },
+    JitterOutOfRange {
+        /// The fraction that was given.
+        fraction: f64,
+    },
+    /// A cache bounded to no entries at all, which could never answer from itself.
     #[error("a cache must be allowed at least one entry (max_entries = 0)")]
     ZeroCapacity,
 }

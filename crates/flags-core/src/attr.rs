@@ -42,6 +42,7 @@ impl Builtin {
 
 /// Why an attribute reference is invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttrRefError {
     /// The reference is the empty string.
     #[error("attribute reference is empty")]

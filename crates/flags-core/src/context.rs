@@ -55,6 +55,7 @@ pub struct SingleContext {
 
 /// Why a JSON value is not a valid context.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ContextError {
     /// The context is not a JSON object.
     #[error("context must be a JSON object")]

@@ -179,6 +179,10 @@ impl<'de> Deserialize<'de> for OwnedEvalDetail {
 
 /// Why an evaluation gave its result (LaunchDarkly's reason kinds, plus flagd's `killed` and
 /// `override` markers on `OFF` and `TARGET_MATCH`).
+///
+/// Deliberately not `#[non_exhaustive]`: the kinds are the closed set LaunchDarkly's SDKs read,
+/// and code that writes or maps reasons matches them exhaustively, so that a new kind cannot be
+/// written or mapped wrongly without a compile error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason<'a> {
     /// The flag is off (or, with `killed`, in the kill set).
@@ -425,6 +429,7 @@ impl RawReason {
 /// The kind of an evaluation error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// No flag data has been loaded yet.
     ClientNotReady,

@@ -36,6 +36,13 @@
 //! assert_eq!(detail.value, Some(&json!(true)));
 //! ```
 
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod deps;
 mod ops;
 

@@ -7,11 +7,42 @@
 //! `flags_store::validate`, the same code every backend runs) sees exactly the data the
 //! write lands on, and change sequence numbers commit in order. The same transaction writes the
 //! audit entry and the change, and sends a `NOTIFY` that PostgreSQL delivers at commit; replicas
-//! follow it with [`AdminStore::subscribe`].
+//! follow it with [`ChangeFeed::subscribe`].
 //!
 //! It knows SQL and nothing of HTTP: the server maps [`StoreError`]s to status codes. It does
 //! not evaluate flags or keep a cache; replicas build their snapshots from
-//! [`AdminStore::snapshot`] and [`AdminStore::changes_since`].
+//! [`ChangeFeed::snapshot`] and [`ChangeFeed::changes_since`].
+//!
+//! ```no_run
+//! use flags_store::{Actor, AdminStore, ChangeFeed, ChangeSubscription, StoreError};
+//! use flags_store_postgres::{PostgresConfig, PostgresStore};
+//! use serde_json::json;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), StoreError> {
+//!     let config = PostgresConfig::new("postgres://flagd@localhost/flagd");
+//!     let store = PostgresStore::connect_with(&config).await?;
+//!     store.migrate().await?;
+//!
+//!     let mut changes = store.subscribe().await?;
+//!     let admin = Actor::named("release-script");
+//!     store.create_environment(&admin, "production", "Production").await?;
+//!     let flag = json!({"variations": [false, true], "fallthrough": {"variation": 0}});
+//!     store.put_flag(&admin, "production", "dark-mode", flag, None).await?;
+//!
+//!     // Every replica hears of the write, from LISTEN/NOTIFY.
+//!     let change = changes.next().await?;
+//!     println!("change {} to {} in {}", change.seq, change.key, change.env);
+//!     Ok(())
+//! }
+//! ```
+
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod error;
 mod subscription;

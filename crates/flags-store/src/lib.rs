@@ -22,6 +22,43 @@
 //!   from it, so a replica that saw the deletion never ignores the new item as stale.
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
+//!
+//! ```
+//! use flags_store::{Actor, AdminStore, ChangeFeed, MemoryStore, StoreError};
+//! use serde_json::json;
+//!
+//! /// The same code runs over every backend: `MemoryStore` here, PostgreSQL in production.
+//! async fn release(store: &dyn AdminStore) -> Result<(), StoreError> {
+//!     let admin = Actor::named("release-script");
+//!     store.create_environment(&admin, "production", "Production").await?;
+//!     let flag = json!({"variations": [false, true], "fallthrough": {"variation": 0}});
+//!     let stored = store.put_flag(&admin, "production", "dark-mode", flag, None).await?;
+//!     assert_eq!(stored.version, 1);
+//!
+//!     // Nothing invalid is stored: this flag falls through to a variation it does not have.
+//!     let bad = json!({"variations": [false, true], "fallthrough": {"variation": 5}});
+//!     let refused = store.put_flag(&admin, "production", "broken", bad, None).await;
+//!     assert!(matches!(refused, Err(StoreError::Invalid { .. })));
+//!
+//!     // Replicas load an environment whole, then follow its changes from the cursor.
+//!     let snapshot = store.snapshot("production").await?;
+//!     assert_eq!(snapshot.flags.len(), 1);
+//!     assert!(store.changes_since("production", snapshot.cursor).await?.is_empty());
+//!     Ok(())
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), StoreError> {
+//!     release(&MemoryStore::new()).await
+//! }
+//! ```
+
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod check;
 mod keys;
@@ -238,6 +275,7 @@ impl Actor {
 /// What an audit entry is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditItemKind {
     /// An environment.
     Environment,
@@ -276,6 +314,7 @@ impl AuditItemKind {
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuditAction {
     /// Created (environment, flag, segment, key).
     Create,
@@ -487,6 +526,10 @@ impl fmt::Debug for CreatedApiKey {
 }
 
 /// What a [`Change`] is about.
+///
+/// Deliberately not `#[non_exhaustive]`: a follower that skipped a kind of change would serve
+/// wrong data, so followers match it exhaustively and a new kind fails to compile until each
+/// one applies it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
@@ -513,7 +556,7 @@ pub enum ChangeKind {
     },
     /// The environment was created. The change's `key` is the environment's key and its
     /// `version` is 0. A follower that does not serve the environment yet loads it whole
-    /// ([`AdminStore::snapshot`], whose cursor includes this change); one that does has
+    /// ([`ChangeFeed::snapshot`], whose cursor includes this change); one that does has
     /// nothing to apply.
     EnvironmentCreated,
     /// An override of a flag was set or removed.
@@ -572,7 +615,7 @@ pub struct EnvSnapshot {
     /// and context key; read together with the flags, so none names a flag that is missing.
     #[serde(default)]
     pub overrides: Vec<FlagOverride>,
-    /// The `seq` of the last change included; pass it to [`AdminStore::changes_since`].
+    /// The `seq` of the last change included; pass it to [`ChangeFeed::changes_since`].
     pub cursor: u64,
 }
 
@@ -699,6 +742,7 @@ fn batch_message(item: Option<&(ItemKind, String)>, source: &StoreError) -> Stri
 
 /// Why a store operation failed, grouped by what the caller does about it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The environment, flag, segment, key or override does not exist.
     #[error("{what} not found")]

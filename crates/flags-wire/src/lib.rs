@@ -3,8 +3,9 @@
 //!
 //! - [`stream`]: the server-side SDK formats: the `latest-all` body, and the stream's `put`,
 //!   `patch` and `delete` events.
-//! - [`file`]: LaunchDarkly's flag-file format (`{"flags":{},"segments":{},"flagValues":{}}`,
-//!   JSON or YAML), merged from several files with every problem located by file and field.
+//! - [`file`](mod@file): LaunchDarkly's flag-file format
+//!   (`{"flags":{},"segments":{},"flagValues":{}}`, JSON or YAML), merged from several files with
+//!   every problem located by file and field.
 //!
 //! There is no transport here (no HTTP, no SSE framing, no sockets): bytes in, model out, and
 //! back. The model is `flags-core`'s.
@@ -24,6 +25,13 @@
 //! assert!(problems.is_empty());
 //! assert_eq!(data.flags["dark-mode"].variations, [serde_json::json!(true)]);
 //! ```
+
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 pub mod file;
 pub mod stream;

@@ -180,9 +180,10 @@ impl Problem {
                 problem.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
                 problem
             }
-            StoreError::Internal { source } => {
-                // The detail may name tables or queries: log it, answer generically.
-                tracing::error!(error = %source, "admin store failure");
+            // `Internal`, and any kind of error this server does not know of yet. The detail may
+            // name tables or queries: log it, answer generically.
+            error => {
+                tracing::error!(error = %error, "admin store failure");
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

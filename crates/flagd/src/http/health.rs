@@ -94,6 +94,8 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
     let code = match report.status {
         HealthStatus::Connecting => StatusCode::SERVICE_UNAVAILABLE,
         HealthStatus::Serving | HealthStatus::Degraded => StatusCode::OK,
+        // A state this server does not know of is not known to be ready.
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     let environments: serde_json::Map<String, serde_json::Value> = state
         .envs

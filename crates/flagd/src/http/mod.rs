@@ -3,13 +3,13 @@
 //! Every request passes, outermost first: tracing, then metrics (every answer, labelled by route
 //! template), then per route: SDK-key check, concurrency limit (429), time limit (408), body
 //! limit (413). SSE streams skip the limits; health and metrics routes skip all of them. The
-//! per-route steps and the metrics run inside one wrapper around each handler ([`Endpoint`]),
+//! per-route steps and the metrics run inside one wrapper around each handler (`Endpoint`),
 //! not as layers: axum clones a route's layer stack and boxes each layer's future on every
 //! request, and these steps need neither. The SDK-key check costs nothing when no key is
 //! configured.
 //!
 //! The service is [`App`]: `POST`s to the four evaluation routes go straight to their
-//! [`Endpoint`], every other request through the axum router. The router holds the same
+//! `Endpoint`, every other request through the axum router. The router holds the same
 //! endpoints, so a request it routes there (a flag key that does not decode, say) is answered as
 //! before; the direct dispatch only skips the route table, the path parameters and the boxed
 //! route future, which cost the hot routes about as much as evaluating a flag.

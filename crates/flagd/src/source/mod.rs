@@ -40,7 +40,7 @@ pub enum ReloadOutcome {
     Failed(String),
 }
 
-/// Reads a fixed list of files into a [`Store`].
+/// Reads a fixed list of files into a `Store`.
 pub struct FileSource {
     paths: Vec<PathBuf>,
     store: Arc<Store>,
