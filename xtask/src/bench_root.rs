@@ -499,7 +499,7 @@ async fn follow_events(
 /// A `text/event-stream` reader keeping only the first bytes of each line (the `put` of a big
 /// environment is megabytes long; only event names and patch paths matter here).
 #[derive(Debug, Default)]
-struct SseParser {
+pub(crate) struct SseParser {
     line: Vec<u8>,
     name: Option<String>,
     data: Option<String>,
@@ -508,7 +508,7 @@ struct SseParser {
 const SSE_LINE_KEEP: usize = 512;
 
 impl SseParser {
-    fn push(&mut self, mut chunk: &[u8]) -> Vec<(String, String)> {
+    pub(crate) fn push(&mut self, mut chunk: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
         while !chunk.is_empty() {
             let (part, rest, complete) = match chunk.iter().position(|&b| b == b'\n') {

@@ -4,6 +4,7 @@
 //! steps. It is not part of the product and nothing depends on it.
 
 mod bench_http;
+mod bench_memory;
 mod bench_root;
 mod ci;
 mod deps;
@@ -24,6 +25,7 @@ Commands:
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
+  bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
   help    Print this message
 ";
 
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         ["ci"] => ci::run(&root),
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
+        ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
