@@ -179,6 +179,23 @@ impl Snapshot {
             ));
             segment_count += 1;
         }
+        Snapshot::assemble(
+            data,
+            generation,
+            digest_sum,
+            (flag_count, segment_count),
+            deps,
+        )
+    }
+
+    /// A snapshot of parts already worked out; its big JSON bodies are rendered on first use.
+    fn assemble(
+        data: CompiledData,
+        generation: u64,
+        digest_sum: u128,
+        (flag_count, segment_count): (usize, usize),
+        deps: DependencyIndex,
+    ) -> Snapshot {
         Snapshot {
             data,
             generation,
@@ -274,17 +291,13 @@ impl Snapshot {
         let Some((data, deps)) = derived.filter(|_| !changed.is_empty()) else {
             return Ok(None);
         };
-        let snapshot = Snapshot {
+        let snapshot = Snapshot::assemble(
             data,
             generation,
             digest_sum,
-            digest: format!("{digest_sum:032x}"),
-            flag_count,
-            segment_count,
+            (flag_count, segment_count),
             deps,
-            latest_all: OnceLock::new(),
-            put_event: OnceLock::new(),
-        };
+        );
         Ok(Some(Applied { snapshot, changed }))
     }
 
