@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use flags_core::{Flag, FlagData, ItemKind, Reason};
+use flags_core::{FlagData, ItemKind, Reason};
 pub use flags_data::{DataError, ItemChange, Ops, Snapshot, Update};
 use flags_store::check::Purpose;
 use flags_wire::file::{Problem, RawData, to_model};
@@ -71,35 +71,26 @@ pub fn openfeature_reason(
     flag_key: &str,
     reason: &Reason<'_>,
 ) -> &'static str {
-    let flag = snapshot.flag(flag_key);
+    let flag = snapshot.compiled_flag(flag_key);
     match reason {
         Reason::Off { .. } => "DISABLED",
         Reason::TargetMatch { .. } => "TARGETING_MATCH",
         Reason::RuleMatch { rule_index, .. } => {
-            let split = flag
-                .and_then(|f| f.rules.get(*rule_index))
-                .is_some_and(|r| r.rollout.is_some());
-            if split { "SPLIT" } else { "TARGETING_MATCH" }
+            if flag.is_some_and(|f| f.rule_is_rollout(*rule_index)) {
+                "SPLIT"
+            } else {
+                "TARGETING_MATCH"
+            }
         }
         // The context was checked against other flags: targeting, not a default.
         Reason::PrerequisiteFailed { .. } => "TARGETING_MATCH",
         Reason::Fallthrough { .. } => match flag {
-            Some(f) if f.fallthrough.rollout.is_some() => "SPLIT",
-            Some(f) if is_static(f) => "STATIC",
+            Some(f) if f.fallthrough_is_rollout() => "SPLIT",
+            Some(f) if f.is_static() => "STATIC",
             _ => "DEFAULT",
         },
         Reason::Error { .. } => "ERROR",
     }
-}
-
-/// No targets, rules or prerequisites, and a fixed fallthrough variation.
-fn is_static(flag: &Flag) -> bool {
-    flag.targets.is_empty()
-        && flag.context_targets.is_empty()
-        && flag.rules.is_empty()
-        && flag.prerequisites.is_empty()
-        && flag.fallthrough.rollout.is_none()
-        && flag.fallthrough.variation.is_some()
 }
 
 /// Every problem of merged raw data: model errors, then the findings of the flag-data checks

@@ -564,9 +564,7 @@ impl EnvState {
                         continue;
                     }
                     // A kill or unkill alone re-serves the flag already held.
-                    let flag = fresh_flags
-                        .remove(&key)
-                        .or_else(|| current.flag(&key).cloned());
+                    let flag = fresh_flags.remove(&key).or_else(|| current.flag(&key));
                     if let Some(served) = flag.and_then(|f| self.served_flag(f)) {
                         updates.push(Update::Flag(served));
                     }

@@ -534,6 +534,11 @@ impl Flag {
         from_value_with_path(value)
     }
 
+    /// Reads one flag from JSON text; errors name the field path.
+    pub fn from_json_str(text: &str) -> Result<Flag, LoadError> {
+        from_str_with_path(text)
+    }
+
     /// The keys of the flags this flag names as prerequisites, in order (repeats kept).
     pub fn prerequisite_keys(&self) -> impl Iterator<Item = &str> + '_ {
         self.prerequisites.iter().map(|p| p.key.as_str())
@@ -553,6 +558,11 @@ impl Segment {
     /// Reads one segment from a JSON value; errors name the field path.
     pub fn from_json_value(value: Value) -> Result<Segment, LoadError> {
         from_value_with_path(value)
+    }
+
+    /// Reads one segment from JSON text; errors name the field path.
+    pub fn from_json_str(text: &str) -> Result<Segment, LoadError> {
+        from_str_with_path(text)
     }
 
     /// The keys of the segments this segment's rules match with `segmentMatch` (nested

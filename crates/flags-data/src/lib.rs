@@ -47,7 +47,7 @@ mod deps;
 mod ops;
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use flags_core::{Context, EvalDetail, Flag, FlagData, ItemKind, Segment};
@@ -72,8 +72,8 @@ pub struct Snapshot {
     flag_count: usize,
     segment_count: usize,
     deps: DependencyIndex,
-    latest_all: OnceLock<Bytes>,
-    put_event: OnceLock<String>,
+    /// The `put` event's data; the `latest-all` body is a slice of it.
+    put: OnceLock<Arc<str>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -204,8 +204,7 @@ impl Snapshot {
             flag_count,
             segment_count,
             deps,
-            latest_all: OnceLock::new(),
-            put_event: OnceLock::new(),
+            put: OnceLock::new(),
         }
     }
 
@@ -319,67 +318,63 @@ impl Snapshot {
     }
 
     /// `{"flags":{...},"segments":{...}}` as served by `/sdk/latest-all`, rendered on first use.
+    /// It shares its buffer with [`Snapshot::put_event`].
     pub fn latest_all(&self) -> Bytes {
-        self.latest_all
-            .get_or_init(|| {
-                let flags = self.data.flags().map(CompiledFlag::raw);
-                let segments = self.data.segments().map(CompiledSegment::raw);
-                // The model serializes infallibly (string keys, no non-finite floats from JSON).
-                Bytes::from(
-                    flags_wire::stream::render_latest_all(flags, segments)
-                        .unwrap_or_else(|_| b"{\"flags\":{},\"segments\":{}}".to_vec()),
-                )
-            })
-            .clone()
+        Bytes::from_owner(LatestAll(Arc::clone(self.put())))
     }
 
     /// The data of the SSE `put` event: `{"path":"/","data":{...}}`, rendered on first use.
     pub fn put_event(&self) -> &str {
-        self.put_event.get_or_init(|| {
-            String::from_utf8(flags_wire::stream::render_put(&self.latest_all()))
-                .unwrap_or_default()
+        self.put()
+    }
+
+    fn put(&self) -> &Arc<str> {
+        self.put.get_or_init(|| {
+            let flags = self.data.flags().map(|f| (f.key(), f.json()));
+            let segments = self.data.segments().map(|s| (s.key(), s.json()));
+            flags_wire::stream::render_put_json(flags, segments).into()
         })
     }
 
     /// The stream event for one change of this snapshot: a `patch` with the item as served
     /// here, or a `delete` with its tombstone's version.
     pub fn event_for(&self, change: &ItemChange) -> Option<flags_wire::stream::ItemEvent> {
+        use flags_wire::stream::{render_delete, render_patch_json};
         if change.deleted {
-            return Some(flags_wire::stream::render_delete(
-                change.kind,
-                &change.key,
-                change.version,
-            ));
+            return Some(render_delete(change.kind, &change.key, change.version));
         }
-        let rendered = match change.kind {
-            ItemKind::Flag => self
-                .flag(&change.key)
-                .map(|f| flags_wire::stream::render_patch(ItemKind::Flag, &change.key, f)),
-            ItemKind::Segment => self
-                .segment(&change.key)
-                .map(|s| flags_wire::stream::render_patch(ItemKind::Segment, &change.key, s)),
+        let json = match change.kind {
+            ItemKind::Flag => self.data.flag(&change.key).map(CompiledFlag::json),
+            ItemKind::Segment => self.data.segment(&change.key).map(CompiledSegment::json),
         };
-        rendered.and_then(Result::ok)
+        json.map(|json| render_patch_json(change.kind, &change.key, json))
     }
 
-    /// The served flag `key` (its model, with served version and `on`), if live.
-    pub fn flag(&self, key: &str) -> Option<&Flag> {
-        self.data.flag(key).map(CompiledFlag::raw)
+    /// The served flag `key` (its model, with served version and `on`), if live. The snapshot
+    /// holds flags compiled and as JSON, so this reads the model from the JSON: for the
+    /// occasional look, not for every evaluation.
+    pub fn flag(&self, key: &str) -> Option<Flag> {
+        self.data.flag(key).map(CompiledFlag::to_flag)
     }
 
-    /// The served segment `key`, if live.
-    pub fn segment(&self, key: &str) -> Option<&Segment> {
-        self.data.segment(key).map(CompiledSegment::raw)
+    /// The served segment `key`, if live (read from its JSON, as [`Snapshot::flag`]).
+    pub fn segment(&self, key: &str) -> Option<Segment> {
+        self.data.segment(key).map(CompiledSegment::to_segment)
     }
 
-    /// Every live flag, in key order.
-    pub fn flags(&self) -> impl Iterator<Item = &Flag> + '_ {
-        self.data.flags().map(CompiledFlag::raw)
+    /// The served flag `key` compiled, if live: its JSON and what evaluation reads.
+    pub fn compiled_flag(&self, key: &str) -> Option<&CompiledFlag> {
+        self.data.flag(key)
     }
 
-    /// Every live segment, in key order.
-    pub fn segments(&self) -> impl Iterator<Item = &Segment> + '_ {
-        self.data.segments().map(CompiledSegment::raw)
+    /// Every live flag compiled, in no particular order.
+    pub fn flags(&self) -> impl Iterator<Item = &CompiledFlag> + '_ {
+        self.data.flags()
+    }
+
+    /// Every live segment compiled, in no particular order.
+    pub fn segments(&self) -> impl Iterator<Item = &CompiledSegment> + '_ {
+        self.data.segments()
     }
 
     /// Number of live flags.
@@ -422,6 +417,17 @@ impl Snapshot {
     #[inline]
     fn evaluator<'a>(&'a self, ops: &'a Ops) -> Evaluator<'a> {
         ops.evaluator(&self.data)
+    }
+}
+
+/// The `latest-all` body inside a rendered `put` event's data, as the owner of a [`Bytes`].
+struct LatestAll(Arc<str>);
+
+impl AsRef<[u8]> for LatestAll {
+    fn as_ref(&self) -> &[u8] {
+        let put = self.0.as_bytes();
+        let start = flags_wire::stream::PUT_PREFIX.len().min(put.len());
+        &put[start..put.len().saturating_sub(1).max(start)]
     }
 }
 

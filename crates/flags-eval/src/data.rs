@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::hash::StrMap;
-use flags_core::{Flag, FlagData, LoadError, Segment};
+use flags_core::{Flag, FlagData, LoadError, Segment, Value};
 
 use crate::compile::{CFlag, CSegment};
 
@@ -19,45 +19,138 @@ pub enum CompileError {
     Load(#[from] LoadError),
 }
 
-/// One compiled flag: the flag as loaded, plus everything evaluation needs precomputed.
+/// One compiled flag: the flag's served JSON, plus everything evaluation needs precomputed.
+///
+/// The model is not kept: its JSON text is smaller, is what the SDK endpoints send, and reads
+/// back into the model exactly ([`CompiledFlag::to_flag`]) when something needs the whole flag.
 #[derive(Debug)]
 pub struct CompiledFlag {
-    raw: Flag,
+    key: Box<str>,
+    version: u64,
+    deleted: bool,
+    on: bool,
+    /// Whether each rule, then the fallthrough, names a rollout (OpenFeature calls its
+    /// result a split), and whether the flag is static; see the accessors.
+    shape: Shape,
+    json: Box<str>,
+    variations: Box<[Value]>,
+    rule_ids: Box<[Box<str>]>,
     pub(crate) c: CFlag,
+}
+
+/// Facts about a flag's shape that are not needed to evaluate it, but to describe a result.
+#[derive(Debug, Default)]
+struct Shape {
+    split_rules: Box<[bool]>,
+    split_fallthrough: bool,
+    is_static: bool,
 }
 
 impl CompiledFlag {
     /// Compiles one flag.
     pub fn compile(flag: Flag) -> CompiledFlag {
         let c = CFlag::compile(&flag);
-        CompiledFlag { raw: flag, c }
+        // The model serializes infallibly: string keys, and no non-finite floats from JSON.
+        let json = serde_json::to_string(&flag)
+            .unwrap_or_default()
+            .into_boxed_str();
+        let shape = Shape {
+            split_rules: flag.rules.iter().map(|r| r.rollout.is_some()).collect(),
+            split_fallthrough: flag.fallthrough.rollout.is_some(),
+            is_static: flag.targets.is_empty()
+                && flag.context_targets.is_empty()
+                && flag.rules.is_empty()
+                && flag.prerequisites.is_empty()
+                && flag.fallthrough.rollout.is_none()
+                && flag.fallthrough.variation.is_some(),
+        };
+        let Flag {
+            key,
+            version,
+            deleted,
+            on,
+            variations,
+            rules,
+            ..
+        } = flag;
+        CompiledFlag {
+            key: key.into_boxed_str(),
+            version,
+            deleted,
+            on,
+            shape,
+            json,
+            variations: variations.into_boxed_slice(),
+            rule_ids: rules.into_iter().map(|r| r.id.into_boxed_str()).collect(),
+            c,
+        }
     }
 
-    /// The flag as loaded.
-    pub fn raw(&self) -> &Flag {
-        &self.raw
+    /// The flag as served, as JSON text (LaunchDarkly's flag format, served version included).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The flag's model, read back from its JSON.
+    pub fn to_flag(&self) -> Flag {
+        // The text was written from a model, so it reads back; a default is unreachable.
+        Flag::from_json_str(&self.json).unwrap_or_default()
     }
 
     /// The flag key.
     pub fn key(&self) -> &str {
-        &self.raw.key
+        &self.key
     }
 
     /// The flag version.
     pub fn version(&self) -> u64 {
-        self.raw.version
+        self.version
     }
 
     /// Whether this is a deletion tombstone.
     pub fn is_deleted(&self) -> bool {
-        self.raw.deleted
+        self.deleted
+    }
+
+    /// Whether targeting is on.
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// The values the flag can take.
+    pub fn variations(&self) -> &[Value] {
+        &self.variations
+    }
+
+    /// The id of rule `index`, empty when the rule has none or there is no such rule.
+    pub fn rule_id(&self, index: usize) -> &str {
+        self.rule_ids.get(index).map_or("", |id| id)
+    }
+
+    /// Whether rule `index` serves a percentage rollout.
+    pub fn rule_is_rollout(&self, index: usize) -> bool {
+        self.shape.split_rules.get(index).copied().unwrap_or(false)
+    }
+
+    /// Whether the fallthrough serves a percentage rollout.
+    pub fn fallthrough_is_rollout(&self) -> bool {
+        self.shape.split_fallthrough
+    }
+
+    /// Whether the flag has no targets, rules or prerequisites and a fixed fallthrough
+    /// variation: when on, it serves one value to everyone.
+    pub fn is_static(&self) -> bool {
+        self.shape.is_static
     }
 }
 
-/// One compiled segment.
+/// One compiled segment: its served JSON, plus what evaluation needs.
 #[derive(Debug)]
 pub struct CompiledSegment {
-    raw: Segment,
+    key: Box<str>,
+    version: u64,
+    deleted: bool,
+    json: Box<str>,
     pub(crate) c: CSegment,
 }
 
@@ -65,27 +158,41 @@ impl CompiledSegment {
     /// Compiles one segment.
     pub fn compile(segment: Segment) -> CompiledSegment {
         let c = CSegment::compile(&segment);
-        CompiledSegment { raw: segment, c }
+        let json = serde_json::to_string(&segment)
+            .unwrap_or_default()
+            .into_boxed_str();
+        CompiledSegment {
+            key: segment.key.into_boxed_str(),
+            version: segment.version,
+            deleted: segment.deleted,
+            json,
+            c,
+        }
     }
 
-    /// The segment as loaded.
-    pub fn raw(&self) -> &Segment {
-        &self.raw
+    /// The segment as served, as JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+
+    /// The segment's model, read back from its JSON.
+    pub fn to_segment(&self) -> Segment {
+        Segment::from_json_str(&self.json).unwrap_or_default()
     }
 
     /// The segment key.
     pub fn key(&self) -> &str {
-        &self.raw.key
+        &self.key
     }
 
     /// The segment version.
     pub fn version(&self) -> u64 {
-        self.raw.version
+        self.version
     }
 
     /// Whether this is a deletion tombstone.
     pub fn is_deleted(&self) -> bool {
-        self.raw.deleted
+        self.deleted
     }
 }
 
@@ -180,11 +287,11 @@ impl CompiledData {
         FlagData {
             flags: self
                 .flags()
-                .map(|f| (f.key().to_owned(), f.raw().clone()))
+                .map(|f| (f.key().to_owned(), f.to_flag()))
                 .collect(),
             segments: self
                 .segments()
-                .map(|s| (s.key().to_owned(), s.raw().clone()))
+                .map(|s| (s.key().to_owned(), s.to_segment()))
                 .collect(),
         }
     }
@@ -298,5 +405,53 @@ impl CompiledData {
         self.segments
             .get(key)
             .is_some_and(|old| old.version() >= version)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_item_keeps_its_served_json_and_reads_back_its_model() {
+        let flag = Flag::from_json_value(json!({
+            "key": "f", "version": 7, "on": true, "salt": "s",
+            "variations": ["a", {"b": [1, 2.5]}, null],
+            "offVariation": 2,
+            "rules": [
+                {"id": "r0", "variation": 0, "clauses": [
+                    {"attribute": "country", "op": "in", "values": ["nz"]}]},
+                {"id": "r1", "clauses": [], "rollout": {"variations": [
+                    {"variation": 0, "weight": 100000}]}}
+            ],
+            "fallthrough": {"variation": 1},
+            "trackEvents": true
+        }))
+        .unwrap();
+        let compiled = CompiledFlag::compile(flag.clone());
+        assert_eq!(compiled.json(), serde_json::to_string(&flag).unwrap());
+        assert_eq!(compiled.to_flag(), flag);
+        assert_eq!((compiled.key(), compiled.version()), ("f", 7));
+        assert!(compiled.is_on() && !compiled.is_deleted());
+        assert_eq!(compiled.variations(), &flag.variations[..]);
+        assert_eq!((compiled.rule_id(1), compiled.rule_id(2)), ("r1", ""));
+        assert!(!compiled.rule_is_rollout(0) && compiled.rule_is_rollout(1));
+        assert!(!compiled.fallthrough_is_rollout() && !compiled.is_static());
+
+        let fixed = Flag::from_json_value(json!({
+            "key": "g", "variations": [1], "fallthrough": {"variation": 0}
+        }))
+        .unwrap();
+        assert!(CompiledFlag::compile(fixed).is_static());
+
+        let segment = Segment::from_json_value(json!({
+            "key": "s", "version": 3, "included": ["u"], "salt": "x"
+        }))
+        .unwrap();
+        let compiled = CompiledSegment::compile(segment.clone());
+        assert_eq!(compiled.json(), serde_json::to_string(&segment).unwrap());
+        assert_eq!(compiled.to_segment(), segment);
     }
 }

@@ -234,21 +234,21 @@ struct Scope<'a, 'c> {
 }
 
 fn variation<'a>(flag: &'a CompiledFlag, index: usize, reason: Reason<'a>) -> EvalDetail<'a> {
-    match flag.raw().variations.get(index) {
+    match flag.variations().get(index) {
         Some(v) => EvalDetail::variation(v, index, reason),
         None => EvalDetail::error(ErrorKind::MalformedFlag),
     }
 }
 
 fn off_value<'a>(flag: &'a CompiledFlag, reason: Reason<'a>) -> EvalDetail<'a> {
-    match flag.raw().off_variation {
-        Some(i) => variation(flag, i, reason),
-        None => EvalDetail {
+    match flag.c.off {
+        NO_VARIATION => EvalDetail {
             value: None,
             variation_index: None,
             reason,
             big_segments_status: None,
         },
+        i => variation(flag, i as usize, reason),
     }
 }
 
@@ -308,12 +308,11 @@ fn index32(i: usize) -> u32 {
 /// straight into the result, rather than built apart and moved in.
 #[inline(always)]
 fn detail(flag: &CompiledFlag, res: Res) -> EvalDetail<'_> {
-    let raw = flag.raw();
     let (value, variation_index) = if res.var == NO_VARIATION {
         (None, None)
     } else {
         let index = res.var as usize;
-        match raw.variations.get(index) {
+        match flag.variations().get(index) {
             Some(v) => (Some(v), Some(index)),
             None => return EvalDetail::error(ErrorKind::MalformedFlag),
         }
@@ -335,7 +334,7 @@ fn detail(flag: &CompiledFlag, res: Res) -> EvalDetail<'_> {
             let rule_index = index as usize;
             with(Reason::RuleMatch {
                 rule_index,
-                rule_id: Cow::Borrowed(raw.rules.get(rule_index).map_or("", |r| r.id.as_str())),
+                rule_id: Cow::Borrowed(flag.rule_id(rule_index)),
                 in_experiment,
             })
         }
@@ -436,10 +435,10 @@ impl<'a, 'c> Scope<'a, 'c> {
             // Met when the prerequisite is on and served the required variation (a value, not
             // an error or the caller's default).
             let served = res.var as usize;
-            let ok = pflag.raw().on
+            let ok = pflag.is_on()
                 && !matches!(res.why, Why::Malformed)
                 && served == p.variation
-                && served < pflag.raw().variations.len();
+                && served < pflag.variations().len();
             if !ok {
                 return Ok(failed);
             }

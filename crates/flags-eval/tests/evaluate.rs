@@ -197,12 +197,15 @@ fn rollouts_by_context_kind() {
     let ctx = Context::from_json(&json!({"kind": "org", "key": "o1"})).unwrap();
     let d = ev.evaluate("org-rollout", &ctx);
     assert!(d.reason.in_experiment(), "{d:?}");
-    let flag = data.flag("org-rollout").unwrap().raw();
-    assert!(is_experiment(flag, &d.reason));
-    let tracked = data.flag("tracked").unwrap().raw();
-    assert!(is_experiment(tracked, &ev.evaluate("tracked", &ctx).reason));
+    let flag = data.flag("org-rollout").unwrap().to_flag();
+    assert!(is_experiment(&flag, &d.reason));
+    let tracked = data.flag("tracked").unwrap().to_flag();
+    assert!(is_experiment(
+        &tracked,
+        &ev.evaluate("tracked", &ctx).reason
+    ));
     assert!(!is_experiment(
-        data.flag("plain").unwrap().raw(),
+        &data.flag("plain").unwrap().to_flag(),
         &ev.evaluate("plain", &ctx).reason
     ));
 }
@@ -235,7 +238,7 @@ fn invalid_contexts_get_user_not_specified() {
 #[test]
 fn snapshots_refuse_stale_updates_and_keep_tombstones() {
     let data = flags();
-    let mut plain = data.flag("plain").unwrap().raw().clone();
+    let mut plain = data.flag("plain").unwrap().to_flag();
     plain.version = 0;
     assert!(
         data.upsert_flag(plain.clone()).unwrap().is_none(),
@@ -259,7 +262,7 @@ fn snapshots_refuse_stale_updates_and_keep_tombstones() {
     assert!(deleted.flag("plain").is_none());
     assert!(deleted.flag_or_tombstone("plain").unwrap().is_deleted());
     assert!(deleted.delete_flag("plain", 3).is_none());
-    let mut revived = data.flag("plain").unwrap().raw().clone();
+    let mut revived = data.flag("plain").unwrap().to_flag();
     revived.version = 3;
     assert!(
         deleted.upsert_flag(revived.clone()).unwrap().is_none(),
@@ -276,7 +279,7 @@ fn snapshots_refuse_stale_updates_and_keep_tombstones() {
     );
     assert!(!deleted.flag_data().flags.contains_key("plain"));
 
-    let mut seg = data.segment("mixed").unwrap().raw().clone();
+    let mut seg = data.segment("mixed").unwrap().to_segment();
     seg.version = 1;
     seg.included.clear();
     let next = data.upsert_segment(seg).unwrap().unwrap();

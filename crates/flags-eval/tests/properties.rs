@@ -303,7 +303,7 @@ proptest! {
             prop_assert_eq!(&first, &second, "flag {} not deterministic", key);
             prop_assert_eq!(first.clone().into_owned(), other.into_owned(), "flag {} differs after reload", key);
             if let (Some(v), Some(i)) = (first.value, first.variation_index) {
-                prop_assert_eq!(Some(v), compiled.flag(key).and_then(|f| f.raw().variations.get(i)));
+                prop_assert_eq!(Some(v), compiled.flag(key).and_then(|f| f.variations().get(i)));
             }
             prop_assert_eq!(first.value.is_some(), first.variation_index.is_some());
         }

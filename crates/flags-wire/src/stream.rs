@@ -57,6 +57,21 @@ pub fn render_patch(
     })
 }
 
+/// A `patch` of one item already rendered as JSON (`item_json`, the item as the model
+/// serializes it): the same bytes as [`render_patch`] gives for the item itself.
+pub fn render_patch_json(kind: ItemKind, key: &str, item_json: &str) -> ItemEvent {
+    let mut data = Vec::with_capacity(item_json.len() + key.len() + 32);
+    data.extend_from_slice(br#"{"path":"#);
+    write_json_string(&mut data, &item_path(kind, key));
+    data.extend_from_slice(br#","data":"#);
+    data.extend_from_slice(item_json.as_bytes());
+    data.push(b'}');
+    ItemEvent {
+        event: "patch",
+        data: utf8(data),
+    }
+}
+
 /// A `delete` of one item: `{"path":"/flags/KEY","version":N}`.
 pub fn render_delete(kind: ItemKind, key: &str, version: u64) -> ItemEvent {
     #[derive(Serialize)]
@@ -99,6 +114,75 @@ pub fn render_put(latest_all: &[u8]) -> Vec<u8> {
     put.extend_from_slice(latest_all);
     put.push(b'}');
     put
+}
+
+/// What a `put` event's data starts with; the `latest-all` body follows, then `}`.
+pub const PUT_PREFIX: &str = r#"{"path":"/","data":"#;
+
+/// The data of a `put` event, `{"path":"/","data":BODY}`, from items already rendered as JSON
+/// (key, the item as the model serializes it), in one buffer sized for it. BODY is the
+/// `latest-all` body, the same bytes as [`render_latest_all`] gives for the items themselves:
+/// it is `put[PUT_PREFIX.len()..put.len() - 1]`, so one buffer can serve both.
+pub fn render_put_json<'a>(
+    flags: impl IntoIterator<Item = (&'a str, &'a str)>,
+    segments: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut flags: Vec<(&str, &str)> = flags.into_iter().collect();
+    let mut segments: Vec<(&str, &str)> = segments.into_iter().collect();
+    flags.sort_unstable_by_key(|&(key, _)| key);
+    segments.sort_unstable_by_key(|&(key, _)| key);
+    let items = |list: &[(&str, &str)]| -> usize {
+        list.iter()
+            .map(|(k, json)| json_string_len(k) + 1 + json.len())
+            .sum::<usize>()
+            + list.len().saturating_sub(1)
+    };
+    let size = PUT_PREFIX.len()
+        + r#"{"flags":{},"segments":{}}}"#.len()
+        + items(&flags)
+        + items(&segments);
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(PUT_PREFIX.as_bytes());
+    out.extend_from_slice(br#"{"flags":{"#);
+    write_items(&mut out, &flags);
+    out.extend_from_slice(br#"},"segments":{"#);
+    write_items(&mut out, &segments);
+    out.extend_from_slice(b"}}}");
+    utf8(out)
+}
+
+fn write_items(out: &mut Vec<u8>, items: &[(&str, &str)]) {
+    for (i, (key, json)) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_string(out, key);
+        out.push(b':');
+        out.extend_from_slice(json.as_bytes());
+    }
+}
+
+/// The length of `text` written as a JSON string by [`write_json_string`].
+fn json_string_len(text: &str) -> usize {
+    2 + text
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\x08' | b'\x0c' | b'\n' | b'\r' | b'\t' => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Appends `text` as a JSON string, escaped as serde_json escapes it.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// Text assembled from UTF-8 pieces only.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// A stream event as a client reads it.
@@ -282,6 +366,54 @@ mod tests {
         assert_eq!(data, parse_latest_all(&body).unwrap());
         assert_eq!(data.flags.len(), 2);
         assert_eq!(data.flags["x"], flags[0]);
+    }
+
+    #[test]
+    fn rendering_from_json_text_gives_the_bytes_the_model_gives() {
+        // Keys that need escaping, out of order, in both sections.
+        let flags = [
+            flag("z\"q", 1),
+            flag("a\u{e9}\n", 2),
+            flag("m\u{1}\u{7f}\t", 3),
+        ];
+        let segments =
+            [
+                Segment::from_json_value(json!({"key": "s\\1", "version": 4, "included": ["u"]}))
+                    .unwrap(),
+            ];
+        let text = |item: &dyn erased::Item| item.json();
+        fn pairs(list: &[(String, String)]) -> Vec<(&str, &str)> {
+            list.iter().map(|(k, j)| (k.as_str(), j.as_str())).collect()
+        }
+        let flag_texts: Vec<(String, String)> =
+            flags.iter().map(|f| (f.key.clone(), text(f))).collect();
+        let segment_texts: Vec<(String, String)> =
+            segments.iter().map(|s| (s.key.clone(), text(s))).collect();
+        let put = render_put_json(pairs(&flag_texts), pairs(&segment_texts));
+        let body = render_latest_all(&flags, &segments).unwrap();
+        assert_eq!(put.as_bytes(), render_put(&body));
+        assert_eq!(&put.as_bytes()[PUT_PREFIX.len()..put.len() - 1], &body[..]);
+        assert_eq!(put.capacity(), put.len(), "one buffer, sized exactly");
+
+        for (f, (key, json)) in flags.iter().zip(&flag_texts) {
+            assert_eq!(
+                render_patch_json(ItemKind::Flag, key, json),
+                render_patch(ItemKind::Flag, key, f).unwrap()
+            );
+        }
+        let empty = render_put_json([], []);
+        assert_eq!(empty, r#"{"path":"/","data":{"flags":{},"segments":{}}}"#);
+    }
+
+    mod erased {
+        pub trait Item {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Item for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
     }
 
     #[test]
