@@ -30,19 +30,35 @@ fn problems_text(problems: &[Problem]) -> String {
     text
 }
 
-/// Reads versioned raw data into the model, compiles it, and renders the stream events for
-/// `changes`, plus the warnings about the data (see [`check`]). Errors stop the build;
-/// warnings do not.
+/// Reads raw data into the model with each item's served version (`served`, where it gives
+/// one), compiles it, and renders the stream events for `changes`, plus the warnings about the
+/// data (see [`check`]). Errors stop the build; warnings do not.
+///
+/// The raw items are dropped once read, before anything is compiled, so a big file is held in
+/// at most two forms at a time.
 pub fn build(
-    raw: &RawData,
+    mut raw: RawData,
+    served: impl Fn(ItemKind, &str) -> Option<u64>,
     generation: u64,
     changes: &[ItemChange],
 ) -> Result<(Snapshot, Vec<ItemEvent>, Vec<Problem>), BuildError> {
-    let (data, problems) = to_model(raw);
+    let (mut data, problems) = to_model(&raw);
     if !problems.is_empty() {
         return Err(BuildError::Invalid(problems));
     }
-    let warnings = warnings(raw, &data);
+    raw.flags = Default::default();
+    raw.segments = Default::default();
+    for (key, flag) in &mut data.flags {
+        if let Some(version) = served(ItemKind::Flag, key) {
+            flag.version = version;
+        }
+    }
+    for (key, segment) in &mut data.segments {
+        if let Some(version) = served(ItemKind::Segment, key) {
+            segment.version = version;
+        }
+    }
+    let warnings = warnings(&raw, &data);
     let snapshot = Snapshot::from_models(data, generation)?;
     let events = events(&snapshot, changes)?;
     Ok((snapshot, events, warnings))
@@ -142,7 +158,7 @@ mod tests {
             .as_object()
             .unwrap()
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.clone(), flags_wire::file::raw_item(v)))
             .collect();
         RawData {
             flags,
@@ -152,11 +168,12 @@ mod tests {
 
     #[test]
     fn events_name_the_path_first() {
-        let mut data = raw(json!({"f": {"key": "f", "on": true, "variations": [1]}}));
-        let (versions, _) = Versions::new().assign(&mut data);
-        let mut next = raw(json!({"f": {"key": "f", "on": false, "variations": [1]}}));
-        let (_, changes) = versions.assign(&mut next);
-        let (_, events, warnings) = build(&next, 2, &changes).unwrap();
+        let data = raw(json!({"f": {"key": "f", "on": true, "variations": [1]}}));
+        let (versions, _) = Versions::new().assign(&data);
+        let next = raw(json!({"f": {"key": "f", "on": false, "variations": [1]}}));
+        let (second, changes) = versions.assign(&next);
+        let served = |kind, key: &str| second.served(kind, key);
+        let (_, events, warnings) = build(next, served, 2, &changes).unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "patch");
         assert!(
@@ -172,8 +189,9 @@ mod tests {
             "a flag without a fallthrough is worth a warning: {warnings:?}"
         );
 
-        let (_, changes) = versions.assign(&mut raw(json!({})));
-        let (_, events, _) = build(&raw(json!({})), 2, &changes).unwrap();
+        let (emptied, changes) = versions.assign(&raw(json!({})));
+        let served = |kind, key: &str| emptied.served(kind, key);
+        let (_, events, _) = build(raw(json!({})), served, 2, &changes).unwrap();
         assert_eq!(events[0].event, "delete");
         assert_eq!(events[0].data, r#"{"path":"/flags/f","version":2}"#);
     }
@@ -228,7 +246,7 @@ mod tests {
                 ItemKind::Flag => &mut raw.flags,
                 ItemKind::Segment => &mut raw.segments,
             };
-            items.insert((*key).to_owned(), doc);
+            items.insert((*key).to_owned(), flags_wire::file::raw_item(&doc));
         }
         raw
     }
@@ -435,14 +453,15 @@ mod tests {
 
     #[test]
     fn openfeature_reasons_follow_the_flag_shape() {
-        let mut data = raw(json!({
+        let data = raw(json!({
             "static": {"on": true, "variations": [1], "fallthrough": {"variation": 0}},
             "targeted": {"on": true, "variations": [1], "fallthrough": {"variation": 0},
                          "targets": [{"values": ["x"], "variation": 0}]},
             "split": {"on": true, "variations": [1], "fallthrough": {"rollout": {"variations": [{"variation": 0, "weight": 100000}]}}}
         }));
-        let (_, changes) = Versions::new().assign(&mut data);
-        let (snapshot, _, _) = build(&data, 1, &changes).unwrap();
+        let (versions, changes) = Versions::new().assign(&data);
+        let served = |kind, key: &str| versions.served(kind, key);
+        let (snapshot, _, _) = build(data, served, 1, &changes).unwrap();
         let fallthrough = Reason::Fallthrough {
             in_experiment: false,
         };

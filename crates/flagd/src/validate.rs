@@ -70,18 +70,20 @@ fn plural(n: usize, word: &str) -> String {
 /// flag and segment model, references between items, and finally the engine's own compile step.
 pub fn validate(paths: &[PathBuf]) -> Report {
     let files: Vec<FileContents> = paths.iter().map(|p| FileContents::read(p)).collect();
-    let (mut raw, mut problems) = file::merge_files(&files);
+    let (raw, mut problems) = file::merge_files(&files);
     problems.extend(check(&raw));
+    let (flags, segments) = (raw.flags.len(), raw.segments.len());
     if !problems.iter().any(|p| p.severity == Severity::Error) {
-        let (_, changes) = Versions::new().assign(&mut raw);
-        if let Err(e) = engine::build(&raw, 1, &changes) {
+        let (versions, changes) = Versions::new().assign(&raw);
+        let served = |kind, key: &str| versions.served(kind, key);
+        if let Err(e) = engine::build(raw, served, 1, &changes) {
             problems.push(Problem::error(None, "", e.to_string()));
         }
     }
     Report {
         files: paths.len(),
-        flags: raw.flags.len(),
-        segments: raw.segments.len(),
+        flags,
+        segments,
         problems,
     }
 }

@@ -460,7 +460,9 @@ async fn writes_answer_with_their_warnings() {
     let mut in_file = doc.clone();
     in_file["key"] = json!("f");
     let raw = flags_wire::file::RawData {
-        flags: [("f".to_owned(), in_file)].into_iter().collect(),
+        flags: [("f".to_owned(), flags_wire::file::raw_item(&in_file))]
+            .into_iter()
+            .collect(),
         ..Default::default()
     };
     let from_file: Vec<Value> = flagd::validate::check(&raw)

@@ -1,24 +1,39 @@
 //! Reading LaunchDarkly file-data-source documents (`{"flags":{},"segments":{},"flagValues":{}}`)
 //! from JSON or YAML files and merging several of them into one set of raw items.
 //!
-//! Merging works on plain JSON values, so the merge rules (duplicates, `flagValues`) do not
-//! depend on the model; [`to_model`] then reads the merged items into it, naming every error's
-//! full field path.
+//! Merging works on each item's JSON text, so the merge rules (duplicates, `flagValues`) do not
+//! depend on the model, and a big file is never held as one tree of JSON values: each item is
+//! read on its own, and kept as text. [`to_model`] then reads the merged items into the model,
+//! naming every error's full field path.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flags_core::{Flag, FlagData, Segment};
 pub use flags_core::{Problem, Severity};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-/// Flags and segments as plain JSON objects, keyed by item key, each with its `key` field set.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One item as merged: a JSON object, as text, with its `key` field set.
+pub type RawItem = Box<RawValue>;
+
+/// An item's JSON value as a [`RawItem`].
+pub fn raw_item(value: &Value) -> RawItem {
+    // A `Value` always serializes: its map keys are strings and its numbers finite.
+    serde_json::value::to_raw_value(value).unwrap_or_else(|_| empty_object())
+}
+
+fn empty_object() -> RawItem {
+    RawValue::from_string("{}".to_owned()).unwrap_or_default()
+}
+
+/// Flags and segments as JSON objects, keyed by item key, each with its `key` field set.
+#[derive(Debug, Clone, Default)]
 pub struct RawData {
     /// Flag key → flag JSON.
-    pub flags: BTreeMap<String, Value>,
+    pub flags: BTreeMap<String, RawItem>,
     /// Segment key → segment JSON.
-    pub segments: BTreeMap<String, Value>,
+    pub segments: BTreeMap<String, RawItem>,
     /// Flag key → the file that defines it.
     pub flag_origin: BTreeMap<String, PathBuf>,
     /// Segment key → the file that defines it.
@@ -63,14 +78,13 @@ pub fn merge_files(files: &[FileContents]) -> (RawData, Vec<Problem>) {
                 continue;
             }
         };
-        let document = match parse_document(path, bytes) {
-            Ok(document) => document,
+        let doc = match read_file(path, bytes, &mut problems) {
+            Ok(doc) => doc,
             Err(problem) => {
                 problems.push(problem);
                 continue;
             }
         };
-        let doc = read_document(path, document, &mut problems);
         for (key, flag) in doc.flags {
             if let Some(first) = merged.flag_origin.get(&key) {
                 problems.push(duplicate(path, "flags", &key, first));
@@ -115,6 +129,86 @@ fn duplicate(path: &Path, section: &str, key: &str, first: &Path) -> Problem {
 /// `.json` files are read as JSON, `.yaml`/`.yml` as YAML; any other name is read as JSON when
 /// it starts with `{` and as YAML otherwise. YAML merge keys (`<<: *anchor`) are applied.
 pub fn parse_document(path: &Path, bytes: &[u8]) -> Result<Value, Problem> {
+    match document_text(path, bytes)? {
+        (text, true) => parse_json(path, text),
+        (text, false) => parse_yaml(path, text),
+    }
+}
+
+/// Reads one file's items. A JSON document is read item by item, each item parsed on its own,
+/// so the whole document is never one tree of values; YAML is parsed whole (YAML flag files are
+/// written by hand, and small).
+fn read_file(path: &Path, bytes: &[u8], problems: &mut Vec<Problem>) -> Result<Document, Problem> {
+    let (text, as_json) = document_text(path, bytes)?;
+    if !as_json {
+        return Ok(read_document(path, parse_yaml(path, text)?, problems));
+    }
+    // Borrowed slices of the text, one per top-level field and then per item.
+    let Ok(top) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) else {
+        // Not an object, or not JSON: the whole-value path says which, as it always has.
+        return Ok(read_document(path, parse_json(path, text)?, problems));
+    };
+    let mut shell = Map::new();
+    let mut sections: BTreeMap<&str, BTreeMap<String, &RawValue>> = BTreeMap::new();
+    for (field, raw) in &top {
+        let items = match field.as_str() {
+            "flags" | "segments" | "flagValues" if raw.get().starts_with('{') => {
+                serde_json::from_str::<BTreeMap<String, &RawValue>>(raw.get()).ok()
+            }
+            _ => None,
+        };
+        let shown = match items {
+            Some(items) => {
+                sections.insert(field.as_str(), items);
+                Value::Object(Map::new())
+            }
+            // Anything else is small or wrong; the whole-value path reports it.
+            None => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+        };
+        shell.insert(field.clone(), shown);
+    }
+    // The document's shape is checked on the shell, whose sections are empty; the items are
+    // then read one at a time, in the order the whole-value path reads them.
+    let mut doc = read_document(path, Value::Object(shell), problems);
+    let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
+    for (key, raw) in sections.remove("flags").unwrap_or_default() {
+        if let Some(item) = keyed_item(path, "flags", &key, value(raw), problems) {
+            doc.flags.push((key, raw_item(&item)));
+        }
+    }
+    for (key, raw) in sections.remove("flagValues").unwrap_or_default() {
+        flag_value(path, key, value(raw), &mut doc, problems);
+    }
+    for (key, raw) in sections.remove("segments").unwrap_or_default() {
+        if let Some(item) = keyed_item(path, "segments", &key, value(raw), problems) {
+            doc.segments.push((key, raw_item(&item)));
+        }
+    }
+    Ok(doc)
+}
+
+/// Adds a `flagValues` entry to `doc` as a simple flag, unless `flags` already names it.
+fn flag_value(
+    path: &Path,
+    key: String,
+    value: Value,
+    doc: &mut Document,
+    problems: &mut Vec<Problem>,
+) {
+    if doc.flags.iter().any(|(k, _)| *k == key) {
+        problems.push(Problem::error(
+            Some(path),
+            format!("flagValues.{key}"),
+            format!("duplicate flag key {key:?}: also defined under \"flags\" in the same file"),
+        ));
+        return;
+    }
+    let flag = simple_flag(&key, value);
+    doc.flags.push((key, raw_item(&flag)));
+}
+
+/// The file's text, and whether it is read as JSON (else YAML).
+fn document_text<'a>(path: &Path, bytes: &'a [u8]) -> Result<(&'a str, bool), Problem> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Problem::error(Some(path), "", format!("file is not UTF-8: {e}")))?;
     if text.trim().is_empty() {
@@ -132,7 +226,11 @@ pub fn parse_document(path: &Path, bytes: &[u8]) -> Result<Value, Problem> {
         "yaml" | "yml" => false,
         _ => text.trim_start().starts_with('{'),
     };
-    if as_json {
+    Ok((text, as_json))
+}
+
+fn parse_json(path: &Path, text: &str) -> Result<Value, Problem> {
+    {
         serde_json::from_str(text).map_err(|e| {
             Problem::error(
                 Some(path),
@@ -145,8 +243,6 @@ pub fn parse_document(path: &Path, bytes: &[u8]) -> Result<Value, Problem> {
                 ),
             )
         })
-    } else {
-        parse_yaml(path, text)
     }
 }
 
@@ -235,8 +331,8 @@ fn push_field(at: &mut String, field: &str) {
 
 /// The items of one document.
 struct Document {
-    flags: Vec<(String, Value)>,
-    segments: Vec<(String, Value)>,
+    flags: Vec<(String, RawItem)>,
+    segments: Vec<(String, RawItem)>,
 }
 
 /// Checks the document's outer shape and collects its items, turning `flagValues` entries into
@@ -272,25 +368,15 @@ fn read_document(path: &Path, document: Value, problems: &mut Vec<Problem>) -> D
 
     for (key, item) in flags {
         if let Some(item) = keyed_item(path, "flags", &key, item, problems) {
-            out.flags.push((key, item));
+            out.flags.push((key, raw_item(&item)));
         }
     }
     for (key, value) in values {
-        if out.flags.iter().any(|(k, _)| *k == key) {
-            problems.push(Problem::error(
-                Some(path),
-                format!("flagValues.{key}"),
-                format!(
-                    "duplicate flag key {key:?}: also defined under \"flags\" in the same file"
-                ),
-            ));
-            continue;
-        }
-        out.flags.push((key.clone(), simple_flag(&key, value)));
+        flag_value(path, key, value, &mut out, problems);
     }
     for (key, item) in segments {
         if let Some(item) = keyed_item(path, "segments", &key, item, problems) {
-            out.segments.push((key, item));
+            out.segments.push((key, raw_item(&item)));
         }
     }
     out
@@ -397,8 +483,11 @@ pub fn type_name(value: &Value) -> &'static str {
 pub fn to_model(raw: &RawData) -> (FlagData, Vec<Problem>) {
     let mut data = FlagData::default();
     let mut problems = Vec::new();
-    for (key, value) in &raw.flags {
-        match Flag::from_json_value(value.clone()) {
+    // Each item is read through a JSON value of its own, so errors carry no line and column:
+    // those of the item's text would not be the file's.
+    let value = |item: &RawItem| serde_json::from_str(item.get()).unwrap_or(Value::Null);
+    for (key, item) in &raw.flags {
+        match Flag::from_json_value(value(item)) {
             Ok(flag) => {
                 data.flags.insert(key.clone(), flag);
             }
@@ -411,8 +500,8 @@ pub fn to_model(raw: &RawData) -> (FlagData, Vec<Problem>) {
             )),
         }
     }
-    for (key, value) in &raw.segments {
-        match Segment::from_json_value(value.clone()) {
+    for (key, item) in &raw.segments {
+        match Segment::from_json_value(value(item)) {
             Ok(segment) => {
                 data.segments.insert(key.clone(), segment);
             }
@@ -454,6 +543,10 @@ mod tests {
         }
     }
 
+    fn value(item: &RawItem) -> Value {
+        serde_json::from_str(item.get()).unwrap()
+    }
+
     fn messages(problems: &[Problem]) -> Vec<String> {
         problems.iter().map(ToString::to_string).collect()
     }
@@ -468,12 +561,12 @@ mod tests {
             file("b.yaml", "flagValues:\n  f2: hello\n"),
         ]);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(data.flags["f1"]["key"], "f1");
+        assert_eq!(value(&data.flags["f1"])["key"], "f1");
         assert_eq!(
-            data.flags["f2"],
+            value(&data.flags["f2"]),
             json!({"key":"f2","on":true,"variations":["hello"],"fallthrough":{"variation":0}})
         );
-        assert_eq!(data.segments["s1"], json!({"key":"s1"}));
+        assert_eq!(value(&data.segments["s1"]), json!({"key":"s1"}));
     }
 
     #[test]
@@ -487,7 +580,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            data.flags["f"],
+            value(&data.flags["f"]),
             json!({"key":"f","on":true,"variations":["a","b"],"offVariation":1})
         );
     }
@@ -577,6 +670,35 @@ mod tests {
                 got.starts_with(expected),
                 "{text}: got {got:?}, expected {expected:?}"
             );
+        }
+    }
+
+    #[test]
+    fn json_read_item_by_item_matches_the_whole_document() {
+        let docs = [
+            r#"{"flags":{"b":{"on":true},"a":{"key":"a"},"bad":3,"k":{"key":"x"}},
+                "flagValues":{"a":1,"c":[true]},"segments":{"s":{"included":["u"]},"t":[]},
+                "extra":{"deep":[1,2]}}"#,
+            r#"{"flags":null,"segments":{"s":null},"flagValues":{}}"#,
+            r#"{"flags":[],"segments":"no","flagValues":7}"#,
+            r#"{"flags":{"a\"q":{"variations":[1.5e300,"\u00e9"]}}}"#,
+            "{}",
+        ];
+        for text in docs {
+            let path = Path::new("d.json");
+            let mut streamed = Vec::new();
+            let doc = read_file(path, text.as_bytes(), &mut streamed).unwrap();
+            let mut whole = Vec::new();
+            let expected = read_document(path, parse_json(path, text).unwrap(), &mut whole);
+            assert_eq!(messages(&streamed), messages(&whole), "{text}");
+            let texts = |items: &[(String, RawItem)]| -> Vec<(String, String)> {
+                items
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.get().to_owned()))
+                    .collect()
+            };
+            assert_eq!(texts(&doc.flags), texts(&expected.flags), "{text}");
+            assert_eq!(texts(&doc.segments), texts(&expected.segments), "{text}");
         }
     }
 

@@ -82,7 +82,7 @@ impl FileSource {
             return ReloadOutcome::Unchanged;
         }
         state.last_seen = Some(hash);
-        match self.load(&mut state, &files) {
+        match self.load(&mut state, files) {
             Ok(changes) => ReloadOutcome::Loaded { changes },
             Err(message) => {
                 tracing::error!(error = %message, "flag data not loaded; the last good data keeps serving");
@@ -93,18 +93,21 @@ impl FileSource {
         }
     }
 
-    fn load(&self, state: &mut SourceState, files: &[FileContents]) -> Result<usize, String> {
-        let (mut raw, problems) = flags_wire::file::merge_files(files);
+    fn load(&self, state: &mut SourceState, files: Vec<FileContents>) -> Result<usize, String> {
+        let (raw, problems) = flags_wire::file::merge_files(&files);
+        // The items are copied out of the files' bytes; those go now, not after compiling.
+        drop(files);
         let (errors, mut warnings): (Vec<Problem>, Vec<Problem>) = problems
             .into_iter()
             .partition(|p| p.severity == Severity::Error);
         if !errors.is_empty() {
             return Err(BuildError::Invalid(errors).to_string());
         }
-        let (versions, changes) = state.versions.assign(&mut raw);
+        let (versions, changes) = state.versions.assign(&raw);
         let generation = state.generation + 1;
+        let served = |kind, key: &str| versions.served(kind, key);
         let (snapshot, events, data_warnings) =
-            crate::engine::build(&raw, generation, &changes).map_err(|e| e.to_string())?;
+            crate::engine::build(raw, served, generation, &changes).map_err(|e| e.to_string())?;
         warnings.extend(data_warnings);
         for warning in &warnings {
             tracing::warn!("{warning}");

@@ -9,15 +9,17 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use flags_core::ItemKind;
 use flags_data::ItemChange as Change;
-use flags_wire::file::RawData;
+use flags_wire::file::{RawData, RawItem};
 
 #[derive(Debug, Clone, PartialEq)]
 struct ItemState {
-    /// The item without its `version`, to detect real changes.
-    content: Value,
+    /// A hash of the item without its `version`, to detect real changes: equal JSON values
+    /// (whatever their layout or key order in the file) hash alike.
+    content: [u8; 16],
     /// The version written in the file, if any.
     file_version: Option<u64>,
     /// The version we serve (or, when deleted, the tombstone's version).
@@ -37,30 +39,34 @@ impl Versions {
         Versions::default()
     }
 
-    /// Gives every item of `data` its served version (written into its `version` field) and lists
-    /// what changed since the data this state was last updated with. The state is returned
-    /// rather than updated so a reload that fails later leaves it untouched.
-    pub fn assign(&self, data: &mut RawData) -> (Versions, Vec<Change>) {
+    /// Gives every item of `data` its served version (see [`Versions::served`]) and lists what
+    /// changed since the data this state was last updated with. The state is returned rather
+    /// than updated so a reload that fails later leaves it untouched.
+    pub fn assign(&self, data: &RawData) -> (Versions, Vec<Change>) {
         let mut next = self.clone();
         let mut changes = Vec::new();
-        assign_section(&mut next, ItemKind::Flag, &mut data.flags, &mut changes);
-        assign_section(
-            &mut next,
-            ItemKind::Segment,
-            &mut data.segments,
-            &mut changes,
-        );
+        assign_section(&mut next, ItemKind::Flag, &data.flags, &mut changes);
+        assign_section(&mut next, ItemKind::Segment, &data.segments, &mut changes);
         (next, changes)
+    }
+
+    /// The version served for a live item.
+    pub fn served(&self, kind: ItemKind, key: &str) -> Option<u64> {
+        // The map is keyed by owned keys; a lookup by `&str` needs this one allocation.
+        self.items
+            .get(&(kind, key.to_owned()))
+            .filter(|item| !item.deleted)
+            .map(|item| item.served)
     }
 }
 
 fn assign_section(
     state: &mut Versions,
     kind: ItemKind,
-    items: &mut BTreeMap<String, Value>,
+    items: &BTreeMap<String, RawItem>,
     changes: &mut Vec<Change>,
 ) {
-    for (key, item) in items.iter_mut() {
+    for (key, item) in items {
         let (content, file_version) = split_version(item);
         let slot = (kind, key.clone());
         let served = match state.items.get(&slot) {
@@ -92,9 +98,6 @@ fn assign_section(
                 served
             }
         };
-        if let Value::Object(object) = item {
-            object.insert("version".to_owned(), Value::from(served));
-        }
         state.items.insert(
             slot,
             ItemState {
@@ -122,10 +125,10 @@ fn assign_section(
     changes.sort_by(|a, b| (a.kind, &a.key).cmp(&(b.kind, &b.key)));
 }
 
-/// The item without `version`, and the version the file gave (a non-integer `version` is left
-/// in the content so the model reports it).
-fn split_version(item: &Value) -> (Value, Option<u64>) {
-    let mut content = item.clone();
+/// A hash of the item without `version`, and the version the file gave (a non-integer
+/// `version` is left in the content so the model reports it).
+fn split_version(item: &RawItem) -> ([u8; 16], Option<u64>) {
+    let mut content: Value = serde_json::from_str(item.get()).unwrap_or(Value::Null);
     let mut file_version = None;
     if let Value::Object(object) = &mut content {
         if let Some(v) = object.get("version").and_then(Value::as_u64) {
@@ -135,7 +138,11 @@ fn split_version(item: &Value) -> (Value, Option<u64>) {
             object.remove("version");
         }
     }
-    (content, file_version)
+    // Object keys serialize sorted, so equal values give equal bytes.
+    let bytes = serde_json::to_vec(&content).unwrap_or_default();
+    let mut hash = [0u8; 16];
+    hash.copy_from_slice(&Sha256::digest(&bytes)[..16]);
+    (hash, file_version)
 }
 
 #[cfg(test)]
@@ -143,15 +150,20 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use flags_wire::file::raw_item;
 
     fn data(flags: &[(&str, Value)]) -> RawData {
         RawData {
             flags: flags
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .map(|(k, v)| ((*k).to_owned(), raw_item(v)))
                 .collect(),
             ..RawData::default()
         }
+    }
+
+    fn served(versions: &Versions, key: &str) -> Option<u64> {
+        versions.served(ItemKind::Flag, key)
     }
 
     fn change(key: &str, version: u64, deleted: bool) -> Change {
@@ -165,54 +177,62 @@ mod tests {
 
     #[test]
     fn versions_start_at_one_or_the_file_version() {
-        let mut d = data(&[("a", json!({"on":true})), ("b", json!({"version": 7}))]);
-        let (_, changes) = Versions::new().assign(&mut d);
+        let d = data(&[("a", json!({"on":true})), ("b", json!({"version": 7}))]);
+        let (v, changes) = Versions::new().assign(&d);
         assert_eq!(changes, vec![change("a", 1, false), change("b", 7, false)]);
-        assert_eq!(d.flags["a"]["version"], 1);
-        assert_eq!(d.flags["b"]["version"], 7);
+        assert_eq!((served(&v, "a"), served(&v, "b")), (Some(1), Some(7)));
     }
 
     #[test]
     fn unchanged_items_keep_their_version_and_changed_ones_bump() {
-        let (v1, _) =
-            Versions::new().assign(&mut data(&[("a", json!({"on":true})), ("b", json!({}))]));
-        let mut d = data(&[("a", json!({"on":false})), ("b", json!({}))]);
-        let (v2, changes) = v1.assign(&mut d);
+        let (v1, _) = Versions::new().assign(&data(&[
+            ("a", json!({"on":true, "variations": [1, 2]})),
+            ("b", json!({})),
+        ]));
+        // The same values in another order and layout are no change.
+        let text = r#"{ "variations" : [1,2],"on":true }"#;
+        let mut same = data(&[("b", json!({}))]);
+        same.flags
+            .insert("a".to_owned(), serde_json::from_str(text).unwrap());
+        assert_eq!(v1.assign(&same).1, vec![]);
+        let d = data(&[("a", json!({"on":false})), ("b", json!({}))]);
+        let (v2, changes) = v1.assign(&d);
         assert_eq!(changes, vec![change("a", 2, false)]);
-        assert_eq!(d.flags["b"]["version"], 1);
+        assert_eq!(served(&v2, "b"), Some(1));
         // A file version below the served one does not take the version backwards.
-        let mut d = data(&[
+        let d = data(&[
             ("a", json!({"on":true, "version": 1})),
             ("b", json!({"version": 10})),
         ]);
-        let (_, changes) = v2.assign(&mut d);
+        let (_, changes) = v2.assign(&d);
         assert_eq!(changes, vec![change("a", 3, false), change("b", 10, false)]);
     }
 
     #[test]
     fn deletions_leave_tombstones_and_readding_goes_above_them() {
-        let (v1, _) = Versions::new().assign(&mut data(&[("a", json!({})), ("b", json!({}))]));
-        let (v2, changes) = v1.assign(&mut data(&[("b", json!({}))]));
+        let (v1, _) = Versions::new().assign(&data(&[("a", json!({})), ("b", json!({}))]));
+        let (v2, changes) = v1.assign(&data(&[("b", json!({}))]));
         assert_eq!(changes, vec![change("a", 2, true)]);
-        let (v3, changes) = v2.assign(&mut data(&[("b", json!({}))]));
+        assert_eq!(served(&v2, "a"), None, "a tombstone is not served");
+        let (v3, changes) = v2.assign(&data(&[("b", json!({}))]));
         assert!(
             changes.is_empty(),
             "a tombstone is reported once: {changes:?}"
         );
-        let mut d = data(&[("a", json!({})), ("b", json!({}))]);
-        let (_, changes) = v3.assign(&mut d);
+        let d = data(&[("a", json!({})), ("b", json!({}))]);
+        let (v4, changes) = v3.assign(&d);
         assert_eq!(changes, vec![change("a", 3, false)]);
-        assert_eq!(d.flags["a"]["version"], 3);
+        assert_eq!(served(&v4, "a"), Some(3));
     }
 
     #[test]
     fn flags_and_segments_are_separate() {
-        let mut d = RawData {
-            flags: [("x".to_owned(), json!({}))].into(),
-            segments: [("x".to_owned(), json!({}))].into(),
+        let d = RawData {
+            flags: [("x".to_owned(), raw_item(&json!({})))].into(),
+            segments: [("x".to_owned(), raw_item(&json!({})))].into(),
             ..RawData::default()
         };
-        let (_, changes) = Versions::new().assign(&mut d);
+        let (_, changes) = Versions::new().assign(&d);
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].kind, ItemKind::Flag);
         assert_eq!(changes[1].kind, ItemKind::Segment);
