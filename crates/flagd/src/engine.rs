@@ -1,12 +1,14 @@
 //! Where the server meets the data layer: building a served [`Snapshot`] from flag files,
 //! checking flag data, and reading OpenFeature's reasons off a flag's shape.
 
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 
 use flags_core::{FlagData, ItemKind, Reason};
 pub use flags_data::{DataError, ItemChange, Ops, Snapshot, Update};
-use flags_store::check::Purpose;
-use flags_wire::file::{Problem, RawData, to_model};
+use flags_store::check::{Purpose, SetCheck};
+use flags_wire::file::{Problem, RawData, RawItem, read_flag, read_segment, to_model};
 pub use flags_wire::stream::ItemEvent;
 use sha2::{Digest, Sha256};
 
@@ -30,38 +32,171 @@ fn problems_text(problems: &[Problem]) -> String {
     text
 }
 
-/// Reads raw data into the model with each item's served version (`served`, where it gives
-/// one), compiles it, and renders the stream events for `changes`, plus the warnings about the
-/// data (see [`check`]). Errors stop the build; warnings do not.
+/// What [`build`] made of a file load.
+#[derive(Debug)]
+pub struct Built {
+    /// The new snapshot, or `None` when no item changed (the current one stays).
+    pub snapshot: Option<Snapshot>,
+    /// The stream events of the changes.
+    pub events: Vec<ItemEvent>,
+    /// What the checks found that does not stop the data (see [`check`]).
+    pub warnings: Vec<Problem>,
+}
+
+/// Turns merged raw data into the snapshot that follows `current` (from nothing when `None`):
+/// every item is read into the model with its served version (`served`, where it gives one)
+/// and checked, and the changed items (`changes`) are applied to `current`, so unchanged items
+/// keep their compiled form, shared with it. Errors stop the build; warnings do not.
 ///
-/// The raw items are dropped once read, before anything is compiled, so a big file is held in
-/// at most two forms at a time.
-pub fn build(
-    mut raw: RawData,
-    served: impl Fn(ItemKind, &str) -> Option<u64>,
+/// Items are read, checked and compiled one at a time, and the raw text of each goes as it is
+/// read: a reload holds the current snapshot, the new one, and one item in between.
+pub fn build<F>(
+    raw: RawData,
+    served: F,
+    current: Option<&Snapshot>,
     generation: u64,
     changes: &[ItemChange],
-) -> Result<(Snapshot, Vec<ItemEvent>, Vec<Problem>), BuildError> {
-    let (mut data, problems) = to_model(&raw);
-    if !problems.is_empty() {
-        return Err(BuildError::Invalid(problems));
-    }
-    raw.flags = Default::default();
-    raw.segments = Default::default();
-    for (key, flag) in &mut data.flags {
-        if let Some(version) = served(ItemKind::Flag, key) {
-            flag.version = version;
+) -> Result<Built, BuildError>
+where
+    F: Fn(ItemKind, &str) -> Option<u64>,
+{
+    let empty;
+    let (base, whole) = match current {
+        Some(current) => (current, false),
+        None => {
+            empty = Snapshot::from_models(FlagData::default(), 0)?;
+            (&empty, true)
         }
+    };
+    let mut reader = Reader {
+        flags: raw.flags.into_iter(),
+        segments: raw.segments.into_iter(),
+        flag_origin: raw.flag_origin,
+        segment_origin: raw.segment_origin,
+        changed: changes
+            .iter()
+            .filter(|c| !c.deleted)
+            .map(|c| (c.kind, c.key.as_str()))
+            .collect(),
+        deleted: changes.iter().filter(|c| c.deleted),
+        whole,
+        served,
+        problems: Vec::new(),
+        checks: SetCheck::default(),
+    };
+    let applied = base.apply(generation, &mut reader)?;
+    if !reader.problems.is_empty() {
+        return Err(BuildError::Invalid(reader.problems));
     }
-    for (key, segment) in &mut data.segments {
-        if let Some(version) = served(ItemKind::Segment, key) {
-            segment.version = version;
+    let snapshot = match applied {
+        Some(applied) => Some(applied.snapshot),
+        // Nothing to apply to nothing: an empty file.
+        None if whole => Some(Snapshot::from_models(FlagData::default(), generation)?),
+        None => None,
+    };
+    let events = match &snapshot {
+        Some(snapshot) => events(snapshot, changes)?,
+        None => Vec::new(),
+    };
+    let lookup = snapshot.as_ref().unwrap_or(base);
+    let warnings = reader
+        .checks
+        .finish(
+            |key| lookup.flag(key).map(Cow::Owned),
+            |key| lookup.segment(key).map(Cow::Owned),
+        )
+        .iter()
+        .map(|found| {
+            let origins = match found.kind {
+                ItemKind::Flag => &reader.flag_origin,
+                ItemKind::Segment => &reader.segment_origin,
+            };
+            let file = origins.get(&found.key).map(PathBuf::as_path);
+            found.to_problem(Purpose::File, file)
+        })
+        .collect();
+    Ok(Built {
+        snapshot,
+        events,
+        warnings,
+    })
+}
+
+/// The updates of a file load, read from its raw items one at a time as the snapshot asks for
+/// them: each item is read into the model, checked, and passed on when it changed.
+struct Reader<'a, F, D> {
+    flags: std::collections::btree_map::IntoIter<String, RawItem>,
+    segments: std::collections::btree_map::IntoIter<String, RawItem>,
+    flag_origin: BTreeMap<String, PathBuf>,
+    segment_origin: BTreeMap<String, PathBuf>,
+    changed: HashSet<(ItemKind, &'a str)>,
+    deleted: D,
+    /// Every item is new (there is no current snapshot).
+    whole: bool,
+    served: F,
+    problems: Vec<Problem>,
+    checks: SetCheck,
+}
+
+impl<'a, F, D> Iterator for Reader<'a, F, D>
+where
+    F: Fn(ItemKind, &str) -> Option<u64>,
+    D: Iterator<Item = &'a ItemChange>,
+{
+    type Item = Update;
+
+    fn next(&mut self) -> Option<Update> {
+        for (key, item) in self.flags.by_ref() {
+            let file = self.flag_origin.get(&key).map(PathBuf::as_path);
+            let read = read_flag(&key, &item, file);
+            drop(item);
+            let mut flag = match read {
+                Ok(flag) => flag,
+                Err(problem) => {
+                    self.problems.push(problem);
+                    continue;
+                }
+            };
+            if let Some(version) = (self.served)(ItemKind::Flag, &key) {
+                flag.version = version;
+            }
+            if flag.key.is_empty() {
+                flag.key.clone_from(&key);
+            }
+            self.checks.add_flag(&flag);
+            if self.whole || self.changed.contains(&(ItemKind::Flag, key.as_str())) {
+                return Some(Update::Flag(flag));
+            }
         }
+        for (key, item) in self.segments.by_ref() {
+            let file = self.segment_origin.get(&key).map(PathBuf::as_path);
+            let read = read_segment(&key, &item, file);
+            drop(item);
+            let mut segment = match read {
+                Ok(segment) => segment,
+                Err(problem) => {
+                    self.problems.push(problem);
+                    continue;
+                }
+            };
+            if let Some(version) = (self.served)(ItemKind::Segment, &key) {
+                segment.version = version;
+            }
+            if segment.key.is_empty() {
+                segment.key.clone_from(&key);
+            }
+            self.checks.add_segment(&segment);
+            if self.whole || self.changed.contains(&(ItemKind::Segment, key.as_str())) {
+                return Some(Update::Segment(segment));
+            }
+        }
+        let gone = self.deleted.next()?;
+        let (key, version) = (gone.key.clone(), gone.version);
+        Some(match gone.kind {
+            ItemKind::Flag => Update::DeleteFlag { key, version },
+            ItemKind::Segment => Update::DeleteSegment { key, version },
+        })
     }
-    let warnings = warnings(&raw, &data);
-    let snapshot = Snapshot::from_models(data, generation)?;
-    let events = events(&snapshot, changes)?;
-    Ok((snapshot, events, warnings))
 }
 
 /// The stream events of `changes`, which led to `snapshot`.
@@ -166,14 +301,31 @@ mod tests {
         }
     }
 
+    /// Builds `data` after `before` (from nothing when `None`), as a file reload does.
+    fn load(
+        versions: &Versions,
+        before: Option<&Snapshot>,
+        data: RawData,
+        generation: u64,
+    ) -> (Versions, Built) {
+        let (next, changes) = versions.assign(&data);
+        let served = |kind, key: &str| next.served(kind, key);
+        let built = build(data, served, before, generation, &changes).unwrap();
+        (next, built)
+    }
+
     #[test]
     fn events_name_the_path_first() {
-        let data = raw(json!({"f": {"key": "f", "on": true, "variations": [1]}}));
-        let (versions, _) = Versions::new().assign(&data);
+        let (first, built) = load(
+            &Versions::new(),
+            None,
+            raw(json!({"f": {"key": "f", "on": true, "variations": [1]}})),
+            1,
+        );
+        let one = built.snapshot.unwrap();
         let next = raw(json!({"f": {"key": "f", "on": false, "variations": [1]}}));
-        let (second, changes) = versions.assign(&next);
-        let served = |kind, key: &str| second.served(kind, key);
-        let (_, events, warnings) = build(next, served, 2, &changes).unwrap();
+        let (_, built) = load(&first, Some(&one), next, 2);
+        let events = built.events;
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event, "patch");
         assert!(
@@ -184,16 +336,60 @@ mod tests {
             events[0].data
         );
         assert_eq!(
-            warnings.len(),
+            built.warnings.len(),
             1,
-            "a flag without a fallthrough is worth a warning: {warnings:?}"
+            "a flag without a fallthrough is worth a warning: {:?}",
+            built.warnings
         );
 
-        let (emptied, changes) = versions.assign(&raw(json!({})));
-        let served = |kind, key: &str| emptied.served(kind, key);
-        let (_, events, _) = build(raw(json!({})), served, 2, &changes).unwrap();
-        assert_eq!(events[0].event, "delete");
-        assert_eq!(events[0].data, r#"{"path":"/flags/f","version":2}"#);
+        let (_, built) = load(&first, Some(&one), raw(json!({})), 2);
+        assert_eq!(built.events[0].event, "delete");
+        assert_eq!(built.events[0].data, r#"{"path":"/flags/f","version":2}"#);
+        assert_eq!(built.snapshot.unwrap().flag_count(), 0);
+    }
+
+    #[test]
+    fn a_reload_compiles_only_what_changed() {
+        let flag =
+            |on: bool| json!({"on": on, "variations": [1, 2], "fallthrough": {"variation": 0}});
+        let (first, built) = load(
+            &Versions::new(),
+            None,
+            raw(json!({"a": flag(true), "b": flag(true)})),
+            1,
+        );
+        let one = built.snapshot.unwrap();
+        let (second, built) = load(
+            &first,
+            Some(&one),
+            raw(json!({"a": flag(false), "b": flag(true)})),
+            2,
+        );
+        let two = built.snapshot.unwrap();
+        let item = |s: &Snapshot, key: &str| std::ptr::from_ref(s.compiled_flag(key).unwrap());
+        assert_eq!(
+            item(&one, "b"),
+            item(&two, "b"),
+            "an unchanged flag is shared"
+        );
+        assert_ne!(item(&one, "a"), item(&two, "a"));
+        assert_eq!((two.generation(), two.flag("a").unwrap().version), (2, 2));
+
+        // The same items again, laid out otherwise: nothing to publish.
+        let (_, built) = load(
+            &second,
+            Some(&two),
+            raw(json!({"b": flag(true), "a": flag(false)})),
+            3,
+        );
+        assert!(built.snapshot.is_none() && built.events.is_empty());
+
+        // A bad item stops the load, whatever else changed.
+        let bad = raw(json!({"a": flag(true), "b": {"on": "yes"}}));
+        let (changes_of, changes) = second.assign(&bad);
+        let served = |kind, key: &str| changes_of.served(kind, key);
+        let err = build(bad, served, Some(&two), 3, &changes).unwrap_err();
+        assert!(err.to_string().starts_with("flags.b.on: "), "{err}");
     }
 
     /// One write to a store, and the item as a flag file holds it.
@@ -459,9 +655,8 @@ mod tests {
                          "targets": [{"values": ["x"], "variation": 0}]},
             "split": {"on": true, "variations": [1], "fallthrough": {"rollout": {"variations": [{"variation": 0, "weight": 100000}]}}}
         }));
-        let (versions, changes) = Versions::new().assign(&data);
-        let served = |kind, key: &str| versions.served(kind, key);
-        let (snapshot, _, _) = build(data, served, 1, &changes).unwrap();
+        let (_, built) = load(&Versions::new(), None, data, 1);
+        let snapshot = built.snapshot.unwrap();
         let fallthrough = Reason::Fallthrough {
             in_experiment: false,
         };

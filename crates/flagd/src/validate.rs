@@ -76,7 +76,7 @@ pub fn validate(paths: &[PathBuf]) -> Report {
     if !problems.iter().any(|p| p.severity == Severity::Error) {
         let (versions, changes) = Versions::new().assign(&raw);
         let served = |kind, key: &str| versions.served(kind, key);
-        if let Err(e) = engine::build(raw, served, 1, &changes) {
+        if let Err(e) = engine::build(raw, served, None, 1, &changes) {
             problems.push(Problem::error(None, "", e.to_string()));
         }
     }

@@ -210,18 +210,22 @@ impl Snapshot {
 
     /// A new generation with `updates` applied: only changed items are compiled, every other
     /// one is shared with `self`. `None` when no update took effect (each was stale).
+    ///
+    /// Updates are taken one at a time, each compiled before the next is asked for, so a caller
+    /// can read a big change item by item without holding every model at once.
     pub fn apply(
         &self,
         generation: u64,
-        updates: Vec<Update>,
+        updates: impl IntoIterator<Item = Update>,
     ) -> Result<Option<Applied>, DataError> {
+        let updates = updates.into_iter();
         // The first update copies `self`'s compiled data (its key index; compiled items are
         // shared) and dependency index; every update then changes those copies in place.
         let mut derived: Option<(CompiledData, DependencyIndex)> = None;
         let mut digest_sum = self.digest_sum;
         let mut flag_count = self.flag_count;
         let mut segment_count = self.segment_count;
-        let mut changed = Vec::with_capacity(updates.len());
+        let mut changed = Vec::with_capacity(updates.size_hint().0);
         let compile = |e: flags_eval::CompileError| DataError::Compile(e.to_string());
         for update in updates {
             let (data, deps) =

@@ -27,6 +27,7 @@
 //! Checks that depend on other items are all refusing, so the warnings of a write depend on the
 //! written document alone ([`crate::StoredFlag::warnings`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
@@ -362,43 +363,123 @@ pub fn segment(segment: &Segment) -> Vec<Finding> {
     out
 }
 
-/// Every finding of a whole set of flags and segments, as flag files hold them: each flag's
-/// own and reference findings (flags by key), then each segment's, then each cycle once.
+/// Every finding of a whole set of flags and segments, as flag files hold them: each item's
+/// own findings, then what its references find, item by item in key order (flags first); a
+/// cycle is reported once, by the first of its items, after all the rest.
 pub fn data(data: &FlagData) -> Vec<ItemFinding> {
-    let mut out = Vec::new();
-    let mut cycles = Vec::new();
-    let mut seen_cycles = BTreeSet::new();
-    let flag_of = |key: &str| data.flags.get(key);
-    let segment_of = |key: &str| data.segments.get(key);
-    let items = data
-        .flags
-        .iter()
-        .map(|(key, f)| (ItemKind::Flag, key, flag(f), ReferenceCheck::for_flag(f)))
-        .chain(data.segments.iter().map(|(key, s)| {
-            let check = ReferenceCheck::for_segment(s);
-            (ItemKind::Segment, key, segment(s), check)
-        }));
-    for (kind, key, own, references) in items {
-        let item = |finding| ItemFinding {
+    let mut set = SetCheck::default();
+    for flag in data.flags.values() {
+        set.add_flag(flag);
+    }
+    for segment in data.segments.values() {
+        set.add_segment(segment);
+    }
+    set.finish(
+        |key| data.flags.get(key).map(Cow::Borrowed),
+        |key| data.segments.get(key).map(Cow::Borrowed),
+    )
+}
+
+/// [`data`] for a set whose items arrive one at a time and need not stay in memory together:
+/// add each item (flags first, each kind in key order), then [`SetCheck::finish`] answers the
+/// references from wherever the set ends up, a compiled snapshot say. Only the items that name
+/// others are remembered in between, and of those only what their references need.
+#[derive(Debug, Default)]
+pub struct SetCheck {
+    items: Vec<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    kind: ItemKind,
+    key: String,
+    own: Vec<Finding>,
+    references: ReferenceCheck,
+}
+
+impl SetCheck {
+    /// Checks a flag of the set.
+    pub fn add_flag(&mut self, flag: &Flag) {
+        self.add(
+            ItemKind::Flag,
+            &flag.key,
+            self::flag(flag),
+            ReferenceCheck::for_flag(flag),
+        );
+    }
+
+    /// Checks a segment of the set.
+    pub fn add_segment(&mut self, segment: &Segment) {
+        let references = ReferenceCheck::for_segment(segment);
+        self.add(
+            ItemKind::Segment,
+            &segment.key,
+            self::segment(segment),
+            references,
+        );
+    }
+
+    fn add(&mut self, kind: ItemKind, key: &str, own: Vec<Finding>, references: ReferenceCheck) {
+        let asks = !references.pending_flags.is_empty()
+            || !references.pending_segments.is_empty()
+            || !references.findings.is_empty();
+        if own.is_empty() && !asks {
+            return;
+        }
+        self.items.push(Pending {
             kind,
-            key: key.clone(),
-            finding,
-        };
-        out.extend(own.into_iter().map(item));
-        for (finding, cycle) in references.run(flag_of, segment_of).findings {
-            match cycle {
-                // Every item on a cycle finds it; the first (by key) reports it.
-                Some(members) => {
-                    if seen_cycles.insert((kind, canonical_cycle(members))) {
-                        cycles.push(item(finding));
-                    }
+            key: key.to_owned(),
+            own,
+            references,
+        });
+    }
+
+    /// Every finding, as [`data`] orders them, with references answered by `flag_of` and
+    /// `segment_of` (the live item of a key, or `None`).
+    pub fn finish<'a>(
+        self,
+        mut flag_of: impl FnMut(&str) -> Option<Cow<'a, Flag>>,
+        mut segment_of: impl FnMut(&str) -> Option<Cow<'a, Segment>>,
+    ) -> Vec<ItemFinding> {
+        let mut out = Vec::new();
+        let mut cycles = Vec::new();
+        let mut seen_cycles = BTreeSet::new();
+        for Pending {
+            kind,
+            key,
+            own,
+            mut references,
+        } in self.items
+        {
+            let item = |finding| ItemFinding {
+                kind,
+                key: key.clone(),
+                finding,
+            };
+            out.extend(own.into_iter().map(item));
+            while let Some(wanted) = references.wanted() {
+                for wanted_key in &wanted.flags {
+                    references.supply_flag(wanted_key, flag_of(wanted_key).as_deref());
                 }
-                None => out.push(item(finding)),
+                for wanted_key in &wanted.segments {
+                    references.supply_segment(wanted_key, segment_of(wanted_key).as_deref());
+                }
+            }
+            for (finding, cycle) in references.findings {
+                match cycle {
+                    // Every item on a cycle finds it; the first (by key) reports it.
+                    Some(members) => {
+                        if seen_cycles.insert((kind, canonical_cycle(members))) {
+                            cycles.push(item(finding));
+                        }
+                    }
+                    None => out.push(item(finding)),
+                }
             }
         }
+        out.extend(cycles);
+        out
     }
-    out.extend(cycles);
-    out
 }
 
 /// Checks that what a flag or segment refers to resolves, without doing any I/O itself.

@@ -483,42 +483,45 @@ pub fn type_name(value: &Value) -> &'static str {
 pub fn to_model(raw: &RawData) -> (FlagData, Vec<Problem>) {
     let mut data = FlagData::default();
     let mut problems = Vec::new();
-    // Each item is read through a JSON value of its own, so errors carry no line and column:
-    // those of the item's text would not be the file's.
-    let value = |item: &RawItem| serde_json::from_str(item.get()).unwrap_or(Value::Null);
     for (key, item) in &raw.flags {
-        match Flag::from_json_value(value(item)) {
+        match read_flag(key, item, raw.flag_origin.get(key).map(PathBuf::as_path)) {
             Ok(flag) => {
                 data.flags.insert(key.clone(), flag);
             }
-            Err(e) => problems.push(item_problem(
-                raw.flag_origin.get(key),
-                "flags",
-                key,
-                e.path(),
-                e.message(),
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     for (key, item) in &raw.segments {
-        match Segment::from_json_value(value(item)) {
+        match read_segment(key, item, raw.segment_origin.get(key).map(PathBuf::as_path)) {
             Ok(segment) => {
                 data.segments.insert(key.clone(), segment);
             }
-            Err(e) => problems.push(item_problem(
-                raw.segment_origin.get(key),
-                "segments",
-                key,
-                e.path(),
-                e.message(),
-            )),
+            Err(problem) => problems.push(problem),
         }
     }
     (data, problems)
 }
 
+/// Reads one merged flag into the model; an error names `file` and the full field path.
+pub fn read_flag(key: &str, item: &RawItem, file: Option<&Path>) -> Result<Flag, Problem> {
+    Flag::from_json_value(item_value(item))
+        .map_err(|e| item_problem(file, "flags", key, e.path(), e.message()))
+}
+
+/// Reads one merged segment into the model; an error names `file` and the full field path.
+pub fn read_segment(key: &str, item: &RawItem, file: Option<&Path>) -> Result<Segment, Problem> {
+    Segment::from_json_value(item_value(item))
+        .map_err(|e| item_problem(file, "segments", key, e.path(), e.message()))
+}
+
+/// An item's JSON value. Items are read through a value of their own, so errors carry no line
+/// and column: those of the item's text would not be the file's.
+fn item_value(item: &RawItem) -> Value {
+    serde_json::from_str(item.get()).unwrap_or(Value::Null)
+}
+
 fn item_problem(
-    file: Option<&PathBuf>,
+    file: Option<&Path>,
     section: &str,
     key: &str,
     inner: &str,
@@ -529,7 +532,7 @@ fn item_problem(
     } else {
         format!("{section}.{key}.{inner}")
     };
-    Problem::error(file.map(PathBuf::as_path), path, message)
+    Problem::error(file, path, message)
 }
 
 #[cfg(test)]

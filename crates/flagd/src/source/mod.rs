@@ -106,23 +106,40 @@ impl FileSource {
         let (versions, changes) = state.versions.assign(&raw);
         let generation = state.generation + 1;
         let served = |kind, key: &str| versions.served(kind, key);
-        let (snapshot, events, data_warnings) =
-            crate::engine::build(raw, served, generation, &changes).map_err(|e| e.to_string())?;
-        warnings.extend(data_warnings);
+        let current = self.store.snapshot();
+        let built = crate::engine::build(raw, served, current.as_deref(), generation, &changes)
+            .map_err(|e| e.to_string())?;
+        warnings.extend(built.warnings);
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
-        let (flags, segments) = (snapshot.flag_count(), snapshot.segment_count());
-        tracing::info!(
-            generation,
-            flags,
-            segments,
-            changes = changes.len(),
-            "flag data loaded"
-        );
         state.versions = versions;
-        state.generation = generation;
-        self.store.publish(snapshot, events);
+        let (flags, segments) = match built.snapshot {
+            Some(snapshot) => {
+                let counts = (snapshot.flag_count(), snapshot.segment_count());
+                tracing::info!(
+                    generation,
+                    flags = counts.0,
+                    segments = counts.1,
+                    changes = changes.len(),
+                    "flag data loaded"
+                );
+                state.generation = generation;
+                self.store.publish(snapshot, built.events);
+                counts
+            }
+            // The files changed, but no item did (only their layout, say).
+            None => {
+                let current = current.as_deref();
+                let counts = current.map_or((0, 0), |s| (s.flag_count(), s.segment_count()));
+                tracing::info!(
+                    flags = counts.0,
+                    segments = counts.1,
+                    "flag files changed, but no flag or segment did"
+                );
+                counts
+            }
+        };
         self.store
             .record_success(warnings.iter().map(ToString::to_string).collect());
         let now = std::time::SystemTime::now()
