@@ -49,7 +49,7 @@ pub(crate) const NO_SLOT: u8 = u8::MAX;
 /// Gives the clauses of a flag's rules on custom attributes a slot per distinct (kind,
 /// attribute), for the first [`SLOTS`] such pairs.
 fn assign_slots(rules: &mut [CRule]) {
-    let mut seen: Vec<(Box<str>, Box<str>)> = Vec::new();
+    let mut seen: Vec<(Kind, Box<str>)> = Vec::new();
     for clause in rules.iter_mut().flat_map(|r| r.clauses.iter_mut()) {
         let ClauseAttr::Custom(name) = &clause.attr else {
             continue;
@@ -90,7 +90,7 @@ pub(crate) struct CPrereq {
 /// checks lists in order.
 #[derive(Debug)]
 pub(crate) struct TargetGroup {
-    pub kind: Box<str>,
+    pub kind: Kind,
     pub keys: StrMap<(u32, u32)>,
 }
 
@@ -112,7 +112,7 @@ pub(crate) enum Outcome {
 #[derive(Debug)]
 pub(crate) struct CRollout {
     pub experiment: bool,
-    pub kind: Box<str>,
+    pub kind: Kind,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
     /// `bucket_by` is the context key, the usual case, read without an attribute lookup.
@@ -129,7 +129,7 @@ pub(crate) struct CRollout {
 
 #[derive(Debug)]
 pub(crate) struct CClause {
-    pub kind: Box<str>,
+    pub kind: Kind,
     /// `kind` is `user`, the kind almost every clause tests, whose context the evaluation looks
     /// up once rather than per clause.
     pub user: bool,
@@ -148,8 +148,8 @@ pub(crate) enum ClauseAttr {
     /// A top-level attribute other than the built-ins (`kind`, `key`, `name`, `anonymous`): the
     /// common case, looked up directly among the context's custom attributes.
     Custom(Box<str>),
-    /// A built-in attribute or a path into nested objects.
-    Ref(AttrRef),
+    /// A built-in attribute or a path into nested objects (boxed: rare, and large).
+    Ref(Box<AttrRef>),
     /// A `segmentMatch` clause: the attribute is not consulted.
     Segment,
     /// The `kind` attribute: matches against every kind of the context.
@@ -179,10 +179,17 @@ pub(crate) enum COp {
 #[derive(Debug, Default)]
 pub(crate) struct InSet {
     pub strings: StrSet,
-    pub numbers: Box<[f64]>,
     pub has_true: bool,
     pub has_false: bool,
     pub has_null: bool,
+    /// Numbers, arrays and objects: rare in `in` clauses, so kept apart to keep clauses small.
+    pub rest: Option<Box<InRest>>,
+}
+
+/// The values of an `in` clause other than strings, booleans and null.
+#[derive(Debug, Default)]
+pub(crate) struct InRest {
+    pub numbers: Box<[f64]>,
     /// Arrays and objects, compared structurally.
     pub others: Box<[Value]>,
 }
@@ -279,8 +286,8 @@ fn large_contains(set: &StrMap<()>, s: &str) -> bool {
 pub(crate) struct CSegment {
     pub included: StrSet,
     pub excluded: StrSet,
-    pub included_contexts: Box<[(Box<str>, StrSet)]>,
-    pub excluded_contexts: Box<[(Box<str>, StrSet)]>,
+    pub included_contexts: Box<[(Kind, StrSet)]>,
+    pub excluded_contexts: Box<[(Kind, StrSet)]>,
     pub rules: Box<[CSegmentRule]>,
     /// For big segments: the member kind and the store reference `{key}.g{generation}`
     /// (`None` reference when the generation is unknown).
@@ -293,7 +300,7 @@ pub(crate) struct CSegmentRule {
     /// `None`: every context matching the clauses is a member. Otherwise the weight as a bound
     /// on the bucketing hash (see [`crate::bucket::below`]).
     pub weight: Option<u64>,
-    pub kind: Box<str>,
+    pub kind: Kind,
     /// `None` when the reference is invalid (malformed when reached).
     pub bucket_by: Option<AttrRef>,
     /// `bucket_by` is the context key.
@@ -350,6 +357,35 @@ impl CFlag {
     }
 }
 
+/// A context kind as compiled: `user`, the kind nearly everything names, takes no allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Kind {
+    User,
+    Other(Box<str>),
+}
+
+impl Kind {
+    /// The kind named by `kind`, the default kind when empty.
+    fn new(kind: &str) -> Kind {
+        match kind_or_default(kind) {
+            DEFAULT_KIND => Kind::User,
+            other => Kind::Other(other.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for Kind {
+    type Target = str;
+
+    #[inline(always)]
+    fn deref(&self) -> &str {
+        match self {
+            Kind::User => DEFAULT_KIND,
+            Kind::Other(kind) => kind,
+        }
+    }
+}
+
 fn kind_or_default(kind: &str) -> &str {
     if kind.is_empty() { DEFAULT_KIND } else { kind }
 }
@@ -362,7 +398,7 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
             Some(i) => &mut groups[i],
             None => {
                 groups.push(TargetGroup {
-                    kind: kind.into(),
+                    kind: Kind::new(kind),
                     keys: StrMap::default(),
                 });
                 let last = groups.len() - 1;
@@ -395,6 +431,9 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
         }
     }
     groups.retain(|g| !g.keys.is_empty());
+    for group in &mut groups {
+        group.keys.shrink_to_fit();
+    }
     groups.into_boxed_slice()
 }
 
@@ -430,7 +469,7 @@ fn compile_outcome(
     };
     Outcome::Rollout(CRollout {
         experiment,
-        kind: kind_or_default(&r.context_kind).into(),
+        kind: Kind::new(&r.context_kind),
         by_key: is_key(bucket_by.as_ref()),
         user: kind_or_default(&r.context_kind) == DEFAULT_KIND,
         bucket_by,
@@ -472,14 +511,14 @@ pub(crate) fn compile_clause(c: &Clause) -> CClause {
                 [name] if !AttrRef::is_builtin_name(name) => {
                     ClauseAttr::Custom(name.as_str().into())
                 }
-                _ => ClauseAttr::Ref(r),
+                _ => ClauseAttr::Ref(Box::new(r)),
             },
             Err(_) => ClauseAttr::Invalid,
         }
     };
     let kind = kind_or_default(&c.context_kind);
     CClause {
-        kind: kind.into(),
+        kind: Kind::new(kind),
         user: kind == DEFAULT_KIND,
         slot: NO_SLOT,
         attr,
@@ -566,18 +605,22 @@ fn compile_in(values: &[Value]) -> InSet {
         }
     }
     set.strings = StrSet::new(strs);
-    set.numbers = nums.into_boxed_slice();
-    set.others = others.into_boxed_slice();
+    if !nums.is_empty() || !others.is_empty() {
+        set.rest = Some(Box::new(InRest {
+            numbers: nums.into_boxed_slice(),
+            others: others.into_boxed_slice(),
+        }));
+    }
     set
 }
 
 impl CSegment {
     pub fn compile(s: &Segment) -> CSegment {
-        let targets = |list: &[flags_core::SegmentTarget]| -> Box<[(Box<str>, StrSet)]> {
+        let targets = |list: &[flags_core::SegmentTarget]| -> Box<[(Kind, StrSet)]> {
             list.iter()
                 .map(|t| {
                     let keys = t.values.iter().map(|v| v.as_str().into()).collect();
-                    (kind_or_default(&t.context_kind).into(), StrSet::new(keys))
+                    (Kind::new(&t.context_kind), StrSet::new(keys))
                 })
                 .collect()
         };
@@ -602,7 +645,7 @@ impl CSegment {
                     CSegmentRule {
                         clauses: r.clauses.iter().map(compile_clause).collect(),
                         weight: r.weight.map(|w| below(w as f32 / 100_000.0)),
-                        kind: kind_or_default(kind).into(),
+                        kind: Kind::new(kind),
                         bucket_by: bucket_by_ref(r.bucket_by.as_deref(), kind),
                         by_key: is_key(bucket_by_ref(r.bucket_by.as_deref(), kind).as_ref()),
                         prefix: BucketPrefix::new(&s.key, &s.salt, None),

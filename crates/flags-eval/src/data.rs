@@ -34,14 +34,14 @@ pub struct CompiledFlag {
     shape: Shape,
     json: Box<str>,
     variations: Box<[Value]>,
-    rule_ids: Box<[Box<str>]>,
     pub(crate) c: CFlag,
 }
 
 /// Facts about a flag's shape that are not needed to evaluate it, but to describe a result.
 #[derive(Debug, Default)]
 struct Shape {
-    split_rules: Box<[bool]>,
+    /// Each rule's id, and whether it serves a rollout.
+    rules: Box<[(Box<str>, bool)]>,
     split_fallthrough: bool,
     is_static: bool,
 }
@@ -55,7 +55,7 @@ impl CompiledFlag {
             .unwrap_or_default()
             .into_boxed_str();
         let shape = Shape {
-            split_rules: flag.rules.iter().map(|r| r.rollout.is_some()).collect(),
+            rules: Box::default(),
             split_fallthrough: flag.fallthrough.rollout.is_some(),
             is_static: flag.targets.is_empty()
                 && flag.context_targets.is_empty()
@@ -73,15 +73,18 @@ impl CompiledFlag {
             rules,
             ..
         } = flag;
+        let rules = rules
+            .into_iter()
+            .map(|r| (r.id.into_boxed_str(), r.rollout.is_some()))
+            .collect();
         CompiledFlag {
             key: key.into_boxed_str(),
             version,
             deleted,
             on,
-            shape,
+            shape: Shape { rules, ..shape },
             json,
             variations: variations.into_boxed_slice(),
-            rule_ids: rules.into_iter().map(|r| r.id.into_boxed_str()).collect(),
             c,
         }
     }
@@ -124,12 +127,15 @@ impl CompiledFlag {
 
     /// The id of rule `index`, empty when the rule has none or there is no such rule.
     pub fn rule_id(&self, index: usize) -> &str {
-        self.rule_ids.get(index).map_or("", |id| id)
+        self.shape.rules.get(index).map_or("", |(id, _)| id)
     }
 
     /// Whether rule `index` serves a percentage rollout.
     pub fn rule_is_rollout(&self, index: usize) -> bool {
-        self.shape.split_rules.get(index).copied().unwrap_or(false)
+        self.shape
+            .rules
+            .get(index)
+            .is_some_and(|&(_, rollout)| rollout)
     }
 
     /// Whether the fallthrough serves a percentage rollout.

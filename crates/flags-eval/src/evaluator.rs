@@ -703,7 +703,7 @@ fn kind_matches(op: &COp, single: &SingleContext) -> bool {
     op.matches(single.kind_value())
 }
 
-fn keyed_in(ctx: &Context, lists: &[(Box<str>, crate::compile::StrSet)]) -> bool {
+fn keyed_in(ctx: &Context, lists: &[(crate::compile::Kind, crate::compile::StrSet)]) -> bool {
     lists
         .iter()
         .any(|(kind, keys)| ctx.as_single(kind).is_some_and(|s| keys.contains(s.key())))

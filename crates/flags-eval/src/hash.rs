@@ -165,6 +165,11 @@ impl<V> StrMap<V> {
             .position(|e| std::ptr::eq(&e.value, value))
     }
 
+    /// Gives back the room kept for more entries: for a map that is complete.
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
     fn push(&mut self, key: Box<str>, value: V) {
         let hash = hash_str(self.seed, &key);
         self.entries.push(Entry { hash, key, value });
@@ -203,6 +208,7 @@ impl<V> FromIterator<(Box<str>, V)> for StrMap<V> {
         for (k, v) in iter {
             map.insert(k, v);
         }
+        map.shrink_to_fit();
         map
     }
 }

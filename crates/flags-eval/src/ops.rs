@@ -183,11 +183,17 @@ impl InSet {
     fn contains(&self, v: &Value) -> bool {
         match v {
             Value::String(s) => self.strings.contains(s),
-            Value::Number(n) => n.as_f64().is_some_and(|f| self.numbers.contains(&f)),
+            Value::Number(n) => match (&self.rest, n.as_f64()) {
+                (Some(rest), Some(f)) => rest.numbers.contains(&f),
+                _ => false,
+            },
             Value::Bool(true) => self.has_true,
             Value::Bool(false) => self.has_false,
             Value::Null => self.has_null,
-            other => self.others.iter().any(|o| json_eq(o, other)),
+            other => self
+                .rest
+                .as_ref()
+                .is_some_and(|rest| rest.others.iter().any(|o| json_eq(o, other))),
         }
     }
 }
