@@ -332,6 +332,11 @@ impl Snapshot {
         self.put()
     }
 
+    /// [`Snapshot::put_event`] as [`Bytes`] sharing its buffer, to send without a copy.
+    pub fn put_event_bytes(&self) -> Bytes {
+        Bytes::from_owner(Put(Arc::clone(self.put())))
+    }
+
     fn put(&self) -> &Arc<str> {
         self.put.get_or_init(|| {
             let flags = self.data.flags().map(|f| (f.key(), f.json()));
@@ -421,6 +426,15 @@ impl Snapshot {
     #[inline]
     fn evaluator<'a>(&'a self, ops: &'a Ops) -> Evaluator<'a> {
         ops.evaluator(&self.data)
+    }
+}
+
+/// A rendered `put` event's data, as the owner of a [`Bytes`].
+struct Put(Arc<str>);
+
+impl AsRef<[u8]> for Put {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

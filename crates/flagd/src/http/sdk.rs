@@ -5,11 +5,12 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -49,13 +50,16 @@ pub(super) async fn latest_all(EnvOf(env): EnvOf, headers: HeaderMap) -> Respons
 /// `GET /all`: a `put` of all data, then a `patch` or `delete` per changed item. A stream that
 /// falls more than the buffer behind gets a fresh `put` instead of the changes it missed, so a
 /// slow client costs a bounded amount of memory. The stream ends when the server shuts down.
+///
+/// The `put` is the snapshot's own rendering, sent as it is: a stream costs no copy of the data,
+/// however big, and a thousand streams share one.
 pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> Response {
     // Subscribe before reading the snapshot so no change can fall between the two.
     let changes = env.store.subscribe();
     let mut queue = VecDeque::new();
     let mut sent = None;
     if let Some(snapshot) = env.store.snapshot() {
-        queue.push_back(put_event(&snapshot));
+        queue.push_back(put_frame(&snapshot));
         sent = Some(snapshot.generation());
     }
     state.metrics.stream_opened();
@@ -67,22 +71,52 @@ pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> 
         queue,
     };
     let shutdown = state.shutdown.clone();
-    let events = follower
-        .into_stream()
-        .take_until(async move { shutdown.wait().await });
-    let keep_alive = KeepAlive::new()
-        .interval(state.http.stream_keepalive())
-        .text("");
-    let mut response = Sse::new(events).keep_alive(keep_alive).into_response();
+    let frames = follower
+        .into_stream(state.http.stream_keepalive())
+        .take_until(async move { shutdown.wait().await })
+        .flat_map(futures_util::stream::iter)
+        .map(Ok::<Bytes, Infallible>);
+    let mut response = Body::from_stream(frames).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Ask reverse proxies not to buffer the stream.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
-fn put_event(snapshot: &Snapshot) -> Event {
-    Event::default().event("put").data(snapshot.put_event())
+/// One SSE frame, as the chunks of bytes it is sent in.
+type Frame = Vec<Bytes>;
+
+/// The comment sent when a stream has been quiet for the keep-alive interval.
+const KEEP_ALIVE: &[u8] = b": \n\n";
+
+/// The `put` of `snapshot`: its rendered data between the frame's field names and its end.
+fn put_frame(snapshot: &Snapshot) -> Frame {
+    // Rendered JSON has no line breaks (strings escape them), so the data is one `data:` line.
+    vec![
+        Bytes::from_static(b"event: put\ndata: "),
+        snapshot.put_event_bytes(),
+        Bytes::from_static(b"\n\n"),
+    ]
+}
+
+/// A frame of event `event` with `data`, one `data:` line per line of it.
+fn event_frame(event: &str, data: &str) -> Frame {
+    let mut out = Vec::with_capacity(data.len() + event.len() + 16);
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.push(b'\n');
+    for line in data.split('\n') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(line.as_bytes());
+        out.push(b'\n');
+    }
+    out.push(b'\n');
+    vec![Bytes::from(out)]
 }
 
 /// One stream's position in the change feed.
@@ -92,7 +126,7 @@ struct Follower {
     metrics: Arc<Metrics>,
     /// Generation of the data the client has (None until the first `put`).
     sent: Option<u64>,
-    queue: VecDeque<Event>,
+    queue: VecDeque<Frame>,
 }
 
 impl Drop for Follower {
@@ -102,25 +136,29 @@ impl Drop for Follower {
 }
 
 impl Follower {
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
-        futures_util::stream::unfold(self, |mut follower| async move {
-            let event = follower.next_event().await?;
-            Some((Ok(event), follower))
+    /// The stream's frames, with a keep-alive comment whenever none came for `keep_alive`.
+    fn into_stream(self, keep_alive: Duration) -> impl Stream<Item = Frame> + Send {
+        futures_util::stream::unfold(self, move |mut follower| async move {
+            // `next_frame` only waits in `recv`, which loses nothing when cancelled.
+            let frame = match tokio::time::timeout(keep_alive, follower.next_frame()).await {
+                Ok(frame) => frame?,
+                Err(_) => vec![Bytes::from_static(KEEP_ALIVE)],
+            };
+            Some((frame, follower))
         })
     }
 
-    async fn next_event(&mut self) -> Option<Event> {
+    async fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(event) = self.queue.pop_front() {
-                return Some(event);
+            if let Some(frame) = self.queue.pop_front() {
+                return Some(frame);
             }
             match self.changes.recv().await {
                 Ok(batch) => match self.sent {
                     Some(generation) if batch.generation <= generation => {}
                     Some(_) => {
                         for item in &batch.events {
-                            self.queue
-                                .push_back(Event::default().event(item.event).data(&item.data));
+                            self.queue.push_back(event_frame(item.event, &item.data));
                         }
                         self.sent = Some(batch.generation);
                     }
@@ -142,7 +180,7 @@ impl Follower {
         // Resubscribing before reading the snapshot keeps the subscribe-then-read order.
         self.changes = self.changes.resubscribe();
         if let Some(snapshot) = self.store.snapshot() {
-            self.queue.push_back(put_event(&snapshot));
+            self.queue.push_back(put_frame(&snapshot));
             self.sent = Some(snapshot.generation());
         }
     }
