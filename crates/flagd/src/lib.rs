@@ -21,6 +21,7 @@ mod engine;
 mod env;
 pub mod http;
 mod keys;
+mod memory;
 mod metrics;
 mod root;
 mod server;

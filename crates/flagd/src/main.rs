@@ -8,6 +8,12 @@ use anyhow::Context as _;
 use clap::Parser;
 use flagd::cli::{Cli, Command, DatabaseArgs, ExportArgs, ImportArgs, ServeArgs, ValidateArgs};
 
+/// jemalloc, for memory that stays close to what flagd holds across reloads: see the library's
+/// `memory` module.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How long in-flight requests get to finish after a stop signal before the process exits anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -126,6 +126,10 @@ impl FileSource {
                 );
                 state.generation = generation;
                 self.store.publish(snapshot, built.events);
+                // The generation this one replaced goes once its last reader is done, which
+                // for most is now; what it held goes back to the system.
+                drop(current);
+                crate::memory::release_free_pages();
                 counts
             }
             // The files changed, but no item did (only their layout, say).
