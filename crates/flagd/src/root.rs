@@ -308,6 +308,8 @@ impl RootSync {
             "environment loaded"
         );
         self.states.insert(key.to_owned(), state);
+        // Reading a whole environment parsed every stored document at once; that is gone now.
+        crate::memory::release_free_pages();
         // Changes committed while the snapshot was read are applied now.
         self.catch_up(key).await
     }
