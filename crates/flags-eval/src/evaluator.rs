@@ -358,17 +358,31 @@ impl<'a, 'c> Scope<'a, 'c> {
     }
 
     /// `chain` holds the flags whose prerequisites are being checked, innermost first.
+    #[inline(always)]
     fn eval_flag(
         &mut self,
         flag: &'a CompiledFlag,
         chain: Option<&Link<'_>>,
     ) -> Result<Res, Abort> {
-        let c: &'a CFlag = &flag.c;
-        match c.constant {
-            Some(Constant::Off) => return Ok(off(flag, Why::Off)),
-            Some(Constant::Fallthrough(v)) => return Ok(serve(v, Why::FALLTHROUGH)),
-            None => {}
+        // A flag whose result cannot depend on the context costs a compare, wherever it is
+        // evaluated (prerequisites are often such flags); the rest is one call away, so this
+        // path saves no registers for it.
+        match flag.c.constant {
+            Some(Constant::Off) => Ok(off(flag, Why::Off)),
+            Some(Constant::Fallthrough(v)) => Ok(serve(v, Why::FALLTHROUGH)),
+            None => self.eval_targeting(flag, chain),
         }
+    }
+
+    /// [`Scope::eval_flag`] for a flag that is on and targets: prerequisites, targets, rules,
+    /// then the fallthrough.
+    #[inline(never)]
+    fn eval_targeting(
+        &mut self,
+        flag: &'a CompiledFlag,
+        chain: Option<&Link<'_>>,
+    ) -> Result<Res, Abort> {
+        let c: &'a CFlag = &flag.c;
         if !c.prerequisites.is_empty()
             && let Some(failed) = self.check_prerequisites(flag, chain)?
         {
