@@ -47,13 +47,14 @@ pub(crate) struct RouteMetrics {
     requests: Family<HttpLabels, Counter>,
     durations: Family<RouteLabels, Histogram>,
     duration: OnceLock<Histogram>,
-    /// Request counters already created, by method and status; a route answers few kinds.
-    counters: RwLock<Vec<(Method, StatusCode, Counter)>>,
+    /// Request counters already created, by method label and status; a route answers few kinds.
+    counters: RwLock<Vec<(&'static str, StatusCode, Counter)>>,
 }
 
 impl RouteMetrics {
     /// Counts one answer of this route and its time to the response head.
     pub(crate) fn record(&self, method: &Method, status: StatusCode, seconds: f64) {
+        let method = method_label(method);
         self.duration
             .get_or_init(|| {
                 self.durations
@@ -72,7 +73,7 @@ impl RouteMetrics {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((_, _, counter)) = counters
                 .iter()
-                .find(|(m, s, _)| m == method && *s == status)
+                .find(|(m, s, _)| *m == method && *s == status)
             {
                 counter.inc();
                 return;
@@ -82,7 +83,7 @@ impl RouteMetrics {
             .requests
             .get_or_create(&HttpLabels {
                 route: self.route.to_owned(),
-                method: method.as_str().to_owned(),
+                method: method.to_owned(),
                 status: status.as_u16().to_string(),
             })
             .clone();
@@ -90,8 +91,11 @@ impl RouteMetrics {
             .counters
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !counters.iter().any(|(m, s, _)| m == method && *s == status) {
-            counters.push((method.clone(), status, counter.clone()));
+        if !counters
+            .iter()
+            .any(|(m, s, _)| *m == method && *s == status)
+        {
+            counters.push((method, status, counter.clone()));
         }
         counter.inc();
     }
@@ -133,6 +137,26 @@ const KNOWN_EVENT_KINDS: &[&str] = &[
     "diagnostic-init",
     "diagnostic",
 ];
+
+/// The `method` label of a request: the method's name for the methods HTTP defines, `other` for
+/// any other token a client sends, so that clients cannot create label values.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", Method::as_str)
+}
 
 /// The `flag` label of evaluations of flags that do not exist.
 pub const UNKNOWN_FLAG: &str = "(unknown)";
@@ -259,11 +283,11 @@ impl Metrics {
         out
     }
 
-    pub(crate) fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+    pub(crate) fn http_request(&self, route: &str, method: &Method, status: u16, seconds: f64) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method).to_owned(),
                 status: status.to_string(),
             })
             .inc();
@@ -355,7 +379,7 @@ mod tests {
     #[test]
     fn encodes_labelled_counters() {
         let m = Metrics::new();
-        m.http_request("/v1/evaluate/{flagKey}", "POST", 200, 0.001);
+        m.http_request("/v1/evaluate/{flagKey}", &Method::POST, 200, 0.001);
         let route = m.route("/ofrep/v1/evaluate/flags/{key}");
         route.record(&Method::POST, StatusCode::OK, 0.001);
         route.record(&Method::POST, StatusCode::OK, 0.001);

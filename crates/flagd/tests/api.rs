@@ -815,6 +815,68 @@ async fn metrics_use_route_templates_and_bounded_flag_labels() {
     );
 }
 
+#[tokio::test]
+async fn metrics_stay_the_same_size_whatever_clients_send() {
+    let (app, _state, _source, _dir) = app_with(FLAGS);
+    let user = ctx(json!({"kind": "user", "key": "u"}));
+    // Everything a client controls, many distinct values of each: methods, paths, flag keys
+    // (known route, unknown flag), environment-ish paths and SDK routes with odd methods.
+    let round = |i: usize| {
+        let method = axum::http::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        [
+            Request::builder()
+                .method(method.clone())
+                .uri("/v1/evaluate/bool-flag")
+                .body(Body::from(user.clone()))
+                .unwrap(),
+            Request::builder()
+                .method(method)
+                .uri(format!("/no/such/route/{i}"))
+                .body(Body::empty())
+                .unwrap(),
+            post(&format!("/v1/evaluate/no-such-flag-{i}"), &user),
+            post(&format!("/ofrep/v1/evaluate/flags/missing-{i}"), &user),
+            get(&format!("/sdk/latest-all/{i}")),
+        ]
+    };
+    let metrics_size = |app| async move {
+        let text = String::from_utf8(body_bytes(send(app, get("/metrics")).await).await).unwrap();
+        // Counter values grow in digits; the label sets are what must not grow.
+        text.lines()
+            .map(|l| {
+                l.rsplit_once(' ')
+                    .map_or(l, |(labels, _)| labels)
+                    .to_owned()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    for i in 0..20 {
+        for request in round(i) {
+            call(&app, request).await;
+        }
+    }
+    // The scrape counts itself: its own series exists from the second scrape on.
+    metrics_size(&app).await;
+    let after_a_few = metrics_size(&app).await;
+    for i in 20..2000 {
+        for request in round(i) {
+            call(&app, request).await;
+        }
+    }
+    let after_many = metrics_size(&app).await;
+    let new: Vec<_> = after_many.difference(&after_a_few).collect();
+    assert!(
+        new.is_empty(),
+        "{} new series from client input, such as {:?}",
+        new.len(),
+        &new[..new.len().min(3)]
+    );
+    assert!(
+        after_many.iter().any(|l| l.contains(r#"method="other""#)),
+        "unknown methods are counted, under one label"
+    );
+}
+
 // ---------------------------------------------------------------- protection
 
 #[tokio::test]

@@ -612,7 +612,7 @@ async fn record_admin(
     let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     state.metrics.http_request(
         route,
-        method.as_str(),
+        &method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -650,7 +650,7 @@ async fn method_not_allowed(
     let latency = started.elapsed();
     metrics.http_request(
         route,
-        request.method().as_str(),
+        request.method(),
         response.status().as_u16(),
         latency.as_secs_f64(),
     );
