@@ -151,6 +151,16 @@ pub struct HttpConfig {
     pub stream_keepalive_ms: u64,
     /// Change batches held for a slow stream before it is resynchronised with a fresh `put`.
     pub stream_buffer: usize,
+    /// Time a connection gets to send a request's headers, in milliseconds. It also bounds how
+    /// long a kept-alive connection may sit idle between requests.
+    pub header_read_timeout_ms: u64,
+    /// Connections held open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// At shutdown, how long flagd keeps answering on open connections (each answer telling
+    /// the client to close) before it stops accepting and closes idle connections, in
+    /// milliseconds. A client that reuses a kept-alive connection just then gets an answer, not
+    /// a dropped connection.
+    pub shutdown_drain_ms: u64,
 }
 
 impl Default for Config {
@@ -193,6 +203,9 @@ impl Default for HttpConfig {
             retry_after_secs: 1,
             stream_keepalive_ms: 15_000,
             stream_buffer: 64,
+            header_read_timeout_ms: 5_000,
+            max_connections: 10_000,
+            shutdown_drain_ms: 500,
         }
     }
 }
@@ -218,6 +231,16 @@ impl HttpConfig {
     /// The keep-alive interval as a duration.
     pub fn stream_keepalive(&self) -> Duration {
         Duration::from_millis(self.stream_keepalive_ms)
+    }
+
+    /// The header-read timeout as a duration.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// The shutdown drain as a duration.
+    pub fn shutdown_drain(&self) -> Duration {
+        Duration::from_millis(self.shutdown_drain_ms)
     }
 }
 
@@ -276,6 +299,12 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_HTTP_RETRY_AFTER_SECS", "http.retry_after_secs"),
     ("FLAGD_HTTP_STREAM_KEEPALIVE_MS", "http.stream_keepalive_ms"),
     ("FLAGD_HTTP_STREAM_BUFFER", "http.stream_buffer"),
+    (
+        "FLAGD_HTTP_HEADER_READ_TIMEOUT_MS",
+        "http.header_read_timeout_ms",
+    ),
+    ("FLAGD_HTTP_MAX_CONNECTIONS", "http.max_connections"),
+    ("FLAGD_HTTP_SHUTDOWN_DRAIN_MS", "http.shutdown_drain_ms"),
 ];
 
 impl Config {
@@ -290,6 +319,7 @@ impl Config {
         config.reload.debounce_ms = 20;
         config.reload.poll_interval_ms = 100;
         config.http.stream_keepalive_ms = 200;
+        config.http.shutdown_drain_ms = 0;
         config.sync.poll_interval_ms = 200;
         config.sync.backoff_base_ms = 100;
         config
@@ -359,6 +389,11 @@ impl Config {
                     self.http.stream_keepalive_ms = num(name, value)?
                 }
                 "FLAGD_HTTP_STREAM_BUFFER" => self.http.stream_buffer = num(name, value)?,
+                "FLAGD_HTTP_HEADER_READ_TIMEOUT_MS" => {
+                    self.http.header_read_timeout_ms = num(name, value)?
+                }
+                "FLAGD_HTTP_MAX_CONNECTIONS" => self.http.max_connections = num(name, value)?,
+                "FLAGD_HTTP_SHUTDOWN_DRAIN_MS" => self.http.shutdown_drain_ms = num(name, value)?,
                 _ => {}
             }
         }

@@ -201,12 +201,9 @@ fn serve(
     watcher: Option<JoinHandle<()>>,
     sync: Option<JoinHandle<()>>,
 ) -> RunningServer {
+    let limits = Connections::of(&state);
     let shutdown = state.shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
-    });
+    let server = tokio::spawn(accept_loop(listener, router, limits, shutdown));
     RunningServer {
         addr,
         state,
@@ -215,6 +212,129 @@ fn serve(
         watcher,
         sync,
     }
+}
+
+/// How connections are held: see [`crate::config::HttpConfig`].
+#[derive(Debug, Clone, Copy)]
+struct Connections {
+    header_read_timeout: Option<std::time::Duration>,
+    max: usize,
+    drain: std::time::Duration,
+}
+
+impl Connections {
+    fn of(state: &AppState) -> Connections {
+        let http = &state.http;
+        Connections {
+            // Zero turns the timeout off rather than refusing every request.
+            header_read_timeout: (http.header_read_timeout_ms > 0)
+                .then(|| http.header_read_timeout()),
+            max: http.max_connections.max(1),
+            drain: http.shutdown_drain(),
+        }
+    }
+}
+
+/// Accepts connections until shutdown, each served by `app` on a task of its own.
+///
+/// Past `limits.max` open connections a new one is closed at once, before a byte is read, so
+/// idle sockets cannot exhaust descriptors. Every connection must send a request's headers
+/// within the header-read timeout, which hyper also applies to the wait between requests on a
+/// kept-alive connection.
+///
+/// Shutdown comes in two steps. For the drain time flagd goes on accepting and answering, and
+/// every answer says `Connection: close`, so clients move off their kept-alive connections
+/// having had their answers; then it stops accepting, and each connection closes when its
+/// requests in flight are answered (idle ones at once).
+async fn accept_loop(
+    listener: TcpListener,
+    app: crate::http::App,
+    limits: Connections,
+    shutdown: crate::shutdown::Shutdown,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let open = Arc::new(tokio::sync::Semaphore::new(limits.max));
+    let draining = Arc::new(AtomicBool::new(false));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let drain_until = async {
+        shutdown.wait().await;
+        draining.store(true, Ordering::Relaxed);
+        tokio::time::sleep(limits.drain).await;
+    };
+    tokio::pin!(drain_until);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+            () = &mut drain_until => break,
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tracing::warn!(
+                max = limits.max,
+                "connection limit reached; closing a new connection"
+            );
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let draining = Arc::clone(&draining);
+        let service = hyper::service::service_fn(move |request: hyper::Request<_>| {
+            let mut app = app.clone();
+            let draining = Arc::clone(&draining);
+            async move {
+                let mut response =
+                    tower::Service::call(&mut app, request.map(axum::body::Body::new)).await?;
+                if draining.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            // A client that goes away mid-request is its own business.
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Waits after a failed accept. Errors of one connection (reset before it was accepted) are
+/// retried at once; others (out of descriptors, say) after a pause, so the loop does not spin.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::warn!(%error, "cannot accept a connection; retrying in 100 ms");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 }
 
 /// Starts a server on a free loopback port serving `files`, with the short intervals of
