@@ -214,6 +214,10 @@ fn serve(
     }
 }
 
+/// The largest request head (request line and headers) flagd reads: hyper's read buffer, which a
+/// head must fit whole. Past it the answer is 431, whatever the way the bytes arrive.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// How connections are held: see [`crate::config::HttpConfig`].
 #[derive(Debug, Clone, Copy)]
 struct Connections {
@@ -263,7 +267,8 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
     let drain_until = async {
         shutdown.wait().await;

@@ -172,3 +172,40 @@ async fn at_shutdown_a_kept_alive_connection_gets_its_answer_and_is_told_to_clos
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_request_head_limit_does_not_depend_on_how_the_bytes_arrive() {
+    let dir = FlagDir::new();
+    let server = flagd::start(server_config(&dir)).await.unwrap();
+    let body = r#"{"context":{"kind":"user","key":"u"}}"#;
+    for (header, expected) in [(60_000, "HTTP/1.1 200"), (70_000, "HTTP/1.1 431")] {
+        let request = format!(
+            "POST /v1/evaluate/bool-flag HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "a".repeat(header),
+            body.len()
+        );
+        for whole in [true, false, true, false] {
+            let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+            if whole {
+                let _ = stream.write_all(request.as_bytes()).await;
+            } else {
+                for piece in request.as_bytes().chunks(4_000) {
+                    if stream.write_all(piece).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            let mut status = [0u8; 12];
+            stream.read_exact(&mut status).await.unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&status),
+                expected,
+                "a {header}-byte header sent {}",
+                if whole { "whole" } else { "in pieces" }
+            );
+        }
+    }
+    server.shutdown().await.unwrap();
+}
