@@ -151,6 +151,8 @@ pub struct HttpConfig {
     pub stream_keepalive_ms: u64,
     /// Change batches held for a slow stream before it is resynchronised with a fresh `put`.
     pub stream_buffer: usize,
+    /// Time an evaluation request gets to send its body, from its start, in milliseconds.
+    pub body_read_timeout_ms: u64,
     /// Time a connection gets to send a request's headers, in milliseconds. It also bounds how
     /// long a kept-alive connection may sit idle between requests.
     pub header_read_timeout_ms: u64,
@@ -203,6 +205,7 @@ impl Default for HttpConfig {
             retry_after_secs: 1,
             stream_keepalive_ms: 15_000,
             stream_buffer: 64,
+            body_read_timeout_ms: 2_000,
             header_read_timeout_ms: 5_000,
             max_connections: 10_000,
             shutdown_drain_ms: 500,
@@ -231,6 +234,11 @@ impl HttpConfig {
     /// The keep-alive interval as a duration.
     pub fn stream_keepalive(&self) -> Duration {
         Duration::from_millis(self.stream_keepalive_ms)
+    }
+
+    /// The body-read timeout as a duration.
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
     }
 
     /// The header-read timeout as a duration.
@@ -299,6 +307,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_HTTP_RETRY_AFTER_SECS", "http.retry_after_secs"),
     ("FLAGD_HTTP_STREAM_KEEPALIVE_MS", "http.stream_keepalive_ms"),
     ("FLAGD_HTTP_STREAM_BUFFER", "http.stream_buffer"),
+    (
+        "FLAGD_HTTP_BODY_READ_TIMEOUT_MS",
+        "http.body_read_timeout_ms",
+    ),
     (
         "FLAGD_HTTP_HEADER_READ_TIMEOUT_MS",
         "http.header_read_timeout_ms",
@@ -389,6 +401,9 @@ impl Config {
                     self.http.stream_keepalive_ms = num(name, value)?
                 }
                 "FLAGD_HTTP_STREAM_BUFFER" => self.http.stream_buffer = num(name, value)?,
+                "FLAGD_HTTP_BODY_READ_TIMEOUT_MS" => {
+                    self.http.body_read_timeout_ms = num(name, value)?
+                }
                 "FLAGD_HTTP_HEADER_READ_TIMEOUT_MS" => {
                     self.http.header_read_timeout_ms = num(name, value)?
                 }

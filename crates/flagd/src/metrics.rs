@@ -24,6 +24,7 @@ pub struct Metrics {
     http_duration: Family<RouteLabels, Histogram>,
     evaluations: Family<EvalLabels, Counter>,
     streams_open: Gauge,
+    connections_open: Gauge,
     stream_resyncs: Counter,
     reloads: Counter,
     reload_errors: Counter,
@@ -182,6 +183,7 @@ impl Metrics {
         );
         let evaluations = Family::<EvalLabels, Counter>::default();
         let streams_open = Gauge::default();
+        let connections_open = Gauge::default();
         let stream_resyncs = Counter::default();
         let reloads = Counter::default();
         let reload_errors = Counter::default();
@@ -208,6 +210,11 @@ impl Metrics {
             "flagd_streams_open",
             "Open SSE streams",
             streams_open.clone(),
+        );
+        registry.register(
+            "flagd_http_connections_open",
+            "HTTP connections open, SSE streams included",
+            connections_open.clone(),
         );
         registry.register(
             "flagd_stream_resyncs",
@@ -250,6 +257,7 @@ impl Metrics {
             http_duration,
             evaluations,
             streams_open,
+            connections_open,
             stream_resyncs,
             reloads,
             reload_errors,
@@ -331,6 +339,14 @@ impl Metrics {
             reasons.push((reason, counter.clone()));
         }
         counter.inc();
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections_open.dec();
     }
 
     pub(crate) fn stream_opened(&self) {

@@ -203,7 +203,8 @@ fn serve(
 ) -> RunningServer {
     let limits = Connections::of(&state);
     let shutdown = state.shutdown.clone();
-    let server = tokio::spawn(accept_loop(listener, router, limits, shutdown));
+    let metrics = Arc::clone(&state.metrics);
+    let server = tokio::spawn(accept_loop(listener, router, limits, shutdown, metrics));
     RunningServer {
         addr,
         state,
@@ -255,6 +256,7 @@ async fn accept_loop(
     app: crate::http::App,
     limits: Connections,
     shutdown: crate::shutdown::Shutdown,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
@@ -317,9 +319,12 @@ async fn accept_loop(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let connection = graceful.watch(connection);
+        let metrics = Arc::clone(&metrics);
+        metrics.connection_opened();
         tokio::spawn(async move {
             // A client that goes away mid-request is its own business.
             let _ = connection.await;
+            metrics.connection_closed();
             drop(permit);
         });
     }

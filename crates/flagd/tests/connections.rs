@@ -209,3 +209,38 @@ async fn the_request_head_limit_does_not_depend_on_how_the_bytes_arrive() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn clients_slow_to_send_a_body_do_not_starve_the_others() {
+    let dir = FlagDir::new();
+    let mut config = server_config(&dir);
+    config.http.max_concurrency = 2;
+    config.http.body_read_timeout_ms = 500;
+    let server = flagd::start(config).await.unwrap();
+    let mut slow = Vec::new();
+    for _ in 0..6 {
+        let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
+        stream
+            .write_all(
+                b"POST /v1/evaluate/bool-flag HTTP/1.1\r\nHost: x\r\n\
+                  Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{",
+            )
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fast = TcpStream::connect(server.local_addr()).await.unwrap();
+    fast.write_all(EVALUATE.as_bytes()).await.unwrap();
+    let answer = read_answer(&mut fast).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for mut stream in slow {
+        let mut status = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(3), stream.read_exact(&mut status))
+            .await
+            .expect("the slow body is cut off at the body-read time")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&status), "HTTP/1.1 408");
+    }
+    server.shutdown().await.unwrap();
+}

@@ -268,9 +268,16 @@ async fn graceful_shutdown_ends_streams_and_finishes_requests_in_flight() {
     tx.send(Ok(bytes::Bytes::from_static(br#"{"context":"#)))
         .await
         .unwrap();
+    // In flight: its connection is open beside the stream's (its body is read before it takes
+    // a concurrency permit, so the connections are what shows it).
     let state = server.state().clone();
     eventually("the request to be in flight", || async {
-        (state.limiter.available_permits() < state.http.max_concurrency).then_some(())
+        state
+            .metrics
+            .encode()
+            .lines()
+            .any(|l| l == "flagd_http_connections_open 2")
+            .then_some(())
     })
     .await;
 

@@ -349,10 +349,6 @@ impl DirectRoute {
             Ok(selected) => selected,
             Err(response) => return response,
         };
-        // A permit is taken without waiting, as for every limited route.
-        let Ok(_permit) = state.limiter.try_acquire() else {
-            return endpoint.too_many_requests();
-        };
         let key = match self.which.key_prefix() {
             None => KeySource::None,
             Some(prefix) if key_decodes || flag_key::decode(parts.uri.path(), prefix).is_some() => {
@@ -364,10 +360,19 @@ impl DirectRoute {
                 Err(rejection) => return rejection,
             },
         };
-        // The time limit covers the body, the only wait, and runs from the request's start.
-        let deadline = tokio::time::Instant::from_std(started) + state.http.request_timeout();
+        // The body is the only wait. It must arrive within the body-read time (and the request's
+        // time limit), both from the request's start, and it is read before a concurrency
+        // permit is taken: a client slow to send its body holds no permit that evaluations
+        // need, and is cut off long before the request limit.
+        let start = tokio::time::Instant::from_std(started);
+        let deadline =
+            (start + state.http.request_timeout()).min(start + state.http.body_read_timeout());
         let Some(body) = within(deadline, pin!(read_body(body, self.max_body))).await else {
             return request_timeout();
+        };
+        // A permit is taken without waiting, as for every limited route; it covers the answer.
+        let Ok(_permit) = state.limiter.try_acquire() else {
+            return endpoint.too_many_requests();
         };
         let env = selected.as_deref().unwrap_or(&state.default_env);
         let decoded;
