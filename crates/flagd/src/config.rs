@@ -127,10 +127,15 @@ pub struct ReloadConfig {
     /// Watch the files' directories with inotify (off for filesystems that do not support it;
     /// polling still notices changes).
     pub watch: bool,
-    /// Quiet time after a filesystem event before the files are read, in milliseconds.
+    /// Quiet time after a filesystem event before the files are read, in milliseconds; also how
+    /// long a file must go unmodified before it is loaded, so that a file written in place is
+    /// not loaded while its writer pauses half-way.
     pub debounce_ms: u64,
     /// Interval of the content-hash check that backs up the filesystem watch, in milliseconds.
     pub poll_interval_ms: u64,
+    /// A reload that deletes more than this share of the flags, in percent, is logged as a
+    /// warning.
+    pub warn_delete_percent: u8,
 }
 
 /// Request protection and streaming.
@@ -189,7 +194,8 @@ impl Default for ReloadConfig {
     fn default() -> ReloadConfig {
         ReloadConfig {
             watch: true,
-            debounce_ms: 50,
+            debounce_ms: 500,
+            warn_delete_percent: 50,
             poll_interval_ms: 1000,
         }
     }
@@ -458,7 +464,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(
-            config.reload.debounce_ms, 50,
+            config.reload.debounce_ms, 500,
             "unset fields keep their default"
         );
         config

@@ -109,11 +109,14 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let mut source = None;
     let mut watcher = None;
     if !config.files.is_empty() {
-        let file_source = Arc::new(FileSource::new(
-            config.files.clone(),
-            Arc::clone(&state.store),
-            Arc::clone(&state.metrics),
-        ));
+        let file_source = Arc::new(
+            FileSource::new(
+                config.files.clone(),
+                Arc::clone(&state.store),
+                Arc::clone(&state.metrics),
+            )
+            .warn_deletes_over(config.reload.warn_delete_percent),
+        );
         // Watch first, then read: a change between the two is then seen by the watch.
         let task = Arc::clone(&file_source).watch(config.reload.clone(), state.shutdown.clone());
         let first = Arc::clone(&file_source);

@@ -303,3 +303,48 @@ async fn graceful_shutdown_ends_streams_and_finishes_requests_in_flight() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_file_written_in_place_with_a_pause_is_loaded_only_whole() {
+    let dir = FlagDir::new();
+    let mut text = String::from("flagValues:\n");
+    for i in 0..400 {
+        text.push_str(&format!("  f{i:03}: {i}\n"));
+    }
+    let mut config = test_config(vec![dir.write("flags.yaml", &text)]);
+    config.reload.debounce_ms = 500;
+    let server = flagd::start(config).await.unwrap();
+    let mut stream = open_stream(&server).await;
+    assert_eq!(stream.next().await.unwrap().event, "put");
+
+    // An editor saving in place: the first half, a pause, then the rest.
+    let (first, rest) = text.split_at(text.find("  f200").unwrap());
+    let path = dir.path("flags.yaml");
+    std::fs::write(&path, first).unwrap();
+    let count = || server.state().store.snapshot().map(|s| s.flag_count());
+    let mut lowest = count();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        lowest = lowest.min(count());
+    }
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(rest.as_bytes()).unwrap();
+    drop(file);
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        lowest = lowest.min(count());
+    }
+    assert_eq!(lowest, Some(400), "the half-written file was served");
+    assert!(
+        stream
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_err(),
+        "the same flags again send nothing"
+    );
+    server.shutdown().await.unwrap();
+}

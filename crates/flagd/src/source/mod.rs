@@ -38,11 +38,16 @@ pub enum ReloadOutcome {
     },
     /// The files are bad; the previous data keeps serving.
     Failed(String),
+    /// A file was written too recently, or changed while it was read: it may be half-written,
+    /// so it is read again once it has been quiet for the settle time.
+    Settling,
 }
 
 /// Reads a fixed list of files into a `Store`.
 pub struct FileSource {
     paths: Vec<PathBuf>,
+    /// A reload deleting more than this share of the flags, in percent, is logged as a warning.
+    warn_delete_percent: u8,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     state: Mutex<SourceState>,
@@ -61,10 +66,17 @@ impl FileSource {
     pub fn new(paths: Vec<PathBuf>, store: Arc<Store>, metrics: Arc<Metrics>) -> FileSource {
         FileSource {
             paths,
+            warn_delete_percent: 50,
             store,
             metrics,
             state: Mutex::new(SourceState::default()),
         }
+    }
+
+    /// Warns in the log when a reload deletes more than `percent` of the flags.
+    pub fn warn_deletes_over(mut self, percent: u8) -> FileSource {
+        self.warn_delete_percent = percent;
+        self
     }
 
     /// The files this source reads.
@@ -76,6 +88,10 @@ impl FileSource {
     /// (file I/O and compilation): call it from a blocking thread in async code.
     pub fn reload(&self) -> ReloadOutcome {
         let files: Vec<FileContents> = self.paths.iter().map(|p| FileContents::read(p)).collect();
+        self.reload_files(files)
+    }
+
+    fn reload_files(&self, files: Vec<FileContents>) -> ReloadOutcome {
         let hash = content_hash(&files);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.last_seen == Some(hash) {
@@ -93,6 +109,59 @@ impl FileSource {
         }
     }
 
+    /// [`FileSource::reload`], once every file has gone unmodified for `settle`: a file
+    /// modified more recently, or that changes while it is read, is not loaded yet
+    /// ([`ReloadOutcome::Settling`]). A file written in place is then loaded whole, not while
+    /// its writer pauses half-way.
+    pub fn reload_settled(&self, settle: Duration) -> ReloadOutcome {
+        let before = self.stamps();
+        if before
+            .iter()
+            .flatten()
+            .any(|(modified, _)| modified.elapsed().map_or(true, |since| since < settle))
+        {
+            return ReloadOutcome::Settling;
+        }
+        let files: Vec<FileContents> = self.paths.iter().map(|p| FileContents::read(p)).collect();
+        if self.stamps() != before {
+            return ReloadOutcome::Settling;
+        }
+        self.reload_files(files)
+    }
+
+    /// Logs a warning when `changes` delete more than the configured share of the flags served
+    /// now: as often a file caught half-written, or the wrong file, as an intended clean-up.
+    fn warn_of_deletions(&self, changes: &[flags_data::ItemChange]) {
+        let Some(current) = self.store.snapshot() else {
+            return;
+        };
+        let deleted = changes
+            .iter()
+            .filter(|c| c.deleted && c.kind == flags_core::ItemKind::Flag)
+            .count();
+        let served = current.flag_count();
+        if deleted > 0 && deleted * 100 > served * usize::from(self.warn_delete_percent) {
+            tracing::warn!(
+                deleted,
+                served,
+                "this reload deletes more than {}% of the flags; write flag files aside and \
+                 rename them into place, so that no half-written file is read",
+                self.warn_delete_percent
+            );
+        }
+    }
+
+    /// Each file's modification time and size, where it can be read.
+    fn stamps(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        self.paths
+            .iter()
+            .map(|p| {
+                let meta = std::fs::metadata(p).ok()?;
+                Some((meta.modified().ok()?, meta.len()))
+            })
+            .collect()
+    }
+
     fn load(&self, state: &mut SourceState, files: Vec<FileContents>) -> Result<usize, String> {
         let (raw, problems) = flags_wire::file::merge_files(&files);
         // The items are copied out of the files' bytes; those go now, not after compiling.
@@ -104,6 +173,7 @@ impl FileSource {
             return Err(BuildError::Invalid(errors).to_string());
         }
         let (versions, changes) = state.versions.assign(&raw);
+        self.warn_of_deletions(&changes);
         let generation = state.generation + 1;
         let served = |kind, key: &str| versions.served(kind, key);
         let current = self.store.snapshot();
@@ -190,22 +260,33 @@ impl FileSource {
         loop {
             let sleep_until =
                 deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-            tokio::select! {
+            let outcome = tokio::select! {
                 () = shutdown.wait() => break,
-                Some(()) = rx.recv() => deadline = Some(Instant::now() + debounce),
+                Some(()) = rx.recv() => {
+                    deadline = Some(Instant::now() + debounce);
+                    continue;
+                }
                 () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                     deadline = None;
-                    self.reload_in_background().await;
+                    self.reload_in_background(debounce).await
                 }
-                _ = ticker.tick() => self.reload_in_background().await,
+                _ = ticker.tick() => self.reload_in_background(debounce).await,
+            };
+            // A file still being written is looked at again once it may be done.
+            if outcome == Some(ReloadOutcome::Settling) {
+                deadline = Some(Instant::now() + debounce);
             }
         }
     }
 
-    async fn reload_in_background(self: &Arc<Self>) {
+    async fn reload_in_background(self: &Arc<Self>, settle: Duration) -> Option<ReloadOutcome> {
         let source = Arc::clone(self);
-        if let Err(e) = tokio::task::spawn_blocking(move || source.reload()).await {
-            tracing::error!(error = %e, "reload task failed");
+        match tokio::task::spawn_blocking(move || source.reload_settled(settle)).await {
+            Ok(outcome) => Some(outcome),
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed");
+                None
+            }
         }
     }
 
