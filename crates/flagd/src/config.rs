@@ -156,6 +156,8 @@ pub struct HttpConfig {
     pub stream_keepalive_ms: u64,
     /// Change batches held for a slow stream before it is resynchronised with a fresh `put`.
     pub stream_buffer: usize,
+    /// SDK streams (`GET /all`) open at once; one more is answered 503 with `Retry-After`.
+    pub max_streams: usize,
     /// Time an evaluation request gets to send its body, from its start, in milliseconds.
     pub body_read_timeout_ms: u64,
     /// Time a connection gets to send a request's headers, in milliseconds. It also bounds how
@@ -211,6 +213,7 @@ impl Default for HttpConfig {
             retry_after_secs: 1,
             stream_keepalive_ms: 15_000,
             stream_buffer: 64,
+            max_streams: 5_000,
             body_read_timeout_ms: 2_000,
             header_read_timeout_ms: 5_000,
             max_connections: 10_000,
@@ -313,6 +316,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_HTTP_RETRY_AFTER_SECS", "http.retry_after_secs"),
     ("FLAGD_HTTP_STREAM_KEEPALIVE_MS", "http.stream_keepalive_ms"),
     ("FLAGD_HTTP_STREAM_BUFFER", "http.stream_buffer"),
+    ("FLAGD_HTTP_MAX_STREAMS", "http.max_streams"),
     (
         "FLAGD_HTTP_BODY_READ_TIMEOUT_MS",
         "http.body_read_timeout_ms",
@@ -407,6 +411,7 @@ impl Config {
                     self.http.stream_keepalive_ms = num(name, value)?
                 }
                 "FLAGD_HTTP_STREAM_BUFFER" => self.http.stream_buffer = num(name, value)?,
+                "FLAGD_HTTP_MAX_STREAMS" => self.http.max_streams = num(name, value)?,
                 "FLAGD_HTTP_BODY_READ_TIMEOUT_MS" => {
                     self.http.body_read_timeout_ms = num(name, value)?
                 }

@@ -62,6 +62,8 @@ pub struct AppState {
     pub keys: Arc<SdkKeys>,
     /// Permits for concurrently handled requests.
     pub limiter: Arc<Semaphore>,
+    /// Permits for open SDK streams (`GET /all`).
+    pub streams: Arc<Semaphore>,
     /// Fires when the server stops; streams end on it.
     pub shutdown: Shutdown,
 }
@@ -92,6 +94,7 @@ impl AppState {
             http: Arc::new(config.http.clone()),
             keys: Arc::new(SdkKeys::new(&config.sdk_keys)),
             limiter: Arc::new(Semaphore::new(config.http.max_concurrency)),
+            streams: Arc::new(Semaphore::new(config.http.max_streams)),
             shutdown: Shutdown::new(),
         }
     }

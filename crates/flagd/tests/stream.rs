@@ -348,3 +348,29 @@ async fn a_file_written_in_place_with_a_pause_is_loaded_only_whole() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn streams_past_the_cap_are_told_to_come_back() {
+    let dir = FlagDir::new();
+    let mut config = test_config(vec![dir.write(
+        "flags.json",
+        &data(json!({"a": flag(json!([1]))}), json!({})),
+    )]);
+    config.http.max_streams = 2;
+    let server = flagd::start(config).await.unwrap();
+    let first = open_stream(&server).await;
+    let _second = open_stream(&server).await;
+    let refused = reqwest::get(format!("{}/all", server.url())).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "TOO_MANY_STREAMS");
+    // A stream that ends gives its place back.
+    drop(first);
+    eventually("a closed stream to give its place back", || async {
+        let response = reqwest::get(format!("{}/all", server.url())).await.ok()?;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}

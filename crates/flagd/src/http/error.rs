@@ -67,6 +67,18 @@ impl ApiError {
         }
     }
 
+    /// 503: as many SDK streams are open as the server takes.
+    pub fn too_many_streams(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "TOO_MANY_STREAMS",
+                "the server holds as many streams as it takes; retry later",
+            )
+        }
+    }
+
     /// 413: the body is over the route's limit.
     pub fn payload_too_large() -> ApiError {
         ApiError::new(

@@ -54,6 +54,10 @@ pub(super) async fn latest_all(EnvOf(env): EnvOf, headers: HeaderMap) -> Respons
 /// The `put` is the snapshot's own rendering, sent as it is: a stream costs no copy of the data,
 /// however big, and a thousand streams share one.
 pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> Response {
+    // Past the cap a client is told to come back, rather than every stream getting slower.
+    let Ok(permit) = Arc::clone(&state.streams).try_acquire_owned() else {
+        return ApiError::too_many_streams(state.http.retry_after_secs).into_response();
+    };
     // Subscribe before reading the snapshot so no change can fall between the two.
     let changes = env.store.subscribe();
     let mut queue = VecDeque::new();
@@ -64,6 +68,7 @@ pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> 
     }
     state.metrics.stream_opened();
     let follower = Follower {
+        _permit: permit,
         changes,
         store: Arc::clone(&env.store),
         metrics: Arc::clone(&state.metrics),
@@ -130,6 +135,8 @@ fn event_frame(event: &str, data: &str) -> Frame {
 
 /// One stream's position in the change feed.
 struct Follower {
+    /// The stream's place under the cap, given back when the stream ends.
+    _permit: tokio::sync::OwnedSemaphorePermit,
     changes: Receiver<Arc<Batch>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
