@@ -19,7 +19,7 @@ use admin_common::*;
 use axum::http::StatusCode;
 use flagd::admin::{AdminState, admin_router, export_env, import_document};
 use flags_store::{Actor, AdminStore, MemoryStore};
-use flags_store_postgres::PostgresStore;
+use flags_store_postgres::{PostgresConfig, PostgresStore};
 use flags_test_support::postgres;
 use serde_json::json;
 
@@ -285,4 +285,23 @@ async fn an_import_with_one_bad_flag_stores_nothing_in_postgres() {
         assert!(!store.snapshot("prod").await.unwrap().flags.is_empty());
     })
     .await;
+}
+
+/// A server whose database is missing (dropped, or not created yet) cannot check a stored key:
+/// the answer is 503 with `Retry-After`, as for a database that is down, never a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_database_is_a_503_with_retry_after_even_for_a_wrong_key() {
+    let db = postgres().create_database();
+    let url = db.url().to_owned();
+    drop(db);
+    let store = Arc::new(PostgresStore::connect_lazy_migrated(&PostgresConfig::new(&url)).unwrap());
+    let api = api_over(Arc::clone(&store));
+    let unknown = format!("flagd-admin-{}", "0".repeat(64));
+    for api in [api.with_auth(&unknown), api.clone()] {
+        let r = api.get("/environments").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+        r.assert_problem("unavailable");
+        assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    }
+    store.close().await;
 }

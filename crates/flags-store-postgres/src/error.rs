@@ -25,12 +25,24 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
             // Class 08: connection exceptions; 53: insufficient resources (too many
             // connections, disk full); 57P: the server is shutting down or restarting;
             // 40001/40P01: serialization failure and deadlock, which a retry resolves.
+            // Class 28 (the server refused the login) and 3D000 (the database does not
+            // exist) only come while connecting: no session was opened, so nothing can be
+            // served until an operator fixes the server or the URL, as for a server that is
+            // down.
             code.starts_with("08")
                 || code.starts_with("53")
                 || code.starts_with("57P")
+                || code.starts_with("28")
+                || code == "3D000"
                 || code == "40001"
                 || code == "40P01"
         }),
+        // The migrations a lazy store runs on each new connection, which fail as the
+        // connection under them does.
+        sqlx::Error::Migrate(e) => match e.as_ref() {
+            sqlx::migrate::MigrateError::Execute(e) => is_unavailable(e),
+            _ => false,
+        },
         _ => false,
     }
 }

@@ -392,6 +392,29 @@ fn an_unreachable_database_is_unavailable() {
     });
 }
 
+/// A server that answers but has no such database is `Unavailable` as well: nothing can be
+/// served until the database is there, and it may yet be created.
+#[test]
+fn a_missing_database_is_unavailable() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = postgres().create_database();
+    let url = db.url().to_owned();
+    drop(db);
+    runtime.block_on(async {
+        let err = PostgresStore::connect(&url).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        let lazy = PostgresStore::connect_lazy_migrated(&PostgresConfig::new(&url)).unwrap();
+        let err = lazy.authenticate("flagd-admin-00").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        let err = lazy.snapshot("production").await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        lazy.close().await;
+    });
+}
+
 /// A closed store answers `Unavailable` too (what a server sees while shutting down).
 #[test]
 fn a_closed_pool_is_unavailable() {
