@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use flags_cache::{CacheConfig, TtlCache};
-use flags_store::{ApiKey, ApiKeyKind, KeyStore, StoreError, hash_secret};
+use flags_store::{ApiKey, ApiKeyKind, KeyStore, StoreError, hash_secret, secret_kind};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -115,6 +115,11 @@ impl StoreKeys {
 
     /// Decides what `secret` may do. Cached by the secret's hash, so secrets are not kept.
     pub async fn decide(&self, secret: &str) -> KeyDecision {
+        // A string no store can hold is unknown without asking the store (which may be down)
+        // and without taking a place in the cache.
+        if secret_kind(secret).is_none() {
+            return KeyDecision::Unknown;
+        }
         let hashed = hash_secret(secret);
         let store = Arc::clone(&self.store);
         let owned = secret.to_owned();

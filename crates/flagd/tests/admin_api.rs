@@ -1137,6 +1137,30 @@ async fn an_unavailable_store_is_a_503_with_retry_after() {
     assert_eq!(r.status, StatusCode::CREATED);
 }
 
+/// While the store is down, a stored key cannot be checked (503 with `Retry-After`), but a
+/// string that is no flagd key can: it is refused with 401 without asking the store.
+#[tokio::test]
+async fn a_key_check_without_the_store_is_a_503_unless_the_key_is_plainly_wrong() {
+    let (api, store) = with_envs().await;
+    store.set_available(false);
+    for wrong in ["wrong", "flagd-admin", "sdk-1234"] {
+        let r = api.with_auth(wrong).get("/environments").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{wrong}: {r:?}");
+        r.assert_problem("unauthorized");
+    }
+    for unknown in ["admin", "sdk"].map(|kind| format!("flagd-{kind}-{}", "0".repeat(64))) {
+        let r = api.with_auth(&unknown).get("/environments").await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{unknown}: {r:?}"
+        );
+        r.assert_problem("unavailable");
+        assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
+    }
+    store.set_available(true);
+}
+
 // ------------------------------------------------------------------ import and export
 
 #[tokio::test]

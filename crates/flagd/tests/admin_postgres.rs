@@ -303,5 +303,9 @@ async fn a_missing_database_is_a_503_with_retry_after_even_for_a_wrong_key() {
         r.assert_problem("unavailable");
         assert!(r.header("retry-after").unwrap().parse::<u64>().unwrap() > 0);
     }
+    // A string that is no flagd key is refused without the store.
+    let r = api.with_auth("wrong").get("/environments").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{r:?}");
+    r.assert_problem("unauthorized");
     store.close().await;
 }

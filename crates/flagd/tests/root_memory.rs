@@ -218,6 +218,38 @@ async fn an_outage_keeps_the_last_data_and_recovery_catches_up() {
     server.shutdown().await.unwrap();
 }
 
+/// While the store is down, an SDK key never seen before cannot be checked: 503 with
+/// `Retry-After`, as the admin API answers. A string that is no flagd key needs no store: 401.
+#[tokio::test]
+async fn an_sdk_key_the_store_cannot_check_is_a_503_with_retry_after() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let server = start(store.clone()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    assert_eq!(evaluate(&client, &base, &key, "f").await.0, 200);
+
+    store.set_available(false);
+    let unseen = format!("flagd-sdk-{}", "0".repeat(64));
+    for path in ["/sdk/latest-all", "/ofrep/v1/configuration"] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .header("authorization", &unseen)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 503, "{path}");
+        let retry_after = response.headers()["retry-after"].to_str().unwrap();
+        assert!(retry_after.parse::<u64>().unwrap() > 0, "{path}");
+    }
+    assert_eq!(evaluate(&client, &base, &unseen, "f").await.0, 503);
+    assert_eq!(evaluate(&client, &base, "wrong", "f").await.0, 401);
+    // A key seen before keeps working on its cached answer.
+    assert_eq!(evaluate(&client, &base, &key, "f").await.0, 200);
+    store.set_available(true);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_writes_reach_evaluation() {
     let store = Arc::new(MemoryStore::new());

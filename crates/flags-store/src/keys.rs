@@ -17,6 +17,20 @@ pub fn generate_secret(kind: ApiKeyKind, entropy: &[u8; 32]) -> String {
     secret
 }
 
+/// The kind of key `secret` would be, read off its prefix; `None` for a string that no
+/// [`generate_secret`] made, which no store holds, so it can be refused without asking one
+/// (while the store is down, say).
+pub fn secret_kind(secret: &str) -> Option<ApiKeyKind> {
+    [ApiKeyKind::Sdk, ApiKeyKind::Admin]
+        .into_iter()
+        .find(|kind| {
+            secret
+                .strip_prefix("flagd-")
+                .and_then(|rest| rest.strip_prefix(kind.as_str()))
+                .is_some_and(|rest| rest.starts_with('-'))
+        })
+}
+
 /// What a store keeps instead of a secret: the SHA-256 of its UTF-8 bytes, in lowercase hex.
 ///
 /// A plain hash is enough (no salt, no slow hash) because secrets are long random strings, not
@@ -53,5 +67,18 @@ mod tests {
         let secret = generate_secret(ApiKeyKind::Admin, &[0xab; 32]);
         assert_eq!(secret, format!("flagd-admin-{}", "ab".repeat(32)));
         assert!(generate_secret(ApiKeyKind::Sdk, &[0; 32]).starts_with("flagd-sdk-"));
+        for kind in [ApiKeyKind::Sdk, ApiKeyKind::Admin] {
+            assert_eq!(secret_kind(&generate_secret(kind, &[7; 32])), Some(kind));
+        }
+        for not_made_here in [
+            "",
+            "wrong",
+            "flagd-",
+            "flagd-sdk",
+            "flagd-sdkx-1",
+            "Flagd-sdk-1",
+        ] {
+            assert_eq!(secret_kind(not_made_here), None, "{not_made_here:?}");
+        }
     }
 }

@@ -77,7 +77,7 @@ use flags_core::ItemKind;
 use flags_core::LoadError;
 use flags_core::{Flag, FlagData, Problem, Segment, Severity};
 
-pub use keys::{generate_secret, hash_secret};
+pub use keys::{generate_secret, hash_secret, secret_kind};
 pub use memory::MemoryStore;
 
 /// An environment: a separate set of flags, segments, kill set and overrides (`production`).

@@ -6,7 +6,7 @@ use axum::extract::{RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use flags_store::{Actor, ApiKey, ApiKeyKind};
+use flags_store::{Actor, ApiKey, ApiKeyKind, secret_kind};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -53,8 +53,9 @@ impl Principal {
 }
 
 /// Middleware on every authenticated admin route: 401 without a known key, 403 for an SDK key
-/// or a key scoped to another environment than the route's `{env}`; otherwise the handler runs
-/// with a [`Principal`] extension.
+/// or a key scoped to another environment than the route's `{env}`, 503 with `Retry-After`
+/// when the store cannot say whether a key is known; otherwise the handler runs with a
+/// [`Principal`] extension.
 pub async fn require_admin(
     State(state): State<AdminState>,
     params: Result<RawPathParams, RawPathParamsRejection>,
@@ -108,16 +109,30 @@ async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Princip
             });
         }
     }
+    // A string no store can hold is refused without asking one, so a wrong key gets its 401
+    // while the database is down too.
+    if secret_kind(secret).is_none() {
+        return Err(unknown_key());
+    }
     match state.store.authenticate(secret).await {
         Ok(Some(key)) => principal_for(&key),
-        Ok(None) => Err(Problem::unauthorized("unknown or revoked key")),
-        Err(e) => Err(Problem::from(e)),
+        Ok(None) => Err(unknown_key()),
+        // Whatever kept the store from answering, the key is neither accepted nor refused:
+        // the caller is asked to come back, as SDK routes ask.
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check an admin key: the store did not answer");
+            Err(Problem::unavailable())
+        }
     }
+}
+
+fn unknown_key() -> Problem {
+    Problem::unauthorized("unknown or revoked key")
 }
 
 fn principal_for(key: &ApiKey) -> Result<Principal, Problem> {
     if key.revoked {
-        return Err(Problem::unauthorized("unknown or revoked key"));
+        return Err(unknown_key());
     }
     match key.kind {
         ApiKeyKind::Admin => Ok(Principal {

@@ -27,7 +27,7 @@ use flags_store::AdminStore;
 pub use auth::Principal;
 pub use openapi::openapi_document;
 pub use patch::merge_patch;
-pub use problem::{PROBLEM_JSON, Problem, ProblemDetails};
+pub use problem::{PROBLEM_JSON, Problem, ProblemDetails, UNAVAILABLE_RETRY_AFTER_SECS};
 pub use routes::{Method, Op, ROUTES, Route};
 pub use transfer::{ImportError, ImportReport, Warning, export_env, import_document, import_file};
 

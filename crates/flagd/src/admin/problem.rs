@@ -132,6 +132,17 @@ impl Problem {
         )
     }
 
+    /// 503 with `Retry-After`: the store cannot answer now.
+    pub fn unavailable() -> Problem {
+        let mut problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is unavailable; writes are refused until it returns",
+        );
+        problem.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
+        problem
+    }
+
     /// Maps a store error. `if_match` says whether the request carried `If-Match`, which decides
     /// between 412 (the client's precondition failed) and 409 (a race it did not guard against).
     pub fn from_store(error: StoreError, if_match: bool) -> Problem {
@@ -172,13 +183,7 @@ impl Problem {
             }
             StoreError::Unavailable { source } => {
                 tracing::warn!(error = %source, "admin store unavailable");
-                let mut problem = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database is unavailable; writes are refused until it returns",
-                );
-                problem.retry_after = Some(UNAVAILABLE_RETRY_AFTER_SECS);
-                problem
+                Problem::unavailable()
             }
             // `Internal`, and any kind of error this server does not know of yet. The detail may
             // name tables or queries: log it, answer generically.

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
+use crate::admin::UNAVAILABLE_RETRY_AFTER_SECS;
 use crate::env::Env;
 use crate::keys::{KeyDecision, presented_key};
 use crate::state::{AppState, Mode};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// The environment a request was authenticated for, in root mode.
@@ -37,8 +38,9 @@ impl FromRequestParts<AppState> for EnvOf {
 
 /// Checks the request's key: 401 without a body unless it carries an accepted key. In root
 /// mode the key must be a stored SDK key of one environment (else 401, or 403 for an admin key
-/// or an all-environment key, or 503 when the store cannot tell), and that environment is
-/// returned. In file mode nothing is selected, and with no key configured nothing is checked.
+/// or an all-environment key, or 503 with `Retry-After` when the store cannot tell, as the
+/// admin API answers then), and that environment is returned. In file mode nothing is
+/// selected, and with no key configured nothing is checked.
 pub(crate) async fn check_key(
     state: &AppState,
     headers: &HeaderMap,
@@ -60,6 +62,10 @@ pub(crate) async fn check_key(
         KeyDecision::Env(env) => Ok(Some(state.envs.get_or_create(&env))),
         KeyDecision::Unknown => Err(StatusCode::UNAUTHORIZED.into_response()),
         KeyDecision::Forbidden => Err(StatusCode::FORBIDDEN.into_response()),
-        KeyDecision::Unavailable => Err(StatusCode::SERVICE_UNAVAILABLE.into_response()),
+        KeyDecision::Unavailable => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)],
+        )
+            .into_response()),
     }
 }
