@@ -54,9 +54,10 @@ use std::time::Duration;
 use flags_core::{Flag, ItemKind, Segment};
 use flags_store::check::ReferenceCheck;
 use flags_store::validate::{
-    Parsed, PreparedItem, apply_targets_update, check_expected_version, check_key,
-    check_override_context, check_variations_still_used, flag_dependents, prepare_flag,
-    prepare_import, prepare_segment, restamp_version, same_document, segment_dependents,
+    Parsed, PreparedItem, apply_targets_update, check_audit_query, check_env,
+    check_expected_version, check_item, check_list, check_new_api_key, check_new_environment,
+    check_override_key, check_variations_still_used, flag_dependents, prepare_flag, prepare_import,
+    prepare_segment, restamp_version, same_document, segment_dependents,
 };
 use flags_store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
@@ -274,6 +275,7 @@ impl PostgresStore {
     }
 
     async fn get_item(&self, table: Table, env: &str, key: &str) -> Result<Item, StoreError> {
+        check_item(env, table.kind(), key)?;
         let sql = format!(
             "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
              WHERE env = $1 AND key = $2 AND NOT deleted",
@@ -297,6 +299,7 @@ impl PostgresStore {
         env: &str,
         filter: &ListFilter,
     ) -> Result<Vec<Item>, StoreError> {
+        check_list(env, filter)?;
         let sql = format!(
             "SELECT key, version, archived, deleted, {MS_UPDATED}, doc FROM {} \
              WHERE env = $1 AND NOT deleted \
@@ -327,6 +330,7 @@ impl PostgresStore {
         doc: Value,
         expected_version: Option<u64>,
     ) -> Result<Item, StoreError> {
+        check_item(env, table.kind(), key)?;
         let mut tx = self.begin_write(env).await?;
         let existing = load_item(&mut tx, table, env, key).await?;
         let current = existing.as_ref().filter(|i| !i.deleted);
@@ -357,6 +361,7 @@ impl PostgresStore {
         archived: bool,
         expected_version: Option<u64>,
     ) -> Result<Item, StoreError> {
+        check_item(env, table.kind(), key)?;
         let mut tx = self.begin_write(env).await?;
         let item = load_live(&mut tx, table, env, key).await?;
         check_expected_version(Some(item.version), expected_version, false)?;
@@ -429,6 +434,7 @@ impl PostgresStore {
         key: &str,
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
+        check_item(env, table.kind(), key)?;
         let mut tx = self.begin_write(env).await?;
         let item = load_live(&mut tx, table, env, key).await?;
         check_expected_version(Some(item.version), expected_version, false)?;
@@ -579,6 +585,13 @@ impl Table {
         match kind {
             ItemKind::Flag => Table::Flags,
             ItemKind::Segment => Table::Segments,
+        }
+    }
+
+    fn kind(self) -> ItemKind {
+        match self {
+            Table::Flags => ItemKind::Flag,
+            Table::Segments => ItemKind::Segment,
         }
     }
 
@@ -1033,7 +1046,7 @@ impl AdminStore for PostgresStore {
         key: &str,
         name: &str,
     ) -> Result<Environment, StoreError> {
-        check_key("environment", key)?;
+        check_new_environment(key, name)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         let created: Option<i64> = sqlx::query_scalar(
             "INSERT INTO environments (key, name) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING \
@@ -1173,6 +1186,7 @@ impl AdminStore for PostgresStore {
         update: &SegmentTargetsUpdate,
         expected_version: Option<u64>,
     ) -> Result<StoredSegment, StoreError> {
+        check_item(env, ItemKind::Segment, key)?;
         let mut tx = self.begin_write(env).await?;
         let item = load_live(&mut tx, Table::Segments, env, key).await?;
         check_expected_version(Some(item.version), expected_version, false)?;
@@ -1228,6 +1242,7 @@ impl AdminStore for PostgresStore {
         flag_key: &str,
         killed: bool,
     ) -> Result<bool, StoreError> {
+        check_item(env, ItemKind::Flag, flag_key)?;
         let mut tx = self.begin_write(env).await?;
         let flag = load_live(&mut tx, Table::Flags, env, flag_key).await?;
         let sql = if killed {
@@ -1283,6 +1298,7 @@ impl AdminStore for PostgresStore {
         env: &str,
         items: Vec<ImportItem>,
     ) -> Result<Vec<ImportOutcome>, BatchError> {
+        check_env(env)?;
         let prepared = prepare_import(items)?;
         let mut tx = self.begin_write(env).await?;
         let mut outcomes = Vec::with_capacity(prepared.len());
@@ -1299,6 +1315,7 @@ impl AdminStore for PostgresStore {
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        check_env(env)?;
         let keys: Vec<String> = sqlx::query_scalar(
             "SELECT flag_key FROM killed_flags WHERE env = $1 ORDER BY flag_key",
         )
@@ -1319,7 +1336,7 @@ impl AdminStore for PostgresStore {
         key: &OverrideKey,
         variation: usize,
     ) -> Result<Option<usize>, StoreError> {
-        check_override_context(&key.context_kind, &key.context_key)?;
+        check_override_key(env, key)?;
         let mut tx = self.begin_write(env).await?;
         let flag = load_live(&mut tx, Table::Flags, env, &key.flag_key).await?;
         let count = parse_flag(&flag.doc)?.variations.len();
@@ -1381,6 +1398,7 @@ impl AdminStore for PostgresStore {
         env: &str,
         key: &OverrideKey,
     ) -> Result<Option<usize>, StoreError> {
+        check_override_key(env, key)?;
         let mut tx = self.begin_write(env).await?;
         let flag = load_live(&mut tx, Table::Flags, env, &key.flag_key).await?;
         let removed: Option<i32> = sqlx::query_scalar(
@@ -1429,6 +1447,7 @@ impl AdminStore for PostgresStore {
         env: &str,
         key: &OverrideKey,
     ) -> Result<Option<usize>, StoreError> {
+        check_override_key(env, key)?;
         let mut conn = self.pool.acquire().await.map_err(db)?;
         let found = current_override(&mut conn, env, key).await?;
         if found.is_none() && !env_exists(&mut *conn, env).await? {
@@ -1438,6 +1457,7 @@ impl AdminStore for PostgresStore {
     }
 
     async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError> {
+        check_item(env, ItemKind::Flag, flag_key)?;
         let overrides = load_overrides(&self.pool, env, flag_key).await?;
         if overrides.is_empty() && !env_exists(&self.pool, env).await? {
             return Err(env_not_found(env));
@@ -1446,6 +1466,7 @@ impl AdminStore for PostgresStore {
     }
 
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        check_audit_query(query)?;
         if let Some(env) = &query.env
             && !env_exists(&self.pool, env).await?
         {
@@ -1498,6 +1519,7 @@ impl ChangeFeed for PostgresStore {
     }
 
     async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        check_env(key)?;
         let row: Option<(String, String, i64)> = sqlx::query_as(
             "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
              FROM environments WHERE key = $1",
@@ -1526,6 +1548,7 @@ impl ChangeFeed for PostgresStore {
     }
 
     async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        check_env(env)?;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // One snapshot of the database for every read below, so the cursor matches the data.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -1599,6 +1622,7 @@ impl ChangeFeed for PostgresStore {
     }
 
     async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        check_env(env)?;
         let rows: Vec<ChangeRow> = sqlx::query_as(
             "SELECT seq, env, key, version, kind FROM changes \
              WHERE env = $1 AND seq > $2 ORDER BY seq",
@@ -1626,9 +1650,7 @@ impl KeyStore for PostgresStore {
         actor: &Actor,
         new: &NewApiKey,
     ) -> Result<CreatedApiKey, StoreError> {
-        if new.name.trim().is_empty() {
-            return Err(StoreError::invalid("name", "must not be empty"));
-        }
+        check_new_api_key(new)?;
         let mut entropy = [0u8; 32];
         getrandom::fill(&mut entropy).map_err(|e| {
             StoreError::internal(format!("the operating system gave no random bytes: {e}"))

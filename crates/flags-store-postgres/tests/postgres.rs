@@ -415,6 +415,40 @@ fn a_missing_database_is_unavailable() {
     });
 }
 
+/// `.` and `..` are refused as new keys, but an earlier flagd stored them: such an environment
+/// still loads, and its items can still be read and deleted.
+#[test]
+fn items_stored_under_dot_keys_stay_reachable() {
+    with_store(|store, _| async move {
+        let doc = json!({"key": ".", "version": 1, "on": true, "variations": [true],
+            "fallthrough": {"variation": 0}});
+        for sql in [
+            "INSERT INTO environments (key, name) VALUES ('.', 'Dot')",
+            "INSERT INTO flags (env, key, version, doc) VALUES ('.', '.', 1, $1)",
+            "INSERT INTO flags (env, key, version, doc) VALUES ('.', '..', 1, $1)",
+        ] {
+            sqlx::query(sql)
+                .bind(&doc)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+        let snapshot = store.snapshot(".").await.unwrap();
+        let keys: Vec<&str> = snapshot.flags.iter().map(|f| f.key.as_str()).collect();
+        assert_eq!(keys, [".", ".."]);
+        assert_eq!(store.get_flag(".", ".").await.unwrap().version, 1);
+        store.set_killed(&admin(), ".", "..", true).await.unwrap();
+        store.delete_flag(&admin(), ".", "..", None).await.unwrap();
+        assert!(matches!(
+            store.get_flag(".", "..").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        // Writing one again is refused, as creating one would be.
+        let put = store.put_flag(&admin(), ".", ".", flag("x"), Some(1)).await;
+        assert!(matches!(put, Err(StoreError::Invalid { .. })), "{put:?}");
+    });
+}
+
 /// A closed store answers `Unavailable` too (what a server sees while shutting down).
 #[test]
 fn a_closed_pool_is_unavailable() {

@@ -19,6 +19,8 @@
 //! The entry points:
 //! - [`flag`] and [`segment`]: one item on its own (key, shape, variation indexes, operators,
 //!   context kinds, clause values).
+//! - [`document`]: the text of an item's JSON document as written, unknown fields included
+//!   (what a store keeps as it is).
 //! - [`ReferenceCheck`]: what an item names (prerequisites, segments) and the cycles it closes,
 //!   against the other items, with no I/O of its own, so a database can answer it inside its
 //!   write transaction.
@@ -37,6 +39,7 @@ use flags_core::{
     written_variation_index,
 };
 use flags_eval::check_clause_value;
+use serde_json::Value;
 
 use crate::{Dependent, StoreError};
 
@@ -56,9 +59,12 @@ pub enum Purpose {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Check {
-    /// A flag, segment or environment key that is empty, longer than [`MAX_KEY_LEN`] bytes, or
-    /// outside the key alphabet (letters, digits, `.`, `_`, `-`).
+    /// A flag, segment or environment key that is empty, longer than [`MAX_KEY_LEN`] bytes,
+    /// outside the key alphabet (letters, digits, `.`, `_`, `-`), or `.` or `..`.
     Key,
+    /// A NUL character in a string or field name of a document. LaunchDarkly's SDKs read it,
+    /// but PostgreSQL keeps it in neither `text` nor `jsonb`, so no store takes it.
+    Nul,
     /// A flag without variations: it can serve nothing but its callers' defaults. Advisory.
     NoVariations,
     /// A variation index of the flag that is negative or names no variation it has.
@@ -233,7 +239,8 @@ pub const MAX_KEY_LEN: usize = 256;
 
 /// Checks an environment, flag or segment key (`what` names which, for the message): 1 to
 /// [`MAX_KEY_LEN`] bytes of letters, digits, `.`, `_` and `-` (LaunchDarkly's key alphabet,
-/// safe in URL paths unescaped). The finding's path is `key`.
+/// safe in URL paths unescaped), and neither `.` nor `..`, which URL paths resolve away. The
+/// finding's path is `key`.
 pub fn key(what: &str, key: &str) -> Option<Finding> {
     let why = if key.is_empty() {
         "must not be empty"
@@ -244,6 +251,8 @@ pub fn key(what: &str, key: &str) -> Option<Finding> {
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
     {
         "may only hold letters, digits, '.', '_' and '-'"
+    } else if key == "." || key == ".." {
+        "cannot be used: URL paths treat \".\" and \"..\" as steps, not names"
     } else {
         return None;
     };
@@ -252,6 +261,75 @@ pub fn key(what: &str, key: &str) -> Option<Finding> {
         "key",
         format!("{what} key {key:?} {why}"),
     ))
+}
+
+/// What is wrong with text that holds NUL.
+const NUL_MESSAGE: &str = "holds a NUL character (\\u0000), which cannot be stored";
+
+/// Checks text that a store keeps or looks up as it is (a name, a context key): anything but
+/// NUL ([`Check::Nul`]). The finding's path is `path`.
+pub fn text(path: &str, text: &str) -> Option<Finding> {
+    text.contains('\0')
+        .then(|| Finding::new(Check::Nul, path, NUL_MESSAGE))
+}
+
+/// Every NUL character in the strings and field names of an item's JSON document, in document
+/// order, each at the path of the value that holds it (`variations[0]`, `_meta.note`). The
+/// document's own `key` is left to [`key`], which refuses more than NUL.
+///
+/// [`flag`] and [`segment`] see only the model, which drops the fields it does not know; a store
+/// keeps the document as written, so this walks the document itself.
+pub fn document(doc: &Value) -> Vec<Finding> {
+    let mut out = Vec::new();
+    match doc {
+        Value::Object(map) => {
+            for (field, value) in map {
+                if field != "key" || !value.is_string() {
+                    text_of(&mut out, field_path("", field), field, value);
+                }
+            }
+        }
+        other => text_of(&mut out, String::new(), "", other),
+    }
+    out
+}
+
+/// The NUL findings of `value` at `path`, whose field name is `field` (empty for array
+/// elements and the whole document).
+fn text_of(out: &mut Vec<Finding>, path: String, field: &str, value: &Value) {
+    if field.contains('\0') {
+        out.push(Finding::new(
+            Check::Nul,
+            path.clone(),
+            format!("the field name {NUL_MESSAGE}"),
+        ));
+    }
+    match value {
+        Value::String(text) if text.contains('\0') => {
+            out.push(Finding::new(Check::Nul, path, NUL_MESSAGE));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                text_of(out, format!("{path}[{i}]"), "", item);
+            }
+        }
+        Value::Object(map) => {
+            for (name, item) in map {
+                text_of(out, field_path(&path, name), name, item);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `path.field`, with a NUL in the name written as JSON writes it, so the path stays text.
+fn field_path(path: &str, field: &str) -> String {
+    let field = field.replace('\0', "\\u0000");
+    if path.is_empty() {
+        field
+    } else {
+        format!("{path}.{field}")
+    }
 }
 
 /// Every finding of a flag on its own, in document order as far as a refusing write goes: the
@@ -1080,6 +1158,77 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_url_safe_names() {
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        let cases: &[(&str, Option<&str>)] = &[
+            ("a-b_c.9", None),
+            ("...", None),
+            ("..a", None),
+            (&long[1..], None),
+            ("", Some("must not be empty")),
+            (&long, Some("is longer than 256 characters")),
+            (
+                "a b",
+                Some("may only hold letters, digits, '.', '_' and '-'"),
+            ),
+            (
+                "a\0b",
+                Some("may only hold letters, digits, '.', '_' and '-'"),
+            ),
+            (
+                ".",
+                Some("cannot be used: URL paths treat \".\" and \"..\" as steps, not names"),
+            ),
+            (
+                "..",
+                Some("cannot be used: URL paths treat \".\" and \"..\" as steps, not names"),
+            ),
+        ];
+        for (k, why) in cases {
+            let found = key("flag", k);
+            let want = why.map(|why| format!("flag key {k:?} {why}"));
+            assert_eq!(found.as_ref().map(|f| f.message.clone()), want, "{k:?}");
+            assert!(found.is_none_or(|f| f.check == Check::Key && f.path == "key"));
+        }
+    }
+
+    #[test]
+    fn every_nul_of_a_document_is_found_at_its_path() {
+        let check = |doc: Value, want: &[&str]| {
+            let found: Vec<String> = document(&doc)
+                .iter()
+                .map(|f| {
+                    assert_eq!(f.check, Check::Nul);
+                    format!("{}: {}", f.path, f.message)
+                })
+                .collect();
+            assert_eq!(found, want, "{doc}");
+        };
+        let held = "holds a NUL character (\\u0000), which cannot be stored";
+        check(json!({"key": "f", "variations": ["a", {"b": ["c"]}]}), &[]);
+        check(
+            json!({"variations": ["a", "b\u{0}"]}),
+            &[&format!("variations[1]: {held}")],
+        );
+        check(
+            json!({"description": "\u{0}", "rules": [{"clauses": [{"values": [{"x\u{0}": "\u{0}"}]}]}]}),
+            &[
+                &format!("description: {held}"),
+                &format!("rules[0].clauses[0].values[0].x\\u0000: the field name {held}"),
+                &format!("rules[0].clauses[0].values[0].x\\u0000: {held}"),
+            ],
+        );
+        // The key is the key check's: it refuses more than NUL.
+        check(json!({"key": "a\u{0}"}), &[]);
+        check(json!("\u{0}"), &[&format!(": {held}")]);
+        assert_eq!(
+            text("name", "a\u{0}").map(|f| f.path),
+            Some("name".to_owned())
+        );
+        assert_eq!(text("name", "anything else: \u{1} ✓"), None);
+    }
+
+    #[test]
     fn each_segment_check_names_its_field() {
         let segment_findings = |doc: Value| shown(segment(&Segment::from_json_value(doc).unwrap()));
         assert_eq!(
@@ -1097,7 +1246,12 @@ mod tests {
 
     #[test]
     fn severities_depend_on_the_purpose() {
-        for check in [Check::VariationIndex, Check::UnknownFlag, Check::Key] {
+        for check in [
+            Check::VariationIndex,
+            Check::UnknownFlag,
+            Check::Key,
+            Check::Nul,
+        ] {
             assert_eq!(check.severity(Purpose::Write), Severity::Error);
             assert_eq!(check.severity(Purpose::File), Severity::Warning);
         }

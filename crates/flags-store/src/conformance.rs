@@ -84,6 +84,14 @@ pub const CASES: &[(&str, Case)] = &[
     ),
     ("import_is_all_or_nothing", import_is_all_or_nothing),
     (
+        "keys_no_item_can_have_are_invalid",
+        keys_no_item_can_have_are_invalid,
+    ),
+    (
+        "text_with_nul_is_invalid_where_it_would_be_kept",
+        text_with_nul_is_invalid_where_it_would_be_kept,
+    ),
+    (
         "racing_writers_apply_or_conflict",
         racing_writers_apply_or_conflict,
     ),
@@ -112,6 +120,8 @@ macro_rules! store_conformance_tests {
             subscription_delivers_changes,
             creating_an_environment_is_a_change,
             import_is_all_or_nothing,
+            keys_no_item_can_have_are_invalid,
+            text_with_nul_is_invalid_where_it_would_be_kept,
             racing_writers_apply_or_conflict,
         );
     };
@@ -1820,6 +1830,309 @@ pub fn import_is_all_or_nothing(store: &dyn AdminStore) -> CaseFuture<'_> {
         let (item, error) = refused(missing);
         assert_eq!(item, None);
         assert!(error.starts_with("NotFound: environment"), "{error}");
+    })
+}
+
+/// The path of an [`StoreError::Invalid`], for one-line assertions.
+#[track_caller]
+fn invalid_at<T: std::fmt::Debug>(result: Result<T, StoreError>) -> String {
+    match result {
+        Err(StoreError::Invalid { path, .. }) => path,
+        other => panic!("expected Invalid, got {}", describe(other)),
+    }
+}
+
+/// Keys no item can have: one with NUL, which PostgreSQL cannot even be asked about, one
+/// outside the key alphabet, and an empty one.
+const NO_ITEM_KEYS: [&str; 3] = ["a\0b", "a/b", ""];
+
+/// Every operation refuses a key that no environment, flag or segment can have as `Invalid`,
+/// naming the argument, before it reads or writes anything. `.` and `..` are refused as new
+/// keys (URL paths resolve them away) but looked up like any other, so items an earlier flagd
+/// stored under them stay reachable.
+pub fn keys_no_item_can_have_are_invalid(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let (a, env) = (&actor(), env.as_str());
+        store
+            .put_flag(a, env, "f", bool_flag(), None)
+            .await
+            .unwrap();
+        store
+            .put_segment(a, env, "s", json!({}), None)
+            .await
+            .unwrap();
+        let audit_before = audit_count(store, env).await;
+        let all = ListFilter::default();
+        let targets = SegmentTargetsUpdate {
+            add_included: vec!["u".to_owned()],
+            ..SegmentTargetsUpdate::default()
+        };
+        let pin = |flag: &str| OverrideKey {
+            flag_key: flag.to_owned(),
+            context_kind: "user".to_owned(),
+            context_key: "bob".to_owned(),
+        };
+        let new_key = |env: &str| NewApiKey {
+            name: "k".to_owned(),
+            kind: ApiKeyKind::Sdk,
+            env: Some(env.to_owned()),
+        };
+
+        for bad in NO_ITEM_KEYS {
+            let created = store.create_environment(a, bad, "x").await;
+            assert_eq!(invalid_at(created), "key", "{bad:?}");
+            // An environment argument.
+            assert_eq!(invalid_at(store.get_environment(bad).await), "env");
+            assert_eq!(invalid_at(store.snapshot(bad).await), "env");
+            assert_eq!(invalid_at(store.changes_since(bad, 0).await), "env");
+            assert_eq!(invalid_at(store.killed_flags(bad).await), "env");
+            assert_eq!(invalid_at(store.list_flags(bad, &all).await), "env");
+            assert_eq!(invalid_at(store.list_segments(bad, &all).await), "env");
+            assert_eq!(invalid_at(store.get_flag(bad, "f").await), "env");
+            let put = store.put_flag(a, bad, "f", bool_flag(), None).await;
+            assert_eq!(invalid_at(put), "env");
+            assert_eq!(
+                invalid_at(store.create_api_key(a, &new_key(bad)).await),
+                "env"
+            );
+            let audit = store.audit_log(&AuditQuery::env(bad, 10)).await;
+            assert_eq!(invalid_at(audit), "env");
+            let import = store.import(a, bad, Vec::new()).await;
+            let (item, error) = refused(import);
+            assert_eq!(item, None);
+            assert!(error.starts_with("Invalid: env: "), "{error}");
+
+            // A flag or segment argument.
+            assert_eq!(invalid_at(store.get_flag(env, bad).await), "key");
+            assert_eq!(invalid_at(store.get_segment(env, bad).await), "key");
+            let put = store.put_flag(a, env, bad, bool_flag(), None).await;
+            assert_eq!(invalid_at(put), "key");
+            let put = store.put_segment(a, env, bad, json!({}), None).await;
+            assert_eq!(invalid_at(put), "key");
+            let archive = store.set_flag_archived(a, env, bad, true, None).await;
+            assert_eq!(invalid_at(archive), "key");
+            let archive = store.set_segment_archived(a, env, bad, true, None).await;
+            assert_eq!(invalid_at(archive), "key");
+            assert_eq!(
+                invalid_at(store.delete_flag(a, env, bad, None).await),
+                "key"
+            );
+            assert_eq!(
+                invalid_at(store.delete_segment(a, env, bad, None).await),
+                "key"
+            );
+            let update = store
+                .update_segment_targets(a, env, bad, &targets, None)
+                .await;
+            assert_eq!(invalid_at(update), "key");
+            assert_eq!(invalid_at(store.set_killed(a, env, bad, true).await), "key");
+            assert_eq!(invalid_at(store.list_overrides(env, bad).await), "key");
+            let set = store.set_override(a, env, &pin(bad), 0).await;
+            assert_eq!(invalid_at(set), "flagKey");
+            assert_eq!(
+                invalid_at(store.get_override(env, &pin(bad)).await),
+                "flagKey"
+            );
+            let removed = store.remove_override(a, env, &pin(bad)).await;
+            assert_eq!(invalid_at(removed), "flagKey");
+            let audit = store.audit_log(&AuditQuery::flag(env, bad, 10)).await;
+            assert_eq!(invalid_at(audit), "item");
+            let import = store
+                .import(a, env, vec![import_item(ItemKind::Flag, bad, bool_flag())])
+                .await;
+            let (item, error) = refused(import);
+            assert_eq!(item, Some((ItemKind::Flag, bad.to_owned())));
+            assert!(error.starts_with("Invalid: key: flag key "), "{error}");
+        }
+        for dots in [".", ".."] {
+            let created = store.create_environment(a, dots, "x").await;
+            assert_eq!(invalid_at(created), "key");
+            let put = store.put_flag(a, env, dots, bool_flag(), None).await;
+            assert_eq!(
+                describe(put),
+                format!(
+                    "Invalid: key: flag key {dots:?} cannot be used: URL paths treat \".\" and \
+                     \"..\" as steps, not names"
+                )
+            );
+            let put = store.put_segment(a, env, dots, json!({}), None).await;
+            assert_eq!(invalid_at(put), "key");
+            let import = store
+                .import(
+                    a,
+                    env,
+                    vec![import_item(ItemKind::Segment, dots, json!({}))],
+                )
+                .await;
+            let (item, error) = refused(import);
+            assert_eq!(item, Some((ItemKind::Segment, dots.to_owned())));
+            assert!(error.starts_with("Invalid: key: segment key "), "{error}");
+            let missing = [
+                describe(store.get_environment(dots).await),
+                describe(store.snapshot(dots).await),
+                describe(store.get_flag(env, dots).await),
+                describe(store.delete_segment(a, env, dots, None).await),
+                describe(store.set_killed(a, env, dots, true).await),
+            ];
+            for answer in missing {
+                assert!(answer.starts_with("NotFound: "), "{dots:?}: {answer}");
+            }
+        }
+        // Keys that merely contain dots are keys like any other.
+        for fine in ["a.b", "..a", "a..", "..."] {
+            store
+                .put_flag(a, env, fine, bool_flag(), None)
+                .await
+                .unwrap();
+        }
+        assert_eq!(audit_count(store, env).await, audit_before + 4);
+        let keys: Vec<String> = store
+            .list_environments()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        for bad in NO_ITEM_KEYS.iter().chain(&[".", ".."]) {
+            assert!(!keys.iter().any(|k| k == bad), "{bad:?}");
+        }
+    })
+}
+
+/// Text holding NUL, which PostgreSQL keeps in neither `text` nor `jsonb`, is refused as
+/// `Invalid` at its path wherever a store would keep or look it up: in documents (their
+/// unknown fields and field names too), names, context keys, segment target edits and key
+/// prefixes. Any other text is kept as it is.
+pub fn text_with_nul_is_invalid_where_it_would_be_kept(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let (a, env) = (&actor(), env.as_str());
+        store
+            .put_flag(a, env, "f", bool_flag(), None)
+            .await
+            .unwrap();
+        store
+            .put_segment(a, env, "s", json!({}), None)
+            .await
+            .unwrap();
+        let audit_before = audit_count(store, env).await;
+        let nul = "a\0b";
+        let with = |field: &str, value: Value| {
+            let mut doc = bool_flag();
+            doc[field] = value;
+            doc
+        };
+        let clause = |values: Value| json!([{"variation": 0, "clauses": [{"attribute": "a", "op": "in", "values": values}]}]);
+        let held = "holds a NUL character (\\u0000), which cannot be stored";
+        let named = format!("the field name {held}");
+        let flags = [
+            (with("variations", json!(["x", nul])), "variations[1]", held),
+            (with("description", json!(nul)), "description", held),
+            (
+                with("rules", clause(json!(["x", {"deep": [nul]}]))),
+                "rules[0].clauses[0].values[1].deep[0]",
+                held,
+            ),
+            (
+                with("rules", json!([{"id": nul, "variation": 0}])),
+                "rules[0].id",
+                held,
+            ),
+            (
+                with("prerequisites", json!([{"key": nul, "variation": 0}])),
+                "prerequisites[0].key",
+                held,
+            ),
+            (
+                with("_meta", json!({"a\u{0}b": 1})),
+                "_meta.a\\u0000b",
+                named.as_str(),
+            ),
+            (with("a\u{0}b", json!(1)), "a\\u0000b", named.as_str()),
+        ];
+        for (doc, path, message) in flags {
+            let put = store.put_flag(a, env, "f", doc.clone(), Some(1)).await;
+            assert_eq!(
+                describe(put),
+                format!("Invalid: {path}: {message}"),
+                "{doc}"
+            );
+            let import = store
+                .import(a, env, vec![import_item(ItemKind::Flag, "g", doc)])
+                .await;
+            let (item, error) = refused(import);
+            assert_eq!(item, Some((ItemKind::Flag, "g".to_owned())));
+            assert_eq!(error, format!("Invalid: {path}: {message}"));
+        }
+        let put = store
+            .put_segment(a, env, "s", json!({"included": [nul]}), Some(1))
+            .await;
+        assert_eq!(invalid_at(put), "included[0]");
+        let targets = SegmentTargetsUpdate {
+            add_excluded: vec!["u".to_owned(), nul.to_owned()],
+            ..SegmentTargetsUpdate::default()
+        };
+        let update = store
+            .update_segment_targets(a, env, "s", &targets, None)
+            .await;
+        assert_eq!(invalid_at(update), "addExcluded[1]");
+
+        // Overrides: the context key may hold anything but NUL; the kind is a kind.
+        let pin = |kind: &str, key: &str| OverrideKey {
+            flag_key: "f".to_owned(),
+            context_kind: kind.to_owned(),
+            context_key: key.to_owned(),
+        };
+        for (key, path) in [
+            (pin("user", nul), "contextKey"),
+            (pin(nul, "bob"), "contextKind"),
+        ] {
+            assert_eq!(invalid_at(store.set_override(a, env, &key, 0).await), path);
+            assert_eq!(invalid_at(store.get_override(env, &key).await), path);
+            assert_eq!(invalid_at(store.remove_override(a, env, &key).await), path);
+        }
+        let long_kind = pin(&"k".repeat(257), "bob");
+        assert_eq!(
+            describe(store.set_override(a, env, &long_kind, 0).await),
+            "Invalid: contextKind: is longer than 256 characters"
+        );
+        let odd = pin(&"k".repeat(256), "ü ✓ /?#%00\u{1}");
+        assert_eq!(store.set_override(a, env, &odd, 1).await.unwrap(), None);
+        assert_eq!(store.get_override(env, &odd).await.unwrap(), Some(1));
+
+        // Names and prefixes.
+        let created = store.create_environment(a, "conf-nul-name", nul).await;
+        assert_eq!(invalid_at(created), "name");
+        let named = |name: &str| NewApiKey {
+            name: name.to_owned(),
+            kind: ApiKeyKind::Admin,
+            env: None,
+        };
+        assert_eq!(
+            invalid_at(store.create_api_key(a, &named(nul)).await),
+            "name"
+        );
+        let prefix = ListFilter {
+            archived: None,
+            key_prefix: Some(nul.to_owned()),
+        };
+        assert_eq!(
+            invalid_at(store.list_flags(env, &prefix).await),
+            "keyPrefix"
+        );
+        assert_eq!(
+            invalid_at(store.list_segments(env, &prefix).await),
+            "keyPrefix"
+        );
+
+        // Only the override was written.
+        assert_eq!(audit_count(store, env).await, audit_before + 1);
+        assert_eq!(store.get_flag(env, "f").await.unwrap().version, 1);
+        assert!(matches!(
+            store.get_environment("conf-nul-name").await,
+            Err(StoreError::NotFound { .. })
+        ));
     })
 }
 

@@ -22,6 +22,11 @@
 //!   from it, so a replica that saw the deletion never ignores the new item as stale.
 //! - Archived items are kept (and listed, and in snapshots) but are not served; live items never
 //!   reference archived or missing ones.
+//! - Every operation checks its arguments before it reads or writes anything (the `check_*`
+//!   functions of [`validate`]): a key no environment, flag or segment can have, or text
+//!   holding NUL (which PostgreSQL keeps in neither `text` nor `jsonb`), is
+//!   [`StoreError::Invalid`] with the argument's name or the document's field path, the same
+//!   from every backend.
 //!
 //! ```
 //! use flags_store::{Actor, AdminStore, ChangeFeed, MemoryStore, StoreError};
@@ -84,7 +89,8 @@ pub use memory::MemoryStore;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
-    /// The key used in URLs (`production`); letters, digits, `.`, `_`, `-`.
+    /// The key used in URLs (`production`); letters, digits, `.`, `_`, `-`, but not `.` or
+    /// `..`.
     pub key: String,
     /// A human-readable name.
     pub name: String,
@@ -876,6 +882,9 @@ fn list(dependents: &[Dependent]) -> String {
 /// flagd) implements only this.
 ///
 /// `env` arguments name an environment; reads of a missing one give [`StoreError::NotFound`].
+/// A key argument that no item can have ([`validate::check_lookup_key`]) gives
+/// [`StoreError::Invalid`] with the argument's name as the path (`env`, `key`), whether or not
+/// the store is reachable.
 #[async_trait::async_trait]
 pub trait ChangeFeed: Send + Sync {
     /// Every environment, sorted by key.
@@ -930,7 +939,11 @@ pub trait KeyStore: Send + Sync {
 /// rules); what the writes change reaches replicas through the [`ChangeFeed`] it extends.
 ///
 /// `env` arguments name an environment; operations on a missing one give
-/// [`StoreError::NotFound`]. Writes take the [`Actor`] recorded in the audit log. Versioned
+/// [`StoreError::NotFound`]. Arguments that nothing stored can match or that no store can keep
+/// (a key no item can have, a new key [`check::key`] refuses, text with NUL) give
+/// [`StoreError::Invalid`] naming the argument (`env`, `key`, `flagKey`, `contextKey`, `name`,
+/// ...) or, in a document, the field path (`variations[0]`). Writes take the [`Actor`]
+/// recorded in the audit log. Versioned
 /// writes take `expected_version`: for `put_*` it must equal the current version when the item
 /// exists and be `None` when it does not (so `None` means "create"); the other versioned writes
 /// (archive, delete, segment targets) accept `None` to mean "whatever version it has". A

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::check::ReferenceCheck;
 use crate::validate::{
-    PreparedItem, apply_targets_update, check_expected_version, check_key, check_override_context,
+    PreparedItem, apply_targets_update, check_audit_query, check_env, check_expected_version,
+    check_item, check_list, check_new_api_key, check_new_environment, check_override_key,
     check_variations_still_used, flag_dependents, prepare_flag, prepare_import, prepare_segment,
     restamp_version, same_document, segment_dependents,
 };
@@ -261,6 +262,7 @@ impl MemoryStore {
         key: &str,
         to: fn(&str, &Item<T>) -> R,
     ) -> Result<R, StoreError> {
+        check_item(env, T::KIND, key)?;
         let state = self.open()?;
         let item = T::items(state.env(env)?).get(key).and_then(Item::live);
         item.map(|item| to(key, item))
@@ -274,6 +276,7 @@ impl MemoryStore {
         filter: &ListFilter,
         to: fn(&str, &Item<T>) -> R,
     ) -> Result<Vec<R>, StoreError> {
+        check_list(env, filter)?;
         let state = self.open()?;
         Ok(T::items(state.env(env)?)
             .iter()
@@ -290,6 +293,7 @@ impl MemoryStore {
         doc: Value,
         expected_version: Option<u64>,
     ) -> Result<Item<T>, StoreError> {
+        check_item(env, T::KIND, key)?;
         let mut state = self.open()?;
         let es = state.env_mut(env)?;
         let current = T::items(es).get(key).and_then(Item::live);
@@ -321,6 +325,7 @@ impl MemoryStore {
         archived: bool,
         expected_version: Option<u64>,
     ) -> Result<Item<T>, StoreError> {
+        check_item(env, T::KIND, key)?;
         let mut state = self.open()?;
         let es = state.env(env)?;
         let item = T::items(es)
@@ -371,6 +376,7 @@ impl MemoryStore {
         key: &str,
         expected_version: Option<u64>,
     ) -> Result<(), StoreError> {
+        check_item(env, T::KIND, key)?;
         let mut state = self.open()?;
         let es = state.env(env)?;
         let item = T::items(es)
@@ -651,7 +657,7 @@ impl AdminStore for MemoryStore {
         key: &str,
         name: &str,
     ) -> Result<Environment, StoreError> {
-        check_key("environment", key)?;
+        check_new_environment(key, name)?;
         let mut state = self.open()?;
         if state.envs.contains_key(key) {
             return Err(StoreError::AlreadyExists {
@@ -781,6 +787,7 @@ impl AdminStore for MemoryStore {
         update: &SegmentTargetsUpdate,
         expected_version: Option<u64>,
     ) -> Result<StoredSegment, StoreError> {
+        check_item(env, ItemKind::Segment, key)?;
         let mut state = self.open()?;
         let es = state.env(env)?;
         let item = es
@@ -826,6 +833,7 @@ impl AdminStore for MemoryStore {
         flag_key: &str,
         killed: bool,
     ) -> Result<bool, StoreError> {
+        check_item(env, ItemKind::Flag, flag_key)?;
         let mut state = self.open()?;
         let es = state.env_mut(env)?;
         let version = es
@@ -866,6 +874,7 @@ impl AdminStore for MemoryStore {
         env: &str,
         items: Vec<ImportItem>,
     ) -> Result<Vec<ImportOutcome>, BatchError> {
+        check_env(env)?;
         let prepared = prepare_import(items)?;
         let mut state = self.open()?;
         let es = state.env(env)?;
@@ -928,6 +937,7 @@ impl AdminStore for MemoryStore {
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {
+        check_env(env)?;
         Ok(self.open()?.env(env)?.killed.iter().cloned().collect())
     }
 
@@ -938,7 +948,7 @@ impl AdminStore for MemoryStore {
         key: &OverrideKey,
         variation: usize,
     ) -> Result<Option<usize>, StoreError> {
-        check_override_context(&key.context_kind, &key.context_key)?;
+        check_override_key(env, key)?;
         let mut state = self.open()?;
         let es = state.env_mut(env)?;
         let flag = es
@@ -998,6 +1008,7 @@ impl AdminStore for MemoryStore {
         env: &str,
         key: &OverrideKey,
     ) -> Result<Option<usize>, StoreError> {
+        check_override_key(env, key)?;
         let mut state = self.open()?;
         let es = state.env_mut(env)?;
         let version = es
@@ -1041,6 +1052,7 @@ impl AdminStore for MemoryStore {
         env: &str,
         key: &OverrideKey,
     ) -> Result<Option<usize>, StoreError> {
+        check_override_key(env, key)?;
         let state = self.open()?;
         let map_key = (
             key.flag_key.clone(),
@@ -1051,10 +1063,12 @@ impl AdminStore for MemoryStore {
     }
 
     async fn list_overrides(&self, env: &str, flag_key: &str) -> Result<Vec<Override>, StoreError> {
+        check_item(env, ItemKind::Flag, flag_key)?;
         Ok(self.open()?.env(env)?.overrides_of(flag_key))
     }
 
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        check_audit_query(query)?;
         let state = self.open()?;
         if let Some(env) = &query.env {
             state.env(env)?;
@@ -1085,6 +1099,7 @@ impl ChangeFeed for MemoryStore {
     }
 
     async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
+        check_env(key)?;
         Ok(self.open()?.env(key)?.env.clone())
     }
 
@@ -1097,6 +1112,7 @@ impl ChangeFeed for MemoryStore {
     }
 
     async fn snapshot(&self, env: &str) -> Result<EnvSnapshot, StoreError> {
+        check_env(env)?;
         let state = self.open()?;
         let es = state.env(env)?;
         Ok(EnvSnapshot {
@@ -1129,6 +1145,7 @@ impl ChangeFeed for MemoryStore {
     }
 
     async fn changes_since(&self, env: &str, cursor: u64) -> Result<Vec<Change>, StoreError> {
+        check_env(env)?;
         let state = self.open()?;
         let changes = &state.env(env)?.changes;
         let start = changes.partition_point(|c| c.seq <= cursor);
@@ -1150,9 +1167,7 @@ impl KeyStore for MemoryStore {
         actor: &Actor,
         new: &NewApiKey,
     ) -> Result<CreatedApiKey, StoreError> {
-        if new.name.trim().is_empty() {
-            return Err(StoreError::invalid("name", "must not be empty"));
-        }
+        check_new_api_key(new)?;
         let mut state = self.open()?;
         if let Some(env) = &new.env {
             state.env(env)?;

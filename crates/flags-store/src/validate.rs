@@ -10,19 +10,31 @@
 //!   what would break if an item went away or lost variations; errors are
 //!   [`StoreError::HasDependents`] or [`StoreError::Unresolved`].
 //! - versions, keys of environments and overrides, and segment target edits.
+//! - the arguments of every operation ([`check_env`], [`check_item`], [`check_override_key`],
+//!   [`check_list`], [`check_audit_query`], [`check_new_environment`], [`check_new_api_key`]):
+//!   a key no item can have and text with NUL, which PostgreSQL cannot even be asked about,
+//!   are [`StoreError::Invalid`] with the argument's name as the path, from every backend and
+//!   before anything is read.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Map, Value};
 
 use crate::check::{self, ReferenceCheck, flag_segment_refs, for_write, segment_segment_refs};
-use crate::{BatchError, Dependent, ImportItem, Override, SegmentTargetsUpdate, StoreError};
+use crate::{
+    AuditItemKind, AuditQuery, BatchError, Dependent, ImportItem, ListFilter, NewApiKey, Override,
+    OverrideKey, SegmentTargetsUpdate, StoreError,
+};
 use flags_core::ItemKind;
 use flags_core::context::validate_kind;
 use flags_core::{Flag, Segment, SegmentTarget};
 
 /// The longest context key an override may name (change notifications carry it).
 pub const MAX_CONTEXT_KEY_LEN: usize = 1024;
+
+/// The longest context kind an override may name: overrides are indexed by kind and key
+/// together, and an index entry has a size limit.
+pub const MAX_CONTEXT_KIND_LEN: usize = 256;
 
 /// The version check of every versioned write: `current` is the item's version (`None` when it
 /// does not exist). With `required` (puts), `expected: None` means "create" and conflicts with an
@@ -55,7 +67,8 @@ pub fn restamp_version(doc: &Value, version: u64) -> Value {
     doc
 }
 
-/// Checks an environment, flag or segment key ([`check::key`]).
+/// Checks an environment, flag or segment key to create ([`check::key`]); the error's path is
+/// `key`.
 pub fn check_key(what: &str, key: &str) -> Result<(), StoreError> {
     match check::key(what, key) {
         Some(finding) => Err(finding.into_store_error()),
@@ -63,9 +76,81 @@ pub fn check_key(what: &str, key: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Checks the context of an override: a valid context kind and a non-empty key.
+/// Checks a key argument that names an existing environment, flag or segment; `path` names the
+/// argument in the error (`env`, `key`, `flagKey`). It refuses what [`check::key`] refuses,
+/// since no item has such a key (and a database cannot even be asked about one with NUL),
+/// except `.` and `..`: items an earlier flagd stored under them stay reachable, to be served,
+/// read, archived and deleted.
+pub fn check_lookup_key(path: &str, what: &str, key: &str) -> Result<(), StoreError> {
+    if key == "." || key == ".." {
+        return Ok(());
+    }
+    match check::key(what, key) {
+        Some(finding) => Err(StoreError::invalid(path, finding.message)),
+        None => Ok(()),
+    }
+}
+
+/// Checks text that a store keeps or compares as it is (a name, a context key, a key prefix):
+/// anything but NUL ([`check::text`]).
+pub fn check_text(path: &str, text: &str) -> Result<(), StoreError> {
+    match check::text(path, text) {
+        Some(finding) => Err(finding.into_store_error()),
+        None => Ok(()),
+    }
+}
+
+/// Checks the environment an operation names; the error's path is `env`.
+pub fn check_env(env: &str) -> Result<(), StoreError> {
+    check_lookup_key("env", "environment", env)
+}
+
+/// Checks the arguments of an operation on one flag or segment of an environment: `env`, then
+/// `key`.
+pub fn check_item(env: &str, kind: ItemKind, key: &str) -> Result<(), StoreError> {
+    check_env(env)?;
+    let what = match kind {
+        ItemKind::Flag => "flag",
+        ItemKind::Segment => "segment",
+    };
+    check_lookup_key("key", what, key)
+}
+
+/// Checks an environment to create: its `key` and `name`.
+pub fn check_new_environment(key: &str, name: &str) -> Result<(), StoreError> {
+    check_key("environment", key)?;
+    check_text("name", name)
+}
+
+/// Checks the arguments of a list of flags or segments: `env`, then the `keyPrefix`, which may
+/// be any text but NUL (a prefix no key has lists nothing).
+pub fn check_list(env: &str, filter: &ListFilter) -> Result<(), StoreError> {
+    check_env(env)?;
+    match &filter.key_prefix {
+        Some(prefix) => check_text("keyPrefix", prefix),
+        None => Ok(()),
+    }
+}
+
+/// Checks the override an operation names: `env`, `flagKey`, then the context
+/// ([`check_override_context`]).
+pub fn check_override_key(env: &str, key: &OverrideKey) -> Result<(), StoreError> {
+    check_env(env)?;
+    check_lookup_key("flagKey", "flag", &key.flag_key)?;
+    check_override_context(&key.context_kind, &key.context_key)
+}
+
+/// Checks the context of an override: a valid context kind of at most
+/// [`MAX_CONTEXT_KIND_LEN`] bytes, and a key of 1 to [`MAX_CONTEXT_KEY_LEN`] bytes without NUL.
+/// The key may otherwise hold anything, as a context key may.
 pub fn check_override_context(context_kind: &str, context_key: &str) -> Result<(), StoreError> {
     validate_kind(context_kind).map_err(|e| StoreError::invalid("contextKind", e.to_string()))?;
+    if context_kind.len() > MAX_CONTEXT_KIND_LEN {
+        return Err(StoreError::invalid(
+            "contextKind",
+            "is longer than 256 characters",
+        ));
+    }
     if context_key.is_empty() {
         return Err(StoreError::invalid("contextKey", "must not be empty"));
     }
@@ -75,14 +160,42 @@ pub fn check_override_context(context_kind: &str, context_key: &str) -> Result<(
             "is longer than 1024 characters",
         ));
     }
-    Ok(())
+    check_text("contextKey", context_key)
+}
+
+/// Checks an audit query: its `env`, and the `item` key, which is a key of its kind (or an API
+/// key's id).
+pub fn check_audit_query(query: &AuditQuery) -> Result<(), StoreError> {
+    if let Some(env) = &query.env {
+        check_env(env)?;
+    }
+    match &query.item {
+        Some((AuditItemKind::ApiKey, id)) => check_text("item", id),
+        Some((kind, key)) => check_lookup_key("item", kind.as_str(), key),
+        None => Ok(()),
+    }
+}
+
+/// Checks a key to create: a `name` that is not blank and holds no NUL, and the `env` it is
+/// limited to.
+pub fn check_new_api_key(new: &NewApiKey) -> Result<(), StoreError> {
+    if new.name.trim().is_empty() {
+        return Err(StoreError::invalid("name", "must not be empty"));
+    }
+    check_text("name", &new.name)?;
+    match &new.env {
+        Some(env) => check_env(env),
+        None => Ok(()),
+    }
 }
 
 /// Checks the shape of a flag document written under `key` and stamps it with `key` and
-/// `version`. Returns the document to store and the parsed flag.
+/// `version`: the key, the document's text ([`check::document`]), then the flag it holds.
+/// Returns the document to store and the parsed flag.
 pub fn prepare_flag(key: &str, doc: Value, version: u64) -> Result<(Value, Flag), StoreError> {
     check_key("flag", key)?;
     let doc = stamp(key, doc, version, "flag")?;
+    for_write(check::document(&doc))?;
     let flag = Flag::from_json_value(doc.clone())?;
     for_write(check::flag(&flag))?;
     Ok((doc, flag))
@@ -96,6 +209,7 @@ pub fn prepare_segment(
 ) -> Result<(Value, Segment), StoreError> {
     check_key("segment", key)?;
     let doc = stamp(key, doc, version, "segment")?;
+    for_write(check::document(&doc))?;
     let segment = Segment::from_json_value(doc.clone())?;
     for_write(check::segment(&segment))?;
     Ok((doc, segment))
@@ -299,11 +413,12 @@ pub fn apply_targets_update(
         ("addExcluded", &update.add_excluded),
         ("removeExcluded", &update.remove_excluded),
     ] {
-        if let Some(i) = keys.iter().position(String::is_empty) {
-            return Err(StoreError::invalid(
-                format!("{field}[{i}]"),
-                "a context key must not be empty",
-            ));
+        for (i, key) in keys.iter().enumerate() {
+            let path = format!("{field}[{i}]");
+            if key.is_empty() {
+                return Err(StoreError::invalid(path, "a context key must not be empty"));
+            }
+            check_text(&path, key)?;
         }
     }
     let Value::Object(map) = doc else {
