@@ -1161,6 +1161,14 @@ async fn a_key_check_without_the_store_is_a_503_unless_the_key_is_plainly_wrong(
     store.set_available(true);
 }
 
+// ------------------------------------------------------------------ what no store can hold
+
+#[tokio::test]
+async fn nul_and_dot_keys_are_refused_with_the_field_path() {
+    let (api, _store) = memory_app();
+    nul_and_dot_keys_are_refused(&api).await;
+}
+
 // ------------------------------------------------------------------ import and export
 
 #[tokio::test]

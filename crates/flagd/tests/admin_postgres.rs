@@ -287,6 +287,14 @@ async fn an_import_with_one_bad_flag_stores_nothing_in_postgres() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_and_dot_keys_are_refused_with_the_field_path_in_postgres() {
+    with_postgres(|store| async move {
+        nul_and_dot_keys_are_refused(&api_over(store)).await;
+    })
+    .await;
+}
+
 /// A server whose database is missing (dropped, or not created yet) cannot check a stored key:
 /// the answer is 503 with `Retry-After`, as for a database that is down, never a 500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

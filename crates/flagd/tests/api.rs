@@ -73,6 +73,38 @@ async fn native_single_flag_answers() {
     }
 }
 
+/// Flag files and contexts may hold NUL in their strings, as LaunchDarkly's SDKs allow: only a
+/// store refuses them, and evaluation never touches one.
+#[tokio::test]
+async fn nul_in_flag_data_and_contexts_evaluates() {
+    let file = json!({"flags": {"f": {"on": true, "variations": ["a\u{0}", "b"],
+        "targets": [{"values": ["u\u{0}"], "variation": 0}], "fallthrough": {"variation": 1}}}});
+    let (app, _state, _source, _dir) = app_with(&file.to_string());
+    let (status, body) = call(
+        &app,
+        post(
+            "/v1/evaluate/f",
+            &ctx(json!({"kind": "user", "key": "u\u{0}"})),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["value"], "a\u{0}");
+    assert_eq!(body["reason"]["kind"], "TARGET_MATCH");
+    let (status, body) = call(
+        &app,
+        post(
+            "/ofrep/v1/evaluate/flags/f",
+            &ctx(json!({"targetingKey": "v\u{0}", "name": "\u{0}"})),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["value"].clone()),
+        (StatusCode::OK, json!("b"))
+    );
+}
+
 #[tokio::test]
 async fn native_unknown_flag_is_404_with_an_error_reason() {
     let (app, _state, _source, _dir) = app_with(FLAGS);

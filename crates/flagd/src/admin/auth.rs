@@ -2,11 +2,11 @@
 //! stored admin key, and the environment scope of stored keys.
 
 use axum::extract::rejection::RawPathParamsRejection;
-use axum::extract::{RawPathParams, Request, State};
+use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use flags_store::{Actor, ApiKey, ApiKeyKind, secret_kind};
+use flags_store::{Actor, ApiKey, ApiKeyKind, secret_kind, validate};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -54,7 +54,8 @@ impl Principal {
 
 /// Middleware on every authenticated admin route: 401 without a known key, 403 for an SDK key
 /// or a key scoped to another environment than the route's `{env}`, 503 with `Retry-After`
-/// when the store cannot say whether a key is known; otherwise the handler runs with a
+/// when the store cannot say whether a key is known, and 400 naming the parameter for a path
+/// parameter that nothing stored can match ([`check_path`]); otherwise the handler runs with a
 /// [`Principal`] extension.
 pub async fn require_admin(
     State(state): State<AdminState>,
@@ -74,9 +75,39 @@ pub async fn require_admin(
                 return problem.into_response();
             }
         }
+        let route = request.extensions().get::<MatchedPath>();
+        if let Err(problem) = check_path(route.map_or("", MatchedPath::as_str), params) {
+            return problem.into_response();
+        }
     }
     request.extensions_mut().insert(principal);
     next.run(request).await
+}
+
+/// Checks the keys a route's path names, with the store's own checks, so every route refuses
+/// a key no item can have (or one with NUL, which no database can be asked about) alike and
+/// names the parameter as the route does: `{env}`, `{key}` (a flag or a segment, by the
+/// route), `{contextKind}` and `{contextKey}`.
+fn check_path(route: &str, params: &RawPathParams) -> Result<(), Problem> {
+    let item = if route.contains("/segments/{key}") {
+        "segment"
+    } else {
+        "flag"
+    };
+    let (mut context_kind, mut context_key) = (None, None);
+    for (name, value) in params {
+        match name {
+            "env" => validate::check_env(value)?,
+            "key" => validate::check_lookup_key("key", item, value)?,
+            "contextKind" => context_kind = Some(value),
+            "contextKey" => context_key = Some(value),
+            _ => {}
+        }
+    }
+    if let (Some(kind), Some(key)) = (context_kind, context_key) {
+        validate::check_override_context(kind, key)?;
+    }
+    Ok(())
 }
 
 async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Principal, Problem> {

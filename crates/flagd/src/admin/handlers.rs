@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flags_store::{
     AdminStore, ApiKey, ApiKeyKind, AuditQuery, ListFilter, NewApiKey, OverrideKey,
-    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, validate,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -298,6 +298,9 @@ fn never_matches() -> Problem {
 }
 
 async fn list(state: &AdminState, kind: Kind, env: &str, query: ListQuery) -> Answer {
+    if let Some(prefix) = &query.q {
+        validate::check_text("q", prefix)?;
+    }
     let filter = ListFilter {
         archived: match query.archived.as_deref() {
             None => None,
@@ -735,8 +738,33 @@ pub async fn update_segment_targets(
         .store
         .update_segment_targets(&principal.actor, &env, &key, &update, expected)
         .await
-        .map_err(|e| Problem::from_store(e, precondition.given()))?;
+        .map_err(|e| Problem::from_store(targets_body_path(e), precondition.given()))?;
     Ok(item_answer(StatusCode::OK, &Item::written_segment(segment)))
+}
+
+/// A store error about a [`SegmentTargetsUpdate`] field (`addIncluded[1]`), located in the
+/// request body instead (`included.add[1]`).
+fn targets_body_path(error: StoreError) -> StoreError {
+    const FIELDS: [(&str, &str); 4] = [
+        ("addIncluded", "included.add"),
+        ("removeIncluded", "included.remove"),
+        ("addExcluded", "excluded.add"),
+        ("removeExcluded", "excluded.remove"),
+    ];
+    match error {
+        StoreError::Invalid { path, message } => {
+            let path = FIELDS
+                .iter()
+                .find_map(|(field, body)| {
+                    path.strip_prefix(field)
+                        .filter(|rest| rest.starts_with('['))
+                        .map(|rest| format!("{body}{rest}"))
+                })
+                .unwrap_or(path);
+            StoreError::Invalid { path, message }
+        }
+        other => other,
+    }
 }
 
 // ------------------------------------------------------------------ kill set
@@ -899,6 +927,9 @@ pub async fn audit(
 ) -> Answer {
     let params = query(q)?;
     let (limit, before_id) = audit_paging(params.limit.as_deref(), params.before.as_deref())?;
+    if let Some(flag) = &params.flag {
+        validate::check_lookup_key("flag", "flag", flag)?;
+    }
     // A missing environment is a 404, not an empty log.
     state.store.get_environment(&env).await?;
     let mut audit_query = match params.flag.as_deref() {

@@ -5,9 +5,10 @@
 //! Every route is declared once, in [`ROUTES`]: the router is built from that table and so is the
 //! OpenAPI document served at `/api/v1/openapi.json`, so the two cannot disagree. The store does
 //! all validation (nothing invalid is ever stored); this module authenticates, checks a key's
-//! scope, turns HTTP preconditions (`If-Match`) into expected versions, and maps
-//! [`flags_store::StoreError`]s to RFC 9457 problem documents ([`Problem`]). It does not know SQL
-//! and does not serve evaluations.
+//! scope, checks the keys a path or query names with the store's own checks (so each is refused
+//! under the parameter's name), turns HTTP preconditions (`If-Match`) into expected versions,
+//! and maps [`flags_store::StoreError`]s to RFC 9457 problem documents ([`Problem`]). It does
+//! not know SQL and does not serve evaluations.
 
 mod auth;
 mod handlers;

@@ -223,3 +223,213 @@ async fn send(app: &Router, request: Request<Body>) -> Resp {
         body,
     }
 }
+
+/// Checks that `r` is a 400 problem whose first error is at `path`.
+#[track_caller]
+pub fn assert_invalid_at(r: &Resp, path: &str) {
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    r.assert_problem("invalid");
+    assert_eq!(r.body["errors"][0]["path"], path, "{r:?}");
+}
+
+/// What no store can hold is refused up front, over any store, with 400 and the field path:
+/// NUL in path keys (`%00`), query parameters, names and JSON documents (unknown fields and
+/// field names too), keys outside the key alphabet, and `.` and `..` as new keys. Nothing is
+/// stored meanwhile, and context keys may still hold anything else. Creates environment
+/// `prod`.
+pub async fn nul_and_dot_keys_are_refused(api: &Api) {
+    use serde_json::json;
+    let r = api.post("/environments", json!({"key": "prod"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let flag = json!({"on": true, "variations": [true, false], "offVariation": 1,
+        "fallthrough": {"variation": 0}});
+    let r = api
+        .put("/environments/prod/flags/f", flag.clone(), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let r = api
+        .put("/environments/prod/segments/s", json!({}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    let audit_before = api.get("/audit").await.body["items"].clone();
+    let nul = "a\u{0}b";
+
+    // Environments: created, and named by the path.
+    for key in [nul, ".", ".."] {
+        let r = api.post("/environments", json!({"key": key})).await;
+        assert_invalid_at(&r, "key");
+    }
+    let r = api
+        .post("/environments", json!({"key": "named", "name": nul}))
+        .await;
+    assert_invalid_at(&r, "name");
+    for route in ["", "/flags", "/segments", "/export", "/audit", "/killed"] {
+        let r = api.get(&format!("/environments/a%00b{route}")).await;
+        assert_invalid_at(&r, "env");
+    }
+
+    // Flags and segments named by the path, by every route that names one.
+    for key in ["a%00b", "a%20b"] {
+        let at = |route: &str| format!("/environments/prod/{route}").replace("{key}", key);
+        let answers = [
+            api.get(&at("flags/{key}")).await,
+            api.put(&at("flags/{key}"), flag.clone(), &[]).await,
+            api.patch(&at("flags/{key}"), json!({"on": false}), &[])
+                .await,
+            api.delete(&at("flags/{key}"), &[]).await,
+            api.post(&at("flags/{key}/archive"), Value::Null).await,
+            api.post(&at("flags/{key}/off"), Value::Null).await,
+            api.put(&at("flags/{key}/kill"), Value::Null, &[]).await,
+            api.get(&at("flags/{key}/overrides")).await,
+            api.put(
+                &at("flags/{key}/overrides/user/bob"),
+                json!({"variation": 0}),
+                &[],
+            )
+            .await,
+            api.get(&at("segments/{key}")).await,
+            api.put(&at("segments/{key}"), json!({}), &[]).await,
+            api.post(
+                &at("segments/{key}/targets"),
+                json!({"included": {"add": ["u"]}}),
+            )
+            .await,
+        ];
+        for r in &answers {
+            assert_invalid_at(r, "key");
+        }
+        let detail = answers[0].body["detail"].as_str().unwrap();
+        assert!(detail.starts_with("key: flag key "), "{detail}");
+        let detail = answers[9].body["detail"].as_str().unwrap();
+        assert!(detail.starts_with("key: segment key "), "{detail}");
+    }
+    // `.` and `..` are refused as new keys; looked up, they name nothing here (an earlier
+    // flagd may have stored them, so they are looked up like any other key).
+    for key in [".", "%2E%2E"] {
+        let at = |route: &str| format!("/environments/prod/{route}").replace("{key}", key);
+        let r = api.put(&at("flags/{key}"), flag.clone(), &[]).await;
+        assert_invalid_at(&r, "key");
+        let r = api.put(&at("segments/{key}"), json!({}), &[]).await;
+        assert_invalid_at(&r, "key");
+        for r in [
+            api.get(&at("flags/{key}")).await,
+            api.delete(&at("segments/{key}"), &[]).await,
+            api.put(&at("flags/{key}/kill"), Value::Null, &[]).await,
+            api.get(&format!("/environments/{key}")).await,
+        ] {
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+            r.assert_problem("not-found");
+        }
+    }
+
+    // Overrides: the context key may hold anything but NUL.
+    let r = api
+        .put(
+            "/environments/prod/flags/f/overrides/user/a%00b",
+            json!({"variation": 0}),
+            &[],
+        )
+        .await;
+    assert_invalid_at(&r, "contextKey");
+    let r = api
+        .delete("/environments/prod/flags/f/overrides/user/a%00b", &[])
+        .await;
+    assert_invalid_at(&r, "contextKey");
+    let r = api
+        .put(
+            "/environments/prod/flags/f/overrides/us%00er/bob",
+            json!({"variation": 0}),
+            &[],
+        )
+        .await;
+    assert_invalid_at(&r, "contextKind");
+
+    // Query parameters.
+    let r = api.get("/environments/prod/flags?q=a%00").await;
+    assert_invalid_at(&r, "q");
+    let r = api.get("/environments/prod/audit?flag=a%00b").await;
+    assert_invalid_at(&r, "flag");
+
+    // Documents, at the path of the string or field name that holds NUL.
+    let held = "holds a NUL character (\\u0000), which cannot be stored";
+    let with = |field: &str, value: Value| {
+        let mut doc = flag.clone();
+        doc[field] = value;
+        doc
+    };
+    for (doc, path) in [
+        (with("variations", json!([true, nul])), "variations[1]"),
+        (with("description", json!(nul)), "description"),
+        (with("_meta", json!({"note": [nul]})), "_meta.note[0]"),
+    ] {
+        let r = api.put("/environments/prod/flags/g", doc, &[]).await;
+        assert_invalid_at(&r, path);
+        assert_eq!(r.body["detail"], format!("{path}: {held}"), "{r:?}");
+    }
+    let r = api
+        .put(
+            "/environments/prod/flags/g",
+            with("_meta", json!({nul: 1})),
+            &[],
+        )
+        .await;
+    assert_invalid_at(&r, "_meta.a\\u0000b");
+    let r = api
+        .patch("/environments/prod/flags/f", json!({"name": nul}), &[])
+        .await;
+    assert_invalid_at(&r, "name");
+    let r = api
+        .put(
+            "/environments/prod/segments/s",
+            json!({"included": ["u", nul]}),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_invalid_at(&r, "included[1]");
+    let r = api
+        .post(
+            "/environments/prod/segments/s/targets",
+            json!({"excluded": {"add": ["u", nul]}}),
+        )
+        .await;
+    assert_invalid_at(&r, "excluded.add[1]");
+
+    // Names of keys.
+    let r = api
+        .post(
+            "/environments/prod/keys",
+            json!({"kind": "sdk", "name": nul}),
+        )
+        .await;
+    assert_invalid_at(&r, "name");
+    let r = api.post("/keys", json!({"name": nul})).await;
+    assert_invalid_at(&r, "name");
+
+    // A flag file that file mode would serve, with NUL in a variation, is refused by name.
+    for file in [
+        json!({"flags": {"g": with("variations", json!([nul]))}}),
+        json!({"flagValues": {"g": nul}}),
+    ] {
+        let r = api.post("/environments/prod/import", file).await;
+        assert_invalid_at(&r, "flags.g.variations[0]");
+        assert_eq!(
+            r.body["detail"],
+            format!("flag g: variations[0]: {held}"),
+            "{r:?}"
+        );
+    }
+
+    // Nothing was stored, and the API still works.
+    assert_eq!(api.get("/audit").await.body["items"], audit_before);
+    let r = api.get("/environments").await;
+    assert_eq!(keys_of(&r.body["items"], "key"), ["prod"]);
+    let r = api
+        .put(
+            "/environments/prod/flags/f/overrides/user/%C3%BC%20%2F%3F%23%2500",
+            json!({"variation": 1}),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["contextKey"], "ü /?#%00");
+}
