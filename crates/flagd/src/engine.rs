@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use flags_core::{FlagData, ItemKind, Reason};
 pub use flags_data::{DataError, ItemChange, Ops, Snapshot, Update};
-use flags_store::check::{Purpose, SetCheck};
+use flags_store::check::{ItemFinding, Purpose, SetCheck};
 use flags_wire::file::{Problem, RawData, RawItem, read_flag, read_segment, to_model};
 pub use flags_wire::stream::ItemEvent;
 use sha2::{Digest, Sha256};
@@ -254,10 +254,12 @@ pub fn check(raw: &RawData) -> Vec<Problem> {
     problems
 }
 
-/// The warnings of data that loaded, each with the file its item came from.
+/// The warnings of data that loaded, each with the file its item came from: the checks of the
+/// model, then what a store would refuse in the items' text as written.
 fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
     flags_store::check::data(data)
         .iter()
+        .chain(&text_findings(raw))
         .map(|found| {
             let origins = match found.kind {
                 ItemKind::Flag => &raw.flag_origin,
@@ -267,6 +269,33 @@ fn warnings(raw: &RawData, data: &FlagData) -> Vec<Problem> {
             found.to_problem(Purpose::File, file)
         })
         .collect()
+}
+
+/// The NULs in the strings and field names of the items (`flags_store::check::document`),
+/// which files may hold and no store takes. A NUL can only be written `\u0000` in JSON text,
+/// so only an item whose text holds that is read again.
+fn text_findings(raw: &RawData) -> Vec<ItemFinding> {
+    let mut out = Vec::new();
+    for (kind, items) in [
+        (ItemKind::Flag, &raw.flags),
+        (ItemKind::Segment, &raw.segments),
+    ] {
+        for (key, item) in items {
+            if !item.get().contains("\\u0000") {
+                continue;
+            }
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(item.get()) else {
+                continue;
+            };
+            let found = flags_store::check::document(&doc);
+            out.extend(found.into_iter().map(|finding| ItemFinding {
+                kind,
+                key: key.clone(),
+                finding,
+            }));
+        }
+    }
+    out
 }
 
 /// Hex of the first 16 bytes of SHA-256: long enough that distinct data never collide in

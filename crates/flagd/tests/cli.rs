@@ -103,6 +103,30 @@ fn validate_fails_on_warnings_alone() {
     assert_eq!(output.status.code(), Some(1));
 }
 
+/// A NUL in a string loads (LaunchDarkly's SDKs take any string), but no store takes it, so
+/// `validate` names each one as the admin API and `flagd import` would.
+#[test]
+fn validate_warns_about_text_no_store_takes() {
+    let dir = FlagDir::new();
+    let path = dir.write(
+        "flags.yaml",
+        "flags:\n  f:\n    on: true\n    variations: [\"a\\0\", b]\n    fallthrough: {variation: 0}\n\
+         segments:\n  s:\n    included: [\"u\\0\"]\n",
+    );
+    let output = flagd(&["validate", path.to_str().unwrap()]);
+    let path = show(&path);
+    let held = "holds a NUL character (\\u0000), which cannot be stored";
+    assert_eq!(
+        stdout(&output).lines().collect::<Vec<_>>(),
+        [
+            format!("warning: {path}: flags.f.variations[0]: {held}"),
+            format!("warning: {path}: segments.s.included[0]: {held}"),
+            "2 problems (0 errors, 2 warnings) in 1 file".to_owned(),
+        ]
+    );
+    assert_eq!(output.status.code(), Some(1));
+}
+
 /// Clause values evaluation can never use still load (LaunchDarkly's SDKs tolerate them), but
 /// `validate` names each one, with the message the admin API gives for it.
 #[test]
