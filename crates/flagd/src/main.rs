@@ -32,10 +32,27 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flagd: {e:#}");
+            eprintln!("flagd: {}", chain_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes, `outer: inner`, as `{:#}` shows them, but without a cause that
+/// the message before it already ends with (errors that show their source in their own
+/// message), so nothing is said twice.
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let said = cause.to_string();
+        if text.is_empty() {
+            text = said;
+        } else if !text.ends_with(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+    }
+    text
 }
 
 /// Runs `body` on a small runtime (the database commands do a handful of queries).

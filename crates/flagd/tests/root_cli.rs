@@ -85,6 +85,43 @@ fn migrate_import_export_and_serve() {
     assert_eq!(body["value"], true, "{body}");
 }
 
+/// A flag file that file mode serves but no store takes (a NUL in a string) is refused by
+/// `flagd import`, naming the item and the field that holds it, and nothing of it is stored.
+#[test]
+fn import_refuses_text_no_store_takes_by_name() {
+    let db = postgres().create_database();
+    let url = db.url();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = flagd::open_database(url).await.unwrap();
+        env_with_key(&*store, "production").await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("flags.json");
+    let mut broken = bool_flag("f", true);
+    broken["variations"] = json!(["a\u{0}", "b"]);
+    let document = json!({"flags": {"ok": bool_flag("ok", true), "f": broken}});
+    std::fs::write(&file, document.to_string()).unwrap();
+    let (ok, stdout, stderr) = flagd(&[
+        "import",
+        "--file",
+        file.to_str().unwrap(),
+        "--env",
+        "production",
+        "--database",
+        url,
+    ]);
+    assert!(!ok, "{stdout}");
+    assert_eq!(
+        stderr,
+        "flagd: flag f: variations[0]: holds a NUL character (\\u0000), which cannot be stored\n"
+    );
+    let (ok, stdout, stderr) = flagd(&["export", "--env", "production", "--database", url]);
+    assert!(ok, "{stderr}");
+    let exported: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(exported["flags"], json!({}));
+}
+
 /// A `flagd serve --database` process, killed on drop.
 fn replica(url: &str) -> FlagdProcess {
     let mut command = flagd_command(BIN);
