@@ -22,6 +22,14 @@ pub use members::{MaybeObject, Members, Name};
 /// The kind a context has when none is given (legacy users, clauses without `contextKind`).
 pub const DEFAULT_KIND: &str = "user";
 
+/// The most kinds a multi-kind context may hold. A multi-kind context names the few entities one
+/// evaluation concerns (a user, their organization, their device, the application), and
+/// LaunchDarkly's own examples hold two or three, so a hundred leaves room for any real use.
+/// Evaluation finds a kind by looking through the context's kinds for every target list,
+/// clause, rollout and override that names one, so their number multiplies the cost of every
+/// flag evaluated; and a context with more kinds is refused on its count, before any is read.
+pub const MAX_KINDS: usize = 100;
+
 static FALSE: Value = Value::Bool(false);
 static TRUE: Value = Value::Bool(true);
 
@@ -97,6 +105,12 @@ pub enum ContextError {
         /// The JSON type it must have.
         expected: &'static str,
     },
+    /// A multi-kind context with more than [`MAX_KINDS`] kinds.
+    #[error("multi-kind context has {count} kinds, more than the limit of {MAX_KINDS}")]
+    TooManyKinds {
+        /// The number of kinds given.
+        count: usize,
+    },
     /// An error inside one kind of a multi-kind context.
     #[error("in context kind {kind:?}: {source}")]
     InMulti {
@@ -165,7 +179,7 @@ impl Context {
     }
 
     /// Builds a context from single contexts: one gives that context, several give a multi-kind
-    /// context. Kinds must be distinct.
+    /// context. Kinds must be distinct, and at most [`MAX_KINDS`].
     pub fn multi(contexts: Vec<SingleContext>) -> Result<Context, ContextError> {
         let mut contexts = contexts;
         match contexts.len() {
@@ -174,6 +188,10 @@ impl Context {
                 inner: Inner::Single(contexts.remove(0)),
             }),
             _ => {
+                check_kind_count(contexts.len())?;
+                // Each kind against those before it: with at most `MAX_KINDS` kinds that is a
+                // few thousand comparisons at worst, and for the usual two or three kinds less
+                // than building a set would cost.
                 for (i, c) in contexts.iter().enumerate() {
                     if contexts[..i].iter().any(|o| o.kind() == c.kind()) {
                         return Err(ContextError::InvalidKind {
@@ -621,7 +639,18 @@ pub fn validate_kind(kind: &str) -> Result<(), ContextError> {
     })
 }
 
+/// Refuses more than [`MAX_KINDS`] kinds.
+fn check_kind_count(count: usize) -> Result<(), ContextError> {
+    if count > MAX_KINDS {
+        return Err(ContextError::TooManyKinds { count });
+    }
+    Ok(())
+}
+
 fn parse_multi(members: Vec<(Name, Value)>) -> Result<Context, ContextError> {
+    // Every member but `kind` is a kind. They are counted before any is read, so a context with
+    // too many costs no more than counting them.
+    check_kind_count(members.len().saturating_sub(1))?;
     let mut contexts = Vec::with_capacity(members.len().saturating_sub(1));
     for (kind, body) in members {
         if kind == "kind" {
@@ -955,6 +984,63 @@ mod tests {
         let org = Context::from_json(&json!({"kind": "org", "key": "a:b%"})).unwrap();
         assert_eq!(org.fully_qualified_key(), "org:a%3Ab%25");
         assert_eq!(Context::user("k").unwrap().fully_qualified_key(), "k");
+    }
+
+    /// A context's JSON object with `n` members named `{prefix}{i}`, each `value`, besides those
+    /// of `base`.
+    fn with_members(base: Value, prefix: &str, n: usize, value: &Value) -> Value {
+        let mut object = base;
+        if let Value::Object(map) = &mut object {
+            for i in 0..n {
+                map.insert(format!("{prefix}{i}"), value.clone());
+            }
+        }
+        object
+    }
+
+    /// Whether the context parses, or its error's message.
+    fn outcome(input: &Value) -> Result<(), String> {
+        Context::from_json(input)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn multi_kind_contexts_have_at_most_100_kinds() {
+        let multi = |n| with_members(json!({"kind": "multi"}), "k", n, &json!({"key": "x"}));
+        assert_eq!(outcome(&multi(2)), Ok(()));
+        assert_eq!(outcome(&multi(100)), Ok(()));
+        assert_eq!(
+            outcome(&multi(101)),
+            Err("multi-kind context has 101 kinds, more than the limit of 100".to_owned())
+        );
+        // The body that used to cost seconds of CPU: refused on its count alone.
+        assert_eq!(
+            outcome(&multi(40_000)),
+            Err("multi-kind context has 40000 kinds, more than the limit of 100".to_owned())
+        );
+        // Counted before any kind is read: an invalid kind past the limit is not what is found.
+        let mut bad = multi(101);
+        bad["k0"] = json!({"key": 1});
+        assert_eq!(
+            outcome(&bad),
+            Err("multi-kind context has 101 kinds, more than the limit of 100".to_owned())
+        );
+        // Built from single contexts, the same.
+        let kinds = |n: usize| -> Vec<SingleContext> {
+            (0..n)
+                .map(|i| Context::single(&format!("k{i}"), "x").unwrap().contexts()[0].clone())
+                .collect()
+        };
+        assert!(Context::multi(kinds(100)).is_ok());
+        assert_eq!(
+            Context::multi(kinds(101)).map_err(|e| e.to_string()),
+            Err("multi-kind context has 101 kinds, more than the limit of 100".to_owned())
+        );
+        assert_eq!(
+            Context::multi(kinds(40_000)).map_err(|e| e.to_string()),
+            Err("multi-kind context has 40000 kinds, more than the limit of 100".to_owned())
+        );
     }
 
     #[test]
