@@ -30,6 +30,20 @@ pub const DEFAULT_KIND: &str = "user";
 /// flag evaluated; and a context with more kinds is refused on its count, before any is read.
 pub const MAX_KINDS: usize = 100;
 
+/// The most custom attributes (all but kind, key, name and anonymous) a context of one kind may
+/// hold. LaunchDarkly sets no such limit, and real contexts hold tens of attributes, a few
+/// hundred at the most; ten thousand is far past any of them. Reading a context costs time and
+/// memory in proportion to its attributes, and an operator may raise the server's body limit
+/// (a library caller has none), so this bounds what one context can cost whatever carries it.
+pub const MAX_ATTRIBUTES: usize = 10_000;
+
+/// The most items any array in a context may hold, at any depth: an attribute's value, an array
+/// inside it, or a list of private attributes. Clause operators test every item of an array
+/// attribute against the clause's values, for every clause that names the attribute in every
+/// flag evaluated, so an array's length multiplies the cost of each evaluation. Real arrays
+/// (groups, roles, entitlements) hold tens or hundreds of items; ten thousand is far past them.
+pub const MAX_ARRAY_ITEMS: usize = 10_000;
+
 static FALSE: Value = Value::Bool(false);
 static TRUE: Value = Value::Bool(true);
 
@@ -109,6 +123,22 @@ pub enum ContextError {
     #[error("multi-kind context has {count} kinds, more than the limit of {MAX_KINDS}")]
     TooManyKinds {
         /// The number of kinds given.
+        count: usize,
+    },
+    /// A context with more than [`MAX_ATTRIBUTES`] custom attributes.
+    #[error("context has {count} custom attributes, more than the limit of {MAX_ATTRIBUTES}")]
+    TooManyAttributes {
+        /// The number of custom attributes given.
+        count: usize,
+    },
+    /// An array in a context with more than [`MAX_ARRAY_ITEMS`] items.
+    #[error(
+        "context attribute {attribute:?} contains an array of {count} items, more than the limit of {MAX_ARRAY_ITEMS}"
+    )]
+    ArrayTooLong {
+        /// The top-level attribute that holds the array.
+        attribute: String,
+        /// The number of items in the array.
         count: usize,
     },
     /// An error inside one kind of a multi-kind context.
@@ -400,7 +430,8 @@ impl SingleContext {
         }
     }
 
-    /// Sets an attribute (a `null` removes it). Built-ins must have their JSON type.
+    /// Sets an attribute (a `null` removes it). Built-ins must have their JSON type, and the
+    /// context keeps within [`MAX_ATTRIBUTES`] and [`MAX_ARRAY_ITEMS`].
     pub fn set(&mut self, name: &str, value: Value) -> Result<(), ContextError> {
         match name {
             "kind" => {
@@ -426,7 +457,10 @@ impl SingleContext {
                 _ => return Err(type_error("anonymous", "a boolean")),
             },
             _ if value.is_null() => self.attributes.remove(name),
-            _ => self.attributes.insert(name, value),
+            _ => {
+                check_arrays(name, &value)?;
+                self.attributes.insert(name, value)?;
+            }
         }
         Ok(())
     }
@@ -480,14 +514,21 @@ impl Attributes {
         }
     }
 
-    fn insert(&mut self, name: &str, value: Value) {
+    /// Sets `name`; a new attribute past [`MAX_ATTRIBUTES`] is refused.
+    fn insert(&mut self, name: &str, value: Value) -> Result<(), ContextError> {
         match self
             .0
             .binary_search_by(|(k, _)| k.as_bytes().cmp(name.as_bytes()))
         {
             Ok(i) => self.0[i].1 = value,
+            Err(_) if self.0.len() >= MAX_ATTRIBUTES => {
+                return Err(ContextError::TooManyAttributes {
+                    count: self.0.len() + 1,
+                });
+            }
             Err(i) => self.0.insert(i, (Name::new(name), value)),
         }
+        Ok(())
     }
 
     fn remove(&mut self, name: &str) {
@@ -697,7 +738,7 @@ fn take_key(members: &mut [(Name, Value)], allow_empty: bool) -> Result<Value, C
 
 /// One single-kind context from its sorted members, which become its attributes in place. Members
 /// are checked in order and the first problem is the error, as [`SingleContext::set`] would find
-/// it setting each in turn.
+/// it setting each in turn; their number is checked after them, so that the error can give it.
 /// `kind` is a `Value::String` holding a valid kind.
 fn parse_single(
     kind: Value,
@@ -733,7 +774,7 @@ fn parse_single(
                 _ => Err(type_error("anonymous", "a boolean")),
             },
             // A `null` attribute is the same as an absent one.
-            _ => Ok(!value.is_null()),
+            _ => check_arrays(member, value).map(|()| !value.is_null()),
         };
         outcome.unwrap_or_else(|e| {
             error = Some(e);
@@ -743,6 +784,7 @@ fn parse_single(
     if let Some(e) = error {
         return Err(e);
     }
+    check_attribute_count(members.len())?;
     Ok(SingleContext {
         kind,
         key,
@@ -751,6 +793,55 @@ fn parse_single(
         attributes: Attributes(members),
         private_attributes,
     })
+}
+
+/// Refuses more than [`MAX_ATTRIBUTES`] custom attributes.
+fn check_attribute_count(count: usize) -> Result<(), ContextError> {
+    if count > MAX_ATTRIBUTES {
+        return Err(ContextError::TooManyAttributes { count });
+    }
+    Ok(())
+}
+
+/// Refuses a value of the attribute `attribute` that holds, at any depth, an array of more than
+/// [`MAX_ARRAY_ITEMS`] items. Kept small so that it inlines: most values are not containers.
+/// The name is read only for the error, so an inline name is not checked as UTF-8 again.
+#[inline]
+fn check_arrays<A: AsRef<str> + ?Sized>(attribute: &A, value: &Value) -> Result<(), ContextError> {
+    if !matches!(value, Value::Array(_) | Value::Object(_)) {
+        return Ok(());
+    }
+    match overlong_array(value) {
+        None => Ok(()),
+        Some(count) => Err(array_too_long(attribute.as_ref(), count)),
+    }
+}
+
+/// The length of the first array in `value`, at any depth, with more than [`MAX_ARRAY_ITEMS`]
+/// items.
+fn overlong_array(value: &Value) -> Option<usize> {
+    match value {
+        Value::Array(items) if items.len() > MAX_ARRAY_ITEMS => Some(items.len()),
+        Value::Array(items) => items.iter().find_map(overlong_array),
+        Value::Object(map) => map.values().find_map(overlong_array),
+        _ => None,
+    }
+}
+
+/// Refuses a list of private attributes longer than [`MAX_ARRAY_ITEMS`], before its items are
+/// read.
+fn check_private_list(attribute: &str, items: &[Value]) -> Result<(), ContextError> {
+    if items.len() > MAX_ARRAY_ITEMS {
+        return Err(array_too_long(attribute, items.len()));
+    }
+    Ok(())
+}
+
+fn array_too_long(attribute: &str, count: usize) -> ContextError {
+    ContextError::ArrayTooLong {
+        attribute: attribute.to_owned(),
+        count,
+    }
 }
 
 fn parse_meta(private: &mut Vec<AttrRef>, meta: &Value) -> Result<(), ContextError> {
@@ -762,6 +853,7 @@ fn parse_meta(private: &mut Vec<AttrRef>, meta: &Value) -> Result<(), ContextErr
     match meta.get("privateAttributes") {
         None | Some(Value::Null) => Ok(()),
         Some(Value::Array(items)) => {
+            check_private_list("_meta.privateAttributes", items)?;
             for item in items {
                 let s = item
                     .as_str()
@@ -800,6 +892,19 @@ fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, C
         attributes: Attributes::default(),
         private_attributes: Vec::new(),
     };
+    // Collected, then sorted once, whatever order they come in: setting them one at a time
+    // moves every attribute already set that sorts after the new one, which grows with the
+    // square of their number when they come unsorted (a `serde_json` map keeps the order given
+    // when a build enables its `preserve_order` feature). No name comes twice: custom attributes
+    // are the members of one object and cannot take the names read from the top level.
+    let mut attributes = Vec::new();
+    let mut add = |name: Name, value: Value| {
+        if !value.is_null() {
+            check_arrays(&name, &value)?;
+            attributes.push((name, value));
+        }
+        Ok::<(), ContextError>(())
+    };
     for (name, value) in members {
         match name.as_str() {
             "key" => {}
@@ -816,7 +921,7 @@ fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, C
                         {
                             continue;
                         }
-                        ctx.set(&cname, cvalue)?;
+                        add(Name::from(cname), cvalue)?;
                     }
                 }
                 _ => return Err(type_error("custom", "an object")),
@@ -824,6 +929,7 @@ fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, C
             "privateAttributeNames" => match value {
                 Value::Null => {}
                 Value::Array(items) => {
+                    check_private_list("privateAttributeNames", &items)?;
                     for item in items {
                         let s = item.as_str().ok_or_else(|| {
                             type_error("privateAttributeNames", "an array of strings")
@@ -844,12 +950,18 @@ fn parse_legacy_user(mut members: Vec<(Name, Value)>) -> Result<SingleContext, C
                 if !(value.is_null() || value.is_string()) {
                     return Err(type_error(n, "a string"));
                 }
-                ctx.set(n, value)?;
+                if n == "name" {
+                    ctx.set(n, value)?;
+                } else {
+                    add(name, value)?;
+                }
             }
             // Other top-level properties are not part of the legacy user schema.
             _ => {}
         }
     }
+    check_attribute_count(attributes.len())?;
+    ctx.attributes = Attributes(Members::from_pairs(attributes).into_pairs());
     Ok(ctx)
 }
 
@@ -1041,6 +1153,117 @@ mod tests {
             Context::multi(kinds(40_000)).map_err(|e| e.to_string()),
             Err("multi-kind context has 40000 kinds, more than the limit of 100".to_owned())
         );
+    }
+
+    #[test]
+    fn contexts_have_at_most_10000_custom_attributes() {
+        let user = json!({"kind": "user", "key": "u", "name": "n", "anonymous": true});
+        let one = json!(1);
+        assert_eq!(
+            outcome(&with_members(user.clone(), "a", 10_000, &one)),
+            Ok(())
+        );
+        let over = "context has 10001 custom attributes, more than the limit of 10000";
+        assert_eq!(
+            outcome(&with_members(user.clone(), "a", 10_001, &one)),
+            Err(over.to_owned())
+        );
+        // A `null` attribute is an absent one, and does not count.
+        let nulls = with_members(
+            with_members(user.clone(), "a", 10_000, &one),
+            "z",
+            5,
+            &Value::Null,
+        );
+        assert_eq!(outcome(&nulls), Ok(()));
+        // In a multi-kind context, per kind, and named.
+        let org = with_members(json!({"key": "o"}), "a", 10_001, &one);
+        assert_eq!(
+            outcome(&json!({"kind": "multi", "user": {"key": "u"}, "org": org})),
+            Err(format!("in context kind \"org\": {over}"))
+        );
+        // The legacy user format: custom attributes and the built-ins kept as attributes.
+        let custom = with_members(json!({}), "a", 9_999, &one);
+        assert_eq!(
+            outcome(&json!({"key": "u", "email": "e", "custom": custom})),
+            Ok(())
+        );
+        assert_eq!(
+            outcome(&json!({"key": "u", "email": "e", "country": "c", "custom": custom})),
+            Err(over.to_owned())
+        );
+    }
+
+    #[test]
+    fn arrays_in_contexts_have_at_most_10000_items() {
+        let items = |n: usize| Value::Array(vec![json!(1); n]);
+        let user = |attribute: Value| json!({"kind": "user", "key": "u", "groups": attribute});
+        assert_eq!(outcome(&user(items(10_000))), Ok(()));
+        let over = |attribute: &str| {
+            Err(format!(
+                "context attribute {attribute:?} contains an array of 10001 items, \
+                 more than the limit of 10000"
+            ))
+        };
+        assert_eq!(outcome(&user(items(10_001))), over("groups"));
+        // At any depth, since a clause's attribute reference can reach into objects.
+        assert_eq!(
+            outcome(&user(json!({"a": [1, {"b": items(10_001)}]}))),
+            over("groups")
+        );
+        assert_eq!(outcome(&user(json!([items(10_001)]))), over("groups"));
+        // Lists of private attributes, in both formats.
+        let names = |n: usize| Value::Array(vec![json!("email"); n]);
+        assert_eq!(
+            outcome(
+                &json!({"kind": "user", "key": "u", "_meta": {"privateAttributes": names(10_000)}})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            outcome(
+                &json!({"kind": "user", "key": "u", "_meta": {"privateAttributes": names(10_001)}})
+            ),
+            over("_meta.privateAttributes")
+        );
+        assert_eq!(
+            outcome(&json!({"key": "u", "privateAttributeNames": names(10_001)})),
+            over("privateAttributeNames")
+        );
+        assert_eq!(
+            outcome(&json!({"key": "u", "custom": {"groups": items(10_001)}})),
+            over("groups")
+        );
+    }
+
+    #[test]
+    fn built_contexts_keep_the_limits() {
+        let mut single = SingleContext::from_json(&with_members(
+            json!({"kind": "user", "key": "u"}),
+            "a",
+            10_000,
+            &json!(1),
+        ))
+        .unwrap();
+        assert_eq!(
+            single.set("b", json!(1)).map_err(|e| e.to_string()),
+            Err("context has 10001 custom attributes, more than the limit of 10000".to_owned())
+        );
+        // Replacing or removing an attribute, or setting a built-in, adds none.
+        assert_eq!(single.set("a0", json!(2)), Ok(()));
+        assert_eq!(single.set("name", json!("n")), Ok(()));
+        assert_eq!(single.set("a1", Value::Null), Ok(()));
+        assert_eq!(single.set("b", json!(1)), Ok(()));
+        assert_eq!(
+            single
+                .set("a2", Value::Array(vec![json!(1); 10_001]))
+                .map_err(|e| e.to_string()),
+            Err(
+                "context attribute \"a2\" contains an array of 10001 items, more than the limit of 10000"
+                    .to_owned()
+            )
+        );
+        assert_eq!(single.custom_attribute("a2"), Some(&json!(1)));
     }
 
     #[test]
