@@ -1018,6 +1018,109 @@ async fn large_bodies_are_413() {
     assert_eq!(status, StatusCode::OK);
 }
 
+/// A request body with a multi-kind context of `kinds` kinds, `{"key": "x"}` each: 40,000 of
+/// them make an 830 KB body, under the default 1 MiB body limit.
+fn multi_kind_body(kinds: usize) -> String {
+    let mut context = serde_json::Map::new();
+    context.insert("kind".to_owned(), json!("multi"));
+    for i in 0..kinds {
+        context.insert(format!("k{i}"), json!({"key": "x"}));
+    }
+    ctx(Value::Object(context))
+}
+
+/// Sends `body` to the four evaluation routes and checks that each answers with `status` and,
+/// for a 400, an `INVALID_CONTEXT` error with `details` in the route's own error shape.
+async fn check_context_routes(
+    app: &flagd::http::App,
+    body: &str,
+    status: StatusCode,
+    details: &str,
+) {
+    let native =
+        json!({"error": "INVALID_CONTEXT", "message": format!("invalid context: {details}")});
+    let routes = [
+        ("/v1/evaluate/bool-flag", native.clone()),
+        ("/v1/evaluate", native),
+        (
+            "/ofrep/v1/evaluate/flags/bool-flag",
+            json!({"key": "bool-flag", "errorCode": "INVALID_CONTEXT", "errorDetails": details}),
+        ),
+        (
+            "/ofrep/v1/evaluate/flags",
+            json!({"errorCode": "INVALID_CONTEXT", "errorDetails": details}),
+        ),
+    ];
+    for (uri, refused) in routes {
+        let (got, answer) = call(app, post(uri, body)).await;
+        assert_eq!(got, status, "{uri}: {answer}");
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!(answer, refused, "{uri}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn contexts_past_the_size_limits_are_400_in_each_protocols_shape() {
+    let (app, _state, _source, _dir) = app_with(FLAGS);
+    // Kinds: a hundred are evaluated; past that, refused on their count.
+    check_context_routes(&app, &multi_kind_body(100), StatusCode::OK, "").await;
+    check_context_routes(
+        &app,
+        &multi_kind_body(101),
+        StatusCode::BAD_REQUEST,
+        "multi-kind context has 101 kinds, more than the limit of 100",
+    )
+    .await;
+    let probe = multi_kind_body(40_000);
+    assert!(probe.len() < 1024 * 1024, "{} bytes", probe.len());
+    check_context_routes(
+        &app,
+        &probe,
+        StatusCode::BAD_REQUEST,
+        "multi-kind context has 40000 kinds, more than the limit of 100",
+    )
+    .await;
+    // Custom attributes and arrays, in a flat context the request scanner reads.
+    let attributes = |n: usize| {
+        let mut context = serde_json::Map::new();
+        context.insert("kind".to_owned(), json!("user"));
+        context.insert("key".to_owned(), json!("u"));
+        for i in 0..n {
+            context.insert(format!("a{i}"), json!(i));
+        }
+        ctx(Value::Object(context))
+    };
+    check_context_routes(&app, &attributes(10_000), StatusCode::OK, "").await;
+    check_context_routes(
+        &app,
+        &attributes(10_001),
+        StatusCode::BAD_REQUEST,
+        "context has 10001 custom attributes, more than the limit of 10000",
+    )
+    .await;
+    let array = |n: usize| ctx(json!({"kind": "user", "key": "u", "groups": vec![1; n]}));
+    check_context_routes(&app, &array(10_000), StatusCode::OK, "").await;
+    check_context_routes(
+        &app,
+        &array(10_001),
+        StatusCode::BAD_REQUEST,
+        "context attribute \"groups\" contains an array of 10001 items, more than the limit of 10000",
+    )
+    .await;
+    // The same limits hold for an OFREP context in OpenFeature's form, without a kind.
+    let (status, answer) = call(
+        &app,
+        post(
+            "/ofrep/v1/evaluate/flags/bool-flag",
+            &ctx(json!({"targetingKey": "u", "groups": vec![1; 10_001]})),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(answer["errorCode"], "INVALID_CONTEXT");
+}
+
 #[tokio::test]
 async fn saturation_is_429_with_retry_after() {
     let dir = FlagDir::new();

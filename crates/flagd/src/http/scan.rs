@@ -633,6 +633,66 @@ mod tests {
         }
     }
 
+    /// Contexts at and past flags-core's size limits, in bodies the fast path reads: both paths
+    /// make the same context, or the same error naming the limit.
+    #[test]
+    fn contexts_past_the_size_limits_are_refused_whichever_path_reads_them() {
+        let attributes = |n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!(r#""a{i}":{i}"#)).collect();
+            body(&format!(
+                r#"{{"kind":"user","key":"u",{}}}"#,
+                members.join(",")
+            ))
+        };
+        // A list in a context of kind `user`, or (for the legacy format's own lists) of none.
+        let list = |name: &str, item: &str, n: usize| {
+            let kind = if name == "privateAttributeNames" {
+                ""
+            } else {
+                r#""kind":"user","#
+            };
+            body(&format!(
+                r#"{{{kind}"key":"u","{name}":[{}]}}"#,
+                vec![item; n].join(",")
+            ))
+        };
+        let too_long = |name: &str| {
+            format!(
+                "context attribute {name:?} contains an array of 10001 items, more than the limit of 10000"
+            )
+        };
+        let cases = [
+            (attributes(10_000), Ok(())),
+            (
+                attributes(10_001),
+                Err("context has 10001 custom attributes, more than the limit of 10000".to_owned()),
+            ),
+            (list("groups", "1", 10_000), Ok(())),
+            (list("groups", "1", 10_001), Err(too_long("groups"))),
+            (list("privateAttributeNames", r#""email""#, 10_000), Ok(())),
+            (
+                list("privateAttributeNames", r#""email""#, 10_001),
+                Err(too_long("privateAttributeNames")),
+            ),
+        ];
+        for (text, expected) in cases {
+            let Some(ContextBody::Object(Some(MaybeObject::Object(scanned)))) = fast(&text) else {
+                panic!("the fast path reads {:.60}", text);
+            };
+            let Ok(ContextBody::Object(Some(MaybeObject::Object(parsed)))) = serde(&text) else {
+                panic!("serde_json reads {:.60}", text);
+            };
+            let scanned = Context::from_members(scanned);
+            assert_eq!(scanned, Context::from_members(parsed), "{:.60}", text);
+            assert_eq!(
+                scanned.map(|_| ()).map_err(|e| e.to_string()),
+                expected,
+                "{:.60}",
+                text
+            );
+        }
+    }
+
     #[test]
     fn reads_the_usual_body() {
         let Some(ContextBody::Object(Some(MaybeObject::Object(members)))) = fast(BENCH) else {
