@@ -51,8 +51,7 @@ const START_DEADLINE: Duration = Duration::from_secs(30);
 const OPEN_DEADLINE: Duration = Duration::from_secs(60);
 /// Time for every stream to see one edit.
 const EDIT_DEADLINE: Duration = Duration::from_secs(10);
-/// Pause between edits, well past the 50 ms reload debounce the benchmark runs flagd with, so
-/// edits never overlap.
+/// Pause between edits, well past flagd's 50 ms reload debounce, so edits never overlap.
 const EDIT_GAP: Duration = Duration::from_millis(500);
 
 /// `cargo xtask bench-http [options]`, and the hidden `measure` and `floor-server` steps.
@@ -355,10 +354,6 @@ async fn measure_all(
             "127.0.0.1:0",
             "--log",
             "warn",
-            // The edits are atomic renames, so flagd need not wait for a file to settle (500 ms
-            // by default); the fan-out figure stays one of delivery, comparable across builds.
-            "--debounce-ms",
-            "50",
         ],
         budget,
         false,

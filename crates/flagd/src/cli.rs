@@ -153,8 +153,7 @@ pub struct ServeArgs {
     /// Interval of the content check that backs up the file watch, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub poll_interval_ms: Option<u64>,
-    /// Quiet time after a file event before reloading, and how long a file must go unmodified
-    /// before it is loaded, in milliseconds [default: 500].
+    /// Quiet time after a file event before reloading, in milliseconds [default: 50].
     #[arg(long, value_name = "MS")]
     pub debounce_ms: Option<u64>,
     /// Interval of SSE keep-alive comments, in milliseconds [default: 15000].

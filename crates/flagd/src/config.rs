@@ -127,10 +127,12 @@ pub struct ReloadConfig {
     /// Watch the files' directories with inotify (off for filesystems that do not support it;
     /// polling still notices changes).
     pub watch: bool,
-    /// Quiet time after a filesystem event before the files are read, in milliseconds; also how
-    /// long a file must go unmodified before it is loaded, so that a file written in place is
-    /// not loaded while its writer pauses half-way.
+    /// Quiet time after a filesystem event before the files are read, in milliseconds.
     pub debounce_ms: u64,
+    /// How long a file written in place (not replaced by a rename) must go unmodified before it
+    /// is loaded, so that it is not read while its writer pauses half-way, in milliseconds. The
+    /// content poll waits the same way.
+    pub settle_ms: u64,
     /// Interval of the content-hash check that backs up the filesystem watch, in milliseconds.
     pub poll_interval_ms: u64,
     /// A reload that deletes more than this share of the flags, in percent, is logged as a
@@ -196,7 +198,8 @@ impl Default for ReloadConfig {
     fn default() -> ReloadConfig {
         ReloadConfig {
             watch: true,
-            debounce_ms: 500,
+            debounce_ms: 50,
+            settle_ms: 500,
             warn_delete_percent: 50,
             poll_interval_ms: 1000,
         }
@@ -226,6 +229,11 @@ impl ReloadConfig {
     /// The debounce as a duration.
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    /// The settle time as a duration.
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
     }
 
     /// The poll interval as a duration.
@@ -306,6 +314,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
     ("FLAGD_RELOAD_DEBOUNCE_MS", "reload.debounce_ms"),
     ("FLAGD_RELOAD_POLL_INTERVAL_MS", "reload.poll_interval_ms"),
+    ("FLAGD_RELOAD_SETTLE_MS", "reload.settle_ms"),
     ("FLAGD_HTTP_MAX_BODY_BYTES", "http.max_body_bytes"),
     (
         "FLAGD_HTTP_MAX_EVENTS_BODY_BYTES",
@@ -339,6 +348,7 @@ impl Config {
         };
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.reload.debounce_ms = 20;
+        config.reload.settle_ms = 100;
         config.reload.poll_interval_ms = 100;
         config.http.stream_keepalive_ms = 200;
         config.http.shutdown_drain_ms = 0;
@@ -400,6 +410,7 @@ impl Config {
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,
                 "FLAGD_RELOAD_DEBOUNCE_MS" => self.reload.debounce_ms = num(name, value)?,
                 "FLAGD_RELOAD_POLL_INTERVAL_MS" => self.reload.poll_interval_ms = num(name, value)?,
+                "FLAGD_RELOAD_SETTLE_MS" => self.reload.settle_ms = num(name, value)?,
                 "FLAGD_HTTP_MAX_BODY_BYTES" => self.http.max_body_bytes = num(name, value)?,
                 "FLAGD_HTTP_MAX_EVENTS_BODY_BYTES" => {
                     self.http.max_events_body_bytes = num(name, value)?
@@ -469,7 +480,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(
-            config.reload.debounce_ms, 500,
+            config.reload.debounce_ms, 50,
             "unset fields keep their default"
         );
         config

@@ -312,7 +312,7 @@ async fn a_file_written_in_place_with_a_pause_is_loaded_only_whole() {
         text.push_str(&format!("  f{i:03}: {i}\n"));
     }
     let mut config = test_config(vec![dir.write("flags.yaml", &text)]);
-    config.reload.debounce_ms = 500;
+    config.reload.settle_ms = 500;
     let server = flagd::start(config).await.unwrap();
     let mut stream = open_stream(&server).await;
     assert_eq!(stream.next().await.unwrap().event, "put");

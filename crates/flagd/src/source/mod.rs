@@ -10,6 +10,7 @@
 pub(crate) mod versions;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -235,24 +236,31 @@ impl FileSource {
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + 'static {
         let (tx, rx) = mpsc::channel::<()>(1);
+        let in_place = Arc::new(AtomicBool::new(false));
         let watcher = if reload.watch {
-            self.start_watcher(tx)
+            self.start_watcher(tx, Arc::clone(&in_place))
         } else {
             None
         };
-        self.follow(watcher, rx, reload, shutdown)
+        self.follow(watcher, rx, in_place, reload, shutdown)
     }
 
+    /// The loop behind [`FileSource::watch`]. A change that replaced a file (a rename over it, as
+    /// editors and `kubectl` do) is read after the debounce; one written into a file in place
+    /// waits until the file has gone unmodified for the settle time, as does whatever the
+    /// content poll finds, since neither can tell a finished write from a paused one.
     async fn follow(
         self: Arc<Self>,
         watcher: Option<notify::RecommendedWatcher>,
         mut rx: mpsc::Receiver<()>,
+        in_place: Arc<AtomicBool>,
         reload: ReloadConfig,
         shutdown: Shutdown,
     ) {
         // Kept alive for the loop's lifetime; dropping it stops the watch.
         let _watcher = watcher;
         let (debounce, poll) = (reload.debounce(), reload.poll_interval());
+        let settle = reload.settle();
         let mut ticker = tokio::time::interval(poll.max(Duration::from_millis(10)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
@@ -263,18 +271,22 @@ impl FileSource {
             let outcome = tokio::select! {
                 () = shutdown.wait() => break,
                 Some(()) = rx.recv() => {
-                    deadline = Some(Instant::now() + debounce);
+                    let wait = if in_place.load(Ordering::Relaxed) { settle } else { debounce };
+                    deadline = Some(Instant::now() + wait);
                     continue;
                 }
                 () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                     deadline = None;
-                    self.reload_in_background(debounce).await
+                    let written = in_place.swap(false, Ordering::Relaxed);
+                    self.reload_in_background(if written { settle } else { Duration::ZERO })
+                        .await
                 }
-                _ = ticker.tick() => self.reload_in_background(debounce).await,
+                _ = ticker.tick() => self.reload_in_background(settle).await,
             };
             // A file still being written is looked at again once it may be done.
             if outcome == Some(ReloadOutcome::Settling) {
-                deadline = Some(Instant::now() + debounce);
+                in_place.store(true, Ordering::Relaxed);
+                deadline = Some(Instant::now() + settle);
             }
         }
     }
@@ -292,12 +304,31 @@ impl FileSource {
 
     /// Watches every file's parent directory (and, for a symlink, its target's directory).
     /// Returns None when no watch could be set up; polling still runs.
-    fn start_watcher(&self, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    fn start_watcher(
+        &self,
+        tx: mpsc::Sender<()>,
+        in_place: Arc<AtomicBool>,
+    ) -> Option<notify::RecommendedWatcher> {
+        // The files as named and as their links resolve: a write into either is a write in
+        // place.
+        let mut ours: Vec<PathBuf> = self.paths.clone();
+        ours.extend(
+            self.paths
+                .iter()
+                .filter_map(|p| std::fs::canonicalize(p).ok()),
+        );
         let handler = move |event: notify::Result<notify::Event>| match event {
             // Our own reads show up as access events; they must not trigger reloads.
             Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
             // One pending signal is enough: the reload reads everything anyway.
-            Ok(_) => {
+            Ok(event) => {
+                if matches!(
+                    event.kind,
+                    EventKind::Modify(notify::event::ModifyKind::Data(_))
+                ) && event.paths.iter().any(|p| ours.contains(p))
+                {
+                    in_place.store(true, Ordering::Relaxed);
+                }
                 let _ = tx.try_send(());
             }
             Err(e) => tracing::warn!(error = %e, "file watch error; polling continues"),
