@@ -265,27 +265,39 @@ impl FileSource {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         let mut deadline: Option<Instant> = None;
+        // A read found a file too fresh to trust: the next read waits for it to settle, unless
+        // the watch sees it replaced meanwhile.
+        let mut needs_settle = false;
         loop {
             let sleep_until =
                 deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let outcome = tokio::select! {
                 () = shutdown.wait() => break,
                 Some(()) = rx.recv() => {
-                    let wait = if in_place.load(Ordering::Relaxed) { settle } else { debounce };
+                    let wait = if in_place.load(Ordering::Relaxed) {
+                        settle
+                    } else {
+                        needs_settle = false;
+                        debounce
+                    };
                     deadline = Some(Instant::now() + wait);
                     continue;
                 }
                 () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                     deadline = None;
-                    let written = in_place.swap(false, Ordering::Relaxed);
+                    let written =
+                        in_place.swap(false, Ordering::Relaxed) || std::mem::take(&mut needs_settle);
                     self.reload_in_background(if written { settle } else { Duration::ZERO })
                         .await
                 }
-                _ = ticker.tick() => self.reload_in_background(settle).await,
+                // While a read is scheduled, it covers what the poll would find.
+                _ = ticker.tick(), if deadline.is_none() => {
+                    self.reload_in_background(settle).await
+                }
             };
             // A file still being written is looked at again once it may be done.
             if outcome == Some(ReloadOutcome::Settling) {
-                in_place.store(true, Ordering::Relaxed);
+                needs_settle = true;
                 deadline = Some(Instant::now() + settle);
             }
         }
