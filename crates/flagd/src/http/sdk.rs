@@ -74,6 +74,7 @@ pub(super) async fn stream(State(state): State<AppState>, EnvOf(env): EnvOf) -> 
         metrics: Arc::clone(&state.metrics),
         sent,
         queue,
+        batch: None,
     };
     let shutdown = state.shutdown.clone();
     let frames = follower
@@ -143,6 +144,10 @@ struct Follower {
     /// Generation of the data the client has (None until the first `put`).
     sent: Option<u64>,
     queue: VecDeque<Frame>,
+    /// The batch of changes being sent, and the index of its next event. Each event is framed
+    /// only when the connection can take it, so a stream that is not read holds a reference to
+    /// one shared batch, not its own copy of every event.
+    batch: Option<(Arc<Batch>, usize)>,
 }
 
 impl Drop for Follower {
@@ -169,14 +174,19 @@ impl Follower {
             if let Some(frame) = self.queue.pop_front() {
                 return Some(frame);
             }
+            if let Some((batch, next)) = &mut self.batch {
+                if let Some(item) = batch.events.get(*next) {
+                    *next += 1;
+                    return Some(event_frame(item.event, &item.data));
+                }
+                self.batch = None;
+            }
             match self.changes.recv().await {
                 Ok(batch) => match self.sent {
                     Some(generation) if batch.generation <= generation => {}
                     Some(_) => {
-                        for item in &batch.events {
-                            self.queue.push_back(event_frame(item.event, &item.data));
-                        }
                         self.sent = Some(batch.generation);
+                        self.batch = Some((batch, 0));
                     }
                     None => self.resync(),
                 },
@@ -195,6 +205,7 @@ impl Follower {
         // stale batches would keep the buffer full and make the very next change lag again.
         // Resubscribing before reading the snapshot keeps the subscribe-then-read order.
         self.changes = self.changes.resubscribe();
+        self.batch = None;
         if let Some(snapshot) = self.store.snapshot() {
             self.queue.push_back(put_frame(&snapshot));
             self.sent = Some(snapshot.generation());
