@@ -288,3 +288,58 @@ pub(super) async fn diagnostic_event(
     }
     StatusCode::ACCEPTED.into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ItemEvent, Snapshot};
+
+    /// A stream holds the batch it is sending and frames one event each time its connection
+    /// asks: a client that does not read costs no copy of the batch.
+    #[tokio::test]
+    async fn a_stream_frames_a_batch_one_event_at_a_time() {
+        let store = Arc::new(Store::new(4));
+        let snapshot = |generation| Snapshot::from_models(Default::default(), generation).unwrap();
+        store.publish(snapshot(1), Vec::new());
+        let mut follower = Follower {
+            _permit: Arc::new(tokio::sync::Semaphore::new(1))
+                .try_acquire_owned()
+                .unwrap(),
+            changes: store.subscribe(),
+            store: Arc::clone(&store),
+            metrics: Arc::new(Metrics::new()),
+            sent: Some(1),
+            queue: VecDeque::new(),
+            batch: None,
+        };
+        let events: Vec<ItemEvent> = (0..1000)
+            .map(|i| ItemEvent {
+                event: "patch",
+                data: format!(r#"{{"path":"/flags/f{i}","data":{{}}}}"#),
+            })
+            .collect();
+        store.publish(snapshot(2), events);
+
+        let first = follower.next_frame().await.unwrap();
+        assert_eq!(
+            first.concat(),
+            b"event: patch\ndata: {\"path\":\"/flags/f0\",\"data\":{}}\n\n".to_vec()
+        );
+        assert!(
+            follower.queue.is_empty(),
+            "no event framed ahead of the connection"
+        );
+        let (batch, next) = follower.batch.as_ref().unwrap();
+        assert_eq!((batch.events.len(), *next), (1000, 1));
+
+        for i in 1..1000 {
+            let frame = follower.next_frame().await.unwrap().concat();
+            assert!(
+                String::from_utf8(frame)
+                    .unwrap()
+                    .contains(&format!("/flags/f{i}\""))
+            );
+        }
+        assert_eq!(follower.sent, Some(2));
+    }
+}
