@@ -12,7 +12,7 @@
 //! This is a measurement, not a test: it fails only when the measurement cannot be made.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{cargo, on_path, run_command, show, target_dir};
+use super::{cargo, listening_addr, on_path, run_command, show, target_dir};
 
 /// Flags in the generated file.
 const FLAG_COUNT: usize = 350;
@@ -900,22 +900,7 @@ impl Pinned {
             stdin,
         };
         let stdout = stdout.context("no stdout pipe")?;
-        let (line_tx, line_rx) = std::sync::mpsc::channel();
-        // Reads the first line, then keeps draining so that the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = line_tx.send(lines.next());
-            for _ in lines {}
-        });
-        let line = match line_rx.recv_timeout(START_DEADLINE) {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => bail!("{name} exited without printing its address (`{shown}`)"),
-            Err(_) => bail!("{name} printed no address within {START_DEADLINE:?}"),
-        };
-        let addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("{name} printed {line:?} instead of `listening on ADDR`"))?;
+        let addr = listening_addr(stdout, START_DEADLINE, name, &shown)?;
         pinned.pid = child_of(pinned.child.id())?;
         Ok((pinned, addr))
     }
@@ -1194,10 +1179,10 @@ fn segment_key(i: usize) -> String {
     format!("segment-{i:02}")
 }
 
-const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "ES", "IT", "NL", "SE"];
+pub(crate) const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "ES", "IT", "NL", "SE"];
 
 /// Deterministic variety without a random-number generator: SplitMix64 of the index.
-fn mix(i: u64) -> u64 {
+pub(crate) fn mix(i: u64) -> u64 {
     let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -18,7 +18,6 @@
 //! fails only when the measurement cannot be made.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,8 +29,9 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
+use super::bench_http::{COUNTRIES, mix};
 use super::bench_root::SseParser;
-use super::{cargo, run_command, show, target_dir};
+use super::{cargo, listening_addr, run_command, show, target_dir};
 
 /// Targets from the issue that asked for this benchmark.
 const STEADY_RATIO_TARGET: f64 = 8.0;
@@ -392,26 +392,11 @@ impl Server {
             .spawn()
             .with_context(|| format!("cannot start `{shown}`"))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
-        let (line_tx, line_rx) = std::sync::mpsc::channel();
-        // Reads the first line, then keeps draining so that the server never blocks on a pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = line_tx.send(lines.next());
-            for _ in lines {}
-        });
         let mut server = Server {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
-        let line = match line_rx.recv_timeout(LOAD_DEADLINE) {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => bail!("flagd exited without printing its address (`{shown}`)"),
-            Err(_) => bail!("flagd printed no address within {LOAD_DEADLINE:?}"),
-        };
-        server.addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("flagd printed {line:?} instead of `listening on ADDR`"))?;
+        server.addr = listening_addr(stdout, LOAD_DEADLINE, "flagd", &shown)?;
         Ok(server)
     }
 
@@ -566,14 +551,6 @@ fn load_average() -> String {
 
 // ------------------------------------------------------------------------------ the data
 
-/// Deterministic variety without a random-number generator: SplitMix64 of the index.
-fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// An identifier shaped like LaunchDarkly's rule ids (a UUID), derived from `n`.
 fn uuid(n: u64) -> String {
     let (a, b) = (mix(n), mix(n ^ 0x5555_5555));
@@ -586,8 +563,6 @@ fn uuid(n: u64) -> String {
         b & 0xffff_ffff_ffff
     )
 }
-
-const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "ES", "IT", "NL", "SE"];
 
 /// The benchmark's flag file: `flags` flags and no segments. `edit` changes the content of every
 /// flag (its salt and a rule's values) and nothing else.

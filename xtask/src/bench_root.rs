@@ -16,7 +16,6 @@
 //! it fails only when the measurement cannot be made.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{cargo, on_path, run_command, show, target_dir};
+use super::{cargo, listening_addr, on_path, run_command, show, target_dir};
 
 /// The environment written to.
 const ENV: &str = "production";
@@ -612,29 +611,13 @@ impl Replica {
             .spawn()
             .with_context(|| format!("cannot start `{shown}`"))?;
         let stdout = child.stdout.take().context("no stdout pipe")?;
-        let (line_tx, line_rx) = std::sync::mpsc::channel();
-        // Reads the first line, then keeps draining so that the server never blocks on a pipe.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = line_tx.send(lines.next());
-            for _ in lines {}
-        });
-        let line = line_rx.recv_timeout(START_DEADLINE);
         let mut replica = Replica {
             name,
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             started,
         };
-        let line = match line {
-            Ok(Some(Ok(line))) => line,
-            Ok(_) => bail!("replica {name} exited without printing its address (`{shown}`)"),
-            Err(_) => bail!("replica {name} printed no address within {START_DEADLINE:?}"),
-        };
-        replica.addr = line
-            .strip_prefix("listening on ")
-            .and_then(|a| a.trim().parse().ok())
-            .with_context(|| format!("replica {name} printed {line:?}"))?;
+        replica.addr = listening_addr(stdout, START_DEADLINE, &format!("replica {name}"), &shown)?;
         Ok(replica)
     }
 

@@ -164,3 +164,29 @@ fn show(cmd: &Command) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// The address a started server prints as its first line on stdout, `listening on ADDR`, read
+/// within `deadline`. The rest of its stdout is drained, so the server never blocks on a full
+/// pipe. `name` and `shown` (the command line) go into the errors.
+fn listening_addr(
+    stdout: std::process::ChildStdout,
+    deadline: std::time::Duration,
+    name: &str,
+    shown: &str,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use std::io::{BufRead, BufReader};
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = line_tx.send(lines.next());
+        for _ in lines {}
+    });
+    let line = match line_rx.recv_timeout(deadline) {
+        Ok(Some(Ok(line))) => line,
+        Ok(_) => bail!("{name} exited without printing its address (`{shown}`)"),
+        Err(_) => bail!("{name} printed no address within {deadline:?}"),
+    };
+    line.strip_prefix("listening on ")
+        .and_then(|a| a.trim().parse().ok())
+        .with_context(|| format!("{name} printed {line:?} instead of `listening on ADDR`"))
+}
