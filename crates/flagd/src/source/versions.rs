@@ -30,7 +30,8 @@ struct ItemState {
 /// Served versions of every item seen so far, including tombstones.
 #[derive(Debug, Clone, Default)]
 pub struct Versions {
-    items: HashMap<(ItemKind, String), ItemState>,
+    flags: HashMap<String, ItemState>,
+    segments: HashMap<String, ItemState>,
 }
 
 impl Versions {
@@ -52,11 +53,21 @@ impl Versions {
 
     /// The version served for a live item.
     pub fn served(&self, kind: ItemKind, key: &str) -> Option<u64> {
-        // The map is keyed by owned keys; a lookup by `&str` needs this one allocation.
-        self.items
-            .get(&(kind, key.to_owned()))
+        let items = match kind {
+            ItemKind::Flag => &self.flags,
+            ItemKind::Segment => &self.segments,
+        };
+        items
+            .get(key)
             .filter(|item| !item.deleted)
             .map(|item| item.served)
+    }
+
+    fn section(&mut self, kind: ItemKind) -> &mut HashMap<String, ItemState> {
+        match kind {
+            ItemKind::Flag => &mut self.flags,
+            ItemKind::Segment => &mut self.segments,
+        }
     }
 }
 
@@ -66,10 +77,10 @@ fn assign_section(
     items: &BTreeMap<String, RawItem>,
     changes: &mut Vec<Change>,
 ) {
+    let seen = state.section(kind);
     for (key, item) in items {
         let (content, file_version) = split_version(item);
-        let slot = (kind, key.clone());
-        let served = match state.items.get(&slot) {
+        let served = match seen.get(key) {
             Some(prev)
                 if !prev.deleted
                     && prev.content == content
@@ -98,18 +109,21 @@ fn assign_section(
                 served
             }
         };
-        state.items.insert(
-            slot,
-            ItemState {
-                content,
-                file_version,
-                served,
-                deleted: false,
-            },
-        );
+        let now = ItemState {
+            content,
+            file_version,
+            served,
+            deleted: false,
+        };
+        match seen.get_mut(key) {
+            Some(slot) => *slot = now,
+            None => {
+                seen.insert(key.clone(), now);
+            }
+        }
     }
-    for ((item_kind, key), prev) in state.items.iter_mut() {
-        if *item_kind != kind || prev.deleted || items.contains_key(key) {
+    for (key, prev) in seen.iter_mut() {
+        if prev.deleted || items.contains_key(key) {
             continue;
         }
         prev.deleted = true;
