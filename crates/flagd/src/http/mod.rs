@@ -364,9 +364,11 @@ impl DirectRoute {
         // time limit), both from the request's start, and it is read before a concurrency
         // permit is taken: a client slow to send its body holds no permit that evaluations
         // need, and is cut off long before the request limit.
-        let start = tokio::time::Instant::from_std(started);
-        let deadline =
-            (start + state.http.request_timeout()).min(start + state.http.body_read_timeout());
+        let limit = state
+            .http
+            .request_timeout()
+            .min(state.http.body_read_timeout());
+        let deadline = tokio::time::Instant::from_std(started) + limit;
         let Some(body) = within(deadline, pin!(read_body(body, self.max_body))).await else {
             return request_timeout();
         };
