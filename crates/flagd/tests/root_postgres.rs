@@ -272,3 +272,123 @@ async fn a_replica_started_while_the_database_is_down_serves_once_it_appears() {
     .await;
     server.shutdown().await.unwrap();
 }
+
+/// The label sets of a `/metrics` scrape: counter values grow in digits, the series must not.
+async fn metric_series(client: &reqwest::Client, base: &str) -> std::collections::BTreeSet<String> {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(labels, _)| labels)
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Unauthenticated clients choose every method, path, key, environment and flag name they send
+/// to a root-mode server; none of it may become a metric label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_stay_the_same_size_whatever_unauthenticated_clients_send() {
+    let db = postgres().create_database();
+    let store = open(db.url()).await;
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    let server = start_on(db.url()).await;
+    let (client, base) = (reqwest::Client::new(), server.url());
+    let context = r#"{"context":{"kind":"user","key":"u"}}"#;
+    let round = |i: usize| {
+        let odd = reqwest::Method::from_bytes(format!("M{i}X").as_bytes()).unwrap();
+        let wrong_sdk = format!("sdk-wrong-{i}");
+        let wrong_admin = format!("Bearer flagd-admin-{i:064}");
+        vec![
+            (
+                reqwest::Method::POST,
+                format!("/v1/evaluate/f{i}"),
+                wrong_sdk.clone(),
+            ),
+            (
+                reqwest::Method::POST,
+                "/v1/evaluate".to_owned(),
+                wrong_sdk.clone(),
+            ),
+            (
+                reqwest::Method::POST,
+                format!("/ofrep/v1/evaluate/flags/x{i}"),
+                wrong_sdk.clone(),
+            ),
+            (
+                reqwest::Method::GET,
+                "/sdk/latest-all".to_owned(),
+                wrong_sdk.clone(),
+            ),
+            (reqwest::Method::GET, "/all".to_owned(), wrong_sdk.clone()),
+            (
+                reqwest::Method::GET,
+                format!("/api/v1/environments/e{i}/flags/f{i}"),
+                wrong_admin.clone(),
+            ),
+            (
+                reqwest::Method::GET,
+                format!("/api/v1/nothing/{i}"),
+                wrong_admin.clone(),
+            ),
+            (odd.clone(), "/api/v1/environments".to_owned(), wrong_admin),
+            (odd, format!("/no/such/{i}"), String::new()),
+            (
+                reqwest::Method::POST,
+                format!("/v1/evaluate/f{i}"),
+                key.clone(),
+            ),
+        ]
+    };
+    let send_round = |i: usize| {
+        let (client, base) = (client.clone(), base.clone());
+        let requests = round(i);
+        async move {
+            for (method, path, auth) in requests {
+                let mut request = client.request(method, format!("{base}{path}"));
+                if !auth.is_empty() {
+                    request = request.header("authorization", auth);
+                }
+                let response = request
+                    .header("content-type", "application/json")
+                    .body(context)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    response.status().as_u16() < 500 || response.status().as_u16() == 503,
+                    "{path}: {}",
+                    response.status()
+                );
+            }
+        }
+    };
+    for i in 0..20 {
+        send_round(i).await;
+    }
+    // The scrape counts itself: its own series exists from the second scrape on.
+    metric_series(&client, &base).await;
+    let after_a_few = metric_series(&client, &base).await;
+    for i in 20..420 {
+        send_round(i).await;
+    }
+    let after_many = metric_series(&client, &base).await;
+    let new: Vec<_> = after_many.difference(&after_a_few).collect();
+    assert!(
+        new.is_empty(),
+        "{} new series from client input, such as {:?}",
+        new.len(),
+        &new[..new.len().min(3)]
+    );
+    let size: usize = after_many.iter().map(String::len).sum();
+    assert!(size < 64 * 1024, "{size} bytes of series");
+    server.shutdown().await.unwrap();
+}
