@@ -66,6 +66,16 @@ const LAYERS: &[(&str, Allowed)] = &[
         Allowed::Only(&["flags-core", "flags-store"]),
     ),
     ("flags-test-support", Allowed::Only(&[])),
+    (
+        "flags-sdk",
+        Allowed::Only(&[
+            "flags-core",
+            "flags-eval",
+            "flags-wire",
+            "flags-data",
+            "flags-cache",
+        ]),
+    ),
     ("flagd", Allowed::Any),
     ("flags-bench", Allowed::Only(&["flags-core", "flags-eval"])),
     ("xtask", Allowed::Only(&[])),

@@ -1,0 +1,471 @@
+//! The client: evaluation over the current snapshot, and the background task that keeps it
+//! current.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flags_core::{Context, ErrorKind, EvalDetail, FlagData};
+use flags_data::Snapshot;
+use flags_eval::Evaluator;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
+use crate::config::{Config, DataSource, trim_url};
+use crate::data::{Changed, Data};
+use crate::detail::{Detail, FromValue, typed};
+use crate::flags_state::{AllFlagsState, FlagsStateOptions};
+use crate::source;
+use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
+use crate::tracker::{FlagTracker, Tracker};
+
+/// Sets up a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    config: Config,
+}
+
+impl ClientBuilder {
+    /// flagd's address for every service (streaming, polling, events): the usual setting.
+    pub fn base_url(mut self, url: &str) -> ClientBuilder {
+        let url = trim_url(url);
+        self.config.stream_url.clone_from(&url);
+        self.config.poll_url.clone_from(&url);
+        self.config.events_url = url;
+        self
+    }
+
+    /// The address of the streaming service (`/all`), when it differs from the base URL.
+    pub fn stream_url(mut self, url: &str) -> ClientBuilder {
+        self.config.stream_url = trim_url(url);
+        self
+    }
+
+    /// The address of the polling service (`/sdk/latest-all`).
+    pub fn poll_url(mut self, url: &str) -> ClientBuilder {
+        self.config.poll_url = trim_url(url);
+        self
+    }
+
+    /// The address analytics events are sent to.
+    pub fn events_url(mut self, url: &str) -> ClientBuilder {
+        self.config.events_url = trim_url(url);
+        self
+    }
+
+    /// Where data comes from (default: streaming).
+    pub fn data_source(mut self, source: DataSource) -> ClientBuilder {
+        self.config.data_source = source;
+        self
+    }
+
+    /// Serves fixed data and never changes it ([`DataSource::Fixed`]).
+    pub fn data(self, data: FlagData) -> ClientBuilder {
+        self.data_source(DataSource::Fixed(Arc::new(data)))
+    }
+
+    /// Events a listener's queue holds before the oldest give way (default 1024).
+    pub fn listener_capacity(mut self, capacity: usize) -> ClientBuilder {
+        self.config.listener_capacity = capacity.max(1);
+        self
+    }
+
+    /// How long connecting to flagd may take (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Evaluates big (unbounded) segments with this store and settings.
+    pub fn big_segments(mut self, config: crate::BigSegmentsConfig) -> ClientBuilder {
+        self.config.big_segments = Some(config);
+        self
+    }
+
+    /// Starts the client. Returns at once: the data source connects in the background (on the
+    /// current tokio runtime if there is one, else on a thread of the client's own). Use
+    /// [`Client::wait_for_initialization`] to wait for the first data.
+    pub fn build(self) -> Result<Client, BuildError> {
+        Client::start(self.config)
+    }
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The HTTP client could not be made.
+    #[error("cannot create the HTTP client: {0}")]
+    Http(String),
+    /// The fixed data does not compile.
+    #[error("{0}")]
+    Data(#[from] flags_data::DataError),
+    /// The background thread could not be started.
+    #[error("cannot start the client's background thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A flagd client: evaluates flags in-process from data that its data source keeps current.
+/// Cheap to clone; every clone is the same client.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    /// Closes the client when the last clone goes; the background tasks hold `inner` only.
+    _last: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(Arc<Inner>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("status", &self.inner.status.status().state)
+            .field("initialized", &self.initialized())
+            .finish()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) data: Data,
+    pub(crate) tracker: Tracker,
+    pub(crate) status: DataSourceStatusProvider,
+    big_segments: Option<BigSegments>,
+    big_segment_status: BigSegmentStoreStatusProvider,
+    initialized: watch::Sender<bool>,
+    closed: watch::Sender<bool>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Client {
+    /// A builder for a client presenting `sdk_key` to flagd.
+    pub fn builder(sdk_key: &str) -> ClientBuilder {
+        ClientBuilder {
+            config: Config::new(sdk_key.to_owned()),
+        }
+    }
+
+    fn start(config: Config) -> Result<Client, BuildError> {
+        let status = DataSourceStatusProvider::new(config.listener_capacity);
+        let (big_segments, big_segment_status) = match &config.big_segments {
+            Some(c) => {
+                let (b, s) = BigSegments::new(c.clone(), config.listener_capacity);
+                (Some(b), s)
+            }
+            None => (None, BigSegmentStoreStatusProvider::not_configured()),
+        };
+        let inner = Arc::new(Inner {
+            data: Data::new(),
+            tracker: Tracker::new(config.listener_capacity),
+            status,
+            big_segments,
+            big_segment_status,
+            initialized: watch::Sender::new(false),
+            closed: watch::Sender::new(false),
+            thread: std::sync::Mutex::new(None),
+        });
+        let client = Client {
+            _last: Arc::new(CloseOnDrop(Arc::clone(&inner))),
+            inner,
+        };
+        match &config.data_source {
+            DataSource::Offline => {
+                client.inner.initialized.send_replace(true);
+                client.inner.status.shut(None);
+            }
+            DataSource::Fixed(data) => {
+                client.inner.put(FlagData::clone(data))?;
+                client.inner.status.update(DataSourceState::Valid, None);
+            }
+            _ => {}
+        }
+        let mut tasks = source::tasks(&config, Arc::clone(&client.inner))
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        if let Some(big) = client.inner.big_segments.clone() {
+            let inner = Arc::clone(&client.inner);
+            tasks.push(Box::pin(async move {
+                loop {
+                    big.poll().await;
+                    if !source::sleep_unless_closed(&inner, big.poll_interval()).await {
+                        return;
+                    }
+                }
+            }));
+        }
+        if tasks.is_empty() {
+            return Ok(client);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                for task in tasks {
+                    handle.spawn(task);
+                }
+            }
+            Err(_) => {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(BuildError::Thread)?;
+                let mut closed = client.inner.closed.subscribe();
+                let thread = std::thread::Builder::new()
+                    .name("flags-sdk".to_owned())
+                    .spawn(move || {
+                        runtime.block_on(async move {
+                            for task in tasks {
+                                tokio::spawn(task);
+                            }
+                            let _ = closed.wait_for(|c| *c).await;
+                        });
+                    })
+                    .map_err(BuildError::Thread)?;
+                *client.inner.lock_thread() = Some(thread);
+            }
+        }
+        Ok(client)
+    }
+
+    /// Waits up to `timeout` for the first data; returns whether the client has it.
+    pub async fn wait_for_initialization(&self, timeout: Duration) -> bool {
+        let mut initialized = self.inner.initialized.subscribe();
+        let _ = tokio::time::timeout(timeout, initialized.wait_for(|i| *i)).await;
+        self.initialized()
+    }
+
+    /// [`Client::wait_for_initialization`], blocking this thread. Not for use inside an async
+    /// task.
+    pub fn wait_for_initialization_blocking(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.initialized() {
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.initialized()
+    }
+
+    /// Whether the client has received data (or is offline).
+    pub fn initialized(&self) -> bool {
+        *self.inner.initialized.borrow()
+    }
+
+    /// The value of boolean flag `key` for `context`, or `default`.
+    #[inline]
+    pub fn bool_variation(&self, context: &Context, key: &str, default: bool) -> bool {
+        self.inner.variation(context, key, default)
+    }
+
+    /// The value of string flag `key` for `context`, or `default`.
+    pub fn str_variation(&self, context: &Context, key: &str, default: String) -> String {
+        self.inner.variation(context, key, default)
+    }
+
+    /// The value of number flag `key` for `context` as an integer (a fraction is truncated
+    /// toward zero), or `default`.
+    pub fn int_variation(&self, context: &Context, key: &str, default: i64) -> i64 {
+        self.inner.variation(context, key, default)
+    }
+
+    /// The value of number flag `key` for `context`, or `default`.
+    pub fn float_variation(&self, context: &Context, key: &str, default: f64) -> f64 {
+        self.inner.variation(context, key, default)
+    }
+
+    /// The value of flag `key` for `context`, whatever its type, or `default`.
+    pub fn json_variation(&self, context: &Context, key: &str, default: Value) -> Value {
+        self.inner.variation(context, key, default)
+    }
+
+    /// [`Client::bool_variation`] with the variation index and reason.
+    pub fn bool_variation_detail(
+        &self,
+        context: &Context,
+        key: &str,
+        default: bool,
+    ) -> Detail<bool> {
+        self.inner.detail(context, key, default)
+    }
+
+    /// [`Client::str_variation`] with the variation index and reason.
+    pub fn str_variation_detail(
+        &self,
+        context: &Context,
+        key: &str,
+        default: String,
+    ) -> Detail<String> {
+        self.inner.detail(context, key, default)
+    }
+
+    /// [`Client::int_variation`] with the variation index and reason.
+    pub fn int_variation_detail(&self, context: &Context, key: &str, default: i64) -> Detail<i64> {
+        self.inner.detail(context, key, default)
+    }
+
+    /// [`Client::float_variation`] with the variation index and reason.
+    pub fn float_variation_detail(
+        &self,
+        context: &Context,
+        key: &str,
+        default: f64,
+    ) -> Detail<f64> {
+        self.inner.detail(context, key, default)
+    }
+
+    /// [`Client::json_variation`] with the variation index and reason.
+    pub fn json_variation_detail(
+        &self,
+        context: &Context,
+        key: &str,
+        default: Value,
+    ) -> Detail<Value> {
+        self.inner.detail(context, key, default)
+    }
+
+    /// Every flag's value for `context`, in LaunchDarkly's bootstrap form for front ends.
+    pub fn all_flags_state(&self, context: &Context, options: FlagsStateOptions) -> AllFlagsState {
+        match self.inner.data.snapshot() {
+            Some(snapshot) if self.initialized() => AllFlagsState::of(
+                &snapshot,
+                &self.inner.evaluator(&snapshot),
+                context,
+                options,
+            ),
+            _ => AllFlagsState::invalid(),
+        }
+    }
+
+    /// Change listeners.
+    pub fn flag_tracker(&self) -> FlagTracker {
+        FlagTracker {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The data source's status and its listeners.
+    pub fn data_source_status_provider(&self) -> DataSourceStatusProvider {
+        self.inner.status.clone()
+    }
+
+    /// The big-segment store's status and its listeners.
+    pub fn big_segment_store_status_provider(&self) -> BigSegmentStoreStatusProvider {
+        self.inner.big_segment_status.clone()
+    }
+
+    /// Stops the data source and ends every listener. Evaluations keep answering from the last
+    /// data. Returns once the client's own thread, if it has one, has finished.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+}
+
+impl Inner {
+    fn close(&self) {
+        if self.closed.send_replace(true) {
+            return;
+        }
+        self.status.shut(None);
+        self.tracker.close();
+        if let Some(big) = &self.big_segments {
+            big.close();
+        }
+        let thread = self.lock_thread().take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            // The thread only waits for `closed`; a panic there has nothing left to report.
+            let _ = thread.join();
+        }
+    }
+
+    /// An evaluator over `snapshot` with the big-segment store, if any.
+    #[inline]
+    pub(crate) fn evaluator<'a>(&'a self, snapshot: &'a Snapshot) -> Evaluator<'a> {
+        let evaluator = Evaluator::new(snapshot.compiled());
+        match &self.big_segments {
+            Some(store) => evaluator.with_big_segments(store),
+            None => evaluator,
+        }
+    }
+
+    #[inline]
+    fn variation<T: FromValue>(&self, context: &Context, key: &str, default: T) -> T {
+        let guard = self.data.load();
+        let Some(snapshot) = guard.as_ref() else {
+            return default;
+        };
+        let detail = self.evaluator(snapshot).evaluate(key, context);
+        match detail.value {
+            Some(value) => T::from_value(value).unwrap_or(default),
+            None => default,
+        }
+    }
+
+    fn detail<T: FromValue>(&self, context: &Context, key: &str, default: T) -> Detail<T> {
+        let guard = self.data.load();
+        let Some(snapshot) = guard.as_ref() else {
+            return Detail::error(default, ErrorKind::ClientNotReady);
+        };
+        typed(self.evaluator(snapshot).evaluate(key, context), default)
+    }
+
+    /// The value of `key` for `context` in `snapshot`, or `default`.
+    pub(crate) fn value_in(
+        &self,
+        snapshot: &Snapshot,
+        key: &str,
+        context: &Context,
+        default: &Value,
+    ) -> Value {
+        let detail: EvalDetail<'_> = self.evaluator(snapshot).evaluate(key, context);
+        detail.value.unwrap_or(default).clone()
+    }
+
+    /// Replaces all data; the client is initialised from here on.
+    pub(crate) fn put(&self, data: FlagData) -> Result<(), flags_data::DataError> {
+        let changed = self.data.replace(data)?;
+        self.initialized.send_replace(true);
+        if let Some(changed) = changed {
+            self.changed(&changed);
+        }
+        Ok(())
+    }
+
+    /// Applies patches and deletes.
+    pub(crate) fn apply(
+        &self,
+        updates: Vec<flags_data::Update>,
+    ) -> Result<(), flags_data::DataError> {
+        if let Some(changed) = self.data.apply(updates)? {
+            self.changed(&changed);
+        }
+        Ok(())
+    }
+
+    fn changed(&self, changed: &Changed) {
+        self.tracker.notify(self, changed);
+    }
+
+    pub(crate) fn report(&self, state: DataSourceState, error: Option<ErrorInfo>) {
+        self.status.update(state, error);
+    }
+
+    /// Turns the data source off for good (a rejected key).
+    pub(crate) fn give_up(&self, error: ErrorInfo) {
+        self.status.shut(Some(error));
+    }
+
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    fn lock_thread(&self) -> std::sync::MutexGuard<'_, Option<std::thread::JoinHandle<()>>> {
+        self.thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}

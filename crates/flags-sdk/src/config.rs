@@ -1,0 +1,103 @@
+//! How a [`Client`](crate::Client) is set up: where its data comes from and how it behaves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flags_core::FlagData;
+
+use crate::big_segments::BigSegmentsConfig;
+use crate::listen::DEFAULT_CAPACITY;
+
+/// flagd's default address, used for every service a builder is not given a URL for.
+pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8013";
+
+/// Where the client's flag data comes from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum DataSource {
+    /// The SSE stream of flagd's `GET /all` (LaunchDarkly's streaming protocol): a `put` with
+    /// everything, then `patch` and `delete` events. The default.
+    Streaming {
+        /// Wait before the first reconnect; later ones back off from it (×2, ×4, ×8), with
+        /// jitter. LaunchDarkly's default: 1 s.
+        initial_reconnect_delay: Duration,
+        /// A stream that sends nothing (not even its keep-alive comments) for this long is
+        /// taken as dropped. LaunchDarkly's default: 5 minutes.
+        read_timeout: Duration,
+    },
+    /// `GET /sdk/latest-all` at an interval, with ETags so an unchanged answer costs a 304.
+    Polling {
+        /// Time between polls. LaunchDarkly's default: 30 s.
+        interval: Duration,
+    },
+    /// Flag files in LaunchDarkly's file-data-source format (JSON or YAML), the format flagd
+    /// serves, merged; read again when their content changes. No network.
+    Files {
+        /// The files, merged in order.
+        paths: Vec<PathBuf>,
+        /// How often the files are checked for changes.
+        reload_interval: Duration,
+    },
+    /// Fixed data given by the application (tests, benchmarks, bootstrapping); never changes.
+    Fixed(Arc<FlagData>),
+    /// No data at all: every evaluation gives the caller's default. The client counts as
+    /// initialised at once.
+    Offline,
+}
+
+impl DataSource {
+    /// Streaming with LaunchDarkly's defaults.
+    pub fn streaming() -> DataSource {
+        DataSource::Streaming {
+            initial_reconnect_delay: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Polling every `interval`.
+    pub fn polling(interval: Duration) -> DataSource {
+        DataSource::Polling { interval }
+    }
+
+    /// Flag files, checked for changes every second.
+    pub fn files(paths: impl IntoIterator<Item = impl Into<PathBuf>>) -> DataSource {
+        DataSource::Files {
+            paths: paths.into_iter().map(Into::into).collect(),
+            reload_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Settings gathered by a [`ClientBuilder`](crate::ClientBuilder).
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub sdk_key: String,
+    pub stream_url: String,
+    pub poll_url: String,
+    pub events_url: String,
+    pub data_source: DataSource,
+    pub listener_capacity: usize,
+    pub connect_timeout: Duration,
+    pub big_segments: Option<BigSegmentsConfig>,
+}
+
+impl Config {
+    pub(crate) fn new(sdk_key: String) -> Config {
+        Config {
+            sdk_key,
+            stream_url: DEFAULT_BASE_URL.to_owned(),
+            poll_url: DEFAULT_BASE_URL.to_owned(),
+            events_url: DEFAULT_BASE_URL.to_owned(),
+            data_source: DataSource::streaming(),
+            listener_capacity: DEFAULT_CAPACITY,
+            connect_timeout: Duration::from_secs(10),
+            big_segments: None,
+        }
+    }
+}
+
+/// `url` without trailing slashes, so paths can be appended.
+pub(crate) fn trim_url(url: &str) -> String {
+    url.trim_end_matches('/').to_owned()
+}

@@ -1,0 +1,73 @@
+//! `flags-sdk`: evaluate flags in-process, in nanoseconds, from data that flagd keeps current.
+//!
+//! A [`Client`] holds one immutable snapshot of LaunchDarkly-format flags and segments (the
+//! same `flags-data` snapshot flagd serves from) and swaps it whole on every update, so
+//! evaluations never wait on updates and take no lock. Its data comes from
+//! - flagd's stream (`GET /all`, the default): a `put`, then `patch`es and `delete`s, with
+//!   reconnects that back off, and a fresh `put` after each;
+//! - polling flagd's `GET /sdk/latest-all`, with ETags;
+//! - flag files in the format flagd reads, reloaded when they change;
+//! - fixed data, or none at all (offline).
+//!
+//! Through any outage the client keeps the data it last had. It tells the application what
+//! changes: [`FlagTracker`] for flag configuration changes (including flags affected through a
+//! prerequisite or segment, transitively) and for changes of one flag's value for one context,
+//! [`DataSourceStatusProvider`] for the connection, [`BigSegmentStoreStatusProvider`] for a
+//! big-segment store.
+//!
+//! Kills and per-entity overrides made in flagd reach the client inside the flag data (a killed
+//! flag is served off, an override as a target placed first), so the client answers exactly as
+//! flagd does.
+//!
+//! ```
+//! use flags_core::{Context, FlagData};
+//! use flags_sdk::Client;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let data: FlagData = serde_json::from_str(
+//!     r#"{"flags": {"dark-mode": {"key": "dark-mode", "version": 1, "on": true,
+//!         "variations": [false, true], "fallthrough": {"variation": 1}}}}"#,
+//! )?;
+//! let client = Client::builder("sdk-key").data(data).build()?;
+//! let context = Context::user("user-1")?;
+//! assert!(client.bool_variation(&context, "dark-mode", false));
+//! assert!(!client.bool_variation(&context, "no-such-flag", false));
+//! client.close();
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+// The README's examples run as doctests too, so they cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod big_segments;
+mod client;
+mod config;
+mod data;
+mod detail;
+mod flags_state;
+mod listen;
+mod source;
+mod status;
+mod tracker;
+
+pub use big_segments::{
+    BigSegmentStoreStatus, BigSegmentStoreStatusProvider, BigSegmentsConfig,
+    InMemoryBigSegmentStore,
+};
+pub use client::{BuildError, Client, ClientBuilder};
+pub use config::{DEFAULT_BASE_URL, DataSource};
+pub use detail::Detail;
+pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};
+pub use listen::{Listener, ListenerId, RecvError};
+pub use status::{
+    DataSourceState, DataSourceStatus, DataSourceStatusProvider, ErrorInfo, ErrorKind,
+};
+pub use tracker::{FlagChangeEvent, FlagTracker, FlagValueChangeEvent};
+
+/// Re-exported so applications name contexts and reasons without another dependency.
+pub use flags_core::{Context, Reason};

@@ -1,0 +1,74 @@
+//! Polling: flagd's `GET /sdk/latest-all` at an interval, with `If-None-Match`, so an unchanged
+//! answer is a 304 with no body. Each 200 replaces everything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{error, is_unrecoverable, sleep_unless_closed};
+use crate::client::Inner;
+use crate::status::{DataSourceState, ErrorInfo, ErrorKind};
+
+pub(super) async fn run(
+    http: reqwest::Client,
+    url: String,
+    sdk_key: String,
+    interval: Duration,
+    inner: Arc<Inner>,
+) {
+    let mut etag: Option<String> = None;
+    loop {
+        match poll(&http, &url, &sdk_key, &mut etag, &inner).await {
+            Ok(()) => inner.report(DataSourceState::Valid, None),
+            Err((e, stop)) => {
+                if stop {
+                    tracing::error!(url, "polling stopped: {}", e.message);
+                    inner.give_up(e);
+                    return;
+                }
+                tracing::warn!(url, "poll failed: {}", e.message);
+                inner.report(DataSourceState::Interrupted, Some(e));
+            }
+        }
+        if !sleep_unless_closed(&inner, interval).await {
+            return;
+        }
+    }
+}
+
+async fn poll(
+    http: &reqwest::Client,
+    url: &str,
+    sdk_key: &str,
+    etag: &mut Option<String>,
+    inner: &Inner,
+) -> Result<(), (ErrorInfo, bool)> {
+    let mut request = http.get(url).header("authorization", sdk_key);
+    if let Some(tag) = etag.as_deref() {
+        request = request.header("if-none-match", tag);
+    }
+    let network = |e: reqwest::Error| (error(ErrorKind::NetworkError, None, e.to_string()), false);
+    let response = request.send().await.map_err(network)?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        return Ok(());
+    }
+    if !status.is_success() {
+        let e = error(
+            ErrorKind::ErrorResponse,
+            Some(status.as_u16()),
+            format!("{url} answered {status}"),
+        );
+        return Err((e, is_unrecoverable(status.as_u16())));
+    }
+    let tag = response
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(network)?;
+    let invalid = |message: String| (error(ErrorKind::InvalidData, None, message), false);
+    let data = flags_wire::stream::parse_latest_all(&body).map_err(|e| invalid(e.to_string()))?;
+    inner.put(data).map_err(|e| invalid(e.to_string()))?;
+    *etag = tag;
+    Ok(())
+}

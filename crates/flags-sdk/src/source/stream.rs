@@ -1,0 +1,165 @@
+//! Streaming: flagd's `GET /all`, LaunchDarkly's server-side streaming protocol over SSE.
+//!
+//! The SSE framing is `eventsource-stream`'s; what is here is the protocol around it: a `put`
+//! replaces everything (the first one and the one after every reconnect), `patch` and `delete`
+//! change one item; a dropped connection, an error answer, unreadable data or a stream silent
+//! past the read timeout (flagd sends a comment every 15 s) ends the connection, and the next
+//! one is tried after a backoff with jitter. 401 and 403 stop the source for good.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use flags_cache::Backoff;
+use flags_data::Update;
+use flags_wire::stream::{Event, ParseError};
+use futures_util::StreamExt;
+
+use super::{error, is_unrecoverable, sleep_unless_closed};
+use crate::client::Inner;
+use crate::status::{DataSourceState, ErrorInfo, ErrorKind};
+
+/// How one connection ended.
+enum End {
+    /// The client closed.
+    Closed,
+    /// Retrying cannot help.
+    Stop(ErrorInfo),
+    /// Try again after a backoff.
+    Retry(ErrorInfo),
+}
+
+/// Why the byte stream under the events ended.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{0}")]
+    Http(reqwest::Error),
+    #[error("no data for {0:?}")]
+    Silent(Duration),
+}
+
+pub(super) async fn run(
+    http: reqwest::Client,
+    url: String,
+    sdk_key: String,
+    backoff: Backoff,
+    read_timeout: Duration,
+    inner: Arc<Inner>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let end = connect(&http, &url, &sdk_key, read_timeout, &inner, &mut failures).await;
+        match end {
+            End::Closed => return,
+            End::Stop(e) => {
+                tracing::error!(url, "streaming stopped: {}", e.message);
+                inner.give_up(e);
+                return;
+            }
+            End::Retry(e) => {
+                tracing::warn!(url, "stream interrupted: {}", e.message);
+                inner.report(DataSourceState::Interrupted, Some(e));
+            }
+        }
+        failures = failures.saturating_add(1);
+        if !sleep_unless_closed(&inner, backoff.delay(failures)).await {
+            return;
+        }
+    }
+}
+
+/// One connection, from the request to its end.
+async fn connect(
+    http: &reqwest::Client,
+    url: &str,
+    sdk_key: &str,
+    read_timeout: Duration,
+    inner: &Inner,
+    failures: &mut u32,
+) -> End {
+    let mut closed = inner.closed();
+    if *closed.borrow() {
+        return End::Closed;
+    }
+    let request = http
+        .get(url)
+        .header("authorization", sdk_key)
+        .header("accept", "text/event-stream")
+        .send();
+    let response = tokio::select! {
+        response = request => response,
+        _ = closed.wait_for(|c| *c) => return End::Closed,
+    };
+    let response = match response {
+        Ok(r) => r,
+        Err(e) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let e = error(
+            ErrorKind::ErrorResponse,
+            Some(status.as_u16()),
+            format!("{url} answered {status}"),
+        );
+        return if is_unrecoverable(status.as_u16()) {
+            End::Stop(e)
+        } else {
+            End::Retry(e)
+        };
+    }
+    let bytes = Box::pin(response.bytes_stream());
+    let timed = futures_util::stream::unfold(Some(bytes), move |state| async move {
+        let mut bytes = state?;
+        match tokio::time::timeout(read_timeout, bytes.next()).await {
+            Ok(Some(chunk)) => Some((chunk.map_err(ReadError::Http), Some(bytes))),
+            Ok(None) => None,
+            // Reported once; the stream ends after it.
+            Err(_) => Some((Err(ReadError::Silent(read_timeout)), None)),
+        }
+    });
+    let mut events = Box::pin(timed.eventsource());
+    loop {
+        let next = tokio::select! {
+            next = events.next() => next,
+            _ = closed.wait_for(|c| *c) => return End::Closed,
+        };
+        let event = match next {
+            None => {
+                return End::Retry(error(
+                    ErrorKind::NetworkError,
+                    None,
+                    "the stream ended".to_owned(),
+                ));
+            }
+            Some(Err(e)) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+            Some(Ok(event)) => event,
+        };
+        let outcome = match flags_wire::stream::parse(&event.event, &event.data) {
+            Ok(Event::Put(data)) => inner.put(data).map(|()| {
+                inner.report(DataSourceState::Valid, None);
+                *failures = 0;
+            }),
+            Ok(Event::PatchFlag(flag)) => inner.apply(vec![Update::Flag(flag)]),
+            Ok(Event::PatchSegment(segment)) => inner.apply(vec![Update::Segment(segment)]),
+            Ok(Event::Delete { kind, key, version }) => inner.apply(vec![match kind {
+                flags_core::ItemKind::Flag => Update::DeleteFlag { key, version },
+                flags_core::ItemKind::Segment => Update::DeleteSegment { key, version },
+            }]),
+            // Events of later protocol versions are not for this client.
+            Err(ParseError::UnknownEvent(_) | ParseError::UnknownPath(_)) => Ok(()),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // As LaunchDarkly's SDKs do: data that cannot be read restarts the stream, whose
+                // fresh `put` brings everything again.
+                return End::Retry(error(
+                    ErrorKind::InvalidData,
+                    None,
+                    format!("unreadable {} event: {e}", event.event),
+                ));
+            }
+        };
+        if let Err(e) = outcome {
+            return End::Retry(error(ErrorKind::InvalidData, None, e.to_string()));
+        }
+    }
+}
