@@ -13,7 +13,7 @@
 //! changes: [`FlagTracker`] for flag configuration changes (including flags affected through a
 //! prerequisite or segment, transitively) and for changes of one flag's value for one context,
 //! [`DataSourceStatusProvider`] for the connection, [`BigSegmentStoreStatusProvider`] for a
-//! big-segment store.
+//! big-segment store. [`openfeature::Provider`] makes the client an OpenFeature provider.
 //!
 //! Kills and per-entity overrides made in flagd reach the client inside the flag data (a killed
 //! flag is served off, an override as a target placed first), so the client answers exactly as
@@ -51,6 +51,7 @@ mod data;
 mod detail;
 mod flags_state;
 mod listen;
+pub mod openfeature;
 mod source;
 mod status;
 mod tracker;
