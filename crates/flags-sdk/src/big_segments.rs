@@ -177,7 +177,8 @@ impl Shared {
         let outcome = self.config.store.metadata().map_err(|e| e.message);
         let after = self.status_of(&outcome);
         *self.lock_polled() = Some(outcome);
-        if before != Some(after) {
+        // The first poll finds the status; only later polls can change it.
+        if before.is_some_and(|b| b != after) {
             self.listeners.send(&after);
         }
         after
