@@ -138,6 +138,8 @@ pub(crate) struct Inner {
     big_segments: Option<BigSegments>,
     big_segment_status: BigSegmentStoreStatusProvider,
     initialized: watch::Sender<bool>,
+    /// Set once waiting for the first data is over: it came, or the source stopped for good.
+    settled: watch::Sender<bool>,
     closed: watch::Sender<bool>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -166,6 +168,7 @@ impl Client {
             big_segments,
             big_segment_status,
             initialized: watch::Sender::new(false),
+            settled: watch::Sender::new(false),
             closed: watch::Sender::new(false),
             thread: std::sync::Mutex::new(None),
         });
@@ -176,6 +179,7 @@ impl Client {
         match &config.data_source {
             DataSource::Offline => {
                 client.inner.initialized.send_replace(true);
+                client.inner.settled.send_replace(true);
                 client.inner.status.shut(None);
             }
             DataSource::Fixed(data) => {
@@ -229,10 +233,11 @@ impl Client {
         Ok(client)
     }
 
-    /// Waits up to `timeout` for the first data; returns whether the client has it.
+    /// Waits up to `timeout` for the first data; returns whether the client has it. Returns
+    /// `false` early when the data source stops for good first (a rejected key).
     pub async fn wait_for_initialization(&self, timeout: Duration) -> bool {
-        let mut initialized = self.inner.initialized.subscribe();
-        let _ = tokio::time::timeout(timeout, initialized.wait_for(|i| *i)).await;
+        let mut settled = self.inner.settled.subscribe();
+        let _ = tokio::time::timeout(timeout, settled.wait_for(|s| *s)).await;
         self.initialized()
     }
 
@@ -240,7 +245,7 @@ impl Client {
     /// task.
     pub fn wait_for_initialization_blocking(&self, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
-        while !self.initialized() {
+        while !*self.inner.settled.borrow() {
             if std::time::Instant::now() >= deadline {
                 break;
             }
@@ -368,6 +373,7 @@ impl Inner {
         if self.closed.send_replace(true) {
             return;
         }
+        self.settled.send_replace(true);
         self.status.shut(None);
         self.tracker.close();
         if let Some(big) = &self.big_segments {
@@ -429,6 +435,7 @@ impl Inner {
     pub(crate) fn put(&self, data: FlagData) -> Result<(), flags_data::DataError> {
         let changed = self.data.replace(data)?;
         self.initialized.send_replace(true);
+        self.settled.send_replace(true);
         if let Some(changed) = changed {
             self.changed(&changed);
         }
@@ -457,6 +464,7 @@ impl Inner {
     /// Turns the data source off for good (a rejected key).
     pub(crate) fn give_up(&self, error: ErrorInfo) {
         self.status.shut(Some(error));
+        self.settled.send_replace(true);
     }
 
     pub(crate) fn closed(&self) -> watch::Receiver<bool> {
