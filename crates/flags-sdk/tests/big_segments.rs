@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use flags_test_support::wait::until;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -222,7 +224,10 @@ async fn status_listeners_hear_every_change() {
     });
     let provider = client.big_segment_store_status_provider();
     let mut listener = provider.add_status_listener();
-    wait_for(|| provider.get_status().available).await;
+    until("the first metadata poll", || {
+        std::future::ready(provider.get_status().available)
+    })
+    .await;
 
     store.set_failing(Some("down"));
     let status = tokio::time::timeout(Duration::from_secs(5), listener.recv())
@@ -251,12 +256,4 @@ async fn status_listeners_hear_every_change() {
     );
     assert!(provider.remove_status_listener(listener.id()));
     client.close();
-}
-
-async fn wait_for(mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use flags_test_support::wait::until;
+
 use std::time::Duration;
 
 use flags_core::FlagData;
@@ -231,27 +233,25 @@ async fn status_follows_the_data_source() {
     provider.initialize(&EvaluationContext::default()).await;
     assert_eq!(provider.status(), ProviderStatus::Ready);
     std::fs::write(&path, "{ not json").unwrap();
-    wait_for(|| provider.status() == ProviderStatus::STALE).await;
+    until("stale while the file is broken", || {
+        std::future::ready(provider.status() == ProviderStatus::STALE)
+    })
+    .await;
     let still = provider
         .resolve_bool_value("bool", &user("bob"))
         .await
         .unwrap();
     assert!(still.value, "the last good data keeps serving");
     std::fs::write(&path, r#"{"flagValues": {"bool": false}}"#).unwrap();
-    wait_for(|| provider.status() == ProviderStatus::Ready).await;
+    until("ready once the file is fixed", || {
+        std::future::ready(provider.status() == ProviderStatus::Ready)
+    })
+    .await;
     let now = provider
         .resolve_bool_value("bool", &user("bob"))
         .await
         .unwrap();
     assert!(!now.value);
-}
-
-async fn wait_for(mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+use flags_test_support::wait::until;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,17 +101,6 @@ fn streaming(url: &str, read_timeout: Duration) -> Client {
         })
         .build()
         .unwrap()
-}
-
-async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 #[tokio::test]
@@ -251,8 +242,8 @@ async fn unreadable_data_restarts_the_stream() {
     .await;
     let client = streaming(&script.url, Duration::from_secs(60));
     let user = Context::user("u").unwrap();
-    wait_for("the second put", || {
-        client.bool_variation(&user, "f", false)
+    until("the second put", || {
+        std::future::ready(client.bool_variation(&user, "f", false))
     })
     .await;
     let status = client.data_source_status_provider().status();
