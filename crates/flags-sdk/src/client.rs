@@ -184,7 +184,6 @@ impl Client {
             }
             DataSource::Fixed(data) => {
                 client.inner.put(FlagData::clone(data))?;
-                client.inner.status.update(DataSourceState::Valid, None);
             }
             _ => {}
         }
@@ -431,9 +430,11 @@ impl Inner {
         detail.value.unwrap_or(default).clone()
     }
 
-    /// Replaces all data; the client is initialised from here on.
+    /// Replaces all data: the data source is `Valid` and the client initialised from here on.
+    /// The status comes first, so whoever wakes on initialisation finds it `Valid` already.
     pub(crate) fn put(&self, data: FlagData) -> Result<(), flags_data::DataError> {
         let changed = self.data.replace(data)?;
+        self.report(DataSourceState::Valid, None);
         self.initialized.send_replace(true);
         self.settled.send_replace(true);
         if let Some(changed) = changed {

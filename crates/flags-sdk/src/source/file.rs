@@ -55,11 +55,10 @@ fn load(files: &[FileContents], inner: &Inner) {
         );
         return;
     }
-    match inner.put(data) {
-        Ok(()) => inner.report(DataSourceState::Valid, None),
-        Err(e) => inner.report(
+    if let Err(e) = inner.put(data) {
+        inner.report(
             DataSourceState::Interrupted,
             Some(error(ErrorKind::FileError, None, e.to_string())),
-        ),
+        );
     }
 }

@@ -18,6 +18,8 @@ pub(super) async fn run(
     let mut etag: Option<String> = None;
     loop {
         match poll(&http, &url, &sdk_key, &mut etag, &inner).await {
+            // A 200 made the source valid as its data went in; a 304 says the data held is
+            // still current, which is valid too (and recovers an interrupted source).
             Ok(()) => inner.report(DataSourceState::Valid, None),
             Err((e, stop)) => {
                 if stop {

@@ -135,10 +135,7 @@ async fn connect(
             Some(Ok(event)) => event,
         };
         let outcome = match flags_wire::stream::parse(&event.event, &event.data) {
-            Ok(Event::Put(data)) => inner.put(data).map(|()| {
-                inner.report(DataSourceState::Valid, None);
-                *failures = 0;
-            }),
+            Ok(Event::Put(data)) => inner.put(data).map(|()| *failures = 0),
             Ok(Event::PatchFlag(flag)) => inner.apply(vec![Update::Flag(flag)]),
             Ok(Event::PatchSegment(segment)) => inner.apply(vec![Update::Segment(segment)]),
             Ok(Event::Delete { kind, key, version }) => inner.apply(vec![match kind {
