@@ -478,3 +478,70 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::pin::pin;
+
+    use super::*;
+    use crate::status::ErrorKind;
+
+    /// A client whose data never comes: its only flag file does not exist.
+    fn starved() -> Client {
+        Client::builder("key")
+            .data_source(DataSource::files(["/nonexistent/flags.json"]))
+            .build()
+            .unwrap()
+    }
+
+    fn rejected() -> ErrorInfo {
+        source::error(ErrorKind::ErrorResponse, Some(401), "401".to_owned())
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn waiting_for_a_source_that_stopped_ends_at_once() {
+        let client = starved();
+        client.inner.give_up(rejected());
+        let waited = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.wait_for_initialization(LONG),
+        );
+        assert!(!waited.await.unwrap());
+        assert!(!client.wait_for_initialization_blocking(LONG));
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_when_the_source_stops_or_the_client_closes() {
+        for stop in [
+            (|c: &Client| c.inner.give_up(rejected())) as fn(&Client),
+            |c: &Client| c.close(),
+        ] {
+            let client = starved();
+            let mut wait = pin!(client.wait_for_initialization(LONG));
+            assert!(futures_util::poll!(&mut wait).is_pending());
+            stop(&client);
+            let waited = tokio::time::timeout(Duration::from_secs(10), wait);
+            assert!(!waited.await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_for_data_that_comes_returns_true() {
+        let client = starved();
+        let mut wait = pin!(client.wait_for_initialization(LONG));
+        assert!(futures_util::poll!(&mut wait).is_pending());
+        client.inner.put(FlagData::default()).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), wait)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            client.data_source_status_provider().status().state,
+            DataSourceState::Valid
+        );
+    }
+}
