@@ -23,7 +23,8 @@ pub enum DataSource {
         /// jitter. LaunchDarkly's default: 1 s.
         initial_reconnect_delay: Duration,
         /// A stream that sends nothing (not even its keep-alive comments) for this long is
-        /// taken as dropped. LaunchDarkly's default: 5 minutes.
+        /// taken as dropped, and so is a request not answered within it. LaunchDarkly's
+        /// default: 5 minutes.
         read_timeout: Duration,
     },
     /// `GET /sdk/latest-all` at an interval, with ETags so an unchanged answer costs a 304.

@@ -2,9 +2,10 @@
 //!
 //! The SSE framing is `eventsource-stream`'s; what is here is the protocol around it: a `put`
 //! replaces everything (the first one and the one after every reconnect), `patch` and `delete`
-//! change one item; a dropped connection, an error answer, unreadable data or a stream silent
-//! past the read timeout (flagd sends a comment every 15 s) ends the connection, and the next
-//! one is tried after a backoff with jitter. 401 and 403 stop the source for good.
+//! change one item; a dropped connection, an error answer, unreadable data, or a request
+//! unanswered or a stream silent past the read timeout (flagd sends a comment every 15 s) ends
+//! the connection, and the next one is tried after a backoff with jitter. 401 and 403 stop the
+//! source for good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,18 +82,27 @@ async fn connect(
     if *closed.borrow() {
         return End::Closed;
     }
-    let request = http
-        .get(url)
-        .header("authorization", sdk_key)
-        .header("accept", "text/event-stream")
-        .send();
+    // The read timeout covers the wait for the answer too: a server (or a proxy in front of
+    // it) that accepts the connection and never answers would otherwise hold the source here
+    // for good, never retrying.
+    let request = tokio::time::timeout(
+        read_timeout,
+        http.get(url)
+            .header("authorization", sdk_key)
+            .header("accept", "text/event-stream")
+            .send(),
+    );
     let response = tokio::select! {
         response = request => response,
         _ = closed.wait_for(|c| *c) => return End::Closed,
     };
     let response = match response {
-        Ok(r) => r,
-        Err(e) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+        Err(_) => {
+            let message = format!("no answer within {read_timeout:?}");
+            return End::Retry(error(ErrorKind::NetworkError, None, message));
+        }
     };
     let status = response.status();
     if !status.is_success() {
@@ -158,5 +168,67 @@ async fn connect(
         if let Err(e) = outcome {
             return End::Retry(error(ErrorKind::InvalidData, None, e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use crate::{Client, DataSource, DataSourceState, ErrorKind};
+
+    /// A server that accepts connections and never answers; returns its address and the
+    /// connections it has accepted, held open.
+    fn black_hole() -> (String, Arc<Mutex<Vec<std::net::TcpStream>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&held);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                kept.lock().unwrap().push(stream);
+            }
+        });
+        (addr, held)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on_after_the_read_timeout() {
+        let (addr, held) = black_hole();
+        let client = Client::builder("key")
+            .base_url(&format!("http://{addr}"))
+            .data_source(DataSource::Streaming {
+                initial_reconnect_delay: Duration::from_millis(10),
+                read_timeout: Duration::from_millis(100),
+            })
+            .build()
+            .unwrap();
+        let provider = client.data_source_status_provider();
+        let error = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(error) = provider.status().last_error {
+                    return error;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a request without an answer is never given up on");
+        assert_eq!(error.kind, ErrorKind::NetworkError);
+        assert_eq!(error.message, "no answer within 100ms");
+        assert_eq!(provider.status().state, DataSourceState::Initializing);
+        // And it tries again.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while held.lock().unwrap().len() < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a second connection");
+        client.close();
     }
 }
