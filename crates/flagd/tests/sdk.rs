@@ -1,8 +1,9 @@
 //! The Rust SDK (`flags-sdk`) against the real `flagd` binary, started by each test on a free
 //! port: initialisation and a rejected key, every typed variation and its errors, the bootstrap
 //! JSON, file edits reaching change listeners within the latency budget, exactly the dependants
-//! of a change being notified, riding out a flagd restart, a stalled listener not holding up the
-//! others, and polling with ETags.
+//! of a change (or deletion) being notified, value listeners hearing only their context's
+//! changes, riding out a flagd restart and a flagd gone silent, a stalled listener not holding
+//! up the others, and polling with ETags.
 //!
 //! Flag files are replaced by rename, as editors do, so flagd reloads them after its short
 //! debounce rather than waiting for an in-place write to settle.
@@ -14,7 +15,7 @@ mod common;
 use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt::Debug;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::FlagDir;
@@ -375,23 +376,67 @@ async fn a_file_edit_reaches_both_kinds_of_listener_within_a_second() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_listeners_hear_only_their_context_s_changes_and_deletion() {
+    let mut data = json!({"flags": {"tiered": {
+        "on": true, "variations": ["basic", "pro", "max"], "offVariation": 0,
+        "rules": [{"id": "fr", "variation": 1,
+                   "clauses": [{"attribute": "country", "op": "in", "values": ["FR"]}]}],
+        "fallthrough": {"variation": 0}
+    }}});
+    let flagd = Flagd::start(&data.to_string());
+    let client = ready_client(&flagd).await;
+    let tracker = client.flag_tracker();
+    let in_country = |country: &str| {
+        let context = json!({"kind": "user", "key": country, "country": country});
+        tracker.add_flag_value_change_listener(
+            "tiered",
+            Context::from_json(&context).unwrap(),
+            json!("none"),
+        )
+    };
+    let (mut fr, mut de) = (in_country("FR"), in_country("DE"));
+    let event = |old: &str, new: &str| FlagValueChangeEvent {
+        key: s("tiered"),
+        old_value: json!(old),
+        new_value: json!(new),
+    };
+
+    // Each listener's next event is the one its context's value changed in: an edit that left
+    // the value alone would have put an event before it.
+    set(&mut data, "/flags/tiered/rules/0/variation", json!(2));
+    flagd.edit(&data.to_string());
+    assert_eq!(next(&mut fr, "FR's upgrade").await, event("pro", "max"));
+    set(&mut data, "/flags/tiered/fallthrough/variation", json!(1));
+    flagd.edit(&data.to_string());
+    assert_eq!(next(&mut de, "DE's upgrade").await, event("basic", "pro"));
+    set(&mut data, "/flags/tiered", None);
+    flagd.edit(&data.to_string());
+    assert_eq!(next(&mut fr, "FR's deletion").await, event("max", "none"));
+    assert_eq!(next(&mut de, "DE's deletion").await, event("pro", "none"));
+}
+
+/// A flag that serves `true` to the members of `segment`.
+fn uses_segment(segment: &str) -> Value {
+    json!({
+        "on": true, "variations": [false, true], "offVariation": 0,
+        "rules": [{"id": "r", "variation": 1,
+                   "clauses": [{"attribute": "key", "op": "segmentMatch", "values": [segment]}]}],
+        "fallthrough": {"variation": 0}
+    })
+}
+
+/// A flag that serves `"yes"` when `prerequisite` serves its second variation.
+fn needs(prerequisite: &str) -> Value {
+    json!({
+        "on": true, "variations": ["no", "yes"], "offVariation": 0,
+        "prerequisites": [{"key": prerequisite, "variation": 1}],
+        "fallthrough": {"variation": 1}
+    })
+}
+
 /// Flags that depend on segments and on other flags, directly and through each other.
 fn dependency_data() -> Value {
-    let uses_segment = |segment: &str| {
-        json!({
-            "on": true, "variations": [false, true], "offVariation": 0,
-            "rules": [{"id": "r", "variation": 1,
-                       "clauses": [{"attribute": "key", "op": "segmentMatch", "values": [segment]}]}],
-            "fallthrough": {"variation": 0}
-        })
-    };
-    let needs = |prerequisite: &str| {
-        json!({
-            "on": true, "variations": ["no", "yes"], "offVariation": 0,
-            "prerequisites": [{"key": prerequisite, "variation": 1}],
-            "fallthrough": {"variation": 1}
-        })
-    };
     json!({
         "flags": {
             "uses-s1": uses_segment("s1"),
@@ -423,26 +468,37 @@ async fn a_change_notifies_exactly_the_flags_that_depend_on_it() {
     let client = ready_client(&flagd).await;
     let mut changes = client.flag_tracker().add_flag_change_listener();
 
-    // (what is edited, its new value, the flags that must be told and no others)
-    let cases: &[(&str, Value, &[&str])] = &[
+    // (what is edited, its new value or None to delete it, the flags that must be told and no
+    // others)
+    let cases: &[(&str, Option<Value>, &[&str])] = &[
         (
             "/segments/s1/included",
-            json!(["in-s1", "new"]),
+            Some(json!(["in-s1", "new"])),
             &["needs-needs-uses-s1", "needs-uses-s1", "uses-s1", "uses-s2"],
         ),
-        ("/segments/s2/included", json!(["new"]), &["uses-s2"]),
-        ("/segments/s3/excluded", json!(["out"]), &["uses-s3"]),
+        ("/segments/s2/included", Some(json!(["new"])), &["uses-s2"]),
+        ("/segments/s3/excluded", Some(json!(["out"])), &["uses-s3"]),
         (
             "/flags/base/fallthrough/variation",
-            json!(2),
+            Some(json!(2)),
             &["base", "needs-base", "needs-needs-base"],
         ),
         (
             "/flags/needs-uses-s1/fallthrough/variation",
-            json!(0),
+            Some(json!(0)),
             &["needs-needs-uses-s1", "needs-uses-s1"],
         ),
-        ("/flags/uses-s3/on", json!(false), &["uses-s3"]),
+        ("/flags/uses-s3/on", Some(json!(false)), &["uses-s3"]),
+        // A new flag is a change of its own, and of nothing it depends on.
+        ("/flags/late", Some(needs("alone")), &["late"]),
+        // Deletions reach dependants that still name what is gone.
+        ("/segments/s3", None, &["uses-s3"]),
+        (
+            "/flags/base",
+            None,
+            &["base", "needs-base", "needs-needs-base"],
+        ),
+        ("/flags/needs-needs-uses-s1", None, &["needs-needs-uses-s1"]),
     ];
     for (n, (pointer, value, expected)) in cases.iter().enumerate() {
         set(&mut data, pointer, value.clone());
@@ -560,6 +616,50 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagd_that_stops_answering_is_noticed_after_the_read_timeout() {
+    const READ_TIMEOUT: Duration = Duration::from_millis(600);
+    // Keep-alives well inside the read timeout, so only a flagd that stopped goes silent.
+    let flagd = Flagd::start_with(
+        &file(json!({"f": flag(json!(["on"]), 0)})),
+        &[("FLAGD_HTTP_STREAM_KEEPALIVE_MS", "50")],
+    );
+    let client = Client::builder(SDK_KEY)
+        .base_url(&flagd.url())
+        .data_source(DataSource::Streaming {
+            initial_reconnect_delay: Duration::from_millis(100),
+            read_timeout: READ_TIMEOUT,
+        })
+        .build()
+        .unwrap();
+    assert!(client.wait_for_initialization(DEADLINE).await);
+    let mut statuses = client.data_source_status_provider().add_status_listener();
+
+    // A stopped process keeps its sockets open: only the silence tells.
+    flagd.signal("STOP");
+    let stopped = Instant::now();
+    let status = next_state(&mut statuses, DataSourceState::Valid).await;
+    let noticed = stopped.elapsed();
+    flagd.signal("CONT");
+    assert_eq!(status.state, DataSourceState::Interrupted);
+    let error = status.last_error.unwrap();
+    assert_eq!(error.kind, ErrorKind::NetworkError);
+    assert!(
+        error
+            .message
+            .ends_with(&format!("no data for {READ_TIMEOUT:?}")),
+        "{}",
+        error.message
+    );
+    assert!(
+        noticed >= READ_TIMEOUT - Duration::from_millis(100) && noticed < READ_TIMEOUT * 3,
+        "silence noticed {noticed:?} after the stop, with a read timeout of {READ_TIMEOUT:?}"
+    );
+    let status = next_state(&mut statuses, DataSourceState::Interrupted).await;
+    assert_eq!(status.state, DataSourceState::Valid);
+    assert_eq!(client.str_variation(&user("u"), "f", s("d")), "on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polling_gets_data_and_changes_and_sends_etags() {
     let mut data = json!({"flags": {"color": flag(json!(["red", "green"]), 0)}});
     let flagd = Flagd::start(&data.to_string());
@@ -609,35 +709,36 @@ struct Flagd {
     dir: FlagDir,
     file: PathBuf,
     addr: String,
+    env: Vec<(&'static str, &'static str)>,
 }
 
 impl Flagd {
     fn start(contents: &str) -> Flagd {
+        Flagd::start_with(contents, &[])
+    }
+
+    /// Starts flagd with `FLAGD_*` settings in its environment.
+    fn start_with(contents: &str, env: &[(&'static str, &'static str)]) -> Flagd {
         let dir = FlagDir::new();
         let file = dir.write("flags.json", contents);
-        let process = Flagd::spawn(&file, "127.0.0.1:0");
+        let process = Flagd::spawn(&file, "127.0.0.1:0", env);
         Flagd {
             addr: process.addr().to_owned(),
             process: Some(process),
             dir,
             file,
+            env: env.to_vec(),
         }
     }
 
-    fn spawn(file: &std::path::Path, listen: &str) -> FlagdProcess {
+    fn spawn(file: &Path, listen: &str, env: &[(&str, &str)]) -> FlagdProcess {
         let mut command = flagd_command(BIN);
         command
-            .args([
-                "serve",
-                "--listen",
-                listen,
-                "--log",
-                "warn",
-                "--sdk-key",
-                SDK_KEY,
-            ])
+            .args(["serve", "--listen", listen, "--log", "warn"])
+            .args(["--sdk-key", SDK_KEY])
             .arg("--file")
-            .arg(file);
+            .arg(file)
+            .envs(env.iter().copied());
         // Starting waits for the process to say it listens: not a wait for the runtime's tasks.
         tokio::task::block_in_place(|| FlagdProcess::spawn(command))
     }
@@ -663,7 +764,17 @@ impl Flagd {
     /// Starts flagd again on the address it had.
     fn restart(&mut self) {
         assert!(self.process.is_none(), "flagd is still running");
-        self.process = Some(Flagd::spawn(&self.file, &self.addr));
+        self.process = Some(Flagd::spawn(&self.file, &self.addr, &self.env));
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to flagd.
+    fn signal(&self, signal: &str) {
+        let process = self.process.as_ref().unwrap();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
     }
 
     /// How many `GET /sdk/latest-all` flagd answered with `status`, from its metrics.
@@ -717,10 +828,19 @@ fn flag(variations: Value, fallthrough: usize) -> Value {
            "fallthrough": {"variation": fallthrough}})
 }
 
-fn set(data: &mut Value, pointer: &str, value: Value) {
-    *data
-        .pointer_mut(pointer)
-        .unwrap_or_else(|| panic!("no {pointer}")) = value;
+/// Sets the member at `pointer`, adding it if it is new, or with `None` removes it.
+fn set(data: &mut Value, pointer: &str, value: impl Into<Option<Value>>) {
+    let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let object = data
+        .pointer_mut(parent)
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("no object at {parent:?}"));
+    match value.into() {
+        Some(value) => {
+            object.insert(key.to_owned(), value);
+        }
+        None => assert!(object.remove(key).is_some(), "no {pointer}"),
+    }
 }
 
 fn user(key: &str) -> Context {
