@@ -2,8 +2,8 @@
 //! port: initialisation and a rejected key, every typed variation and its errors, the bootstrap
 //! JSON, file edits reaching change listeners within the latency budget, exactly the dependants
 //! of a change (or deletion) being notified, value listeners hearing only their context's
-//! changes, riding out a flagd restart and a flagd gone silent, a stalled listener not holding
-//! up the others, and polling with ETags.
+//! changes, riding out a flagd restart and a flagd gone silent, closing ending the stream and
+//! every listener, a stalled listener not holding up the others, and polling with ETags.
 //!
 //! Flag files are replaced by rename, as editors do, so flagd reloads them after its short
 //! debounce rather than waiting for an in-place write to settle.
@@ -578,14 +578,17 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
     let mut data = json!({"flags": {
         "stays": flag(json!(["same"]), 0),
         "moves": flag(json!(["before", "after"]), 0),
+        "gone": flag(json!([true]), 0),
         "fence": flag(json!([0, 1]), 0)
     }});
     let mut flagd = Flagd::start(&data.to_string());
     let client = ready_client(&flagd).await;
     let provider = client.data_source_status_provider();
     let mut statuses = provider.add_status_listener();
-    let mut changes = client.flag_tracker().add_flag_change_listener();
+    let tracker = client.flag_tracker();
+    let mut changes = tracker.add_flag_change_listener();
     let alice = user("alice");
+    let mut moves = tracker.add_flag_value_change_listener("moves", alice.clone(), json!("d"));
 
     flagd.kill();
     let status = next_state(&mut statuses, DataSourceState::Valid).await;
@@ -594,8 +597,9 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
     assert_eq!(client.str_variation(&alice, "moves", s("d")), "before");
     assert_eq!(client.str_variation(&alice, "stays", s("d")), "same");
 
-    // The change flagd was not there to send.
+    // The changes flagd was not there to send.
     set(&mut data, "/flags/moves/fallthrough/variation", json!(1));
+    set(&mut data, "/flags/gone", None);
     flagd.edit(&data.to_string());
     assert_eq!(
         provider.status().state,
@@ -608,11 +612,30 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
     assert_eq!(status.state, DataSourceState::Valid);
     assert_eq!(client.str_variation(&alice, "moves", s("d")), "after");
     assert_eq!(client.str_variation(&alice, "stays", s("d")), "same");
-    assert_eq!(next(&mut changes, "the missed change").await.key, "moves");
-    // Nothing else changed while flagd was away: the next event is the fence's.
+    assert_eq!(
+        client.bool_variation_detail(&alice, "gone", false),
+        error_detail(false, EvalError::FlagNotFound)
+    );
+    assert_eq!(
+        next(&mut moves, "the missed value change").await,
+        FlagValueChangeEvent {
+            key: s("moves"),
+            old_value: json!("before"),
+            new_value: json!("after"),
+        }
+    );
+    // The missed changes and nothing else (the rest is as it was), up to the fence's edit.
     set(&mut data, "/flags/fence/fallthrough/variation", json!(1));
     flagd.edit(&data.to_string());
-    assert_eq!(next(&mut changes, "the fence").await.key, "fence");
+    let mut heard = Vec::new();
+    loop {
+        let key = next(&mut changes, "the fence").await.key;
+        if key == "fence" {
+            break;
+        }
+        heard.push(key);
+    }
+    assert_eq!(heard, ["gone", "moves"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -657,6 +680,47 @@ async fn a_flagd_that_stops_answering_is_noticed_after_the_read_timeout() {
     let status = next_state(&mut statuses, DataSourceState::Interrupted).await;
     assert_eq!(status.state, DataSourceState::Valid);
     assert_eq!(client.str_variation(&user("u"), "f", s("d")), "on");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_or_dropping_the_client_ends_its_stream_and_listeners() {
+    let flagd = Flagd::start(&file(json!({"f": flag(json!(["on"]), 0)})));
+    let streams = || flagd.metric("flagd_streams_open ");
+    let client = ready_client(&flagd).await;
+    let dropped = ready_client(&flagd).await;
+    eventually("two streams open", || async {
+        (streams().await == 2).then_some(())
+    })
+    .await;
+
+    let mut changes = client.flag_tracker().add_flag_change_listener();
+    let mut statuses = client.data_source_status_provider().add_status_listener();
+    client.close();
+    assert_eq!(changes.recv().await, Err(RecvError::Closed));
+    assert_eq!(
+        next(&mut statuses, "the close").await.state,
+        DataSourceState::Off
+    );
+    assert_eq!(statuses.recv().await, Err(RecvError::Closed));
+    assert_eq!(
+        client.str_variation(&user("u"), "f", s("d")),
+        "on",
+        "a closed client answers from its last data"
+    );
+    eventually("the closed client's stream to end", || async {
+        (streams().await == 1).then_some(())
+    })
+    .await;
+
+    // A tracker outlives the client it came from, and does not keep it open.
+    let tracker = dropped.flag_tracker();
+    let mut orphaned = tracker.add_flag_change_listener();
+    drop(dropped);
+    assert_eq!(orphaned.recv().await, Err(RecvError::Closed));
+    eventually("the dropped client's stream to end", || async {
+        (streams().await == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -779,18 +843,23 @@ impl Flagd {
 
     /// How many `GET /sdk/latest-all` flagd answered with `status`, from its metrics.
     async fn latest_all_answers(&self, status: &str) -> u64 {
+        self.metric(&format!(
+            r#"flagd_http_requests_total{{route="/sdk/latest-all",method="GET",status="{status}"}}"#
+        ))
+        .await
+    }
+
+    /// The value of one series of flagd's metrics, 0 when it does not exist yet.
+    async fn metric(&self, series: &str) -> u64 {
         let metrics = reqwest::get(format!("{}/metrics", self.url()))
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        let series = format!(
-            r#"flagd_http_requests_total{{route="/sdk/latest-all",method="GET",status="{status}"}}"#
-        );
         metrics
             .lines()
-            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or(0)
     }
 }
