@@ -75,14 +75,24 @@ impl<T: Clone> Listener<T> {
 
 /// The sending side: every registered listener, each with its own queue.
 pub(crate) struct Listeners<T> {
-    senders: Mutex<Vec<(ListenerId, broadcast::Sender<T>)>>,
+    senders: Mutex<Senders<T>>,
     capacity: usize,
+}
+
+struct Senders<T> {
+    list: Vec<(ListenerId, broadcast::Sender<T>)>,
+    /// Set by [`Listeners::close`]: a listener added afterwards is ended at once, since no
+    /// event will ever come to it.
+    closed: bool,
 }
 
 impl<T: Clone> Listeners<T> {
     pub(crate) fn new(capacity: usize) -> Listeners<T> {
         Listeners {
-            senders: Mutex::new(Vec::new()),
+            senders: Mutex::new(Senders {
+                list: Vec::new(),
+                closed: false,
+            }),
             capacity: capacity.max(1),
         }
     }
@@ -90,35 +100,48 @@ impl<T: Clone> Listeners<T> {
     pub(crate) fn add(&self) -> Listener<T> {
         let (tx, rx) = broadcast::channel(self.capacity);
         let id = ListenerId::next();
-        self.lock().push((id, tx));
+        let mut senders = self.lock();
+        // Once closed, `tx` is dropped here, and the receiver sees `Closed`.
+        if !senders.closed {
+            senders.list.push((id, tx));
+        }
         Listener { id, rx }
     }
 
     /// Removes a listener; its receiver sees what is queued, then [`RecvError::Closed`].
     pub(crate) fn remove(&self, id: ListenerId) -> bool {
-        let mut senders = self.lock();
-        let before = senders.len();
-        senders.retain(|(i, _)| *i != id);
-        senders.len() != before
+        let list = &mut self.lock().list;
+        let before = list.len();
+        list.retain(|(i, _)| *i != id);
+        list.len() != before
     }
 
     /// Queues `event` for every listener; never waits. Listeners whose receiver was dropped are
     /// forgotten.
     pub(crate) fn send(&self, event: &T) {
-        self.lock().retain(|(_, tx)| tx.send(event.clone()).is_ok());
+        self.lock()
+            .list
+            .retain(|(_, tx)| tx.send(event.clone()).is_ok());
     }
 
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().list.is_empty()
     }
 
-    /// Ends every listener.
+    /// Ends every listener, and every one added from now on.
     pub(crate) fn close(&self) {
-        self.lock().clear();
+        let mut senders = self.lock();
+        senders.list.clear();
+        senders.closed = true;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ListenerId, broadcast::Sender<T>)>> {
+    /// Whether [`Listeners::close`] was called.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Senders<T>> {
         // A panic elsewhere while the list was held leaves it whole: go on with it.
         self.senders
             .lock()
@@ -155,6 +178,18 @@ mod tests {
         listeners.send(&2);
         assert_eq!(l.try_recv(), Ok(Some(1)));
         assert_eq!(l.try_recv(), Err(RecvError::Closed));
+    }
+
+    #[test]
+    fn a_listener_added_after_close_ends_at_once() {
+        let listeners = Listeners::new(4);
+        let mut before = listeners.add();
+        listeners.close();
+        let mut after = listeners.add();
+        listeners.send(&1);
+        assert_eq!(before.try_recv(), Err(RecvError::Closed));
+        assert_eq!(after.try_recv(), Err(RecvError::Closed));
+        assert!(listeners.is_empty());
     }
 
     #[test]

@@ -142,6 +142,12 @@ impl FlagTracker {
         };
         let events = Listeners::new(tracker.capacity);
         let listener = events.add();
+        // Checked under the lock `close` drains the list under, after it closed `flags`: a
+        // listener added after the close would otherwise wait for good.
+        if tracker.flags.is_closed() {
+            events.close();
+            return listener;
+        }
         values.push(ValueListener {
             key: key.to_owned(),
             context,
