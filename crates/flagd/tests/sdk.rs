@@ -711,6 +711,14 @@ async fn closing_or_dropping_the_client_ends_its_stream_and_listeners() {
         (streams().await == 1).then_some(())
     })
     .await;
+    // Listeners added after the close end at once, rather than wait for what cannot come.
+    let tracker = client.flag_tracker();
+    let late = tracker.add_flag_change_listener();
+    assert_eq!(recv(late).await, Err(RecvError::Closed));
+    let late = tracker.add_flag_value_change_listener("f", user("u"), json!("d"));
+    assert_eq!(recv(late).await, Err(RecvError::Closed));
+    let late = client.data_source_status_provider().add_status_listener();
+    assert_eq!(recv(late).await, Err(RecvError::Closed));
 
     // A tracker outlives the client it came from, and does not keep it open.
     let tracker = dropped.flag_tracker();
@@ -986,6 +994,13 @@ async fn next<T: Clone>(listener: &mut Listener<T>, what: &str) -> T {
         .await
         .unwrap_or_else(|_| panic!("no event for {what} within {DEADLINE:?}"))
         .unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
+}
+
+/// What `listener` gives next, failing the test after [`DEADLINE`].
+async fn recv<T: Clone>(mut listener: Listener<T>) -> Result<T, RecvError> {
+    tokio::time::timeout(DEADLINE, listener.recv())
+        .await
+        .unwrap_or_else(|_| panic!("the listener neither ended nor heard anything in {DEADLINE:?}"))
 }
 
 /// The next event and when it came.
