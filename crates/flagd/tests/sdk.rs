@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::FlagDir;
-use flags_core::ErrorKind as EvalError;
 use flags_sdk::{
-    Client, Context, DataSource, DataSourceState, DataSourceStatus, Detail, ErrorKind,
-    FlagChangeEvent, FlagValueChangeEvent, FlagsStateOptions, Listener, Reason, RecvError,
+    Client, Context, DataSource, DataSourceErrorKind, DataSourceState, DataSourceStatus, Detail,
+    ErrorKind, FlagChangeEvent, FlagValueChangeEvent, FlagsStateOptions, Listener, Reason,
+    RecvError,
 };
 use flags_test_support::process::{FlagdProcess, flagd_command};
 use flags_test_support::wait::{DEADLINE, eventually};
@@ -70,11 +70,11 @@ async fn a_rejected_sdk_key_turns_the_client_off_at_once() {
     let error = status.last_error.unwrap();
     assert_eq!(
         (error.kind, error.status_code),
-        (ErrorKind::ErrorResponse, Some(401))
+        (DataSourceErrorKind::ErrorResponse, Some(401))
     );
     assert_eq!(
         client.str_variation_detail(&user("u"), "greeting", "default".to_owned()),
-        error_detail("default".to_owned(), EvalError::ClientNotReady)
+        error_detail("default".to_owned(), ErrorKind::ClientNotReady)
     );
 }
 
@@ -185,39 +185,39 @@ async fn every_typed_variation_gives_value_index_and_reason() {
         &alice,
         "bool",
         s("d"),
-        error_detail(s("d"), EvalError::WrongType),
+        error_detail(s("d"), ErrorKind::WrongType),
     );
     check(
         c,
         &alice,
         "string",
         true,
-        error_detail(true, EvalError::WrongType),
+        error_detail(true, ErrorKind::WrongType),
     );
     check(
         c,
         &alice,
         "string",
         3,
-        error_detail(3, EvalError::WrongType),
+        error_detail(3, ErrorKind::WrongType),
     );
     check(
         c,
         &alice,
         "json",
         0.5,
-        error_detail(0.5, EvalError::WrongType),
+        error_detail(0.5, ErrorKind::WrongType),
     );
     check(
         c,
         &alice,
         "int",
         s("d"),
-        error_detail(s("d"), EvalError::WrongType),
+        error_detail(s("d"), ErrorKind::WrongType),
     );
 
     // An unknown flag gives the default, whatever the type.
-    let missing = EvalError::FlagNotFound;
+    let missing = ErrorKind::FlagNotFound;
     check(c, &alice, "nope", true, error_detail(true, missing));
     check(c, &alice, "nope", s("d"), error_detail(s("d"), missing));
     check(c, &alice, "nope", 4, error_detail(4, missing));
@@ -255,7 +255,10 @@ async fn before_initialisation_every_variation_gives_the_default() {
         DataSourceState::Initializing,
         "failures before any data keep the client initialising"
     );
-    assert_eq!(status.last_error.unwrap().kind, ErrorKind::NetworkError);
+    assert_eq!(
+        status.last_error.unwrap().kind,
+        DataSourceErrorKind::NetworkError
+    );
     assert!(!client.initialized());
     assert!(
         !client
@@ -265,7 +268,7 @@ async fn before_initialisation_every_variation_gives_the_default() {
 
     let c = &client;
     let alice = user("alice");
-    let not_ready = EvalError::ClientNotReady;
+    let not_ready = ErrorKind::ClientNotReady;
     check(c, &alice, "bool", true, error_detail(true, not_ready));
     check(c, &alice, "string", s("d"), error_detail(s("d"), not_ready));
     check(c, &alice, "int", 4, error_detail(4, not_ready));
@@ -593,7 +596,10 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
     flagd.kill();
     let status = next_state(&mut statuses, DataSourceState::Valid).await;
     assert_eq!(status.state, DataSourceState::Interrupted);
-    assert_eq!(status.last_error.unwrap().kind, ErrorKind::NetworkError);
+    assert_eq!(
+        status.last_error.unwrap().kind,
+        DataSourceErrorKind::NetworkError
+    );
     assert_eq!(client.str_variation(&alice, "moves", s("d")), "before");
     assert_eq!(client.str_variation(&alice, "stays", s("d")), "same");
 
@@ -614,7 +620,7 @@ async fn a_flagd_restart_keeps_the_last_data_then_catches_up() {
     assert_eq!(client.str_variation(&alice, "stays", s("d")), "same");
     assert_eq!(
         client.bool_variation_detail(&alice, "gone", false),
-        error_detail(false, EvalError::FlagNotFound)
+        error_detail(false, ErrorKind::FlagNotFound)
     );
     assert_eq!(
         next(&mut moves, "the missed value change").await,
@@ -665,7 +671,7 @@ async fn a_flagd_that_stops_answering_is_noticed_after_the_read_timeout() {
     flagd.signal("CONT");
     assert_eq!(status.state, DataSourceState::Interrupted);
     let error = status.last_error.unwrap();
-    assert_eq!(error.kind, ErrorKind::NetworkError);
+    assert_eq!(error.kind, DataSourceErrorKind::NetworkError);
     assert!(
         error
             .message
@@ -937,7 +943,7 @@ fn served<T>(value: T, index: usize, reason: Reason<'static>) -> Detail<T> {
     }
 }
 
-fn error_detail<T>(default: T, kind: EvalError) -> Detail<T> {
+fn error_detail<T>(default: T, kind: ErrorKind) -> Detail<T> {
     Detail {
         value: default,
         variation_index: None,

@@ -485,7 +485,7 @@ mod tests {
     use std::pin::pin;
 
     use super::*;
-    use crate::status::ErrorKind;
+    use crate::status::DataSourceErrorKind;
 
     /// A client whose data never comes: its only flag file does not exist.
     fn starved() -> Client {
@@ -496,7 +496,11 @@ mod tests {
     }
 
     fn rejected() -> ErrorInfo {
-        source::error(ErrorKind::ErrorResponse, Some(401), "401".to_owned())
+        source::error(
+            DataSourceErrorKind::ErrorResponse,
+            Some(401),
+            "401".to_owned(),
+        )
     }
 
     const LONG: Duration = Duration::from_secs(3600);

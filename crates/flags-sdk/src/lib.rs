@@ -66,9 +66,10 @@ pub use detail::Detail;
 pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};
 pub use listen::{Listener, ListenerId, RecvError};
 pub use status::{
-    DataSourceState, DataSourceStatus, DataSourceStatusProvider, ErrorInfo, ErrorKind,
+    DataSourceErrorKind, DataSourceState, DataSourceStatus, DataSourceStatusProvider, ErrorInfo,
 };
 pub use tracker::{FlagChangeEvent, FlagTracker, FlagValueChangeEvent};
 
-/// Re-exported so applications name contexts and reasons without another dependency.
-pub use flags_core::{Context, Reason};
+/// Re-exported so applications name contexts, reasons and evaluation errors without another
+/// dependency.
+pub use flags_core::{Context, ErrorKind, Reason};

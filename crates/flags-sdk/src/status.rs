@@ -33,7 +33,7 @@ impl DataSourceState {
 
 /// What kind of failure interrupted the data source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
+pub enum DataSourceErrorKind {
     /// The connection failed or was cut (refused, reset, timed out, went silent).
     NetworkError,
     /// The server answered with an HTTP error status.
@@ -48,8 +48,8 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorInfo {
     /// What kind of failure.
-    pub kind: ErrorKind,
-    /// The HTTP status, for [`ErrorKind::ErrorResponse`].
+    pub kind: DataSourceErrorKind,
+    /// The HTTP status, for [`DataSourceErrorKind::ErrorResponse`].
     pub status_code: Option<u16>,
     /// What happened, for people.
     pub message: String,
@@ -168,7 +168,7 @@ mod tests {
 
     fn network(message: &str) -> ErrorInfo {
         ErrorInfo {
-            kind: ErrorKind::NetworkError,
+            kind: DataSourceErrorKind::NetworkError,
             status_code: None,
             message: message.to_owned(),
             time: SystemTime::now(),

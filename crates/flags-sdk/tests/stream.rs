@@ -8,7 +8,7 @@ use flags_test_support::wait::until;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flags_sdk::{Client, Context, DataSource, DataSourceState, ErrorKind};
+use flags_sdk::{Client, Context, DataSource, DataSourceErrorKind, DataSourceState};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,7 +140,7 @@ async fn put_patch_and_delete_are_applied_in_order_with_the_key_presented() {
     assert_eq!(
         detail.reason,
         flags_sdk::Reason::Error {
-            error_kind: flags_core::ErrorKind::FlagNotFound
+            error_kind: flags_sdk::ErrorKind::FlagNotFound
         }
     );
     // The put, the patch, and the delete (a deleted flag gives the default).
@@ -187,7 +187,7 @@ async fn a_silent_stream_is_dropped_and_the_next_put_replaces_everything() {
         if s.state == DataSourceState::Interrupted {
             saw_interrupted = true;
             let error = s.last_error.unwrap();
-            assert_eq!(error.kind, ErrorKind::NetworkError);
+            assert_eq!(error.kind, DataSourceErrorKind::NetworkError);
             assert!(error.message.contains("no data"), "{}", error.message);
         }
         if saw_interrupted && s.state == DataSourceState::Valid {
@@ -247,7 +247,10 @@ async fn unreadable_data_restarts_the_stream() {
     })
     .await;
     let status = client.data_source_status_provider().status();
-    assert_eq!(status.last_error.unwrap().kind, ErrorKind::InvalidData);
+    assert_eq!(
+        status.last_error.unwrap().kind,
+        DataSourceErrorKind::InvalidData
+    );
     assert_eq!(script.requests.lock().unwrap().len(), 2);
 }
 

@@ -10,7 +10,7 @@ use flags_wire::file::{FileContents, merge_files, to_model};
 
 use super::{error, sleep_unless_closed};
 use crate::client::Inner;
-use crate::status::{DataSourceState, ErrorKind};
+use crate::status::{DataSourceErrorKind, DataSourceState};
 
 pub(super) async fn run(paths: Vec<PathBuf>, interval: Duration, inner: Arc<Inner>) {
     let mut last: Option<Vec<Result<Vec<u8>, String>>> = None;
@@ -51,14 +51,14 @@ fn load(files: &[FileContents], inner: &Inner) {
         tracing::warn!("flag files not loaded: {message}");
         inner.report(
             DataSourceState::Interrupted,
-            Some(error(ErrorKind::FileError, None, message)),
+            Some(error(DataSourceErrorKind::FileError, None, message)),
         );
         return;
     }
     if let Err(e) = inner.put(data) {
         inner.report(
             DataSourceState::Interrupted,
-            Some(error(ErrorKind::FileError, None, e.to_string())),
+            Some(error(DataSourceErrorKind::FileError, None, e.to_string())),
         );
     }
 }

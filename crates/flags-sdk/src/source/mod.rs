@@ -13,7 +13,7 @@ use flags_cache::{Backoff, JitterRng};
 
 use crate::client::Inner;
 use crate::config::{Config, DataSource};
-use crate::status::{ErrorInfo, ErrorKind};
+use crate::status::{DataSourceErrorKind, ErrorInfo};
 
 pub(crate) type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
@@ -70,7 +70,11 @@ fn backoff(base: Duration) -> Backoff {
         .unwrap_or(plain)
 }
 
-pub(crate) fn error(kind: ErrorKind, status_code: Option<u16>, message: String) -> ErrorInfo {
+pub(crate) fn error(
+    kind: DataSourceErrorKind,
+    status_code: Option<u16>,
+    message: String,
+) -> ErrorInfo {
     ErrorInfo {
         kind,
         status_code,

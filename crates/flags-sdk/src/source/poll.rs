@@ -6,7 +6,11 @@ use std::time::Duration;
 
 use super::{error, is_unrecoverable, sleep_unless_closed};
 use crate::client::Inner;
-use crate::status::{DataSourceState, ErrorInfo, ErrorKind};
+use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
+
+/// How long one poll may take, answer and body together: a server that accepts and never
+/// answers fails the poll instead of stopping polling for good.
+const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) async fn run(
     http: reqwest::Client,
@@ -44,11 +48,19 @@ async fn poll(
     etag: &mut Option<String>,
     inner: &Inner,
 ) -> Result<(), (ErrorInfo, bool)> {
-    let mut request = http.get(url).header("authorization", sdk_key);
+    let mut request = http
+        .get(url)
+        .header("authorization", sdk_key)
+        .timeout(POLL_TIMEOUT);
     if let Some(tag) = etag.as_deref() {
         request = request.header("if-none-match", tag);
     }
-    let network = |e: reqwest::Error| (error(ErrorKind::NetworkError, None, e.to_string()), false);
+    let network = |e: reqwest::Error| {
+        (
+            error(DataSourceErrorKind::NetworkError, None, e.to_string()),
+            false,
+        )
+    };
     let response = request.send().await.map_err(network)?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
@@ -56,7 +68,7 @@ async fn poll(
     }
     if !status.is_success() {
         let e = error(
-            ErrorKind::ErrorResponse,
+            DataSourceErrorKind::ErrorResponse,
             Some(status.as_u16()),
             format!("{url} answered {status}"),
         );
@@ -68,7 +80,12 @@ async fn poll(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = response.bytes().await.map_err(network)?;
-    let invalid = |message: String| (error(ErrorKind::InvalidData, None, message), false);
+    let invalid = |message: String| {
+        (
+            error(DataSourceErrorKind::InvalidData, None, message),
+            false,
+        )
+    };
     let data = flags_wire::stream::parse_latest_all(&body).map_err(|e| invalid(e.to_string()))?;
     inner.put(data).map_err(|e| invalid(e.to_string()))?;
     *etag = tag;

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 
 use super::{error, is_unrecoverable, sleep_unless_closed};
 use crate::client::Inner;
-use crate::status::{DataSourceState, ErrorInfo, ErrorKind};
+use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
 /// How one connection ended.
 enum End {
@@ -98,16 +98,22 @@ async fn connect(
     };
     let response = match response {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+        Ok(Err(e)) => {
+            return End::Retry(error(
+                DataSourceErrorKind::NetworkError,
+                None,
+                e.to_string(),
+            ));
+        }
         Err(_) => {
             let message = format!("no answer within {read_timeout:?}");
-            return End::Retry(error(ErrorKind::NetworkError, None, message));
+            return End::Retry(error(DataSourceErrorKind::NetworkError, None, message));
         }
     };
     let status = response.status();
     if !status.is_success() {
         let e = error(
-            ErrorKind::ErrorResponse,
+            DataSourceErrorKind::ErrorResponse,
             Some(status.as_u16()),
             format!("{url} answered {status}"),
         );
@@ -136,12 +142,18 @@ async fn connect(
         let event = match next {
             None => {
                 return End::Retry(error(
-                    ErrorKind::NetworkError,
+                    DataSourceErrorKind::NetworkError,
                     None,
                     "the stream ended".to_owned(),
                 ));
             }
-            Some(Err(e)) => return End::Retry(error(ErrorKind::NetworkError, None, e.to_string())),
+            Some(Err(e)) => {
+                return End::Retry(error(
+                    DataSourceErrorKind::NetworkError,
+                    None,
+                    e.to_string(),
+                ));
+            }
             Some(Ok(event)) => event,
         };
         let outcome = match flags_wire::stream::parse(&event.event, &event.data) {
@@ -159,14 +171,14 @@ async fn connect(
                 // As LaunchDarkly's SDKs do: data that cannot be read restarts the stream, whose
                 // fresh `put` brings everything again.
                 return End::Retry(error(
-                    ErrorKind::InvalidData,
+                    DataSourceErrorKind::InvalidData,
                     None,
                     format!("unreadable {} event: {e}", event.event),
                 ));
             }
         };
         if let Err(e) = outcome {
-            return End::Retry(error(ErrorKind::InvalidData, None, e.to_string()));
+            return End::Retry(error(DataSourceErrorKind::InvalidData, None, e.to_string()));
         }
     }
 }
@@ -178,7 +190,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
-    use crate::{Client, DataSource, DataSourceState, ErrorKind};
+    use crate::{Client, DataSource, DataSourceErrorKind, DataSourceState};
 
     /// A server that accepts connections and never answers; returns its address and the
     /// connections it has accepted, held open.
@@ -218,7 +230,7 @@ mod tests {
         })
         .await
         .expect("a request without an answer is never given up on");
-        assert_eq!(error.kind, ErrorKind::NetworkError);
+        assert_eq!(error.kind, DataSourceErrorKind::NetworkError);
         assert_eq!(error.message, "no answer within 100ms");
         assert_eq!(provider.status().state, DataSourceState::Initializing);
         // And it tries again.
