@@ -185,6 +185,7 @@ impl Client {
             DataSource::Fixed(data) => {
                 client.inner.put(FlagData::clone(data))?;
             }
+            DataSource::TestData(source) => source.attach(&client.inner)?,
             _ => {}
         }
         let mut tasks = source::tasks(&config, Arc::clone(&client.inner))

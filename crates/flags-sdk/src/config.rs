@@ -42,6 +42,8 @@ pub enum DataSource {
     },
     /// Fixed data given by the application (tests, benchmarks, bootstrapping); never changes.
     Fixed(Arc<FlagData>),
+    /// Data the application changes through a [`TestData`](crate::TestData) handle.
+    TestData(crate::TestData),
     /// No data at all: every evaluation gives the caller's default. The client counts as
     /// initialised at once.
     Offline,

@@ -54,6 +54,7 @@ mod listen;
 pub mod openfeature;
 mod source;
 mod status;
+mod test_data;
 mod tracker;
 
 pub use big_segments::{
@@ -68,6 +69,7 @@ pub use listen::{Listener, ListenerId, RecvError};
 pub use status::{
     DataSourceErrorKind, DataSourceState, DataSourceStatus, DataSourceStatusProvider, ErrorInfo,
 };
+pub use test_data::TestData;
 pub use tracker::{FlagChangeEvent, FlagTracker, FlagValueChangeEvent};
 
 /// Re-exported so applications name contexts, reasons and evaluation errors without another

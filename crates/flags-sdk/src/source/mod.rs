@@ -49,7 +49,7 @@ pub(crate) fn tasks(config: &Config, inner: Arc<Inner>) -> Result<Vec<Task>, req
             paths,
             reload_interval,
         } => tasks.push(Box::pin(file::run(paths.clone(), *reload_interval, inner))),
-        DataSource::Fixed(_) | DataSource::Offline => {}
+        DataSource::Fixed(_) | DataSource::TestData(_) | DataSource::Offline => {}
     }
     Ok(tasks)
 }
