@@ -106,6 +106,22 @@ impl InMemoryOverrides {
         old
     }
 
+    /// Every override of a flag as (context kind, context key, variation), sorted.
+    pub fn of_flag(&self, flag_key: &str) -> Vec<(String, String, usize)> {
+        let map = self.by_flag.read().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<(String, String, usize)> = map
+            .get(flag_key)
+            .into_iter()
+            .flatten()
+            .flat_map(|(kind, keys)| {
+                keys.iter()
+                    .map(move |(key, v)| (kind.clone(), key.clone(), *v))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Removes every override of a flag.
     pub fn clear_flag(&self, flag_key: &str) {
         self.by_flag
@@ -154,6 +170,19 @@ mod tests {
         assert_eq!(o.variation_for("f", "user", "u1"), Some(1));
         assert_eq!(o.variation_for("f", "org", "u1"), None);
         assert_eq!(o.variation_for("g", "user", "u1"), None);
+        o.insert("f", "org", "o", 0);
+        o.insert("f", "user", "a", 2);
+        assert_eq!(
+            o.of_flag("f"),
+            [
+                ("org".to_owned(), "o".to_owned(), 0),
+                ("user".to_owned(), "a".to_owned(), 2),
+                ("user".to_owned(), "u1".to_owned(), 1)
+            ]
+        );
+        assert!(o.of_flag("g").is_empty());
+        o.remove("f", "org", "o");
+        o.remove("f", "user", "a");
         assert_eq!(o.remove("f", "user", "u1"), Some(1));
         assert_eq!(o.variation_for("f", "user", "u1"), None);
         o.insert("f", "org", "o", 0);

@@ -16,6 +16,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::context::DEFAULT_KIND;
 use crate::error::LoadError;
 
 /// One feature flag in LaunchDarkly's server-side JSON form.
@@ -551,6 +552,35 @@ impl Flag {
             .iter()
             .flat_map(|rule| rule.clauses.iter())
             .flat_map(Clause::segment_refs)
+    }
+
+    /// The individual target lists in the order LaunchDarkly checks them, each as (context
+    /// kind, keys, variation), the kind spelled out (`user` where it is empty).
+    ///
+    /// Without `contextTargets` these are the `targets`, all of kind `user`. With them, each
+    /// `contextTargets` entry in turn, where a `user` entry without values stands for the first
+    /// `targets` list of its variation (and is skipped when there is none).
+    pub fn target_lists(&self) -> impl Iterator<Item = (&str, &[String], usize)> + '_ {
+        let is_user = |kind: &str| kind.is_empty() || kind == DEFAULT_KIND;
+        // At most one of the two parts yields anything.
+        let legacy = self
+            .targets
+            .iter()
+            .filter(|_| self.context_targets.is_empty())
+            .map(|t| (DEFAULT_KIND, t.values.as_slice(), t.variation));
+        let by_kind = self.context_targets.iter().filter_map(move |ct| {
+            if !is_user(&ct.context_kind) {
+                return Some((ct.context_kind.as_str(), ct.values.as_slice(), ct.variation));
+            }
+            if !ct.values.is_empty() {
+                return Some((DEFAULT_KIND, ct.values.as_slice(), ct.variation));
+            }
+            self.targets
+                .iter()
+                .find(|t| t.variation == ct.variation)
+                .map(|t| (DEFAULT_KIND, t.values.as_slice(), ct.variation))
+        });
+        legacy.chain(by_kind)
     }
 }
 

@@ -133,3 +133,45 @@ fn round_trips_through_json() {
     let parsed = Segment::from_json_value(seg.clone()).unwrap();
     assert_eq!(serde_json::to_value(&parsed).unwrap(), seg);
 }
+
+/// The target lists as LaunchDarkly checks them, for each form of the data.
+#[test]
+fn target_lists_follow_launchdarkly_reading() {
+    let lists = |flag: serde_json::Value| -> Vec<(String, Vec<String>, usize)> {
+        let flag = Flag::from_json_value(flag).unwrap();
+        flag.target_lists()
+            .map(|(kind, keys, variation)| (kind.to_owned(), keys.to_vec(), variation))
+            .collect()
+    };
+    let list = |kind: &str, keys: &[&str], variation| {
+        let keys = keys.iter().map(|k| (*k).to_owned()).collect();
+        (kind.to_owned(), keys, variation)
+    };
+    // Without contextTargets: every `targets` list, of kind `user`.
+    assert_eq!(
+        lists(
+            json!({"targets": [{"values": ["a"], "variation": 1}, {"values": ["b"], "variation": 1}]})
+        ),
+        [list("user", &["a"], 1), list("user", &["b"], 1)]
+    );
+    // With them: their order, a `user` entry without values standing for the first `targets`
+    // list of its variation (skipped when there is none), an empty kind meaning `user`.
+    assert_eq!(
+        lists(json!({
+            "targets": [{"values": ["a"], "variation": 1}, {"values": ["b"], "variation": 1}],
+            "contextTargets": [
+                {"contextKind": "org", "values": ["o"], "variation": 0},
+                {"contextKind": "user", "values": [], "variation": 1},
+                {"contextKind": "user", "values": [], "variation": 2},
+                {"contextKind": "", "values": ["c"], "variation": 0},
+                {"values": [], "variation": 1}
+            ]
+        })),
+        [
+            list("org", &["o"], 0),
+            list("user", &["a"], 1),
+            list("user", &["c"], 0),
+            list("user", &["a"], 1)
+        ]
+    );
+}

@@ -45,6 +45,7 @@ struct ReadmeDoctests;
 
 mod deps;
 mod ops;
+mod served;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -56,6 +57,7 @@ use sha2::{Digest, Sha256};
 
 pub use deps::DependencyIndex;
 pub use ops::Ops;
+pub use served::{Override, serve_flag};
 
 /// One immutable, compiled generation of served data.
 ///

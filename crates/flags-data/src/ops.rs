@@ -3,8 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flags_core::{InMemoryKillSet, InMemoryOverrides, KillSet, OverrideLookup};
+use flags_core::{Flag, InMemoryKillSet, InMemoryOverrides, KillSet, OverrideLookup};
 use flags_eval::{CompiledData, Evaluator};
+
+use crate::served::{Override, serve_flag};
 
 /// The operations layer's in-memory state: killed flags and per-entity overrides. Empty in file
 /// mode; admin APIs fill them in later. Every change bumps [`Ops::generation`], which is part of
@@ -62,6 +64,29 @@ impl Ops {
     pub fn clear_flag(&self, flag_key: &str) {
         self.overrides.clear_flag(flag_key);
         self.bump(true);
+    }
+
+    /// The flag as served under this operations layer: `on: false` while killed, and its
+    /// overrides as its first individual targets ([`serve_flag`]). `flag` must be the stored
+    /// flag, not one this has served.
+    pub fn serve(&self, flag: Flag) -> Flag {
+        let killed = self.kill_set.is_killed(&flag.key);
+        let overrides: Vec<Override> = self
+            .overrides
+            .of_flag(&flag.key)
+            .into_iter()
+            .map(|(context_kind, context_key, variation)| Override {
+                context_kind,
+                context_key,
+                variation,
+            })
+            .collect();
+        serve_flag(flag, killed, &overrides)
+    }
+
+    /// Whether the flag has any override.
+    pub fn has_overrides(&self, flag_key: &str) -> bool {
+        !self.overrides.of_flag(flag_key).is_empty()
     }
 
     /// The killed flags, sorted.

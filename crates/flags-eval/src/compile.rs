@@ -392,7 +392,7 @@ fn kind_or_default(kind: &str) -> &str {
 
 fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
     let mut groups: Vec<TargetGroup> = Vec::new();
-    let mut add = |kind: &str, order: usize, values: &[String], variation: usize| {
+    for (order, (kind, values, variation)) in flag.target_lists().enumerate() {
         let order = u32::try_from(order).unwrap_or(u32::MAX);
         let group = match groups.iter_mut().position(|g| &*g.kind == kind) {
             Some(i) => &mut groups[i],
@@ -410,24 +410,6 @@ fn compile_targets(flag: &Flag) -> Box<[TargetGroup]> {
             group
                 .keys
                 .insert_if_absent(v.as_str().into(), (order, variation_index(variation)));
-        }
-    };
-    if flag.context_targets.is_empty() {
-        for (i, t) in flag.targets.iter().enumerate() {
-            add(DEFAULT_KIND, i, &t.values, t.variation);
-        }
-    } else {
-        for (i, ct) in flag.context_targets.iter().enumerate() {
-            let kind = kind_or_default(&ct.context_kind);
-            if kind == DEFAULT_KIND && ct.values.is_empty() {
-                // A user entry without values stands for the first `targets` list with the same
-                // variation.
-                if let Some(t) = flag.targets.iter().find(|t| t.variation == ct.variation) {
-                    add(DEFAULT_KIND, i, &t.values, t.variation);
-                }
-            } else {
-                add(kind, i, &ct.values, ct.variation);
-            }
         }
     }
     groups.retain(|g| !g.keys.is_empty());
