@@ -9,9 +9,11 @@
 //! repeated or reordered notification can neither skip nor regress data. A timer does the same
 //! catch-up every poll interval, which also proves the store is reachable for `/readyz`.
 //!
-//! A killed flag is served to LaunchDarkly SDKs with `on: false`, so SDKs that evaluate locally
-//! honour the kill. SDKs ignore a patch that is not newer than what they hold, so the served
-//! version of a flag is its store version plus the number of kill and unkill changes ever
+//! Kills and overrides reach every client inside the served flag ([`Ops::serve`]): a killed flag
+//! is served with `on: false`, and a flag's overrides as its first individual targets. flagd's
+//! own evaluation reads the same served flag as the SDKs, so they cannot give different
+//! answers. SDKs ignore a patch that is not newer than what they hold, so the served version of
+//! a flag is its store version plus the number of kill, unkill and override changes ever
 //! recorded for it (see `EnvState::served_version`): it only grows, and every replica computes
 //! the same number from the store, before and after a restart.
 //!
@@ -29,14 +31,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_cache::{Backoff, HealthReport, HealthTracker};
-use flags_core::{Flag, FlagData, Segment};
+use flags_core::{Flag, FlagData, Segment, Target};
 use flags_store::{
     Change, ChangeFeed, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
 };
 use tokio::task::JoinHandle;
 
 use crate::config::SyncTiming;
-use crate::engine::{Snapshot, Update};
+use crate::engine::{Ops, Snapshot, Update};
 use crate::env::{Env, Environments};
 use crate::shutdown::Shutdown;
 use flags_core::ItemKind;
@@ -71,9 +73,13 @@ struct EnvState {
     /// Every flag seen, archived and deleted ones included (for their versions).
     flags: HashMap<String, ItemMeta>,
     segments: HashMap<String, ItemMeta>,
-    killed: HashSet<String>,
-    /// Kill and unkill changes recorded for each flag, ever: part of its served version.
-    kill_changes: HashMap<String, u64>,
+    /// Kill, unkill and override changes recorded for each flag, ever: part of its served
+    /// version.
+    ops_changes: HashMap<String, u64>,
+    /// The stored `targets` and `contextTargets` of each flag that has been served with
+    /// overrides: the served flag's own are not the stored ones, and serving it again (after an
+    /// override or kill changes) starts from these. Dropped with the flag.
+    stored_targets: HashMap<String, StoredTargets>,
     generation: u64,
     cursor: u64,
     /// Items whose served form may have changed since the last publish, in change order.
@@ -84,13 +90,19 @@ struct EnvState {
     fresh_segments: HashMap<String, Segment>,
 }
 
+/// A flag's `targets` and `contextTargets` as stored.
+struct StoredTargets {
+    targets: Vec<Target>,
+    context_targets: Vec<Target>,
+}
+
 /// A flag's or segment's state in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ItemMeta {
     /// The store's version (for a deleted item, its tombstone's).
     version: u64,
     state: ItemState,
-    /// The flag's own `on`, which a kill overrides when serving.
+    /// The flag's own `on`, which a kill turns off when serving.
     on: bool,
 }
 
@@ -99,6 +111,15 @@ enum ItemState {
     Live,
     Archived,
     Deleted,
+}
+
+impl StoredTargets {
+    fn of(flag: &Flag) -> StoredTargets {
+        StoredTargets {
+            targets: flag.targets.clone(),
+            context_targets: flag.context_targets.clone(),
+        }
+    }
 }
 
 impl ItemMeta {
@@ -236,16 +257,17 @@ impl RootSync {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        // Served versions count every kill and unkill ever recorded (see `served_version`).
+        // Served versions count every kill, unkill and override change ever recorded (see
+        // `served_version`).
         let history = match self.store.changes_since(key, 0).await {
             Ok(history) => history,
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let mut kill_changes: HashMap<String, u64> = HashMap::new();
+        let mut ops_changes: HashMap<String, u64> = HashMap::new();
         for change in history {
-            if change.seq <= snapshot.cursor && matches!(change.kind, ChangeKind::Kill { .. }) {
-                *kill_changes.entry(change.key).or_default() += 1;
+            if change.seq <= snapshot.cursor && is_ops_change(&change.kind) {
+                *ops_changes.entry(change.key).or_default() += 1;
             }
         }
         let env = self.envs.get_or_create(key);
@@ -260,8 +282,8 @@ impl RootSync {
             env,
             flags: HashMap::with_capacity(snapshot.flags.len()),
             segments: HashMap::with_capacity(snapshot.segments.len()),
-            killed: snapshot.killed.into_iter().collect(),
-            kill_changes,
+            ops_changes,
+            stored_targets: HashMap::new(),
             generation: 0,
             cursor: snapshot.cursor,
             dirty: Vec::new(),
@@ -274,7 +296,7 @@ impl RootSync {
             let Some(flag) = state.read_flag(stored) else {
                 continue;
             };
-            if let Some(served) = state.served_flag(flag) {
+            if let Some(served) = state.served_flag(flag, true) {
                 data.flags.insert(served.key.clone(), served);
             }
         }
@@ -376,9 +398,9 @@ async fn apply(
                     );
                     state.fresh_flags.remove(&change.key);
                     // A deleted flag's kill and overrides go with it.
-                    state.killed.remove(&change.key);
                     state.env.ops.revive(&change.key);
                     state.env.ops.clear_flag(&change.key);
+                    state.stored_targets.remove(&change.key);
                     state.mark(ItemKind::Flag, &change.key);
                 }
             }
@@ -412,12 +434,10 @@ async fn apply(
             Err(e) => return Err(e),
         },
         ChangeKind::Kill { killed } => {
-            *state.kill_changes.entry(change.key.clone()).or_default() += 1;
+            *state.ops_changes.entry(change.key.clone()).or_default() += 1;
             if *killed {
-                state.killed.insert(change.key.clone());
                 state.env.ops.kill(&change.key);
             } else {
-                state.killed.remove(&change.key);
                 state.env.ops.revive(&change.key);
             }
             state.mark(ItemKind::Flag, &change.key);
@@ -428,47 +448,69 @@ async fn apply(
             context_kind,
             context_key,
             variation,
-        } => match variation {
-            Some(v) => {
-                state
-                    .env
-                    .ops
-                    .set_override(&change.key, context_kind, context_key, *v);
+        } => {
+            // The flag is served again with the override among its targets, at a newer version.
+            *state.ops_changes.entry(change.key.clone()).or_default() += 1;
+            let ops = &state.env.ops;
+            match variation {
+                Some(v) => {
+                    ops.set_override(&change.key, context_kind, context_key, *v);
+                }
+                None => {
+                    ops.remove_override(&change.key, context_kind, context_key);
+                }
             }
-            None => {
-                state
-                    .env
-                    .ops
-                    .remove_override(&change.key, context_kind, context_key);
-            }
-        },
+            state.mark(ItemKind::Flag, &change.key);
+        }
     }
     Ok(())
+}
+
+/// Whether a change is to the operations layer of a flag, which raises its served version.
+fn is_ops_change(kind: &ChangeKind) -> bool {
+    matches!(kind, ChangeKind::Kill { .. } | ChangeKind::Override { .. })
 }
 
 impl EnvState {
     /// The version SDKs are served for flag `key` at store version `version`.
     ///
-    /// A kill is served to SDKs as `on: false`, and SDKs ignore an update that is not newer than
-    /// what they hold, so a kill and an unkill must each raise the served version although
-    /// neither changes the store's version. The served version is therefore the store version
-    /// plus the number of kill and unkill changes the store has ever recorded for the flag.
-    /// Both only grow, so the served version never goes back, and it is computed from the
-    /// store's data alone, so every replica, and a replica after a restart, serves the same
-    /// version for the same data. A flag never killed is served at its store version.
+    /// A kill is served to SDKs as `on: false` and an override as a target, and SDKs ignore an
+    /// update that is not newer than what they hold, so each kill, unkill and override change
+    /// must raise the served version although none changes the store's version. The served
+    /// version is therefore the store version plus the number of such changes the store has
+    /// ever recorded for the flag. Both only grow, so the served version never goes back, and
+    /// it is computed from the store's data alone, so every replica, and a replica after a
+    /// restart, serves the same version for the same data. A flag never killed or overridden is
+    /// served at its store version.
     fn served_version(&self, key: &str, version: u64) -> u64 {
-        version + self.kill_changes.get(key).copied().unwrap_or(0)
+        version + self.ops_changes.get(key).copied().unwrap_or(0)
     }
 
-    /// The flag as served: served version, and `on: false` while killed.
-    fn served_flag(&self, mut flag: Flag) -> Option<Flag> {
-        let meta = self.flags.get(&flag.key)?;
+    /// The flag as served ([`Ops::serve`]): its served version, `on: false` while killed, and
+    /// its overrides as its first targets. `flag` is the stored document when `from_store`,
+    /// and otherwise the flag as served now, whose own `on` and targets are put back first.
+    fn served_flag(&mut self, mut flag: Flag, from_store: bool) -> Option<Flag> {
+        let meta = *self.flags.get(&flag.key)?;
         if !meta.is_live() {
             return None;
         }
-        flag.on = meta.on && !self.killed.contains(&flag.key);
+        let ops: &Ops = &self.env.ops;
+        if from_store {
+            if ops.has_overrides(&flag.key) || self.stored_targets.contains_key(&flag.key) {
+                self.stored_targets
+                    .insert(flag.key.clone(), StoredTargets::of(&flag));
+            }
+        } else if let Some(stored) = self.stored_targets.get(&flag.key) {
+            flag.targets.clone_from(&stored.targets);
+            flag.context_targets.clone_from(&stored.context_targets);
+        } else if ops.has_overrides(&flag.key) {
+            // Served without overrides until now, so its targets are the stored ones.
+            self.stored_targets
+                .insert(flag.key.clone(), StoredTargets::of(&flag));
+        }
+        flag.on = meta.on;
         flag.version = self.served_version(&flag.key, meta.version);
-        Some(flag)
+        Some(self.env.ops.serve(flag))
     }
 
     /// Records a stored flag's state and parses its document (`None`, logged, when it does
@@ -565,9 +607,13 @@ impl EnvState {
                         updates.push(Update::DeleteFlag { key, version });
                         continue;
                     }
-                    // A kill or unkill alone re-serves the flag already held.
-                    let flag = fresh_flags.remove(&key).or_else(|| current.flag(&key));
-                    if let Some(served) = flag.and_then(|f| self.served_flag(f)) {
+                    // A kill or override change alone re-serves the flag already held.
+                    let flag = match fresh_flags.remove(&key) {
+                        Some(stored) => Some((stored, true)),
+                        None => current.flag(&key).map(|served| (served, false)),
+                    };
+                    let served = flag.and_then(|(f, from_store)| self.served_flag(f, from_store));
+                    if let Some(served) = served {
                         updates.push(Update::Flag(served));
                     }
                 }

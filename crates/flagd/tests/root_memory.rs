@@ -90,7 +90,9 @@ async fn writes_reach_evaluation_and_streams() {
 
     // A new flag, an override, and a deletion.
     put_flag(&*store, "production", "g", bool_flag("g", true)).await;
-    assert_eq!(stream.next_for("/flags/g").await.event, "patch");
+    let patch = stream.next_for("/flags/g").await;
+    assert_eq!(patch.event, "patch");
+    let version = patch.data["data"]["version"].as_u64().unwrap();
     let pin = OverrideKey {
         flag_key: "g".into(),
         context_kind: "user".into(),
@@ -100,6 +102,18 @@ async fn writes_reach_evaluation_and_streams() {
         .set_override(&actor(), "production", &pin, 1)
         .await
         .unwrap();
+    // SDKs get the override as a target placed first, in a newer version of the flag.
+    let patch = stream.next_for("/flags/g").await;
+    assert_eq!(patch.event, "patch");
+    assert!(patch.data["data"]["version"].as_u64().unwrap() > version);
+    assert_eq!(
+        patch.data["data"]["targets"],
+        json!([{"values": ["u1"], "variation": 1}])
+    );
+    assert_eq!(
+        patch.data["data"]["contextTargets"],
+        json!([{"contextKind": "user", "values": [], "variation": 1}])
+    );
     until("the override", || async {
         let (_, body) = evaluate(&client, &base, &key, "g").await;
         body["value"] == false && body["reason"]["override"] == true
@@ -348,8 +362,16 @@ async fn put_version(client: &reqwest::Client, base: &str, key: &str) -> u64 {
     put.data["data"]["flags"]["f"]["version"].as_u64().unwrap()
 }
 
+/// Flag `f` as a replica's stream `put` serves it.
+async fn stream_flag(client: &reqwest::Client, base: &str, key: &str) -> serde_json::Value {
+    let mut stream = Stream::open(client, base, key).await;
+    let put = stream.next().await;
+    assert_eq!(put.event, "put");
+    put.data["data"]["flags"]["f"].clone()
+}
+
 #[tokio::test]
-async fn served_versions_never_go_back_across_kills_replicas_and_restarts() {
+async fn served_versions_never_go_back_across_kills_overrides_replicas_and_restarts() {
     let store = Arc::new(MemoryStore::new());
     let key = env_with_key(&*store, "production").await;
     let stored = put_flag(&*store, "production", "f", bool_flag("f", true)).await;
@@ -376,15 +398,51 @@ async fn served_versions_never_go_back_across_kills_replicas_and_restarts() {
         assert!(version > seen, "{version} after {seen}");
         seen = version;
     }
+    // So must setting, changing and removing an override, which SDKs get as a target.
+    let pin = |context_key: &str| OverrideKey {
+        flag_key: "f".into(),
+        context_kind: "user".into(),
+        context_key: context_key.into(),
+    };
+    for (context_key, variation) in [
+        ("u1", Some(1)),
+        ("u2", Some(1)),
+        ("u1", Some(0)),
+        ("u2", None),
+    ] {
+        match variation {
+            Some(v) => {
+                store
+                    .set_override(&actor(), "production", &pin(context_key), v)
+                    .await
+            }
+            None => {
+                store
+                    .remove_override(&actor(), "production", &pin(context_key))
+                    .await
+            }
+        }
+        .unwrap();
+        let patch = stream.next_for("/flags/f").await;
+        let version = patch.data["data"]["version"].as_u64().unwrap();
+        assert!(version > seen, "{version} after {seen}");
+        seen = version;
+    }
+    let served = stream_flag(&client, &a.url(), &key).await;
+    assert_eq!(
+        served["targets"],
+        json!([{"values": ["u1"], "variation": 0}])
+    );
     assert_eq!(
         store.get_flag("production", "f").await.unwrap().version,
         stored
     );
 
     // A replica started now (or this one after a restart) serves the same version for the
-    // same data, not the store's lower one, and the same digest.
+    // same data, not the store's lower one, the same document and the same digest.
     let b = start(store.clone()).await;
     assert_eq!(put_version(&client, &b.url(), &key).await, seen);
+    assert_eq!(stream_flag(&client, &b.url(), &key).await, served);
     let digest =
         |ready: serde_json::Value| ready["environments"]["production"]["dataDigest"].clone();
     assert_eq!(
@@ -404,9 +462,15 @@ async fn served_versions_never_go_back_across_kills_replicas_and_restarts() {
         .unwrap();
     assert!(on_a > seen, "{on_a} after {seen}");
     assert_eq!(on_a, on_b);
-    // Still killed: the kill outlives the write.
+    // Still killed and overridden: the operations layer outlives the write.
     let (_, body) = evaluate(&client, &b.url(), &key, "f").await;
     assert_eq!(body["reason"]["killed"], true, "{body}");
+    let served = stream_flag(&client, &b.url(), &key).await;
+    assert_eq!(
+        served["targets"],
+        json!([{"values": ["u1"], "variation": 0}])
+    );
+    assert_eq!(served["fallthrough"], json!({"variation": 1}));
 
     // Deleting reports a tombstone above the last version, and re-creating goes above that.
     store
@@ -424,6 +488,11 @@ async fn served_versions_never_go_back_across_kills_replicas_and_restarts() {
     assert_eq!(
         patch.data["data"]["on"], true,
         "the kill went with the deletion"
+    );
+    assert_eq!(
+        patch.data["data"]["targets"],
+        json!([]),
+        "so did the overrides"
     );
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
