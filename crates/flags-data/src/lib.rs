@@ -5,9 +5,14 @@
 //! versions, tombstones, a digest and a [`DependencyIndex`]. It changes only by
 //! [`Snapshot::apply`], which compiles the changed items alone, shares every other compiled
 //! item with its parent and reports what changed ([`Applied`]): the items, and through the
-//! index the flags whose results may differ. [`Ops`] is the operations layer above the rules
-//! (kill set, then per-context overrides), and evaluation goes through both, so precedence is
-//! written once for every holder.
+//! index the flags whose results may differ.
+//!
+//! [`Ops`] is the operations layer above the rules: killed flags and per-context overrides. It
+//! reaches every client inside the served flags, in data LaunchDarkly's SDKs already read
+//! ([`serve_flag`]): a killed flag is served `on: false`, and overrides as individual targets
+//! placed first, so they act where targets do, after the prerequisites. flagd's own evaluation
+//! ([`Snapshot::evaluate`]) reads the same served flags as the SDKs, so the precedence is
+//! written once and no client can answer differently from another.
 //!
 //! No I/O, no async runtime, no transport: callers bring the data and send the changes.
 //!
@@ -403,31 +408,32 @@ impl Snapshot {
         &self.data
     }
 
-    /// Evaluates one flag under the operations layer: kill set, then overrides, then the
-    /// flag's rules. Unknown flags give `ERROR`/`FLAG_NOT_FOUND`.
+    /// Evaluates one flag as served, exactly as an SDK holding this snapshot would: kills and
+    /// overrides are in the served flags ([`Ops::serve`]), so `ops` only labels the answer
+    /// (`"killed": true` on the `OFF` of a killed flag, `"override": true` on the
+    /// `TARGET_MATCH` of an override) and never changes its value, variation or reason kind.
+    /// Unknown flags give `ERROR`/`FLAG_NOT_FOUND`.
     #[inline]
-    pub fn evaluate<'a>(
-        &'a self,
-        ops: &'a Ops,
-        flag_key: &str,
-        context: &Context,
-    ) -> EvalDetail<'a> {
-        self.evaluator(ops).evaluate(flag_key, context)
+    pub fn evaluate<'a>(&'a self, ops: &Ops, flag_key: &str, context: &Context) -> EvalDetail<'a> {
+        let mut detail = Evaluator::new(&self.data).evaluate(flag_key, context);
+        ops.label(flag_key, context, &mut detail);
+        detail
     }
 
-    /// Evaluates every flag, in key order.
+    /// Evaluates every flag as [`Snapshot::evaluate`] does, in key order.
     #[inline]
     pub fn evaluate_all<'a>(
         &'a self,
-        ops: &'a Ops,
+        ops: &Ops,
         context: &Context,
     ) -> Vec<(&'a str, EvalDetail<'a>)> {
-        self.evaluator(ops).evaluate_all(context).collect()
-    }
-
-    #[inline]
-    fn evaluator<'a>(&'a self, ops: &'a Ops) -> Evaluator<'a> {
-        ops.evaluator(&self.data)
+        Evaluator::new(&self.data)
+            .evaluate_all(context)
+            .map(|(key, mut detail)| {
+                ops.label(key, context, &mut detail);
+                (key, detail)
+            })
+            .collect()
     }
 }
 

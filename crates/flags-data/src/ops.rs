@@ -3,14 +3,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flags_core::{Flag, InMemoryKillSet, InMemoryOverrides, KillSet, OverrideLookup};
-use flags_eval::{CompiledData, Evaluator};
+use flags_core::{
+    Context, EvalDetail, Flag, InMemoryKillSet, InMemoryOverrides, KillSet, OverrideLookup, Reason,
+};
 
 use crate::served::{Override, serve_flag};
 
 /// The operations layer's in-memory state: killed flags and per-entity overrides. Empty in file
-/// mode; admin APIs fill them in later. Every change bumps [`Ops::generation`], which is part of
-/// the OFREP bulk ETag, so clients never keep a cached answer from before a kill.
+/// mode; root mode fills it from the store.
+///
+/// It takes effect through the flags it serves ([`Ops::serve`]): changing it changes no answer
+/// until the flags concerned are served again, and then every client sees the change alike. It
+/// also labels answers (`"killed": true`, `"override": true`; see [`Snapshot::evaluate`]), which
+/// never changes their value, variation or reason kind. Every change bumps [`Ops::generation`].
+///
+/// [`Snapshot::evaluate`]: crate::Snapshot::evaluate
 #[derive(Debug, Default)]
 pub struct Ops {
     kill_set: InMemoryKillSet,
@@ -99,12 +106,33 @@ impl Ops {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// An evaluator over `data` under this operations layer.
+    /// Labels an answer of flag `flag_key` that this layer decided: an `OFF` of a killed flag
+    /// as `killed`, and a `TARGET_MATCH` that gave the context the variation one of its kinds
+    /// is pinned to as an `override`. Only the labels change; the answer itself is the served
+    /// flag's. Does not allocate.
     #[inline]
-    pub(crate) fn evaluator<'a>(&'a self, data: &'a CompiledData) -> Evaluator<'a> {
-        Evaluator::new(data)
-            .with_kill_set(&self.kill_set)
-            .with_overrides(&self.overrides)
+    pub(crate) fn label(&self, flag_key: &str, context: &Context, detail: &mut EvalDetail<'_>) {
+        if !matches!(
+            detail.reason,
+            Reason::Off { .. } | Reason::TargetMatch { .. }
+        ) || self.generation() == 0
+        {
+            return;
+        }
+        let variation = detail.variation_index;
+        match &mut detail.reason {
+            Reason::Off { killed } => *killed = self.kill_set.is_killed(flag_key),
+            Reason::TargetMatch { is_override } => {
+                *is_override = variation.is_some_and(|v| {
+                    context.contexts().iter().any(|single| {
+                        self.overrides
+                            .variation_for(flag_key, single.kind(), single.key())
+                            == Some(v)
+                    })
+                });
+            }
+            _ => {}
+        }
     }
 
     fn bump(&self, changed: bool) {

@@ -1,12 +1,12 @@
-//! Evaluation: the operations layer (kill set, overrides) over LaunchDarkly's flag semantics.
+//! Evaluation: LaunchDarkly's flag semantics, exactly as its SDKs apply them.
 
 use std::borrow::Cow;
 
 use flags_core::context::DEFAULT_KIND;
 
 use flags_core::{
-    AttrRef, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail, KillSet,
-    OverrideLookup, Reason, SingleContext, Value,
+    AttrRef, BigSegmentStore, BigSegmentsStatus, Context, ErrorKind, EvalDetail, Reason,
+    SingleContext, Value,
 };
 
 use crate::big_segments::BigSegmentState;
@@ -16,49 +16,34 @@ use crate::compile::{
 };
 use crate::data::{CompiledData, CompiledFlag, CompiledSegment};
 
-/// Evaluates flags of one snapshot, applying the kill set and overrides when given.
+/// Evaluates flags of one snapshot in LaunchDarkly's order: off, prerequisites, targets, rules,
+/// fallthrough.
 ///
-/// Precedence: kill set → per-entity override → the flag's own rules. Results borrow from the
-/// snapshot; evaluating a flag whose variations are scalars does not allocate.
+/// It evaluates the data as LaunchDarkly's SDKs would, and nothing else: flagd's operations
+/// layer (kills and overrides) reaches it inside the served flags (`flags-data`), so it and the
+/// SDKs read the same thing. Results borrow from the snapshot; evaluating a flag whose
+/// variations are scalars does not allocate.
 #[derive(Clone, Copy)]
 pub struct Evaluator<'a> {
     data: &'a CompiledData,
-    kill_set: Option<&'a dyn KillSet>,
-    overrides: Option<&'a dyn OverrideLookup>,
     big_segments: Option<&'a dyn BigSegmentStore>,
 }
 
 impl std::fmt::Debug for Evaluator<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Evaluator")
-            .field("kill_set", &self.kill_set.is_some())
-            .field("overrides", &self.overrides.is_some())
             .field("big_segments", &self.big_segments.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator over a snapshot, with no kill set, overrides or big-segment store.
+    /// An evaluator over a snapshot, with no big-segment store.
     pub fn new(data: &'a CompiledData) -> Evaluator<'a> {
         Evaluator {
             data,
-            kill_set: None,
-            overrides: None,
             big_segments: None,
         }
-    }
-
-    /// Applies a kill set: killed flags serve their off variation with `{"kind":"OFF","killed":true}`.
-    pub fn with_kill_set(mut self, kill_set: &'a dyn KillSet) -> Evaluator<'a> {
-        self.kill_set = Some(kill_set);
-        self
-    }
-
-    /// Applies per-entity overrides: `{"kind":"TARGET_MATCH","override":true}`.
-    pub fn with_overrides(mut self, overrides: &'a dyn OverrideLookup) -> Evaluator<'a> {
-        self.overrides = Some(overrides);
-        self
     }
 
     /// Uses a big-segment store for segments marked `unbounded`. Without one, evaluations that
@@ -98,11 +83,6 @@ impl<'a> Evaluator<'a> {
     /// Evaluates one compiled flag of this evaluator's snapshot.
     #[inline(always)]
     pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
-        if (self.kill_set.is_some() || self.overrides.is_some())
-            && let Some(detail) = self.operations(flag, context)
-        {
-            return detail;
-        }
         match flag.c.constant {
             Some(Constant::Off) => detail(flag, off(flag, Why::Off)),
             Some(Constant::Fallthrough(v)) => detail(flag, serve(v, Why::FALLTHROUGH)),
@@ -118,21 +98,6 @@ impl<'a> Evaluator<'a> {
             }
             None => self.evaluate_rules(flag, context),
         }
-    }
-
-    /// The operations layer: the kill set, then per-entity overrides (each kind of a
-    /// multi-kind context in turn).
-    fn operations(&self, flag: &'a CompiledFlag, context: &Context) -> Option<EvalDetail<'a>> {
-        let key = flag.key();
-        if self.kill_set.is_some_and(|k| k.is_killed(key)) {
-            return Some(off_value(flag, Reason::Off { killed: true }));
-        }
-        let overrides = self.overrides?;
-        context.contexts().iter().find_map(|single| {
-            overrides
-                .variation_for(key, single.kind(), single.key())
-                .map(|v| variation(flag, v, Reason::TargetMatch { is_override: true }))
-        })
     }
 
     fn evaluate_rules(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
@@ -231,25 +196,6 @@ struct Scope<'a, 'c> {
     /// The context's `user` context, if any, which most clauses test.
     user: Option<&'c SingleContext>,
     big: BigSegmentState<'c>,
-}
-
-fn variation<'a>(flag: &'a CompiledFlag, index: usize, reason: Reason<'a>) -> EvalDetail<'a> {
-    match flag.variations().get(index) {
-        Some(v) => EvalDetail::variation(v, index, reason),
-        None => EvalDetail::error(ErrorKind::MalformedFlag),
-    }
-}
-
-fn off_value<'a>(flag: &'a CompiledFlag, reason: Reason<'a>) -> EvalDetail<'a> {
-    match flag.c.off {
-        NO_VARIATION => EvalDetail {
-            value: None,
-            variation_index: None,
-            reason,
-            big_segments_status: None,
-        },
-        i => variation(flag, i as usize, reason),
-    }
 }
 
 /// The result of evaluating one flag inside an evaluation, small enough to travel in registers.
@@ -439,12 +385,8 @@ impl<'a, 'c> Scope<'a, 'c> {
             if Link::contains(Some(&link), pflag.key()) {
                 return Err(Abort);
             }
-            // A killed prerequisite counts as off: the kill switch applies everywhere. An off flag
-            // is not evaluated past `on`, so nothing it references (big segments included) is
-            // consulted.
-            if self.ev.kill_set.is_some_and(|k| k.is_killed(pflag.key())) {
-                return Ok(failed);
-            }
+            // An off prerequisite is not evaluated past `on` (see `eval_flag`), so nothing it
+            // references (big segments included) is consulted.
             let res = self.eval_flag(pflag, Some(&link))?;
             // Met when the prerequisite is on and served the required variation (a value, not
             // an error or the caller's default).

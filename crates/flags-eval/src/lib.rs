@@ -2,13 +2,14 @@
 //!
 //! Flags and segments are compiled once ([`CompiledData::compile`]): regexes compiled, dates and
 //! versions parsed, `in` lists and target lists hashed, attribute references parsed. Evaluation
-//! ([`Evaluator`]) then follows LaunchDarkly's server-side semantics exactly, under flagd's
-//! operations layer (kill set, then per-entity overrides, then the flag's rules), and does not
-//! allocate on the hot path. It does no I/O and knows nothing of where data comes from; it
-//! depends on `flags-core` plus hashing, regex and semver crates.
+//! ([`Evaluator`]) then follows LaunchDarkly's server-side semantics exactly, and nothing else:
+//! flagd's operations layer (kills and per-context overrides) reaches the engine inside the
+//! served flags (`flags-data`), as it reaches LaunchDarkly's SDKs, so both evaluate the same
+//! data. It does not allocate on the hot path. It does no I/O and knows nothing of where data
+//! comes from; it depends on `flags-core` plus hashing, regex and semver crates.
 //!
 //! ```
-//! use flags_core::{Context, InMemoryKillSet, Reason};
+//! use flags_core::{Context, Reason};
 //! use flags_eval::{CompiledData, Evaluator};
 //! use serde_json::json;
 //!
@@ -23,13 +24,10 @@
 //! assert_eq!(detail.value, Some(&json!(true)));
 //! assert!(matches!(detail.reason, Reason::RuleMatch { rule_index: 0, .. }));
 //!
-//! // The operations layer comes first: a killed flag serves its off variation (here none, so
-//! // the caller's default).
-//! let killed = InMemoryKillSet::new();
-//! killed.insert("dark-mode");
-//! let detail = Evaluator::new(&data).with_kill_set(&killed).evaluate("dark-mode", &context);
+//! // An unknown flag is an error, and the caller's default is served.
+//! let detail = Evaluator::new(&data).evaluate("light-mode", &context);
 //! assert_eq!(detail.value, None);
-//! assert!(detail.reason.is_killed());
+//! assert!(detail.is_error());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

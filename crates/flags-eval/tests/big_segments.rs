@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use flags_core::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata, Context,
-    FlagData, InMemoryKillSet, Value,
+    FlagData, Value,
 };
 use flags_eval::{CompiledData, Evaluator, big_segment_hash};
 use serde_json::json;
@@ -133,7 +133,9 @@ fn data() -> CompiledData {
             "f-plain": flag(vec![in_segments("r0", &["plain"])], json!([])),
             "f-prereq": flag(vec![], json!([{"key": "f-nogen", "variation": 0}])),
             "f-prereq-big": flag(vec![in_segments("r0", &["bigseg"])], json!([{"key": "f-nogen", "variation": 0}])),
-            "f-prereq-killed": flag(vec![], json!([{"key": "f-big", "variation": 0}])),
+            "f-big-off": {"on": false, "salt": "s", "variations": ["no", "yes"], "offVariation": 0,
+                "fallthrough": {"variation": 0}, "rules": [in_segments("r0", &["bigseg"])]},
+            "f-prereq-off": flag(vec![], json!([{"key": "f-big-off", "variation": 0}])),
             "f-bad-attr": flag(vec![in_segments("r0", &["bigseg"]),
                 json!({"id": "r1", "variation": 1, "clauses": [{"contextKind": "user", "attribute": "//", "op": "in", "values": ["x"]}]})],
                 json!([])),
@@ -435,22 +437,18 @@ fn prerequisites_contribute_their_status() {
 }
 
 #[test]
-fn a_killed_prerequisite_consults_nothing() {
-    // A killed flag counts as off, and an off flag is not evaluated past `on`, so its big
-    // segment is not asked about and adds no status.
+fn an_off_prerequisite_consults_nothing() {
+    // An off flag (a killed one is served off) is not evaluated past `on`, so its big segment
+    // is not asked about and adds no status.
     let data = data();
     let store = MemoryStore::new(Meta::Fresh).with("u1", &["bigseg.g2"], &[]);
-    let kills = InMemoryKillSet::new();
-    kills.insert("f-big");
-    let ev = Evaluator::new(&data)
-        .with_big_segments(&store)
-        .with_kill_set(&kills);
+    let ev = Evaluator::new(&data).with_big_segments(&store);
     let ctx = Context::user("u1").unwrap();
-    let got = serde_json::to_value(ev.evaluate("f-prereq-killed", &ctx)).unwrap();
+    let got = serde_json::to_value(ev.evaluate("f-prereq-off", &ctx)).unwrap();
     assert_eq!(
         got,
         json!({"value": "no", "variationIndex": 0,
-            "reason": {"kind": "PREREQUISITE_FAILED", "prerequisiteKey": "f-big"}})
+            "reason": {"kind": "PREREQUISITE_FAILED", "prerequisiteKey": "f-big-off"}})
     );
     assert_eq!(store.query_count(), 0);
 }

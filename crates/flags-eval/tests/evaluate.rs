@@ -1,8 +1,8 @@
-//! Evaluation semantics by example, one `check` per case: the operations layer (kill set and
-//! overrides), prerequisites, targets, segments, rollouts and contexts.
+//! Evaluation semantics by example, one `check` per case: prerequisites, targets, segments,
+//! rollouts and contexts.
 #![allow(clippy::unwrap_used)]
 
-use flags_core::{Context, FlagData, InMemoryKillSet, InMemoryOverrides, Value};
+use flags_core::{Context, FlagData, Value};
 use flags_eval::{CompiledData, Evaluator, is_experiment};
 use serde_json::json;
 
@@ -14,10 +14,6 @@ fn flags() -> CompiledData {
     compile(json!({
         "flags": {
             "plain": {"on": true, "variations": ["off", "on", "other"], "offVariation": 0, "fallthrough": {"variation": 1}},
-            "no-off": {"on": true, "variations": ["a", "b"], "fallthrough": {"variation": 1}},
-            "bad-off": {"on": true, "variations": ["a"], "offVariation": 5, "fallthrough": {"variation": 0}},
-            "prereq-on-killed": {"on": true, "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 1},
-                "prerequisites": [{"key": "plain", "variation": 1}]},
             "org-rollout": {"on": true, "salt": "s", "variations": ["a", "b"], "fallthrough": {"rollout": {
                 "kind": "experiment", "contextKind": "org", "variations": [{"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}]}}},
             "segment-by-context": {"on": true, "variations": [false, true], "fallthrough": {"variation": 0},
@@ -40,95 +36,6 @@ fn check(evaluator: &Evaluator<'_>, flag: &str, context: Value, expected: Value)
     let ctx = Context::from_json(&context).unwrap();
     let got = serde_json::to_value(evaluator.evaluate(flag, &ctx)).unwrap();
     assert_eq!(got, expected, "{flag} for {context}");
-}
-
-#[test]
-fn kill_set_and_overrides() {
-    let data = flags();
-    let kills = InMemoryKillSet::new();
-    let overrides = InMemoryOverrides::new();
-    let ev = Evaluator::new(&data)
-        .with_kill_set(&kills)
-        .with_overrides(&overrides);
-    let user = json!({"kind": "user", "key": "u1"});
-    check(
-        &ev,
-        "plain",
-        user.clone(),
-        json!({"value": "on", "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
-    );
-
-    overrides.insert("plain", "user", "u1", 2);
-    check(
-        &ev,
-        "plain",
-        user.clone(),
-        json!({"value": "other", "variationIndex": 2, "reason": {"kind": "TARGET_MATCH", "override": true}}),
-    );
-    // Overrides match each kind of a multi-kind context; the first kind in context order wins.
-    overrides.insert("plain", "org", "o1", 0);
-    check(
-        &ev,
-        "plain",
-        json!({"kind": "multi", "org": {"key": "o1"}, "user": {"key": "u1"}}),
-        json!({"value": "off", "variationIndex": 0, "reason": {"kind": "TARGET_MATCH", "override": true}}),
-    );
-    check(
-        &ev,
-        "plain",
-        json!({"kind": "org", "key": "u1"}),
-        json!({"value": "on", "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
-    );
-    overrides.insert("plain", "user", "u9", 7);
-    check(
-        &ev,
-        "plain",
-        json!({"key": "u9"}),
-        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG"}}),
-    );
-
-    // The kill set comes before overrides.
-    kills.insert("plain");
-    check(
-        &ev,
-        "plain",
-        user.clone(),
-        json!({"value": "off", "variationIndex": 0, "reason": {"kind": "OFF", "killed": true}}),
-    );
-    // A killed prerequisite counts as off.
-    check(
-        &ev,
-        "prereq-on-killed",
-        user.clone(),
-        json!({"value": false, "variationIndex": 0, "reason": {"kind": "PREREQUISITE_FAILED", "prerequisiteKey": "plain"}}),
-    );
-    kills.insert("no-off");
-    check(
-        &ev,
-        "no-off",
-        user.clone(),
-        json!({"value": null, "reason": {"kind": "OFF", "killed": true}}),
-    );
-    kills.insert("bad-off");
-    check(
-        &ev,
-        "bad-off",
-        user.clone(),
-        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "MALFORMED_FLAG"}}),
-    );
-    kills.remove("plain");
-    check(
-        &ev,
-        "prereq-on-killed",
-        user,
-        json!({"value": true, "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
-    );
-    check(
-        &ev,
-        "missing",
-        json!({"key": "u"}),
-        json!({"value": null, "reason": {"kind": "ERROR", "errorKind": "FLAG_NOT_FOUND"}}),
-    );
 }
 
 #[test]
