@@ -5,7 +5,10 @@
 //! of `clients/rich-flags.yaml`, runs one client script from `clients/` (a JSON plan on stdin,
 //! JSON lines on stdout) and compares what the client saw with flagd's own answers over HTTP.
 //! The LaunchDarkly SDKs evaluate flags themselves, so they are an independent check of flagd's
-//! evaluator as well as of its streaming, polling and event endpoints. The clients are the ones
+//! evaluator as well as of its streaming, polling and event endpoints. The root-mode tests run
+//! `flagd serve --database` over a PostgreSQL database of their own instead, with flags killed
+//! and overridden through the admin API: the SDKs must give the answers flagd gives, kills and
+//! overrides included, and see an override set while they run. The clients are the ones
 //! `cargo xtask deps` installs under the target directory; without them these tests fail and say
 //! so rather than pass without having run.
 
@@ -23,10 +26,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flags_test_support::process::{
     FlagdProcess, KillOnDrop, clean_env, collected, flagd_command, lines_of,
 };
+use flags_test_support::{TestDatabase, postgres};
 use serde_json::{Value, json};
 
-/// The key flagd requires; every client must present it in the header format it uses.
+/// The key file-mode flagd requires; every client must present it in the header format it uses.
 const SDK_KEY: &str = "sdk-third-party-test-key";
+
+/// The admin key of root-mode flagd.
+const ADMIN_KEY: &str = "third-party-admin";
 
 /// The value clients pass as their default, so that a served default is recognisable.
 const DEFAULT: &str = "caller-default";
@@ -58,7 +65,7 @@ fn python_launchdarkly_sdk_streams_evaluates_like_flagd_and_sends_events() {
         Client::Python,
         "ld_python.py",
         &json!({
-            "sdk_key": SDK_KEY,
+            "sdk_key": flagd.sdk_key,
             "base_uri": flagd.base_url(),
             "mode": "stream",
             "flags": flags,
@@ -100,7 +107,7 @@ fn python_launchdarkly_sdk_polls_flagd() {
         Client::Python,
         "ld_python.py",
         &json!({
-            "sdk_key": SDK_KEY,
+            "sdk_key": flagd.sdk_key,
             "base_uri": flagd.base_url(),
             "mode": "poll",
             "poll_interval": 0.1,
@@ -144,7 +151,7 @@ fn node_launchdarkly_sdk_streams_evaluates_like_flagd() {
         Client::Node,
         "ld_node.js",
         &json!({
-            "sdk_key": SDK_KEY,
+            "sdk_key": flagd.sdk_key,
             "base_uri": flagd.base_url(),
             "flags": flags,
             "contexts": contexts,
@@ -179,7 +186,7 @@ fn python_openfeature_ofrep_provider_resolves_like_flagd() {
     let flagd = Flagd::start();
     let cases = ofrep_cases(false);
     let plan = json!({
-        "sdk_key": SDK_KEY,
+        "sdk_key": flagd.sdk_key,
         "base_url": flagd.base_url(),
         "cases": cases,
         "timeout": 20,
@@ -209,7 +216,7 @@ fn node_openfeature_ofrep_provider_resolves_like_flagd() {
     let flagd = Flagd::start();
     let cases = ofrep_cases(true);
     let plan = json!({
-        "sdk_key": SDK_KEY,
+        "sdk_key": flagd.sdk_key,
         "base_url": flagd.base_url(),
         "cases": cases,
         "timeout": 20,
@@ -221,6 +228,226 @@ fn node_openfeature_ofrep_provider_resolves_like_flagd() {
         &cases,
         result["results"].as_array().unwrap(),
     );
+}
+
+#[test]
+fn python_launchdarkly_sdk_streams_kills_and_overrides_like_flagd_in_root_mode() {
+    check_root_mode(
+        "Python SDK (root mode, streaming)",
+        Client::Python,
+        "ld_python.py",
+        Some("stream"),
+    );
+}
+
+#[test]
+fn python_launchdarkly_sdk_polls_kills_and_overrides_like_flagd_in_root_mode() {
+    check_root_mode(
+        "Python SDK (root mode, polling)",
+        Client::Python,
+        "ld_python.py",
+        Some("poll"),
+    );
+}
+
+#[test]
+fn node_launchdarkly_sdk_streams_kills_and_overrides_like_flagd_in_root_mode() {
+    check_root_mode(
+        "Node SDK (root mode, streaming)",
+        Client::Node,
+        "ld_node.js",
+        None,
+    );
+}
+
+/// Runs one official LaunchDarkly SDK against root-mode flagd with [`root_flags`] killed and
+/// overridden by [`ROOT_OPERATIONS`]: every evaluation must equal flagd's own (the reason's
+/// kind and details included, flagd's labels aside), and an override set while the SDK runs
+/// must reach it. `mode` is the Python script's `stream` or `poll`.
+fn check_root_mode(name: &str, client: Client, script: &'static str, mode: Option<&str>) {
+    let flagd = Flagd::start_root();
+    flagd.assert_key_required();
+    for &(method, path, variation) in ROOT_OPERATIONS {
+        flagd.admin(
+            method.parse().unwrap(),
+            path,
+            &variation.map_or(Value::Null, |v| json!({"variation": v})),
+        );
+    }
+    // flagd applies changes in commit order: once the last is served, all are.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = flagd.get("/sdk/latest-all");
+        let data: Value = serde_json::from_str(&body).unwrap();
+        if data["flags"]["behind-gate"]["targets"] == json!([{"values": ["eve"], "variation": 1}]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operations were never served: {data}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+    // The answers cover what the operations layer decides, so the comparison is about it.
+    for (flag, index, label) in [
+        ("killed", 0, "killed"),
+        ("killed-without-off-variation", 0, "killed"),
+        ("overridden", 1, "override"),
+        ("overridden", 7, "override"),
+        ("overridden", 9, "override"),
+    ] {
+        let reason = &native[&(flag.to_owned(), index)]["reason"];
+        assert_eq!(
+            reason[label], true,
+            "{flag} for {}: {reason}",
+            contexts[index]
+        );
+    }
+    let failed = &native[&("behind-gate".to_owned(), 3)]["reason"];
+    assert_eq!(
+        failed["kind"], "PREREQUISITE_FAILED",
+        "an override comes after prerequisites: {failed}"
+    );
+
+    let mut plan = json!({
+        "sdk_key": flagd.sdk_key,
+        "base_uri": flagd.base_url(),
+        "flags": flags,
+        "contexts": contexts,
+        "default": DEFAULT,
+        "watch": override_watch(),
+        "timeout": 20,
+    });
+    if let Some(mode) = mode {
+        plan["mode"] = json!(mode);
+        plan["poll_interval"] = json!(0.1);
+    }
+    let mut script = Script::start(client, script, &plan);
+    script.wait_ready();
+    let written_at = unix_now();
+    flagd.admin(
+        reqwest::Method::PUT,
+        "/flags/overridden/overrides/user/zed",
+        &json!({"variation": 1}),
+    );
+    let result = script.finish();
+
+    assert_eq!(result["initialized"], true, "{result}");
+    assert_matches_native(name, &flags, &contexts, &result, &native);
+    let watch = &result["watch"];
+    assert_eq!(
+        watch["seen"], true,
+        "{name} never saw the override: {result}"
+    );
+    let elapsed = watch["seen_at"].as_f64().unwrap() - written_at;
+    assert!(
+        (0.0..PROPAGATION_LIMIT).contains(&elapsed),
+        "{name} saw the override {elapsed:.3} s after it was set (limit {PROPAGATION_LIMIT} s)"
+    );
+    println!("{name} saw the override {elapsed:.3} s after it was set");
+    let native = flagd.evaluate("overridden", &override_watch()["context"]);
+    assert_eq!(native["reason"]["override"], true, "{native}");
+    assert!(
+        same_json(&watch["after"], &client_view(&native)),
+        "after the override, {name}: {} but flagd: {native}",
+        watch["after"]
+    );
+}
+
+/// The flags of the root-mode tests, each of three string variations (`off` when off): some
+/// the operations layer leaves alone, one overridden for contexts of several kinds, killed ones,
+/// and prerequisites an override and a kill act on.
+fn root_flags() -> Vec<(&'static str, Value)> {
+    let flag = |key: &str, fields: Value| {
+        let mut doc = json!({
+            "key": key, "on": true, "salt": key,
+            "variations": ["fallthrough", "targeted", "off"], "offVariation": 2,
+            "fallthrough": {"variation": 0}
+        });
+        for (field, value) in fields.as_object().unwrap() {
+            doc[field] = value.clone();
+        }
+        doc
+    };
+    let targeted = json!({
+        "targets": [{"values": ["alice", "user-17"], "variation": 1}],
+        "contextTargets": [
+            {"contextKind": "org", "values": ["acme"], "variation": 1},
+            {"contextKind": "user", "values": [], "variation": 1}
+        ],
+        "rules": [{"id": "fr", "variation": 2, "clauses": [
+            {"attribute": "country", "op": "in", "values": ["FR"]}]}]
+    });
+    vec![
+        ("ordinary", flag("ordinary", targeted.clone())),
+        ("overridden", flag("overridden", targeted.clone())),
+        ("killed", flag("killed", targeted)),
+        (
+            "killed-without-off-variation",
+            json!({"key": "killed-without-off-variation", "on": true, "salt": "k",
+                "variations": [true, false], "fallthrough": {"variation": 0}}),
+        ),
+        (
+            "killed-and-overridden",
+            flag("killed-and-overridden", json!({})),
+        ),
+        // Serves `targeted` to everyone but `eve`.
+        (
+            "gate",
+            flag(
+                "gate",
+                json!({"fallthrough": {"variation": 1},
+                "targets": [{"values": ["eve"], "variation": 0}]}),
+            ),
+        ),
+        (
+            "behind-gate",
+            flag(
+                "behind-gate",
+                json!({"prerequisites": [{"key": "gate", "variation": 1}]}),
+            ),
+        ),
+        (
+            "behind-killed",
+            flag(
+                "behind-killed",
+                json!({"prerequisites": [{"key": "killed", "variation": 0}]}),
+            ),
+        ),
+    ]
+}
+
+/// The kills and overrides of the root-mode tests, through the admin API: (method, path under
+/// the environment, override variation). `behind-gate`'s override comes last.
+const ROOT_OPERATIONS: &[(&str, &str, Option<usize>)] = &[
+    ("PUT", "/flags/killed/kill", None),
+    ("PUT", "/flags/killed-without-off-variation/kill", None),
+    ("PUT", "/flags/killed-and-overridden/kill", None),
+    (
+        "PUT",
+        "/flags/killed-and-overridden/overrides/user/alice",
+        Some(1),
+    ),
+    ("PUT", "/flags/overridden/overrides/user/bob", Some(1)),
+    ("PUT", "/flags/overridden/overrides/user/alice", Some(0)),
+    ("PUT", "/flags/overridden/overrides/org/initech", Some(2)),
+    ("PUT", "/flags/overridden/overrides/device/dev-1", Some(1)),
+    ("PUT", "/flags/gate/overrides/user/qa-1", Some(0)),
+    ("PUT", "/flags/behind-gate/overrides/user/eve", Some(1)),
+];
+
+/// What the root-mode tests wait for: an override of `overridden` for `zed`, set while the
+/// client runs, turning its value to "targeted".
+fn override_watch() -> Value {
+    json!({
+        "flag": "overridden",
+        "context": {"kind": "user", "key": "zed"},
+        "expect": "targeted",
+        "timeout": 5,
+    })
 }
 
 /// The contexts every LaunchDarkly client evaluates every flag for: single contexts of several
@@ -417,6 +644,8 @@ fn assert_matches_native(
 
 /// What a LaunchDarkly SDK returns for a native answer: the same index and reason, and the
 /// caller's default wherever flagd serves no variation (off without an off variation, errors).
+/// flagd labels the reasons of its operations layer (`"killed": true`, `"override": true`),
+/// which an SDK cannot know: the reason kind and the rest are LaunchDarkly's.
 fn client_view(native: &Value) -> Value {
     let value = if native["variationIndex"].is_null() {
         assert!(
@@ -427,10 +656,15 @@ fn client_view(native: &Value) -> Value {
     } else {
         native["value"].clone()
     };
+    let mut reason = native["reason"].clone();
+    if let Some(reason) = reason.as_object_mut() {
+        reason.remove("killed");
+        reason.remove("override");
+    }
     json!({
         "value": value,
         "variationIndex": native["variationIndex"],
-        "reason": native["reason"],
+        "reason": reason,
     })
 }
 
@@ -588,16 +822,29 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-/// A running `flagd serve` over a temporary copy of the fixture, with [`SDK_KEY`] required.
+/// A running `flagd serve`, with its SDK key required.
 struct Flagd {
     process: FlagdProcess,
-    file: PathBuf,
-    _dir: tempfile::TempDir,
+    source: Source,
+    /// The key clients present.
+    sdk_key: String,
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
 }
 
+/// Where a running flagd takes its data from.
+enum Source {
+    /// A temporary copy of the fixture, which the edit tests rewrite.
+    File {
+        file: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    /// A database of its own (root mode), changed through the admin API; dropped with it.
+    Database { _db: TestDatabase },
+}
+
 impl Flagd {
+    /// File mode over a temporary copy of the fixture, with [`SDK_KEY`] required.
     fn start() -> Flagd {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("flags.yaml");
@@ -608,6 +855,44 @@ impl Flagd {
             .arg("--file")
             .arg(&file)
             .args(["--sdk-key", SDK_KEY]);
+        let source = Source::File { file, _dir: dir };
+        Flagd::spawn(command, source, SDK_KEY.to_owned())
+    }
+
+    /// Root mode over a new database holding [`root_flags`] in environment `production`, with
+    /// the SDK key the store made for it required, and [`ADMIN_KEY`] for the admin API.
+    fn start_root() -> Flagd {
+        let db = postgres().create_database();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let sdk_key = runtime.block_on(async {
+            use flags_store::{Actor, ApiKeyKind, NewApiKey};
+            let store = flagd::open_database(db.url()).await.unwrap();
+            let actor = Actor::named("third-party test");
+            store
+                .create_environment(&actor, "production", "Production")
+                .await
+                .unwrap();
+            for (key, doc) in root_flags() {
+                store
+                    .put_flag(&actor, "production", key, doc, None)
+                    .await
+                    .unwrap();
+            }
+            let key = NewApiKey {
+                name: "sdk".to_owned(),
+                kind: ApiKeyKind::Sdk,
+                env: Some("production".to_owned()),
+            };
+            store.create_api_key(&actor, &key).await.unwrap().secret
+        });
+        let mut command = flagd_command(env!("CARGO_BIN_EXE_flagd"));
+        command
+            .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
+            .args(["--database", db.url(), "--admin-key", ADMIN_KEY]);
+        Flagd::spawn(command, Source::Database { _db: db }, sdk_key)
+    }
+
+    fn spawn(command: Command, source: Source, sdk_key: String) -> Flagd {
         let process = FlagdProcess::spawn(command);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -619,11 +904,24 @@ impl Flagd {
             .unwrap();
         Flagd {
             process,
-            file,
-            _dir: dir,
+            source,
+            sdk_key,
             runtime,
             http,
         }
+    }
+
+    /// One admin API request of root mode, under `/api/v1/environments/production`, which must
+    /// succeed.
+    fn admin(&self, method: reqwest::Method, path: &str, body: &Value) {
+        let path = format!("/api/v1/environments/production{path}");
+        let auth = format!("Bearer {ADMIN_KEY}");
+        let body = (!body.is_null()).then_some(body);
+        let (status, answer) = self.request(method.clone(), &path, Some(&auth), body);
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {answer}"
+        );
     }
 
     fn base_url(&self) -> String {
@@ -662,11 +960,11 @@ impl Flagd {
     }
 
     fn get(&self, path: &str) -> (u16, String) {
-        self.request(reqwest::Method::GET, path, Some(SDK_KEY), None)
+        self.request(reqwest::Method::GET, path, Some(&self.sdk_key), None)
     }
 
     fn post(&self, path: &str, body: &Value) -> (u16, String) {
-        self.request(reqwest::Method::POST, path, Some(SDK_KEY), Some(body))
+        self.request(reqwest::Method::POST, path, Some(&self.sdk_key), Some(body))
     }
 
     /// Without the key, flagd answers 401: the clients' successes below mean their header
@@ -689,7 +987,9 @@ impl Flagd {
         assert_eq!(status, 200, "{body}");
         let data: Value = serde_json::from_str(&body).unwrap();
         let mut keys: Vec<String> = data["flags"].as_object().unwrap().keys().cloned().collect();
-        assert!(keys.len() >= 20, "the fixture did not load fully: {keys:?}");
+        if let Source::File { .. } = self.source {
+            assert!(keys.len() >= 20, "the fixture did not load fully: {keys:?}");
+        }
         keys.push(UNKNOWN_FLAG.to_owned());
         keys
     }
@@ -726,6 +1026,9 @@ impl Flagd {
     /// deployment tools do) with `live-edit` turned to "after". Returns when the write began, in
     /// seconds since the Unix epoch, to compare with the times the clients report.
     fn edit_live_flag(&self) -> f64 {
+        let Source::File { file, .. } = &self.source else {
+            panic!("only a file-mode flagd has a flag file to edit");
+        };
         let text = fixture();
         assert_eq!(
             text.matches(LIVE_EDIT_BEFORE).count(),
@@ -733,10 +1036,10 @@ impl Flagd {
             "the fixture lost its marker"
         );
         let edited = text.replace(LIVE_EDIT_BEFORE, LIVE_EDIT_AFTER);
-        let staging = self.file.with_extension("yaml.new");
+        let staging = file.with_extension("yaml.new");
         let written_at = unix_now();
         std::fs::write(&staging, edited).unwrap();
-        std::fs::rename(&staging, &self.file).unwrap();
+        std::fs::rename(&staging, file).unwrap();
         written_at
     }
 
