@@ -4,8 +4,9 @@
 //! (`launchdarkly-server-sdk-evaluation`). A comparison only means something when both sides do
 //! the same work, so the flag and segment JSON and the context JSON of every case are written
 //! once, here, and each side parses them into its own model at setup. The benches
-//! (`benches/eval.rs`, `benches/allocs.rs`) and the tests (`tests/agree.rs`, `tests/allocs.rs`)
-//! all build their inputs through [`FlagdSide::new`] and [`PeerSide::new`]. The allocation bench
+//! (`benches/eval.rs`, `benches/allocs.rs`) and the tests (`tests/agree.rs`, `tests/allocs.rs`,
+//! and `tests/served.rs`, which checks that flags served with kills and overrides mean the same
+//! to both engines) all build their inputs through [`FlagdSide::new`] and [`PeerSide::new`]. The allocation bench
 //! and test count with flags-test-support's counting allocator.
 //!
 //! This crate is not part of the product: nothing depends on it, it is never published, and it is
