@@ -178,14 +178,15 @@ impl<'de> Deserialize<'de> for OwnedEvalDetail {
 }
 
 /// Why an evaluation gave its result (LaunchDarkly's reason kinds, plus flagd's `killed` and
-/// `override` markers on `OFF` and `TARGET_MATCH`).
+/// `override` markers on `OFF` and `TARGET_MATCH`, which say that the operations layer decided
+/// and leave the kind as LaunchDarkly's SDKs give it).
 ///
 /// Deliberately not `#[non_exhaustive]`: the kinds are the closed set LaunchDarkly's SDKs read,
 /// and code that writes or maps reasons matches them exhaustively, so that a new kind cannot be
 /// written or mapped wrongly without a compile error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason<'a> {
-    /// The flag is off (or, with `killed`, in the kill set).
+    /// The flag is off (with `killed`: because it is in the kill set, which serves it off).
     Off {
         /// The flag was killed by the operations layer.
         killed: bool,
@@ -195,7 +196,8 @@ pub enum Reason<'a> {
         /// The fallthrough is an experiment and this context is in a tracked bucket.
         in_experiment: bool,
     },
-    /// The context is individually targeted (or, with `is_override`, has an override).
+    /// The context is individually targeted (with `is_override`: by an override, which is
+    /// served as a target).
     TargetMatch {
         /// The variation came from a per-entity override.
         is_override: bool,
