@@ -26,7 +26,8 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Kills a flag (it serves its off variation); returns whether it was newly killed.
+    /// Kills a flag (served from then on with `on: false`, so it serves its off variation);
+    /// returns whether it was newly killed.
     pub fn kill(&self, flag_key: &str) -> bool {
         let changed = self.kill_set.insert(flag_key);
         self.bump(changed);
@@ -40,7 +41,8 @@ impl Ops {
         changed
     }
 
-    /// Pins a context to a variation of a flag; returns the previous pin.
+    /// Pins a context to a variation of a flag (served from then on as a target placed first);
+    /// returns the previous pin.
     pub fn set_override(
         &self,
         flag_key: &str,
