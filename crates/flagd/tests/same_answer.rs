@@ -5,7 +5,8 @@
 //! OFREP (`/ofrep/v1/evaluate/flags/{key}`), and what a LaunchDarkly SDK computes: the flag data
 //! of the stream (`/all`: the `put`, then every `patch` and `delete` applied as an SDK applies
 //! them, a newer version replacing an older one) and of a poll (`/sdk/latest-all`), each
-//! evaluated with flags-eval's plain evaluator, which knows nothing of kills or overrides. Value
+//! evaluated with flags-eval's plain evaluator, which knows nothing of kills or overrides, and
+//! this project's Rust SDK following the stream and polling, each a real client. Value
 //! and variation must be equal everywhere, and the reason kind too where there is one. The
 //! answers that matter are also checked against what they must be, so that the clients cannot
 //! agree on a wrong one. Kills and overrides are set and changed through the admin API, and the
@@ -152,7 +153,8 @@ async fn every_client_gets_the_same_answer_for_killed_overridden_and_ordinary_fl
         sdk,
     };
     let mut stream = SdkStream::open(&client).await;
-    client.compare_all(&stream).await;
+    let rust_sdks = rust_sdks(&client).await;
+    client.compare_all(&stream, &rust_sdks).await;
 
     let rounds: Vec<(Round, Expected)> = vec![
         (
@@ -245,7 +247,17 @@ async fn every_client_gets_the_same_answer_for_killed_overridden_and_ordinary_fl
                 "{method} {path} did not raise the served version of {flag}"
             );
         }
-        let answers = client.compare_all(&stream).await;
+        for (who, sdk) in &rust_sdks {
+            until(
+                &format!("the Rust SDK ({who}) to hold what is served"),
+                || async {
+                    let served = client.latest_all().await;
+                    rust_sdk_versions(sdk) == served_versions(&served)
+                },
+            )
+            .await;
+        }
+        let answers = client.compare_all(&stream, &rust_sdks).await;
         for (flag, context, variation, kind) in expected {
             let answer = &answers[&(flag, context)];
             assert_eq!(
@@ -344,7 +356,11 @@ impl Client {
 
     /// Asks every door about every flag and context and fails on the first disagreement;
     /// returns the native answers by (flag, context index).
-    async fn compare_all(&self, stream: &SdkStream) -> BTreeMap<(&'static str, usize), Value> {
+    async fn compare_all(
+        &self,
+        stream: &SdkStream,
+        rust_sdks: &[(&str, flags_sdk::Client)],
+    ) -> BTreeMap<(&'static str, usize), Value> {
         let streamed = compile(&stream.data());
         let polled = compile(&self.latest_all().await);
         let mut answers = BTreeMap::new();
@@ -371,6 +387,29 @@ impl Client {
                         native["reason"]["kind"],
                         "{}",
                         said(who, &sdk)
+                    );
+                }
+                let sdk_context = Context::from_json(context).unwrap();
+                for (who, sdk) in rust_sdks {
+                    let detail = sdk.json_variation_detail(&sdk_context, flag, Value::Null);
+                    let answer = json!({
+                        "value": detail.value,
+                        "variationIndex": detail.variation_index,
+                        "reason": {"kind": detail.reason.kind_str()},
+                    });
+                    let who = format!("Rust SDK ({who})");
+                    assert_eq!(answer["value"], native["value"], "{}", said(&who, &answer));
+                    assert_eq!(
+                        answer["variationIndex"],
+                        native["variationIndex"],
+                        "{}",
+                        said(&who, &answer)
+                    );
+                    assert_eq!(
+                        answer["reason"]["kind"],
+                        native["reason"]["kind"],
+                        "{}",
+                        said(&who, &answer)
                     );
                 }
                 let (status, ofrep) = self
@@ -415,6 +454,55 @@ fn ofrep_context(context: &Value) -> Value {
     let key = ofrep.as_object_mut().unwrap().remove("key").unwrap();
     ofrep["targetingKey"] = key;
     ofrep
+}
+
+/// This project's SDK, following the stream and polling, each initialised.
+async fn rust_sdks(client: &Client) -> Vec<(&'static str, flags_sdk::Client)> {
+    let mut sdks = Vec::new();
+    for (who, source) in [
+        ("stream", flags_sdk::DataSource::streaming()),
+        (
+            "poll",
+            flags_sdk::DataSource::polling(std::time::Duration::from_millis(50)),
+        ),
+    ] {
+        let sdk = flags_sdk::Client::builder(&client.sdk)
+            .base_url(&client.base)
+            .data_source(source)
+            .build()
+            .unwrap();
+        assert!(
+            sdk.wait_for_initialization(std::time::Duration::from_secs(10))
+                .await,
+            "the Rust SDK ({who}) did not initialise"
+        );
+        sdks.push((who, sdk));
+    }
+    sdks
+}
+
+/// The version of each flag a Rust SDK client holds.
+fn rust_sdk_versions(sdk: &flags_sdk::Client) -> BTreeMap<String, u64> {
+    let anyone = Context::user("anyone").unwrap();
+    let state = sdk
+        .all_flags_state(&anyone, flags_sdk::FlagsStateOptions::default())
+        .to_json();
+    state["$flagsState"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, flag)| (key.clone(), flag["version"].as_u64().unwrap()))
+        .collect()
+}
+
+/// The version of each flag in a `latest-all` body.
+fn served_versions(served: &Value) -> BTreeMap<String, u64> {
+    served["flags"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, flag)| (key.clone(), flag["version"].as_u64().unwrap()))
+        .collect()
 }
 
 fn compile(data: &Value) -> CompiledData {
