@@ -70,7 +70,13 @@ fn plural(n: usize, word: &str) -> String {
 /// flag and segment model, references between items, and finally the engine's own compile step.
 pub fn validate(paths: &[PathBuf]) -> Report {
     let files: Vec<FileContents> = paths.iter().map(|p| FileContents::read(p)).collect();
-    let (raw, mut problems) = file::merge_files(&files);
+    validate_contents(&files)
+}
+
+/// As [`validate`], on files already read: for a caller that has the bytes but no files (the
+/// fuzz target over flag files, say).
+pub fn validate_contents(files: &[FileContents]) -> Report {
+    let (raw, mut problems) = file::merge_files(files);
     problems.extend(check(&raw));
     let (flags, segments) = (raw.flags.len(), raw.segments.len());
     if !problems.iter().any(|p| p.severity == Severity::Error) {
@@ -81,9 +87,44 @@ pub fn validate(paths: &[PathBuf]) -> Report {
         }
     }
     Report {
-        files: paths.len(),
+        files: files.len(),
         flags,
         segments,
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> FileContents {
+        FileContents {
+            path: PathBuf::from(name),
+            bytes: Ok(text.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn files_already_read_are_validated_as_files_on_disk_are() {
+        let report = validate_contents(&[
+            file("a.yaml", "flagValues:\n  dark-mode: true\n"),
+            file("b.json", r#"{"segments": {"beta": {"included": ["u"]}}}"#),
+        ]);
+        assert!(report.is_ok(), "{:?}", report.problems);
+        assert_eq!(report.summary(), "OK: 2 files, 1 flag, 1 segment");
+
+        let report = validate_contents(&[
+            file("a.yaml", "flagValues:\n  dark-mode: true\n"),
+            file("b.json", r#"{"flagValues": {"dark-mode": false}}"#),
+        ]);
+        assert_eq!(report.errors(), 1, "{:?}", report.problems);
+        assert!(
+            report.problems[0]
+                .to_string()
+                .contains("duplicate flag key \"dark-mode\""),
+            "{}",
+            report.problems[0]
+        );
     }
 }
