@@ -19,6 +19,9 @@ pub mod cli;
 pub mod config;
 mod engine;
 mod env;
+// The fuzz targets' way in; not part of flagd's API (see its module comment).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 mod keys;
 mod memory;

@@ -688,6 +688,28 @@ fn not_modified(etag: &str) -> Response {
     response
 }
 
+/// See [`crate::fuzzing::read_evaluation_body`].
+pub(crate) fn read_evaluation_body(bytes: &[u8]) -> Result<(), String> {
+    let read = body::ContextBody::parse(bytes);
+    let reference = serde_json::from_slice::<body::ContextBody>(bytes);
+    let same = match (&read, &reference) {
+        (Ok(read), Ok(reference)) => read == reference,
+        (Err(read), Err(reference)) => read.to_string() == reference.to_string(),
+        _ => false,
+    };
+    if !same {
+        return Err(format!(
+            "read as {read:?}, but serde_json alone reads {reference:?}"
+        ));
+    }
+    // Each route then makes its context, which goes back to the spare buffers when dropped, as
+    // at the end of a request.
+    let body = Bytes::copy_from_slice(bytes);
+    drop(native::read_context(Ok(body.clone())).map(scan::Recycled::new));
+    drop(ofrep::context_of(body).map(scan::Recycled::new));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use axum::body::Body;

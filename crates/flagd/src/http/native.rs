@@ -19,7 +19,7 @@ use crate::metrics::UNKNOWN_FLAG;
 use crate::state::AppState;
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
-fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
+pub(super) fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, ApiError> {
     let bytes = body?;
     match ContextBody::parse(&bytes).map_err(ApiError::invalid_json)? {
         ContextBody::NotAnObject => Err(ApiError::invalid_request(

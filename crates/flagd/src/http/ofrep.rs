@@ -115,6 +115,17 @@ enum RequestError {
     Body(ApiError),
 }
 
+/// Reads the request body, `{"context": {...}}`, into a LaunchDarkly context.
+fn read_context(body: Result<Bytes, ApiError>) -> Result<Context, RequestError> {
+    read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep))
+}
+
+/// The context a single-flag evaluation makes of `body`, if it makes one: for the fuzz target
+/// (see [`crate::fuzzing`]), which has no use for the error.
+pub(super) fn context_of(body: Bytes) -> Option<Context> {
+    read_context(Ok(body)).ok()
+}
+
 /// Reads the request body, `{"context": {...}}`, and returns the context's members (an empty
 /// object when there is no context).
 fn read_request(body: Result<Bytes, ApiError>) -> Result<MaybeObject, RequestError> {
@@ -203,12 +214,11 @@ pub(super) fn evaluate_one(
     key: &str,
     body: Result<Bytes, ApiError>,
 ) -> Response {
-    let context =
-        match read_request(body).and_then(|c| to_ld_context(c).map_err(RequestError::Ofrep)) {
-            Ok(context) => scan::Recycled::new(context),
-            Err(RequestError::Ofrep(error)) => return error.for_flag(key),
-            Err(RequestError::Body(error)) => return error.into_response(),
-        };
+    let context = match read_context(body) {
+        Ok(context) => scan::Recycled::new(context),
+        Err(RequestError::Ofrep(error)) => return error.for_flag(key),
+        Err(RequestError::Body(error)) => return error.into_response(),
+    };
     let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().for_flag(key);
     };
