@@ -8,6 +8,7 @@ mod bench_memory;
 mod bench_root;
 mod ci;
 mod deps;
+mod fuzz;
 mod tidy;
 
 use std::ffi::OsString;
@@ -26,6 +27,7 @@ Commands:
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
   bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
+  fuzz    Run the fuzz targets in fuzz/ on nightly, 60 s each: [--seconds N] [TARGET...]
   help    Print this message
 ";
 
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
+        ["fuzz", rest @ ..] => fuzz::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
             Ok(())
