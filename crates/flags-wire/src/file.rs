@@ -7,10 +7,13 @@
 //! naming every error's full field path.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use flags_core::{Flag, FlagData, Segment};
 pub use flags_core::{Problem, Severity};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
@@ -135,18 +138,23 @@ pub fn parse_document(path: &Path, bytes: &[u8]) -> Result<Value, Problem> {
     }
 }
 
-/// Reads one file's items. A JSON document is read item by item, each item parsed on its own,
-/// so the whole document is never one tree of values; YAML is parsed whole (YAML flag files are
-/// written by hand, and small).
+/// Reads one file's items. A JSON document is checked to be JSON as a whole, then read item by
+/// item, each item parsed on its own, so the whole document is never one tree of values; YAML is
+/// parsed whole (YAML flag files are written by hand, and small).
 fn read_file(path: &Path, bytes: &[u8], problems: &mut Vec<Problem>) -> Result<Document, Problem> {
     let (text, as_json) = document_text(path, bytes)?;
     if !as_json {
         return Ok(read_document(path, parse_yaml(path, text)?, problems));
     }
-    // Borrowed slices of the text, one per top-level field and then per item.
-    let Ok(top) = serde_json::from_str::<BTreeMap<String, &RawValue>>(text) else {
-        // Not an object, or not JSON: the whole-value path says which, as it always has.
-        return Ok(read_document(path, parse_json(path, text)?, problems));
+    // Borrowed slices of the text, one per top-level field and then per item. A piece read on
+    // its own is not held to what reading it in place would check: a slice's numbers are not
+    // read, and its nesting counts from the piece, not from the document. So only a document
+    // that reads as one JSON value is read in pieces.
+    let top = match serde_json::from_str::<BTreeMap<String, &RawValue>>(text) {
+        Ok(top) if is_json(text) => top,
+        // Not an object, or not JSON as a whole: the whole-value path says which, as it always
+        // has.
+        _ => return Ok(read_document(path, parse_json(path, text)?, problems)),
     };
     let mut shell = Map::new();
     let mut sections: BTreeMap<&str, BTreeMap<String, &RawValue>> = BTreeMap::new();
@@ -162,7 +170,7 @@ fn read_file(path: &Path, bytes: &[u8], problems: &mut Vec<Problem>) -> Result<D
                 sections.insert(field.as_str(), items);
                 Value::Object(Map::new())
             }
-            // Anything else is small or wrong; the whole-value path reports it.
+            // Anything else is small, or of the wrong type, which the shell's check reports.
             None => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
         };
         shell.insert(field.clone(), shown);
@@ -170,6 +178,7 @@ fn read_file(path: &Path, bytes: &[u8], problems: &mut Vec<Problem>) -> Result<D
     // The document's shape is checked on the shell, whose sections are empty; the items are
     // then read one at a time, in the order the whole-value path reads them.
     let mut doc = read_document(path, Value::Object(shell), problems);
+    // Every piece of a JSON document is JSON, so the `Null` is never used.
     let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or(Value::Null);
     for (key, raw) in sections.remove("flags").unwrap_or_default() {
         if let Some(item) = keyed_item(path, "flags", &key, value(raw), problems) {
@@ -185,6 +194,69 @@ fn read_file(path: &Path, bytes: &[u8], problems: &mut Vec<Problem>) -> Result<D
         }
     }
     Ok(doc)
+}
+
+/// Whether `text` reads as one JSON value, checked as reading it into a [`Value`] checks it
+/// (syntax, string escapes, numbers that fit, the nesting limit) but without building one.
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<Checked>(text).is_ok()
+}
+
+/// Any JSON value, read in full and dropped as it is read.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Checked, D::Error> {
+        // `deserialize_any`, as `Value` reads: numbers are read (so one out of range fails) and
+        // every array and object counts towards the nesting limit, which ignoring them
+        // (`IgnoredAny`) would not do.
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        // Names are read as strings are, escapes and all.
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
 }
 
 /// Adds a `flagValues` entry to `doc` as a simple flag, unless `flags` already names it.
@@ -702,6 +774,92 @@ mod tests {
             };
             assert_eq!(texts(&doc.flags), texts(&expected.flags), "{text}");
             assert_eq!(texts(&doc.segments), texts(&expected.segments), "{text}");
+        }
+    }
+
+    /// Documents whose pieces read but which are not JSON as a whole (found by the `flag_file`
+    /// fuzz target): a number out of range, or nesting past the limit only when counted from
+    /// the document, were read item by item without an error, a `flagValues` entry even as a
+    /// flag serving `null`.
+    #[test]
+    fn json_that_is_not_one_value_is_refused_though_its_pieces_read() {
+        let deep = |depth: usize| {
+            format!(
+                r#"{{"flagValues":{{"a":{}{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        let cases = [
+            (
+                r#"{"flagValues":{"a":1e999}}"#.to_owned(),
+                "d.json: invalid JSON at line 1, column 24: number out of range",
+            ),
+            (
+                r#"{"flags":{"f":{"variations":[-1e400]}}}"#.to_owned(),
+                "d.json: invalid JSON at line 1, column 35: number out of range",
+            ),
+            (
+                format!(r#"{{"extra":{}}}"#, "9".repeat(400)),
+                "d.json: invalid JSON at line 1, column 409: number out of range",
+            ),
+            (
+                deep(126),
+                "d.json: invalid JSON at line 1, column 145: recursion limit exceeded",
+            ),
+        ];
+        for (text, expected) in &cases {
+            let (raw, problems) = merge_files(&[file("d.json", text)]);
+            assert_eq!(messages(&problems), [*expected], "{text}");
+            assert!(raw.flags.is_empty(), "{text}");
+        }
+        // One level less, and the document is JSON; so is an integer of 300 digits, which is too
+        // large for a whole number but not for a float.
+        for text in [
+            deep(125),
+            format!(r#"{{"flagValues":{{"a":{}}}}}"#, "9".repeat(300)),
+        ] {
+            let (raw, problems) = merge_files(&[file("d.json", &text)]);
+            assert!(problems.is_empty(), "{text}: {problems:?}");
+            assert_eq!(raw.flags.len(), 1, "{text}");
+        }
+    }
+
+    /// What `is_json` accepts is exactly what reads as a `Value`.
+    #[test]
+    fn json_is_checked_as_a_value_is_read() {
+        let texts = [
+            "{}",
+            "[1, -2.5e-3, true, null, \"\\u00e9\"]",
+            "1e308",
+            "1e309",
+            "-1e400",
+            "18446744073709551616",
+            "\"\\ud800\"",
+            "\"\\uDC00x\"",
+            "{\"\\ud83d\\ude00\":1}",
+            "{\"\\ud83d\":1}",
+            "{\"a\":1,}",
+            "[1] x",
+            "\"\\x\"",
+            "\"a\tb\"",
+        ];
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let nested = [
+            nested(127),
+            nested(128),
+            format!("{{\"a\":{}}}", nested(127)),
+        ];
+        for text in texts
+            .iter()
+            .copied()
+            .chain(nested.iter().map(String::as_str))
+        {
+            assert_eq!(
+                is_json(text),
+                serde_json::from_str::<Value>(text).is_ok(),
+                "{text}"
+            );
         }
     }
 
