@@ -1,10 +1,14 @@
 //! The benchmark compares like with like only if both engines reach the same answer the same
 //! way. For every fixture this checks that flagd and LaunchDarkly's evaluator return the same
 //! value, variation index and reason (kind and details, as LaunchDarkly JSON), and that the reason
-//! is the one the fixture was written to exercise.
+//! is the one the fixture was written to exercise; and that both SDKs of the SDK benchmark give
+//! that value through their typed variation calls.
 #![allow(clippy::unwrap_used)]
 
+mod sdks;
+
 use flags_bench::{FlagdSide, PeerSide, fixtures, peer_reason_kind, peer_value_json};
+use sdks::{OurSdk, TheirSdk};
 
 #[test]
 fn both_engines_agree_on_every_fixture() {
@@ -42,6 +46,28 @@ fn both_engines_agree_on_every_fixture() {
             serde_json::to_value(&ours.reason).unwrap(),
             serde_json::to_value(&theirs.reason).unwrap(),
             "{name}: reason details"
+        );
+    }
+}
+
+#[test]
+fn both_sdks_give_the_engines_value_on_every_fixture() {
+    // The SDK benchmark times each SDK's typed variation call; a call that fell back to its
+    // default (the flag missing, the wrong type, the SDK not ready) would time something else.
+    for fixture in &fixtures() {
+        let ours = OurSdk::new(fixture).unwrap();
+        let theirs = TheirSdk::new(fixture).unwrap();
+        assert_eq!(
+            &ours.answer(),
+            ours.expected(),
+            "{}: flags-sdk",
+            fixture.name
+        );
+        assert_eq!(
+            &theirs.answer(),
+            theirs.expected(),
+            "{}: LaunchDarkly SDK",
+            fixture.name
         );
     }
 }

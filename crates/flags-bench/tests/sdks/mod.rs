@@ -1,0 +1,231 @@
+//! The two SDKs of the SDK benchmark, each set up on one fixture's data: flags-sdk's `Client`
+//! serving the fixture as fixed data, and LaunchDarkly's Rust server SDK
+//! (`launchdarkly-server-sdk`) fed the same flag and segment JSON through its `TestData` source.
+//!
+//! Shared by `benches/sdk.rs`, `benches/allocs.rs` and the tests (which include it as
+//! `mod sdks;`; the benches through `#[path]`). It cannot live in the crate's library: the
+//! library's dependencies are limited to the engine crates (`xtask tidy`), and both SDKs are
+//! dev-dependencies.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use flags_bench::{Fixture, FlagdSide};
+use flags_core::FlagData;
+use launchdarkly_server_sdk as ld_sdk;
+use serde_json::Value;
+
+/// How long an SDK may take to hold its first data before the setup gives up.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// What a case's flag serves for the fixture's context: the typed variation call that
+/// evaluates it, and the value it must give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A boolean flag, read with `bool_variation`.
+    Bool(bool),
+    /// A string flag, read with `str_variation`.
+    Str(String),
+}
+
+impl Answer {
+    /// The value flagd's engine gives for the fixture, which both SDKs must give too.
+    pub fn expected(fixture: &Fixture) -> Result<Answer, String> {
+        let engine = FlagdSide::new(fixture).map_err(|e| e.to_string())?;
+        match engine.evaluate().value {
+            Some(Value::Bool(b)) => Ok(Answer::Bool(*b)),
+            Some(Value::String(s)) => Ok(Answer::Str(s.clone())),
+            other => Err(format!(
+                "{}: the SDK benchmark reads bool and string flags, not {other:?}",
+                fixture.name
+            )),
+        }
+    }
+}
+
+/// The default each call passes: never the served value, so a call that fell back to its
+/// default cannot pass for an evaluation. The empty string does not allocate.
+fn bool_default(expected: &Answer) -> bool {
+    !matches!(expected, Answer::Bool(true))
+}
+
+/// flags-sdk's client over one fixture, with the fixture's context parsed once.
+pub struct OurSdk {
+    pub client: flags_sdk::Client,
+    pub context: flags_sdk::Context,
+    pub flag_key: &'static str,
+    expected: Answer,
+    bool_default: bool,
+}
+
+impl OurSdk {
+    pub fn new(fixture: &Fixture) -> Result<OurSdk, String> {
+        let name = fixture.name;
+        let expected = Answer::expected(fixture)?;
+        let data = FlagData::from_json_value(fixture.data.clone())
+            .map_err(|e| format!("{name}: flags-sdk data: {e}"))?;
+        let client = flags_sdk::Client::builder("bench-sdk-key")
+            .data(data)
+            .build()
+            .map_err(|e| format!("{name}: flags-sdk client: {e}"))?;
+        if !client.wait_for_initialization_blocking(INIT_DEADLINE) {
+            return Err(format!("{name}: flags-sdk did not initialise"));
+        }
+        let context = flags_sdk::Context::from_json(&fixture.context)
+            .map_err(|e| format!("{name}: flags-sdk context: {e}"))?;
+        Ok(OurSdk {
+            client,
+            context,
+            flag_key: fixture.flag_key,
+            bool_default: bool_default(&expected),
+            expected,
+        })
+    }
+
+    /// Whether the case's flag is a boolean, so [`OurSdk::bool_variation`] is the call to time.
+    pub fn is_bool(&self) -> bool {
+        matches!(self.expected, Answer::Bool(_))
+    }
+
+    /// The case's boolean flag through `Client::bool_variation`.
+    #[inline]
+    pub fn bool_variation(&self) -> bool {
+        self.client
+            .bool_variation(&self.context, self.flag_key, self.bool_default)
+    }
+
+    /// The case's string flag through `Client::str_variation`.
+    #[inline]
+    pub fn str_variation(&self) -> String {
+        self.client
+            .str_variation(&self.context, self.flag_key, String::new())
+    }
+
+    /// One evaluation through the typed call that fits the flag.
+    pub fn answer(&self) -> Answer {
+        if self.is_bool() {
+            Answer::Bool(self.bool_variation())
+        } else {
+            Answer::Str(self.str_variation())
+        }
+    }
+
+    pub fn expected(&self) -> &Answer {
+        &self.expected
+    }
+}
+
+/// LaunchDarkly's Rust server SDK over one fixture: its `TestData` source holding the fixture's
+/// flags and segments (parsed from the same JSON into the SDK's own model), analytics events
+/// discarded by its `NullEventProcessorBuilder` (flags-sdk sends none), started on a runtime of
+/// its own and initialised before this returns.
+pub struct TheirSdk {
+    pub client: ld_sdk::Client,
+    pub context: ld_sdk::Context,
+    pub flag_key: &'static str,
+    expected: Answer,
+    bool_default: bool,
+}
+
+impl TheirSdk {
+    pub fn new(fixture: &Fixture) -> Result<TheirSdk, String> {
+        let name = fixture.name;
+        let expected = Answer::expected(fixture)?;
+        let data = ld_sdk::TestData::new();
+        for (key, value) in section(&fixture.data, "flags") {
+            let flag: ld_sdk::Flag = serde_json::from_value(value.clone())
+                .map_err(|e| format!("{name}: LaunchDarkly SDK flag {key}: {e}"))?;
+            data.use_preconfigured_flag(flag);
+        }
+        for (key, value) in section(&fixture.data, "segments") {
+            let segment: ld_sdk::Segment = serde_json::from_value(value.clone())
+                .map_err(|e| format!("{name}: LaunchDarkly SDK segment {key}: {e}"))?;
+            data.use_preconfigured_segment(segment);
+        }
+        let client = start_ld_client(
+            ld_sdk::ConfigBuilder::new("bench-sdk-key").data_source(&data),
+            name,
+        )?;
+        let context: ld_sdk::Context = serde_json::from_value(fixture.context.clone())
+            .map_err(|e| format!("{name}: LaunchDarkly SDK context: {e}"))?;
+        Ok(TheirSdk {
+            client,
+            context,
+            flag_key: fixture.flag_key,
+            bool_default: bool_default(&expected),
+            expected,
+        })
+    }
+
+    pub fn is_bool(&self) -> bool {
+        matches!(self.expected, Answer::Bool(_))
+    }
+
+    /// The case's boolean flag through `Client::bool_variation`.
+    #[inline]
+    pub fn bool_variation(&self) -> bool {
+        self.client
+            .bool_variation(&self.context, self.flag_key, self.bool_default)
+    }
+
+    /// The case's string flag through `Client::str_variation`.
+    #[inline]
+    pub fn str_variation(&self) -> String {
+        self.client
+            .str_variation(&self.context, self.flag_key, String::new())
+    }
+
+    pub fn answer(&self) -> Answer {
+        if self.is_bool() {
+            Answer::Bool(self.bool_variation())
+        } else {
+            Answer::Str(self.str_variation())
+        }
+    }
+
+    pub fn expected(&self) -> &Answer {
+        &self.expected
+    }
+}
+
+/// Builds a LaunchDarkly client from `config` with analytics events discarded, starts it on a
+/// runtime of its own and waits for its first data.
+pub fn start_ld_client(
+    config: ld_sdk::ConfigBuilder,
+    name: &str,
+) -> Result<ld_sdk::Client, String> {
+    let config = config
+        .event_processor(&ld_sdk::NullEventProcessorBuilder::new())
+        .build()
+        .map_err(|e| format!("{name}: LaunchDarkly SDK config: {e}"))?;
+    let client =
+        ld_sdk::Client::build(config).map_err(|e| format!("{name}: LaunchDarkly SDK: {e}"))?;
+    client
+        .start_with_runtime()
+        .map_err(|e| format!("{name}: LaunchDarkly SDK start: {e}"))?;
+    // The SDK's own wait is async; its `initialized` flag is the same state, read here.
+    let deadline = Instant::now() + INIT_DEADLINE;
+    while !client.initialized() {
+        if Instant::now() >= deadline {
+            return Err(format!("{name}: LaunchDarkly SDK did not initialise"));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(client)
+}
+
+/// The items of one section (`flags` or `segments`) of a fixture's data.
+pub fn section<'a>(data: &'a Value, name: &str) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    data.get(name)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+}
+
+impl Drop for TheirSdk {
+    fn drop(&mut self) {
+        // Stops the SDK's data source and runtime threads; flags-sdk's client does this itself
+        // when its last handle goes.
+        self.client.close();
+    }
+}
