@@ -1,13 +1,17 @@
 //! flagd's evaluation hot path must not touch the heap (STYLE.md: "evaluation ... allocates
 //! nothing on the hot path"). Every benchmark fixture is evaluated under a counting allocator and
-//! must allocate nothing, result and its drop included. The peer is measured too, as a check that
-//! the counter sees the allocations an evaluator does make.
+//! must allocate nothing, result and its drop included, both by the engine and through
+//! flags-sdk's typed variation calls. The peer is measured too, as a check that the counter sees
+//! the allocations an evaluator does make.
 #![allow(clippy::unwrap_used)]
+
+mod sdks;
 
 use std::hint::black_box;
 
 use flags_bench::{FlagdSide, PeerSide, fixtures};
 use flags_test_support::alloc_count::per_call;
+use sdks::OurSdk;
 
 flags_test_support::count_allocations!();
 
@@ -21,6 +25,30 @@ fn flagd_evaluation_allocates_nothing() {
         })
         .unwrap();
         assert_eq!(stats.allocations, 0.0, "{}: {stats:?}", fixture.name);
+    }
+}
+
+#[test]
+fn sdk_variation_allocates_nothing_but_a_returned_string() {
+    for fixture in fixtures() {
+        let sdk = OurSdk::new(&fixture).unwrap();
+        if sdk.is_bool() {
+            let stats = per_call(1000, || {
+                black_box(black_box(&sdk).bool_variation());
+            })
+            .unwrap();
+            assert_eq!(stats.allocations, 0.0, "{}: {stats:?}", fixture.name);
+        } else {
+            // `str_variation` returns an owned `String`, so the served value is copied into one
+            // allocation of its own length; nothing else may allocate.
+            let stats = per_call(1000, || {
+                black_box(black_box(&sdk).str_variation());
+            })
+            .unwrap();
+            let served = sdk.str_variation().len();
+            assert_eq!(stats.allocations, 1.0, "{}: {stats:?}", fixture.name);
+            assert_eq!(stats.bytes, served as f64, "{}: {stats:?}", fixture.name);
+        }
     }
 }
 
