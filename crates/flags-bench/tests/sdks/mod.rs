@@ -43,12 +43,6 @@ impl Answer {
     }
 }
 
-/// The default each call passes: never the served value, so a call that fell back to its
-/// default cannot pass for an evaluation. The empty string does not allocate.
-fn bool_default(expected: &Answer) -> bool {
-    !matches!(expected, Answer::Bool(true))
-}
-
 /// flags-sdk's client over one fixture, with the fixture's context parsed once.
 pub struct OurSdk {
     pub client: flags_sdk::Client,
@@ -188,6 +182,14 @@ impl TheirSdk {
     }
 }
 
+impl Drop for TheirSdk {
+    fn drop(&mut self) {
+        // Stops the SDK's data source and runtime threads; flags-sdk's client does this itself
+        // when its last handle goes.
+        self.client.close();
+    }
+}
+
 /// Builds a LaunchDarkly client from `config` with analytics events discarded, starts it on a
 /// runtime of its own and waits for its first data.
 pub fn start_ld_client(
@@ -222,10 +224,9 @@ pub fn section<'a>(data: &'a Value, name: &str) -> impl Iterator<Item = (&'a Str
         .flatten()
 }
 
-impl Drop for TheirSdk {
-    fn drop(&mut self) {
-        // Stops the SDK's data source and runtime threads; flags-sdk's client does this itself
-        // when its last handle goes.
-        self.client.close();
-    }
+/// The default a boolean call passes: never the served value, so a call that fell back to its
+/// default cannot pass for an evaluation. (String calls pass the empty string, which allocates
+/// nothing and is no case's value.)
+fn bool_default(expected: &Answer) -> bool {
+    !matches!(expected, Answer::Bool(true))
 }
