@@ -6,6 +6,9 @@
 //! - `sdk_2t_<case>/...`: two threads started together, each making the same number of calls;
 //!   the time reported is the pair's wall time divided by all their calls, so one thread's time
 //!   divided by this one is the throughput of two threads relative to one (2.0 = perfect).
+//!   Each of these benchmarks also prints the CPU time per evaluation of its threads and how
+//!   long they waited for a CPU (Linux only), which tells a machine busy with other work from
+//!   threads that slow each other down.
 //! - `sdk_updates/...`: 10,000 `patch` events streamed to each SDK while two threads evaluate,
 //!   through each SDK's real streaming data source (below): the time until the last patch is
 //!   served (`_apply_10000`), and the evaluating threads' time per evaluation meanwhile, both
@@ -48,65 +51,36 @@ const CHURN_FLAG: &str = "churn";
 /// How long a run of patches may take before the benchmark gives up on it.
 const UPDATE_DEADLINE: Duration = Duration::from_secs(120);
 
-fn single_thread(c: &mut Criterion) {
-    for fixture in fixtures() {
-        let (ours, theirs) = sides(&fixture);
-        let mut group = c.benchmark_group(format!("sdk_1t_{}", fixture.name));
-        if ours.is_bool() {
-            group.bench_function("flags_sdk", |b| {
-                b.iter(|| black_box(black_box(&ours).bool_variation()));
-            });
-            group.bench_function("launchdarkly_sdk", |b| {
-                b.iter(|| black_box(black_box(&theirs).bool_variation()));
-            });
-        } else {
-            group.bench_function("flags_sdk", |b| {
-                b.iter(|| black_box(black_box(&ours).str_variation()));
-            });
-            group.bench_function("launchdarkly_sdk", |b| {
-                b.iter(|| black_box(black_box(&theirs).str_variation()));
-            });
+fn variation_calls(c: &mut Criterion) {
+    for threads in [1, 2] {
+        for fixture in fixtures() {
+            let (ours, theirs) = sides(&fixture);
+            let group_name = format!("sdk_{threads}t_{}", fixture.name);
+            let mut group = c.benchmark_group(&group_name);
+            let mut bench = |name: &str, eval: &(dyn Fn() + Sync)| {
+                let times = ThreadTimes::default();
+                group.bench_function(name, |b| {
+                    b.iter_custom(|iters| on_threads(threads, iters, eval, &times));
+                });
+                times.report(&format!("{group_name}/{name}"));
+            };
+            if ours.is_bool() {
+                bench("flags_sdk", &|| {
+                    black_box(black_box(&ours).bool_variation());
+                });
+                bench("launchdarkly_sdk", &|| {
+                    black_box(black_box(&theirs).bool_variation());
+                });
+            } else {
+                bench("flags_sdk", &|| {
+                    black_box(black_box(&ours).str_variation());
+                });
+                bench("launchdarkly_sdk", &|| {
+                    black_box(black_box(&theirs).str_variation());
+                });
+            }
+            group.finish();
         }
-        group.finish();
-    }
-}
-
-fn two_threads(c: &mut Criterion) {
-    for fixture in fixtures() {
-        let (ours, theirs) = sides(&fixture);
-        let mut group = c.benchmark_group(format!("sdk_2t_{}", fixture.name));
-        if ours.is_bool() {
-            group.bench_function("flags_sdk", |b| {
-                b.iter_custom(|iters| {
-                    on_two_threads(iters, || {
-                        black_box(black_box(&ours).bool_variation());
-                    })
-                });
-            });
-            group.bench_function("launchdarkly_sdk", |b| {
-                b.iter_custom(|iters| {
-                    on_two_threads(iters, || {
-                        black_box(black_box(&theirs).bool_variation());
-                    })
-                });
-            });
-        } else {
-            group.bench_function("flags_sdk", |b| {
-                b.iter_custom(|iters| {
-                    on_two_threads(iters, || {
-                        black_box(black_box(&ours).str_variation());
-                    })
-                });
-            });
-            group.bench_function("launchdarkly_sdk", |b| {
-                b.iter_custom(|iters| {
-                    on_two_threads(iters, || {
-                        black_box(black_box(&theirs).str_variation());
-                    })
-                });
-            });
-        }
-        group.finish();
     }
 }
 
@@ -143,7 +117,7 @@ fn updates(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, single_thread, two_threads, updates);
+criterion_group!(benches, variation_calls, updates);
 criterion_main!(benches);
 
 /// Both SDKs over one fixture, checked to give the case's value.
@@ -166,18 +140,26 @@ fn sides(fixture: &flags_bench::Fixture) -> (OurSdk, TheirSdk) {
     (ours, theirs)
 }
 
-/// Runs `eval` `iters` times on each of two threads released together, and returns half of
-/// their wall time: criterion divides by `iters`, giving the pair's time per evaluation.
-fn on_two_threads(iters: u64, eval: impl Fn() + Sync) -> Duration {
-    let start = Barrier::new(3);
+/// Runs `eval` `iters` times on each of `threads` threads released together, and returns their
+/// wall time divided by `threads`: criterion divides by `iters`, giving the time per evaluation
+/// of all the threads together. What the threads spent is added to `times`.
+fn on_threads(
+    threads: usize,
+    iters: u64,
+    eval: &(dyn Fn() + Sync),
+    times: &ThreadTimes,
+) -> Duration {
+    let start = Barrier::new(threads + 1);
     thread::scope(|s| {
-        let workers: Vec<_> = (0..2)
+        let workers: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
                     start.wait();
+                    let before = schedstat();
                     for _ in 0..iters {
                         eval();
                     }
+                    times.add(iters, before, schedstat());
                 })
             })
             .collect();
@@ -188,8 +170,62 @@ fn on_two_threads(iters: u64, eval: impl Fn() + Sync) -> Duration {
                 std::panic::resume_unwind(panic);
             }
         }
-        started.elapsed() / 2
+        // At most two threads, so the conversion cannot truncate.
+        started.elapsed() / u32::try_from(threads).unwrap_or(u32::MAX)
     })
+}
+
+/// What the evaluating threads of one benchmark spent, from Linux's per-thread scheduler
+/// statistics: time on a CPU, and time ready to run but waiting for one. On a machine busy with
+/// other work the wall-clock times include the waiting, and the two-thread figures then say
+/// more about the machine than about the SDK; the CPU time per evaluation does not.
+#[derive(Default)]
+struct ThreadTimes {
+    evaluations: AtomicU64,
+    running_ns: AtomicU64,
+    waiting_ns: AtomicU64,
+}
+
+impl ThreadTimes {
+    fn add(&self, evaluations: u64, before: Option<(u64, u64)>, after: Option<(u64, u64)>) {
+        if let (Some((run0, wait0)), Some((run1, wait1))) = (before, after) {
+            self.evaluations.fetch_add(evaluations, Ordering::Relaxed);
+            self.running_ns
+                .fetch_add(run1.saturating_sub(run0), Ordering::Relaxed);
+            self.waiting_ns
+                .fetch_add(wait1.saturating_sub(wait0), Ordering::Relaxed);
+        }
+    }
+
+    fn report(&self, id: &str) {
+        let evaluations = self.evaluations.load(Ordering::Relaxed);
+        let running = self.running_ns.load(Ordering::Relaxed);
+        let waiting = self.waiting_ns.load(Ordering::Relaxed);
+        if evaluations == 0 || running == 0 {
+            return;
+        }
+        // Far below 2^52 nanoseconds and evaluations, so the conversions are exact.
+        #[allow(clippy::cast_precision_loss)]
+        let (cpu, waited) = (
+            running as f64 / evaluations as f64,
+            100.0 * waiting as f64 / (running + waiting) as f64,
+        );
+        println!(
+            "{id}: {cpu:.1} ns of CPU per evaluation per thread; the threads waited for a CPU \
+             {waited:.1}% of the time"
+        );
+    }
+}
+
+/// This thread's time on a CPU and time waiting for one, in nanoseconds, where Linux reports
+/// them (`/proc/thread-self/schedstat`).
+fn schedstat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(running)), Some(Ok(waiting))) => Some((running, waiting)),
+        _ => None,
+    }
 }
 
 /// Every fixture's flags and segments in one data set (their keys differ), plus the flag the
