@@ -9,8 +9,11 @@
 //! to both engines) all build their inputs through [`FlagdSide::new`] and [`PeerSide::new`]. The allocation bench
 //! and test count with flags-test-support's counting allocator.
 //!
+//! The SDK benchmark (`benches/sdk.rs`) compares flags-sdk with LaunchDarkly's Rust server SDK on
+//! the same fixtures; both SDKs are dev-dependencies, set up in `tests/sdks/`.
+//!
 //! This crate is not part of the product: nothing depends on it, it is never published, and it is
-//! the only crate in the workspace that depends on the LaunchDarkly evaluator.
+//! the only crate in the workspace that depends on the LaunchDarkly evaluator or SDK.
 
 use std::collections::HashMap;
 
