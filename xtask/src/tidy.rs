@@ -66,6 +66,7 @@ const LAYERS: &[(&str, Allowed)] = &[
         Allowed::Only(&["flags-core", "flags-store"]),
     ),
     ("flags-test-support", Allowed::Only(&[])),
+    ("flags-events", Allowed::Only(&[])),
     (
         "flags-sdk",
         Allowed::Only(&[

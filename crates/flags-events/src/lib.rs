@@ -1,0 +1,33 @@
+//! `flags-events`: analytics events as flagd reads and exports them.
+//!
+//! - [`parse_bulk`] reads a `/bulk` body in LaunchDarkly's server-side event format (`feature`,
+//!   `debug`, `custom`, `identify`, `index`, `summary`; other kinds are kept by name), so events
+//!   from official SDKs and from flagd's own SDK are one stream. Every problem names the event's
+//!   index and the field, `[3].creationDate: expected a whole number, found a string`.
+//! - [`to_records`] turns events into the flat records exporters write: evaluations in
+//!   go-feature-flag's `FeatureEvent` shape (`kind`, `contextKind`, `userKey`, `creationDate` in
+//!   Unix milliseconds, `key`, `variation`, `value`, `default`, `version`, `source`,
+//!   `metadata`), tracked goals as `custom`, and one `summary` record per counter. Each field is
+//!   documented on [`FeatureRecord`], [`CustomRecord`] and [`SummaryRecord`].
+//!
+//! No I/O: bytes in, records out.
+
+#![warn(missing_docs)]
+
+// The README's example runs as a doctest too, so it cannot drift from the code.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
+mod input;
+mod record;
+
+pub use input::{
+    ContextEvent, Counter, CustomEvent, EventContext, EventError, FeatureEvent, FlagSummary,
+    SdkEvent, SummaryEvent, parse_bulk, parse_event,
+};
+pub use record::{CustomRecord, FeatureRecord, Record, SDK_DEFAULT, SummaryRecord, to_records};
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,139 @@
+use expect_test::expect;
+use serde_json::json;
+
+use super::*;
+
+/// A flush as LaunchDarkly's server-side SDKs send it: an index event, a tracked flag's full
+/// event, a debug event, a goal, and the summary of the period.
+fn flush() -> Vec<u8> {
+    json!([
+        {"kind": "index", "creationDate": 1_700_000_000_000_u64,
+         "context": {"kind": "user", "key": "alice", "_meta": {"redactedAttributes": ["email"]}}},
+        {"kind": "feature", "creationDate": 1_700_000_000_001_u64, "key": "checkout",
+         "version": 7, "variation": 1, "value": true, "default": false,
+         "reason": {"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "beta"},
+         "contextKeys": {"user": "alice"}},
+        {"kind": "debug", "creationDate": 1_700_000_000_002_u64, "key": "banner",
+         "value": "hello", "default": "dflt",
+         "context": {"kind": "multi", "user": {"key": "bob", "anonymous": true},
+                     "org": {"key": "acme", "anonymous": true}}},
+        {"kind": "custom", "creationDate": 1_700_000_000_003_u64, "key": "purchase",
+         "contextKeys": {"org": "acme"}, "metricValue": 42.5},
+        {"kind": "summary", "startDate": 1_700_000_000_000_u64, "endDate": 1_700_000_010_000_u64,
+         "features": {"checkout": {"default": false, "contextKinds": ["user"], "counters": [
+             {"value": true, "variation": 1, "version": 7, "count": 12},
+             {"value": false, "count": 2, "unknown": true}]}}},
+        {"kind": "diagnostic", "id": {"diagnosticId": "x"}}
+    ])
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_flush_reads_as_its_events() {
+    let events = parse_bulk(&flush()).unwrap();
+    let kinds: Vec<_> = events.iter().map(SdkEvent::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "index",
+            "feature",
+            "debug",
+            "custom",
+            "summary",
+            "diagnostic"
+        ]
+    );
+    let SdkEvent::Feature(debug) = &events[2] else {
+        panic!("{:?}", events[2]);
+    };
+    assert!(debug.debug);
+    assert_eq!(debug.variation, None);
+    assert!(debug.context.is_anonymous());
+    assert_eq!(
+        debug.context.keys(),
+        [
+            ("org".to_owned(), "acme".to_owned()),
+            ("user".to_owned(), "bob".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn records_take_go_feature_flags_shape() {
+    let events = parse_bulk(&flush()).unwrap();
+    let records = to_records(&events, "SDK");
+    let lines: Vec<String> = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap())
+        .collect();
+    expect![[r#"
+        {"kind":"feature","contextKind":"user","userKey":"alice","creationDate":1700000000001,"key":"checkout","variation":"1","value":true,"default":false,"version":"7","source":"SDK","metadata":{"contextKeys":{"user":"alice"},"defaultValue":false,"reason":{"kind":"RULE_MATCH","ruleId":"beta","ruleIndex":0}}}
+        {"kind":"feature","contextKind":"anonymousUser","userKey":"bob","creationDate":1700000000002,"key":"banner","variation":"SdkDefault","value":"hello","default":true,"version":"","source":"SDK","metadata":{"contextKeys":{"org":"acme","user":"bob"},"debug":true,"defaultValue":"dflt"}}
+        {"kind":"custom","contextKind":"user","userKey":"acme","creationDate":1700000000003,"key":"purchase","value":42.5,"source":"SDK","metadata":{"contextKeys":{"org":"acme"}}}
+        {"kind":"summary","creationDate":1700000010000,"startDate":1700000000000,"key":"checkout","variation":"1","value":true,"version":"7","count":12,"default":false,"contextKinds":["user"],"source":"SDK"}
+        {"kind":"summary","creationDate":1700000010000,"startDate":1700000000000,"key":"checkout","variation":"SdkDefault","value":false,"version":"","count":2,"default":false,"contextKinds":["user"],"source":"SDK"}"#]]
+    .assert_eq(&lines.join("\n"));
+}
+
+#[test]
+fn problems_name_the_event_and_the_field() {
+    let cases = [
+        (
+            json!({"kind": "feature"}).to_string(),
+            "expected a JSON array of events, found an object",
+        ),
+        (
+            json!([1]).to_string(),
+            "[0].: expected an event object, found a number",
+        ),
+        (json!([{}]).to_string(), "[0].kind: missing"),
+        (
+            json!([{"kind": "custom", "creationDate": "yesterday", "key": "k",
+                    "contextKeys": {"user": "u"}}])
+            .to_string(),
+            "[0].creationDate: expected a whole number, found a string",
+        ),
+        (
+            json!([{"kind": "index", "creationDate": 1, "context": {}},
+                   {"kind": "feature", "creationDate": 1, "key": "f"}])
+            .to_string(),
+            "[1].context: missing (nor contextKeys)",
+        ),
+        (
+            json!([{"kind": "custom", "creationDate": 1, "key": "k",
+                    "contextKeys": {"user": 7}}])
+            .to_string(),
+            "[0].contextKeys.user: expected a string, found a number",
+        ),
+        (
+            json!([{"kind": "summary", "startDate": 1, "endDate": 2, "features": {
+                "f": {"counters": [{"value": true, "count": -1}]}}}])
+            .to_string(),
+            "[0].features.f.counters[0].count: expected a whole number ≥ 0, found -1",
+        ),
+        (
+            "[{".to_owned(),
+            "invalid JSON: EOF while parsing an object at line 1 column 2",
+        ),
+    ];
+    for (body, message) in cases {
+        let error = parse_bulk(body.as_bytes()).unwrap_err();
+        assert_eq!(error.to_string(), message, "{body}");
+    }
+}
+
+#[test]
+fn whole_numbers_written_as_floats_are_read() {
+    let body = json!([{"kind": "feature", "creationDate": 1.7e12, "key": "f", "version": 3.0,
+                       "variation": 0.0, "value": 1, "userKey": "legacy"}]);
+    let events = parse_bulk(body.to_string().as_bytes()).unwrap();
+    let SdkEvent::Feature(f) = &events[0] else {
+        panic!();
+    };
+    assert_eq!(
+        (f.creation_date, f.version, f.variation),
+        (1_700_000_000_000, Some(3), Some(0))
+    );
+    assert_eq!(f.context.keys(), [("user".to_owned(), "legacy".to_owned())]);
+}
