@@ -4,20 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flags_core::{Context, ErrorKind, EvalDetail, FlagData};
-use flags_data::Snapshot;
-use flags_eval::Evaluator;
+use flags_core::{Context, FlagData};
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
 use crate::config::{Config, DataSource, trim_url};
-use crate::data::{Changed, Data};
-use crate::detail::{Detail, FromValue, typed};
+use crate::data::Data;
+use crate::detail::Detail;
 use crate::flags_state::{AllFlagsState, FlagsStateOptions};
+use crate::inner::Inner;
+use crate::listen::{Listener, ListenerId};
 use crate::source;
-use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
-use crate::tracker::{FlagTracker, Tracker};
+use crate::status::DataSourceStatusProvider;
+use crate::tracker::{FlagChangeEvent, FlagValueChangeEvent, Tracker};
 
 /// Sets up a [`Client`].
 #[derive(Debug, Clone)]
@@ -131,17 +131,54 @@ impl std::fmt::Debug for Client {
     }
 }
 
-pub(crate) struct Inner {
-    pub(crate) data: Data,
-    pub(crate) tracker: Tracker,
-    pub(crate) status: DataSourceStatusProvider,
-    big_segments: Option<BigSegments>,
-    big_segment_status: BigSegmentStoreStatusProvider,
-    initialized: watch::Sender<bool>,
-    /// Set once waiting for the first data is over: it came, or the source stopped for good.
-    settled: watch::Sender<bool>,
-    closed: watch::Sender<bool>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+/// Registers change listeners on a client. Cheap to clone.
+#[derive(Clone)]
+pub struct FlagTracker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for FlagTracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlagTracker").finish_non_exhaustive()
+    }
+}
+
+impl FlagTracker {
+    /// A listener told of every flag whose configuration changes from now on, including flags
+    /// affected through a changed prerequisite or segment, transitively.
+    pub fn add_flag_change_listener(&self) -> Listener<FlagChangeEvent> {
+        self.inner.tracker.add_flag_listener()
+    }
+
+    /// Removes a flag change listener; returns whether it was registered.
+    pub fn remove_flag_change_listener(&self, id: ListenerId) -> bool {
+        self.inner.tracker.remove_flag_listener(id)
+    }
+
+    /// A listener told when the value of flag `key` for `context` changes. The value is
+    /// evaluated now (`default` if the flag is missing or fails) and again whenever the flag's
+    /// configuration changes; an event is sent only when the value differs.
+    pub fn add_flag_value_change_listener(
+        &self,
+        key: &str,
+        context: Context,
+        default: Value,
+    ) -> Listener<FlagValueChangeEvent> {
+        let inner = &self.inner;
+        inner
+            .tracker
+            .add_value_listener(key, context, default, |key, context, default| {
+                match inner.data.snapshot() {
+                    Some(snapshot) => inner.value_in(&snapshot, key, context, default),
+                    None => default.clone(),
+                }
+            })
+    }
+
+    /// Removes a value change listener; returns whether it was registered.
+    pub fn remove_flag_value_change_listener(&self, id: ListenerId) -> bool {
+        self.inner.tracker.remove_value_listener(id)
+    }
 }
 
 impl Client {
@@ -368,125 +405,13 @@ impl Client {
     }
 }
 
-impl Inner {
-    fn close(&self) {
-        if self.closed.send_replace(true) {
-            return;
-        }
-        self.settled.send_replace(true);
-        self.status.shut(None);
-        self.tracker.close();
-        if let Some(big) = &self.big_segments {
-            big.close();
-        }
-        let thread = self.lock_thread().take();
-        if let Some(thread) = thread
-            && thread.thread().id() != std::thread::current().id()
-        {
-            // The thread only waits for `closed`; a panic there has nothing left to report.
-            let _ = thread.join();
-        }
-    }
-
-    /// An evaluator over `snapshot` with the big-segment store, if any.
-    #[inline]
-    pub(crate) fn evaluator<'a>(&'a self, snapshot: &'a Snapshot) -> Evaluator<'a> {
-        let evaluator = Evaluator::new(snapshot.compiled());
-        match &self.big_segments {
-            Some(store) => evaluator.with_big_segments(store),
-            None => evaluator,
-        }
-    }
-
-    #[inline]
-    fn variation<T: FromValue>(&self, context: &Context, key: &str, default: T) -> T {
-        let guard = self.data.load();
-        let Some(snapshot) = guard.as_ref() else {
-            return default;
-        };
-        let detail = self.evaluator(snapshot).evaluate(key, context);
-        match detail.value {
-            Some(value) => T::from_value(value).unwrap_or(default),
-            None => default,
-        }
-    }
-
-    fn detail<T: FromValue>(&self, context: &Context, key: &str, default: T) -> Detail<T> {
-        let guard = self.data.load();
-        let Some(snapshot) = guard.as_ref() else {
-            return Detail::error(default, ErrorKind::ClientNotReady);
-        };
-        typed(self.evaluator(snapshot).evaluate(key, context), default)
-    }
-
-    /// The value of `key` for `context` in `snapshot`, or `default`.
-    pub(crate) fn value_in(
-        &self,
-        snapshot: &Snapshot,
-        key: &str,
-        context: &Context,
-        default: &Value,
-    ) -> Value {
-        let detail: EvalDetail<'_> = self.evaluator(snapshot).evaluate(key, context);
-        detail.value.unwrap_or(default).clone()
-    }
-
-    /// Replaces all data: the data source is `Valid` and the client initialised from here on.
-    /// The status comes first, so whoever wakes on initialisation finds it `Valid` already.
-    pub(crate) fn put(&self, data: FlagData) -> Result<(), flags_data::DataError> {
-        let changed = self.data.replace(data)?;
-        self.report(DataSourceState::Valid, None);
-        self.initialized.send_replace(true);
-        self.settled.send_replace(true);
-        if let Some(changed) = changed {
-            self.changed(&changed);
-        }
-        Ok(())
-    }
-
-    /// Applies patches and deletes.
-    pub(crate) fn apply(
-        &self,
-        updates: Vec<flags_data::Update>,
-    ) -> Result<(), flags_data::DataError> {
-        if let Some(changed) = self.data.apply(updates)? {
-            self.changed(&changed);
-        }
-        Ok(())
-    }
-
-    fn changed(&self, changed: &Changed) {
-        self.tracker.notify(self, changed);
-    }
-
-    pub(crate) fn report(&self, state: DataSourceState, error: Option<ErrorInfo>) {
-        self.status.update(state, error);
-    }
-
-    /// Turns the data source off for good (a rejected key).
-    pub(crate) fn give_up(&self, error: ErrorInfo) {
-        self.status.shut(Some(error));
-        self.settled.send_replace(true);
-    }
-
-    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
-        self.closed.subscribe()
-    }
-
-    fn lock_thread(&self) -> std::sync::MutexGuard<'_, Option<std::thread::JoinHandle<()>>> {
-        self.thread
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use std::pin::pin;
 
     use super::*;
-    use crate::status::DataSourceErrorKind;
+    use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
     /// A client whose data never comes: its only flag file does not exist.
     fn starved() -> Client {

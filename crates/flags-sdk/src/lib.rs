@@ -50,6 +50,7 @@ mod config;
 mod data;
 mod detail;
 mod flags_state;
+mod inner;
 mod listen;
 pub mod openfeature;
 mod source;
@@ -61,7 +62,7 @@ pub use big_segments::{
     BigSegmentStoreStatus, BigSegmentStoreStatusProvider, BigSegmentsConfig,
     InMemoryBigSegmentStore,
 };
-pub use client::{BuildError, Client, ClientBuilder};
+pub use client::{BuildError, Client, ClientBuilder, FlagTracker};
 pub use config::{DEFAULT_BASE_URL, DataSource};
 pub use detail::Detail;
 pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};
@@ -70,7 +71,7 @@ pub use status::{
     DataSourceErrorKind, DataSourceState, DataSourceStatus, DataSourceStatusProvider, ErrorInfo,
 };
 pub use test_data::TestData;
-pub use tracker::{FlagChangeEvent, FlagTracker, FlagValueChangeEvent};
+pub use tracker::{FlagChangeEvent, FlagValueChangeEvent};
 
 /// Re-exported so applications name contexts, reasons and evaluation errors without another
 /// dependency.

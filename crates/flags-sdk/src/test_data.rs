@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use flags_core::{Flag, FlagData, Segment};
 use flags_data::{DataError, Update};
 
-use crate::client::Inner;
+use crate::inner::Inner;
 
 /// Flag data that the application changes while clients built on it evaluate. Cheap to clone;
 /// every clone is the same source, and every client built with it sees each change.

@@ -1,12 +1,12 @@
-//! `FlagTracker`: listeners for flag configuration changes and for changes of one flag's value
-//! for one context.
+//! Change listeners: the events, and the listeners a client's updates notify (the public face
+//! is [`crate::FlagTracker`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use flags_core::Context;
+use flags_data::Snapshot;
 use serde_json::Value;
 
-use crate::client::Inner;
 use crate::data::Changed;
 use crate::listen::{Listener, ListenerId, Listeners};
 
@@ -27,18 +27,6 @@ pub struct FlagValueChangeEvent {
     pub old_value: Value,
     /// The value now (the default if the flag was deleted or fails).
     pub new_value: Value,
-}
-
-/// Registers change listeners on a client. Cheap to clone.
-#[derive(Clone)]
-pub struct FlagTracker {
-    pub(crate) inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for FlagTracker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlagTracker").finish_non_exhaustive()
-    }
 }
 
 pub(crate) struct Tracker {
@@ -69,7 +57,12 @@ impl Tracker {
     /// the order updates are applied in. The first data changes no flag's configuration (there
     /// was none), so it sends no flag change events; value listeners still hear of values that
     /// differ from their defaults.
-    pub(crate) fn notify(&self, inner: &Inner, changed: &Changed) {
+    /// `value_in` evaluates a flag for a context in a snapshot, giving the default on failure.
+    pub(crate) fn notify(
+        &self,
+        changed: &Changed,
+        value_in: impl Fn(&Snapshot, &str, &Context, &Value) -> Value,
+    ) {
         if !changed.first {
             for key in &changed.affected {
                 self.flags.send(&FlagChangeEvent { key: key.clone() });
@@ -80,7 +73,7 @@ impl Tracker {
             if !changed.affected.contains(&listener.key) {
                 continue;
             }
-            let now = inner.value_in(
+            let now = value_in(
                 &changed.new,
                 &listener.key,
                 &listener.context,
@@ -97,54 +90,31 @@ impl Tracker {
         }
     }
 
-    pub(crate) fn close(&self) {
-        self.flags.close();
-        for listener in self.lock().drain(..) {
-            listener.events.close();
-        }
+    pub(crate) fn add_flag_listener(&self) -> Listener<FlagChangeEvent> {
+        self.flags.add()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ValueListener>> {
-        self.values
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl FlagTracker {
-    /// A listener told of every flag whose configuration changes from now on, including flags
-    /// affected through a changed prerequisite or segment, transitively.
-    pub fn add_flag_change_listener(&self) -> Listener<FlagChangeEvent> {
-        self.inner.tracker.flags.add()
+    pub(crate) fn remove_flag_listener(&self, id: ListenerId) -> bool {
+        self.flags.remove(id)
     }
 
-    /// Removes a flag change listener; returns whether it was registered.
-    pub fn remove_flag_change_listener(&self, id: ListenerId) -> bool {
-        self.inner.tracker.flags.remove(id)
-    }
-
-    /// A listener told when the value of flag `key` for `context` changes. The value is
-    /// evaluated now (`default` if the flag is missing or fails) and again whenever the flag's
-    /// configuration changes; an event is sent only when the value differs.
-    pub fn add_flag_value_change_listener(
+    /// Registers a value listener whose first value `now` gives, under the lock that updates
+    /// notify under, so that no update falls between the first evaluation and the
+    /// registration.
+    pub(crate) fn add_value_listener(
         &self,
         key: &str,
         context: Context,
         default: Value,
+        now: impl FnOnce(&str, &Context, &Value) -> Value,
     ) -> Listener<FlagValueChangeEvent> {
-        let tracker = &self.inner.tracker;
-        // Registered under the lock that updates notify under, so no update falls between the
-        // first evaluation and the registration.
-        let mut values = tracker.lock();
-        let last = match self.inner.data.snapshot() {
-            Some(snapshot) => self.inner.value_in(&snapshot, key, &context, &default),
-            None => default.clone(),
-        };
-        let events = Listeners::new(tracker.capacity);
+        let mut values = self.lock();
+        let last = now(key, &context, &default);
+        let events = Listeners::new(self.capacity);
         let listener = events.add();
         // Checked under the lock `close` drains the list under, after it closed `flags`: a
         // listener added after the close would otherwise wait for good.
-        if tracker.flags.is_closed() {
+        if self.flags.is_closed() {
             events.close();
             return listener;
         }
@@ -159,11 +129,23 @@ impl FlagTracker {
         listener
     }
 
-    /// Removes a value change listener; returns whether it was registered.
-    pub fn remove_flag_value_change_listener(&self, id: ListenerId) -> bool {
-        let mut values = self.inner.tracker.lock();
+    pub(crate) fn remove_value_listener(&self, id: ListenerId) -> bool {
+        let mut values = self.lock();
         let before = values.len();
         values.retain(|l| l.id != id);
         values.len() != before
+    }
+
+    pub(crate) fn close(&self) {
+        self.flags.close();
+        for listener in self.lock().drain(..) {
+            listener.events.close();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ValueListener>> {
+        self.values
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

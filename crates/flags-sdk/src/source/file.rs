@@ -9,7 +9,7 @@ use std::time::Duration;
 use flags_wire::file::{FileContents, merge_files, to_model};
 
 use super::{error, sleep_unless_closed};
-use crate::client::Inner;
+use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState};
 
 pub(super) async fn run(paths: Vec<PathBuf>, interval: Duration, inner: Arc<Inner>) {

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime};
 
 use flags_cache::{Backoff, JitterRng};
 
-use crate::client::Inner;
 use crate::config::{Config, DataSource};
+use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, ErrorInfo};
 
 pub(crate) type Task = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;

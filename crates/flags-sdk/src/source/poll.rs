@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{error, is_unrecoverable, sleep_unless_closed};
-use crate::client::Inner;
+use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
 /// How long one poll may take, answer and body together: a server that accepts and never

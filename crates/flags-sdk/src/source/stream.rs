@@ -17,7 +17,7 @@ use flags_wire::stream::{Event, ParseError};
 use futures_util::StreamExt;
 
 use super::{error, is_unrecoverable, sleep_unless_closed};
-use crate::client::Inner;
+use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
 /// How one connection ended.

@@ -1,0 +1,150 @@
+//! What a client's evaluations, data sources and listeners share: the data, the status, and
+//! the signals that start and stop the client. The public face is [`crate::Client`].
+
+use flags_core::{Context, ErrorKind, EvalDetail, FlagData};
+use flags_data::Snapshot;
+use flags_eval::Evaluator;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
+use crate::data::{Changed, Data};
+use crate::detail::{Detail, FromValue, typed};
+use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
+use crate::tracker::Tracker;
+
+/// The state behind every clone of a client, and what its data sources write to.
+pub(crate) struct Inner {
+    pub(crate) data: Data,
+    pub(crate) tracker: Tracker,
+    pub(crate) status: DataSourceStatusProvider,
+    pub(crate) big_segments: Option<BigSegments>,
+    pub(crate) big_segment_status: BigSegmentStoreStatusProvider,
+    pub(crate) initialized: watch::Sender<bool>,
+    /// Set once waiting for the first data is over: it came, or the source stopped for good.
+    pub(crate) settled: watch::Sender<bool>,
+    pub(crate) closed: watch::Sender<bool>,
+    pub(crate) thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Inner {
+    pub(crate) fn close(&self) {
+        if self.closed.send_replace(true) {
+            return;
+        }
+        self.settled.send_replace(true);
+        self.status.shut(None);
+        self.tracker.close();
+        if let Some(big) = &self.big_segments {
+            big.close();
+        }
+        let thread = self.lock_thread().take();
+        if let Some(thread) = thread
+            && thread.thread().id() != std::thread::current().id()
+        {
+            // The thread only waits for `closed`; a panic there has nothing left to report.
+            let _ = thread.join();
+        }
+    }
+
+    /// An evaluator over `snapshot` with the big-segment store, if any.
+    #[inline]
+    pub(crate) fn evaluator<'a>(&'a self, snapshot: &'a Snapshot) -> Evaluator<'a> {
+        let evaluator = Evaluator::new(snapshot.compiled());
+        match &self.big_segments {
+            Some(store) => evaluator.with_big_segments(store),
+            None => evaluator,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn variation<T: FromValue>(&self, context: &Context, key: &str, default: T) -> T {
+        let guard = self.data.load();
+        let Some(snapshot) = guard.as_ref() else {
+            return default;
+        };
+        let detail = self.evaluator(snapshot).evaluate(key, context);
+        match detail.value {
+            Some(value) => T::from_value(value).unwrap_or(default),
+            None => default,
+        }
+    }
+
+    pub(crate) fn detail<T: FromValue>(
+        &self,
+        context: &Context,
+        key: &str,
+        default: T,
+    ) -> Detail<T> {
+        let guard = self.data.load();
+        let Some(snapshot) = guard.as_ref() else {
+            return Detail::error(default, ErrorKind::ClientNotReady);
+        };
+        typed(self.evaluator(snapshot).evaluate(key, context), default)
+    }
+
+    /// The value of `key` for `context` in `snapshot`, or `default`.
+    pub(crate) fn value_in(
+        &self,
+        snapshot: &Snapshot,
+        key: &str,
+        context: &Context,
+        default: &Value,
+    ) -> Value {
+        let detail: EvalDetail<'_> = self.evaluator(snapshot).evaluate(key, context);
+        detail.value.unwrap_or(default).clone()
+    }
+
+    /// Replaces all data: the data source is `Valid` and the client initialised from here on.
+    /// The status comes first, so whoever wakes on initialisation finds it `Valid` already.
+    pub(crate) fn put(&self, data: FlagData) -> Result<(), flags_data::DataError> {
+        let changed = self.data.replace(data)?;
+        self.report(DataSourceState::Valid, None);
+        self.initialized.send_replace(true);
+        self.settled.send_replace(true);
+        if let Some(changed) = changed {
+            self.changed(&changed);
+        }
+        Ok(())
+    }
+
+    /// Applies patches and deletes.
+    pub(crate) fn apply(
+        &self,
+        updates: Vec<flags_data::Update>,
+    ) -> Result<(), flags_data::DataError> {
+        if let Some(changed) = self.data.apply(updates)? {
+            self.changed(&changed);
+        }
+        Ok(())
+    }
+
+    fn changed(&self, changed: &Changed) {
+        self.tracker
+            .notify(changed, |snapshot, key, context, default| {
+                self.value_in(snapshot, key, context, default)
+            });
+    }
+
+    pub(crate) fn report(&self, state: DataSourceState, error: Option<ErrorInfo>) {
+        self.status.update(state, error);
+    }
+
+    /// Turns the data source off for good (a rejected key).
+    pub(crate) fn give_up(&self, error: ErrorInfo) {
+        self.status.shut(Some(error));
+        self.settled.send_replace(true);
+    }
+
+    pub(crate) fn closed(&self) -> watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    pub(crate) fn lock_thread(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<std::thread::JoinHandle<()>>> {
+        self.thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
