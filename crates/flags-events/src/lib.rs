@@ -9,6 +9,9 @@
 //!   Unix milliseconds, `key`, `variation`, `value`, `default`, `version`, `source`,
 //!   `metadata`), tracked goals as `custom`, and one `summary` record per counter. Each field is
 //!   documented on [`FeatureRecord`], [`CustomRecord`] and [`SummaryRecord`].
+//! - [`Summarizer`] counts evaluations per flag, variation and version between two flushes and
+//!   hands over the period's `summary` event, which [`SummaryEvent::to_json`] writes as SDKs
+//!   send it (and [`parse_bulk`] reads back).
 //!
 //! No I/O: bytes in, records out.
 
@@ -21,12 +24,14 @@ struct ReadmeDoctests;
 
 mod input;
 mod record;
+mod summary;
 
 pub use input::{
     ContextEvent, Counter, CustomEvent, EventContext, EventError, FeatureEvent, FlagSummary,
     SdkEvent, SummaryEvent, parse_bulk, parse_event,
 };
 pub use record::{CustomRecord, FeatureRecord, Record, SDK_DEFAULT, SummaryRecord, to_records};
+pub use summary::{Evaluation, Summarizer};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

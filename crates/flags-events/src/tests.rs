@@ -137,3 +137,32 @@ fn whole_numbers_written_as_floats_are_read() {
     );
     assert_eq!(f.context.keys(), [("user".to_owned(), "legacy".to_owned())]);
 }
+
+#[test]
+fn a_summary_counts_per_variation_and_version_and_reads_back() {
+    let mut summarizer = Summarizer::new();
+    assert!(summarizer.take().is_none());
+    let (on, off, dflt) = (json!(true), json!(false), json!(false));
+    let eval = |at, flag, version, variation, value| Evaluation {
+        at,
+        flag,
+        version,
+        variation,
+        value,
+        default: &dflt,
+    };
+    summarizer.count(eval(200, "checkout", Some(7), Some(1), &on), ["user"]);
+    summarizer.count(
+        eval(100, "checkout", Some(7), Some(1), &on),
+        ["org", "user"],
+    );
+    summarizer.count(eval(300, "checkout", Some(7), Some(0), &off), ["user"]);
+    summarizer.count(eval(250, "missing", None, None, &dflt), ["user"]);
+    let summary = summarizer.take().unwrap();
+    assert!(summarizer.is_empty());
+    let json = summary.to_json();
+    expect![[r#"{"endDate":300,"features":{"checkout":{"contextKinds":["org","user"],"counters":[{"count":2,"value":true,"variation":1,"version":7},{"count":1,"value":false,"variation":0,"version":7}],"default":false},"missing":{"contextKinds":["user"],"counters":[{"count":1,"unknown":true,"value":false}],"default":false}},"kind":"summary","startDate":100}"#]]
+    .assert_eq(&json.to_string());
+    let read = parse_bulk(json!([json]).to_string().as_bytes()).unwrap();
+    assert_eq!(read, [SdkEvent::Summary(summary)]);
+}
