@@ -298,7 +298,8 @@ impl BigSegmentStore for BigSegments {
     }
 }
 
-fn now_ms() -> u64 {
+/// The current time in Unix milliseconds (0 if the clock is before 1970).
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

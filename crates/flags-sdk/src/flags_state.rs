@@ -74,6 +74,7 @@ impl AllFlagsState {
         options: FlagsStateOptions,
     ) -> AllFlagsState {
         let mut flags = BTreeMap::new();
+        let now_ms = crate::big_segments::now_ms();
         for compiled in snapshot.flags() {
             let flag = compiled.to_flag();
             if options.client_side_only
@@ -87,9 +88,6 @@ impl AllFlagsState {
             let detail = evaluator.evaluate_flag(compiled, context);
             let in_experiment = flags_eval::is_experiment(&flag, &detail.reason);
             let track_events = flag.track_events || in_experiment;
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let debugging = flag.debug_events_until_date.is_some_and(|d| d > now_ms);
             let details = !options.details_only_for_tracked_flags || track_events || debugging;
             let reason = (options.with_reasons || in_experiment)
