@@ -20,6 +20,9 @@ pub enum SdkEvent {
     Index(ContextEvent),
     /// `summary`: counts of evaluations per flag, variation and version between two flushes.
     Summary(SummaryEvent),
+    /// `metrics`: how an SDK's own calls to flagd went (flagd's SDK sends these; LaunchDarkly's
+    /// do not).
+    Metrics(MetricsEvent),
     /// A kind read no further (`migration_op`, `diagnostic`, and kinds of later SDKs).
     Other {
         /// The event's `kind`.
@@ -37,6 +40,7 @@ impl SdkEvent {
             SdkEvent::Identify(_) => "identify",
             SdkEvent::Index(_) => "index",
             SdkEvent::Summary(_) => "summary",
+            SdkEvent::Metrics(_) => "metrics",
             SdkEvent::Other { kind } => kind,
         }
     }
@@ -186,6 +190,76 @@ pub struct Counter {
     pub unknown: bool,
 }
 
+/// A `metrics` event: one measurement of an SDK's call to flagd, or one failed call.
+///
+/// On the wire: `{"kind":"metrics","creationDate":MS,"metric":"latency","api":"poll",
+/// "value":12.5,"labels":{"tag":"web"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsEvent {
+    /// When, in Unix milliseconds.
+    pub creation_date: u64,
+    /// What was measured.
+    pub metric: Metric,
+    /// Which call: `poll`, `stream`, `events`, or another name the SDK gives.
+    pub api: String,
+    /// Milliseconds for [`Metric::Latency`], bytes for [`Metric::Size`], a count (usually 1)
+    /// for the error counts.
+    pub value: f64,
+    /// Free-form labels the application set (a tag, a region).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What a [`MetricsEvent`] measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Metric {
+    /// How long the call took (`latency`), in milliseconds.
+    Latency,
+    /// How large the answer was (`size`), in bytes.
+    Size,
+    /// The call timed out (`timeoutError`).
+    TimeoutError,
+    /// The call failed for another reason (`internalError`).
+    InternalError,
+}
+
+impl Metric {
+    /// The name on the wire and in exported records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Latency => "latency",
+            Metric::Size => "size",
+            Metric::TimeoutError => "timeoutError",
+            Metric::InternalError => "internalError",
+        }
+    }
+
+    /// The metric named `name`, if it is one of the four.
+    pub fn from_name(name: &str) -> Option<Metric> {
+        [
+            Metric::Latency,
+            Metric::Size,
+            Metric::TimeoutError,
+            Metric::InternalError,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == name)
+    }
+}
+
+impl MetricsEvent {
+    /// The event as flagd's SDK sends it in a `/bulk` body.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "kind": "metrics",
+            "creationDate": self.creation_date,
+            "metric": self.metric.as_str(),
+            "api": self.api,
+            "value": self.value,
+            "labels": self.labels,
+        })
+    }
+}
+
 /// Why a `/bulk` body or one of its events could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -266,6 +340,7 @@ pub fn parse_event(index: usize, event: &Value) -> Result<SdkEvent, EventError> 
             }
         }
         "summary" => SdkEvent::Summary(at.summary()?),
+        "metrics" => SdkEvent::Metrics(at.metrics()?),
         _ => SdkEvent::Other { kind },
     })
 }
@@ -386,6 +461,42 @@ impl Fields<'_> {
             )])));
         }
         Err(self.problem("context", "missing (nor contextKeys)"))
+    }
+
+    fn metrics(&self) -> Result<MetricsEvent, EventError> {
+        let name = self.string("metric")?;
+        let metric = Metric::from_name(&name).ok_or_else(|| {
+            self.problem(
+                "metric",
+                format!("expected latency, size, timeoutError or internalError, found \"{name}\""),
+            )
+        })?;
+        let value = match self.fields.get("value") {
+            Some(Value::Number(n)) => n.as_f64().unwrap_or_default(),
+            Some(other) => return Err(self.wrong("value", "a number", other)),
+            None if matches!(metric, Metric::TimeoutError | Metric::InternalError) => 1.0,
+            None => return Err(self.problem("value", "missing")),
+        };
+        let mut labels = BTreeMap::new();
+        match self.fields.get("labels") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(map)) => {
+                for (name, label) in map {
+                    let Value::String(label) = label else {
+                        return Err(self.wrong(&format!("labels.{name}"), "a string", label));
+                    };
+                    labels.insert(name.clone(), label.clone());
+                }
+            }
+            Some(other) => return Err(self.wrong("labels", "an object", other)),
+        }
+        Ok(MetricsEvent {
+            creation_date: self.date("creationDate")?,
+            metric,
+            api: self.string("api")?,
+            value,
+            labels,
+        })
     }
 
     fn summary(&self) -> Result<SummaryEvent, EventError> {

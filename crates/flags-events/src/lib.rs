@@ -7,8 +7,10 @@
 //! - [`to_records`] turns events into the flat records exporters write: evaluations in
 //!   go-feature-flag's `FeatureEvent` shape (`kind`, `contextKind`, `userKey`, `creationDate` in
 //!   Unix milliseconds, `key`, `variation`, `value`, `default`, `version`, `source`,
-//!   `metadata`), tracked goals as `custom`, and one `summary` record per counter. Each field is
-//!   documented on [`FeatureRecord`], [`CustomRecord`] and [`SummaryRecord`].
+//!   `metadata`), tracked goals as `custom`, one `summary` record per counter, and the SDK's
+//!   `metrics` events (latency and size of its calls to flagd, timeout and error counts) as
+//!   `metrics`. Each field is documented on [`FeatureRecord`], [`CustomRecord`],
+//!   [`SummaryRecord`] and [`MetricsRecord`]; records read back with serde as they were written.
 //! - [`Summarizer`] counts evaluations per flag, variation and version between two flushes and
 //!   hands over the period's `summary` event, which [`SummaryEvent::to_json`] writes as SDKs
 //!   send it (and [`parse_bulk`] reads back).
@@ -28,9 +30,12 @@ mod summary;
 
 pub use input::{
     ContextEvent, Counter, CustomEvent, EventContext, EventError, FeatureEvent, FlagSummary,
-    SdkEvent, SummaryEvent, parse_bulk, parse_event,
+    Metric, MetricsEvent, SdkEvent, SummaryEvent, parse_bulk, parse_event,
 };
-pub use record::{CustomRecord, FeatureRecord, Record, SDK_DEFAULT, SummaryRecord, to_records};
+pub use record::{
+    ANONYMOUS_USER, CustomRecord, FeatureRecord, MetricsRecord, Record, SDK_DEFAULT, SummaryRecord,
+    to_records,
+};
 pub use summary::{Evaluation, Summarizer};
 
 #[cfg(test)]

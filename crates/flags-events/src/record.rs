@@ -2,16 +2,19 @@
 //! (`custom`), and per summary counter (`summary`). Evaluations take go-feature-flag's
 //! `FeatureEvent` shape, so tools built for its exports read flagd's.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::input::{EventContext, SdkEvent};
+
+/// `contextKind` of an anonymous context.
+pub const ANONYMOUS_USER: &str = "anonymousUser";
 
 /// `variation` of an evaluation that served the application's default.
 pub const SDK_DEFAULT: &str = "SdkDefault";
 
 /// One exported record, tagged by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
 #[non_exhaustive]
 pub enum Record {
@@ -24,15 +27,40 @@ pub enum Record {
     /// One counter of a summary: how often one variation of one version was served.
     #[serde(rename = "summary")]
     Summary(SummaryRecord),
+    /// One measurement of an SDK's call to flagd.
+    #[serde(rename = "metrics")]
+    Metrics(MetricsRecord),
+}
+
+impl Record {
+    /// The record's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Feature(_) => "feature",
+            Record::Custom(_) => "custom",
+            Record::Summary(_) => "summary",
+            Record::Metrics(_) => "metrics",
+        }
+    }
+
+    /// The record's `creationDate`, in Unix milliseconds.
+    pub fn creation_date(&self) -> u64 {
+        match self {
+            Record::Feature(r) => r.creation_date,
+            Record::Custom(r) => r.creation_date,
+            Record::Summary(r) => r.creation_date,
+            Record::Metrics(r) => r.creation_date,
+        }
+    }
 }
 
 /// An evaluation, in go-feature-flag's `FeatureEvent` shape.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FeatureRecord {
     /// `anonymousUser` when the context is anonymous, else `user` (go-feature-flag's two
     /// values; the LaunchDarkly context kinds are in `metadata.contextKeys`).
-    pub context_kind: &'static str,
+    pub context_kind: String,
     /// The context key: of the `user` kind when the context has one, else of its first kind.
     pub user_key: String,
     /// When the evaluation happened, in Unix milliseconds.
@@ -51,16 +79,16 @@ pub struct FeatureRecord {
     pub source: String,
     /// `contextKeys` (kind → key), and when present `reason`, `prereqOf`, `debug: true` and
     /// `defaultValue` (the default the application passed).
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
 }
 
 /// A tracked goal or metric.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CustomRecord {
     /// As in [`FeatureRecord::context_kind`].
-    pub context_kind: &'static str,
+    pub context_kind: String,
     /// As in [`FeatureRecord::user_key`].
     pub user_key: String,
     /// When it was tracked, in Unix milliseconds.
@@ -68,20 +96,20 @@ pub struct CustomRecord {
     /// The event (goal) key.
     pub key: String,
     /// The metric value, for numeric metrics.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
     /// Data the application attached.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     /// As in [`FeatureRecord::source`].
     pub source: String,
     /// `contextKeys` (kind → key).
-    #[serde(skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
 }
 
 /// One counter of a summary.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SummaryRecord {
     /// The end of the summary's period, in Unix milliseconds.
@@ -102,6 +130,25 @@ pub struct SummaryRecord {
     pub default: Value,
     /// The context kinds the flag was evaluated for.
     pub context_kinds: Vec<String>,
+    /// As in [`FeatureRecord::source`].
+    pub source: String,
+}
+
+/// One measurement of an SDK's call to flagd.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricsRecord {
+    /// When, in Unix milliseconds.
+    pub creation_date: u64,
+    /// `latency` (milliseconds), `size` (bytes), `timeoutError` or `internalError` (counts).
+    pub metric: String,
+    /// Which call of the SDK: `poll`, `stream`, `events`, ...
+    pub api: String,
+    /// The measurement, in the metric's unit.
+    pub value: f64,
+    /// Labels the application set.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub labels: Map<String, Value>,
     /// As in [`FeatureRecord::source`].
     pub source: String,
 }
@@ -169,6 +216,18 @@ pub fn to_records(events: &[SdkEvent], source: &str) -> Vec<Record> {
                     }
                 }
             }
+            SdkEvent::Metrics(m) => records.push(Record::Metrics(MetricsRecord {
+                creation_date: m.creation_date,
+                metric: m.metric.as_str().to_owned(),
+                api: m.api.clone(),
+                value: m.value,
+                labels: m
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+                    .collect(),
+                source: source.to_owned(),
+            })),
             SdkEvent::Identify(_) | SdkEvent::Index(_) | SdkEvent::Other { .. } => {}
         }
     }
@@ -176,7 +235,7 @@ pub fn to_records(events: &[SdkEvent], source: &str) -> Vec<Record> {
 }
 
 /// `contextKind`, `userKey` and the metadata naming every key of a context.
-fn who(context: &EventContext) -> (&'static str, String, Map<String, Value>) {
+fn who(context: &EventContext) -> (String, String, Map<String, Value>) {
     let keys = context.keys();
     let user_key = keys
         .iter()
@@ -185,7 +244,7 @@ fn who(context: &EventContext) -> (&'static str, String, Map<String, Value>) {
         .map(|(_, key)| key.clone())
         .unwrap_or_default();
     let kind = if context.is_anonymous() {
-        "anonymousUser"
+        ANONYMOUS_USER
     } else {
         "user"
     };
@@ -198,7 +257,7 @@ fn who(context: &EventContext) -> (&'static str, String, Map<String, Value>) {
                 .collect(),
         ),
     );
-    (kind, user_key, metadata)
+    (kind.to_owned(), user_key, metadata)
 }
 
 fn variation(variation: Option<usize>) -> String {

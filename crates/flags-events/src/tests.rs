@@ -1,4 +1,6 @@
 use expect_test::expect;
+use std::collections::BTreeMap;
+
 use serde_json::json;
 
 use super::*;
@@ -165,4 +167,72 @@ fn a_summary_counts_per_variation_and_version_and_reads_back() {
     .assert_eq(&json.to_string());
     let read = parse_bulk(json!([json]).to_string().as_bytes()).unwrap();
     assert_eq!(read, [SdkEvent::Summary(summary)]);
+}
+
+#[test]
+fn metrics_events_read_back_and_become_metrics_records() {
+    let event = MetricsEvent {
+        creation_date: 1_700_000_000_000,
+        metric: Metric::Latency,
+        api: "poll".to_owned(),
+        value: 12.5,
+        labels: [("tag".to_owned(), "web".to_owned())].into(),
+    };
+    let body = json!([event.to_json(),
+        {"kind": "metrics", "creationDate": 5, "metric": "timeoutError", "api": "stream"}]);
+    let events = parse_bulk(body.to_string().as_bytes()).unwrap();
+    assert_eq!(events[0], SdkEvent::Metrics(event));
+    let SdkEvent::Metrics(timeout) = &events[1] else {
+        panic!("{:?}", events[1]);
+    };
+    assert_eq!((timeout.metric, timeout.value), (Metric::TimeoutError, 1.0));
+    let records = to_records(&events, "SDK");
+    expect![[r#"
+        {"kind":"metrics","creationDate":1700000000000,"metric":"latency","api":"poll","value":12.5,"labels":{"tag":"web"},"source":"SDK"}
+        {"kind":"metrics","creationDate":5,"metric":"timeoutError","api":"stream","value":1.0,"source":"SDK"}"#]]
+    .assert_eq(
+        &records
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    let wrong = json!([{"kind": "metrics", "creationDate": 5, "metric": "speed", "api": "x"}]);
+    assert_eq!(
+        parse_bulk(wrong.to_string().as_bytes())
+            .unwrap_err()
+            .to_string(),
+        r#"[0].metric: expected latency, size, timeoutError or internalError, found "speed""#
+    );
+    let missing = json!([{"kind": "metrics", "creationDate": 5, "metric": "size", "api": "x"}]);
+    assert_eq!(
+        parse_bulk(missing.to_string().as_bytes())
+            .unwrap_err()
+            .to_string(),
+        "[0].value: missing"
+    );
+}
+
+#[test]
+fn every_record_reads_back_as_written() {
+    let mut events = parse_bulk(&flush()).unwrap();
+    events.push(SdkEvent::Metrics(MetricsEvent {
+        creation_date: 9,
+        metric: Metric::Size,
+        api: "poll".to_owned(),
+        value: 2048.0,
+        labels: BTreeMap::new(),
+    }));
+    let records = to_records(&events, "SDK");
+    assert_eq!(
+        records.iter().map(Record::kind).collect::<Vec<_>>(),
+        [
+            "feature", "feature", "custom", "summary", "summary", "metrics"
+        ]
+    );
+    for record in records {
+        let line = serde_json::to_string(&record).unwrap();
+        let read: Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(read, record, "{line}");
+    }
 }
