@@ -67,6 +67,7 @@ const LAYERS: &[(&str, Allowed)] = &[
     ),
     ("flags-test-support", Allowed::Only(&[])),
     ("flags-events", Allowed::Only(&[])),
+    ("flags-export", Allowed::Only(&["flags-events"])),
     (
         "flags-sdk",
         Allowed::Only(&[
@@ -75,6 +76,7 @@ const LAYERS: &[(&str, Allowed)] = &[
             "flags-wire",
             "flags-data",
             "flags-cache",
+            "flags-events",
         ]),
     ),
     ("flagd", Allowed::Any),
