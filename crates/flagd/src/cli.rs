@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use flags_store_postgres::redact_url;
 
-use crate::config::{Config, ConfigError, Redacted};
+use crate::config::{Config, ConfigError, Redacted, Sampling};
 
 const ABOUT: &str = "A self-hosted feature-flag server for LaunchDarkly-format flag data.";
 
@@ -32,10 +32,14 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
   FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
   FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY,
-  FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS
+  FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS, FLAGD_EXPORT_DIR,
+  FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
+  FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES
 The configuration file is YAML with the same names: listen, files, sdk_keys, log,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
-admin_key, sync.{poll_interval_ms,backoff_base_ms}.
+admin_key, sync.{poll_interval_ms,backoff_base_ms}, events.{exporters,server_evaluations,
+spool_dir,...}; exporters are listed under events.exporters, each with a kind (file,
+postgres, redis, nats, webhook) and its settings (see docs/events.md).
 
 With --database (root mode) flagd serves every environment of the database; each SDK key
 selects its environment, and the admin API is under /api/v1.
@@ -167,6 +171,15 @@ pub struct ServeArgs {
     /// FLAGD_ADMIN_KEY, which does not show in the process list.
     #[arg(long = "admin-key", value_name = "KEY")]
     pub admin_key: Option<String>,
+    /// Export analytics events (SDKs' `/bulk` posts, and flagd's own evaluations when
+    /// --server-evaluations says so) as JSON-lines files into this directory; the shortcut for
+    /// a `file` exporter under `events.exporters` in the configuration file.
+    #[arg(long = "export-dir", value_name = "DIR")]
+    pub export_dir: Option<PathBuf>,
+    /// Which of flagd's own evaluations (native API, OFREP) become events: `off`, `all`, or a
+    /// sample rate between 0 and 1 [default: off].
+    #[arg(long = "server-evaluations", value_name = "off|all|RATE", value_parser = Sampling::parse)]
+    pub server_evaluations: Option<Sampling>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -182,6 +195,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("keepalive_ms", &self.keepalive_ms)
             .field("database", &self.database.as_deref().map(redact_url))
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
+            .field("export_dir", &self.export_dir)
+            .field("server_evaluations", &self.server_evaluations)
             .finish()
     }
 }
@@ -233,6 +248,12 @@ impl ServeArgs {
         }
         if let Some(key) = &self.admin_key {
             config.admin_key = Some(key.clone());
+        }
+        if let Some(dir) = &self.export_dir {
+            config.add_export_dir(dir);
+        }
+        if let Some(sampling) = self.server_evaluations {
+            config.events.server_evaluations = sampling;
         }
         Ok(config)
     }

@@ -8,14 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flags_store_postgres::redact_url;
+
+pub use crate::events::Sampling;
 use serde::{Deserialize, Serialize};
 
 /// The port flagd listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8013";
 
-/// Everything `flagd serve` can be told. Its `Debug` hides the secrets: SDK keys, the admin key
-/// and the database URL's password.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Everything `flagd serve` can be told. Its `Debug` hides the secrets: SDK keys, the admin key,
+/// the database URL's password, and exporter settings (only their kinds show).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8013`; port 0 picks a free port).
@@ -37,6 +39,8 @@ pub struct Config {
     pub admin_key: Option<String>,
     /// Root mode: how the database's changes are followed.
     pub sync: SyncConfig,
+    /// Analytics events: exporters, and whether flagd's own evaluations are events too.
+    pub events: EventsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -54,7 +58,97 @@ impl std::fmt::Debug for Config {
             )
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
             .field("sync", &self.sync)
+            .field("events", &self.events)
             .finish()
+    }
+}
+
+/// Analytics events: where the events SDKs post to `/bulk` go, and whether flagd's own
+/// evaluations (native API, OFREP) are exported too.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// flagd's own evaluations as events: `off` (the default), `all`, or a sample rate between
+    /// 0 and 1.
+    pub server_evaluations: Sampling,
+    /// Where events go; each item has a `kind` (`file`, `postgres`, `redis`, `nats`,
+    /// `webhook`) and that exporter's settings. None: events are checked, counted and dropped.
+    pub exporters: Vec<ExporterSpec>,
+    /// Bulk exporters (files, PostgreSQL) get a batch at least this often, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Events held in memory per exporter before they go to the spool (or, without one, the
+    /// oldest are dropped and counted).
+    pub max_events_in_memory: usize,
+    /// Directory of the on-disk spool (one subdirectory per exporter), where events wait while
+    /// their destination is down; replayed after a restart. None: memory only.
+    pub spool_dir: Option<PathBuf>,
+    /// Size bound of each exporter's spool, in bytes; past it the oldest events are dropped
+    /// and counted.
+    pub max_spool_bytes: u64,
+    /// At shutdown, how long exporters get to deliver what is held before the rest is spooled,
+    /// in milliseconds.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            server_evaluations: Sampling::Off,
+            exporters: Vec::new(),
+            flush_interval_ms: 5_000,
+            max_events_in_memory: 100_000,
+            spool_dir: None,
+            max_spool_bytes: 1 << 30,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsConfig")
+            .field("server_evaluations", &self.server_evaluations)
+            .field(
+                "exporters",
+                &self
+                    .exporters
+                    .iter()
+                    .map(|e| e.kind.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("flush_interval_ms", &self.flush_interval_ms)
+            .field("max_events_in_memory", &self.max_events_in_memory)
+            .field("spool_dir", &self.spool_dir)
+            .field("max_spool_bytes", &self.max_spool_bytes)
+            .field("shutdown_timeout_ms", &self.shutdown_timeout_ms)
+            .finish()
+    }
+}
+
+/// One configured exporter: its `kind` and its own settings, checked when the server starts
+/// (an unknown kind or setting is an error naming it).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExporterSpec {
+    /// `file`, `postgres`, `redis`, `nats` or `webhook`.
+    pub kind: String,
+    /// The exporter's settings, as written.
+    #[serde(flatten)]
+    pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ExporterSpec {
+    /// The JSON-lines file exporter writing into `dir`, which `--export-dir` configures.
+    pub fn jsonl_files(dir: &Path) -> ExporterSpec {
+        let mut settings = serde_json::Map::new();
+        settings.insert(
+            "dir".to_owned(),
+            serde_json::Value::from(dir.to_string_lossy().into_owned()),
+        );
+        settings.insert("format".to_owned(), serde_json::Value::from("jsonl"));
+        ExporterSpec {
+            kind: "file".to_owned(),
+            settings,
+        }
     }
 }
 
@@ -186,6 +280,7 @@ impl Default for Config {
             database_url: None,
             admin_key: None,
             sync: SyncConfig::default(),
+            events: EventsConfig::default(),
         }
     }
 }
@@ -336,6 +431,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ),
     ("FLAGD_HTTP_MAX_CONNECTIONS", "http.max_connections"),
     ("FLAGD_HTTP_SHUTDOWN_DRAIN_MS", "http.shutdown_drain_ms"),
+    (
+        "FLAGD_EVENTS_SERVER_EVALUATIONS",
+        "events.server_evaluations (off, all or a rate)",
+    ),
+    ("FLAGD_EVENTS_FLUSH_INTERVAL_MS", "events.flush_interval_ms"),
+    ("FLAGD_EVENTS_MAX_IN_MEMORY", "events.max_events_in_memory"),
+    ("FLAGD_EVENTS_SPOOL_DIR", "events.spool_dir"),
+    ("FLAGD_EVENTS_MAX_SPOOL_BYTES", "events.max_spool_bytes"),
+    (
+        "FLAGD_EXPORT_DIR",
+        "a JSON-lines file exporter into this directory",
+    ),
 ];
 
 impl Config {
@@ -355,6 +462,15 @@ impl Config {
         config.sync.poll_interval_ms = 200;
         config.sync.backoff_base_ms = 100;
         config
+    }
+
+    /// Adds the JSON-lines file exporter into `dir` (`--export-dir`), unless one is already
+    /// configured for it.
+    pub fn add_export_dir(&mut self, dir: &Path) {
+        let spec = ExporterSpec::jsonl_files(dir);
+        if !self.events.exporters.contains(&spec) {
+            self.events.exporters.push(spec);
+        }
     }
 
     /// Reads a YAML configuration file (missing fields take their defaults).
@@ -431,6 +547,23 @@ impl Config {
                 }
                 "FLAGD_HTTP_MAX_CONNECTIONS" => self.http.max_connections = num(name, value)?,
                 "FLAGD_HTTP_SHUTDOWN_DRAIN_MS" => self.http.shutdown_drain_ms = num(name, value)?,
+                "FLAGD_EVENTS_SERVER_EVALUATIONS" => {
+                    self.events.server_evaluations =
+                        Sampling::parse(value).map_err(|message| ConfigError::Env {
+                            name: name.to_owned(),
+                            value: value.to_owned(),
+                            message,
+                        })?;
+                }
+                "FLAGD_EVENTS_FLUSH_INTERVAL_MS" => {
+                    self.events.flush_interval_ms = num(name, value)?
+                }
+                "FLAGD_EVENTS_MAX_IN_MEMORY" => {
+                    self.events.max_events_in_memory = num(name, value)?
+                }
+                "FLAGD_EVENTS_SPOOL_DIR" => self.events.spool_dir = Some(PathBuf::from(value)),
+                "FLAGD_EVENTS_MAX_SPOOL_BYTES" => self.events.max_spool_bytes = num(name, value)?,
+                "FLAGD_EXPORT_DIR" => self.add_export_dir(Path::new(value)),
                 _ => {}
             }
         }
@@ -536,6 +669,49 @@ mod tests {
         let timing = config.sync.timing();
         assert_eq!(timing.backoff_base, Duration::from_millis(250));
         assert_eq!(timing.poll_interval, Duration::from_millis(700));
+    }
+
+    #[test]
+    fn events_settings_from_yaml_env_and_the_export_dir_shortcut() {
+        let mut config = Config::from_yaml_str(
+            "events:\n  server_evaluations: 0.5\n  spool_dir: /var/spool/flagd\n  exporters:\n    - kind: webhook\n      url: http://hooks.internal/flagd\n      secret: hook-s3cret\n",
+        )
+        .unwrap();
+        assert_eq!(config.events.server_evaluations, Sampling::Rate(0.5));
+        assert_eq!(config.events.exporters[0].kind, "webhook");
+        assert_eq!(
+            config.events.exporters[0].settings["url"],
+            "http://hooks.internal/flagd"
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hook-s3cret"), "{shown}");
+        assert!(shown.contains(r#"exporters: ["webhook"]"#), "{shown}");
+        config
+            .apply_env(&env(&[
+                ("FLAGD_EVENTS_SERVER_EVALUATIONS", "all"),
+                ("FLAGD_EXPORT_DIR", "/data/events"),
+            ]))
+            .unwrap();
+        assert_eq!(config.events.server_evaluations, Sampling::All);
+        config.add_export_dir(Path::new("/data/events"));
+        assert_eq!(
+            config.events.exporters.len(),
+            2,
+            "the same directory twice is one exporter"
+        );
+        assert_eq!(
+            serde_json::to_value(&config.events.exporters[1]).unwrap(),
+            serde_json::json!({"kind": "file", "dir": "/data/events", "format": "jsonl"})
+        );
+        let err = Config::default()
+            .apply_env(&env(&[("FLAGD_EVENTS_SERVER_EVALUATIONS", "2")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value \"2\" for FLAGD_EVENTS_SERVER_EVALUATIONS: a sample rate is between 0 and 1, found 2"
+        );
+        let err = Config::from_yaml_str("events:\n  exporter: []\n").unwrap_err();
+        assert!(err.contains("unknown field `exporter`"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 mod engine;
 mod env;
+pub mod events;
 // The fuzz targets' way in; not part of flagd's API (see its module comment).
 #[doc(hidden)]
 pub mod fuzzing;

@@ -134,6 +134,7 @@ const KNOWN_EVENT_KINDS: &[&str] = &[
     "identify",
     "index",
     "summary",
+    "metrics",
     "migration_op",
     "diagnostic-init",
     "diagnostic",

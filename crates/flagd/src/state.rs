@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use crate::config::{Config, HttpConfig};
 use crate::engine::Ops;
 use crate::env::{DEFAULT_ENV, Env, Environments};
+use crate::events::Events;
 use crate::keys::{SdkKeys, StoreKeys};
 use crate::metrics::Metrics;
 use crate::root::RootHealth;
@@ -66,6 +67,8 @@ pub struct AppState {
     pub streams: Arc<Semaphore>,
     /// Fires when the server stops; streams end on it.
     pub shutdown: Shutdown,
+    /// Where analytics events go (nowhere until exporters are configured).
+    pub events: Arc<Events>,
 }
 
 impl AppState {
@@ -96,6 +99,7 @@ impl AppState {
             limiter: Arc::new(Semaphore::new(config.http.max_concurrency)),
             streams: Arc::new(Semaphore::new(config.http.max_streams)),
             shutdown: Shutdown::new(),
+            events: Arc::new(Events::off()),
         }
     }
 }

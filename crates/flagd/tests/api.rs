@@ -610,9 +610,11 @@ async fn sdk_events_are_accepted_and_counted() {
     let (app, _state, _source, _dir) = app_with(FLAGS);
     let events = json!([
         {"kind": "index", "creationDate": 1, "context": {"kind": "user", "key": "u"}},
-        {"kind": "feature", "key": "bool-flag"},
-        {"kind": "feature", "key": "bool-flag"},
-        {"kind": "summary", "features": {}},
+        {"kind": "feature", "creationDate": 2, "key": "bool-flag", "value": true,
+         "contextKeys": {"user": "u"}},
+        {"kind": "feature", "creationDate": 3, "key": "bool-flag", "value": true,
+         "contextKeys": {"user": "u"}},
+        {"kind": "summary", "startDate": 1, "endDate": 3, "features": {}},
         {"kind": "something-new"}
     ]);
     let response = send(&app, post("/bulk", &events.to_string())).await;
@@ -655,7 +657,7 @@ async fn sdk_bad_events_are_400() {
         ),
         (
             "/bulk",
-            r#"[{"kind":"feature"}, 3]"#,
+            r#"[{"kind":"custom","key":"k","creationDate":1,"contextKeys":{"user":"u"}}, 3]"#,
             "INVALID_REQUEST",
             "[1]: expected an event object, found a number",
         ),
@@ -670,6 +672,13 @@ async fn sdk_bad_events_are_400() {
             r#"[{"kind":null}]"#,
             "INVALID_REQUEST",
             "[0].kind: expected a string, found null",
+        ),
+        (
+            "/bulk",
+            r#"[{"kind":"custom","key":"buy","creationDate":1,"contextKeys":{"user":"u"}},
+                {"kind":"feature","key":"f","creationDate":"today"}]"#,
+            "INVALID_REQUEST",
+            "[1].creationDate: expected a whole number, found a string",
         ),
         (
             "/diagnostic",
@@ -946,7 +955,9 @@ async fn large_bodies_are_413() {
         );
     }
     // Event payloads have their own, larger limit.
-    let events = json!([{"kind": "custom", "key": "x".repeat(250)}]).to_string();
+    let events = json!([{"kind": "custom", "key": "x".repeat(250), "creationDate": 1,
+                         "contextKeys": {"user": "u"}}])
+    .to_string();
     assert_eq!(
         call(&app, post("/bulk", &events)).await.0,
         StatusCode::ACCEPTED

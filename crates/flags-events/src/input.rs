@@ -270,8 +270,9 @@ pub enum EventError {
     /// The body is JSON but not an array of events.
     #[error("expected a JSON array of events, found {0}")]
     NotAnArray(&'static str),
-    /// One field of one event is missing or of the wrong type.
-    #[error("[{index}].{field}: {problem}")]
+    /// One field of one event is missing or of the wrong type (`field` is empty when the
+    /// event itself is).
+    #[error("[{index}]{}{field}: {problem}", if field.is_empty() { "" } else { "." })]
     Field {
         /// The event's index in the array.
         index: usize,

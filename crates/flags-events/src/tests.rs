@@ -87,7 +87,7 @@ fn problems_name_the_event_and_the_field() {
         ),
         (
             json!([1]).to_string(),
-            "[0].: expected an event object, found a number",
+            "[0]: expected an event object, found a number",
         ),
         (json!([{}]).to_string(), "[0].kind: missing"),
         (

@@ -8,12 +8,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::MaybeObject;
-use flags_core::{Context, ContextError, ErrorKind, Reason, ReasonJson};
+use flags_core::{Context, ContextError, ErrorKind, EvalDetail, Reason, ReasonJson};
 
 use super::answer;
 use super::body::ContextBody;
 use super::error::ApiError;
 use super::scan;
+use crate::engine::Snapshot;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
 use crate::state::AppState;
@@ -73,6 +74,7 @@ pub(super) fn evaluate_one(
     );
     let label = if not_found { UNKNOWN_FLAG } else { flag_key };
     state.metrics.evaluation(label, detail.reason.kind_str());
+    export_evaluations(state, env, &snapshot, &context, [(flag_key, &detail)]);
     let status = if not_found {
         StatusCode::NOT_FOUND
     } else {
@@ -100,6 +102,13 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());
     }
+    export_evaluations(
+        state,
+        env,
+        &snapshot,
+        &context,
+        results.iter().map(|(key, detail)| (*key, detail)),
+    );
     // In key order, as `evaluate_all` gives them.
     answer::native_all(results.iter().map(|(key, detail)| {
         (
@@ -109,4 +118,28 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
             detail.reason_json(),
         )
     }))
+}
+
+/// Hands flagd's own evaluations to the exporters, as many as the configured sampling keeps
+/// (nothing at all is built when it keeps none).
+pub(super) fn export_evaluations<'a, 'd: 'a>(
+    state: &AppState,
+    env: &Env,
+    snapshot: &Snapshot,
+    context: &Context,
+    evaluations: impl IntoIterator<Item = (&'a str, &'a EvalDetail<'d>)>,
+) {
+    if !state.events.samples_evaluations() {
+        return;
+    }
+    let records: Vec<_> = evaluations
+        .into_iter()
+        .filter_map(|(key, detail)| {
+            let version = snapshot.compiled_flag(key).map(|flag| flag.version());
+            state
+                .events
+                .evaluation(&env.key, key, version, context, detail)
+        })
+        .collect();
+    state.events.submit(records);
 }

@@ -233,6 +233,7 @@ pub(super) fn evaluate_one(
         if not_found { UNKNOWN_FLAG } else { key },
         detail.reason.kind_str(),
     );
+    super::native::export_evaluations(state, env, &snapshot, &context, [(key, &detail)]);
     match item(&snapshot, key, &detail) {
         Ok(success) => {
             answer::ofrep_success(success.key, success.value, success.reason, success.variant)
@@ -278,6 +279,13 @@ pub(super) fn evaluate_all(
         return not_modified(&etag);
     }
     let results = snapshot.evaluate_all(&env.ops, &context);
+    super::native::export_evaluations(
+        state,
+        env,
+        &snapshot,
+        &context,
+        results.iter().map(|(key, detail)| (*key, detail)),
+    );
     let items: Vec<_> = results
         .iter()
         .map(|(key, detail)| {

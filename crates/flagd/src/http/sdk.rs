@@ -213,49 +213,40 @@ impl Follower {
     }
 }
 
-/// `POST /bulk`: a JSON array of analytics events, each an object with a string `kind`.
+/// `POST /bulk`: a JSON array of analytics events in LaunchDarkly's format (plus flagd SDKs'
+/// `metrics` events), checked whole and handed to the exporters of the key's environment. A
+/// payload with one bad event is refused whole, naming the event and the field, so that
+/// nothing is half-kept.
 pub(super) async fn bulk_events(
     State(state): State<AppState>,
+    EnvOf(env): EnvOf,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let value = match parse_json_body(body) {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
-    let Value::Array(events) = value else {
+    let Value::Array(raw) = value else {
         return ApiError::invalid_request(format!(
             "expected a JSON array of events, found {}",
             file_type_name(&value)
         ))
         .into_response();
     };
-    let mut kinds = Vec::with_capacity(events.len());
-    for (i, event) in events.iter().enumerate() {
-        let Value::Object(event) = event else {
-            return ApiError::invalid_request(format!(
-                "[{i}]: expected an event object, found {}",
-                file_type_name(event)
-            ))
-            .into_response();
-        };
-        match event.get("kind") {
-            Some(Value::String(kind)) => kinds.push(kind.as_str()),
-            Some(other) => {
-                return ApiError::invalid_request(format!(
-                    "[{i}].kind: expected a string, found {}",
-                    file_type_name(other)
-                ))
-                .into_response();
-            }
-            None => {
-                return ApiError::invalid_request(format!("[{i}].kind: missing")).into_response();
-            }
-        }
-    }
+    let events = match raw
+        .iter()
+        .enumerate()
+        .map(|(index, event)| flags_events::parse_event(index, event))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(events) => events,
+        Err(e) => return ApiError::invalid_request(e.to_string()).into_response(),
+    };
     // Count only once the whole payload is known to be valid, so a rejected payload counts nothing.
-    for kind in kinds {
-        state.metrics.event_received(kind);
+    for event in &events {
+        state.metrics.event_received(event.kind());
     }
+    state.events.bulk(&env.key, &events);
     StatusCode::ACCEPTED.into_response()
 }
 

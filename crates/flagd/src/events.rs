@@ -1,0 +1,415 @@
+//! Analytics events in flagd: what SDKs post to `/bulk` and, when asked, flagd's own evaluations
+//! (native API and OFREP), turned into records and handed to the exporters.
+//!
+//! Request handlers only build records and hand them over ([`RecordSink::submit`] never waits
+//! on I/O); the exporter scheduler (`flags-export`) owns delivery, retries and the spool.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flags_core::{Context, EvalDetail};
+use flags_events::{ANONYMOUS_USER, FeatureRecord, Record, SDK_DEFAULT, SdkEvent, to_records};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+/// `source` of the records of flagd's own evaluations.
+pub const SOURCE_SERVER: &str = "SERVER";
+/// `source` of the records of events SDKs sent.
+pub const SOURCE_SDK: &str = "SDK";
+
+/// Where records go: the exporter scheduler in a running server, a list in tests.
+pub trait RecordSink: Send + Sync {
+    /// Takes `records` for export. Returns at once: no I/O, no lock held during I/O.
+    fn submit(&self, records: Vec<Record>);
+}
+
+/// Which of flagd's own evaluations become events.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Sampling {
+    /// None (the default): only SDKs' events are exported.
+    #[default]
+    Off,
+    /// Every evaluation.
+    All,
+    /// Each evaluation with this probability, between 0 and 1.
+    Rate(f64),
+}
+
+impl Sampling {
+    /// Reads `off`, `all`, or a rate between 0 and 1 (`0` is `off`, `1` is `all`).
+    pub fn parse(text: &str) -> Result<Sampling, String> {
+        match text.trim() {
+            "off" | "false" | "none" => Ok(Sampling::Off),
+            "all" | "true" => Ok(Sampling::All),
+            other => match other.parse::<f64>() {
+                Ok(rate) => Sampling::from_rate(rate),
+                Err(_) => Err(format!(
+                    "expected off, all, or a sample rate between 0 and 1, found {other:?}"
+                )),
+            },
+        }
+    }
+
+    fn from_rate(rate: f64) -> Result<Sampling, String> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("a sample rate is between 0 and 1, found {rate}"));
+        }
+        Ok(if rate == 0.0 {
+            Sampling::Off
+        } else if rate == 1.0 {
+            Sampling::All
+        } else {
+            Sampling::Rate(rate)
+        })
+    }
+}
+
+impl std::fmt::Display for Sampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampling::Off => f.write_str("off"),
+            Sampling::All => f.write_str("all"),
+            Sampling::Rate(rate) => write!(f, "{rate}"),
+        }
+    }
+}
+
+impl Serialize for Sampling {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sampling::Rate(rate) => serializer.serialize_f64(*rate),
+            other => serializer.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sampling {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sampling, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Rate(f64),
+            Word(String),
+        }
+        let parsed = match Raw::deserialize(deserializer)? {
+            Raw::Flag(false) => Ok(Sampling::Off),
+            Raw::Flag(true) => Ok(Sampling::All),
+            Raw::Rate(rate) => Sampling::from_rate(rate),
+            Raw::Word(word) => Sampling::parse(&word),
+        };
+        parsed.map_err(serde::de::Error::custom)
+    }
+}
+
+/// The server's event intake: a sink (none when no exporter is configured) and the sampling
+/// of its own evaluations.
+pub struct Events {
+    sink: Option<Arc<dyn RecordSink>>,
+    /// Keep an evaluation when a uniform draw in `0..u64::MAX` is below this (0: none).
+    threshold: u64,
+}
+
+impl Events {
+    /// No exporter: nothing is kept.
+    pub fn off() -> Events {
+        Events {
+            sink: None,
+            threshold: 0,
+        }
+    }
+
+    /// Records go to `sink`; flagd's own evaluations are kept as `sampling` says.
+    pub fn new(sink: Arc<dyn RecordSink>, sampling: Sampling) -> Events {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let threshold = match sampling {
+            Sampling::Off => 0,
+            Sampling::All => u64::MAX,
+            Sampling::Rate(rate) => (rate * u64::MAX as f64) as u64,
+        };
+        Events {
+            sink: Some(sink),
+            threshold,
+        }
+    }
+
+    /// Whether any evaluation may be kept; when not, handlers skip building records at all.
+    #[inline]
+    pub fn samples_evaluations(&self) -> bool {
+        self.threshold != 0
+    }
+
+    /// Whether to keep one evaluation.
+    #[inline]
+    fn keep(&self) -> bool {
+        match self.threshold {
+            0 => false,
+            u64::MAX => true,
+            threshold => next_random() < threshold,
+        }
+    }
+
+    /// The record of one of flagd's own evaluations of `flag` (of `version` when it exists) in
+    /// environment `env`, if sampling keeps it.
+    pub fn evaluation(
+        &self,
+        env: &str,
+        flag: &str,
+        version: Option<u64>,
+        context: &Context,
+        detail: &EvalDetail<'_>,
+    ) -> Option<Record> {
+        if !self.keep() {
+            return None;
+        }
+        Some(evaluation_record(
+            env,
+            flag,
+            version,
+            context,
+            detail,
+            unix_millis(),
+        ))
+    }
+
+    /// Hands `records` to the exporters (nothing happens without any).
+    pub fn submit(&self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        if let Some(sink) = &self.sink {
+            sink.submit(records);
+        }
+    }
+
+    /// Takes the events an SDK posted to `/bulk` for environment `env`.
+    pub fn bulk(&self, env: &str, events: &[SdkEvent]) {
+        if self.sink.is_none() {
+            return;
+        }
+        let mut records = to_records(events, SOURCE_SDK);
+        for record in &mut records {
+            tag_environment(record, env);
+        }
+        self.submit(records);
+    }
+}
+
+/// Adds `metadata.environment` to the records that carry metadata.
+fn tag_environment(record: &mut Record, env: &str) {
+    let metadata = match record {
+        Record::Feature(r) => &mut r.metadata,
+        Record::Custom(r) => &mut r.metadata,
+        Record::Metrics(r) => &mut r.labels,
+        _ => return,
+    };
+    metadata.insert("environment".to_owned(), Value::from(env));
+}
+
+/// The record of one evaluation, in the shape SDKs' `feature` events take once exported.
+pub fn evaluation_record(
+    env: &str,
+    flag: &str,
+    version: Option<u64>,
+    context: &Context,
+    detail: &EvalDetail<'_>,
+    at: u64,
+) -> Record {
+    let singles = context.contexts();
+    let anonymous = !singles.is_empty() && singles.iter().all(|c| c.anonymous());
+    let user_key = singles
+        .iter()
+        .find(|c| c.kind() == "user")
+        .or_else(|| singles.first())
+        .map(|c| c.key().to_owned())
+        .unwrap_or_default();
+    let mut keys = Map::with_capacity(singles.len());
+    for single in singles {
+        keys.insert(single.kind().to_owned(), Value::from(single.key()));
+    }
+    let mut metadata = Map::with_capacity(3);
+    metadata.insert("contextKeys".to_owned(), Value::Object(keys));
+    metadata.insert(
+        "reason".to_owned(),
+        serde_json::to_value(detail.reason_json()).unwrap_or(Value::Null),
+    );
+    metadata.insert("environment".to_owned(), Value::from(env));
+    Record::Feature(FeatureRecord {
+        context_kind: if anonymous { ANONYMOUS_USER } else { "user" }.to_owned(),
+        user_key,
+        creation_date: at,
+        key: flag.to_owned(),
+        variation: match (detail.value, detail.variation_index) {
+            (Some(_), Some(index)) => index.to_string(),
+            _ => SDK_DEFAULT.to_owned(),
+        },
+        value: detail.value.cloned().unwrap_or(Value::Null),
+        default: detail.value.is_none(),
+        version: version.map(|v| v.to_string()).unwrap_or_default(),
+        source: SOURCE_SERVER.to_owned(),
+        metadata,
+    })
+}
+
+/// Now, in Unix milliseconds.
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A uniform draw from a per-thread xorshift generator: sampling needs speed, not secrecy.
+fn next_random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(seed());
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
+/// A non-zero seed that differs between threads and runs.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(unix_millis());
+    hasher.finish() | 1
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Mutex;
+
+    use flags_core::{ErrorKind, Reason};
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Record>>);
+
+    impl RecordSink for Collect {
+        fn submit(&self, records: Vec<Record>) {
+            self.0.lock().unwrap().extend(records);
+        }
+    }
+
+    #[test]
+    fn sampling_reads_words_and_rates_and_names_bad_ones() {
+        for (text, expected) in [
+            ("off", Sampling::Off),
+            ("all", Sampling::All),
+            ("0", Sampling::Off),
+            ("1", Sampling::All),
+            ("0.25", Sampling::Rate(0.25)),
+        ] {
+            assert_eq!(Sampling::parse(text).unwrap(), expected, "{text}");
+        }
+        assert_eq!(
+            Sampling::parse("1.5").unwrap_err(),
+            "a sample rate is between 0 and 1, found 1.5"
+        );
+        assert_eq!(
+            Sampling::parse("some").unwrap_err(),
+            "expected off, all, or a sample rate between 0 and 1, found \"some\""
+        );
+        let yaml: Vec<Sampling> = serde_norway::from_str("[off, all, false, true, 0.5]").unwrap();
+        assert_eq!(
+            yaml,
+            [
+                Sampling::Off,
+                Sampling::All,
+                Sampling::Off,
+                Sampling::All,
+                Sampling::Rate(0.5)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_evaluation_record_names_the_context_variation_version_and_environment() {
+        let context = Context::from_json(&json!({"kind": "multi",
+            "org": {"key": "acme"}, "user": {"key": "alice", "anonymous": true}}))
+        .unwrap();
+        let value = json!("green");
+        let detail = EvalDetail {
+            value: Some(&value),
+            variation_index: Some(2),
+            reason: Reason::Fallthrough {
+                in_experiment: false,
+            },
+            big_segments_status: None,
+        };
+        let record = evaluation_record("prod", "color", Some(4), &context, &detail, 17);
+        expect_test::expect![[r#"{"kind":"feature","contextKind":"user","userKey":"alice","creationDate":17,"key":"color","variation":"2","value":"green","default":false,"version":"4","source":"SERVER","metadata":{"contextKeys":{"org":"acme","user":"alice"},"environment":"prod","reason":{"kind":"FALLTHROUGH"}}}"#]]
+        .assert_eq(&serde_json::to_string(&record).unwrap());
+
+        let anonymous = Context::from_json(&json!({"key": "x", "anonymous": true})).unwrap();
+        let missing = EvalDetail::error(ErrorKind::FlagNotFound);
+        let Record::Feature(record) =
+            evaluation_record("default", "nope", None, &anonymous, &missing, 18)
+        else {
+            panic!();
+        };
+        assert_eq!(
+            (
+                record.context_kind.as_str(),
+                record.variation.as_str(),
+                record.default,
+                record.version.as_str()
+            ),
+            ("anonymousUser", SDK_DEFAULT, true, "")
+        );
+    }
+
+    #[test]
+    fn sampling_keeps_about_its_share_and_off_keeps_none() {
+        let context = Context::user("u").unwrap();
+        let detail = EvalDetail::error(ErrorKind::FlagNotFound);
+        let kept = |sampling| {
+            let events = Events::new(Arc::new(Collect::default()), sampling);
+            (0..10_000)
+                .filter(|_| {
+                    events
+                        .evaluation("e", "f", None, &context, &detail)
+                        .is_some()
+                })
+                .count()
+        };
+        assert_eq!(kept(Sampling::Off), 0);
+        assert_eq!(kept(Sampling::All), 10_000);
+        let quarter = kept(Sampling::Rate(0.25));
+        // 10,000 draws at p = 0.25: the standard deviation is about 43.
+        assert!((2_200..2_800).contains(&quarter), "{quarter}");
+        assert!(!Events::off().samples_evaluations());
+    }
+
+    #[test]
+    fn bulk_events_become_sdk_records_of_their_environment() {
+        let sink = Arc::new(Collect::default());
+        let events = Events::new(Arc::clone(&sink) as Arc<dyn RecordSink>, Sampling::Off);
+        let body = json!([{"kind": "custom", "creationDate": 5, "key": "buy",
+                           "contextKeys": {"user": "u"}},
+                          {"kind": "index", "creationDate": 5, "context": {"key": "u"}}]);
+        let parsed = flags_events::parse_bulk(body.to_string().as_bytes()).unwrap();
+        events.bulk("staging", &parsed);
+        let records = sink.0.lock().unwrap();
+        assert_eq!(records.len(), 1, "index events make no record");
+        let Record::Custom(custom) = &records[0] else {
+            panic!("{:?}", records[0]);
+        };
+        assert_eq!(custom.source, SOURCE_SDK);
+        assert_eq!(custom.metadata["environment"], "staging");
+    }
+}
