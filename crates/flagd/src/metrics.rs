@@ -6,13 +6,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::http::{Method, StatusCode};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -35,6 +38,133 @@ pub struct Metrics {
     /// Evaluation counters already created, by flag then reason, so that counting an
     /// evaluation builds no label strings once its series exists.
     evaluation_handles: RwLock<HashMap<Box<str>, ReasonCounters, ahash::RandomState>>,
+    /// Where the exporters' numbers are read at each scrape, once exporters run.
+    export_source: Arc<OnceLock<ExportSource>>,
+}
+
+/// One exporter's numbers, as the exporter scheduler keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportSeries {
+    /// The exporter's name (never a secret).
+    pub exporter: String,
+    /// Events handed to it.
+    pub received: u64,
+    /// Events it delivered.
+    pub exported: u64,
+    /// Events offered again after a failed export.
+    pub retried: u64,
+    /// Events written to its spool.
+    pub spooled: u64,
+    /// Events dropped (spool full, or a destination that refused them for good).
+    pub dropped: u64,
+    /// Events waiting in memory.
+    pub queue_depth: u64,
+    /// Events waiting in its spool.
+    pub spool_records: u64,
+    /// Size of its spool, in bytes.
+    pub spool_bytes: u64,
+}
+
+/// Reads every exporter's numbers.
+pub type ExportSource = Box<dyn Fn() -> Vec<ExportSeries> + Send + Sync>;
+
+/// Writes the exporters' numbers at each scrape, read from the scheduler then, so they cost
+/// nothing between scrapes.
+struct ExportCollector(Arc<OnceLock<ExportSource>>);
+
+impl std::fmt::Debug for ExportCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExportCollector")
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExporterLabels {
+    exporter: String,
+}
+
+impl Collector for ExportCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(source) = self.0.get() else {
+            return Ok(());
+        };
+        let series = source();
+        type Read = fn(&ExportSeries) -> u64;
+        let counters: [(&str, &str, Read); 5] = [
+            (
+                "flagd_export_received",
+                "Events handed to each exporter",
+                |s| s.received,
+            ),
+            (
+                "flagd_export_exported",
+                "Events each exporter delivered",
+                |s| s.exported,
+            ),
+            (
+                "flagd_export_retried",
+                "Events offered again to each exporter after a failed export",
+                |s| s.retried,
+            ),
+            (
+                "flagd_export_spooled",
+                "Events each exporter's spool took while its destination was slow or down",
+                |s| s.spooled,
+            ),
+            (
+                "flagd_export_dropped",
+                "Events each exporter lost: past its spool's bound, or refused for good",
+                |s| s.dropped,
+            ),
+        ];
+        for (name, help, read) in counters {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::<u64>::new(0).metric_type(),
+            )?;
+            for s in &series {
+                let labels = ExporterLabels {
+                    exporter: s.exporter.clone(),
+                };
+                ConstCounter::new(read(s)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        let gauges: [(&str, &str, Read); 3] = [
+            (
+                "flagd_export_queue_depth",
+                "Events waiting in memory for each exporter",
+                |s| s.queue_depth,
+            ),
+            (
+                "flagd_export_spool_records",
+                "Events waiting in each exporter's spool",
+                |s| s.spool_records,
+            ),
+            (
+                "flagd_export_spool_bytes",
+                "Size of each exporter's spool, in bytes",
+                |s| s.spool_bytes,
+            ),
+        ];
+        for (name, help, read) in gauges {
+            let mut metric = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstGauge::<i64>::new(0).metric_type(),
+            )?;
+            for s in &series {
+                let labels = ExporterLabels {
+                    exporter: s.exporter.clone(),
+                };
+                let value = i64::try_from(read(s)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The evaluation counters of one flag, by LaunchDarkly reason kind.
@@ -252,6 +382,8 @@ impl Metrics {
             "Unix time of the last successful load",
             last_reload_success.clone(),
         );
+        let export_source = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(ExportCollector(Arc::clone(&export_source))));
         Metrics {
             registry,
             http_requests,
@@ -267,7 +399,15 @@ impl Metrics {
             segments_loaded,
             last_reload_success,
             evaluation_handles: RwLock::default(),
+            export_source,
         }
+    }
+
+    /// Reports the exporters' numbers from `source` at every scrape from now on (set once,
+    /// when the exporters start).
+    pub(crate) fn export_from(&self, source: ExportSource) {
+        // A second call would mean two schedulers for one server; the first keeps reporting.
+        let _ = self.export_source.set(source);
     }
 
     /// The handles of the route `route` (a route template, or `unmatched`).
@@ -392,6 +532,40 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exporters_numbers_are_read_at_each_scrape() {
+        let m = Metrics::new();
+        assert!(
+            !m.encode().contains("flagd_export_"),
+            "no exporter, no series"
+        );
+        let exported = Arc::new(AtomicU64::new(5));
+        let read = Arc::clone(&exported);
+        m.export_from(Box::new(move || {
+            vec![ExportSeries {
+                exporter: "file".to_owned(),
+                received: 9,
+                exported: read.load(std::sync::atomic::Ordering::Relaxed),
+                dropped: 1,
+                queue_depth: 3,
+                spool_bytes: 4096,
+                ..ExportSeries::default()
+            }]
+        }));
+        exported.store(8, std::sync::atomic::Ordering::Relaxed);
+        let text = m.encode();
+        for line in [
+            r#"flagd_export_received_total{exporter="file"} 9"#,
+            r#"flagd_export_exported_total{exporter="file"} 8"#,
+            r#"flagd_export_dropped_total{exporter="file"} 1"#,
+            r#"flagd_export_queue_depth{exporter="file"} 3"#,
+            r#"flagd_export_spool_bytes{exporter="file"} 4096"#,
+            "# TYPE flagd_export_retried counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
 
     #[test]
     fn encodes_labelled_counters() {
