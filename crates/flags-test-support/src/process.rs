@@ -116,9 +116,15 @@ impl FlagdProcess {
 
     /// Waits for the process to exit, failing the test after [`DEADLINE`].
     pub fn wait_exit(&mut self) -> ExitStatus {
+        self.wait_exit_within(DEADLINE)
+    }
+
+    /// Waits for the process to exit, failing the test after `limit` (for a stop that has
+    /// much to finish first).
+    pub fn wait_exit_within(&mut self, limit: Duration) -> ExitStatus {
         let child = &mut self.child;
         Poll::new()
-            .within(DEADLINE)
+            .within(limit)
             .blocking_until_some("flagd to exit", || {
                 child
                     .try_wait()
