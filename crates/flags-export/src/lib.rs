@@ -4,9 +4,25 @@
 //! streaming exporters (Redis streams, NATS, webhooks) get them as they come. Each export is all
 //! or nothing: an error means none of the batch counts as delivered, and
 //! [`ExportError::Retryable`] asks for the same batch again later.
+//!
+//! The [`Scheduler`] feeds every exporter from a queue and a task of its own, so a slow or
+//! failing destination never holds back the others, and [`Scheduler::submit`] never blocks its
+//! caller (an HTTP handler). A failed batch is kept and retried with backoff; past the memory
+//! bound the queue moves to a bounded on-disk spool per exporter, which survives a restart and
+//! is replayed first; past the spool's bound the oldest records are dropped, and every dropped
+//! record is counted in [`ExporterStats`] and logged. [`Scheduler::shutdown`] exports what it
+//! can before a deadline, spools the rest and reports the numbers.
+//!
+//! This crate knows no HTTP and no metrics library: flagd turns [`Scheduler::stats`] into its
+//! Prometheus metrics.
 
 #![warn(missing_docs)]
 
 mod exporter;
+mod scheduler;
+mod spool;
 
 pub use exporter::{ExportError, Exporter};
+pub use scheduler::{
+    Backoff, ExporterReport, ExporterStats, Scheduler, SchedulerConfig, ShutdownReport, StartError,
+};
