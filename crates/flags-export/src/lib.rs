@@ -13,16 +13,20 @@
 //! record is counted in [`ExporterStats`] and logged. [`Scheduler::shutdown`] exports what it
 //! can before a deadline, spools the rest and reports the numbers.
 //!
+//! [`FileExporter`] writes JSON lines, CSV or Parquet files, rotated by size or age.
+//!
 //! This crate knows no HTTP and no metrics library: flagd turns [`Scheduler::stats`] into its
 //! Prometheus metrics.
 
 #![warn(missing_docs)]
 
 mod exporter;
+mod file;
 mod scheduler;
 mod spool;
 
 pub use exporter::{ExportError, Exporter};
+pub use file::{Column, ColumnKind, FileError, FileExporter, FileFormat, FileSettings};
 pub use scheduler::{
     Backoff, ExporterReport, ExporterStats, Scheduler, SchedulerConfig, ShutdownReport, StartError,
 };
