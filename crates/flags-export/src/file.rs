@@ -259,7 +259,8 @@ enum Sink {
     /// JSON lines and CSV: `len` bytes written, the length to cut back to if a write fails.
     Bytes { file: File, len: u64 },
     Parquet {
-        writer: SerializedFileWriter<BufWriter<File>>,
+        // Boxed: the writer is large, and there is one per open file.
+        writer: Box<SerializedFileWriter<BufWriter<File>>>,
         rows: u64,
     },
 }
@@ -512,7 +513,10 @@ impl State {
                     Arc::new(props),
                 )
                 .map_err(io::Error::other)?;
-                Sink::Parquet { writer, rows: 0 }
+                Sink::Parquet {
+                    writer: Box::new(writer),
+                    rows: 0,
+                }
             }
         };
         Ok(OpenFile {
@@ -531,7 +535,7 @@ impl State {
         let file = match open.sink {
             Sink::Bytes { file, .. } => file,
             Sink::Parquet { writer, .. } => {
-                let buffered = writer.into_inner().map_err(io::Error::other)?;
+                let buffered = (*writer).into_inner().map_err(io::Error::other)?;
                 buffered
                     .into_inner()
                     .map_err(io::IntoInnerError::into_error)?
