@@ -24,6 +24,72 @@ pub trait RecordSink: Send + Sync {
     fn submit(&self, records: Vec<Record>);
 }
 
+impl RecordSink for flags_export::Scheduler {
+    fn submit(&self, records: Vec<Record>) {
+        flags_export::Scheduler::submit(self, records);
+    }
+}
+
+/// Builds every configured exporter and starts the scheduler that feeds them, with its numbers
+/// reported in `metrics`. `Ok(None)` when no exporter is configured.
+pub(crate) async fn start_exporters(
+    config: &crate::config::EventsConfig,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Option<flags_export::Scheduler>, String> {
+    if config.exporters.is_empty() {
+        if config.server_evaluations != Sampling::Off {
+            tracing::warn!(
+                "events.server_evaluations is set but no exporter is configured; \
+                 flagd's own evaluations are not kept"
+            );
+        }
+        return Ok(None);
+    }
+    let mut exporters = Vec::with_capacity(config.exporters.len());
+    for (i, spec) in config.exporters.iter().enumerate() {
+        let at = |e: flags_export::ConfigError| format!("events.exporters[{i}]: {e}");
+        let exporter = flags_export::ExporterConfig::from_parts(&spec.kind, &spec.settings)
+            .map_err(at)?
+            .build()
+            .await
+            .map_err(at)?;
+        exporters.push(exporter);
+    }
+    let scheduler = flags_export::Scheduler::start(
+        flags_export::SchedulerConfig {
+            flush_interval: std::time::Duration::from_millis(config.flush_interval_ms),
+            max_events_in_memory: config.max_events_in_memory,
+            spool_dir: config.spool_dir.clone(),
+            max_spool_bytes: config.max_spool_bytes,
+            retry: flags_export::Backoff::default(),
+        },
+        exporters,
+    )
+    .map_err(|e| e.to_string())?;
+    let stats = scheduler.clone();
+    metrics.export_from(Box::new(move || {
+        stats
+            .stats()
+            .into_iter()
+            .map(|s| crate::metrics::ExportSeries {
+                exporter: s.name,
+                received: s.received,
+                exported: s.exported,
+                retried: s.retried,
+                spooled: s.spooled,
+                dropped: s.dropped,
+                queue_depth: s.queue_depth,
+                spool_records: s.spool_records,
+                spool_bytes: s.spool_bytes,
+            })
+            .collect()
+    }));
+    for stats in scheduler.stats() {
+        tracing::info!(exporter = %stats.name, spooled = stats.spool_records, "exporting events");
+    }
+    Ok(Some(scheduler))
+}
+
 /// Which of flagd's own evaluations become events.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum Sampling {

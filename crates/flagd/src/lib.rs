@@ -39,7 +39,7 @@ pub use backend::{Backend, BackendError};
 pub use config::Config;
 pub use http::{App, app};
 pub use server::{
-    RunningServer, StartError, open_database, spawn_for_test, start, start_with_store,
+    Exporters, RunningServer, StartError, open_database, spawn_for_test, start, start_with_store,
 };
 pub use shutdown::Shutdown;
 pub use state::{AppState, Mode};

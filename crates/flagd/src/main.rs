@@ -143,6 +143,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!(addr = %server.local_addr(), "flagd serving");
         let shutdown = server.state().shutdown.clone();
+        let exporters = server.exporters();
         let stopped = server.wait();
         tokio::pin!(stopped);
         tokio::select! {
@@ -151,10 +152,16 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         }
         tracing::info!("stopping: finishing requests in flight and ending streams");
         shutdown.trigger();
-        match tokio::time::timeout(DRAIN_TIMEOUT, stopped).await {
+        // The exporters' own grace period comes after the requests' drain.
+        let limit = DRAIN_TIMEOUT + exporters.as_ref().map_or(Duration::ZERO, |e| e.grace());
+        match tokio::time::timeout(limit, stopped).await {
             Ok(result) => result.context("server failed"),
             Err(_) => {
                 tracing::warn!("requests still in flight after {DRAIN_TIMEOUT:?}; exiting anyway");
+                // Whatever the exporters still hold is spooled (or counted) before the exit.
+                if let Some(exporters) = exporters {
+                    exporters.shutdown().await;
+                }
                 Ok(())
             }
         }

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use flags_store::{AdminStore, ChangeFeed, KeyStore};
 use tokio::net::TcpListener;
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend;
 use crate::config::Config;
+use crate::events::Events;
 use crate::keys::StoreKeys;
 use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
@@ -31,6 +33,9 @@ pub enum StartError {
     /// Root mode: the store could not be set up.
     #[error("cannot use the database: {0}")]
     Store(String),
+    /// An event exporter's configuration cannot work.
+    #[error("cannot export events: {0}")]
+    Events(String),
 }
 
 /// A server started by [`start`]: its address, its state, and the handle to stop it.
@@ -41,6 +46,34 @@ pub struct RunningServer {
     server: JoinHandle<std::io::Result<()>>,
     watcher: Option<JoinHandle<()>>,
     sync: Option<JoinHandle<()>>,
+    exporters: Option<Exporters>,
+}
+
+/// The running exporters, and how long they get at shutdown.
+#[derive(Clone)]
+pub struct Exporters {
+    scheduler: flags_export::Scheduler,
+    grace: Duration,
+}
+
+impl Exporters {
+    /// Exports what is held until the grace period passes, spools the rest, and logs what
+    /// happened. Safe to call again: a second call only reports.
+    pub async fn shutdown(&self) {
+        let report = self.scheduler.shutdown(self.grace).await;
+        let dropped = report.dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "events dropped at shutdown (see the exporters' log lines)"
+            );
+        }
+    }
+
+    /// How long [`Exporters::shutdown`] may take.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
 }
 
 impl RunningServer {
@@ -59,6 +92,11 @@ impl RunningServer {
         &self.state
     }
 
+    /// The event exporters, when any are configured.
+    pub fn exporters(&self) -> Option<Exporters> {
+        self.exporters.clone()
+    }
+
     /// The file source, when files are configured.
     pub fn source(&self) -> Option<&Arc<FileSource>> {
         self.source.as_ref()
@@ -71,7 +109,8 @@ impl RunningServer {
         self.wait().await
     }
 
-    /// Waits until the server stops (after someone fires [`AppState::shutdown`]).
+    /// Waits until the server stops (after someone fires [`AppState::shutdown`]), then lets the
+    /// exporters deliver what they hold (or spool it) within their grace period.
     pub async fn wait(self) -> std::io::Result<()> {
         let result = match self.server.await {
             Ok(result) => result,
@@ -84,6 +123,10 @@ impl RunningServer {
         if let Some(sync) = self.sync {
             // As the watcher.
             let _ = sync.await;
+        }
+        // Every request has been answered: nothing more will be submitted.
+        if let Some(exporters) = &self.exporters {
+            exporters.shutdown().await;
         }
         result
     }
@@ -105,7 +148,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         return start_with_store(config, store).await;
     }
     let (listener, addr) = bind(&config).await?;
-    let state = AppState::new(&config);
+    let mut state = AppState::new(&config);
+    let exporters = start_events(&config, &mut state).await?;
     let mut source = None;
     let mut watcher = None;
     if !config.files.is_empty() {
@@ -128,7 +172,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         source = Some(file_source);
     }
     let router = crate::http::app(state.clone());
-    Ok(serve(listener, addr, state, router, source, watcher, None))
+    let background = Background {
+        source,
+        watcher,
+        exporters,
+        ..Background::default()
+    };
+    Ok(serve(listener, addr, state, router, background))
 }
 
 /// Root mode: serves every environment of `store`, kept current from its change feed, with SDK
@@ -143,13 +193,14 @@ pub async fn start_with_store(
     let keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
         .map_err(|e| StartError::Store(e.to_string()))?;
     let health = Arc::new(RootHealth::default());
-    let state = AppState::with_mode(
+    let mut state = AppState::with_mode(
         &config,
         Mode::Root {
             keys: Arc::new(keys),
             health: Arc::clone(&health),
         },
     );
+    let exporters = start_events(&config, &mut state).await?;
     let mut sync = RootSync::new(
         Arc::clone(&store) as Arc<dyn ChangeFeed>,
         Arc::clone(&state.envs),
@@ -169,7 +220,33 @@ pub async fn start_with_store(
         bootstrap_admin_key: config.admin_key.clone(),
     });
     let router = crate::http::app_with_admin(state.clone(), Some(admin));
-    Ok(serve(listener, addr, state, router, None, None, Some(task)))
+    let background = Background {
+        sync: Some(task),
+        exporters,
+        ..Background::default()
+    };
+    Ok(serve(listener, addr, state, router, background))
+}
+
+/// Starts the configured exporters and points the state's event intake at them.
+async fn start_events(
+    config: &Config,
+    state: &mut AppState,
+) -> Result<Option<Exporters>, StartError> {
+    let Some(scheduler) = crate::events::start_exporters(&config.events, &state.metrics)
+        .await
+        .map_err(StartError::Events)?
+    else {
+        return Ok(None);
+    };
+    state.events = Arc::new(Events::new(
+        Arc::new(scheduler.clone()),
+        config.events.server_evaluations,
+    ));
+    Ok(Some(Exporters {
+        scheduler,
+        grace: Duration::from_millis(config.events.shutdown_timeout_ms),
+    }))
 }
 
 /// Connects to the database at `url` (its scheme picks the backend) and applies the schema
@@ -195,15 +272,28 @@ async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> 
     Ok((listener, addr))
 }
 
+/// What runs beside the accept loop, each part present in the modes that have it.
+#[derive(Default)]
+struct Background {
+    source: Option<Arc<FileSource>>,
+    watcher: Option<JoinHandle<()>>,
+    sync: Option<JoinHandle<()>>,
+    exporters: Option<Exporters>,
+}
+
 fn serve(
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
     router: crate::http::App,
-    source: Option<Arc<FileSource>>,
-    watcher: Option<JoinHandle<()>>,
-    sync: Option<JoinHandle<()>>,
+    background: Background,
 ) -> RunningServer {
+    let Background {
+        source,
+        watcher,
+        sync,
+        exporters,
+    } = background;
     let limits = Connections::of(&state);
     let shutdown = state.shutdown.clone();
     let metrics = Arc::clone(&state.metrics);
@@ -215,6 +305,7 @@ fn serve(
         server,
         watcher,
         sync,
+        exporters,
     }
 }
 
@@ -225,9 +316,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// How connections are held: see [`crate::config::HttpConfig`].
 #[derive(Debug, Clone, Copy)]
 struct Connections {
-    header_read_timeout: Option<std::time::Duration>,
+    header_read_timeout: Option<Duration>,
     max: usize,
-    drain: std::time::Duration,
+    drain: Duration,
 }
 
 impl Connections {
@@ -347,7 +438,7 @@ async fn accept_failed(error: &std::io::Error) {
         return;
     }
     tracing::warn!(%error, "cannot accept a connection; retrying in 100 ms");
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 /// Starts a server on a free loopback port serving `files`, with the short intervals of

@@ -57,7 +57,7 @@ fn serve(args: &[&str], env: &[(&str, &str)]) -> FlagdProcess {
 }
 
 /// Runs one request on a runtime of its own, so tests stay plain threads.
-fn block<F: std::future::Future>(future: F) -> F::Output {
+fn block<F: Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -284,16 +284,12 @@ fn a_graceful_stop_exports_a_million_events_in_flight() {
     assert_eq!(status.code(), Some(0), "{}", flagd.log());
     let records = exported(&dirs.export);
     assert_eq!(records.len(), POSTS * PER_POST);
-    let distinct: BTreeSet<&str> = records
-        .iter()
-        .map(|r| r["key"].as_str().unwrap())
-        .collect();
+    let distinct: BTreeSet<&str> = records.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(distinct.len(), POSTS * PER_POST, "each event exactly once");
 }
 
 /// A webhook receiver that answers 200 and keeps every event it was sent.
 struct Receiver {
-    addr: SocketAddr,
     events: Arc<Mutex<Vec<Value>>>,
     runtime: tokio::runtime::Runtime,
 }
@@ -312,7 +308,6 @@ impl Receiver {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(addr))
             .unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = axum::Router::new().route(
             "/hook",
             post(move |body: axum::body::Bytes| {
@@ -327,11 +322,7 @@ impl Receiver {
             }),
         );
         runtime.spawn(async move { axum::serve(listener, app).await });
-        Receiver {
-            addr,
-            events,
-            runtime,
-        }
+        Receiver { events, runtime }
     }
 }
 

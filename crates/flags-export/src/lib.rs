@@ -20,11 +20,13 @@
 
 #![warn(missing_docs)]
 
+mod config;
 mod exporter;
 mod file;
 mod scheduler;
 mod spool;
 
+pub use config::{ConfigError, ExporterConfig, KINDS};
 pub use exporter::{ExportError, Exporter};
 pub use file::{Column, ColumnKind, FileError, FileExporter, FileFormat, FileSettings};
 pub use scheduler::{

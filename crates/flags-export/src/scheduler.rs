@@ -465,7 +465,10 @@ impl Lane {
             Counters::add(&self.counters.dropped, dropped as u64);
             Counters::add(&self.counters.unlogged_drops, dropped as u64);
         }
-        if !self.bulk || len >= self.bound || dropped > 0 {
+        // A bulk lane's task sleeps without a timer while its queue is empty: the first
+        // records wake it to arm the flush timer, later ones only once a batch is full.
+        let was_empty = len <= n;
+        if !self.bulk || was_empty || len >= self.bound || dropped > 0 {
             self.wake.notify_one();
         }
     }

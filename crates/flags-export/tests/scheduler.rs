@@ -36,6 +36,26 @@ fn start(config: SchedulerConfig, exporters: &[&Arc<TestExporter>]) -> Scheduler
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_exporter_gets_a_lone_record_at_the_flush_interval() {
+    let exporter = Arc::new(TestExporter::new("bulk", true, Mode::Up));
+    let scheduler = start(config(None, 1000), &[&exporter]);
+    // Idle through several intervals first, so the task sleeps with no timer armed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    scheduler.submit(records(7..8));
+    wait_until(LONG, "the lone record to be exported", || {
+        exporter.seen_len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    scheduler.submit(records(8..9));
+    wait_until(LONG, "the next lone record to be exported", || {
+        exporter.seen_len() == 2
+    })
+    .await;
+    assert_eq!(exporter.seen(), [7, 8]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_down_longer_than_the_memory_bound_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let exporter = Arc::new(TestExporter::new("down", true, Mode::Down));
