@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flags_test_support::process::{
     FlagdProcess, KillOnDrop, clean_env, collected, flagd_command, lines_of,
 };
+use flags_test_support::wait::Poll;
 use flags_test_support::{TestDatabase, postgres};
 use serde_json::{Value, json};
 
@@ -94,6 +95,52 @@ fn python_launchdarkly_sdk_streams_evaluates_like_flagd_and_sends_events() {
     assert!(count("index") >= 1, "{events:?}");
     // `experiment` has trackEvents, so each evaluation of it is a full feature event.
     assert!(count("feature") >= contexts.len() as u64, "{events:?}");
+
+    // The same events, exported: full records only for the flags that ask for them, summaries
+    // for every evaluation, the custom events with their metric value.
+    let records = Poll::new()
+        .within(Duration::from_secs(10))
+        .blocking_until_some("the SDK's events in the export", || {
+            let records = flagd.exported();
+            let customs = records.iter().filter(|r| r["kind"] == "custom").count();
+            let summaries = records.iter().any(|r| r["kind"] == "summary");
+            (customs == 3 && summaries).then_some(records)
+        });
+    let features: Vec<&Value> = records.iter().filter(|r| r["kind"] == "feature").collect();
+    for feature in &features {
+        assert!(
+            feature["key"] == "experiment" || feature["key"] == "prereq-base",
+            "only tracked flags have full events: {feature}"
+        );
+        assert_eq!(feature["source"], "SDK");
+    }
+    let experiment = features
+        .iter()
+        .filter(|r| r["key"] == "experiment" && r["metadata"].get("prereqOf").is_none())
+        .count();
+    assert_eq!(experiment, contexts.len(), "one full event per evaluation");
+    for custom in records.iter().filter(|r| r["kind"] == "custom") {
+        assert_eq!(custom["value"], 9.5, "{custom}");
+    }
+    let summarized = |flag: &str| -> u64 {
+        records
+            .iter()
+            .filter(|r| r["kind"] == "summary" && r["key"] == flag)
+            .map(|r| r["count"].as_u64().unwrap())
+            .sum()
+    };
+    // Neither a prerequisite nor the watched flag: evaluated exactly once per context.
+    for flag in ["string-operators", "experiment", "float-flag", UNKNOWN_FLAG] {
+        assert_eq!(
+            summarized(flag),
+            contexts.len() as u64,
+            "{flag}: {:#?}",
+            records
+                .iter()
+                .filter(|r| r["key"] == flag)
+                .collect::<Vec<_>>()
+        );
+    }
 }
 
 #[test]
@@ -854,7 +901,10 @@ impl Flagd {
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
             .arg("--file")
             .arg(&file)
-            .args(["--sdk-key", SDK_KEY]);
+            .args(["--sdk-key", SDK_KEY])
+            .arg("--export-dir")
+            .arg(dir.path().join("events"))
+            .env("FLAGD_EVENTS_FLUSH_INTERVAL_MS", "100");
         let source = Source::File { file, _dir: dir };
         Flagd::spawn(command, source, SDK_KEY.to_owned())
     }
@@ -1047,6 +1097,34 @@ impl Flagd {
         let (status, body) = self.request(reqwest::Method::GET, "/metrics", None, None);
         assert_eq!(status, 200, "{body}");
         body
+    }
+
+    /// The records the JSON-lines file exporter has written so far (file mode only).
+    fn exported(&self) -> Vec<Value> {
+        let Source::File { _dir: dir, .. } = &self.source else {
+            panic!("only file mode exports events here");
+        };
+        let Ok(entries) = std::fs::read_dir(dir.path().join("events")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy();
+                name.ends_with(".jsonl") || name.ends_with(".jsonl.tmp")
+            })
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|file| std::fs::read_to_string(file).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect::<Vec<Value>>()
+            })
+            .collect()
     }
 
     /// `flagd_events_received_total` by event kind.
