@@ -13,22 +13,34 @@
 //! record is counted in [`ExporterStats`] and logged. [`Scheduler::shutdown`] exports what it
 //! can before a deadline, spools the rest and reports the numbers.
 //!
-//! [`FileExporter`] writes JSON lines, CSV or Parquet files, rotated by size or age.
+//! [`FileExporter`] writes JSON lines, CSV or Parquet files, rotated by size or age. The network
+//! exporters, one module each with its settings, are [`PostgresExporter`] (batched `INSERT`s),
+//! [`RedisExporter`] (`XADD` to a stream), [`NatsExporter`] (JetStream publishes with acks) and
+//! [`WebhookExporter`] (signed `POST`s).
 //!
-//! This crate knows no HTTP and no metrics library: flagd turns [`Scheduler::stats`] into its
-//! Prometheus metrics.
+//! This crate serves no HTTP and knows no metrics library: flagd turns [`Scheduler::stats`] into
+//! its Prometheus metrics.
 
 #![warn(missing_docs)]
 
 mod config;
+mod endpoint;
 mod exporter;
 mod file;
+pub mod nats;
+pub mod postgres;
+pub mod redis;
 mod scheduler;
 mod spool;
+pub mod webhook;
 
 pub use config::{ConfigError, ExporterConfig, KINDS};
 pub use exporter::{ExportError, Exporter};
 pub use file::{Column, ColumnKind, FileError, FileExporter, FileFormat, FileSettings};
+pub use nats::{NatsExporter, NatsSettings};
+pub use postgres::{PostgresExporter, PostgresSettings};
+pub use redis::{RedisExporter, RedisSettings};
 pub use scheduler::{
     Backoff, ExporterReport, ExporterStats, Scheduler, SchedulerConfig, ShutdownReport, StartError,
 };
+pub use webhook::{WebhookExporter, WebhookSettings};
