@@ -1,10 +1,11 @@
 //! `flags-test-support`: what flagd's test binaries share, written once instead of copied into
 //! each `tests/*/mod.rs`.
 //!
-//! - [`postgres()`] and [`redis()`]: the server a test binary talks to. It is the one at
-//!   `$FLAGD_TEST_POSTGRES_URL` (`$FLAGD_TEST_REDIS_URL`) when that one answers, and otherwise a
-//!   throwaway server of the binary's own, started on a free port on first use and stopped when
-//!   the binary exits, however it exits. [`Postgres::create_database`] gives each test a fresh
+//! - [`postgres()`], [`redis()`] and [`nats()`]: the server a test binary talks to. It is the one
+//!   at `$FLAGD_TEST_POSTGRES_URL` (`$FLAGD_TEST_REDIS_URL`, `$FLAGD_TEST_NATS_URL`, which must
+//!   have JetStream enabled) when that one answers, and otherwise a throwaway server of the
+//!   binary's own, started on a free port on first use and stopped when the binary exits,
+//!   however it exits. [`Postgres::create_database`] gives each test a fresh
 //!   database, dropped afterwards. [`PgCluster`] is a throwaway PostgreSQL that a test owns and
 //!   may stop and start, to see an outage.
 //! - [`wait`]: polling until a condition holds, failing with what was awaited after a deadline.
@@ -19,10 +20,12 @@
 
 pub mod alloc_count;
 mod guardian;
+mod nats;
 mod postgres;
 pub mod process;
 mod redis;
 pub mod wait;
 
+pub use nats::{Nats, nats};
 pub use postgres::{PgCluster, Postgres, TestDatabase, postgres};
 pub use redis::{Redis, redis};

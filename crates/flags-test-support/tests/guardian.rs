@@ -1,10 +1,10 @@
 //! Throwaway servers die with the test process that started them, even when it is killed.
 //!
 //! A server kept in a `static` is never dropped, so only the guardian can stop it. This binary
-//! runs itself as a child that is told no server answers, so it starts a throwaway PostgreSQL
-//! and Redis through [`postgres()`] and [`redis()`] and says where they listen. The parent kills
-//! the child with SIGKILL (no destructor, no exit handler runs) and checks that both servers
-//! stop listening and that their directories are removed.
+//! runs itself as a child that is told no server answers, so it starts a throwaway PostgreSQL,
+//! Redis and NATS through [`postgres()`], [`redis()`] and [`nats()`] and says where they
+//! listen. The parent kills the child with SIGKILL (no destructor, no exit handler runs) and
+//! checks that every server stops listening and that their directories are removed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use flags_test_support::process::{KillOnDrop, collected};
 use flags_test_support::wait::Poll;
-use flags_test_support::{postgres, redis};
+use flags_test_support::{nats, postgres, redis};
 
 /// Set in the child's environment: be the child.
 const CHILD: &str = "FLAGD_TEST_GUARDIAN_CHILD";
@@ -30,9 +30,10 @@ fn main() {
 }
 
 fn child() {
-    assert!(postgres().is_throwaway() && redis().is_throwaway());
+    assert!(postgres().is_throwaway() && redis().is_throwaway() && nats().is_throwaway());
     println!("{}", postgres().url());
     println!("{}", redis().url());
+    println!("{}", nats().url());
     // Wait to be killed.
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -46,6 +47,7 @@ fn parent() {
             "postgres://postgres@127.0.0.1:1/postgres",
         )
         .env("FLAGD_TEST_REDIS_URL", "redis://127.0.0.1:1")
+        .env("FLAGD_TEST_NATS_URL", "nats://127.0.0.1:1")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -71,7 +73,8 @@ fn parent() {
     };
     let postgres = next_addr("postgres://");
     let redis = next_addr("redis://");
-    for addr in [postgres, redis] {
+    let nats = next_addr("nats://");
+    for addr in [postgres, redis, nats] {
         assert!(TcpStream::connect(addr).is_ok(), "{addr} listens");
     }
     let dirs = || -> Vec<String> {
@@ -82,16 +85,17 @@ fn parent() {
             .filter(|name| {
                 name.starts_with(&format!("flagd-test-pg-{pid}-"))
                     || name.starts_with(&format!("flagd-test-redis-{pid}-"))
+                    || name.starts_with(&format!("flagd-test-nats-{pid}-"))
             })
             .collect()
     };
-    assert_eq!(dirs().len(), 2, "{:?}", dirs());
+    assert_eq!(dirs().len(), 3, "{:?}", dirs());
 
     child.0.kill().unwrap();
     child.0.wait().unwrap();
 
     let poll = Poll::new().within(Duration::from_secs(30));
-    for addr in [postgres, redis] {
+    for addr in [postgres, redis, nats] {
         poll.blocking_until_some(&format!("{addr} to stop listening"), || {
             TcpStream::connect(addr).is_err().then_some(())
         });

@@ -1,12 +1,13 @@
 //! The servers this crate hands out: databases of their own for each test, a Redis that
-//! answers, and a throwaway cluster that goes down and comes back on the same URL.
+//! answers, a NATS with JetStream, and a throwaway cluster that goes down and comes back on the
+//! same URL.
 
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use flags_test_support::{PgCluster, postgres, redis};
+use flags_test_support::{PgCluster, nats, postgres, redis};
 use sqlx::{Connection, PgConnection};
 
 async fn connect(url: &str) -> Result<PgConnection, sqlx::Error> {
@@ -59,6 +60,23 @@ fn redis_answers_ping() {
     let mut answer = [0_u8; 7];
     stream.read_exact(&mut answer).unwrap();
     assert_eq!(&answer, b"+PONG\r\n");
+}
+
+#[test]
+fn nats_greets_with_jetstream_enabled() {
+    let url = nats().url();
+    let addr = url.strip_prefix("nats://").unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let mut greeting = Vec::new();
+    let mut buffer = [0_u8; 1024];
+    while !greeting.ends_with(b"\r\n") {
+        let read = stream.read(&mut buffer).unwrap();
+        assert_ne!(read, 0, "closed after {greeting:?}");
+        greeting.extend_from_slice(&buffer[..read]);
+    }
+    let greeting = String::from_utf8(greeting).unwrap();
+    assert!(greeting.starts_with("INFO {"), "{greeting}");
+    assert!(greeting.contains("\"jetstream\":true"), "{greeting}");
 }
 
 #[tokio::test]
