@@ -29,7 +29,9 @@ fn strip(url: &str, keep_path: bool) -> String {
     };
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, after) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
     let path = if keep_path {
         &after[..after.find(['?', '#']).unwrap_or(after.len())]
     } else {
@@ -90,7 +92,10 @@ mod tests {
                 "https://hooks.example.com/services/T0/B1/XYZ",
                 "https://hooks.example.com",
             ),
-            ("http://u:p@127.0.0.1:8080/hook?token=1", "http://127.0.0.1:8080"),
+            (
+                "http://u:p@127.0.0.1:8080/hook?token=1",
+                "http://127.0.0.1:8080",
+            ),
             ("http://h", "http://h"),
         ];
         for (url, expected) in cases {

@@ -111,7 +111,9 @@ impl NatsExporter {
             .request_timeout(Some(timeout))
             .connect(settings.url.as_str())
             .await
-            .map_err(|e| ExportError::Retryable(format!("nats exporter: connecting to {shown}: {e}")))?;
+            .map_err(|e| {
+                ExportError::Retryable(format!("nats exporter: connecting to {shown}: {e}"))
+            })?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(timeout)
             .build(client.clone());
@@ -121,15 +123,12 @@ impl NatsExporter {
                 subjects: vec![settings.subject.clone()],
                 ..stream::Config::default()
             };
-            jetstream
-                .get_or_create_stream(config)
-                .await
-                .map_err(|e| {
-                    ExportError::Permanent(format!(
-                        "nats exporter: cannot get or create stream {}: {e}",
-                        settings.stream
-                    ))
-                })?;
+            jetstream.get_or_create_stream(config).await.map_err(|e| {
+                ExportError::Permanent(format!(
+                    "nats exporter: cannot get or create stream {}: {e}",
+                    settings.stream
+                ))
+            })?;
         } else {
             jetstream.get_stream(&settings.stream).await.map_err(|e| {
                 ExportError::Permanent(format!(
@@ -195,7 +194,9 @@ impl Exporter for NatsExporter {
                 .map_err(|e| classify(e.kind(), &e))?;
             acks.push(ack);
         }
-        for ack in futures_util::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await {
+        for ack in
+            futures_util::future::join_all(acks.into_iter().map(IntoFuture::into_future)).await
+        {
             ack.map_err(|e| classify(e.kind(), &e))?;
         }
         Ok(())

@@ -93,12 +93,20 @@ impl PostgresExporter {
     /// [`ExportError::Retryable`].
     pub async fn new(settings: PostgresSettings) -> Result<PostgresExporter, ExportError> {
         let (schema, table) = parse_table(&settings.table)?;
-        let options = PgConnectOptions::from_str(&settings.url).map_err(|e| {
+        let invalid_url = |why: &dyn fmt::Display| {
             ExportError::Permanent(format!(
-                "postgres exporter: invalid url {}: {e}",
+                "postgres exporter: invalid url {}: {why}",
                 without_credentials(&settings.url)
             ))
-        })?;
+        };
+        // sqlx reads any scheme as PostgreSQL's; another database's URL is a mistake.
+        if !["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| settings.url.starts_with(scheme))
+        {
+            return Err(invalid_url(&"not a postgres:// URL"));
+        }
+        let options = PgConnectOptions::from_str(&settings.url).map_err(|e| invalid_url(&e))?;
         let timeout = Duration::from_millis(settings.timeout_ms);
         migrate(&options, timeout).await?;
         let pool = PgPoolOptions::new()
@@ -216,10 +224,7 @@ async fn migrate(options: &PgConnectOptions, timeout: Duration) -> Result<(), Ex
         let mut conn = PgConnection::connect_with(&options)
             .await
             .map_err(|e| classify("connecting", &e))?;
-        let mut tx = conn
-            .begin()
-            .await
-            .map_err(|e| classify("migrating", &e))?;
+        let mut tx = conn.begin().await.map_err(|e| classify("migrating", &e))?;
         // `IF NOT EXISTS` alone still races when two replicas start together.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('flagd_export schema'))")
             .execute(&mut *tx)

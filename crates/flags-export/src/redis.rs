@@ -169,7 +169,10 @@ fn classify(doing: &str, e: &RedisError) -> ExportError {
         && !e.is_timeout()
         && !e.is_connection_refusal()
         && !e.is_connection_dropped()
-        && !matches!(e.code(), Some("OOM" | "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY"));
+        && !matches!(
+            e.code(),
+            Some("OOM" | "LOADING" | "BUSY" | "MASTERDOWN" | "READONLY")
+        );
     if permanent {
         ExportError::Permanent(message)
     } else {
