@@ -117,8 +117,8 @@ fn url_from_env(variable: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
-/// Makes sure PostgreSQL's server programs and `redis-server` are installed, since the tests
-/// start throwaway servers with them when none answers (and the root-mode outage tests always
+/// Makes sure PostgreSQL's server programs, `redis-server` and `nats-server` are installed,
+/// since the tests start throwaway servers with them when none answers (and the root-mode outage tests always
 /// do). Missing ones are installed when this runs as root on Debian or Ubuntu; otherwise this
 /// stops at once and says what to install.
 ///
@@ -166,12 +166,12 @@ fn ensure_services() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs what is missing of PostgreSQL's server programs and `redis-server`, or fails saying
-/// exactly what to install.
+/// Installs what is missing of PostgreSQL's server programs, `redis-server` and `nats-server`,
+/// or fails saying exactly what to install.
 fn ensure_server_programs() -> anyhow::Result<()> {
     let missing = missing_programs();
     if missing.is_empty() {
-        println!("PostgreSQL's server programs and redis-server are installed");
+        println!("PostgreSQL's server programs, redis-server and nats-server are installed");
         return Ok(());
     }
     let packages =
@@ -233,6 +233,17 @@ fn missing_programs() -> Vec<Missing> {
             debian: "redis-server",
             fedora: "redis",
             homebrew: "redis",
+        });
+    }
+    // The event exporters' tests need JetStream, which the packaged server has (`-js`). Debian
+    // installs it in /usr/sbin, which is not on every user's PATH; flags-test-support looks
+    // there too.
+    if !on_path("nats-server") && !Path::new("/usr/sbin/nats-server").is_file() {
+        missing.push(Missing {
+            what: "nats-server",
+            debian: "nats-server",
+            fedora: "nats-server",
+            homebrew: "nats-server",
         });
     }
     missing

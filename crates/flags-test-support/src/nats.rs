@@ -74,7 +74,11 @@ impl Nats {
 }
 
 fn start_throwaway(why: &str) -> Nats {
-    let Some(program) = guardian::on_path("nats-server") else {
+    // Debian installs it in /usr/sbin, which is not on every user's PATH.
+    let packaged = Path::new("/usr/sbin/nats-server");
+    let program = guardian::on_path("nats-server")
+        .or_else(|| guardian::is_executable(packaged).then(|| packaged.to_owned()));
+    let Some(program) = program else {
         panic!(
             "{why}, and none can be started: `nats-server` is not on PATH. Install the NATS \
              server (Debian/Ubuntu: `apt-get install nats-server`; macOS: `brew install \
