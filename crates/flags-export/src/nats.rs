@@ -66,6 +66,12 @@ impl NatsSettings {
             timeout_ms: default_timeout_ms(),
         }
     }
+
+    /// The [`Exporter::name`] of the exporter these settings build, known before it connects:
+    /// `nats:` and the URL without credentials, then `/` and the subject.
+    pub fn name(&self) -> String {
+        format!("nats:{}/{}", without_credentials(&self.url), self.subject)
+    }
 }
 
 // By hand, so the URL's password or token never reaches a log.
@@ -138,7 +144,7 @@ impl NatsExporter {
             })?;
         }
         Ok(NatsExporter {
-            name: format!("nats:{shown}/{}", settings.subject),
+            name: settings.name(),
             subject: settings.subject,
             stream: settings.stream,
             client,
@@ -283,6 +289,7 @@ mod tests {
             ("flagd.events", "FLAGD_EVENTS", true)
         );
         assert!(!format!("{settings:?}").contains("tok"));
+        assert_eq!(settings.name(), "nats:nats://n:4222/flagd.events");
         assert!(serde_json::from_str::<NatsSettings>(r#"{"url":"x","topic":"t"}"#).is_err());
     }
 }

@@ -61,6 +61,12 @@ impl PostgresSettings {
             timeout_ms: default_timeout_ms(),
         }
     }
+
+    /// The [`Exporter::name`] of the exporter these settings build, known before it connects:
+    /// `postgres:` and the URL without credentials, then `/` and the table as configured.
+    pub fn name(&self) -> String {
+        format!("postgres:{}/{}", without_credentials(&self.url), self.table)
+    }
 }
 
 // By hand, so the URL's password never reaches a log.
@@ -140,10 +146,7 @@ impl PostgresExporter {
             .map_err(|e| classify("creating the events table", &e))?;
         let target = format!("{}.{}", quote(&schema), quote(table));
         Ok(PostgresExporter {
-            name: format!(
-                "postgres:{}/{schema}.{table}",
-                without_credentials(&settings.url)
-            ),
+            name: settings.name(),
             pool,
             insert: insert_statement(&target),
             timeout,
@@ -520,6 +523,7 @@ mod tests {
         assert_eq!(settings.timeout_ms, 10_000);
         let debug = format!("{settings:?}");
         assert!(!debug.contains("pw"), "{debug}");
+        assert_eq!(settings.name(), "postgres:postgres://db/x/flagd_events");
         let unknown = serde_json::from_str::<PostgresSettings>(r#"{"url":"x","tabel":"t"}"#);
         assert!(unknown.is_err());
     }

@@ -54,6 +54,12 @@ impl RedisSettings {
             timeout_ms: default_timeout_ms(),
         }
     }
+
+    /// The [`Exporter::name`] of the exporter these settings build, known before it connects:
+    /// `redis:` and the URL without credentials, then `/` and the stream.
+    pub fn name(&self) -> String {
+        format!("redis:{}/{}", without_credentials(&self.url), self.stream)
+    }
 }
 
 // By hand, so the URL's password never reaches a log.
@@ -107,7 +113,7 @@ impl RedisExporter {
             .await
             .map_err(|e| classify("connecting", &e))?;
         Ok(RedisExporter {
-            name: format!("redis:{shown}/{}", settings.stream),
+            name: settings.name(),
             stream: settings.stream,
             max_len: settings.max_len,
             connection,
@@ -207,6 +213,7 @@ mod tests {
             serde_json::from_str(r#"{"url":"redis://cache","max_len":null}"#).unwrap();
         assert_eq!(no_trim.max_len, None);
         assert!(!format!("{settings:?}").contains("pw"));
+        assert_eq!(settings.name(), "redis:redis://cache:6379/flagd:events");
         assert!(serde_json::from_str::<RedisSettings>(r#"{"url":"x","maxlen":3}"#).is_err());
     }
 }

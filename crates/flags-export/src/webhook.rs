@@ -76,6 +76,12 @@ impl WebhookSettings {
             headers: BTreeMap::new(),
         }
     }
+
+    /// The [`Exporter::name`] of the exporter these settings build: `webhook:` and the URL's
+    /// scheme, host and port (its path may hold a token).
+    pub fn name(&self) -> String {
+        format!("webhook:{}", origin(&self.url))
+    }
 }
 
 // By hand: the secret, header values and the URL's path (some services put a token there)
@@ -149,7 +155,7 @@ impl WebhookExporter {
             None => None,
         };
         Ok(WebhookExporter {
-            name: format!("webhook:{shown}"),
+            name: settings.name(),
             url,
             client,
             secret,

@@ -148,11 +148,10 @@ async fn a_batch_round_trips_through_the_table_field_by_field() {
         .await
         .unwrap();
     assert!(exporter.is_bulk());
-    assert!(
-        exporter.name().ends_with(&format!("/public.{table}")),
-        "{}",
-        exporter.name()
-    );
+    let name = exporter.name();
+    assert!(name.starts_with("postgres:postgres://"), "{name}");
+    assert!(name.ends_with(&format!("/{}/{table}", db.name())), "{name}");
+    assert!(!name.contains('@'), "no user information: {name}");
     let records = batch();
     exporter.export(&records).await.unwrap();
     exporter.close().await.unwrap();
