@@ -3,6 +3,7 @@
 //! cannot be reached at start is not an error: its exporter connects on its first export and
 //! until then fails it as retryable, so the scheduler keeps the events (and spools them).
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,9 +14,13 @@ use tokio::sync::OnceCell;
 
 use crate::exporter::{ExportError, Exporter};
 use crate::file::{FileExporter, FileSettings};
+use crate::nats::{NatsExporter, NatsSettings};
+use crate::postgres::{PostgresExporter, PostgresSettings};
+use crate::redis::{RedisExporter, RedisSettings};
+use crate::webhook::{WebhookExporter, WebhookSettings};
 
 /// The kinds of exporter there are, as `kind` names them.
-pub const KINDS: &[&str] = &["file"];
+pub const KINDS: &[&str] = &["file", "postgres", "redis", "nats", "webhook"];
 
 /// One configured exporter, its settings read.
 #[derive(Debug, Clone)]
@@ -23,6 +28,14 @@ pub const KINDS: &[&str] = &["file"];
 pub enum ExporterConfig {
     /// `kind: file`.
     File(FileSettings),
+    /// `kind: postgres`.
+    Postgres(PostgresSettings),
+    /// `kind: redis`.
+    Redis(RedisSettings),
+    /// `kind: nats`.
+    Nats(NatsSettings),
+    /// `kind: webhook`.
+    Webhook(WebhookSettings),
 }
 
 /// Why an exporter's configuration cannot work.
@@ -38,6 +51,10 @@ impl ExporterConfig {
     ) -> Result<ExporterConfig, ConfigError> {
         match kind {
             "file" => read(kind, settings).map(ExporterConfig::File),
+            "postgres" => read(kind, settings).map(ExporterConfig::Postgres),
+            "redis" => read(kind, settings).map(ExporterConfig::Redis),
+            "nats" => read(kind, settings).map(ExporterConfig::Nats),
+            "webhook" => read(kind, settings).map(ExporterConfig::Webhook),
             other => Err(ConfigError(format!(
                 "unknown exporter kind {other:?}; expected one of: {}",
                 KINDS.join(", ")
@@ -49,6 +66,10 @@ impl ExporterConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             ExporterConfig::File(_) => "file",
+            ExporterConfig::Postgres(_) => "postgres",
+            ExporterConfig::Redis(_) => "redis",
+            ExporterConfig::Nats(_) => "nats",
+            ExporterConfig::Webhook(_) => "webhook",
         }
     }
 
@@ -59,6 +80,65 @@ impl ExporterConfig {
             ExporterConfig::File(settings) => FileExporter::new(settings)
                 .map(|e| Arc::new(e) as Arc<dyn Exporter>)
                 .map_err(|e| ConfigError(format!("file exporter: {e}"))),
+            ExporterConfig::Postgres(settings) => {
+                let name = settings.name();
+                let connector: Connect = Box::new(move || {
+                    let settings = settings.clone();
+                    Box::pin(async move { PostgresExporter::new(settings).await.map(shared) })
+                });
+                connect(name, true, connector).await
+            }
+            ExporterConfig::Redis(settings) => {
+                let name = settings.name();
+                let connector: Connect = Box::new(move || {
+                    let settings = settings.clone();
+                    Box::pin(async move { RedisExporter::new(settings).await.map(shared) })
+                });
+                connect(name, false, connector).await
+            }
+            ExporterConfig::Nats(settings) => {
+                let name = settings.name();
+                let connector: Connect = Box::new(move || {
+                    let settings = settings.clone();
+                    Box::pin(async move { NatsExporter::new(settings).await.map(shared) })
+                });
+                connect(name, false, connector).await
+            }
+            ExporterConfig::Webhook(settings) => WebhookExporter::new(settings)
+                .map(shared)
+                .map_err(|e| ConfigError(e.to_string())),
+        }
+    }
+}
+
+fn shared<E: Exporter>(exporter: E) -> Arc<dyn Exporter> {
+    Arc::new(exporter)
+}
+
+/// A connection attempt, boxed so that every kind's connector has one type.
+type Connect = Box<
+    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn Exporter>, ExportError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Connects once now: settings that cannot work are an error; a destination that does not
+/// answer is left to connect on a later export (logged), so flagd starts without it.
+async fn connect(
+    name: String,
+    bulk: bool,
+    connect: Connect,
+) -> Result<Arc<dyn Exporter>, ConfigError> {
+    match connect().await {
+        Ok(exporter) => Ok(exporter),
+        Err(ExportError::Permanent(message)) => Err(ConfigError(message)),
+        Err(error) => {
+            tracing::warn!(
+                exporter = %name,
+                %error,
+                "the destination does not answer; its events are kept until it does"
+            );
+            Ok(Arc::new(Connecting::new(name, bulk, connect)))
         }
     }
 }
@@ -71,22 +151,17 @@ fn read<T: DeserializeOwned>(kind: &str, settings: &Map<String, Value>) -> Resul
 
 /// An exporter whose destination did not answer when flagd started: it connects on an export,
 /// failing that export as retryable until it can.
-pub(crate) struct Connecting<F> {
+pub(crate) struct Connecting {
     name: String,
     bulk: bool,
-    connect: F,
+    connect: Connect,
     inner: OnceCell<Arc<dyn Exporter>>,
 }
 
-impl<F, Fut> Connecting<F>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Arc<dyn Exporter>, ExportError>> + Send,
-{
+impl Connecting {
     /// An exporter named `name` (as the connected one will be named, so its spool is found
     /// again after a restart) that runs `connect` until it succeeds.
-    #[allow(dead_code)]
-    pub(crate) fn new(name: String, bulk: bool, connect: F) -> Connecting<F> {
+    pub(crate) fn new(name: String, bulk: bool, connect: Connect) -> Connecting {
         Connecting {
             name,
             bulk,
@@ -97,11 +172,7 @@ where
 }
 
 #[async_trait]
-impl<F, Fut> Exporter for Connecting<F>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Arc<dyn Exporter>, ExportError>> + Send,
-{
+impl Exporter for Connecting {
     fn name(&self) -> &str {
         &self.name
     }
@@ -111,7 +182,7 @@ where
     }
 
     async fn export(&self, records: &[Record]) -> Result<(), ExportError> {
-        let inner = self.inner.get_or_try_init(&self.connect).await?;
+        let inner = self.inner.get_or_try_init(|| (self.connect)()).await?;
         inner.export(records).await
     }
 

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use flags_events::Record;
 use serde::Deserialize;
 use serde_json::Value;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, migrate::Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use sqlx::migrate::Migrator;
 
 use crate::endpoint::without_credentials;
 use crate::exporter::{ExportError, Exporter};
@@ -224,10 +225,15 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 async fn migrate(options: &PgConnectOptions, timeout: Duration) -> Result<(), ExportError> {
     let options = options.clone().options([("search_path", SCHEMA)]);
     let run = async {
-        let mut conn = PgConnection::connect_with(&options)
+        // A pool of one connection rather than a bare connection: sqlx's migrator over
+        // `&mut PgConnection` makes a future that cannot be proven `Send`, over a pool it can.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(timeout)
+            .connect_with(options)
             .await
             .map_err(|e| classify("connecting", &e))?;
-        let mut tx = conn.begin().await.map_err(|e| classify("migrating", &e))?;
+        let mut tx = pool.begin().await.map_err(|e| classify("migrating", &e))?;
         // `IF NOT EXISTS` alone still races when two replicas start together.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('flagd_export schema'))")
             .execute(&mut *tx)
@@ -238,11 +244,11 @@ async fn migrate(options: &PgConnectOptions, timeout: Duration) -> Result<(), Ex
             .await
             .map_err(|e| classify("creating schema flagd_export", &e))?;
         tx.commit().await.map_err(|e| classify("migrating", &e))?;
-        MIGRATOR.run(&mut conn).await.map_err(|e| match e {
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => classify("migrating", &e),
             other => ExportError::Permanent(format!("postgres exporter: migrating: {other}")),
         })?;
-        let _ = conn.close().await;
+        pool.close().await;
         Ok(())
     };
     // Migrations wait on an advisory lock another replica may hold, so they get a few

@@ -225,10 +225,13 @@ impl Scheduler {
                 // With a spool, the task moves the queue to disk; this cap only guards memory
                 // against a disk too slow to keep up.
                 cap: if spool.is_some() {
-                    bound.saturating_mul(4)
+                    bound
+                        .saturating_mul(4)
+                        .max(bound.saturating_add(SPILL_HEADROOM))
                 } else {
                     bound
                 },
+                spooling: spool.is_some(),
                 inbox: Mutex::new(Inbox::default()),
                 wake: tokio::sync::Notify::new(),
                 counters: Counters::default(),
@@ -358,12 +361,20 @@ struct TaskEnd {
     deadline_passed: bool,
 }
 
+/// With a spool, how many records past the memory bound a queue may hold while its task moves
+/// them to disk, at the least (four times the bound when that is more): a burst of submissions
+/// faster than the disk is spooled whole rather than dropped, and memory stays bounded (about
+/// 100 MB at 1 KB a record) when the disk cannot keep up at all.
+const SPILL_HEADROOM: usize = 100_000;
+
 /// What `submit` and an exporter's task share.
 struct Lane {
     name: String,
     bulk: bool,
     bound: usize,
     cap: usize,
+    /// Whether a spool takes what passes the memory bound.
+    spooling: bool,
     inbox: Mutex<Inbox>,
     wake: tokio::sync::Notify,
     counters: Counters,
@@ -444,9 +455,18 @@ impl Lane {
         }
         inbox.chunks.push_back(Chunk { records, start: 0 });
         inbox.len += n;
+        // With a spool the records just submitted are always taken (the task spills them to
+        // disk); only a backlog the spool has not kept up with, older than them, is dropped.
+        // So memory stays within the cap plus one submission, and a submission larger than
+        // the cap is not lost while the disk has room.
+        let limit = if self.spooling {
+            self.cap.saturating_add(n)
+        } else {
+            self.cap
+        };
         let mut dropped = 0;
-        while inbox.len > self.cap {
-            let over = inbox.len - self.cap;
+        while inbox.len > limit {
+            let over = inbox.len - limit;
             let Some(front) = inbox.chunks.front_mut() else {
                 break;
             };

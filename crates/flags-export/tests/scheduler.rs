@@ -56,6 +56,33 @@ async fn a_bulk_exporter_gets_a_lone_record_at_the_flush_interval() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_far_larger_than_the_memory_bound_go_to_the_spool_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = Arc::new(TestExporter::new("down", false, Mode::Down));
+    let scheduler = start(config(Some(dir.path()), 100), &[&exporter]);
+    // Each submission is five times the bound: none of it may be dropped while the disk has
+    // room.
+    for i in 0..10 {
+        scheduler.submit(records(i * 500..(i + 1) * 500));
+    }
+    wait_until(LONG, "everything to be spooled or queued", || {
+        let s = &scheduler.stats()[0];
+        s.spool_records + s.queue_depth == 5000
+    })
+    .await;
+    assert_eq!(scheduler.stats()[0].dropped, 0);
+    exporter.set(Mode::Up);
+    wait_until(LONG, "everything to be exported", || {
+        exporter.seen_len() == 5000
+    })
+    .await;
+    let mut seen = exporter.seen();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..5000).collect::<Vec<_>>());
+    scheduler.shutdown(LONG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_destination_down_longer_than_the_memory_bound_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let exporter = Arc::new(TestExporter::new("down", true, Mode::Down));
@@ -304,15 +331,15 @@ fn records_spooled_before_a_sigkill_are_replayed_after_restart() {
         let scheduler = start(config(Some(&dir.path().join("spool")), 100), &[&exporter]);
         assert_eq!(scheduler.stats()[0].spool_records, spooled);
         wait_until(LONG, "the replay", || exporter.seen_len() as u64 == spooled).await;
-        // One run, in order: the batch in flight (the oldest) and the short queue after the
-        // last spill (the newest) were in memory only.
+        // One run, in order: the batch in flight (the oldest) was in memory only, and so may
+        // be the short queue after the last spill (the newest).
         let seen = exporter.seen();
         assert!(
             seen.windows(2).all(|w| w[1] == w[0] + 1),
             "not one run in order"
         );
         assert!(
-            seen[0] > 0 && *seen.last().unwrap() < 2999,
+            seen[0] > 0 && *seen.last().unwrap() <= 2999,
             "{:?}",
             (seen[0], seen.last())
         );
