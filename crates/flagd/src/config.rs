@@ -715,6 +715,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_events_configuration_reads_and_its_exporters_build() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/events.yaml");
+        let config = Config::from_yaml_file(&path).unwrap();
+        assert_eq!(config.events.server_evaluations, Sampling::All);
+        assert_eq!(config.events.exporters.len(), 1);
+        for spec in &config.events.exporters {
+            flags_export::ExporterConfig::from_parts(&spec.kind, &spec.settings).unwrap();
+        }
+    }
+
+    #[test]
     fn default_listen_matches_the_documented_one() {
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
     }
