@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::hash::StrMap;
-use flags_core::{Flag, FlagData, LoadError, Segment, Value};
+use flags_core::{Flag, FlagData, LoadError, Reason, Segment, Value};
 
 use crate::compile::{CFlag, CSegment};
 
@@ -40,10 +40,20 @@ pub struct CompiledFlag {
 /// Facts about a flag's shape that are not needed to evaluate it, but to describe a result.
 #[derive(Debug, Default)]
 struct Shape {
-    /// Each rule's id, and whether it serves a rollout.
-    rules: Box<[(Box<str>, bool)]>,
+    /// Each rule's id, whether it serves a rollout, and whether it asks for full events.
+    rules: Box<[(Box<str>, bool, bool)]>,
     split_fallthrough: bool,
     is_static: bool,
+    events: EventSettings,
+}
+
+/// What a flag asks of an SDK's analytics events, as LaunchDarkly's data model says it.
+#[derive(Debug, Default, Clone, Copy)]
+struct EventSettings {
+    track_events: bool,
+    track_events_fallthrough: bool,
+    debug_events_until_date: Option<u64>,
+    exclude_from_summaries: bool,
 }
 
 impl CompiledFlag {
@@ -63,6 +73,12 @@ impl CompiledFlag {
                 && flag.prerequisites.is_empty()
                 && flag.fallthrough.rollout.is_none()
                 && flag.fallthrough.variation.is_some(),
+            events: EventSettings {
+                track_events: flag.track_events,
+                track_events_fallthrough: flag.track_events_fallthrough,
+                debug_events_until_date: flag.debug_events_until_date,
+                exclude_from_summaries: flag.exclude_from_summaries,
+            },
         };
         let Flag {
             key,
@@ -75,7 +91,7 @@ impl CompiledFlag {
         } = flag;
         let rules = rules
             .into_iter()
-            .map(|r| (r.id.into_boxed_str(), r.rollout.is_some()))
+            .map(|r| (r.id.into_boxed_str(), r.rollout.is_some(), r.track_events))
             .collect();
         CompiledFlag {
             key: key.into_boxed_str(),
@@ -127,7 +143,7 @@ impl CompiledFlag {
 
     /// The id of rule `index`, empty when the rule has none or there is no such rule.
     pub fn rule_id(&self, index: usize) -> &str {
-        self.shape.rules.get(index).map_or("", |(id, _)| id)
+        self.shape.rules.get(index).map_or("", |(id, _, _)| id)
     }
 
     /// Whether rule `index` serves a percentage rollout.
@@ -135,7 +151,7 @@ impl CompiledFlag {
         self.shape
             .rules
             .get(index)
-            .is_some_and(|&(_, rollout)| rollout)
+            .is_some_and(|&(_, rollout, _)| rollout)
     }
 
     /// Whether the fallthrough serves a percentage rollout.
@@ -147,6 +163,27 @@ impl CompiledFlag {
     /// variation: when on, it serves one value to everyone.
     pub fn is_static(&self) -> bool {
         self.shape.is_static
+    }
+
+    /// Whether an evaluation that gave `reason` is sent as a full `feature` event, not only
+    /// counted in a summary, as LaunchDarkly's SDKs decide it: the flag has `trackEvents`, or the
+    /// evaluation is an experiment's, or the matched rule (the fallthrough) tracks events.
+    pub fn requires_full_event(&self, reason: &Reason<'_>) -> bool {
+        let events = &self.shape.events;
+        events.track_events
+            || crate::evaluator::experiment(reason, events.track_events_fallthrough, |i| {
+                self.shape.rules.get(i).is_some_and(|&(_, _, track)| track)
+            })
+    }
+
+    /// Until when (Unix milliseconds) evaluations are also sent as `debug` events.
+    pub fn debug_events_until_date(&self) -> Option<u64> {
+        self.shape.events.debug_events_until_date
+    }
+
+    /// Whether evaluations of this flag are left out of summary events.
+    pub fn exclude_from_summaries(&self) -> bool {
+        self.shape.events.exclude_from_summaries
     }
 }
 

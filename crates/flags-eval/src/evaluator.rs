@@ -80,6 +80,26 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// [`Evaluator::evaluate`], telling `on_prerequisite` of every prerequisite evaluated on the
+    /// way, in the order they were evaluated (nested ones first), as LaunchDarkly's SDKs report
+    /// them in analytics events.
+    pub fn evaluate_observed(
+        &self,
+        flag_key: &str,
+        context: &Context,
+        on_prerequisite: &mut dyn FnMut(PrerequisiteEval<'a>),
+    ) -> EvalDetail<'a> {
+        let Some(flag) = self.data.flag(flag_key) else {
+            return EvalDetail::error(ErrorKind::FlagNotFound);
+        };
+        match flag.c.constant {
+            // No prerequisites are evaluated for these: see `evaluate_flag`.
+            Some(_) => self.evaluate_flag(flag, context),
+            None if flag.c.only_fallthrough => self.evaluate_flag(flag, context),
+            None => self.evaluate_rules(flag, context, Some(on_prerequisite)),
+        }
+    }
+
     /// Evaluates one compiled flag of this evaluator's snapshot.
     #[inline(always)]
     pub fn evaluate_flag(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
@@ -96,12 +116,18 @@ impl<'a> Evaluator<'a> {
                 };
                 detail(flag, res)
             }
-            None => self.evaluate_rules(flag, context),
+            None => self.evaluate_rules(flag, context, None),
         }
     }
 
-    fn evaluate_rules(&self, flag: &'a CompiledFlag, context: &Context) -> EvalDetail<'a> {
+    fn evaluate_rules<'c>(
+        &self,
+        flag: &'a CompiledFlag,
+        context: &'c Context,
+        on_prerequisite: Option<&'c mut dyn FnMut(PrerequisiteEval<'a>)>,
+    ) -> EvalDetail<'a> {
         let mut scope = Scope::new(*self, context);
+        scope.on_prerequisite = on_prerequisite;
         let mut detail = match scope.eval_flag(flag, None) {
             Ok(res) => detail(flag, res),
             Err(Abort) => EvalDetail::error(ErrorKind::MalformedFlag),
@@ -123,6 +149,17 @@ impl<'a> Evaluator<'a> {
     }
 }
 
+/// One prerequisite evaluated inside an evaluation (see [`Evaluator::evaluate_observed`]).
+#[derive(Debug, Clone)]
+pub struct PrerequisiteEval<'a> {
+    /// The prerequisite flag.
+    pub flag: &'a CompiledFlag,
+    /// The flag whose prerequisite it is.
+    pub prerequisite_of: &'a CompiledFlag,
+    /// Its result, as if it had been evaluated on its own.
+    pub detail: EvalDetail<'a>,
+}
+
 /// Evaluates a flag by key with no kill set or overrides.
 pub fn evaluate<'a>(data: &'a CompiledData, flag_key: &str, context: &Context) -> EvalDetail<'a> {
     Evaluator::new(data).evaluate(flag_key, context)
@@ -132,14 +169,24 @@ pub fn evaluate<'a>(data: &'a CompiledData, flag_key: &str, context: &Context) -
 /// decides it: the reason says `inExperiment`, or the matched rule (or the fallthrough) has
 /// event tracking switched on.
 pub fn is_experiment(flag: &flags_core::Flag, reason: &Reason<'_>) -> bool {
+    experiment(reason, flag.track_events_fallthrough, |i| {
+        flag.rules.get(i).is_some_and(|r| r.track_events)
+    })
+}
+
+/// [`is_experiment`] over what a flag says of its fallthrough and rules, so the model and the
+/// compiled flag ([`CompiledFlag::requires_full_event`]) decide by one rule.
+pub(crate) fn experiment(
+    reason: &Reason<'_>,
+    track_events_fallthrough: bool,
+    rule_tracks: impl Fn(usize) -> bool,
+) -> bool {
     if reason.in_experiment() {
         return true;
     }
     match reason {
-        Reason::Fallthrough { .. } => flag.track_events_fallthrough,
-        Reason::RuleMatch { rule_index, .. } => {
-            flag.rules.get(*rule_index).is_some_and(|r| r.track_events)
-        }
+        Reason::Fallthrough { .. } => track_events_fallthrough,
+        Reason::RuleMatch { rule_index, .. } => rule_tracks(*rule_index),
         _ => false,
     }
 }
@@ -196,6 +243,8 @@ struct Scope<'a, 'c> {
     /// The context's `user` context, if any, which most clauses test.
     user: Option<&'c SingleContext>,
     big: BigSegmentState<'c>,
+    /// Told of each prerequisite evaluated, when the caller asked.
+    on_prerequisite: Option<&'c mut dyn FnMut(PrerequisiteEval<'a>)>,
 }
 
 /// The result of evaluating one flag inside an evaluation, small enough to travel in registers.
@@ -300,6 +349,7 @@ impl<'a, 'c> Scope<'a, 'c> {
             ctx,
             user: ctx.as_single(DEFAULT_KIND),
             big: BigSegmentState::default(),
+            on_prerequisite: None,
         }
     }
 
@@ -388,6 +438,13 @@ impl<'a, 'c> Scope<'a, 'c> {
             // An off prerequisite is not evaluated past `on` (see `eval_flag`), so nothing it
             // references (big segments included) is consulted.
             let res = self.eval_flag(pflag, Some(&link))?;
+            if let Some(observe) = self.on_prerequisite.as_mut() {
+                observe(PrerequisiteEval {
+                    flag: pflag,
+                    prerequisite_of: flag,
+                    detail: detail(pflag, res),
+                });
+            }
             // Met when the prerequisite is on and served the required variation (a value, not
             // an error or the caller's default).
             let served = res.var as usize;

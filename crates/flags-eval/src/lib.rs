@@ -51,4 +51,4 @@ pub use big_segments::big_segment_hash;
 pub use bucket::bucket;
 pub use clause_value::{UnusableValue, check_clause_value};
 pub use data::{CompileError, CompiledData, CompiledFlag, CompiledSegment};
-pub use evaluator::{Evaluator, evaluate, is_experiment};
+pub use evaluator::{Evaluator, PrerequisiteEval, evaluate, is_experiment};

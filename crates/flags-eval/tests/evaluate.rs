@@ -295,3 +295,83 @@ fn rules_reading_the_same_attributes_each_see_their_own_values() {
         json!({"value": true, "variationIndex": 1, "reason": {"kind": "FALLTHROUGH"}}),
     );
 }
+
+#[test]
+fn full_events_are_required_as_the_flag_and_its_rules_say() {
+    let data = compile(json!({"flags": {
+        "all": {"on": true, "trackEvents": true, "variations": [0, 1], "fallthrough": {"variation": 0}},
+        "fall": {"on": true, "trackEventsFallthrough": true, "variations": [0, 1],
+            "fallthrough": {"variation": 0},
+            "rules": [{"id": "r0", "variation": 1, "trackEvents": false,
+                       "clauses": [{"attribute": "key", "op": "in", "values": ["ruled"]}]}]},
+        "rule": {"on": true, "variations": [0, 1], "fallthrough": {"variation": 0},
+            "rules": [{"id": "r0", "variation": 1, "trackEvents": true,
+                       "clauses": [{"attribute": "key", "op": "in", "values": ["ruled"]}]}]},
+        "none": {"on": true, "variations": [0, 1], "fallthrough": {"variation": 0},
+            "debugEventsUntilDate": 42, "excludeFromSummaries": true}
+    }}));
+    let ev = Evaluator::new(&data);
+    let requires = |flag: &str, key: &str| {
+        let context = Context::user(key).unwrap();
+        let detail = ev.evaluate(flag, &context);
+        data.flag(flag).unwrap().requires_full_event(&detail.reason)
+    };
+    for (flag, key, expected) in [
+        ("all", "anyone", true),
+        ("fall", "anyone", true),
+        ("fall", "ruled", false),
+        ("rule", "anyone", false),
+        ("rule", "ruled", true),
+        ("none", "anyone", false),
+    ] {
+        assert_eq!(requires(flag, key), expected, "{flag} for {key}");
+        // The compiled flag and the model agree wherever the flag's own switch is off.
+        if flag != "all" {
+            let context = Context::user(key).unwrap();
+            let reason = ev.evaluate(flag, &context).reason;
+            assert_eq!(is_experiment(&data.flag(flag).unwrap().to_flag(), &reason), expected);
+        }
+    }
+    let none = data.flag("none").unwrap();
+    assert_eq!(none.debug_events_until_date(), Some(42));
+    assert!(none.exclude_from_summaries());
+    assert!(!data.flag("all").unwrap().exclude_from_summaries());
+}
+
+#[test]
+fn prerequisites_are_reported_in_evaluation_order() {
+    let data = compile(json!({"flags": {
+        "top": {"on": true, "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 1},
+            "prerequisites": [{"key": "middle", "variation": 1}, {"key": "other", "variation": 0}]},
+        "middle": {"on": true, "variations": [false, true], "offVariation": 0, "fallthrough": {"variation": 1},
+            "prerequisites": [{"key": "bottom", "variation": 0}]},
+        "bottom": {"on": true, "variations": ["x", "y"], "fallthrough": {"variation": 0}},
+        "other": {"on": true, "variations": ["a", "b"], "fallthrough": {"variation": 1}}
+    }}));
+    let ev = Evaluator::new(&data);
+    let context = Context::user("u").unwrap();
+    let mut seen = Vec::new();
+    let detail = ev.evaluate_observed("top", &context, &mut |p| {
+        seen.push((
+            p.flag.key().to_owned(),
+            p.prerequisite_of.key().to_owned(),
+            p.detail.variation_index,
+        ));
+    });
+    // `other` serves variation 1, not the 0 required, so `top` is off.
+    assert_eq!(detail.variation_index, Some(0));
+    let seen: Vec<(&str, &str, Option<usize>)> = seen
+        .iter()
+        .map(|(f, of, v)| (f.as_str(), of.as_str(), *v))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("bottom", "middle", Some(0)),
+            ("middle", "top", Some(1)),
+            ("other", "top", Some(1)),
+        ]
+    );
+    // The plain call gives the same result.
+    assert_eq!(ev.evaluate("top", &context), detail);
+}
