@@ -46,6 +46,55 @@ impl SdkEvent {
     }
 }
 
+impl SdkEvent {
+    /// The event as an SDK writes it in a `/bulk` body, which [`parse_event`] reads back as
+    /// this event; `None` for [`SdkEvent::Other`], whose fields were not kept.
+    pub fn to_json(&self) -> Option<Value> {
+        let mut out = Map::new();
+        out.insert("kind".to_owned(), Value::from(self.kind()));
+        match self {
+            SdkEvent::Feature(f) => {
+                out.insert("creationDate".to_owned(), Value::from(f.creation_date));
+                out.insert("key".to_owned(), Value::from(f.key.as_str()));
+                if let Some(version) = f.version {
+                    out.insert("version".to_owned(), Value::from(version));
+                }
+                if let Some(variation) = f.variation {
+                    out.insert("variation".to_owned(), Value::from(variation));
+                }
+                out.insert("value".to_owned(), f.value.clone());
+                out.insert("default".to_owned(), f.default.clone());
+                if let Some(reason) = &f.reason {
+                    out.insert("reason".to_owned(), reason.clone());
+                }
+                if let Some(parent) = &f.prereq_of {
+                    out.insert("prereqOf".to_owned(), Value::from(parent.as_str()));
+                }
+                f.context.write(&mut out);
+            }
+            SdkEvent::Custom(c) => {
+                out.insert("creationDate".to_owned(), Value::from(c.creation_date));
+                out.insert("key".to_owned(), Value::from(c.key.as_str()));
+                c.context.write(&mut out);
+                if let Some(data) = &c.data {
+                    out.insert("data".to_owned(), data.clone());
+                }
+                if let Some(metric) = c.metric_value {
+                    out.insert("metricValue".to_owned(), Value::from(metric));
+                }
+            }
+            SdkEvent::Identify(e) | SdkEvent::Index(e) => {
+                out.insert("creationDate".to_owned(), Value::from(e.creation_date));
+                out.insert("context".to_owned(), e.context.clone());
+            }
+            SdkEvent::Summary(s) => return Some(s.to_json()),
+            SdkEvent::Metrics(m) => return Some(m.to_json()),
+            SdkEvent::Other { .. } => return None,
+        }
+        Some(Value::Object(out))
+    }
+}
+
 /// Who an event is about: the whole context (with private attributes already redacted by the
 /// SDK), or only its keys by kind (`contextKeys`, which SDKs send when the context went out in
 /// an `index` event).
@@ -80,6 +129,22 @@ impl EventContext {
                     .map(|key| vec![(kind.unwrap_or("user").to_owned(), key.to_owned())])
                     .unwrap_or_default(),
             },
+        }
+    }
+
+    /// Writes `context` (a full context) or `contextKeys` into an event object.
+    fn write(&self, event: &mut Map<String, Value>) {
+        match self {
+            EventContext::Full(context) => {
+                event.insert("context".to_owned(), context.clone());
+            }
+            EventContext::Keys(keys) => {
+                let keys = keys
+                    .iter()
+                    .map(|(kind, key)| (kind.clone(), Value::from(key.as_str())))
+                    .collect();
+                event.insert("contextKeys".to_owned(), Value::Object(keys));
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`parse_bulk`] reads a `/bulk` body in LaunchDarkly's server-side event format (`feature`,
 //!   `debug`, `custom`, `identify`, `index`, `summary`; other kinds are kept by name), so events
-//!   from official SDKs and from flagd's own SDK are one stream. Every problem names the event's
+//!   from official SDKs and from flagd's own SDK are one stream; [`SdkEvent::to_json`] writes an
+//!   event back as an SDK sends it. Every problem names the event's
 //!   index and the field, `[3].creationDate: expected a whole number, found a string`.
 //! - [`to_records`] turns events into the flat records exporters write: evaluations in
 //!   go-feature-flag's `FeatureEvent` shape (`kind`, `contextKind`, `userKey`, `creationDate` in

@@ -236,3 +236,27 @@ fn every_record_reads_back_as_written() {
         assert_eq!(read, record, "{line}");
     }
 }
+
+#[test]
+fn every_event_writes_as_it_reads() {
+    let events = parse_bulk(&flush()).unwrap();
+    let mut written = Vec::new();
+    for event in &events {
+        match event.to_json() {
+            Some(json) => written.push(json),
+            None => assert_eq!(event.kind(), "diagnostic"),
+        }
+    }
+    assert_eq!(written.len(), events.len() - 1);
+    let identify = json!({"kind": "identify", "creationDate": 5, "context": {"key": "k"}});
+    let prereq = json!({"kind": "feature", "creationDate": 6, "key": "p", "value": null,
+                        "default": null, "prereqOf": "checkout", "contextKeys": {"user": "k"}});
+    let custom = json!({"kind": "custom", "creationDate": 7, "key": "goal",
+                        "context": {"kind": "org", "key": "acme"}, "data": {"a": 1}});
+    written.extend([identify, prereq, custom]);
+    let body = serde_json::to_vec(&written).unwrap();
+    let read = parse_bulk(&body).unwrap();
+    assert_eq!(&read[..events.len() - 1], &events[..events.len() - 1]);
+    let rewritten: Vec<serde_json::Value> = read.iter().filter_map(SdkEvent::to_json).collect();
+    assert_eq!(rewritten, written);
+}
