@@ -169,11 +169,16 @@ impl CompiledFlag {
     /// counted in a summary, as LaunchDarkly's SDKs decide it: the flag has `trackEvents`, or the
     /// evaluation is an experiment's, or the matched rule (the fallthrough) tracks events.
     pub fn requires_full_event(&self, reason: &Reason<'_>) -> bool {
-        let events = &self.shape.events;
-        events.track_events
-            || crate::evaluator::experiment(reason, events.track_events_fallthrough, |i| {
-                self.shape.rules.get(i).is_some_and(|&(_, _, track)| track)
-            })
+        self.shape.events.track_events || self.is_experiment(reason)
+    }
+
+    /// [`is_experiment`](crate::is_experiment) for this flag: the evaluation is in an
+    /// experiment, or the matched rule (the fallthrough) tracks events. LaunchDarkly's SDKs then
+    /// send the reason with the event even when the application did not ask for it.
+    pub fn is_experiment(&self, reason: &Reason<'_>) -> bool {
+        crate::evaluator::experiment(reason, self.shape.events.track_events_fallthrough, |i| {
+            self.shape.rules.get(i).is_some_and(|&(_, _, track)| track)
+        })
     }
 
     /// Until when (Unix milliseconds) evaluations are also sent as `debug` events.

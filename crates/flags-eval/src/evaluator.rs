@@ -89,9 +89,20 @@ impl<'a> Evaluator<'a> {
         context: &Context,
         on_prerequisite: &mut dyn FnMut(PrerequisiteEval<'a>),
     ) -> EvalDetail<'a> {
-        let Some(flag) = self.data.flag(flag_key) else {
-            return EvalDetail::error(ErrorKind::FlagNotFound);
-        };
+        match self.data.flag(flag_key) {
+            Some(flag) => self.evaluate_flag_observed(flag, context, on_prerequisite),
+            None => EvalDetail::error(ErrorKind::FlagNotFound),
+        }
+    }
+
+    /// [`Evaluator::evaluate_flag`] with [`Evaluator::evaluate_observed`]'s report of
+    /// prerequisites.
+    pub fn evaluate_flag_observed(
+        &self,
+        flag: &'a CompiledFlag,
+        context: &Context,
+        on_prerequisite: &mut dyn FnMut(PrerequisiteEval<'a>),
+    ) -> EvalDetail<'a> {
         match flag.c.constant {
             // No prerequisites are evaluated for these: see `evaluate_flag`.
             Some(_) => self.evaluate_flag(flag, context),

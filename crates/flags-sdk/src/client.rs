@@ -9,7 +9,8 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
-use crate::config::{Config, DataSource, trim_url};
+use crate::config::{Config, DataSource, EventsMode, trim_url};
+use crate::events::{CloseReport, EventProcessor, EventStats, EventsConfig};
 use crate::data::Data;
 use crate::detail::Detail;
 use crate::flags_state::{AllFlagsState, FlagsStateOptions};
@@ -32,6 +33,7 @@ impl ClientBuilder {
         self.config.stream_url.clone_from(&url);
         self.config.poll_url.clone_from(&url);
         self.config.events_url = url;
+        self.config.events_url_given = true;
         self
     }
 
@@ -47,9 +49,31 @@ impl ClientBuilder {
         self
     }
 
-    /// The address analytics events are sent to.
+    /// The address analytics events are sent to (`/bulk` under it). Giving it (or
+    /// [`ClientBuilder::base_url`]) turns events on for every data source, unless
+    /// [`ClientBuilder::events_enabled`] says otherwise.
     pub fn events_url(mut self, url: &str) -> ClientBuilder {
         self.config.events_url = trim_url(url);
+        self.config.events_url_given = true;
+        self
+    }
+
+    /// How analytics events are queued, summarized, redacted and flushed
+    /// ([`EventsConfig`]'s defaults otherwise).
+    pub fn events(mut self, config: EventsConfig) -> ClientBuilder {
+        self.config.events = config;
+        self
+    }
+
+    /// Sends analytics events, or not. Without this, a client sends them when its data comes
+    /// from flagd (streaming or polling) or when an events or base URL was given, and not when
+    /// it reads files, fixed or test data, or is offline.
+    pub fn events_enabled(mut self, enabled: bool) -> ClientBuilder {
+        self.config.events_mode = if enabled {
+            EventsMode::On
+        } else {
+            EventsMode::Off
+        };
         self
     }
 
@@ -198,7 +222,18 @@ impl Client {
             }
             None => (None, BigSegmentStoreStatusProvider::not_configured()),
         };
+        let events = if config.sends_events() {
+            Some(EventProcessor::start_with(
+                &config.sdk_key,
+                &config.events_url,
+                config.events.clone(),
+                config.connect_timeout,
+            )?)
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
+            events,
             data: Data::new(),
             tracker: Tracker::new(config.listener_capacity),
             status,
@@ -398,10 +433,51 @@ impl Client {
         self.inner.big_segment_status.clone()
     }
 
-    /// Stops the data source and ends every listener. Evaluations keep answering from the last
-    /// data. Returns once the client's own thread, if it has one, has finished.
-    pub fn close(&self) {
-        self.inner.close();
+    /// Records a goal for `context`: a `custom` event named `key`, with the application's data
+    /// and metric value (numeric metrics in experiments).
+    pub fn track(
+        &self,
+        key: &str,
+        context: &Context,
+        data: Option<Value>,
+        metric_value: Option<f64>,
+    ) {
+        if let Some(events) = &self.inner.events {
+            events.push_goal_event(key, context, data, metric_value);
+        }
+    }
+
+    /// Announces `context` to flagd (an `identify` event with its attributes, private ones
+    /// redacted).
+    pub fn identify(&self, context: &Context) {
+        if let Some(events) = &self.inner.events {
+            events.push_identify_event(context);
+        }
+    }
+
+    /// Sends the events held so far without waiting for the flush interval; returns at once.
+    pub fn flush(&self) {
+        if let Some(events) = &self.inner.events {
+            events.flush();
+        }
+    }
+
+    /// The counts of the client's analytics events (all zero when events are off).
+    pub fn event_stats(&self) -> EventStats {
+        self.inner
+            .events
+            .as_ref()
+            .map(EventProcessor::stats)
+            .unwrap_or_default()
+    }
+
+    /// Stops the data source and ends every listener, then flushes the events held and waits up
+    /// to [`EventsConfig::close_timeout`] for their delivery; says how many could not be
+    /// delivered. Evaluations keep answering from the last data (and record nothing more).
+    /// Returns once the client's own threads have finished. Dropping the last clone of the
+    /// client does the same.
+    pub fn close(&self) -> CloseReport {
+        self.inner.close()
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use flags_core::FlagData;
 
 use crate::big_segments::BigSegmentsConfig;
+use crate::events::EventsConfig;
 use crate::listen::DEFAULT_CAPACITY;
 
 /// flagd's default address, used for every service a builder is not given a URL for.
@@ -83,6 +84,38 @@ pub(crate) struct Config {
     pub listener_capacity: usize,
     pub connect_timeout: Duration,
     pub big_segments: Option<BigSegmentsConfig>,
+    pub events: EventsConfig,
+    pub events_mode: EventsMode,
+    /// `base_url` or `events_url` was given.
+    pub events_url_given: bool,
+}
+
+/// Whether a client sends analytics events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventsMode {
+    /// When its data comes from flagd (streaming, polling), or an events URL was given.
+    Auto,
+    On,
+    Off,
+}
+
+impl Config {
+    /// Whether this client sends events: a client that talks to flagd does, as LaunchDarkly's
+    /// SDKs do; one fed from files, fixed or test data, or offline does only when told where
+    /// to send them, as LaunchDarkly's offline mode sends none.
+    pub(crate) fn sends_events(&self) -> bool {
+        match self.events_mode {
+            EventsMode::On => true,
+            EventsMode::Off => false,
+            EventsMode::Auto => {
+                self.events_url_given
+                    || matches!(
+                        self.data_source,
+                        DataSource::Streaming { .. } | DataSource::Polling { .. }
+                    )
+            }
+        }
+    }
 }
 
 impl Config {
@@ -96,6 +129,9 @@ impl Config {
             listener_capacity: DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(10),
             big_segments: None,
+            events: EventsConfig::default(),
+            events_mode: EventsMode::Auto,
+            events_url_given: false,
         }
     }
 }

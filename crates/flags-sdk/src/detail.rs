@@ -47,20 +47,40 @@ impl<T> Detail<T> {
     }
 }
 
-/// Reads a variation as `T`, or says it is the wrong type.
+/// Reads a variation as `T`, or says it is the wrong type; and writes a default back as a value,
+/// for analytics events.
 pub(crate) trait FromValue: Sized {
     fn from_value(value: &Value) -> Option<Self>;
+
+    fn to_value(&self) -> Value;
+
+    /// Whether `value` reads as a `T`, without making one.
+    fn fits(value: &Value) -> bool {
+        Self::from_value(value).is_some()
+    }
 }
 
 impl FromValue for bool {
     fn from_value(value: &Value) -> Option<bool> {
         value.as_bool()
     }
+
+    fn to_value(&self) -> Value {
+        Value::Bool(*self)
+    }
 }
 
 impl FromValue for String {
     fn from_value(value: &Value) -> Option<String> {
         value.as_str().map(str::to_owned)
+    }
+
+    fn to_value(&self) -> Value {
+        Value::String(self.clone())
+    }
+
+    fn fits(value: &Value) -> bool {
+        value.is_string()
     }
 }
 
@@ -75,17 +95,33 @@ impl FromValue for i64 {
             _ => None,
         }
     }
+
+    fn to_value(&self) -> Value {
+        Value::from(*self)
+    }
 }
 
 impl FromValue for f64 {
     fn from_value(value: &Value) -> Option<f64> {
         value.as_f64()
     }
+
+    fn to_value(&self) -> Value {
+        Value::from(*self)
+    }
 }
 
 impl FromValue for Value {
     fn from_value(value: &Value) -> Option<Value> {
         Some(value.clone())
+    }
+
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+
+    fn fits(_: &Value) -> bool {
+        true
     }
 }
 

@@ -11,10 +11,13 @@ use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
 use crate::data::{Changed, Data};
 use crate::detail::{Detail, FromValue, typed};
 use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
+use crate::events::{CloseReport, EventProcessor};
 use crate::tracker::Tracker;
 
 /// The state behind every clone of a client, and what its data sources write to.
 pub(crate) struct Inner {
+    /// Analytics events, when the client sends them.
+    pub(crate) events: Option<EventProcessor>,
     pub(crate) data: Data,
     pub(crate) tracker: Tracker,
     pub(crate) status: DataSourceStatusProvider,
@@ -28,7 +31,15 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(&self) -> CloseReport {
+        self.stop();
+        self.events
+            .as_ref()
+            .map(EventProcessor::close_in_time)
+            .unwrap_or_default()
+    }
+
+    fn stop(&self) {
         if self.closed.send_replace(true) {
             return;
         }
@@ -61,9 +72,16 @@ impl Inner {
     pub(crate) fn variation<T: FromValue>(&self, context: &Context, key: &str, default: T) -> T {
         let guard = self.data.load();
         let Some(snapshot) = guard.as_ref() else {
+            if let Some(events) = &self.events {
+                events.push_default_evaluation_event(key, context, default.to_value());
+            }
             return default;
         };
-        let detail = self.evaluator(snapshot).evaluate(key, context);
+        let evaluator = self.evaluator(snapshot);
+        let detail = match &self.events {
+            None => evaluator.evaluate(key, context),
+            Some(events) => recorded(events, &evaluator, context, key, &default, false),
+        };
         match detail.value {
             Some(value) => T::from_value(value).unwrap_or(default),
             None => default,
@@ -78,9 +96,19 @@ impl Inner {
     ) -> Detail<T> {
         let guard = self.data.load();
         let Some(snapshot) = guard.as_ref() else {
+            if let Some(events) = &self.events {
+                let detail = EvalDetail::error(ErrorKind::ClientNotReady);
+                let value = default.to_value();
+                events.record(context, key, None, &detail, value.clone(), value, true, None);
+            }
             return Detail::error(default, ErrorKind::ClientNotReady);
         };
-        typed(self.evaluator(snapshot).evaluate(key, context), default)
+        let evaluator = self.evaluator(snapshot);
+        let detail = match &self.events {
+            None => evaluator.evaluate(key, context),
+            Some(events) => recorded(events, &evaluator, context, key, &default, true),
+        };
+        typed(detail, default)
     }
 
     /// The value of `key` for `context` in `snapshot`, or `default`.
@@ -147,4 +175,37 @@ impl Inner {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Evaluates `key` for `context` and records the evaluation, and every prerequisite evaluated on
+/// the way, as LaunchDarkly's SDKs do. A value that is not a `T` is recorded, and returned, as
+/// `WRONG_TYPE` serving the default.
+#[inline]
+fn recorded<'s, T: FromValue>(
+    events: &EventProcessor,
+    evaluator: &Evaluator<'s>,
+    context: &Context,
+    key: &str,
+    default: &T,
+    with_reasons: bool,
+) -> EvalDetail<'s> {
+    let Some(flag) = evaluator.data().flag(key) else {
+        let detail = EvalDetail::error(ErrorKind::FlagNotFound);
+        let value = default.to_value();
+        events.record(context, key, None, &detail, value.clone(), value, with_reasons, None);
+        return detail;
+    };
+    let detail = evaluator.evaluate_flag_observed(flag, context, &mut |p| {
+        let value = p.detail.value.cloned().unwrap_or(Value::Null);
+        let parent = Some(p.prerequisite_of.key());
+        events.record(context, p.flag.key(), Some(p.flag), &p.detail, value, Value::Null, with_reasons, parent);
+    });
+    let detail = match detail.value {
+        Some(value) if !T::fits(value) => EvalDetail::error(ErrorKind::WrongType),
+        _ => detail,
+    };
+    let default = default.to_value();
+    let value = detail.value.cloned().unwrap_or_else(|| default.clone());
+    events.record(context, key, Some(flag), &detail, value, default, with_reasons, None);
+    detail
 }

@@ -49,6 +49,7 @@ mod client;
 mod config;
 mod data;
 mod detail;
+mod events;
 mod flags_state;
 mod inner;
 mod listen;
@@ -65,6 +66,7 @@ pub use big_segments::{
 pub use client::{BuildError, Client, ClientBuilder, FlagTracker};
 pub use config::{DEFAULT_BASE_URL, DataSource};
 pub use detail::Detail;
+pub use events::{CloseReport, EvaluationEvent, EventProcessor, EventStats, EventsConfig};
 pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};
 pub use listen::{Listener, ListenerId, RecvError};
 pub use status::{

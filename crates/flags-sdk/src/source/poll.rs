@@ -12,6 +12,20 @@ use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 /// answers fails the poll instead of stopping polling for good.
 const POLL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The name of polling's calls in the SDK's metrics events.
+const API: &str = "poll";
+
+/// Counts a failed poll in the metrics events: a timeout, or another error.
+fn measure_failure(inner: &Inner, error: &reqwest::Error) {
+    if let Some(events) = &inner.events {
+        if error.is_timeout() {
+            events.push_timeout_error_metrics(API);
+        } else {
+            events.push_internal_error_metrics(API);
+        }
+    }
+}
+
 pub(super) async fn run(
     http: reqwest::Client,
     url: String,
@@ -61,12 +75,22 @@ async fn poll(
             false,
         )
     };
-    let response = request.send().await.map_err(network)?;
+    let started = std::time::Instant::now();
+    let response = request.send().await.map_err(|e| {
+        measure_failure(inner, &e);
+        network(e)
+    })?;
     let status = response.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
+        if let Some(events) = &inner.events {
+            events.push_latency_metrics(API, started.elapsed());
+        }
         return Ok(());
     }
     if !status.is_success() {
+        if let Some(events) = &inner.events {
+            events.push_internal_error_metrics(API);
+        }
         let e = error(
             DataSourceErrorKind::ErrorResponse,
             Some(status.as_u16()),
@@ -79,7 +103,14 @@ async fn poll(
         .get("etag")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body = response.bytes().await.map_err(network)?;
+    let body = response.bytes().await.map_err(|e| {
+        measure_failure(inner, &e);
+        network(e)
+    })?;
+    if let Some(events) = &inner.events {
+        events.push_latency_metrics(API, started.elapsed());
+        events.push_size_metrics(API, body.len());
+    }
     let invalid = |message: String| {
         (
             error(DataSourceErrorKind::InvalidData, None, message),

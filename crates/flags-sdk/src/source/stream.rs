@@ -20,6 +20,10 @@ use super::{error, is_unrecoverable, sleep_unless_closed};
 use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
+/// The name of the stream's connects in the SDK's metrics events (the latency is the time to
+/// the answer's head).
+const API: &str = "stream";
+
 /// How one connection ended.
 enum End {
     /// The client closed.
@@ -92,10 +96,18 @@ async fn connect(
             .header("accept", "text/event-stream")
             .send(),
     );
+    let started = std::time::Instant::now();
     let response = tokio::select! {
         response = request => response,
         _ = closed.wait_for(|c| *c) => return End::Closed,
     };
+    if let Some(events) = &inner.events {
+        match &response {
+            Ok(Ok(_)) => events.push_latency_metrics(API, started.elapsed()),
+            Ok(Err(e)) if !e.is_timeout() => events.push_internal_error_metrics(API),
+            _ => events.push_timeout_error_metrics(API),
+        }
+    }
     let response = match response {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
