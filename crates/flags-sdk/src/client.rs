@@ -523,7 +523,7 @@ mod tests {
     async fn waiting_ends_when_the_source_stops_or_the_client_closes() {
         for stop in [
             (|c: &Client| c.inner.give_up(rejected())) as fn(&Client),
-            |c: &Client| c.close(),
+            |c: &Client| drop(c.close()),
         ] {
             let client = starved();
             let mut wait = pin!(client.wait_for_initialization(LONG));

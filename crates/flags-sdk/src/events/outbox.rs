@@ -277,8 +277,8 @@ mod tests {
             assert_eq!(o.take(Input::Evaluation(evaluation(context, "f")), 0), Taken::Held);
         }
         assert_eq!(kinds(&o.flush().unwrap()), ["index", "index", "summary"]);
-        // Two keys fit: c evicts a, the least recently seen.
-        for context in [&c, &a] {
+        // Two keys fit: c evicts b, the least recently seen, so b is indexed again.
+        for context in [&c, &b, &b] {
             o.take(Input::Evaluation(evaluation(context, "f")), 0);
         }
         assert_eq!(kinds(&o.flush().unwrap()), ["index", "index", "summary"]);
