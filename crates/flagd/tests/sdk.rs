@@ -3,7 +3,8 @@
 //! JSON, file edits reaching change listeners within the latency budget, exactly the dependants
 //! of a change (or deletion) being notified, value listeners hearing only their context's
 //! changes, riding out a flagd restart and a flagd gone silent, closing ending the stream and
-//! every listener, a stalled listener not holding up the others, and polling with ETags.
+//! every listener, a stalled listener not holding up the others, polling with ETags, and the
+//! client's analytics events reaching flagd's `/bulk`.
 //!
 //! Flag files are replaced by rename, as editors do, so flagd reloads them after its short
 //! debounce rather than waiting for an in-place write to settle.
@@ -775,6 +776,46 @@ async fn polling_gets_data_and_changes_and_sends_etags() {
         client.data_source_status_provider().status().state,
         DataSourceState::Valid
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Analytics events
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_s_events_reach_flagd_and_are_counted_by_kind() {
+    let mut tracked = flag(json!([false, true]), 1);
+    set(&mut tracked, "/trackEvents", json!(true));
+    let flagd = Flagd::start(&file(json!({"tracked": tracked})));
+    let client = ready_client(&flagd).await;
+    assert!(client.bool_variation(&user("alice"), "tracked", false));
+    client.track("purchase", &user("alice"), None, Some(3.0));
+    client.identify(&user("bob"));
+    client.flush();
+    let kinds = ["feature", "index", "summary", "custom", "identify", "metrics"];
+    eventually("flagd to count every kind of event the client sent", || async {
+        for kind in kinds {
+            let series = format!(r#"flagd_events_received_total{{kind="{kind}"}}"#);
+            if flagd.metric(&series).await == 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    // The answer reaches the client just after flagd counted the payload.
+    eventually("every event to count as sent", || async {
+        let stats = client.event_stats();
+        (stats.sent == stats.created && stats.dropped == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        flagd
+            .metric(r#"flagd_events_received_total{kind="other"}"#)
+            .await,
+        0
+    );
+    let report = tokio::task::block_in_place(|| client.close());
+    assert_eq!(report.undelivered, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
