@@ -10,9 +10,9 @@ use tokio::sync::watch;
 
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
 use crate::config::{Config, DataSource, EventsMode, trim_url};
-use crate::events::{CloseReport, EventProcessor, EventStats, EventsConfig};
 use crate::data::Data;
 use crate::detail::Detail;
+use crate::events::{CloseReport, EventProcessor, EventStats, EventsConfig};
 use crate::flags_state::{AllFlagsState, FlagsStateOptions};
 use crate::inner::Inner;
 use crate::listen::{Listener, ListenerId};
@@ -523,7 +523,9 @@ mod tests {
     async fn waiting_ends_when_the_source_stops_or_the_client_closes() {
         for stop in [
             (|c: &Client| c.inner.give_up(rejected())) as fn(&Client),
-            |c: &Client| drop(c.close()),
+            |c: &Client| {
+                let _ = c.close();
+            },
         ] {
             let client = starved();
             let mut wait = pin!(client.wait_for_initialization(LONG));

@@ -10,8 +10,8 @@ use tokio::sync::watch;
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
 use crate::data::{Changed, Data};
 use crate::detail::{Detail, FromValue, typed};
-use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
 use crate::events::{CloseReport, EventProcessor};
+use crate::status::{DataSourceState, DataSourceStatusProvider, ErrorInfo};
 use crate::tracker::Tracker;
 
 /// The state behind every clone of a client, and what its data sources write to.
@@ -99,7 +99,16 @@ impl Inner {
             if let Some(events) = &self.events {
                 let detail = EvalDetail::error(ErrorKind::ClientNotReady);
                 let value = default.to_value();
-                events.record(context, key, None, &detail, value.clone(), value, true, None);
+                events.record(
+                    context,
+                    key,
+                    None,
+                    &detail,
+                    value.clone(),
+                    value,
+                    true,
+                    None,
+                );
             }
             return Detail::error(default, ErrorKind::ClientNotReady);
         };
@@ -192,13 +201,31 @@ fn recorded<'s, T: FromValue>(
     let Some(flag) = evaluator.data().flag(key) else {
         let detail = EvalDetail::error(ErrorKind::FlagNotFound);
         let value = default.to_value();
-        events.record(context, key, None, &detail, value.clone(), value, with_reasons, None);
+        events.record(
+            context,
+            key,
+            None,
+            &detail,
+            value.clone(),
+            value,
+            with_reasons,
+            None,
+        );
         return detail;
     };
     let detail = evaluator.evaluate_flag_observed(flag, context, &mut |p| {
         let value = p.detail.value.cloned().unwrap_or(Value::Null);
         let parent = Some(p.prerequisite_of.key());
-        events.record(context, p.flag.key(), Some(p.flag), &p.detail, value, Value::Null, with_reasons, parent);
+        events.record(
+            context,
+            p.flag.key(),
+            Some(p.flag),
+            &p.detail,
+            value,
+            Value::Null,
+            with_reasons,
+            parent,
+        );
     });
     let detail = match detail.value {
         Some(value) if !T::fits(value) => EvalDetail::error(ErrorKind::WrongType),
@@ -206,6 +233,15 @@ fn recorded<'s, T: FromValue>(
     };
     let default = default.to_value();
     let value = detail.value.cloned().unwrap_or_else(|| default.clone());
-    events.record(context, key, Some(flag), &detail, value, default, with_reasons, None);
+    events.record(
+        context,
+        key,
+        Some(flag),
+        &detail,
+        value,
+        default,
+        with_reasons,
+        None,
+    );
     detail
 }

@@ -15,6 +15,11 @@
 //! [`DataSourceStatusProvider`] for the connection, [`BigSegmentStoreStatusProvider`] for a
 //! big-segment store. [`openfeature::Provider`] makes the client an OpenFeature provider.
 //!
+//! Every evaluation is recorded for flagd's `/bulk` in LaunchDarkly's event format (summaries,
+//! full events for tracked flags and experiments, `index` events once per context, goals from
+//! [`Client::track`], metrics of the client's own calls to flagd), through an
+//! [`EventProcessor`] whose queue drops and counts rather than ever blocking an evaluation.
+//!
 //! Kills and per-entity overrides made in flagd reach the client inside the flag data (a killed
 //! flag is served off, an override as a target placed first), so the client answers exactly as
 //! flagd does.

@@ -199,7 +199,11 @@ async fn a_payload_is_retried_once_after_a_503_with_the_same_id_and_headers() {
 
 #[tokio::test]
 async fn a_second_failure_drops_the_payload_and_later_ones_go_on() {
-    let answers = vec![Answer::Status(500), Answer::Status(429), Answer::Status(202)];
+    let answers = vec![
+        Answer::Status(500),
+        Answer::Status(429),
+        Answer::Status(202),
+    ];
     let server = serve(answers, no_flags()).await;
     let events = processor(&server, EventsConfig::default());
     events.push_goal_event("first", &user("a"), None, None);
@@ -215,7 +219,10 @@ async fn a_second_failure_drops_the_payload_and_later_ones_go_on() {
         .map(|r| &r.headers["x-launchdarkly-payload-id"])
         .collect();
     assert_eq!(ids[0], ids[1]);
-    assert_ne!(ids[1], ids[2], "the dropped payload is not sent a third time");
+    assert_ne!(
+        ids[1], ids[2],
+        "the dropped payload is not sent a third time"
+    );
     let custom: Vec<Value> = requests[2]
         .events()
         .into_iter()
@@ -225,7 +232,10 @@ async fn a_second_failure_drops_the_payload_and_later_ones_go_on() {
     assert_eq!(custom[0]["key"], "second");
     assert_eq!(custom[0]["metricValue"], 2.5);
     let stats = events.stats();
-    assert_eq!((stats.created, stats.sent, stats.dropped, stats.retried), (2, 1, 1, 1));
+    assert_eq!(
+        (stats.created, stats.sent, stats.dropped, stats.retried),
+        (2, 1, 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -308,7 +318,10 @@ async fn an_overloaded_processor_drops_and_counts_instead_of_blocking() {
     let pushed = THREADS * PER_THREAD;
     assert_eq!(stats.created, pushed);
     assert_eq!(stats.sent, 0);
-    assert_eq!(stats.created, stats.sent + stats.dropped + report.undelivered);
+    assert_eq!(
+        stats.created,
+        stats.sent + stats.dropped + report.undelivered
+    );
     // Held at most: a full queue, a full outbox, and one payload under way as large as the
     // outbox.
     let held_at_most = 3 * CAPACITY as u64;
@@ -326,9 +339,10 @@ fn flags() -> Value {
         }
         flag
     };
-    let vip_rule =
-        |track| json!([{"id": "vip", "variation": 0, "trackEvents": track,
-                        "clauses": [{"attribute": "key", "op": "in", "values": ["bob"]}]}]);
+    let vip_rule = |track| {
+        json!([{"id": "vip", "variation": 0, "trackEvents": track,
+                        "clauses": [{"attribute": "key", "op": "in", "values": ["bob"]}]}])
+    };
     json!({"flags": {
         "plain": on(json!({})),
         "tracked": on(json!({"trackEvents": true})),
@@ -362,7 +376,11 @@ async fn a_client_sends_summaries_tracked_evaluations_indexes_and_its_metrics() 
         })
         .build()
         .unwrap();
-    assert!(client.wait_for_initialization(Duration::from_secs(10)).await);
+    assert!(
+        client
+            .wait_for_initialization(Duration::from_secs(10))
+            .await
+    );
     let alice = Context::from_json(&json!({"kind": "user", "key": "alice", "email": "a@x",
         "address": {"street": "Main", "city": "Oslo"},
         "_meta": {"privateAttributes": ["email"]}}))
@@ -373,7 +391,13 @@ async fn a_client_sends_summaries_tracked_evaluations_indexes_and_its_metrics() 
     }
     assert!(client.bool_variation(&bob, "plain", false));
     for context in [&alice, &bob] {
-        for flag in ["tracked", "by-rule", "by-fallthrough", "experiment", "needs-tracked"] {
+        for flag in [
+            "tracked",
+            "by-rule",
+            "by-fallthrough",
+            "experiment",
+            "needs-tracked",
+        ] {
             client.bool_variation(context, flag, false);
         }
     }
@@ -453,7 +477,10 @@ async fn a_client_sends_summaries_tracked_evaluations_indexes_and_its_metrics() 
     let custom = &kinds_of(&events, "custom")[0];
     assert_eq!(custom["context"]["key"], "alice");
     assert!(custom["context"].get("email").is_none());
-    assert_eq!((custom["data"].clone(), custom["metricValue"].clone()), (json!({"items": 2}), json!(9.5)));
+    assert_eq!(
+        (custom["data"].clone(), custom["metricValue"].clone()),
+        (json!({"items": 2}), json!(9.5))
+    );
     assert_eq!(kinds_of(&events, "identify")[0]["context"]["key"], "bob");
 
     // The client measured its poll.
@@ -464,8 +491,14 @@ async fn a_client_sends_summaries_tracked_evaluations_indexes_and_its_metrics() 
             _ => None,
         })
         .collect();
-    assert!(metrics.contains(&("latency".to_owned(), "poll".to_owned())), "{metrics:?}");
-    assert!(metrics.contains(&("size".to_owned(), "poll".to_owned())), "{metrics:?}");
+    assert!(
+        metrics.contains(&("latency".to_owned(), "poll".to_owned())),
+        "{metrics:?}"
+    );
+    assert!(
+        metrics.contains(&("size".to_owned(), "poll".to_owned())),
+        "{metrics:?}"
+    );
 
     let report = client.close();
     assert_eq!(report.undelivered, 0);

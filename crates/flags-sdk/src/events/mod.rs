@@ -184,6 +184,15 @@ impl std::fmt::Debug for EventProcessor {
     }
 }
 
+/// How often (in pushes) a pushing thread checks whether the queue is full enough to wake the
+/// worker.
+const WAKE_CHECK_EVERY: u32 = 32;
+
+thread_local! {
+    /// Pushes made by this thread, for [`WAKE_CHECK_EVERY`].
+    static PUSHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 /// What pushers, the worker and deliveries share.
 struct Shared {
     queue: ArrayQueue<Input>,
@@ -386,7 +395,15 @@ impl EventProcessor {
             s.wake_worker();
             return;
         }
-        if s.queue.len() >= s.wake_at {
+        // Reading the queue's length reads the line the worker writes as it takes events, so
+        // each thread looks only every `WAKE_CHECK_EVERY` pushes; the queue fills past the
+        // threshold by at most that many per thread before the worker is woken.
+        let look = PUSHES.with(|n| {
+            let count = n.get().wrapping_add(1);
+            n.set(count);
+            count % WAKE_CHECK_EVERY == 0
+        });
+        if look && s.queue.len() >= s.wake_at {
             s.wake_worker();
         }
     }
@@ -584,5 +601,7 @@ fn now_millis() -> u64 {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use flags_core::Context;
 use flags_events::{
-    ContextEvent, CustomEvent, EventContext, Evaluation, FeatureEvent, MetricsEvent, SdkEvent,
+    ContextEvent, CustomEvent, Evaluation, EventContext, FeatureEvent, MetricsEvent, SdkEvent,
     Summarizer,
 };
 use lru::LruCache;
@@ -214,11 +214,7 @@ impl Outbox {
         if self.is_empty() {
             return None;
         }
-        let mut events: Vec<Value> = self
-            .events
-            .drain(..)
-            .filter_map(|e| e.to_json())
-            .collect();
+        let mut events: Vec<Value> = self.events.drain(..).filter_map(|e| e.to_json()).collect();
         if let Some(summary) = self.summary.take() {
             events.push(summary.to_json());
         }
@@ -274,7 +270,10 @@ mod tests {
         let mut o = outbox(100);
         let (a, b, c) = (user("a"), user("b"), user("c"));
         for context in [&a, &a, &b, &Arc::new(Context::user("a").unwrap())] {
-            assert_eq!(o.take(Input::Evaluation(evaluation(context, "f")), 0), Taken::Held);
+            assert_eq!(
+                o.take(Input::Evaluation(evaluation(context, "f")), 0),
+                Taken::Held
+            );
         }
         assert_eq!(kinds(&o.flush().unwrap()), ["index", "index", "summary"]);
         // Two keys fit: c evicts b, the least recently seen, so b is indexed again.

@@ -87,7 +87,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &context(&alice.clone())));
         let bob = context(&Context::user("bob").unwrap());
         assert_eq!(bob.key(), Some("bob"));
-        assert!(!Arc::ptr_eq(&first, &context(&alice)), "only the last is kept");
+        assert!(
+            !Arc::ptr_eq(&first, &context(&alice)),
+            "only the last is kept"
+        );
 
         let a = key("flag-a");
         assert!(Arc::ptr_eq(&a, &key(&String::from("flag-a"))));

@@ -68,7 +68,8 @@ impl Redactor {
             for name in names {
                 out.remove(&name);
                 // The name as a reference: one that starts with `/` is escaped into a path.
-                let reference = AttrRef::from_literal(&name).map_or(name, |r| r.as_str().to_owned());
+                let reference =
+                    AttrRef::from_literal(&name).map_or(name, |r| r.as_str().to_owned());
                 redacted.push(reference);
             }
         } else {

@@ -45,7 +45,10 @@ impl Sender {
         match self.attempt(payload, &id).await {
             Attempt::Done(delivery) => delivery,
             Attempt::Retry(why) => {
-                tracing::warn!(url = self.url, "sending events failed ({why}); retrying once");
+                tracing::warn!(
+                    url = self.url,
+                    "sending events failed ({why}); retrying once"
+                );
                 on_retry();
                 tokio::time::sleep(RETRY_DELAY).await;
                 match self.attempt(payload, &id).await {
@@ -77,9 +80,15 @@ impl Sender {
         match status {
             200..=299 => Attempt::Done(Delivery::Sent),
             401 | 403 => Attempt::Done(Delivery::Refused),
-            _ if is_recoverable(status) => Attempt::Retry(format!("{} answered {status}", self.url)),
+            _ if is_recoverable(status) => {
+                Attempt::Retry(format!("{} answered {status}", self.url))
+            }
             _ => {
-                tracing::warn!(url = self.url, status, "events refused; this payload is dropped");
+                tracing::warn!(
+                    url = self.url,
+                    status,
+                    "events refused; this payload is dropped"
+                );
                 Attempt::Done(Delivery::Failed)
             }
         }
