@@ -791,16 +791,21 @@ async fn the_client_s_events_reach_flagd_and_are_counted_by_kind() {
     client.track("purchase", &user("alice"), None, Some(3.0));
     client.identify(&user("bob"));
     client.flush();
-    let kinds = ["feature", "index", "summary", "custom", "identify", "metrics"];
-    eventually("flagd to count every kind of event the client sent", || async {
-        for kind in kinds {
-            let series = format!(r#"flagd_events_received_total{{kind="{kind}"}}"#);
-            if flagd.metric(&series).await == 0 {
-                return None;
+    let kinds = [
+        "feature", "index", "summary", "custom", "identify", "metrics",
+    ];
+    eventually(
+        "flagd to count every kind of event the client sent",
+        || async {
+            for kind in kinds {
+                let series = format!(r#"flagd_events_received_total{{kind="{kind}"}}"#);
+                if flagd.metric(&series).await == 0 {
+                    return None;
+                }
             }
-        }
-        Some(())
-    })
+            Some(())
+        },
+    )
     .await;
     // The answer reaches the client just after flagd counted the payload.
     eventually("every event to count as sent", || async {

@@ -1,8 +1,8 @@
 //! flagd's evaluation hot path must not touch the heap (STYLE.md: "evaluation ... allocates
 //! nothing on the hot path"). Every benchmark fixture is evaluated under a counting allocator and
 //! must allocate nothing, result and its drop included, both by the engine and through
-//! flags-sdk's typed variation calls. The peer is measured too, as a check that the counter sees
-//! the allocations an evaluator does make.
+//! flags-sdk's typed variation calls, with analytics events off and on. The peer is measured
+//! too, as a check that the counter sees the allocations an evaluator does make.
 #![allow(clippy::unwrap_used)]
 
 mod sdks;
@@ -49,6 +49,28 @@ fn sdk_variation_allocates_nothing_but_a_returned_string() {
             assert_eq!(stats.allocations, 1.0, "{}: {stats:?}", fixture.name);
             assert_eq!(stats.bytes, served as f64, "{}: {stats:?}", fixture.name);
         }
+    }
+}
+
+/// With analytics events on, each evaluation is recorded: the event holds shared copies of the
+/// context and flag key that the calling thread keeps from one call to the next (see flags-sdk's
+/// `events/recent.rs`), so once a thread has seen the context and flag, recording a boolean
+/// evaluation allocates nothing either. The first call for a new context copies it once.
+#[test]
+fn sdk_variation_with_events_on_allocates_nothing_once_warm() {
+    let sink = sdks::events_sink();
+    for fixture in fixtures() {
+        let sdk = OurSdk::with_events(&fixture, &sink).unwrap();
+        if !sdk.is_bool() {
+            continue;
+        }
+        let stats = per_call(1000, || {
+            black_box(black_box(&sdk).bool_variation());
+        })
+        .unwrap();
+        assert_eq!(stats.allocations, 0.0, "{}: {stats:?}", fixture.name);
+        let recorded = sdk.client.event_stats();
+        assert!(recorded.created >= 1001, "{}: {recorded:?}", fixture.name);
     }
 }
 

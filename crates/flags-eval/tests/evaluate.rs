@@ -329,7 +329,10 @@ fn full_events_are_required_as_the_flag_and_its_rules_say() {
         if flag != "all" {
             let context = Context::user(key).unwrap();
             let reason = ev.evaluate(flag, &context).reason;
-            assert_eq!(is_experiment(&data.flag(flag).unwrap().to_flag(), &reason), expected);
+            assert_eq!(
+                is_experiment(&data.flag(flag).unwrap().to_flag(), &reason),
+                expected
+            );
         }
     }
     let none = data.flag("none").unwrap();

@@ -53,13 +53,27 @@ pub struct OurSdk {
 }
 
 impl OurSdk {
+    /// The client as applications build it over fixed data: no analytics events (there is no
+    /// flagd to send them to).
     pub fn new(fixture: &Fixture) -> Result<OurSdk, String> {
+        OurSdk::new_with(fixture, None)
+    }
+
+    /// The client sending analytics events to `events_url` (an [`events_sink`]).
+    pub fn with_events(fixture: &Fixture, events_url: &str) -> Result<OurSdk, String> {
+        OurSdk::new_with(fixture, Some(events_url))
+    }
+
+    fn new_with(fixture: &Fixture, events_url: Option<&str>) -> Result<OurSdk, String> {
         let name = fixture.name;
         let expected = Answer::expected(fixture)?;
         let data = FlagData::from_json_value(fixture.data.clone())
             .map_err(|e| format!("{name}: flags-sdk data: {e}"))?;
-        let client = flags_sdk::Client::builder("bench-sdk-key")
-            .data(data)
+        let mut builder = flags_sdk::Client::builder("bench-sdk-key").data(data);
+        if let Some(url) = events_url {
+            builder = builder.events_url(url);
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("{name}: flags-sdk client: {e}"))?;
         if !client.wait_for_initialization_blocking(INIT_DEADLINE) {
@@ -123,6 +137,16 @@ pub struct TheirSdk {
 
 impl TheirSdk {
     pub fn new(fixture: &Fixture) -> Result<TheirSdk, String> {
+        TheirSdk::new_with(fixture, None)
+    }
+
+    /// The SDK with its analytics events on (its default event processor, on its plain-HTTP
+    /// transport), sending them to `events_url` (an [`events_sink`]).
+    pub fn with_events(fixture: &Fixture, events_url: &str) -> Result<TheirSdk, String> {
+        TheirSdk::new_with(fixture, Some(events_url))
+    }
+
+    fn new_with(fixture: &Fixture, events_url: Option<&str>) -> Result<TheirSdk, String> {
         let name = fixture.name;
         let expected = Answer::expected(fixture)?;
         let data = ld_sdk::TestData::new();
@@ -136,10 +160,23 @@ impl TheirSdk {
                 .map_err(|e| format!("{name}: LaunchDarkly SDK segment {key}: {e}"))?;
             data.use_preconfigured_segment(segment);
         }
-        let client = start_ld_client(
-            ld_sdk::ConfigBuilder::new("bench-sdk-key").data_source(&data),
-            name,
-        )?;
+        let config = ld_sdk::ConfigBuilder::new("bench-sdk-key").data_source(&data);
+        let client = match events_url {
+            None => start_ld_client(config, name)?,
+            Some(url) => {
+                let mut endpoints = ld_sdk::ServiceEndpointsBuilder::new();
+                // The SDK wants all three services or none; only events are used here.
+                endpoints.relay_proxy(url);
+                let transport = launchdarkly_sdk_transport::HyperTransport::new()
+                    .map_err(|e| format!("{name}: LaunchDarkly SDK transport: {e}"))?;
+                let mut events = ld_sdk::EventProcessorBuilder::new();
+                events.transport(transport);
+                let config = config
+                    .service_endpoints(&endpoints)
+                    .event_processor(&events);
+                start_built_ld_client(config, name)?
+            }
+        };
         let context: ld_sdk::Context = serde_json::from_value(fixture.context.clone())
             .map_err(|e| format!("{name}: LaunchDarkly SDK context: {e}"))?;
         Ok(TheirSdk {
@@ -196,8 +233,18 @@ pub fn start_ld_client(
     config: ld_sdk::ConfigBuilder,
     name: &str,
 ) -> Result<ld_sdk::Client, String> {
+    start_built_ld_client(
+        config.event_processor(&ld_sdk::NullEventProcessorBuilder::new()),
+        name,
+    )
+}
+
+/// [`start_ld_client`] with the events `config` says.
+pub fn start_built_ld_client(
+    config: ld_sdk::ConfigBuilder,
+    name: &str,
+) -> Result<ld_sdk::Client, String> {
     let config = config
-        .event_processor(&ld_sdk::NullEventProcessorBuilder::new())
         .build()
         .map_err(|e| format!("{name}: LaunchDarkly SDK config: {e}"))?;
     let client =
@@ -229,4 +276,51 @@ pub fn section<'a>(data: &'a Value, name: &str) -> impl Iterator<Item = (&'a Str
 /// nothing and is no case's value.)
 fn bool_default(expected: &Answer) -> bool {
     !matches!(expected, Answer::Bool(true))
+}
+
+/// An HTTP server on loopback that answers every request with `202 Accepted`, as flagd's
+/// `/bulk` does, and reads no further than it must: where the SDKs' analytics events go in the
+/// benchmarks. Runs until the process ends; returns its base URL.
+pub fn events_sink() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("its address"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(read_half) = stream.try_clone() else {
+                    return;
+                };
+                let (mut reader, mut writer) = (BufReader::new(read_half), stream);
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err()
+                        || writer
+                            .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                            .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
 }
