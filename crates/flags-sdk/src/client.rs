@@ -142,7 +142,7 @@ struct CloseOnDrop(Arc<Inner>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        self.0.close();
+        self.0.close_in_background();
     }
 }
 
@@ -475,7 +475,8 @@ impl Client {
     /// to [`EventsConfig::close_timeout`] for their delivery; says how many could not be
     /// delivered. Evaluations keep answering from the last data (and record nothing more).
     /// Returns once the client's own threads have finished. Dropping the last clone of the
-    /// client does the same.
+    /// client closes it too, without waiting: the last events are sent from the processor's
+    /// thread.
     pub fn close(&self) -> CloseReport {
         self.inner.close()
     }

@@ -39,6 +39,16 @@ impl Inner {
             .unwrap_or_default()
     }
 
+    /// [`Inner::close`] without waiting for the last events: for the drop of the last client
+    /// handle, which must not block (its events are still sent, within `close_timeout`, from
+    /// the processor's own thread).
+    pub(crate) fn close_in_background(&self) {
+        self.stop();
+        if let Some(events) = &self.events {
+            events.close_in_background();
+        }
+    }
+
     fn stop(&self) {
         if self.closed.send_replace(true) {
             return;

@@ -545,3 +545,19 @@ fn events_are_off_without_flagd_unless_asked_for() {
         assert_eq!(client.close().undelivered, 0);
     }
 }
+
+#[tokio::test]
+async fn dropping_the_last_client_still_sends_its_events() {
+    let server = serve(vec![Answer::Status(202)], flags()).await;
+    let client = Client::builder("k")
+        .events_url(&server.url)
+        .data(serde_json::from_value(flags()).unwrap())
+        .build()
+        .unwrap();
+    client.bool_variation(&user("a"), "plain", false);
+    // The drop does not wait for the delivery (this test's one runtime thread also runs the
+    // server); the processor's own thread sends the events.
+    drop(client);
+    let events = server.wait_for_bulk(1).await[0].events();
+    assert_eq!(kinds_of(&events, "summary").len(), 1);
+}

@@ -171,8 +171,7 @@ struct EventProcessorRef(Arc<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let shared = &self.0.0;
-        close(shared, shared.close_timeout);
+        close_in_background(&self.0.0);
     }
 }
 
@@ -218,8 +217,11 @@ struct Shared {
     done_signal: std::sync::Condvar,
     /// Stops the worker's runtime, with whatever deliveries are still under way.
     stop: Notify,
-    /// How long dropping the last handle waits for the last deliveries.
+    /// How long closing waits for the last deliveries by default.
     close_timeout: Duration,
+    /// How long the closing worker waits for its last deliveries, in milliseconds: set by
+    /// whoever closes, before the worker is told.
+    close_within_ms: AtomicU64,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -268,6 +270,7 @@ impl EventProcessor {
             done_signal: std::sync::Condvar::new(),
             stop: Notify::new(),
             close_timeout: config.close_timeout,
+            close_within_ms: AtomicU64::new(millis(config.close_timeout)),
             thread: Mutex::new(None),
         });
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -413,6 +416,12 @@ impl EventProcessor {
         close(&self.shared, self.shared.close_timeout)
     }
 
+    /// Closes without waiting: the worker sends what it holds within `close_timeout` on its own
+    /// thread, then ends. For drops, which must not block.
+    pub(crate) fn close_in_background(&self) {
+        close_in_background(&self.shared);
+    }
+
     /// Records an evaluation the client made. `flag` is `None` when there was none to evaluate.
     #[inline]
     #[allow(clippy::too_many_arguments)]
@@ -456,8 +465,20 @@ fn stats(s: &Shared) -> EventStats {
     }
 }
 
+/// See [`EventProcessor::close_in_background`].
+fn close_in_background(s: &Shared) {
+    if !s.closed.swap(true, Ordering::SeqCst) {
+        s.wake.notify_one();
+    }
+    // Detached: the worker ends by itself once its last deliveries are over or timed out.
+    drop(lock(&s.thread).take());
+}
+
 /// See [`EventProcessor::close`].
 fn close(s: &Shared, deadline: Duration) -> CloseReport {
+    if !s.closed.load(Ordering::SeqCst) {
+        s.close_within_ms.store(millis(deadline), Ordering::SeqCst);
+    }
     s.closed.store(true, Ordering::SeqCst);
     s.wake.notify_one();
     let thread = lock(&s.thread).take();
@@ -538,9 +559,14 @@ async fn run(shared: Arc<Shared>, config: EventsConfig, sender: Sender) {
         due |= shared.flush_requested.swap(false, Ordering::Relaxed)
             || outbox.len() >= config.flush_size
             || closing;
+        let within = Duration::from_millis(shared.close_within_ms.load(Ordering::SeqCst));
+        let until = tokio::time::Instant::now() + within;
         if due {
             let permit = if closing {
-                Arc::clone(&permits).acquire_owned().await.ok()
+                tokio::time::timeout_at(until, Arc::clone(&permits).acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             } else {
                 Arc::clone(&permits).try_acquire_owned().ok()
             };
@@ -557,13 +583,13 @@ async fn run(shared: Arc<Shared>, config: EventsConfig, sender: Sender) {
             }
         }
         if closing {
-            // Every permit back: every delivery is over.
+            // Every permit back: every delivery is over (or the time to wait for them is).
             let all = u32::try_from(workers).unwrap_or(u32::MAX);
-            let _ = permits.acquire_many(all).await;
+            let _ = tokio::time::timeout_at(until, permits.acquire_many(all)).await;
             *lock(&shared.done) = true;
             shared.done_signal.notify_all();
-            // Waits for `stop`; the thread ends with it.
-            std::future::pending::<()>().await;
+            // The runtime ends with this, and deliveries still under way with it.
+            return;
         }
     }
 }
@@ -592,6 +618,10 @@ async fn deliver(shared: &Shared, sender: &Sender, payload: outbox::Payload) {
             shared.dropped.fetch_add(carried, Ordering::Release)
         }
     };
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn now_millis() -> u64 {
