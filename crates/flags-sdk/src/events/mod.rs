@@ -13,12 +13,12 @@ mod outbox;
 mod recent;
 mod redact;
 mod send;
+mod staging;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crossbeam_queue::ArrayQueue;
 use flags_core::{Context, EvalDetail, Reason};
 use flags_eval::CompiledFlag;
 use flags_events::{Metric, MetricsEvent};
@@ -29,12 +29,14 @@ use crate::client::BuildError;
 use outbox::{Input, Outbox, Taken};
 use redact::Redactor;
 use send::{Delivery, Sender};
+use staging::{Pushed, Staging};
 
 /// How the event processor behaves. LaunchDarkly's defaults where it has the same knob.
 #[derive(Debug, Clone)]
 pub struct EventsConfig {
-    /// Events the queue holds between two passes of the worker, and the events (summary aside)
-    /// one payload holds; past either, events are dropped and counted. Default 10 000.
+    /// Events each application thread's buffer holds between two passes of the worker (the
+    /// worker is woken when one is half full), and the events (summary aside) one payload
+    /// holds; past either, events are dropped and counted. Default 10 000.
     pub queue_capacity: usize,
     /// Payloads delivered at the same time. Default 5.
     pub num_flush_workers: usize,
@@ -183,18 +185,9 @@ impl std::fmt::Debug for EventProcessor {
     }
 }
 
-/// How often (in pushes) a pushing thread checks whether the queue is full enough to wake the
-/// worker.
-const WAKE_CHECK_EVERY: u32 = 32;
-
-thread_local! {
-    /// Pushes made by this thread, for [`WAKE_CHECK_EVERY`].
-    static PUSHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
 /// What pushers, the worker and deliveries share.
 struct Shared {
-    queue: ArrayQueue<Input>,
+    queue: Staging,
     /// The queue length at which a push wakes the worker early.
     wake_at: usize,
     /// A push already woke the worker since its last pass.
@@ -254,7 +247,7 @@ impl EventProcessor {
         };
         let capacity = config.queue_capacity.max(1);
         let shared = Arc::new(Shared {
-            queue: ArrayQueue::new(capacity),
+            queue: Staging::new(capacity),
             wake_at: (capacity / 2).max(1),
             woken: AtomicBool::new(false),
             wake: Notify::new(),
@@ -393,21 +386,13 @@ impl EventProcessor {
             s.dropped_at_push.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if s.queue.push(input).is_err() {
-            s.dropped_at_push.fetch_add(1, Ordering::Relaxed);
-            s.wake_worker();
-            return;
-        }
-        // Reading the queue's length reads the line the worker writes as it takes events, so
-        // each thread looks only every `WAKE_CHECK_EVERY` pushes; the queue fills past the
-        // threshold by at most that many per thread before the worker is woken.
-        let look = PUSHES.with(|n| {
-            let count = n.get().wrapping_add(1);
-            n.set(count);
-            count % WAKE_CHECK_EVERY == 0
-        });
-        if look && s.queue.len() >= s.wake_at {
-            s.wake_worker();
+        match s.queue.push(input) {
+            Pushed::Full => {
+                s.dropped_at_push.fetch_add(1, Ordering::Relaxed);
+                s.wake_worker();
+            }
+            Pushed::Queued(len) if len >= s.wake_at => s.wake_worker(),
+            Pushed::Queued(_) => {}
         }
     }
 
@@ -503,7 +488,8 @@ fn close(s: &Shared, deadline: Duration) -> CloseReport {
 
 impl Shared {
     fn wake_worker(&self) {
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        // Read first: past the threshold every push asks, and only the first needs to write.
+        if !self.woken.load(Ordering::Relaxed) && !self.woken.swap(true, Ordering::AcqRel) {
             self.wake.notify_one();
         }
     }
@@ -533,6 +519,7 @@ async fn run(shared: Arc<Shared>, config: EventsConfig, sender: Sender) {
             .max(Duration::from_millis(1)),
     );
     let mut warned_full = false;
+    let mut taken = Vec::new();
     loop {
         let mut due = false;
         tokio::select! {
@@ -542,7 +529,9 @@ async fn run(shared: Arc<Shared>, config: EventsConfig, sender: Sender) {
         }
         shared.woken.store(false, Ordering::Release);
         let now = now_millis();
-        while let Some(input) = shared.queue.pop() {
+        taken.clear();
+        shared.queue.drain_into(&mut taken);
+        for input in taken.drain(..) {
             if outbox.take(input, now) == Taken::Dropped {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 if !warned_full {
