@@ -1,9 +1,10 @@
 //! Analytics events: what the client evaluated, tracked and identified, and how its own calls to
 //! flagd went, delivered to flagd's `/bulk` in LaunchDarkly's event format.
 //!
-//! Pushing an event puts it in a bounded lock-free queue and returns: it never blocks and never
-//! waits for a lock, and when the queue is full the event is dropped and counted. A worker on a
-//! thread of its own takes events off the queue, counts every evaluation into the period's
+//! Pushing an event puts it in a bounded buffer of the calling thread's own and returns: it never
+//! blocks and never waits on a lock held during I/O (the buffer's lock is shared only with the
+//! worker's swap), and when the buffer is full the event is dropped and counted. A worker on a
+//! thread of its own swaps the buffers out, counts every evaluation into the period's
 //! summary, writes the events that go out in full (tracked flags, rules and experiments, debug
 //! windows, goals, identifies, metrics) with private attributes redacted, indexes each context
 //! the first time it is seen, and at each flush hands a payload to one of `num_flush_workers`
