@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use flags_store_postgres::redact_url;
 
-pub use crate::events::Sampling;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The port flagd listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8013";
@@ -149,6 +148,85 @@ impl ExporterSpec {
             kind: "file".to_owned(),
             settings,
         }
+    }
+}
+
+/// Which of flagd's own evaluations become events.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Sampling {
+    /// None (the default): only SDKs' events are exported.
+    #[default]
+    Off,
+    /// Every evaluation.
+    All,
+    /// Each evaluation with this probability, between 0 and 1.
+    Rate(f64),
+}
+
+impl Sampling {
+    /// Reads `off`, `all`, or a rate between 0 and 1 (`0` is `off`, `1` is `all`).
+    pub fn parse(text: &str) -> Result<Sampling, String> {
+        match text.trim() {
+            "off" | "false" | "none" => Ok(Sampling::Off),
+            "all" | "true" => Ok(Sampling::All),
+            other => match other.parse::<f64>() {
+                Ok(rate) => Sampling::from_rate(rate),
+                Err(_) => Err(format!(
+                    "expected off, all, or a sample rate between 0 and 1, found {other:?}"
+                )),
+            },
+        }
+    }
+
+    fn from_rate(rate: f64) -> Result<Sampling, String> {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(format!("a sample rate is between 0 and 1, found {rate}"));
+        }
+        Ok(if rate == 0.0 {
+            Sampling::Off
+        } else if rate == 1.0 {
+            Sampling::All
+        } else {
+            Sampling::Rate(rate)
+        })
+    }
+}
+
+impl std::fmt::Display for Sampling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampling::Off => f.write_str("off"),
+            Sampling::All => f.write_str("all"),
+            Sampling::Rate(rate) => write!(f, "{rate}"),
+        }
+    }
+}
+
+impl Serialize for Sampling {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Sampling::Rate(rate) => serializer.serialize_f64(*rate),
+            other => serializer.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Sampling {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sampling, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Flag(bool),
+            Rate(f64),
+            Word(String),
+        }
+        let parsed = match Raw::deserialize(deserializer)? {
+            Raw::Flag(false) => Ok(Sampling::Off),
+            Raw::Flag(true) => Ok(Sampling::All),
+            Raw::Rate(rate) => Sampling::from_rate(rate),
+            Raw::Word(word) => Sampling::parse(&word),
+        };
+        parsed.map_err(serde::de::Error::custom)
     }
 }
 

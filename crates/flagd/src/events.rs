@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use flags_core::{Context, EvalDetail};
 use flags_events::{ANONYMOUS_USER, FeatureRecord, Record, SDK_DEFAULT, SdkEvent, to_records};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::{EventsConfig, Sampling};
 use serde_json::{Map, Value};
 
 /// `source` of the records of flagd's own evaluations.
@@ -33,7 +34,7 @@ impl RecordSink for flags_export::Scheduler {
 /// Builds every configured exporter and starts the scheduler that feeds them, with its numbers
 /// reported in `metrics`. `Ok(None)` when no exporter is configured.
 pub(crate) async fn start_exporters(
-    config: &crate::config::EventsConfig,
+    config: &EventsConfig,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Option<flags_export::Scheduler>, String> {
     if config.exporters.is_empty() {
@@ -88,85 +89,6 @@ pub(crate) async fn start_exporters(
         tracing::info!(exporter = %stats.name, spooled = stats.spool_records, "exporting events");
     }
     Ok(Some(scheduler))
-}
-
-/// Which of flagd's own evaluations become events.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Sampling {
-    /// None (the default): only SDKs' events are exported.
-    #[default]
-    Off,
-    /// Every evaluation.
-    All,
-    /// Each evaluation with this probability, between 0 and 1.
-    Rate(f64),
-}
-
-impl Sampling {
-    /// Reads `off`, `all`, or a rate between 0 and 1 (`0` is `off`, `1` is `all`).
-    pub fn parse(text: &str) -> Result<Sampling, String> {
-        match text.trim() {
-            "off" | "false" | "none" => Ok(Sampling::Off),
-            "all" | "true" => Ok(Sampling::All),
-            other => match other.parse::<f64>() {
-                Ok(rate) => Sampling::from_rate(rate),
-                Err(_) => Err(format!(
-                    "expected off, all, or a sample rate between 0 and 1, found {other:?}"
-                )),
-            },
-        }
-    }
-
-    fn from_rate(rate: f64) -> Result<Sampling, String> {
-        if !(0.0..=1.0).contains(&rate) {
-            return Err(format!("a sample rate is between 0 and 1, found {rate}"));
-        }
-        Ok(if rate == 0.0 {
-            Sampling::Off
-        } else if rate == 1.0 {
-            Sampling::All
-        } else {
-            Sampling::Rate(rate)
-        })
-    }
-}
-
-impl std::fmt::Display for Sampling {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Sampling::Off => f.write_str("off"),
-            Sampling::All => f.write_str("all"),
-            Sampling::Rate(rate) => write!(f, "{rate}"),
-        }
-    }
-}
-
-impl Serialize for Sampling {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Sampling::Rate(rate) => serializer.serialize_f64(*rate),
-            other => serializer.serialize_str(&other.to_string()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Sampling {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Sampling, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Flag(bool),
-            Rate(f64),
-            Word(String),
-        }
-        let parsed = match Raw::deserialize(deserializer)? {
-            Raw::Flag(false) => Ok(Sampling::Off),
-            Raw::Flag(true) => Ok(Sampling::All),
-            Raw::Rate(rate) => Sampling::from_rate(rate),
-            Raw::Word(word) => Sampling::parse(&word),
-        };
-        parsed.map_err(serde::de::Error::custom)
-    }
 }
 
 /// The server's event intake: a sink (none when no exporter is configured) and the sampling

@@ -176,7 +176,7 @@ impl CompiledFlag {
     /// experiment, or the matched rule (the fallthrough) tracks events. LaunchDarkly's SDKs then
     /// send the reason with the event even when the application did not ask for it.
     pub fn is_experiment(&self, reason: &Reason<'_>) -> bool {
-        crate::evaluator::experiment(reason, self.shape.events.track_events_fallthrough, |i| {
+        experiment(reason, self.shape.events.track_events_fallthrough, |i| {
             self.shape.rules.get(i).is_some_and(|&(_, _, track)| track)
         })
     }
@@ -453,6 +453,23 @@ impl CompiledData {
         self.segments
             .get(key)
             .is_some_and(|old| old.version() >= version)
+    }
+}
+
+/// [`is_experiment`](crate::is_experiment) over what a flag says of its fallthrough and
+/// rules, so the model and the compiled flag ([`CompiledFlag::requires_full_event`]) decide by one rule.
+pub(crate) fn experiment(
+    reason: &Reason<'_>,
+    track_events_fallthrough: bool,
+    rule_tracks: impl Fn(usize) -> bool,
+) -> bool {
+    if reason.in_experiment() {
+        return true;
+    }
+    match reason {
+        Reason::Fallthrough { .. } => track_events_fallthrough,
+        Reason::RuleMatch { rule_index, .. } => rule_tracks(*rule_index),
+        _ => false,
     }
 }
 

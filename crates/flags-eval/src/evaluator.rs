@@ -180,26 +180,9 @@ pub fn evaluate<'a>(data: &'a CompiledData, flag_key: &str, context: &Context) -
 /// decides it: the reason says `inExperiment`, or the matched rule (or the fallthrough) has
 /// event tracking switched on.
 pub fn is_experiment(flag: &flags_core::Flag, reason: &Reason<'_>) -> bool {
-    experiment(reason, flag.track_events_fallthrough, |i| {
+    crate::data::experiment(reason, flag.track_events_fallthrough, |i| {
         flag.rules.get(i).is_some_and(|r| r.track_events)
     })
-}
-
-/// [`is_experiment`] over what a flag says of its fallthrough and rules, so the model and the
-/// compiled flag ([`CompiledFlag::requires_full_event`]) decide by one rule.
-pub(crate) fn experiment(
-    reason: &Reason<'_>,
-    track_events_fallthrough: bool,
-    rule_tracks: impl Fn(usize) -> bool,
-) -> bool {
-    if reason.in_experiment() {
-        return true;
-    }
-    match reason {
-        Reason::Fallthrough { .. } => track_events_fallthrough,
-        Reason::RuleMatch { rule_index, .. } => rule_tracks(*rule_index),
-        _ => false,
-    }
 }
 
 /// Evaluation stops at once and the whole result becomes `ERROR`/`MALFORMED_FLAG`: a

@@ -9,10 +9,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
-use crate::config::{Config, DataSource, EventsMode, trim_url};
+use crate::config::{BuildError, Config, DataSource, EventsConfig, EventsMode, trim_url};
 use crate::data::Data;
 use crate::detail::Detail;
-use crate::events::{CloseReport, EventProcessor, EventStats, EventsConfig};
+use crate::events::{CloseReport, EventProcessor, EventStats};
 use crate::flags_state::{AllFlagsState, FlagsStateOptions};
 use crate::inner::Inner;
 use crate::listen::{Listener, ListenerId};
@@ -112,21 +112,6 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, BuildError> {
         Client::start(self.config)
     }
-}
-
-/// Why a client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BuildError {
-    /// The HTTP client could not be made.
-    #[error("cannot create the HTTP client: {0}")]
-    Http(String),
-    /// The fixed data does not compile.
-    #[error("{0}")]
-    Data(#[from] flags_data::DataError),
-    /// The background thread could not be started.
-    #[error("cannot start the client's background thread: {0}")]
-    Thread(std::io::Error),
 }
 
 /// A flagd client: evaluates flags in-process from data that its data source keeps current.

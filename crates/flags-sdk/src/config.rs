@@ -7,7 +7,6 @@ use std::time::Duration;
 use flags_core::FlagData;
 
 use crate::big_segments::BigSegmentsConfig;
-use crate::events::EventsConfig;
 use crate::listen::DEFAULT_CAPACITY;
 
 /// flagd's default address, used for every service a builder is not given a URL for.
@@ -139,4 +138,62 @@ impl Config {
 /// `url` without trailing slashes, so paths can be appended.
 pub(crate) fn trim_url(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The HTTP client could not be made.
+    #[error("cannot create the HTTP client: {0}")]
+    Http(String),
+    /// The fixed data does not compile.
+    #[error("{0}")]
+    Data(#[from] flags_data::DataError),
+    /// The background thread could not be started.
+    #[error("cannot start the client's background thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// How the event processor behaves. LaunchDarkly's defaults where it has the same knob.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// Events each application thread's buffer holds between two passes of the worker (the
+    /// worker is woken when one is half full), and the events (summary aside) one payload
+    /// holds; past either, events are dropped and counted. Default 10 000.
+    pub queue_capacity: usize,
+    /// Payloads delivered at the same time. Default 5.
+    pub num_flush_workers: usize,
+    /// Time between flushes. Default 5 s.
+    pub flush_interval: Duration,
+    /// A payload of this many events is flushed without waiting for the interval. Default 1000.
+    pub flush_size: usize,
+    /// Contexts remembered as already sent in an `index` event. Default 1000.
+    pub context_keys_capacity: usize,
+    /// How often that memory is cleared, so long-lived contexts are indexed again. Default
+    /// 5 minutes.
+    pub context_keys_flush_interval: Duration,
+    /// Every attribute but `kind`, `key` and `anonymous` is private. Default `false`.
+    pub all_attributes_private: bool,
+    /// Attribute references (`email`, `/address/street`) private in every context, besides
+    /// those a context names itself.
+    pub private_attributes: Vec<String>,
+    /// How long closing the client waits for the last events to be delivered. Default 2 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> EventsConfig {
+        EventsConfig {
+            queue_capacity: 10_000,
+            num_flush_workers: 5,
+            flush_interval: Duration::from_secs(5),
+            flush_size: 1000,
+            context_keys_capacity: 1000,
+            context_keys_flush_interval: Duration::from_secs(300),
+            all_attributes_private: false,
+            private_attributes: Vec::new(),
+            close_timeout: Duration::from_secs(2),
+        }
+    }
 }

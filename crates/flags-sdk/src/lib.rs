@@ -68,10 +68,10 @@ pub use big_segments::{
     BigSegmentStoreStatus, BigSegmentStoreStatusProvider, BigSegmentsConfig,
     InMemoryBigSegmentStore,
 };
-pub use client::{BuildError, Client, ClientBuilder, FlagTracker};
-pub use config::{DEFAULT_BASE_URL, DataSource};
+pub use client::{Client, ClientBuilder, FlagTracker};
+pub use config::{BuildError, DEFAULT_BASE_URL, DataSource, EventsConfig};
 pub use detail::Detail;
-pub use events::{CloseReport, EvaluationEvent, EventProcessor, EventStats, EventsConfig};
+pub use events::{CloseReport, EvaluationEvent, EventProcessor, EventStats};
 pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};
 pub use listen::{Listener, ListenerId, RecvError};
 pub use status::{

@@ -26,54 +26,11 @@ use flags_events::{Metric, MetricsEvent};
 use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
-use crate::client::BuildError;
+use crate::config::{BuildError, EventsConfig, trim_url};
 use outbox::{Input, Outbox, Taken};
 use redact::Redactor;
 use send::{Delivery, Sender};
 use staging::{Pushed, Staging};
-
-/// How the event processor behaves. LaunchDarkly's defaults where it has the same knob.
-#[derive(Debug, Clone)]
-pub struct EventsConfig {
-    /// Events each application thread's buffer holds between two passes of the worker (the
-    /// worker is woken when one is half full), and the events (summary aside) one payload
-    /// holds; past either, events are dropped and counted. Default 10 000.
-    pub queue_capacity: usize,
-    /// Payloads delivered at the same time. Default 5.
-    pub num_flush_workers: usize,
-    /// Time between flushes. Default 5 s.
-    pub flush_interval: Duration,
-    /// A payload of this many events is flushed without waiting for the interval. Default 1000.
-    pub flush_size: usize,
-    /// Contexts remembered as already sent in an `index` event. Default 1000.
-    pub context_keys_capacity: usize,
-    /// How often that memory is cleared, so long-lived contexts are indexed again. Default
-    /// 5 minutes.
-    pub context_keys_flush_interval: Duration,
-    /// Every attribute but `kind`, `key` and `anonymous` is private. Default `false`.
-    pub all_attributes_private: bool,
-    /// Attribute references (`email`, `/address/street`) private in every context, besides
-    /// those a context names itself.
-    pub private_attributes: Vec<String>,
-    /// How long closing the client waits for the last events to be delivered. Default 2 s.
-    pub close_timeout: Duration,
-}
-
-impl Default for EventsConfig {
-    fn default() -> EventsConfig {
-        EventsConfig {
-            queue_capacity: 10_000,
-            num_flush_workers: 5,
-            flush_interval: Duration::from_secs(5),
-            flush_size: 1000,
-            context_keys_capacity: 1000,
-            context_keys_flush_interval: Duration::from_secs(300),
-            all_attributes_private: false,
-            private_attributes: Vec::new(),
-            close_timeout: Duration::from_secs(2),
-        }
-    }
-}
 
 /// Counts of the events pushed to a processor.
 ///
@@ -243,7 +200,7 @@ impl EventProcessor {
             .map_err(|e| BuildError::Http(e.to_string()))?;
         let sender = Sender {
             http,
-            url: format!("{}/bulk", crate::config::trim_url(events_url)),
+            url: format!("{}/bulk", trim_url(events_url)),
             sdk_key: sdk_key.to_owned(),
         };
         let capacity = config.queue_capacity.max(1);
