@@ -43,6 +43,8 @@ const FLOOR_PATH: &str = "/floor";
 
 /// Targets from the issue that asked for this benchmark.
 const SINGLE_RATIO_TARGET: f64 = 0.70;
+/// Single-flag req/s with every evaluation exported, as a share of the same without events.
+const EVENTS_RATIO_TARGET: f64 = 0.95;
 const FANOUT_P99_TARGET: Duration = Duration::from_millis(200);
 const RSS_TARGET_KIB: u64 = 100 * 1024;
 
@@ -53,6 +55,8 @@ const OPEN_DEADLINE: Duration = Duration::from_secs(60);
 const EDIT_DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between edits, well past flagd's 50 ms reload debounce, so edits never overlap.
 const EDIT_GAP: Duration = Duration::from_millis(500);
+/// Time for the exporter of the flagd with events to deliver every evaluation after a run.
+const EXPORT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// `cargo xtask bench-http [options]`, and the hidden `measure` and `floor-server` steps.
 pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -151,9 +155,10 @@ impl Options {
     fn budget(&self) -> Duration {
         let wrk_runs = self.repeats as u64 * CASES.len() as u64;
         let load = wrk_runs * (self.duration_secs + 10);
+        let export_waits = self.repeats as u64 * 2 * EXPORT_DEADLINE.as_secs();
         let fan_out = OPEN_DEADLINE.as_secs()
             + u64::from(self.edits) * (EDIT_DEADLINE + EDIT_GAP).as_secs().max(1);
-        Duration::from_secs(load + fan_out + 180)
+        Duration::from_secs(load + export_waits + fan_out + 180)
     }
 }
 
@@ -255,11 +260,23 @@ fn floor_server(args: &[&str]) -> anyhow::Result<()> {
 
 // ------------------------------------------------------------------------------ measuring
 
-/// One wrk case: a POST with a fixed body.
+/// One wrk case: a POST with a fixed body to one of the servers.
 struct Case {
     name: &'static str,
+    server: Server,
     target: Target,
     body: fn() -> Value,
+}
+
+/// The server a case loads. Only one is loaded at a time; all run on the server core.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Floor,
+    /// flagd with no exporter: evaluations make no events.
+    Flagd,
+    /// A second flagd on the same flag file that makes every evaluation an event and exports it
+    /// to JSON-lines files (`--export-dir DIR --server-evaluations all`).
+    FlagdEvents,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -271,29 +288,46 @@ enum Target {
     OfrepAll,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 7] = [
     Case {
         name: "floor: bare axum handler, constant body",
+        server: Server::Floor,
         target: Target::Floor,
         body: native_body,
     },
     Case {
         name: "native, one flag",
+        server: Server::Flagd,
         target: Target::NativeOne,
         body: native_body,
     },
     Case {
         name: "OFREP, one flag",
+        server: Server::Flagd,
+        target: Target::OfrepOne,
+        body: ofrep_body,
+    },
+    Case {
+        name: "native, one flag, every evaluation exported",
+        server: Server::FlagdEvents,
+        target: Target::NativeOne,
+        body: native_body,
+    },
+    Case {
+        name: "OFREP, one flag, every evaluation exported",
+        server: Server::FlagdEvents,
         target: Target::OfrepOne,
         body: ofrep_body,
     },
     Case {
         name: "native, all 350 flags",
+        server: Server::Flagd,
         target: Target::NativeAll,
         body: native_body,
     },
     Case {
         name: "OFREP bulk, all 350 flags",
+        server: Server::Flagd,
         target: Target::OfrepAll,
         body: ofrep_body,
     },
@@ -343,23 +377,36 @@ async fn measure_all(
         .connect_timeout(Duration::from_secs(5))
         .build()?;
     let flag_arg = flag_path.display().to_string();
-    let (flagd, flagd_addr) = Pinned::spawn(
-        "flagd",
+    let serve = [
+        "serve",
+        "--file",
+        &flag_arg,
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "warn",
+    ];
+    let (flagd, flagd_addr) = Pinned::spawn("flagd", flagd_bin, &serve, &[], budget, false)?;
+    let flagd_url = format!("http://{flagd_addr}");
+    wait_ready(&client, &flagd_url).await?;
+
+    // The same server with every evaluation exported to JSON-lines files, the exporter's
+    // defaults left as they are.
+    let export_dir = dir.join("events");
+    let export_arg = export_dir.display().to_string();
+    let mut serve_events = serve.to_vec();
+    serve_events.extend(["--export-dir", &export_arg, "--server-evaluations", "all"]);
+    let (events_flagd, events_addr) = Pinned::spawn(
+        "flagd with events",
         flagd_bin,
-        &[
-            "serve",
-            "--file",
-            &flag_arg,
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-        ],
+        &serve_events,
+        &[],
         budget,
         false,
     )?;
-    let flagd_url = format!("http://{flagd_addr}");
-    wait_ready(&client, &flagd_url).await?;
+    let events_url = format!("http://{events_addr}");
+    wait_ready(&client, &events_url).await?;
+    let exporter = format!("file:{export_arg}");
 
     // The floor answers exactly the bytes flagd answers for the single-flag case.
     let (status, answer) = post(&client, &flagd_url, Target::NativeOne, native_body()).await?;
@@ -381,6 +428,7 @@ async fn measure_all(
             "--body",
             &floor_body,
         ],
+        &[],
         budget,
         true,
     )?;
@@ -388,10 +436,10 @@ async fn measure_all(
 
     let mut cases = Vec::new();
     for case in &CASES {
-        let base = if case.target == Target::Floor {
-            &floor_url
-        } else {
-            &flagd_url
+        let base = match case.server {
+            Server::Floor => &floor_url,
+            Server::Flagd => &flagd_url,
+            Server::FlagdEvents => &events_url,
         };
         let (status, answer) = post(&client, base, case.target, (case.body)()).await?;
         check_answer(case.target, status, &answer)?;
@@ -399,6 +447,7 @@ async fn measure_all(
         std::fs::write(&script, wrk_script(&(case.body)().to_string())?)?;
         cases.push(CaseResult {
             name: case.name,
+            server: case.server,
             target: case.target,
             url: format!("{base}{}", case.target.path()),
             script,
@@ -408,6 +457,7 @@ async fn measure_all(
     }
     // Repeats go round all cases rather than case after case, so that a noisy minute on a shared
     // machine spreads over every case instead of skewing one ratio.
+    let mut export = None;
     for repeat in 1..=options.repeats {
         for case in &mut cases {
             eprintln!(
@@ -419,14 +469,79 @@ async fn measure_all(
             let run =
                 tokio::task::spawn_blocking(move || run_wrk(&wrk_options, &script, &url)).await??;
             case.runs.push(run);
+            if case.server == Server::FlagdEvents {
+                // The exporter catches up before the next case, so that its tail never runs
+                // into another case's load, and so that a case cannot measure an idle exporter.
+                export = Some(wait_exported(&client, &events_url, &exporter).await?);
+            }
         }
     }
     drop(floor);
+    drop(events_flagd);
 
     eprintln!("bench-http: fan-out to {} streams", options.streams);
     let fan_out = fan_out(options, &client, &flagd, &flagd_url, dir, flag_path).await?;
     drop(flagd);
-    Ok(Report { cases, fan_out })
+    let export = export.context("no case loaded the flagd with events")?;
+    Ok(Report {
+        cases,
+        fan_out,
+        export,
+    })
+}
+
+/// What the flagd with events had exported by the end of its last case.
+#[derive(Debug)]
+struct Exported {
+    /// Evaluations it made (`flagd_evaluations_total`): each is one record.
+    evaluations: u64,
+    /// Records its file exporter delivered, and those that went through its spool.
+    exported: u64,
+    spooled: u64,
+    /// Time from the end of a wrk run until every evaluation was exported, the longest of all.
+    catch_up: Duration,
+}
+
+/// Waits until the exporter of the flagd at `base` has delivered one record per evaluation the
+/// server made, then reads its numbers. Fails when records were dropped, or when it has not
+/// caught up within [`EXPORT_DEADLINE`] (the flush interval is 5 s by default).
+async fn wait_exported(
+    client: &reqwest::Client,
+    base: &str,
+    exporter: &str,
+) -> anyhow::Result<Exported> {
+    let started = Instant::now();
+    let label = ("exporter", exporter);
+    loop {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let evaluations = crate::metric_sum(&text, "flagd_evaluations_total", None);
+        let exported = crate::metric_sum(&text, "flagd_export_exported_total", Some(label));
+        let dropped = crate::metric_sum(&text, "flagd_export_dropped_total", Some(label));
+        if dropped > 0 {
+            bail!("the exporter {exporter} dropped {dropped} records");
+        }
+        if evaluations > 0 && exported >= evaluations {
+            return Ok(Exported {
+                evaluations,
+                exported,
+                spooled: crate::metric_sum(&text, "flagd_export_spooled_total", Some(label)),
+                catch_up: started.elapsed(),
+            });
+        }
+        if started.elapsed() > EXPORT_DEADLINE {
+            bail!(
+                "the exporter {exporter} delivered {exported} records of {evaluations} \
+                 evaluations within {EXPORT_DEADLINE:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn post(
@@ -473,7 +588,7 @@ fn check_answer(target: Target, status: u16, answer: &str) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + START_DEADLINE;
     loop {
         let ready = client
@@ -854,7 +969,7 @@ impl SseParser {
 // ------------------------------------------------------------------------------ processes
 
 /// A server started on the server core under `timeout`; stopped (and reaped) when dropped.
-struct Pinned {
+pub(crate) struct Pinned {
     name: &'static str,
     /// The `timeout` process.
     child: Child,
@@ -865,11 +980,13 @@ struct Pinned {
 }
 
 impl Pinned {
-    /// Starts `program args` and reads its `listening on ADDR` line.
-    fn spawn(
+    /// Starts `program args` with `envs` added to its environment, and reads its
+    /// `listening on ADDR` line.
+    pub(crate) fn spawn(
         name: &'static str,
         program: &Path,
         args: &[&str],
+        envs: &[(&str, &str)],
         budget: Duration,
         keep_stdin: bool,
     ) -> anyhow::Result<(Pinned, SocketAddr)> {
@@ -880,6 +997,7 @@ impl Pinned {
             .args(["taskset", "-c", SERVER_CORE])
             .arg(program)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(if keep_stdin {
                 Stdio::piped()
             } else {
@@ -906,7 +1024,7 @@ impl Pinned {
     }
 
     /// A memory figure of the server from `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
-    fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
+    pub(crate) fn memory_kib(&self, field: &str) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .with_context(|| format!("cannot read the status of {} ({})", self.name, self.pid))?;
         proc_status_kib(&status, field)
@@ -927,7 +1045,7 @@ impl Drop for Pinned {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("bench-http: {} did not stop; killing it", self.name);
+        eprintln!("xtask: {} did not stop; killing it", self.name);
         if self.pid != 0 {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.pid.to_string()])
@@ -999,6 +1117,7 @@ fn open_files_limit(limits: &str) -> Option<(u64, u64)> {
 
 struct CaseResult {
     name: &'static str,
+    server: Server,
     target: Target,
     url: String,
     script: PathBuf,
@@ -1009,6 +1128,7 @@ struct CaseResult {
 struct Report {
     cases: Vec<CaseResult>,
     fan_out: FanOut,
+    export: Exported,
 }
 
 impl CaseResult {
@@ -1084,9 +1204,44 @@ impl Report {
             mib(f.rss_with_streams_kib),
             mib(f.peak_rss_kib),
         );
+        let e = &self.export;
+        let _ = writeln!(
+            out,
+            "\nThe flagd with events made {} evaluations and its file exporter delivered {} \
+             records ({} through the spool); the longest wait after a run for the last of them \
+             was {}.",
+            e.evaluations,
+            e.exported,
+            e.spooled,
+            millis(Some(e.catch_up))
+        );
         let _ = writeln!(out, "\n### Targets\n");
+        for target in [Target::NativeOne, Target::OfrepOne] {
+            let rps = |server| {
+                self.cases
+                    .iter()
+                    .find(|c| c.server == server && c.target == target)
+                    .map_or(f64::NAN, CaseResult::median_rps)
+            };
+            let ratio = rps(Server::FlagdEvents) / rps(Server::Flagd);
+            let _ = writeln!(
+                out,
+                "- {} `POST {}`, every evaluation exported: {:.1}% of the req/s without events \
+                 (target ≥ {:.0}%): {}",
+                match target {
+                    Target::NativeOne => "native",
+                    _ => "OFREP",
+                },
+                target.path(),
+                100.0 * ratio,
+                100.0 * EVENTS_RATIO_TARGET,
+                verdict(ratio >= EVENTS_RATIO_TARGET)
+            );
+        }
         for case in &self.cases {
-            if matches!(case.target, Target::NativeOne | Target::OfrepOne) {
+            if case.server == Server::Flagd
+                && matches!(case.target, Target::NativeOne | Target::OfrepOne)
+            {
                 let ratio = case.median_rps() / floor;
                 let _ = writeln!(
                     out,
@@ -1149,7 +1304,7 @@ fn mib(kib: u64) -> String {
 }
 
 /// The median (the mean of the middle two for an even count); NaN for none.
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub(crate) fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_unstable_by(f64::total_cmp);
     let n = values.len();

@@ -193,3 +193,46 @@ fn listening_addr(
         .and_then(|a| a.trim().parse().ok())
         .with_context(|| format!("{name} printed {line:?} instead of `listening on ADDR`"))
 }
+
+/// The sum of every sample of metric `name` (a whole number) in Prometheus' text format, or of
+/// those whose labels include `label` (`("exporter", "file:/tmp/x")`); 0 when there are none.
+fn metric_sum(text: &str, name: &str, label: Option<(&str, &str)>) -> u64 {
+    let wanted = label.map(|(key, value)| format!("{key}=\"{value}\""));
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.rsplit_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let matches = wanted
+                .as_deref()
+                .is_none_or(|wanted| labels.split(',').any(|l| l == wanted));
+            // Counters are whole numbers; a fractional sample would be another metric's.
+            matches.then(|| value.trim().parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn metric_samples_are_summed_by_name_and_label() {
+        let text = "# TYPE flagd_export_exported counter\n\
+                    flagd_export_exported_total{exporter=\"file:/tmp/a\"} 7\n\
+                    flagd_export_exported_total{exporter=\"postgres:x/y\"} 5\n\
+                    flagd_export_exported_total_other 100\n\
+                    flagd_events_received_total{kind=\"feature\"} 3\n\
+                    flagd_events_received_total{kind=\"custom\"} 4\n\
+                    flagd_flags 350\n";
+        assert_eq!(metric_sum(text, "flagd_export_exported_total", None), 12);
+        let file = Some(("exporter", "file:/tmp/a"));
+        assert_eq!(metric_sum(text, "flagd_export_exported_total", file), 7);
+        assert_eq!(metric_sum(text, "flagd_events_received_total", None), 7);
+        assert_eq!(metric_sum(text, "flagd_flags", None), 350);
+        assert_eq!(metric_sum(text, "flagd_missing_total", None), 0);
+    }
+}
