@@ -137,7 +137,7 @@ impl Options {
 }
 
 async fn measure(options: &Options, flagd: &Path) -> anyhow::Result<()> {
-    let db = Database::create(&options.server)?;
+    let db = Database::create(&options.server, "flagd_bench")?;
     let temp = tempfile::tempdir()?;
     let dir = match &options.logs {
         Some(logs) => {
@@ -543,22 +543,20 @@ impl SseParser {
 // ------------------------------------------------------------------------------ processes
 
 /// A throwaway database on the server, dropped (with its connections) on drop.
-struct Database {
+pub(crate) struct Database {
     server: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Database {
-    fn create(server: &str) -> anyhow::Result<Database> {
+    /// A new database on `server` (a URL without a database name), named `prefix`, this
+    /// process's id and the clock's low bits.
+    pub(crate) fn create(server: &str, prefix: &str) -> anyhow::Result<Database> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_nanos();
-        let name = format!(
-            "flagd_bench_{}_{:x}",
-            std::process::id(),
-            nanos & 0xffff_ffff
-        );
+        let name = format!("{prefix}_{}_{:x}", std::process::id(), nanos & 0xffff_ffff);
         psql(server, &format!("CREATE DATABASE {name}"))?;
         Ok(Database {
             server: server.to_owned(),
@@ -574,7 +572,7 @@ impl Drop for Database {
             &self.server,
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         ) {
-            eprintln!("bench-root: cannot drop database {}: {e:#}", self.name);
+            eprintln!("xtask: cannot drop database {}: {e:#}", self.name);
         }
     }
 }

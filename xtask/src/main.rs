@@ -3,6 +3,7 @@
 //! Plain Rust instead of shell scripts, so that a developer's machine and CI run exactly the same
 //! steps. It is not part of the product and nothing depends on it.
 
+mod bench_events;
 mod bench_http;
 mod bench_memory;
 mod bench_root;
@@ -27,6 +28,7 @@ Commands:
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
   bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
+  bench-events  Measure events/s from POST /bulk through the exporters: none, JSON-lines files, PostgreSQL
   fuzz    Run the fuzz targets in fuzz/ on nightly, 60 s each: [--seconds N] [TARGET...]
   help    Print this message
 ";
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
+        ["bench-events", rest @ ..] => bench_events::run(&root, rest),
         ["fuzz", rest @ ..] => fuzz::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}");
