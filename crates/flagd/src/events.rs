@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flags_core::{Context, EvalDetail};
-use flags_events::{ANONYMOUS_USER, FeatureRecord, Record, SDK_DEFAULT, SdkEvent, to_records};
+use flags_events::{ANONYMOUS_USER, FeatureRecord, Record, SDK_DEFAULT, SdkEvent, into_records};
 
 use crate::config::{EventsConfig, Sampling};
 use serde_json::{Map, Value};
@@ -176,11 +176,11 @@ impl Events {
     }
 
     /// Takes the events an SDK posted to `/bulk` for environment `env`.
-    pub fn bulk(&self, env: &str, events: &[SdkEvent]) {
+    pub fn bulk(&self, env: &str, events: Vec<SdkEvent>) {
         if self.sink.is_none() {
             return;
         }
-        let mut records = to_records(events, SOURCE_SDK);
+        let mut records = into_records(events, SOURCE_SDK);
         for record in &mut records {
             tag_environment(record, env);
         }
@@ -391,7 +391,7 @@ mod tests {
                            "contextKeys": {"user": "u"}},
                           {"kind": "index", "creationDate": 5, "context": {"key": "u"}}]);
         let parsed = flags_events::parse_bulk(body.to_string().as_bytes()).unwrap();
-        events.bulk("staging", &parsed);
+        events.bulk("staging", parsed);
         let records = sink.0.lock().unwrap();
         assert_eq!(records.len(), 1, "index events make no record");
         let Record::Custom(custom) = &records[0] else {

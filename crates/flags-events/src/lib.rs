@@ -5,8 +5,8 @@
 //!   from official SDKs and from flagd's own SDK are one stream; [`SdkEvent::to_json`] writes an
 //!   event back as an SDK sends it. Every problem names the event's
 //!   index and the field, `[3].creationDate: expected a whole number, found a string`.
-//! - [`to_records`] turns events into the flat records exporters write: evaluations in
-//!   go-feature-flag's `FeatureEvent` shape (`kind`, `contextKind`, `userKey`, `creationDate` in
+//! - [`to_records`] (and [`into_records`], which moves rather than copies) turns events into
+//!   the flat records exporters write: evaluations in go-feature-flag's `FeatureEvent` shape (`kind`, `contextKind`, `userKey`, `creationDate` in
 //!   Unix milliseconds, `key`, `variation`, `value`, `default`, `version`, `source`,
 //!   `metadata`), tracked goals as `custom`, one `summary` record per counter, and the SDK's
 //!   `metrics` events (latency and size of its calls to flagd, timeout and error counts) as
@@ -35,7 +35,7 @@ pub use input::{
 };
 pub use record::{
     ANONYMOUS_USER, CustomRecord, FeatureRecord, MetricsRecord, Record, SDK_DEFAULT, SummaryRecord,
-    to_records,
+    into_records, to_records,
 };
 pub use summary::{Evaluation, Summarizer};
 

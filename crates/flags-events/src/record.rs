@@ -159,101 +159,128 @@ pub struct MetricsRecord {
 pub fn to_records(events: &[SdkEvent], source: &str) -> Vec<Record> {
     let mut records = Vec::with_capacity(events.len());
     for event in events {
-        match event {
-            SdkEvent::Feature(f) => {
-                let (context_kind, user_key, mut metadata) = who(&f.context);
-                if let Some(reason) = &f.reason {
-                    metadata.insert("reason".to_owned(), reason.clone());
-                }
-                if let Some(parent) = &f.prereq_of {
-                    metadata.insert("prereqOf".to_owned(), Value::from(parent.as_str()));
-                }
-                if f.debug {
-                    metadata.insert("debug".to_owned(), Value::Bool(true));
-                }
-                metadata.insert("defaultValue".to_owned(), f.default.clone());
-                records.push(Record::Feature(FeatureRecord {
-                    context_kind,
-                    user_key,
-                    creation_date: f.creation_date,
-                    key: f.key.clone(),
-                    variation: variation(f.variation),
-                    value: f.value.clone(),
-                    default: f.variation.is_none(),
-                    version: version(f.version),
-                    source: source.to_owned(),
-                    metadata,
-                }));
-            }
-            SdkEvent::Custom(c) => {
-                let (context_kind, user_key, metadata) = who(&c.context);
-                records.push(Record::Custom(CustomRecord {
-                    context_kind,
-                    user_key,
-                    creation_date: c.creation_date,
-                    key: c.key.clone(),
-                    value: c.metric_value,
-                    data: c.data.clone(),
-                    source: source.to_owned(),
-                    metadata,
-                }));
-            }
-            SdkEvent::Summary(s) => {
-                for (key, flag) in &s.features {
-                    for counter in &flag.counters {
-                        records.push(Record::Summary(SummaryRecord {
-                            creation_date: s.end_date,
-                            start_date: s.start_date,
-                            key: key.clone(),
-                            variation: variation(counter.variation),
-                            value: counter.value.clone(),
-                            version: version(counter.version),
-                            count: counter.count,
-                            default: flag.default.clone(),
-                            context_kinds: flag.context_kinds.clone(),
-                            source: source.to_owned(),
-                        }));
-                    }
-                }
-            }
-            SdkEvent::Metrics(m) => records.push(Record::Metrics(MetricsRecord {
-                creation_date: m.creation_date,
-                metric: m.metric.as_str().to_owned(),
-                api: m.api.clone(),
-                value: m.value,
-                labels: m
-                    .labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-                    .collect(),
-                source: source.to_owned(),
-            })),
-            SdkEvent::Identify(_) | SdkEvent::Index(_) | SdkEvent::Other { .. } => {}
+        if makes_records(event) {
+            push_records(event.clone(), source, &mut records);
         }
     }
     records
 }
 
+/// The same records as [`to_records`], moving the events' strings and values into them rather
+/// than copying them: what `/bulk` uses, since it has no use for the events afterwards.
+pub fn into_records(events: Vec<SdkEvent>, source: &str) -> Vec<Record> {
+    let mut records = Vec::with_capacity(events.len());
+    for event in events {
+        push_records(event, source, &mut records);
+    }
+    records
+}
+
+fn makes_records(event: &SdkEvent) -> bool {
+    !matches!(
+        event,
+        SdkEvent::Identify(_) | SdkEvent::Index(_) | SdkEvent::Other { .. }
+    )
+}
+
+/// Appends the records of one event to `records`.
+fn push_records(event: SdkEvent, source: &str, records: &mut Vec<Record>) {
+    match event {
+        SdkEvent::Feature(f) => {
+            let (context_kind, user_key, mut metadata) = who(f.context);
+            if let Some(reason) = f.reason {
+                metadata.insert("reason".to_owned(), reason);
+            }
+            if let Some(parent) = f.prereq_of {
+                metadata.insert("prereqOf".to_owned(), Value::String(parent));
+            }
+            if f.debug {
+                metadata.insert("debug".to_owned(), Value::Bool(true));
+            }
+            metadata.insert("defaultValue".to_owned(), f.default);
+            records.push(Record::Feature(FeatureRecord {
+                context_kind,
+                user_key,
+                creation_date: f.creation_date,
+                key: f.key,
+                variation: variation(f.variation),
+                value: f.value,
+                default: f.variation.is_none(),
+                version: version(f.version),
+                source: source.to_owned(),
+                metadata,
+            }));
+        }
+        SdkEvent::Custom(c) => {
+            let (context_kind, user_key, metadata) = who(c.context);
+            records.push(Record::Custom(CustomRecord {
+                context_kind,
+                user_key,
+                creation_date: c.creation_date,
+                key: c.key,
+                value: c.metric_value,
+                data: c.data,
+                source: source.to_owned(),
+                metadata,
+            }));
+        }
+        SdkEvent::Summary(s) => {
+            for (key, flag) in s.features {
+                for counter in flag.counters {
+                    records.push(Record::Summary(SummaryRecord {
+                        creation_date: s.end_date,
+                        start_date: s.start_date,
+                        key: key.clone(),
+                        variation: variation(counter.variation),
+                        value: counter.value,
+                        version: version(counter.version),
+                        count: counter.count,
+                        default: flag.default.clone(),
+                        context_kinds: flag.context_kinds.clone(),
+                        source: source.to_owned(),
+                    }));
+                }
+            }
+        }
+        SdkEvent::Metrics(m) => records.push(Record::Metrics(MetricsRecord {
+            creation_date: m.creation_date,
+            metric: m.metric.as_str().to_owned(),
+            api: m.api,
+            value: m.value,
+            labels: m
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect(),
+            source: source.to_owned(),
+        })),
+        SdkEvent::Identify(_) | SdkEvent::Index(_) | SdkEvent::Other { .. } => {}
+    }
+}
+
 /// `contextKind`, `userKey` and the metadata naming every key of a context.
-fn who(context: &EventContext) -> (String, String, Map<String, Value>) {
-    let keys = context.keys();
+fn who(context: EventContext) -> (String, String, Map<String, Value>) {
+    let kind = if context.is_anonymous() {
+        ANONYMOUS_USER
+    } else {
+        "user"
+    };
+    let keys: Vec<(String, String)> = match context {
+        EventContext::Keys(keys) => keys.into_iter().collect(),
+        full @ EventContext::Full(_) => full.keys(),
+    };
     let user_key = keys
         .iter()
         .find(|(kind, _)| kind == "user")
         .or_else(|| keys.first())
         .map(|(_, key)| key.clone())
         .unwrap_or_default();
-    let kind = if context.is_anonymous() {
-        ANONYMOUS_USER
-    } else {
-        "user"
-    };
     let mut metadata = Map::new();
     metadata.insert(
         "contextKeys".to_owned(),
         Value::Object(
             keys.into_iter()
-                .map(|(kind, key)| (kind, Value::from(key)))
+                .map(|(kind, key)| (kind, Value::String(key)))
                 .collect(),
         ),
     );

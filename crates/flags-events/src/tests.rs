@@ -62,6 +62,22 @@ fn a_flush_reads_as_its_events() {
 }
 
 #[test]
+fn moving_events_into_records_makes_the_same_records_as_copying() {
+    let mut events = parse_bulk(&flush()).unwrap();
+    let identify = json!([{"kind": "identify", "creationDate": 5, "context": {"key": "k"}},
+        {"kind": "feature", "creationDate": 6, "key": "p", "value": null, "default": null,
+         "prereqOf": "checkout", "contextKeys": {"user": "k", "org": "o"}},
+        {"kind": "custom", "creationDate": 7, "key": "goal", "data": {"a": 1},
+         "context": {"kind": "multi", "org": {"key": "acme"}, "user": {"key": "u", "anonymous": true}}},
+        {"kind": "metrics", "creationDate": 8, "metric": "latency", "api": "poll", "value": 3.5,
+         "labels": {"region": "eu"}}]);
+    events.extend(parse_bulk(identify.to_string().as_bytes()).unwrap());
+    let copied = to_records(&events, "SDK");
+    assert_eq!(copied.len(), 9);
+    assert_eq!(into_records(events, "SDK"), copied);
+}
+
+#[test]
 fn records_take_go_feature_flags_shape() {
     let events = parse_bulk(&flush()).unwrap();
     let records = to_records(&events, "SDK");
