@@ -355,22 +355,26 @@ pub fn parse_bulk(body: &[u8]) -> Result<Vec<SdkEvent>, EventError> {
         return Err(EventError::NotAnArray(type_name(&value)));
     };
     events
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, event)| parse_event(index, event))
         .collect()
 }
 
-/// Reads one event of a `/bulk` array (`index` locates its problems).
-pub fn parse_event(index: usize, event: &Value) -> Result<SdkEvent, EventError> {
-    let Value::Object(fields) = event else {
-        return Err(EventError::Field {
-            index,
-            field: String::new(),
-            problem: format!("expected an event object, found {}", type_name(event)),
-        });
+/// Reads one event of a `/bulk` array (`index` locates its problems). The event's strings and
+/// values move into the result rather than being copied.
+pub fn parse_event(index: usize, event: Value) -> Result<SdkEvent, EventError> {
+    let fields = match event {
+        Value::Object(fields) => fields,
+        other => {
+            return Err(EventError::Field {
+                index,
+                field: String::new(),
+                problem: format!("expected an event object, found {}", type_name(&other)),
+            });
+        }
     };
-    let at = Fields { index, fields };
+    let mut at = Fields { index, fields };
     let kind = at.string("kind")?;
     Ok(match kind.as_str() {
         "feature" | "debug" => SdkEvent::Feature(FeatureEvent {
@@ -382,7 +386,7 @@ pub fn parse_event(index: usize, event: &Value) -> Result<SdkEvent, EventError> 
                 .map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
             value: at.any("value"),
             default: at.any("default"),
-            reason: at.fields.get("reason").filter(|v| !v.is_null()).cloned(),
+            reason: at.take("reason").filter(|v| !v.is_null()),
             context: at.context()?,
             prereq_of: at.optional_string("prereqOf")?,
             debug: kind == "debug",
@@ -391,7 +395,7 @@ pub fn parse_event(index: usize, event: &Value) -> Result<SdkEvent, EventError> 
             creation_date: at.date("creationDate")?,
             key: at.string("key")?,
             context: at.context()?,
-            data: at.fields.get("data").filter(|v| !v.is_null()).cloned(),
+            data: at.take("data").filter(|v| !v.is_null()),
             metric_value: at.optional_f64("metricValue")?,
         }),
         "identify" | "index" => {
@@ -411,13 +415,18 @@ pub fn parse_event(index: usize, event: &Value) -> Result<SdkEvent, EventError> 
     })
 }
 
-/// The fields of one event, with its index for errors.
-struct Fields<'a> {
+/// The fields of one event, with its index for errors. Strings and values are taken out of it
+/// as they are read; each field is read once.
+struct Fields {
     index: usize,
-    fields: &'a Map<String, Value>,
+    fields: Map<String, Value>,
 }
 
-impl Fields<'_> {
+impl Fields {
+    fn take(&mut self, field: &str) -> Option<Value> {
+        self.fields.remove(field)
+    }
+
     fn problem(&self, field: &str, problem: impl Into<String>) -> EventError {
         EventError::Field {
             index: self.index,
@@ -433,19 +442,19 @@ impl Fields<'_> {
         )
     }
 
-    fn string(&self, field: &str) -> Result<String, EventError> {
-        match self.fields.get(field) {
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(self.wrong(field, "a string", other)),
+    fn string(&mut self, field: &str) -> Result<String, EventError> {
+        match self.take(field) {
+            Some(Value::String(s)) => Ok(s),
+            Some(other) => Err(self.wrong(field, "a string", &other)),
             None => Err(self.problem(field, "missing")),
         }
     }
 
-    fn optional_string(&self, field: &str) -> Result<Option<String>, EventError> {
-        match self.fields.get(field) {
+    fn optional_string(&mut self, field: &str) -> Result<Option<String>, EventError> {
+        match self.take(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(self.wrong(field, "a string", other)),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.wrong(field, "a string", &other)),
         }
     }
 
@@ -484,41 +493,42 @@ impl Fields<'_> {
         }
     }
 
-    fn any(&self, field: &str) -> Value {
-        self.fields.get(field).cloned().unwrap_or(Value::Null)
+    fn any(&mut self, field: &str) -> Value {
+        self.take(field).unwrap_or(Value::Null)
     }
 
-    fn object(&self, field: &str) -> Result<Value, EventError> {
-        match self.fields.get(field) {
-            Some(v @ Value::Object(_)) => Ok(v.clone()),
-            Some(other) => Err(self.wrong(field, "an object", other)),
+    fn object(&mut self, field: &str) -> Result<Value, EventError> {
+        match self.take(field) {
+            Some(v @ Value::Object(_)) => Ok(v),
+            Some(other) => Err(self.wrong(field, "an object", &other)),
             None => Err(self.problem(field, "missing")),
         }
     }
 
     /// `context`, else `contextKeys`, else a legacy `user` or `userKey`.
-    fn context(&self) -> Result<EventContext, EventError> {
-        if let Some(context) = self.fields.get("context").filter(|v| !v.is_null()) {
+    fn context(&mut self) -> Result<EventContext, EventError> {
+        if let Some(context) = self.take("context").filter(|v| !v.is_null()) {
             return match context {
-                Value::Object(_) => Ok(EventContext::Full(context.clone())),
-                other => Err(self.wrong("context", "an object", other)),
+                Value::Object(_) => Ok(EventContext::Full(context)),
+                other => Err(self.wrong("context", "an object", &other)),
             };
         }
-        if let Some(keys) = self.fields.get("contextKeys").filter(|v| !v.is_null()) {
-            let Value::Object(keys) = keys else {
-                return Err(self.wrong("contextKeys", "an object", keys));
+        if let Some(keys) = self.take("contextKeys").filter(|v| !v.is_null()) {
+            let keys = match keys {
+                Value::Object(keys) => keys,
+                other => return Err(self.wrong("contextKeys", "an object", &other)),
             };
             let mut out = BTreeMap::new();
             for (kind, key) in keys {
                 let Value::String(key) = key else {
-                    return Err(self.wrong(&format!("contextKeys.{kind}"), "a string", key));
+                    return Err(self.wrong(&format!("contextKeys.{kind}"), "a string", &key));
                 };
-                out.insert(kind.clone(), key.clone());
+                out.insert(kind, key);
             }
             return Ok(EventContext::Keys(out));
         }
-        if let Some(user) = self.fields.get("user").filter(|v| v.is_object()) {
-            return Ok(EventContext::Full(user.clone()));
+        if self.fields.get("user").is_some_and(Value::is_object) {
+            return Ok(EventContext::Full(self.any("user")));
         }
         if let Some(key) = self.optional_string("userKey")? {
             return Ok(EventContext::Keys(BTreeMap::from([(
@@ -529,7 +539,7 @@ impl Fields<'_> {
         Err(self.problem("context", "missing (nor contextKeys)"))
     }
 
-    fn metrics(&self) -> Result<MetricsEvent, EventError> {
+    fn metrics(&mut self) -> Result<MetricsEvent, EventError> {
         let name = self.string("metric")?;
         let metric = Metric::from_name(&name).ok_or_else(|| {
             self.problem(
@@ -544,17 +554,17 @@ impl Fields<'_> {
             None => return Err(self.problem("value", "missing")),
         };
         let mut labels = BTreeMap::new();
-        match self.fields.get("labels") {
+        match self.take("labels") {
             None | Some(Value::Null) => {}
             Some(Value::Object(map)) => {
                 for (name, label) in map {
                     let Value::String(label) = label else {
-                        return Err(self.wrong(&format!("labels.{name}"), "a string", label));
+                        return Err(self.wrong(&format!("labels.{name}"), "a string", &label));
                     };
-                    labels.insert(name.clone(), label.clone());
+                    labels.insert(name, label);
                 }
             }
-            Some(other) => return Err(self.wrong("labels", "an object", other)),
+            Some(other) => return Err(self.wrong("labels", "an object", &other)),
         }
         Ok(MetricsEvent {
             creation_date: self.date("creationDate")?,
@@ -565,47 +575,50 @@ impl Fields<'_> {
         })
     }
 
-    fn summary(&self) -> Result<SummaryEvent, EventError> {
+    fn summary(&mut self) -> Result<SummaryEvent, EventError> {
         let start_date = self.date("startDate")?;
         let end_date = self.date("endDate")?;
         let mut features = BTreeMap::new();
-        let raw = match self.fields.get("features") {
-            None | Some(Value::Null) => &Map::new(),
+        let raw = match self.take("features") {
+            None | Some(Value::Null) => Map::new(),
             Some(Value::Object(map)) => map,
-            Some(other) => return Err(self.wrong("features", "an object", other)),
+            Some(other) => return Err(self.wrong("features", "an object", &other)),
         };
         for (flag, summary) in raw {
             let path = |field: &str| format!("features.{flag}.{field}");
             let Value::Object(summary) = summary else {
-                return Err(self.wrong(&format!("features.{flag}"), "an object", summary));
+                return Err(self.wrong(&format!("features.{flag}"), "an object", &summary));
             };
-            let at = Fields {
+            let mut at_flag = Fields {
                 index: self.index,
                 fields: summary,
             };
-            let context_kinds = match summary.get("contextKinds") {
+            let context_kinds = match at_flag.take("contextKinds") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(kinds)) => kinds
-                    .iter()
-                    .map(|k| {
-                        k.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| self.wrong(&path("contextKinds[]"), "a string", k))
+                    .into_iter()
+                    .map(|k| match k {
+                        Value::String(k) => Ok(k),
+                        other => Err(self.wrong(&path("contextKinds[]"), "a string", &other)),
                     })
                     .collect::<Result<_, _>>()?,
-                Some(other) => return Err(self.wrong(&path("contextKinds"), "an array", other)),
+                Some(other) => return Err(self.wrong(&path("contextKinds"), "an array", &other)),
             };
             let mut counters = Vec::new();
-            let raw_counters = match summary.get("counters") {
-                None | Some(Value::Null) => &Vec::new(),
+            let raw_counters = match at_flag.take("counters") {
+                None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(c)) => c,
-                Some(other) => return Err(self.wrong(&path("counters"), "an array", other)),
+                Some(other) => return Err(self.wrong(&path("counters"), "an array", &other)),
             };
-            for (i, counter) in raw_counters.iter().enumerate() {
+            for (i, counter) in raw_counters.into_iter().enumerate() {
                 let Value::Object(counter) = counter else {
-                    return Err(self.wrong(&path(&format!("counters[{i}]")), "an object", counter));
+                    return Err(self.wrong(
+                        &path(&format!("counters[{i}]")),
+                        "an object",
+                        &counter,
+                    ));
                 };
-                let at = Fields {
+                let mut at = Fields {
                     index: self.index,
                     fields: counter,
                 };
@@ -623,13 +636,14 @@ impl Fields<'_> {
                         .map(|v| usize::try_from(v).unwrap_or(usize::MAX)),
                     version: at.optional_u64("version").map_err(relocate)?,
                     count: at.date("count").map_err(relocate)?,
-                    unknown: counter.get("unknown") == Some(&Value::Bool(true)),
+                    unknown: at.fields.get("unknown") == Some(&Value::Bool(true)),
                 });
             }
+            let default = at_flag.any("default");
             features.insert(
-                flag.clone(),
+                flag,
                 FlagSummary {
-                    default: at.any("default"),
+                    default,
                     context_kinds,
                     counters,
                 },

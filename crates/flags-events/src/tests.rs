@@ -73,7 +73,7 @@ fn moving_events_into_records_makes_the_same_records_as_copying() {
          "labels": {"region": "eu"}}]);
     events.extend(parse_bulk(identify.to_string().as_bytes()).unwrap());
     let copied = to_records(&events, "SDK");
-    assert_eq!(copied.len(), 9);
+    assert_eq!(copied.len(), 8);
     assert_eq!(into_records(events, "SDK"), copied);
 }
 

@@ -234,7 +234,7 @@ pub(super) async fn bulk_events(
         .into_response();
     };
     let events = match raw
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(index, event)| flags_events::parse_event(index, event))
         .collect::<Result<Vec<_>, _>>()
