@@ -358,7 +358,10 @@ fn events_spooled_while_a_webhook_is_down_survive_a_sigkill() {
     for i in 0..EVENTS / 500 {
         assert_eq!(post(&flagd, "/bulk", &customs(i * 500, 500)), 202);
     }
-    let name = format!(r#"exporter="webhook:http://{hook}""#);
+    let name = format!(
+        r#"exporter="{}""#,
+        flags_export::WebhookSettings::new(format!("http://{hook}/hook")).name()
+    );
     let spooled = Poll::new()
         .within(Duration::from_secs(10))
         .blocking_until_some("the events past the memory bound to be spooled", || {

@@ -78,9 +78,15 @@ impl WebhookSettings {
     }
 
     /// The [`Exporter::name`] of the exporter these settings build: `webhook:` and the URL's
-    /// scheme, host and port (its path may hold a token).
+    /// scheme, host and port (its path may hold a token), then `#` and the first 8 hex digits
+    /// of the whole URL's SHA-256, so two webhooks on one host have names (and spools) of
+    /// their own.
     pub fn name(&self) -> String {
-        format!("webhook:{}", origin(&self.url))
+        format!(
+            "webhook:{}#{}",
+            origin(&self.url),
+            &sha256_hex(self.url.as_bytes())[..8]
+        )
     }
 }
 
@@ -313,7 +319,11 @@ mod tests {
             assert!(!debug.contains(secret), "{debug}");
         }
         let exporter = WebhookExporter::new(settings).unwrap();
-        assert_eq!(exporter.name(), "webhook:http://h:1");
+        let name = exporter.name();
+        assert!(name.starts_with("webhook:http://h:1#"), "{name}");
+        assert_eq!(name.len(), "webhook:http://h:1#".len() + 8, "{name}");
+        let other = WebhookSettings::new("http://h:1/another/path");
+        assert_ne!(other.name(), name, "two webhooks on one host");
         assert!(!format!("{exporter:?}").contains("s3cret"));
     }
 
