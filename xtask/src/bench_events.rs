@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::bench_http::{Pinned, median, mix, wait_ready};
 use super::bench_root::Database;
-use super::{cargo, metric_sum, on_path, run_command, show, target_dir};
+use super::{cargo, load_average, metric_sum, on_path, run_command, show, target_dir};
 
 /// The cores flagd runs on, and the one the client runs on.
 const LOAD_CORE: &str = "1";
@@ -562,18 +562,6 @@ fn psql_value(url: &str, sql: &str) -> anyhow::Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
-/// `/proc/loadavg`'s three averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 // ------------------------------------------------------------------------------ report

@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 
 use super::bench_http::{COUNTRIES, mix};
 use super::bench_root::SseParser;
-use super::{cargo, listening_addr, run_command, show, target_dir};
+use super::{cargo, listening_addr, load_average, run_command, show, target_dir};
 
 /// Targets from the issue that asked for this benchmark.
 const STEADY_RATIO_TARGET: f64 = 8.0;
@@ -535,18 +535,6 @@ fn verdict(met: bool) -> &'static str {
 
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-/// `/proc/loadavg`'s three averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 // ------------------------------------------------------------------------------ the data

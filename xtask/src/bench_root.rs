@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{cargo, listening_addr, on_path, run_command, show, target_dir};
+use super::{cargo, listening_addr, load_average, on_path, run_command, show, target_dir};
 
 /// The environment written to.
 const ENV: &str = "production";
@@ -678,18 +678,6 @@ impl Drop for Replica {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// `/proc/loadavg`'s three averages.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 // ------------------------------------------------------------------------------ report

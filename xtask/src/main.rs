@@ -199,6 +199,18 @@ fn listening_addr(
 
 /// The sum of every sample of metric `name` (a whole number) in Prometheus' text format, or of
 /// those whose labels include `label` (`("exporter", "file:/tmp/x")`); 0 when there are none.
+/// `/proc/loadavg`'s three averages, to say how busy the machine was during a benchmark.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 fn metric_sum(text: &str, name: &str, label: Option<(&str, &str)>) -> u64 {
     let wanted = label.map(|(key, value)| format!("{key}=\"{value}\""));
     text.lines()
