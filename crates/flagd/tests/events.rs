@@ -5,9 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -106,31 +108,6 @@ fn series(text: &str, name: &str) -> u64 {
         .map_or(0, |v| v.trim().parse().unwrap())
 }
 
-/// Every record in the JSON-lines files of `dir`, completed or still being written.
-fn exported(dir: &Path) -> Vec<Value> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.ends_with(".jsonl") || name.ends_with(".jsonl.tmp")
-        })
-        .collect();
-    files.sort();
-    let mut records = Vec::new();
-    for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue; // renamed between the listing and the read
-        };
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            records.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    records
-}
-
 fn sigterm(flagd: &FlagdProcess) {
     let status = Command::new("kill")
         .args(["-TERM", &flagd.id().to_string()])
@@ -193,7 +170,7 @@ fn sdk_events_and_flagds_own_evaluations_reach_the_file_exporter() {
     let records = Poll::new()
         .within(Duration::from_secs(10))
         .blocking_until_some("every record in the export", || {
-            let records = exported(&dirs.export);
+            let records = common::exported_records(&dirs.export);
             (records.len() >= 6).then_some(records)
         });
     let by_kind = |kind: &str, source: &str| -> Vec<&Value> {
@@ -282,7 +259,7 @@ fn a_graceful_stop_exports_a_million_events_in_flight() {
     sigterm(&flagd);
     let status = flagd.wait_exit_within(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{}", flagd.log());
-    let records = exported(&dirs.export);
+    let records = common::exported_records(&dirs.export);
     assert_eq!(records.len(), POSTS * PER_POST);
     let distinct: BTreeSet<&str> = records.iter().map(|r| r["key"].as_str().unwrap()).collect();
     assert_eq!(distinct.len(), POSTS * PER_POST, "each event exactly once");

@@ -14,6 +14,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -1104,27 +1106,7 @@ impl Flagd {
         let Source::File { _dir: dir, .. } = &self.source else {
             panic!("only file mode exports events here");
         };
-        let Ok(entries) = std::fs::read_dir(dir.path().join("events")) else {
-            return Vec::new();
-        };
-        let mut files: Vec<PathBuf> = entries
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                let name = p.file_name().unwrap().to_string_lossy();
-                name.ends_with(".jsonl") || name.ends_with(".jsonl.tmp")
-            })
-            .collect();
-        files.sort();
-        files
-            .iter()
-            .filter_map(|file| std::fs::read_to_string(file).ok())
-            .flat_map(|text| {
-                text.lines()
-                    .filter(|l| !l.is_empty())
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect::<Vec<Value>>()
-            })
-            .collect()
+        common::exported_records(&dir.path().join("events"))
     }
 
     /// `flagd_events_received_total` by event kind.

@@ -239,3 +239,28 @@ where
 pub fn show(path: &Path) -> String {
     path.display().to_string()
 }
+
+/// Every record in the JSON-lines files of `dir`, completed or still being written.
+pub fn exported_records(dir: &Path) -> Vec<Value> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.ends_with(".jsonl") || name.ends_with(".jsonl.tmp")
+        })
+        .collect();
+    files.sort();
+    let mut records = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue; // renamed between the listing and the read
+        };
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            records.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    records
+}
