@@ -1,4 +1,5 @@
-//! What the throwaway servers share: a guardian that stops a server when the test process ends,
+//! What the throwaway servers share: choosing between the server the test command named and a
+//! throwaway one ([`named_or_throwaway`]), a guardian that stops a server when the test process ends,
 //! scratch directories, free ports, and running a server as an unprivileged user.
 //!
 //! A server kept in a `static` is never dropped: Rust runs no destructors at process exit. So
@@ -156,4 +157,35 @@ fn command_succeeds(command: &mut Command) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// The server a test binary uses: the one at `$variable` (or `default` when it is unset or
+/// empty) when `answers` says it does, else what `throwaway` starts, told why. `server` names
+/// the kind of server in the messages; `url_of` reads the throwaway's URL for the note on
+/// stderr that says which server the binary uses.
+pub(crate) fn named_or_throwaway<T>(
+    server: &str,
+    variable: &str,
+    default: &str,
+    answers: impl FnOnce(&str) -> Result<(), String>,
+    named: impl FnOnce(String) -> T,
+    throwaway: impl FnOnce(&str) -> T,
+    url_of: impl FnOnce(&T) -> String,
+) -> T {
+    let url = std::env::var(variable)
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    match answers(&url) {
+        Ok(()) => named(url),
+        Err(why) => {
+            let started = throwaway(&format!("no {server} answers at {url} ({why})"));
+            eprintln!(
+                "no {server} answers at {url} ({why}); this test binary uses a throwaway server \
+                 at {}",
+                url_of(&started)
+            );
+            started
+        }
+    }
 }

@@ -40,25 +40,18 @@ pub struct Nats {
 
 impl Nats {
     fn find_or_start() -> Nats {
-        let url = std::env::var(URL_VARIABLE)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        match answers(&url) {
-            Ok(()) => Nats {
+        guardian::named_or_throwaway(
+            "NATS",
+            URL_VARIABLE,
+            DEFAULT_URL,
+            answers,
+            |url| Nats {
                 url,
                 throwaway: None,
             },
-            Err(why) => {
-                let nats = start_throwaway(&format!("no NATS answers at {url} ({why})"));
-                eprintln!(
-                    "no NATS answers at {url} ({why}); this test binary uses a throwaway server \
-                     at {}",
-                    nats.url
-                );
-                nats
-            }
-        }
+            start_throwaway,
+            |nats| nats.url.clone(),
+        )
     }
 
     /// The server's URL.

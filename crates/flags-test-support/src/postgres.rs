@@ -46,27 +46,21 @@ pub struct Postgres {
 
 impl Postgres {
     fn find_or_start() -> Postgres {
-        let url = std::env::var(URL_VARIABLE)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        match answers(&url) {
-            Ok(()) => Postgres { url, cluster: None },
-            Err(why) => {
-                let cluster = PgCluster::start_new_because(&format!(
-                    "no PostgreSQL answers at {url} ({why})"
-                ));
-                eprintln!(
-                    "no PostgreSQL answers at {url} ({why}); this test binary uses a throwaway \
-                     server at {}",
-                    cluster.url()
-                );
+        guardian::named_or_throwaway(
+            "PostgreSQL",
+            URL_VARIABLE,
+            DEFAULT_URL,
+            answers,
+            |url| Postgres { url, cluster: None },
+            |why| {
+                let cluster = PgCluster::start_new_because(why);
                 Postgres {
                     url: cluster.url(),
                     cluster: Some(cluster),
                 }
-            }
-        }
+            },
+            |postgres| postgres.url.clone(),
+        )
     }
 
     /// The URL of the server's maintenance database (`postgres` on a throwaway server). Tests

@@ -39,25 +39,18 @@ pub struct Redis {
 
 impl Redis {
     fn find_or_start() -> Redis {
-        let url = std::env::var(URL_VARIABLE)
-            .ok()
-            .filter(|url| !url.is_empty())
-            .unwrap_or_else(|| DEFAULT_URL.to_owned());
-        match answers(&url) {
-            Ok(()) => Redis {
+        guardian::named_or_throwaway(
+            "Redis",
+            URL_VARIABLE,
+            DEFAULT_URL,
+            answers,
+            |url| Redis {
                 url,
                 throwaway: None,
             },
-            Err(why) => {
-                let redis = start_throwaway(&format!("no Redis answers at {url} ({why})"));
-                eprintln!(
-                    "no Redis answers at {url} ({why}); this test binary uses a throwaway server \
-                     at {}",
-                    redis.url
-                );
-                redis
-            }
-        }
+            start_throwaway,
+            |redis| redis.url.clone(),
+        )
     }
 
     /// The server's URL.
