@@ -18,8 +18,8 @@ pub const DEFAULT_ENV: &str = "default";
 
 /// One environment's served data and operations state.
 pub struct Env {
-    /// The environment key (`production`).
-    pub key: String,
+    /// The environment key (`production`); shared, since every exported record names it.
+    pub key: Arc<str>,
     /// Its snapshot and change feed.
     pub store: Arc<Store>,
     /// Its kill set and overrides.
@@ -30,7 +30,7 @@ impl Env {
     /// An empty environment whose change feed buffers `stream_buffer` batches per stream.
     pub fn new(key: &str, stream_buffer: usize) -> Env {
         Env {
-            key: key.to_owned(),
+            key: Arc::from(key),
             store: Arc::new(Store::new(stream_buffer)),
             ops: Arc::new(Ops::default()),
         }
@@ -82,7 +82,7 @@ impl Environments {
     pub fn insert(&self, env: Arc<Env>) {
         self.map.rcu(|map| {
             let mut next = HashMap::clone(map);
-            next.insert(env.key.clone(), Arc::clone(&env));
+            next.insert(env.key.to_string(), Arc::clone(&env));
             Arc::new(next)
         });
     }
@@ -107,7 +107,7 @@ mod tests {
         let b = envs.get_or_create("prod");
         assert!(Arc::ptr_eq(&a, &b));
         envs.get_or_create("dev");
-        let keys: Vec<String> = envs.all().iter().map(|e| e.key.clone()).collect();
+        let keys: Vec<String> = envs.all().iter().map(|e| e.key.to_string()).collect();
         assert_eq!(keys, ["dev", "prod"]);
     }
 }

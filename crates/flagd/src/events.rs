@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flags_core::{Context, EvalDetail};
-use flags_events::{ANONYMOUS_USER, FeatureRecord, Record, SDK_DEFAULT, SdkEvent, into_records};
+use flags_events::{ANONYMOUS_USER, FeatureRecord, Metadata, Record, SdkEvent, USER, into_records};
+use serde_json::Value;
 
 use crate::config::{EventsConfig, Sampling};
-use serde_json::{Map, Value};
 
 /// `source` of the records of flagd's own evaluations.
 pub const SOURCE_SERVER: &str = "SERVER";
@@ -146,7 +146,7 @@ impl Events {
     /// environment `env`, if sampling keeps it.
     pub fn evaluation(
         &self,
-        env: &str,
+        env: &Arc<str>,
         flag: &str,
         version: Option<u64>,
         context: &Context,
@@ -176,7 +176,7 @@ impl Events {
     }
 
     /// Takes the events an SDK posted to `/bulk` for environment `env`.
-    pub fn bulk(&self, env: &str, events: Vec<SdkEvent>) {
+    pub fn bulk(&self, env: &Arc<str>, events: Vec<SdkEvent>) {
         if self.sink.is_none() {
             return;
         }
@@ -188,20 +188,23 @@ impl Events {
     }
 }
 
-/// Adds `metadata.environment` to the records that carry metadata.
-fn tag_environment(record: &mut Record, env: &str) {
-    let metadata = match record {
-        Record::Feature(r) => &mut r.metadata,
-        Record::Custom(r) => &mut r.metadata,
-        Record::Metrics(r) => &mut r.labels,
-        _ => return,
-    };
-    metadata.insert("environment".to_owned(), Value::from(env));
+/// Adds `metadata.environment` (`labels.environment` of metrics) to the records that carry
+/// metadata.
+fn tag_environment(record: &mut Record, env: &Arc<str>) {
+    match record {
+        Record::Feature(r) => r.metadata.environment = Some(Arc::clone(env)),
+        Record::Custom(r) => r.metadata.environment = Some(Arc::clone(env)),
+        Record::Metrics(r) => {
+            r.labels
+                .insert("environment".to_owned(), Value::from(&**env));
+        }
+        _ => {}
+    }
 }
 
 /// The record of one evaluation, in the shape SDKs' `feature` events take once exported.
 pub fn evaluation_record(
-    env: &str,
+    env: &Arc<str>,
     flag: &str,
     version: Option<u64>,
     context: &Context,
@@ -212,35 +215,32 @@ pub fn evaluation_record(
     let anonymous = !singles.is_empty() && singles.iter().all(|c| c.anonymous());
     let user_key = singles
         .iter()
-        .find(|c| c.kind() == "user")
+        .find(|c| c.kind() == USER)
         .or_else(|| singles.first())
         .map(|c| c.key().to_owned())
         .unwrap_or_default();
-    let mut keys = Map::with_capacity(singles.len());
-    for single in singles {
-        keys.insert(single.kind().to_owned(), Value::from(single.key()));
-    }
-    let mut metadata = Map::with_capacity(3);
-    metadata.insert("contextKeys".to_owned(), Value::Object(keys));
-    metadata.insert(
-        "reason".to_owned(),
-        serde_json::to_value(detail.reason_json()).unwrap_or(Value::Null),
-    );
-    metadata.insert("environment".to_owned(), Value::from(env));
+    let mut context_keys: Vec<(String, String)> = singles
+        .iter()
+        .map(|single| (single.kind().to_owned(), single.key().to_owned()))
+        .collect();
+    context_keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let served = detail.value.is_some();
     Record::Feature(FeatureRecord {
-        context_kind: if anonymous { ANONYMOUS_USER } else { "user" }.to_owned(),
+        context_kind: (if anonymous { ANONYMOUS_USER } else { USER }).into(),
         user_key,
         creation_date: at,
         key: flag.to_owned(),
-        variation: match (detail.value, detail.variation_index) {
-            (Some(_), Some(index)) => index.to_string(),
-            _ => SDK_DEFAULT.to_owned(),
-        },
+        variation: detail.variation_index.filter(|_| served),
         value: detail.value.cloned().unwrap_or(Value::Null),
-        default: detail.value.is_none(),
-        version: version.map(|v| v.to_string()).unwrap_or_default(),
-        source: SOURCE_SERVER.to_owned(),
-        metadata,
+        default: !served,
+        version,
+        source: SOURCE_SERVER.into(),
+        metadata: Metadata {
+            context_keys,
+            environment: Some(Arc::clone(env)),
+            reason: Some(serde_json::to_value(detail.reason_json()).unwrap_or(Value::Null)),
+            ..Metadata::default()
+        },
     })
 }
 
@@ -339,25 +339,25 @@ mod tests {
             },
             big_segments_status: None,
         };
-        let record = evaluation_record("prod", "color", Some(4), &context, &detail, 17);
+        let record = evaluation_record(&"prod".into(), "color", Some(4), &context, &detail, 17);
         expect_test::expect![[r#"{"kind":"feature","contextKind":"user","userKey":"alice","creationDate":17,"key":"color","variation":"2","value":"green","default":false,"version":"4","source":"SERVER","metadata":{"contextKeys":{"org":"acme","user":"alice"},"environment":"prod","reason":{"kind":"FALLTHROUGH"}}}"#]]
         .assert_eq(&serde_json::to_string(&record).unwrap());
 
         let anonymous = Context::from_json(&json!({"key": "x", "anonymous": true})).unwrap();
         let missing = EvalDetail::error(ErrorKind::FlagNotFound);
         let Record::Feature(record) =
-            evaluation_record("default", "nope", None, &anonymous, &missing, 18)
+            evaluation_record(&"default".into(), "nope", None, &anonymous, &missing, 18)
         else {
             panic!();
         };
         assert_eq!(
             (
-                record.context_kind.as_str(),
-                record.variation.as_str(),
+                &*record.context_kind,
+                record.variation,
                 record.default,
-                record.version.as_str()
+                record.version
             ),
-            ("anonymousUser", SDK_DEFAULT, true, "")
+            (ANONYMOUS_USER, None, true, None)
         );
     }
 
@@ -370,7 +370,7 @@ mod tests {
             (0..10_000)
                 .filter(|_| {
                     events
-                        .evaluation("e", "f", None, &context, &detail)
+                        .evaluation(&"e".into(), "f", None, &context, &detail)
                         .is_some()
                 })
                 .count()
@@ -391,13 +391,13 @@ mod tests {
                            "contextKeys": {"user": "u"}},
                           {"kind": "index", "creationDate": 5, "context": {"key": "u"}}]);
         let parsed = flags_events::parse_bulk(body.to_string().as_bytes()).unwrap();
-        events.bulk("staging", parsed);
+        events.bulk(&"staging".into(), parsed);
         let records = sink.0.lock().unwrap();
         assert_eq!(records.len(), 1, "index events make no record");
         let Record::Custom(custom) = &records[0] else {
             panic!("{:?}", records[0]);
         };
         assert_eq!(custom.source, SOURCE_SDK);
-        assert_eq!(custom.metadata["environment"], "staging");
+        assert_eq!(custom.metadata.environment.as_deref(), Some("staging"));
     }
 }

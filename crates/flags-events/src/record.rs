@@ -1,6 +1,14 @@
 //! The flat records exporters write: one per evaluation (`feature`), per tracked goal
 //! (`custom`), and per summary counter (`summary`). Evaluations take go-feature-flag's
 //! `FeatureEvent` shape, so tools built for its exports read flagd's.
+//!
+//! A record is built for every evaluation flagd exports, so its fields are kept cheap to make
+//! and to free: words that take a few fixed values (`contextKind`, `source`) are static
+//! strings, numbers stay numbers until they are written (`variation`, `version`), and the
+//! metadata is a struct rather than a JSON map. They are written as the JSON below either way.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -10,8 +18,14 @@ use crate::input::{EventContext, SdkEvent};
 /// `contextKind` of an anonymous context.
 pub const ANONYMOUS_USER: &str = "anonymousUser";
 
+/// `contextKind` of any other context.
+pub const USER: &str = "user";
+
 /// `variation` of an evaluation that served the application's default.
 pub const SDK_DEFAULT: &str = "SdkDefault";
+
+/// Text that is nearly always one of a few fixed words, so it costs no allocation then.
+pub type Word = Cow<'static, str>;
 
 /// One exported record, tagged by `kind`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +66,12 @@ impl Record {
             Record::Metrics(r) => r.creation_date,
         }
     }
+
+    /// Appends the record as one line of JSON (no newline): the bytes `serde_json` writes for
+    /// it, written directly, since exporters write every record this way.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        crate::json::write_record(self, out);
+    }
 }
 
 /// An evaluation, in go-feature-flag's `FeatureEvent` shape.
@@ -60,27 +80,28 @@ impl Record {
 pub struct FeatureRecord {
     /// `anonymousUser` when the context is anonymous, else `user` (go-feature-flag's two
     /// values; the LaunchDarkly context kinds are in `metadata.contextKeys`).
-    pub context_kind: String,
+    pub context_kind: Word,
     /// The context key: of the `user` kind when the context has one, else of its first kind.
     pub user_key: String,
     /// When the evaluation happened, in Unix milliseconds.
     pub creation_date: u64,
     /// The flag key.
     pub key: String,
-    /// The variation index served, as a string; `SdkDefault` when the default was served.
-    pub variation: String,
+    /// The variation index served; written as a string, `SdkDefault` when the default was
+    /// served (`None`).
+    #[serde(with = "variation_text")]
+    pub variation: Option<usize>,
     /// The value served.
     pub value: Value,
     /// Whether the application's default was served (no variation).
     pub default: bool,
-    /// The flag's version, as a string; empty when the flag was unknown.
-    pub version: String,
+    /// The flag's version; written as a string, empty when the flag was unknown (`None`).
+    #[serde(with = "version_text")]
+    pub version: Option<u64>,
     /// Where the evaluation happened: `SERVER` for flagd's own, `SDK` for events SDKs sent.
-    pub source: String,
-    /// `contextKeys` (kind → key), and when present `reason`, `prereqOf`, `debug: true` and
-    /// `defaultValue` (the default the application passed).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
+    pub source: Word,
+    /// Who it was for and why; see [`Metadata`].
+    pub metadata: Metadata,
 }
 
 /// A tracked goal or metric.
@@ -88,7 +109,7 @@ pub struct FeatureRecord {
 #[serde(rename_all = "camelCase")]
 pub struct CustomRecord {
     /// As in [`FeatureRecord::context_kind`].
-    pub context_kind: String,
+    pub context_kind: Word,
     /// As in [`FeatureRecord::user_key`].
     pub user_key: String,
     /// When it was tracked, in Unix milliseconds.
@@ -102,10 +123,42 @@ pub struct CustomRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     /// As in [`FeatureRecord::source`].
-    pub source: String,
-    /// `contextKeys` (kind → key).
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
+    pub source: Word,
+    /// `contextKeys`, and `environment` once flagd knows it.
+    pub metadata: Metadata,
+}
+
+/// The `metadata` of a `feature` or `custom` record, written as a JSON object with its keys
+/// in this order; absent ones are left out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    /// `contextKeys`: the key of every kind of the context, `{kind: key}`, sorted by kind.
+    #[serde(with = "keys_object")]
+    pub context_keys: Vec<(String, String)>,
+    /// `debug: true` when an SDK sent the event as `debug` (its flag's debugging window).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub debug: bool,
+    /// `defaultValue`: the default the application passed (which may be `null`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub default_value: Option<Value>,
+    /// `environment`: the flagd environment the record came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Arc<str>>,
+    /// `prereqOf`: the flag this one was evaluated as a prerequisite of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prereq_of: Option<String>,
+    /// `reason`: why this value was served, as LaunchDarkly's evaluation reasons read.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub reason: Option<Value>,
 }
 
 /// One counter of a summary.
@@ -118,12 +171,14 @@ pub struct SummaryRecord {
     pub start_date: u64,
     /// The flag key.
     pub key: String,
-    /// The variation, as a string; `SdkDefault` when the default was served.
-    pub variation: String,
+    /// As in [`FeatureRecord::variation`].
+    #[serde(with = "variation_text")]
+    pub variation: Option<usize>,
     /// The value served.
     pub value: Value,
-    /// The flag's version, as a string; empty when the flag was unknown.
-    pub version: String,
+    /// As in [`FeatureRecord::version`].
+    #[serde(with = "version_text")]
+    pub version: Option<u64>,
     /// How many evaluations in the period.
     pub count: u64,
     /// The default the application passed.
@@ -131,7 +186,7 @@ pub struct SummaryRecord {
     /// The context kinds the flag was evaluated for.
     pub context_kinds: Vec<String>,
     /// As in [`FeatureRecord::source`].
-    pub source: String,
+    pub source: Word,
 }
 
 /// One measurement of an SDK's call to flagd.
@@ -146,21 +201,124 @@ pub struct MetricsRecord {
     pub api: String,
     /// The measurement, in the metric's unit.
     pub value: f64,
-    /// Labels the application set.
+    /// Labels the application set, and `environment` once flagd knows it.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub labels: Map<String, Value>,
     /// As in [`FeatureRecord::source`].
-    pub source: String,
+    pub source: Word,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A field that is present reads as `Some`, even when it is `null`: what was written as
+/// `"defaultValue":null` reads back as it was.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// `variation` as go-feature-flag writes it: a string, the index or `SdkDefault`.
+mod variation_text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(v: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(index) => s.serialize_str(itoa::Buffer::new().format(*index)),
+            None => s.serialize_str(super::SDK_DEFAULT),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        if text == super::SDK_DEFAULT {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            D::Error::custom(format!(
+                "expected a variation index or {}, found {text:?}",
+                super::SDK_DEFAULT
+            ))
+        })
+    }
+}
+
+/// `version` as go-feature-flag writes it: a string, empty when there is none.
+mod version_text {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(version) => s.serialize_str(itoa::Buffer::new().format(*version)),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|_| D::Error::custom(format!("expected a version number, found {text:?}")))
+    }
+}
+
+/// `contextKeys`: pairs in memory, a JSON object on the wire.
+mod keys_object {
+    use serde::de::{MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        keys: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(keys.len()))?;
+        for (kind, key) in keys {
+            map.serialize_entry(kind, key)?;
+        }
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, String)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of context keys by kind")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(1));
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                // Sorted as records keep them, whatever order a store gave them back in.
+                pairs.sort_unstable_by(|a: &(String, String), b| a.0.cmp(&b.0));
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
 }
 
 /// The records of `events`: one per `feature`/`debug` and `custom` event, one per summary
 /// counter; `identify`, `index` and other kinds make none. `source` fills each record's
 /// `source`.
-pub fn to_records(events: &[SdkEvent], source: &str) -> Vec<Record> {
+pub fn to_records(events: &[SdkEvent], source: impl Into<Word>) -> Vec<Record> {
+    let source = source.into();
     let mut records = Vec::with_capacity(events.len());
     for event in events {
         if makes_records(event) {
-            push_records(event.clone(), source, &mut records);
+            push_records(event.clone(), &source, &mut records);
         }
     }
     records
@@ -168,10 +326,11 @@ pub fn to_records(events: &[SdkEvent], source: &str) -> Vec<Record> {
 
 /// The same records as [`to_records`], moving the events' strings and values into them rather
 /// than copying them: what `/bulk` uses, since it has no use for the events afterwards.
-pub fn into_records(events: Vec<SdkEvent>, source: &str) -> Vec<Record> {
+pub fn into_records(events: Vec<SdkEvent>, source: impl Into<Word>) -> Vec<Record> {
+    let source = source.into();
     let mut records = Vec::with_capacity(events.len());
     for event in events {
-        push_records(event, source, &mut records);
+        push_records(event, &source, &mut records);
     }
     records
 }
@@ -184,35 +343,32 @@ fn makes_records(event: &SdkEvent) -> bool {
 }
 
 /// Appends the records of one event to `records`.
-fn push_records(event: SdkEvent, source: &str, records: &mut Vec<Record>) {
+fn push_records(event: SdkEvent, source: &Word, records: &mut Vec<Record>) {
     match event {
         SdkEvent::Feature(f) => {
-            let (context_kind, user_key, mut metadata) = who(f.context);
-            if let Some(reason) = f.reason {
-                metadata.insert("reason".to_owned(), reason);
-            }
-            if let Some(parent) = f.prereq_of {
-                metadata.insert("prereqOf".to_owned(), Value::String(parent));
-            }
-            if f.debug {
-                metadata.insert("debug".to_owned(), Value::Bool(true));
-            }
-            metadata.insert("defaultValue".to_owned(), f.default);
+            let (context_kind, user_key, context_keys) = who(f.context);
             records.push(Record::Feature(FeatureRecord {
                 context_kind,
                 user_key,
                 creation_date: f.creation_date,
                 key: f.key,
-                variation: variation(f.variation),
+                variation: f.variation,
                 value: f.value,
                 default: f.variation.is_none(),
-                version: version(f.version),
-                source: source.to_owned(),
-                metadata,
+                version: f.version,
+                source: source.clone(),
+                metadata: Metadata {
+                    context_keys,
+                    debug: f.debug,
+                    default_value: Some(f.default),
+                    environment: None,
+                    prereq_of: f.prereq_of,
+                    reason: f.reason,
+                },
             }));
         }
         SdkEvent::Custom(c) => {
-            let (context_kind, user_key, metadata) = who(c.context);
+            let (context_kind, user_key, context_keys) = who(c.context);
             records.push(Record::Custom(CustomRecord {
                 context_kind,
                 user_key,
@@ -220,8 +376,11 @@ fn push_records(event: SdkEvent, source: &str, records: &mut Vec<Record>) {
                 key: c.key,
                 value: c.metric_value,
                 data: c.data,
-                source: source.to_owned(),
-                metadata,
+                source: source.clone(),
+                metadata: Metadata {
+                    context_keys,
+                    ..Metadata::default()
+                },
             }));
         }
         SdkEvent::Summary(s) => {
@@ -231,13 +390,13 @@ fn push_records(event: SdkEvent, source: &str, records: &mut Vec<Record>) {
                         creation_date: s.end_date,
                         start_date: s.start_date,
                         key: key.clone(),
-                        variation: variation(counter.variation),
+                        variation: counter.variation,
                         value: counter.value,
-                        version: version(counter.version),
+                        version: counter.version,
                         count: counter.count,
                         default: flag.default.clone(),
                         context_kinds: flag.context_kinds.clone(),
-                        source: source.to_owned(),
+                        source: source.clone(),
                     }));
                 }
             }
@@ -252,45 +411,30 @@ fn push_records(event: SdkEvent, source: &str, records: &mut Vec<Record>) {
                 .into_iter()
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect(),
-            source: source.to_owned(),
+            source: source.clone(),
         })),
         SdkEvent::Identify(_) | SdkEvent::Index(_) | SdkEvent::Other { .. } => {}
     }
 }
 
-/// `contextKind`, `userKey` and the metadata naming every key of a context.
-fn who(context: EventContext) -> (String, String, Map<String, Value>) {
+/// `contextKind`, `userKey` and every key of a context by kind, sorted by kind.
+fn who(context: EventContext) -> (Word, String, Vec<(String, String)>) {
     let kind = if context.is_anonymous() {
         ANONYMOUS_USER
     } else {
-        "user"
+        USER
     };
-    let keys: Vec<(String, String)> = match context {
+    let mut keys: Vec<(String, String)> = match context {
         EventContext::Keys(keys) => keys.into_iter().collect(),
         full @ EventContext::Full(_) => full.keys(),
     };
+    keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    keys.dedup_by(|later, earlier| later.0 == earlier.0);
     let user_key = keys
         .iter()
-        .find(|(kind, _)| kind == "user")
+        .find(|(kind, _)| kind == USER)
         .or_else(|| keys.first())
         .map(|(_, key)| key.clone())
         .unwrap_or_default();
-    let mut metadata = Map::new();
-    metadata.insert(
-        "contextKeys".to_owned(),
-        Value::Object(
-            keys.into_iter()
-                .map(|(kind, key)| (kind, Value::String(key)))
-                .collect(),
-        ),
-    );
-    (kind.to_owned(), user_key, metadata)
-}
-
-fn variation(variation: Option<usize>) -> String {
-    variation.map_or_else(|| SDK_DEFAULT.to_owned(), |v| v.to_string())
-}
-
-fn version(version: Option<u64>) -> String {
-    version.map(|v| v.to_string()).unwrap_or_default()
+    (Cow::Borrowed(kind), user_key, keys)
 }

@@ -276,3 +276,176 @@ fn every_event_writes_as_it_reads() {
     let rewritten: Vec<serde_json::Value> = read.iter().filter_map(SdkEvent::to_json).collect();
     assert_eq!(rewritten, written);
 }
+
+/// A small deterministic generator for the writer's cross-check: xorshift, seeded.
+struct Draw(u64);
+
+impl Draw {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self) -> bool {
+        self.next() & 1 == 1
+    }
+
+    /// Strings that exercise escaping: quotes, backslashes, every control character, DEL,
+    /// multi-byte UTF-8, and plain runs around them.
+    fn text(&mut self) -> String {
+        const PIECES: [&str; 12] = [
+            "alice", "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "🚀", "/", " ", "\t\r",
+        ];
+        let len = self.below(6);
+        let mut s = String::new();
+        for _ in 0..len {
+            let piece = self.below(PIECES.len() as u64 + 1);
+            match PIECES.get(usize::try_from(piece).unwrap()) {
+                Some(p) => s.push_str(p),
+                None => s.push(char::from(u8::try_from(self.below(0x20)).unwrap())),
+            }
+        }
+        s
+    }
+
+    fn value(&mut self, depth: u32) -> serde_json::Value {
+        match self.below(if depth > 1 { 6 } else { 8 }) {
+            0 => serde_json::Value::Null,
+            1 => json!(self.chance()),
+            2 => json!(self.next()),
+            3 => json!(-i64::try_from(self.below(1 << 40)).unwrap()),
+            #[allow(clippy::cast_precision_loss)]
+            4 => json!(self.below(1_000_000) as f64 / 7.0),
+            5 => json!(self.text()),
+            6 => serde_json::Value::Array(
+                (0..self.below(3)).map(|_| self.value(depth + 1)).collect(),
+            ),
+            _ => serde_json::Value::Object(
+                (0..self.below(3))
+                    .map(|_| (self.text(), self.value(depth + 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    fn maybe<T>(&mut self, f: impl FnOnce(&mut Draw) -> T) -> Option<T> {
+        if self.chance() { Some(f(self)) } else { None }
+    }
+
+    fn metadata(&mut self) -> Metadata {
+        let mut context_keys: Vec<(String, String)> = (0..self.below(3))
+            .map(|_| (self.text(), self.text()))
+            .collect();
+        context_keys.sort();
+        context_keys.dedup_by(|a, b| a.0 == b.0);
+        Metadata {
+            context_keys,
+            debug: self.chance(),
+            default_value: self.maybe(|d| d.value(0)),
+            environment: self.maybe(|d| d.text().into()),
+            prereq_of: self.maybe(Draw::text),
+            reason: self.maybe(|d| d.value(0)),
+        }
+    }
+
+    fn word(&mut self) -> Word {
+        if self.chance() {
+            Word::Borrowed(USER)
+        } else {
+            Word::Owned(self.text())
+        }
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn record(&mut self) -> Record {
+        match self.below(4) {
+            0 => Record::Feature(FeatureRecord {
+                context_kind: self.word(),
+                user_key: self.text(),
+                creation_date: self.next(),
+                key: self.text(),
+                variation: self.maybe(|d| usize::try_from(d.below(1 << 20)).unwrap()),
+                value: self.value(0),
+                default: self.chance(),
+                version: self.maybe(Draw::next),
+                source: self.word(),
+                metadata: self.metadata(),
+            }),
+            1 => Record::Custom(CustomRecord {
+                context_kind: self.word(),
+                user_key: self.text(),
+                creation_date: self.next(),
+                key: self.text(),
+                value: self.maybe(|d| d.next() as f64 / 3.0),
+                data: self.maybe(|d| d.value(0)),
+                source: self.word(),
+                metadata: self.metadata(),
+            }),
+            2 => Record::Summary(SummaryRecord {
+                creation_date: self.next(),
+                start_date: self.next(),
+                key: self.text(),
+                variation: self.maybe(|d| usize::try_from(d.below(9)).unwrap()),
+                value: self.value(0),
+                version: self.maybe(Draw::next),
+                count: self.next(),
+                default: self.value(0),
+                context_kinds: (0..self.below(3)).map(|_| self.text()).collect(),
+                source: self.word(),
+            }),
+            _ => Record::Metrics(MetricsRecord {
+                creation_date: self.next(),
+                metric: self.text(),
+                api: self.text(),
+                value: match self.below(4) {
+                    0 => f64::NAN,
+                    1 => 1.0,
+                    _ => self.next() as f64 / 1e9,
+                },
+                labels: (0..self.below(3))
+                    .map(|_| (self.text(), json!(self.text())))
+                    .collect(),
+                source: self.word(),
+            }),
+        }
+    }
+}
+
+#[test]
+fn records_are_written_by_hand_exactly_as_serde_writes_them() {
+    let mut draw = Draw(0x9e37_79b9_7f4a_7c15);
+    let mut by_hand = Vec::new();
+    for i in 0..20_000 {
+        let record = draw.record();
+        by_hand.clear();
+        record.write_json(&mut by_hand);
+        let reference = serde_json::to_vec(&record).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&by_hand),
+            String::from_utf8_lossy(&reference),
+            "record {i}: {record:?}"
+        );
+    }
+    // The examples the other tests read, too.
+    let mut events = parse_bulk(&flush()).unwrap();
+    events.push(SdkEvent::Metrics(MetricsEvent {
+        creation_date: 9,
+        metric: Metric::Size,
+        api: "poll".to_owned(),
+        value: 2048.0,
+        labels: [("tag".to_owned(), "web".to_owned())].into(),
+    }));
+    for record in to_records(&events, "SDK") {
+        by_hand.clear();
+        record.write_json(&mut by_hand);
+        assert_eq!(by_hand, serde_json::to_vec(&record).unwrap());
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use flags_events::{FeatureRecord, Record};
+use flags_events::{FeatureRecord, Metadata, Record};
 use flags_export::{Exporter, FileExporter, FileFormat, FileSettings, Scheduler, SchedulerConfig};
 use serde_json::json;
 
@@ -18,23 +18,22 @@ const CHUNK: usize = 500;
 
 /// An evaluation as flagd records them: about 300 bytes of JSON.
 fn record(i: usize) -> Record {
-    let mut metadata = serde_json::Map::new();
-    metadata.insert(
-        "contextKeys".to_owned(),
-        json!({"user": format!("user-{i}")}),
-    );
-    metadata.insert("reason".to_owned(), json!({"kind": "FALLTHROUGH"}));
-    metadata.insert("defaultValue".to_owned(), json!(false));
+    let metadata = Metadata {
+        context_keys: vec![("user".to_owned(), format!("user-{i}"))],
+        reason: Some(json!({"kind": "FALLTHROUGH"})),
+        default_value: Some(json!(false)),
+        ..Metadata::default()
+    };
     Record::Feature(FeatureRecord {
-        context_kind: "user".to_owned(),
+        context_kind: "user".into(),
         user_key: format!("user-{i}"),
         creation_date: 1_796_534_320_123 + i as u64,
         key: format!("flag-{}", i % 50),
-        variation: "1".to_owned(),
+        variation: Some(1),
         value: json!(true),
         default: false,
-        version: "12".to_owned(),
-        source: "SERVER".to_owned(),
+        version: Some(12),
+        source: "SERVER".into(),
         metadata,
     })
 }

@@ -299,7 +299,7 @@ async fn encode(format: FileFormat, records: &[Record]) -> Result<Encoded, Strin
             let mut out = Vec::with_capacity(records.len() * 256);
             for step in records.chunks(ENCODE_STEP) {
                 for record in step {
-                    serde_json::to_writer(&mut out, record).map_err(|e| e.to_string())?;
+                    record.write_json(&mut out);
                     out.push(b'\n');
                 }
                 tokio::task::yield_now().await;

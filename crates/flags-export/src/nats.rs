@@ -173,9 +173,8 @@ impl Exporter for NatsExporter {
         }
         let mut payloads = Vec::with_capacity(records.len());
         for record in records {
-            let json = serde_json::to_vec(record).map_err(|e| {
-                ExportError::Permanent(format!("nats exporter: cannot encode a record: {e}"))
-            })?;
+            let mut json = Vec::with_capacity(256);
+            record.write_json(&mut json);
             payloads.push(Bytes::from(json));
         }
         let batch = batch_id(&payloads);

@@ -309,27 +309,27 @@ impl Rows {
         match record {
             Record::Feature(r) => {
                 row.key = Some(r.key.clone());
-                row.context_kind = Some(r.context_kind.clone());
+                row.context_kind = Some(r.context_kind.to_string());
                 row.user_key = Some(r.user_key.clone());
-                row.variation = Some(r.variation.clone());
-                row.version = Some(r.version.clone());
+                row.variation = Some(variation_text(r.variation));
+                row.version = Some(version_text(r.version));
                 row.value = Some(r.value.clone());
                 row.default_served = Some(r.default);
-                row.source = r.source.clone();
+                row.source = r.source.to_string();
             }
             Record::Custom(r) => {
                 row.key = Some(r.key.clone());
-                row.context_kind = Some(r.context_kind.clone());
+                row.context_kind = Some(r.context_kind.to_string());
                 row.user_key = Some(r.user_key.clone());
                 row.value = r.value.map(Value::from);
                 row.data.clone_from(&r.data);
-                row.source = r.source.clone();
+                row.source = r.source.to_string();
             }
             Record::Summary(r) => {
                 row.start_ms = Some(millis(r.start_date)?);
                 row.key = Some(r.key.clone());
-                row.variation = Some(r.variation.clone());
-                row.version = Some(r.version.clone());
+                row.variation = Some(variation_text(r.variation));
+                row.version = Some(version_text(r.version));
                 row.value = Some(r.value.clone());
                 row.default_value = Some(r.default.clone());
                 row.count = Some(i64::try_from(r.count).map_err(|_| {
@@ -339,13 +339,13 @@ impl Rows {
                     ))
                 })?);
                 row.context_kinds = Some(Value::from(r.context_kinds.clone()));
-                row.source = r.source.clone();
+                row.source = r.source.to_string();
             }
             Record::Metrics(r) => {
                 row.metric = Some(r.metric.clone());
                 row.api = Some(r.api.clone());
                 row.value = Some(Value::from(r.value));
-                row.source = r.source.clone();
+                row.source = r.source.to_string();
             }
             // `Record` is non-exhaustive: a kind added later is still stored whole in `record`.
             _ => {}
@@ -387,6 +387,16 @@ struct Row {
     metric: Option<String>,
     api: Option<String>,
     source: String,
+}
+
+/// The `variation` column as the record's JSON has it: the index, or `SdkDefault`.
+fn variation_text(variation: Option<usize>) -> String {
+    variation.map_or_else(|| flags_events::SDK_DEFAULT.to_owned(), |v| v.to_string())
+}
+
+/// The `version` column as the record's JSON has it: the number, or empty.
+fn version_text(version: Option<u64>) -> String {
+    version.map(|v| v.to_string()).unwrap_or_default()
 }
 
 fn millis(ms: u64) -> Result<i64, ExportError> {

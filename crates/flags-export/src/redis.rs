@@ -143,9 +143,8 @@ impl Exporter for RedisExporter {
         let mut pipe = redis::pipe();
         pipe.atomic();
         for record in records {
-            let json = serde_json::to_string(record).map_err(|e| {
-                ExportError::Permanent(format!("redis exporter: cannot encode a record: {e}"))
-            })?;
+            let mut json = Vec::with_capacity(256);
+            record.write_json(&mut json);
             let command = pipe.cmd("XADD").arg(&self.stream);
             if let Some(max_len) = self.max_len {
                 command.arg("MAXLEN").arg("~").arg(max_len);

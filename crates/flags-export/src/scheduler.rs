@@ -859,8 +859,7 @@ impl Worker {
         };
         let spool = Arc::clone(spool);
         let written = tokio::task::spawn_blocking(move || {
-            let encoded =
-                spool::encode(chunks.iter().map(Chunk::slice)).map_err(std::io::Error::other)?;
+            let encoded = spool::encode(chunks.iter().map(Chunk::slice));
             let mut spool = lock(&spool);
             let written = spool.write(encoded, end);
             Ok::<_, std::io::Error>((written?, spool.records(), spool.bytes()))

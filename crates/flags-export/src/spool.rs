@@ -125,15 +125,13 @@ pub(crate) fn dir_name(exporter: &str) -> String {
 }
 
 /// Encodes `slices`, in order, into frames.
-pub(crate) fn encode<'a>(
-    slices: impl IntoIterator<Item = &'a [Record]>,
-) -> Result<Encoded, serde_json::Error> {
+pub(crate) fn encode<'a>(slices: impl IntoIterator<Item = &'a [Record]>) -> Encoded {
     let mut frames = Vec::new();
     let mut payload = Vec::new();
     let mut count = 0usize;
     for slice in slices {
         for record in slice {
-            serde_json::to_writer(&mut payload, record)?;
+            record.write_json(&mut payload);
             payload.push(b'\n');
             count += 1;
             if count == FRAME_RECORDS {
@@ -146,7 +144,7 @@ pub(crate) fn encode<'a>(
     if count > 0 {
         frames.push(frame(count, &payload));
     }
-    Ok(Encoded { frames })
+    Encoded { frames }
 }
 
 impl Encoded {
@@ -499,14 +497,14 @@ mod tests {
 
     fn record(i: u64) -> Record {
         Record::Custom(CustomRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: format!("u{i}"),
             creation_date: i,
             key: "goal".to_owned(),
             value: Some(i as f64 / 2.0),
             data: Some(serde_json::json!({"i": i, "nested": [1, "two", null]})),
-            source: "SERVER".to_owned(),
-            metadata: serde_json::Map::new(),
+            source: "SERVER".into(),
+            metadata: flags_events::Metadata::default(),
         })
     }
 
@@ -535,7 +533,7 @@ mod tests {
         let mut spool = Spool::open(dir.path().to_owned(), "t", u64::MAX).unwrap();
         let first = records(0..3000);
         let w = spool
-            .write(encode([&first[..1000], &first[1000..]]).unwrap(), End::Back)
+            .write(encode([&first[..1000], &first[1000..]]), End::Back)
             .unwrap();
         assert_eq!(
             w,
@@ -545,11 +543,11 @@ mod tests {
             }
         );
         spool
-            .write(encode([&records(3000..3010)[..]]).unwrap(), End::Back)
+            .write(encode([&records(3000..3010)[..]]), End::Back)
             .unwrap();
         // Written in front of everything: an older batch, at shutdown.
         spool
-            .write(encode([&records(10_000..10_005)[..]]).unwrap(), End::Front)
+            .write(encode([&records(10_000..10_005)[..]]), End::Front)
             .unwrap();
         assert_eq!(spool.records(), 3015);
         let bytes = spool.bytes();
@@ -569,9 +567,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut spool = Spool::open(dir.path().to_owned(), "t", u64::MAX).unwrap();
         let written = records(0..5);
-        spool
-            .write(encode([&written[..]]).unwrap(), End::Back)
-            .unwrap();
+        spool.write(encode([&written[..]]), End::Back).unwrap();
         let loaded = spool.load_oldest().unwrap().unwrap();
         assert_eq!(loaded.records, written);
     }
@@ -583,9 +579,7 @@ mod tests {
         // Three segments of three frames each (1024 + 1024 + 52 records).
         for s in 0..3u64 {
             let batch = records(s * 10_000..s * 10_000 + 2100);
-            spool
-                .write(encode([&batch[..]]).unwrap(), End::Back)
-                .unwrap();
+            spool.write(encode([&batch[..]]), End::Back).unwrap();
         }
         drop(spool);
         let mut paths: Vec<_> = fs::read_dir(dir.path())
@@ -640,16 +634,13 @@ mod tests {
     #[test]
     fn past_the_bound_the_oldest_are_dropped_and_counted_exactly() {
         let dir = tempfile::tempdir().unwrap();
-        let one = encode([&records(0..100)[..]]).unwrap().bytes();
+        let one = encode([&records(0..100)[..]]).bytes();
         // Room for about three segments of 100 records.
         let mut spool = Spool::open(dir.path().to_owned(), "t", one * 3 + one / 2).unwrap();
         let mut dropped = 0;
         for s in 0..10u64 {
             let w = spool
-                .write(
-                    encode([&records(s * 100..s * 100 + 100)[..]]).unwrap(),
-                    End::Back,
-                )
+                .write(encode([&records(s * 100..s * 100 + 100)[..]]), End::Back)
                 .unwrap();
             assert_eq!(w.spooled, 100);
             dropped += w.dropped;
@@ -662,10 +653,10 @@ mod tests {
 
         // A write larger than the whole bound keeps its newest frames.
         let dir = tempfile::tempdir().unwrap();
-        let frame = encode([&records(0..1024)[..]]).unwrap().bytes();
+        let frame = encode([&records(0..1024)[..]]).bytes();
         let mut spool = Spool::open(dir.path().to_owned(), "t", frame * 5 / 2).unwrap();
         let big = records(0..5000);
-        let w = spool.write(encode([&big[..]]).unwrap(), End::Back).unwrap();
+        let w = spool.write(encode([&big[..]]), End::Back).unwrap();
         assert_eq!(w.spooled + w.dropped, 5000);
         assert!(w.dropped > 0 && w.spooled > 0);
         let (seen, _) = drain(&mut spool);
@@ -675,14 +666,14 @@ mod tests {
     #[test]
     fn the_segment_being_replayed_is_not_dropped_for_the_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let one = encode([&records(200..300)[..]]).unwrap().bytes();
+        let one = encode([&records(200..300)[..]]).bytes();
         let mut spool = Spool::open(dir.path().to_owned(), "t", one * 5 / 2).unwrap();
         spool
-            .write(encode([&records(0..100)[..]]).unwrap(), End::Back)
+            .write(encode([&records(0..100)[..]]), End::Back)
             .unwrap();
         let loaded = spool.load_oldest().unwrap().unwrap();
         let w = spool
-            .write(encode([&records(100..200)[..]]).unwrap(), End::Back)
+            .write(encode([&records(100..200)[..]]), End::Back)
             .unwrap();
         assert_eq!(
             w,
@@ -692,7 +683,7 @@ mod tests {
             }
         );
         let w = spool
-            .write(encode([&records(200..300)[..]]).unwrap(), End::Back)
+            .write(encode([&records(200..300)[..]]), End::Back)
             .unwrap();
         assert_eq!(
             w,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flags_events::{CustomRecord, FeatureRecord, MetricsRecord, Record, SummaryRecord};
+use flags_events::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
 use flags_export::{
     ColumnKind, Exporter, FileExporter, FileFormat, FileSettings, Scheduler, SchedulerConfig,
 };
@@ -25,60 +25,67 @@ fn map(value: Value) -> Map<String, Value> {
 fn samples() -> Vec<Record> {
     vec![
         Record::Feature(FeatureRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "a,b \"quoted\"\nnew line".to_owned(),
             creation_date: 1_796_534_320_123,
             key: "flag-ü".to_owned(),
-            variation: "1".to_owned(),
+            variation: Some(1),
             value: json!({"nested": [1, 2.5, "x", null, true]}),
             default: false,
-            version: "7".to_owned(),
-            source: "SERVER".to_owned(),
-            metadata: map(json!({"contextKeys": {"user": "a"}, "reason": {"kind": "FALLTHROUGH"}})),
+            version: Some(7),
+            source: "SERVER".into(),
+            metadata: Metadata {
+                context_keys: vec![("user".to_owned(), "a".to_owned())],
+                reason: Some(json!({"kind": "FALLTHROUGH"})),
+                ..Metadata::default()
+            },
         }),
         Record::Feature(FeatureRecord {
-            context_kind: "anonymousUser".to_owned(),
+            context_kind: "anonymousUser".into(),
             user_key: String::new(),
             creation_date: 1,
             key: "k".to_owned(),
-            variation: "SdkDefault".to_owned(),
+            variation: None,
             value: Value::Null,
             default: true,
-            version: String::new(),
-            source: "SDK".to_owned(),
-            metadata: Map::new(),
+            version: None,
+            source: "SDK".into(),
+            metadata: Metadata::default(),
         }),
         Record::Custom(CustomRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "u".to_owned(),
             creation_date: 2,
             key: "goal".to_owned(),
             value: Some(12.25),
             data: Some(json!(["a", {"b": 1}])),
-            source: "SDK".to_owned(),
-            metadata: map(json!({"contextKeys": {"org": "o"}})),
+            source: "SDK".into(),
+            metadata: Metadata {
+                context_keys: vec![("org".to_owned(), "o".to_owned())],
+                ..Metadata::default()
+            },
         }),
         Record::Custom(CustomRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "u2".to_owned(),
             creation_date: 3,
             key: "click".to_owned(),
             value: None,
             data: None,
-            source: "SDK".to_owned(),
-            metadata: Map::new(),
+            source: "SDK".into(),
+            metadata: Metadata::default(),
         }),
         Record::Summary(SummaryRecord {
             creation_date: 10,
             start_date: 5,
             key: "flag".to_owned(),
-            variation: "0".to_owned(),
+            variation: Some(0),
             value: json!("on"),
-            version: "3".to_owned(),
+            version: Some(3),
             count: u64::MAX,
             default: json!("off"),
             context_kinds: vec!["user".to_owned(), "org".to_owned()],
-            source: "SDK".to_owned(),
+            source: "SDK".into(),
         }),
         Record::Metrics(MetricsRecord {
             creation_date: 11,
@@ -86,7 +93,7 @@ fn samples() -> Vec<Record> {
             api: "poll".to_owned(),
             value: 0.5,
             labels: map(json!({"sdk": "rust"})),
-            source: "SDK".to_owned(),
+            source: "SDK".into(),
         }),
     ]
 }

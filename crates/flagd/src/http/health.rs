@@ -101,7 +101,7 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
         .envs
         .all()
         .into_iter()
-        .filter(|env| env.key != crate::env::DEFAULT_ENV || env.store.snapshot().is_some())
+        .filter(|env| &*env.key != crate::env::DEFAULT_ENV || env.store.snapshot().is_some())
         .map(|env| {
             let snapshot = env.store.snapshot();
             let ready = EnvReady {
@@ -111,7 +111,7 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
                 data_digest: snapshot.as_ref().map(|s| s.digest().to_owned()),
                 killed: env.ops.killed(),
             };
-            (env.key.clone(), json!(ready))
+            (env.key.to_string(), json!(ready))
         })
         .collect();
     let body = json!({

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flags_events::{CustomRecord, FeatureRecord, MetricsRecord, Record, SummaryRecord};
+use flags_events::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
 use flags_export::ExportError;
 use serde_json::{Map, Value, json};
 
@@ -32,76 +32,84 @@ pub fn batch() -> Vec<Record> {
     };
     vec![
         Record::Feature(FeatureRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "user-1".to_owned(),
             creation_date: 1_700_000_000_123,
             key: "new-checkout".to_owned(),
-            variation: "1".to_owned(),
+            variation: Some(1),
             value: json!({"layout": "grid", "limits": [1, 2.5, -3], "nested": {"ok": true}}),
             default: false,
-            version: "42".to_owned(),
-            source: "SERVER".to_owned(),
-            metadata: object(json!({
-                "contextKeys": {"user": "user-1", "org": "acme"},
-                "reason": {"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r1"},
-                "defaultValue": null
-            })),
+            version: Some(42),
+            source: "SERVER".into(),
+            metadata: Metadata {
+                context_keys: vec![
+                    ("org".to_owned(), "acme".to_owned()),
+                    ("user".to_owned(), "user-1".to_owned()),
+                ],
+                reason: Some(json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r1"})),
+                default_value: Some(Value::Null),
+                environment: Some("prod \"eu\"".into()),
+                ..Metadata::default()
+            },
         }),
         Record::Feature(FeatureRecord {
-            context_kind: "anonymousUser".to_owned(),
+            context_kind: "anonymousUser".into(),
             user_key: "ünïcødé \"quoted\" \\ back/slash 🚀".to_owned(),
             creation_date: 0,
             key: "missing-flag".to_owned(),
-            variation: "SdkDefault".to_owned(),
+            variation: None,
             value: json!(u64::MAX),
             default: true,
-            version: String::new(),
-            source: "SDK".to_owned(),
-            metadata: Map::new(),
+            version: None,
+            source: "SDK".into(),
+            metadata: Metadata::default(),
         }),
         Record::Custom(CustomRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "user-2".to_owned(),
             creation_date: 1_700_000_000_999,
             key: "purchase".to_owned(),
             value: Some(19.99),
             data: Some(json!({"items": ["a", "b"], "total": {"amount": 1999, "currency": "EUR"}})),
-            source: "SDK".to_owned(),
-            metadata: object(json!({"contextKeys": {"user": "user-2"}})),
+            source: "SDK".into(),
+            metadata: Metadata {
+                context_keys: vec![("user".to_owned(), "user-2".to_owned())],
+                ..Metadata::default()
+            },
         }),
         Record::Custom(CustomRecord {
-            context_kind: "user".to_owned(),
+            context_kind: "user".into(),
             user_key: "user-3".to_owned(),
             creation_date: 1_700_000_001_000,
             key: "page-view".to_owned(),
             value: None,
             data: None,
-            source: "SDK".to_owned(),
-            metadata: Map::new(),
+            source: "SDK".into(),
+            metadata: Metadata::default(),
         }),
         Record::Summary(SummaryRecord {
             creation_date: 1_700_000_060_000,
             start_date: 1_700_000_000_000,
             key: "new-checkout".to_owned(),
-            variation: "0".to_owned(),
+            variation: Some(0),
             value: json!("control"),
-            version: "42".to_owned(),
+            version: Some(42),
             count: 12_345,
             default: json!("off"),
             context_kinds: vec!["user".to_owned(), "org".to_owned()],
-            source: "SERVER".to_owned(),
+            source: "SERVER".into(),
         }),
         Record::Summary(SummaryRecord {
             creation_date: 1_700_000_060_000,
             start_date: 1_700_000_000_000,
             key: "missing-flag".to_owned(),
-            variation: "SdkDefault".to_owned(),
+            variation: None,
             value: Value::Null,
-            version: String::new(),
+            version: None,
             count: 1,
             default: json!([1, "two", null]),
             context_kinds: Vec::new(),
-            source: "SDK".to_owned(),
+            source: "SDK".into(),
         }),
         Record::Metrics(MetricsRecord {
             creation_date: 1_700_000_002_500,
@@ -109,7 +117,7 @@ pub fn batch() -> Vec<Record> {
             api: "poll".to_owned(),
             value: 12.75,
             labels: object(json!({"region": "eu-west-1", "sdk": "go"})),
-            source: "SDK".to_owned(),
+            source: "SDK".into(),
         }),
         Record::Metrics(MetricsRecord {
             creation_date: 1_700_000_002_501,
@@ -117,7 +125,7 @@ pub fn batch() -> Vec<Record> {
             api: "stream".to_owned(),
             value: 1.0,
             labels: Map::new(),
-            source: "SDK".to_owned(),
+            source: "SDK".into(),
         }),
     ]
 }
@@ -127,16 +135,16 @@ pub fn many(n: u64) -> Vec<Record> {
     (0..n)
         .map(|i| {
             Record::Feature(FeatureRecord {
-                context_kind: "user".to_owned(),
+                context_kind: "user".into(),
                 user_key: format!("user-{i}"),
                 creation_date: 1_700_000_000_000 + i,
                 key: "bulk".to_owned(),
-                variation: (i % 3).to_string(),
+                variation: Some(usize::try_from(i % 3).unwrap_or_default()),
                 value: json!(i),
                 default: false,
-                version: "1".to_owned(),
-                source: "SERVER".to_owned(),
-                metadata: Map::new(),
+                version: Some(1),
+                source: "SERVER".into(),
+                metadata: Metadata::default(),
             })
         })
         .collect()

@@ -14,14 +14,14 @@ use flags_export::{ExportError, Exporter, Scheduler};
 /// Record number `i`: a goal whose `creationDate` is `i`.
 pub fn record(i: u64) -> Record {
     Record::Custom(CustomRecord {
-        context_kind: String::new(),
+        context_kind: "".into(),
         user_key: String::new(),
         creation_date: i,
         key: String::new(),
         value: None,
         data: None,
-        source: String::new(),
-        metadata: serde_json::Map::new(),
+        source: "".into(),
+        metadata: flags_events::Metadata::default(),
     })
 }
 
