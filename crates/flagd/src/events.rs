@@ -4,12 +4,14 @@
 //! Request handlers only build records and hand them over ([`RecordSink::submit`] never waits
 //! on I/O); the exporter scheduler (`flags-export`) owns delivery, retries and the spool.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flags_core::{Context, EvalDetail};
-use flags_events::{ANONYMOUS_USER, FeatureRecord, Metadata, Record, SdkEvent, USER, into_records};
+use flags_core::{BigSegmentsStatus, Context, EvalDetail, Reason};
+use flags_events::{
+    ANONYMOUS_USER, FeatureRecord, JsonText, Metadata, Record, SdkEvent, USER, into_records,
+};
 use serde_json::Value;
 
 use crate::config::{EventsConfig, Sampling};
@@ -238,9 +240,34 @@ pub fn evaluation_record(
         metadata: Metadata {
             context_keys,
             environment: Some(Arc::clone(env)),
-            reason: Some(serde_json::to_value(detail.reason_json()).unwrap_or(Value::Null)),
+            reason: reason_text(detail),
             ..Metadata::default()
         },
+    })
+}
+
+/// The reason of `detail` as JSON text. Consecutive evaluations on a thread mostly give the
+/// same reason (the same flag, rule and outcome), so the last one's text is kept and shared.
+fn reason_text(detail: &EvalDetail<'_>) -> Option<JsonText> {
+    type Last = Option<(Reason<'static>, Option<BigSegmentsStatus>, JsonText)>;
+    thread_local! {
+        static LAST: RefCell<Last> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((reason, status, text)) = &*last
+            && detail.reason == *reason
+            && detail.big_segments_status == *status
+        {
+            return Some(text.clone());
+        }
+        let text = JsonText::of(&detail.reason_json())?;
+        *last = Some((
+            detail.reason.clone().into_owned(),
+            detail.big_segments_status,
+            text.clone(),
+        ));
+        Some(text)
     })
 }
 
@@ -359,6 +386,54 @@ mod tests {
             ),
             (ANONYMOUS_USER, None, true, None)
         );
+    }
+
+    #[test]
+    fn each_record_gets_its_own_reason_though_the_last_is_reused() {
+        let context = Context::user("u").unwrap();
+        let value = json!(true);
+        let detail = |reason, big_segments_status| EvalDetail {
+            value: Some(&value),
+            variation_index: Some(0),
+            reason,
+            big_segments_status,
+        };
+        let rule = |i: usize| Reason::RuleMatch {
+            rule_index: i,
+            rule_id: format!("r{i}").into(),
+            in_experiment: false,
+        };
+        let cases = [
+            (
+                detail(rule(0), None),
+                r#"{"kind":"RULE_MATCH","ruleIndex":0,"ruleId":"r0"}"#,
+            ),
+            (
+                detail(rule(0), None),
+                r#"{"kind":"RULE_MATCH","ruleIndex":0,"ruleId":"r0"}"#,
+            ),
+            (
+                detail(rule(1), None),
+                r#"{"kind":"RULE_MATCH","ruleIndex":1,"ruleId":"r1"}"#,
+            ),
+            (
+                detail(rule(1), Some(BigSegmentsStatus::Stale)),
+                r#"{"kind":"RULE_MATCH","ruleIndex":1,"ruleId":"r1","bigSegmentsStatus":"STALE"}"#,
+            ),
+            (detail(Reason::OFF, None), r#"{"kind":"OFF"}"#),
+            (
+                detail(rule(0), None),
+                r#"{"kind":"RULE_MATCH","ruleIndex":0,"ruleId":"r0"}"#,
+            ),
+        ];
+        for (detail, expected) in cases {
+            let Record::Feature(record) =
+                evaluation_record(&"e".into(), "f", Some(1), &context, &detail, 1)
+            else {
+                panic!();
+            };
+            assert_eq!(record.metadata.reason.unwrap().as_str(), expected);
+        }
     }
 
     #[test]

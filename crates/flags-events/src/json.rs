@@ -150,7 +150,7 @@ fn metadata(out: &mut Vec<u8>, m: &Metadata) {
     }
     if let Some(reason) = &m.reason {
         out.extend_from_slice(br#","reason":"#);
-        value(out, reason);
+        out.extend_from_slice(reason.as_str().as_bytes());
     }
     out.push(b'}');
 }
@@ -209,14 +209,58 @@ const fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
 }
 
-/// A JSON string: runs that need no escaping are copied whole; the rest escaped exactly as
-/// serde_json does (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`, `\t`, else `\u00XX` in lowercase hex).
+/// Eight bytes at a time: whether any of them needs escaping (the high bit of that byte's lane
+/// is set in the result). Bytes of 0x80 and above never need it, and are masked out.
+#[inline]
+fn escapes_in(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    (control | zero_in(word ^ (ONES * u64::from(b'"'))) | zero_in(word ^ (ONES * u64::from(b'\\'))))
+        & !word
+}
+
+/// How many leading bytes of `bytes` need no escaping: eight at a time, then one by one.
+#[inline]
+fn clean_prefix(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if escapes_in(u64::from_le_bytes(word)) != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !needs_escape(bytes[i]) {
+        i += 1;
+    }
+    i
+}
+
+/// A JSON string, escaped exactly as serde_json does (`\"`, `\\`, `\b`, `\f`, `\n`, `\r`,
+/// `\t`, else `\u00XX` in lowercase hex). Most strings need no escaping and are copied whole.
+#[inline]
 fn string(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
+    let clean = clean_prefix(bytes);
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    if clean == bytes.len() {
+        out.extend_from_slice(bytes);
+    } else {
+        escaped(out, bytes, clean);
+    }
+    out.push(b'"');
+}
+
+/// The rest of a string from the first byte that needs escaping, at `from`.
+#[cold]
+fn escaped(out: &mut Vec<u8>, bytes: &[u8], from: usize) {
+    out.extend_from_slice(&bytes[..from]);
+    let mut start = from;
+    for (i, &b) in bytes.iter().enumerate().skip(from) {
         if !needs_escape(b) {
             continue;
         }
@@ -239,5 +283,26 @@ fn string(out: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_word_needs_escaping_exactly_when_one_of_its_bytes_does() {
+        for fill in [b'a', 0x80, 0xff, b' '] {
+            for lane in 0..8 {
+                for b in 0..=u8::MAX {
+                    let mut word = [fill; 8];
+                    word[lane] = b;
+                    assert_eq!(
+                        escapes_in(u64::from_le_bytes(word)) != 0,
+                        needs_escape(b),
+                        "byte {b:#04x} in lane {lane} among {fill:#04x}"
+                    );
+                }
+            }
+        }
+    }
 }

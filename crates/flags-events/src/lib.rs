@@ -35,8 +35,8 @@ pub use input::{
     Metric, MetricsEvent, SdkEvent, SummaryEvent, parse_bulk, parse_event,
 };
 pub use record::{
-    ANONYMOUS_USER, CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SDK_DEFAULT,
-    SummaryRecord, USER, Word, into_records, to_records,
+    ANONYMOUS_USER, CustomRecord, FeatureRecord, JsonText, Metadata, MetricsRecord, Record,
+    SDK_DEFAULT, SummaryRecord, USER, Word, into_records, to_records,
 };
 pub use summary::{Evaluation, Summarizer};
 

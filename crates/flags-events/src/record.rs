@@ -153,12 +153,8 @@ pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prereq_of: Option<String>,
     /// `reason`: why this value was served, as LaunchDarkly's evaluation reasons read.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "present"
-    )]
-    pub reason: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<JsonText>,
 }
 
 /// One counter of a summary.
@@ -206,6 +202,67 @@ pub struct MetricsRecord {
     pub labels: Map<String, Value>,
     /// As in [`FeatureRecord::source`].
     pub source: Word,
+}
+
+/// A JSON value kept as its compact text, written out as it is: a reason is made once per
+/// exported evaluation and only ever written, so it is not built as a tree, walked and freed.
+///
+/// Shared: a clone is a reference count, so one reason can be kept for many records.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct JsonText(Arc<str>);
+
+impl JsonText {
+    /// `value` as compact JSON text; `None` if it does not serialize (a map with non-string
+    /// keys).
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> Option<JsonText> {
+        serde_json::to_string(value)
+            .ok()
+            .map(|text| JsonText(text.into()))
+    }
+
+    /// `value` as compact JSON text.
+    pub fn from_value(value: &Value) -> JsonText {
+        JsonText(value.to_string().into())
+    }
+
+    /// The text: compact JSON, no newline.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The value the text holds.
+    pub fn to_value(&self) -> Value {
+        // The text was written by serde_json, so it reads back.
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
+impl std::fmt::Debug for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&Value> for JsonText {
+    fn from(value: &Value) -> JsonText {
+        JsonText::from_value(value)
+    }
+}
+
+impl Serialize for JsonText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&self.0).map_err(S::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JsonText, D::Error> {
+        // Read as a value and written compactly, whatever spacing the input had.
+        Value::deserialize(d).map(|v| JsonText::from_value(&v))
+    }
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)]
@@ -363,7 +420,7 @@ fn push_records(event: SdkEvent, source: &Word, records: &mut Vec<Record>) {
                     default_value: Some(f.default),
                     environment: None,
                     prereq_of: f.prereq_of,
-                    reason: f.reason,
+                    reason: f.reason.as_ref().map(JsonText::from_value),
                 },
             }));
         }

@@ -304,7 +304,7 @@ impl Draw {
         const PIECES: [&str; 12] = [
             "alice", "\"", "\\", "\n", "\u{1}", "\u{1f}", "\u{7f}", "é", "🚀", "/", " ", "\t\r",
         ];
-        let len = self.below(6);
+        let len = self.below(14);
         let mut s = String::new();
         for _ in 0..len {
             let piece = self.below(PIECES.len() as u64 + 1);
@@ -352,7 +352,7 @@ impl Draw {
             default_value: self.maybe(|d| d.value(0)),
             environment: self.maybe(|d| d.text().into()),
             prereq_of: self.maybe(Draw::text),
-            reason: self.maybe(|d| d.value(0)),
+            reason: self.maybe(|d| JsonText::from_value(&d.value(0))),
         }
     }
 

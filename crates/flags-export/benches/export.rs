@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use flags_events::{FeatureRecord, Metadata, Record};
+use flags_events::{FeatureRecord, JsonText, Metadata, Record};
 use flags_export::{Exporter, FileExporter, FileFormat, FileSettings, Scheduler, SchedulerConfig};
 use serde_json::json;
 
@@ -20,7 +20,7 @@ const CHUNK: usize = 500;
 fn record(i: usize) -> Record {
     let metadata = Metadata {
         context_keys: vec![("user".to_owned(), format!("user-{i}"))],
-        reason: Some(json!({"kind": "FALLTHROUGH"})),
+        reason: Some(JsonText::from_value(&json!({"kind": "FALLTHROUGH"}))),
         default_value: Some(json!(false)),
         ..Metadata::default()
     };

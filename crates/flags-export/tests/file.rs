@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flags_events::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
+use flags_events::{
+    CustomRecord, FeatureRecord, JsonText, Metadata, MetricsRecord, Record, SummaryRecord,
+};
 use flags_export::{
     ColumnKind, Exporter, FileExporter, FileFormat, FileSettings, Scheduler, SchedulerConfig,
 };
@@ -36,7 +38,7 @@ fn samples() -> Vec<Record> {
             source: "SERVER".into(),
             metadata: Metadata {
                 context_keys: vec![("user".to_owned(), "a".to_owned())],
-                reason: Some(json!({"kind": "FALLTHROUGH"})),
+                reason: Some(JsonText::from_value(&json!({"kind": "FALLTHROUGH"}))),
                 ..Metadata::default()
             },
         }),

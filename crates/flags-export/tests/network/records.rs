@@ -5,7 +5,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use flags_events::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
+use flags_events::{
+    CustomRecord, FeatureRecord, JsonText, Metadata, MetricsRecord, Record, SummaryRecord,
+};
 use flags_export::ExportError;
 use serde_json::{Map, Value, json};
 
@@ -46,7 +48,9 @@ pub fn batch() -> Vec<Record> {
                     ("org".to_owned(), "acme".to_owned()),
                     ("user".to_owned(), "user-1".to_owned()),
                 ],
-                reason: Some(json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r1"})),
+                reason: Some(JsonText::from_value(
+                    &json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r1"}),
+                )),
                 default_value: Some(Value::Null),
                 environment: Some("prod \"eu\"".into()),
                 ..Metadata::default()
