@@ -5,6 +5,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+mod fast;
+
+pub(crate) use fast::parse_bulk_fast;
+
 /// One event as an SDK sent it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -350,6 +354,18 @@ pub enum EventError {
 
 /// Reads a `/bulk` body: every event, or the first problem, located by index and field.
 pub fn parse_bulk(body: &[u8]) -> Result<Vec<SdkEvent>, EventError> {
+    // The direct reader takes the bodies SDKs send; whatever it is not sure of, the tree reader
+    // reads again from the start, so events and problems are always the tree reader's.
+    match parse_bulk_fast(body) {
+        Some(events) => Ok(events),
+        None => parse_bulk_tree(body),
+    }
+}
+
+/// The reference reader of a `/bulk` body: the whole body parsed into a `Value`, then each
+/// event read out of it with [`parse_event`]. [`parse_bulk`] returns its result whenever the
+/// direct reader gives up, and must otherwise return the same.
+pub(crate) fn parse_bulk_tree(body: &[u8]) -> Result<Vec<SdkEvent>, EventError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
     let Value::Array(events) = value else {
         return Err(EventError::NotAnArray(type_name(&value)));

@@ -5,9 +5,21 @@ use serde_json::json;
 
 use super::*;
 
+/// [`crate::parse_bulk`], checked on every body these tests read: where the direct reader reads
+/// the body it gives the tree reader's events, and the result is always the tree reader's.
+fn parse_bulk(body: &[u8]) -> Result<Vec<SdkEvent>, EventError> {
+    let tree = input::parse_bulk_tree(body);
+    if let Some(events) = input::parse_bulk_fast(body) {
+        assert_eq!(Ok(events), tree);
+    }
+    let read = crate::parse_bulk(body);
+    assert_eq!(read, tree);
+    read
+}
+
 /// A flush as LaunchDarkly's server-side SDKs send it: an index event, a tracked flag's full
 /// event, a debug event, a goal, and the summary of the period.
-fn flush() -> Vec<u8> {
+pub(crate) fn flush() -> Vec<u8> {
     json!([
         {"kind": "index", "creationDate": 1_700_000_000_000_u64,
          "context": {"kind": "user", "key": "alice", "_meta": {"redactedAttributes": ["email"]}}},
