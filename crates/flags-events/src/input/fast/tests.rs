@@ -1,6 +1,11 @@
 //! The direct reader against the tree reader: on every body the direct reader reads, the same
 //! events; on every body, `parse_bulk` returns exactly the tree reader's result.
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
 
 use super::parse_bulk_fast;
@@ -186,4 +191,338 @@ fn the_direct_reader_fills_every_field() {
         (m.metric, m.value, m.labels.len()),
         (Metric::InternalError, 1.0, 1)
     );
+}
+
+// ------------------------------------------------------------------------- random bodies
+
+fn quoted(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// A field name as a JSON key, now and then with its first letter escaped.
+fn key_text(name: &'static str) -> impl Strategy<Value = String> {
+    let mut chars = name.chars();
+    let escaped = match chars.next() {
+        Some(first) => format!("\"\\u{:04x}{}\"", u32::from(first), chars.as_str()),
+        None => quoted(name),
+    };
+    prop_oneof![9 => Just(quoted(name)), 1 => Just(escaped)]
+}
+
+/// A JSON string: plain, escaped, non-ASCII, or (rarely, as it spoils the whole body) a lone
+/// surrogate, which is not JSON to a `Value`.
+fn string_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        150 => "[a-z]{0,5}".prop_map(|s| quoted(&s)),
+        30 => prop::sample::select(&KINDS[..]).prop_map(quoted),
+        8 => Just(r#""caf\u00e9 \"q\" \\ \n""#.to_owned()),
+        8 => Just(r#""\ud83d\ude80 é""#.to_owned()),
+        1 => Just(r#""\ud800""#.to_owned()),
+    ]
+}
+
+/// Whole numbers ≥ 0 that serde_json reads as floats, and the largest u64.
+const WHOLE_AS_FLOATS: [&str; 8] = [
+    "3.0",
+    "0.0",
+    "-0",
+    "-0.0",
+    "1.7e12",
+    "1E2",
+    "0.1e1",
+    "18446744073709551615",
+];
+
+/// A JSON number: mostly whole and ≥ 0 (some in a float's spelling), else negative,
+/// fractional, too large for a u64, or (rarely) out of range.
+fn number_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        120 => (0u64..2_000_000_000_000).prop_map(|n| n.to_string()),
+        60 => (0u64..10).prop_map(|n| n.to_string()),
+        4 => (-5i64..0).prop_map(|n| n.to_string()),
+        20 => prop::sample::select(&WHOLE_AS_FLOATS[..]).prop_map(str::to_owned),
+        4 => prop::sample::select(&["2.5", "-1.5", "1.8e19", "18446744073709551616"][..])
+            .prop_map(str::to_owned),
+        1 => Just("1e400".to_owned()),
+    ]
+}
+
+/// Any JSON value, a few levels deep.
+fn json_text() -> BoxedStrategy<String> {
+    let leaf = prop_oneof![
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        Just("false".to_owned()),
+        number_text(),
+        string_text(),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4)
+                .prop_map(|items| format!("[{}]", items.join(","))),
+            prop::collection::vec((string_text(), inner), 0..4).prop_map(object),
+        ]
+    })
+    .boxed()
+}
+
+fn object(entries: Vec<(String, String)>) -> String {
+    let fields: Vec<String> = entries.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Mostly `valid`, else `null` or any value.
+fn or_any(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![60 => valid, 1 => Just("null".to_owned()), 1 => json_text()].boxed()
+}
+
+/// An object of the fields given (each present with its weight, now and then twice), plus
+/// unknown fields, in random order.
+fn fields_text(fields: Vec<(&'static str, f64, BoxedStrategy<String>)>) -> BoxedStrategy<String> {
+    let present: Vec<_> = fields
+        .into_iter()
+        .map(|(name, weight, value)| {
+            let twice = proptest::option::weighted(0.04, value.clone());
+            proptest::option::weighted(weight, (key_text(name), value, twice))
+        })
+        .collect();
+    let unknown = prop::collection::vec((key_text("x"), json_text()), 0..2);
+    (present, unknown)
+        .prop_flat_map(|(present, unknown)| {
+            let mut entries = unknown;
+            for (key, value, twice) in present.into_iter().flatten() {
+                if let Some(again) = twice {
+                    entries.push((key.clone(), again));
+                }
+                entries.push((key, value));
+            }
+            Just(entries).prop_shuffle()
+        })
+        .prop_map(object)
+        .boxed()
+}
+
+/// Any JSON value, `null` more often than [`json_text`] gives it: for the fields kept as JSON.
+fn value_text() -> BoxedStrategy<String> {
+    prop_oneof![1 => Just("null".to_owned()), 3 => json_text()].boxed()
+}
+
+const KINDS: [&str; 12] = [
+    "feature",
+    "debug",
+    "custom",
+    "identify",
+    "index",
+    "summary",
+    "metrics",
+    "diagnostic",
+    "migration_op",
+    "user",
+    "org",
+    "latency",
+];
+
+fn string_map() -> BoxedStrategy<String> {
+    let value = prop_oneof![30 => string_text(), 1 => json_text()];
+    prop::collection::vec(
+        (prop::sample::select(&KINDS[..]).prop_map(quoted), value),
+        0..3,
+    )
+    .prop_map(object)
+    .boxed()
+}
+
+fn counter_text() -> BoxedStrategy<String> {
+    let unknown = prop_oneof![
+        2 => Just("true".to_owned()),
+        2 => Just("false".to_owned()),
+        1 => value_text(),
+    ];
+    fields_text(vec![
+        ("value", 0.8, value_text()),
+        ("variation", 0.7, or_any(number_text())),
+        ("version", 0.7, or_any(number_text())),
+        ("count", 0.98, or_any(number_text())),
+        ("unknown", 0.6, unknown.boxed()),
+    ])
+}
+
+fn features_text() -> BoxedStrategy<String> {
+    let kinds =
+        prop::collection::vec(string_text(), 0..3).prop_map(|k| format!("[{}]", k.join(",")));
+    let counters =
+        prop::collection::vec(counter_text(), 1..3).prop_map(|c| format!("[{}]", c.join(",")));
+    let flag = fields_text(vec![
+        ("default", 0.8, value_text()),
+        ("contextKinds", 0.8, or_any(kinds)),
+        ("counters", 0.9, or_any(counters)),
+    ]);
+    let key = prop_oneof![8 => "[a-z]{1,3}".prop_map(|s| quoted(&s)), 1 => string_text()];
+    prop::collection::vec((key, or_any(flag)), 0..3)
+        .prop_map(object)
+        .boxed()
+}
+
+/// One element of the array: mostly an event object whose fields suit its kind.
+fn event_text() -> BoxedStrategy<String> {
+    let kind = prop_oneof![
+        3 => Just("feature"),
+        1 => Just("debug"),
+        2 => Just("custom"),
+        1 => Just("identify"),
+        1 => Just("index"),
+        3 => Just("summary"),
+        2 => Just("metrics"),
+        1 => prop::sample::select(&["diagnostic", "migration_op", ""][..]),
+    ];
+    let event = kind.prop_flat_map(|kind| {
+        let own: &[&str] = match kind {
+            "feature" | "debug" => &[
+                "creationDate",
+                "key",
+                "version",
+                "variation",
+                "value",
+                "default",
+                "reason",
+                "prereqOf",
+            ],
+            "custom" => &["creationDate", "key", "data", "metricValue"],
+            "identify" | "index" => &["creationDate", "context"],
+            "summary" => &["startDate", "endDate", "features"],
+            "metrics" => &["creationDate", "metric", "api", "value", "labels"],
+            _ => &["creationDate"],
+        };
+        let who = matches!(kind, "feature" | "debug" | "custom");
+        let weight = |name: &str| {
+            if own.contains(&name) {
+                0.97
+            } else if who && ["context", "contextKeys", "user", "userKey"].contains(&name) {
+                0.5
+            } else {
+                0.04
+            }
+        };
+        let kind_value = prop_oneof![
+            30 => Just(quoted(kind)),
+            1 => Just(r#""f\u0065ature""#.to_owned()),
+            1 => json_text(),
+        ];
+        let context = prop_oneof![
+            5 => Just(r#"{"kind":"user","key":"u"}"#.to_owned()),
+            5 => Just(
+                r#"{"kind":"multi","user":{"key":"u","anonymous":true},"org":{"key":"o"}}"#
+                    .to_owned()
+            ),
+            1 => json_text(),
+        ];
+        let metric = vec!["latency", "size", "timeoutError", "internalError", "speed"];
+        let metric = prop::sample::select(metric).prop_map(quoted);
+        let value = prop_oneof![number_text(), value_text()];
+        let fields: Vec<(&'static str, BoxedStrategy<String>)> = vec![
+            ("creationDate", or_any(number_text())),
+            ("key", or_any(string_text())),
+            ("version", or_any(number_text())),
+            ("variation", or_any(number_text())),
+            ("value", value.boxed()),
+            ("default", value_text()),
+            ("reason", value_text()),
+            ("context", or_any(context)),
+            ("contextKeys", or_any(string_map())),
+            ("user", or_any(Just(r#"{"key":"legacy"}"#.to_owned()))),
+            ("userKey", or_any(string_text())),
+            ("prereqOf", or_any(string_text())),
+            ("data", value_text()),
+            ("metricValue", or_any(number_text())),
+            ("metric", or_any(metric)),
+            ("api", or_any(string_text())),
+            ("labels", or_any(string_map())),
+            ("startDate", or_any(number_text())),
+            ("endDate", or_any(number_text())),
+            ("features", or_any(features_text())),
+        ];
+        let mut fields: Vec<_> = fields
+            .into_iter()
+            .map(|(name, value)| (name, weight(name), value))
+            .collect();
+        fields.push(("kind", 0.98, kind_value.boxed()));
+        fields_text(fields)
+    });
+    prop_oneof![30 => event, 1 => json_text()].boxed()
+}
+
+/// A body: mostly an array of events, else something else or something after it.
+fn body_text() -> BoxedStrategy<String> {
+    let events = prop_oneof![
+        3 => prop::collection::vec(event_text(), 1..3),
+        1 => prop::collection::vec(event_text(), 0..5),
+    ];
+    let array = events.prop_map(|e| format!("[{}]", e.join(",")));
+    prop_oneof![
+        40 => array.clone(),
+        1 => array.prop_map(|a| format!(" {a} x")),
+        1 => json_text(),
+    ]
+    .boxed()
+}
+
+#[test]
+fn random_bodies_read_alike_both_ways() {
+    let mut runner = TestRunner::new(Config {
+        cases: 4096,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let (direct, tree_ok, tree_err) = (Cell::new(0), Cell::new(0), Cell::new(0));
+    // Events read directly, by kind (and summaries with counters apart).
+    let kinds = RefCell::new(BTreeMap::<String, usize>::new());
+    runner
+        .run(&body_text(), |body| {
+            if let Some(events) = agree(body.as_bytes()) {
+                direct.set(direct.get() + 1);
+                let mut kinds = kinds.borrow_mut();
+                for event in &events {
+                    let kind = match event {
+                        SdkEvent::Other { .. } => "other",
+                        SdkEvent::Summary(s)
+                            if s.features.values().any(|f| !f.counters.is_empty()) =>
+                        {
+                            "summary, counted"
+                        }
+                        event => event.kind(),
+                    };
+                    *kinds.entry(kind.to_owned()).or_default() += 1;
+                }
+            } else if parse_bulk_tree(body.as_bytes()).is_ok() {
+                tree_ok.set(tree_ok.get() + 1);
+            } else {
+                tree_err.set(tree_err.get() + 1);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let counts = (direct.get(), tree_ok.get(), tree_err.get());
+    let kinds = kinds.into_inner();
+    println!(
+        "read directly, left and read by the tree, refused: {counts:?}; read directly: {kinds:?}"
+    );
+    // The bodies must reach every outcome and every kind often, or the comparison proves little.
+    assert!(
+        counts.0 >= 700 && counts.1 >= 50 && counts.2 >= 700,
+        "{counts:?}"
+    );
+    for kind in [
+        "feature",
+        "debug",
+        "custom",
+        "identify",
+        "index",
+        "summary",
+        "summary, counted",
+        "metrics",
+        "other",
+    ] {
+        let read = kinds.get(kind).copied().unwrap_or_default();
+        assert!(read >= 20, "{kind}: {read} read directly");
+    }
 }
