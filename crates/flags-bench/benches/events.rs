@@ -11,6 +11,12 @@
 //!   and rotating over 10 flags of 2 variations each.
 //! - `events_variation_{1t,2t}/...`: `bool_variation` on the `plain_bool` case through flags-sdk
 //!   with events off and on, and through LaunchDarkly's SDK with events on.
+//! - `bulk_parse/{fast,reference}`: reading a `/bulk` body of 1,000 events of the shape
+//!   `cargo xtask bench-events` posts ([`bulk_payload`]), and freeing them: `fast` is
+//!   `flags_events::parse_bulk`, which reads the events straight from the JSON; `reference` parses
+//!   the body into a `serde_json::Value` and reads each event out of it with
+//!   `flags_events::parse_event`, as `parse_bulk` did before (and still does for the bodies its
+//!   direct reader leaves). Criterion reports time per event (the throughput is 1,000 elements).
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,10 +24,10 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, criterion_group, criterion_main};
-use flags_events::{Evaluation, Summarizer};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use flags_events::{Evaluation, EventError, SdkEvent, Summarizer};
 use flags_sdk::{Context, EvaluationEvent, EventProcessor, EventsConfig};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 #[path = "../tests/sdks/mod.rs"]
 mod sdks;
@@ -164,11 +170,117 @@ fn variation(c: &mut Criterion) {
     println!("events_variation: flags-sdk {stats:?}");
 }
 
+/// A `/bulk` body of 1,000 events as `cargo xtask bench-events` makes them
+/// (`xtask/src/bench_events.rs`, seed 0): in every fifty, forty `feature` events (contexts as
+/// `contextKeys`, one in four of two kinds; a `RULE_MATCH` reason for a third, `FALLTHROUGH` for
+/// the others), nine `custom` events (some with a metric value, some with data) and one
+/// `summary` of three flags with four counters in all. About 197 KB.
+fn bulk_payload() -> Vec<u8> {
+    // The xtask's mixing function (splitmix64's finaliser), so the keys and their spread match.
+    let mix = |i: u64| {
+        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let base_date: u64 = 1_767_225_600_000;
+    let events: Vec<Value> = (0..1000u64)
+        .map(|i| {
+            let r = mix(i);
+            let date = base_date + i;
+            let mut keys = Map::new();
+            keys.insert("user".to_owned(), json!(format!("user-{}", r % 100_000)));
+            if r.is_multiple_of(4) {
+                let org = format!("org-{}", (r >> 20) % 500);
+                keys.insert("organization".to_owned(), json!(org));
+            }
+            match i % 50 {
+                49 => {
+                    let counter = |variation: u64, value: Value, count: u64| {
+                        json!({"variation": variation, "value": value, "version": 3, "count": count})
+                    };
+                    json!({
+                        "kind": "summary", "startDate": date - 60_000, "endDate": date,
+                        "features": {
+                            format!("flag-{:03}", r % 16): {"default": false,
+                                "contextKinds": ["user"], "counters": [
+                                    counter(0, json!(false), 1 + r % 90),
+                                    counter(1, json!(true), 1 + r % 11)]},
+                            format!("flag-{:03}", 16 + (r >> 16) % 16): {"default": "control",
+                                "contextKinds": ["user", "organization"],
+                                "counters": [counter(2, json!("variant-b"), 1 + r % 40)]},
+                            format!("flag-{:03}", 32 + (r >> 32) % 16): {"default": 0,
+                                "contextKinds": ["user"],
+                                "counters": [counter(1, json!(25), 1 + r % 7)]},
+                        }
+                    })
+                }
+                40..=48 => {
+                    let key = ["checkout-completed", "signup", "page-view"][(r % 3) as usize];
+                    let mut event = json!({"kind": "custom", "creationDate": date, "key": key,
+                        "contextKeys": keys});
+                    if r.is_multiple_of(3) {
+                        event["metricValue"] = json!((r % 10_000) as f64 / 100.0);
+                    }
+                    if r.is_multiple_of(5) {
+                        event["data"] = json!({"plan": "pro", "items": r % 7});
+                    }
+                    event
+                }
+                _ => {
+                    let (flag, variation) = (r % 50, (r >> 8) % 2);
+                    let reason = if r.is_multiple_of(3) {
+                        json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "beta-users"})
+                    } else {
+                        json!({"kind": "FALLTHROUGH"})
+                    };
+                    json!({"kind": "feature", "creationDate": date,
+                        "key": format!("flag-{flag:03}"), "version": 1 + flag % 9,
+                        "variation": variation, "value": variation == 1, "default": false,
+                        "contextKeys": keys, "reason": reason})
+                }
+            }
+        })
+        .collect();
+    Value::Array(events).to_string().into_bytes()
+}
+
+/// `/bulk` reading as it was before the direct reader: the body into a `Value`, then each event
+/// out of it.
+fn parse_bulk_tree(body: &[u8]) -> Result<Vec<SdkEvent>, EventError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| EventError::Json(e.to_string()))?;
+    let Value::Array(events) = value else {
+        return Err(EventError::NotAnArray("not an array"));
+    };
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| flags_events::parse_event(index, event))
+        .collect()
+}
+
+fn bulk_parse(c: &mut Criterion) {
+    let body = bulk_payload();
+    let events = flags_events::parse_bulk(&body).unwrap_or_else(|e| panic!("payload: {e}"));
+    assert_eq!(events.len(), 1000);
+    assert_eq!(parse_bulk_tree(&body), Ok(events));
+    println!("bulk_parse: 1000 events, {} bytes", body.len());
+    let mut group = c.benchmark_group("bulk_parse");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("fast", |b| {
+        b.iter(|| flags_events::parse_bulk(black_box(&body)))
+    });
+    group.bench_function("reference", |b| {
+        b.iter(|| parse_bulk_tree(black_box(&body)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = push, summary, variation
+    targets = push, summary, variation, bulk_parse
 }
 criterion_main!(benches);
