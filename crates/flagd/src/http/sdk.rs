@@ -222,24 +222,15 @@ pub(super) async fn bulk_events(
     EnvOf(env): EnvOf,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let value = match parse_json_body(body) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
+    let bytes = match body {
+        Ok(bytes) => bytes,
+        Err(rejection) => return ApiError::from_body_rejection(&rejection).into_response(),
     };
-    let Value::Array(raw) = value else {
-        return ApiError::invalid_request(format!(
-            "expected a JSON array of events, found {}",
-            file_type_name(&value)
-        ))
-        .into_response();
-    };
-    let events = match raw
-        .into_iter()
-        .enumerate()
-        .map(|(index, event)| flags_events::parse_event(index, event))
-        .collect::<Result<Vec<_>, _>>()
-    {
+    let events = match flags_events::parse_bulk(&bytes) {
         Ok(events) => events,
+        Err(flags_events::EventError::Json(detail)) => {
+            return ApiError::invalid_json(detail).into_response();
+        }
         Err(e) => return ApiError::invalid_request(e.to_string()).into_response(),
     };
     // Count only once the whole payload is known to be valid, so a rejected payload counts nothing.
