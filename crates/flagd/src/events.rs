@@ -5,8 +5,9 @@
 //! on I/O); the exporter scheduler (`flags-export`) owns delivery, retries and the spool.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flags_core::{BigSegmentsStatus, Context, EvalDetail, Reason};
 use flags_events::{
@@ -25,13 +26,35 @@ pub const SOURCE_SDK: &str = "SDK";
 pub trait RecordSink: Send + Sync {
     /// Takes `records` for export. Returns at once: no I/O, no lock held during I/O.
     fn submit(&self, records: Vec<Record>);
+
+    /// Takes `records` once the sink has room for them without dropping older ones, waiting
+    /// at most `patience`; for producers that can wait. By default, at once.
+    fn submit_when_room(&self, records: Vec<Record>, patience: Duration) -> BoxFuture<'_> {
+        let _ = patience;
+        self.submit(records);
+        Box::pin(std::future::ready(()))
+    }
 }
+
+/// What [`RecordSink::submit_when_room`] returns.
+pub type BoxFuture<'a> = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 impl RecordSink for flags_export::Scheduler {
     fn submit(&self, records: Vec<Record>) {
         flags_export::Scheduler::submit(self, records);
     }
+
+    fn submit_when_room(&self, records: Vec<Record>, patience: Duration) -> BoxFuture<'_> {
+        Box::pin(flags_export::Scheduler::submit_when_room(
+            self, records, patience,
+        ))
+    }
 }
+
+/// How long a `/bulk` post waits for the exporters to have room for its events, at most,
+/// before they are queued anyway (and the oldest queued dropped, counted). SDKs post from a
+/// background thread and wait longer than this for an answer.
+pub const BULK_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Builds every configured exporter and starts the scheduler that feeds them, with its numbers
 /// reported in `metrics`. `Ok(None)` when no exporter is configured.
@@ -60,7 +83,7 @@ pub(crate) async fn start_exporters(
     }
     let scheduler = flags_export::Scheduler::start(
         flags_export::SchedulerConfig {
-            flush_interval: std::time::Duration::from_millis(config.flush_interval_ms),
+            flush_interval: Duration::from_millis(config.flush_interval_ms),
             max_events_in_memory: config.max_events_in_memory,
             spool_dir: config.spool_dir.clone(),
             max_spool_bytes: config.max_spool_bytes,
@@ -177,16 +200,20 @@ impl Events {
         }
     }
 
-    /// Takes the events an SDK posted to `/bulk` for environment `env`.
-    pub fn bulk(&self, env: &Arc<str>, events: Vec<SdkEvent>) {
-        if self.sink.is_none() {
+    /// Takes the events an SDK posted to `/bulk` for environment `env`, once the exporters
+    /// have room for them (waiting at most [`BULK_PATIENCE`]).
+    pub async fn bulk(&self, env: &Arc<str>, events: Vec<SdkEvent>) {
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        let mut records = into_records(events, SOURCE_SDK);
+        if records.is_empty() {
             return;
         }
-        let mut records = into_records(events, SOURCE_SDK);
         for record in &mut records {
             tag_environment(record, env);
         }
-        self.submit(records);
+        sink.submit_when_room(records, BULK_PATIENCE).await;
     }
 }
 
@@ -458,15 +485,15 @@ mod tests {
         assert!(!Events::off().samples_evaluations());
     }
 
-    #[test]
-    fn bulk_events_become_sdk_records_of_their_environment() {
+    #[tokio::test]
+    async fn bulk_events_become_sdk_records_of_their_environment() {
         let sink = Arc::new(Collect::default());
         let events = Events::new(Arc::clone(&sink) as Arc<dyn RecordSink>, Sampling::Off);
         let body = json!([{"kind": "custom", "creationDate": 5, "key": "buy",
                            "contextKeys": {"user": "u"}},
                           {"kind": "index", "creationDate": 5, "context": {"key": "u"}}]);
         let parsed = flags_events::parse_bulk(body.to_string().as_bytes()).unwrap();
-        events.bulk(&"staging".into(), parsed);
+        events.bulk(&"staging".into(), parsed).await;
         let records = sink.0.lock().unwrap();
         assert_eq!(records.len(), 1, "index events make no record");
         let Record::Custom(custom) = &records[0] else {

@@ -234,6 +234,7 @@ impl Scheduler {
                 spooling: spool.is_some(),
                 inbox: Mutex::new(Inbox::default()),
                 wake: tokio::sync::Notify::new(),
+                room: tokio::sync::Notify::new(),
                 counters: Counters::default(),
                 name,
             });
@@ -272,6 +273,29 @@ impl Scheduler {
         for lane in &self.inner.lanes {
             lane.push(Arc::clone(&chunk));
         }
+    }
+
+    /// [`Scheduler::submit`], once every exporter's queue is within the memory bound, or once
+    /// `patience` has passed. For producers that can wait, such as an SDK's `/bulk` post (its
+    /// events are taken before it is answered): a burst faster than an exporter is slowed to
+    /// its pace, rather than spilled to its spool (which costs a write and a read) or dropped.
+    /// A destination that is down still has its queue moved to the spool as it grows, which
+    /// makes room. It waits on the exporters' tasks taking records, never on I/O of its own.
+    pub async fn submit_when_room(&self, records: Vec<Record>, patience: Duration) {
+        let deadline = Instant::now() + patience;
+        for lane in &self.inner.lanes {
+            while lane.is_full() {
+                // Made before the check, so a take between the two still wakes it.
+                let room = lane.room.notified();
+                if !lane.is_full() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, room).await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.submit(records);
     }
 
     /// Every exporter's counters, in the order they were given to [`Scheduler::start`].
@@ -377,6 +401,8 @@ struct Lane {
     spooling: bool,
     inbox: Mutex<Inbox>,
     wake: tokio::sync::Notify,
+    /// Told when the task takes records out of the queue, for submitters waiting for room.
+    room: tokio::sync::Notify,
     counters: Counters,
 }
 
@@ -497,6 +523,11 @@ impl Lane {
         lock(&self.inbox).len
     }
 
+    /// Whether the queue holds the memory bound or more.
+    fn is_full(&self) -> bool {
+        self.counters.queued.load(Ordering::Relaxed) >= self.bound as u64
+    }
+
     fn deadline(&self) -> Option<Instant> {
         lock(&self.inbox).deadline
     }
@@ -524,6 +555,7 @@ impl Lane {
                 let len = inbox.len;
                 drop(inbox);
                 self.counters.queued.store(len as u64, Ordering::Relaxed);
+                self.room.notify_waiters();
                 return Batch::Shared { records, range };
             }
             Some(_) => inbox.chunks.pop_front(),
@@ -541,6 +573,7 @@ impl Lane {
         let len = inbox.len;
         drop(inbox);
         self.counters.queued.store(len as u64, Ordering::Relaxed);
+        self.room.notify_waiters();
         if let [only] = chunks.as_slice() {
             return Batch::Shared {
                 records: Arc::clone(&only.records),
@@ -566,6 +599,7 @@ impl Lane {
         let chunks = std::mem::take(&mut inbox.chunks).into();
         drop(inbox);
         self.counters.queued.store(0, Ordering::Relaxed);
+        self.room.notify_waiters();
         chunks
     }
 

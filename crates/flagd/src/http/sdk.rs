@@ -237,7 +237,7 @@ pub(super) async fn bulk_events(
     for event in &events {
         state.metrics.event_received(event.kind());
     }
-    state.events.bulk(&env.key, events);
+    state.events.bulk(&env.key, events).await;
     StatusCode::ACCEPTED.into_response()
 }
 
