@@ -164,6 +164,8 @@ impl FileExporter {
                 host,
                 seq: 0,
                 open: None,
+                publishing: Vec::new(),
+                scratch: Vec::new(),
             })),
         })
     }
@@ -183,14 +185,30 @@ impl Exporter for FileExporter {
         if records.is_empty() {
             return Ok(());
         }
-        let encoded = encode(self.format, records)
-            .await
-            .map_err(|e| ExportError::Permanent(format!("cannot encode records: {e}")))?;
+        let encode = || {
+            encode(self.format, records)
+                .map_err(|e| ExportError::Permanent(format!("cannot encode records: {e}")))
+        };
+        let written = |result: io::Result<()>| {
+            result.map_err(|e| ExportError::Retryable(format!("cannot write the file: {e}")))
+        };
+        if crate::offload::can_block_in_place() {
+            // Encoding a large batch is the bulk of the work: done beside the runtime's
+            // workers, it shares the CPU with request handling instead of stalling it.
+            return tokio::task::block_in_place(|| {
+                if self.format == FileFormat::Jsonl {
+                    return written(lock(&self.state).write_lines(records));
+                }
+                let encoded = encode()?;
+                written(lock(&self.state).write(encoded))
+            });
+        }
+        let encoded = encode()?;
         let state = Arc::clone(&self.state);
-        tokio::task::spawn_blocking(move || lock(&state).write(encoded))
+        let result = tokio::task::spawn_blocking(move || lock(&state).write(encoded))
             .await
-            .map_err(|e| ExportError::Retryable(format!("file write task failed: {e}")))?
-            .map_err(|e| ExportError::Retryable(format!("cannot write the file: {e}")))
+            .map_err(|e| ExportError::Retryable(format!("file write task failed: {e}")))?;
+        written(result)
     }
 
     async fn close(&self) -> Result<(), ExportError> {
@@ -234,10 +252,6 @@ fn default_max_age_secs() -> Option<u64> {
     Some(3600)
 }
 
-/// Records per step of encoding before the task yields, so a large batch does not hold a
-/// runtime thread for long.
-const ENCODE_STEP: usize = 4096;
-
 struct State {
     dir: PathBuf,
     format: FileFormat,
@@ -246,6 +260,11 @@ struct State {
     host: String,
     seq: u64,
     open: Option<OpenFile>,
+    /// Full files being synced and published on threads of their own, so that writing goes
+    /// on into the next file meanwhile; `close` waits for them.
+    publishing: Vec<std::thread::JoinHandle<io::Result<()>>>,
+    /// Reused by [`State::write_lines`] for each step's bytes.
+    scratch: Vec<u8>,
 }
 
 struct OpenFile {
@@ -253,6 +272,29 @@ struct OpenFile {
     path: PathBuf,
     opened: Instant,
     sink: Sink,
+}
+
+impl OpenFile {
+    /// Writes out what the file's writer still buffers (a Parquet footer) and gives the file
+    /// with its temporary and final names.
+    fn close(self) -> io::Result<(File, PathBuf, PathBuf)> {
+        let file = match self.sink {
+            Sink::Bytes { file, .. } => file,
+            Sink::Parquet { writer, .. } => {
+                let buffered = (*writer).into_inner().map_err(io::Error::other)?;
+                buffered
+                    .into_inner()
+                    .map_err(io::IntoInnerError::into_error)?
+            }
+        };
+        Ok((file, self.tmp, self.path))
+    }
+}
+
+/// Syncs a complete file and gives it its final name: only then does a reader see it.
+fn publish(file: &File, tmp: &Path, path: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    fs::rename(tmp, path)
 }
 
 enum Sink {
@@ -293,33 +335,27 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn encode(format: FileFormat, records: &[Record]) -> Result<Encoded, String> {
+fn encode(format: FileFormat, records: &[Record]) -> Result<Encoded, String> {
     match format {
         FileFormat::Jsonl => {
-            let mut out = Vec::with_capacity(records.len() * 256);
-            for step in records.chunks(ENCODE_STEP) {
-                for record in step {
-                    record.write_json(&mut out);
-                    out.push(b'\n');
-                }
-                tokio::task::yield_now().await;
+            let mut out = Vec::with_capacity(records.len() * 512);
+            for record in records {
+                record.write_json(&mut out);
+                out.push(b'\n');
             }
             Ok(Encoded::Bytes(out))
         }
         FileFormat::Csv => {
             let mut writer = csv::Writer::from_writer(Vec::with_capacity(records.len() * 256));
             let mut fields: Vec<String> = Vec::with_capacity(FileExporter::COLUMNS.len());
-            for step in records.chunks(ENCODE_STEP) {
-                for record in step {
-                    fields.clear();
-                    fields.extend(row(record)?.into_iter().map(|cell| match cell {
-                        None => String::new(),
-                        Some(Cell::Text(s)) => s,
-                        Some(Cell::Integer(n)) => n.to_string(),
-                    }));
-                    writer.write_record(&fields).map_err(|e| e.to_string())?;
-                }
-                tokio::task::yield_now().await;
+            for record in records {
+                fields.clear();
+                fields.extend(row(record)?.into_iter().map(|cell| match cell {
+                    None => String::new(),
+                    Some(Cell::Text(s)) => s,
+                    Some(Cell::Integer(n)) => n.to_string(),
+                }));
+                writer.write_record(&fields).map_err(|e| e.to_string())?;
             }
             writer
                 .into_inner()
@@ -340,27 +376,23 @@ async fn encode(format: FileFormat, records: &[Record]) -> Result<Encoded, Strin
                     },
                 })
                 .collect();
-            for step in records.chunks(ENCODE_STEP) {
-                for record in step {
-                    for (cell, column) in row(record)?.into_iter().zip(&mut columns) {
-                        match (column, cell) {
-                            (ColumnData::Text { values, defs }, Some(Cell::Text(s))) => {
-                                values.push(ByteArray::from(s.into_bytes()));
-                                defs.push(1);
-                            }
-                            (ColumnData::Integer { values, defs }, Some(Cell::Integer(n))) => {
-                                // Stored as INT64 annotated unsigned: the bits are the u64's.
-                                values.push(n as i64);
-                                defs.push(1);
-                            }
-                            (
-                                ColumnData::Text { defs, .. } | ColumnData::Integer { defs, .. },
-                                _,
-                            ) => defs.push(0),
+            for record in records {
+                for (cell, column) in row(record)?.into_iter().zip(&mut columns) {
+                    match (column, cell) {
+                        (ColumnData::Text { values, defs }, Some(Cell::Text(s))) => {
+                            values.push(ByteArray::from(s.into_bytes()));
+                            defs.push(1);
+                        }
+                        (ColumnData::Integer { values, defs }, Some(Cell::Integer(n))) => {
+                            // Stored as INT64 annotated unsigned: the bits are the u64's.
+                            values.push(n as i64);
+                            defs.push(1);
+                        }
+                        (ColumnData::Text { defs, .. } | ColumnData::Integer { defs, .. }, _) => {
+                            defs.push(0)
                         }
                     }
                 }
-                tokio::task::yield_now().await;
             }
             Ok(Encoded::Parquet(columns))
         }
@@ -411,10 +443,59 @@ fn parquet_schema() -> parquet::errors::Result<Type> {
         .build()
 }
 
+/// Records encoded per write by [`State::write_lines`]: about a megabyte, small enough to be
+/// in cache still when the kernel copies it.
+const LINES_STEP: usize = 2048;
+
 impl State {
+    /// Writes `records` as JSON lines a step at a time through one reused buffer: nothing the
+    /// size of the batch is allocated, and each step's bytes are copied while still in cache.
+    /// All or nothing, as [`State::write`].
+    fn write_lines(&mut self, records: &[Record]) -> io::Result<()> {
+        if self.open.as_ref().is_some_and(|open| self.is_full(open)) {
+            self.rotate()?;
+        }
+        if self.open.is_none() {
+            self.open = Some(self.start()?);
+        }
+        let State { open, scratch, .. } = self;
+        let Some(OpenFile {
+            sink: Sink::Bytes { file, len },
+            ..
+        }) = open.as_mut()
+        else {
+            return Err(io::Error::other(
+                "JSON lines written to a file of another format",
+            ));
+        };
+        let mut written = 0;
+        for step in records.chunks(LINES_STEP) {
+            scratch.clear();
+            for record in step {
+                record.write_json(scratch);
+                scratch.push(b'\n');
+            }
+            if let Err(error) = file.write_all(scratch) {
+                // All or nothing: cut the partial batch off, so the retry does not repeat it.
+                let _ = file.set_len(*len);
+                let _ = file.seek(SeekFrom::Start(*len));
+                return Err(error);
+            }
+            written += scratch.len() as u64;
+        }
+        *len += written;
+        if scratch.capacity() > 4 << 20 {
+            *scratch = Vec::new();
+        }
+        if self.open.as_ref().is_some_and(|open| self.is_full(open)) {
+            self.rotate()?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, encoded: Encoded) -> io::Result<()> {
         if self.open.as_ref().is_some_and(|open| self.is_full(open)) {
-            self.finish()?;
+            self.rotate()?;
         }
         if self.open.is_none() {
             self.open = Some(self.start()?);
@@ -459,9 +540,42 @@ impl State {
             }
         }
         if self.open.as_ref().is_some_and(|open| self.is_full(open)) {
-            self.finish()?;
+            self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Closes the open file and syncs and publishes it on a thread of its own: the sync waits
+    /// on the disk, which the next batches need not do.
+    fn rotate(&mut self) -> io::Result<()> {
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let (file, tmp, path) = open.close()?;
+        self.reap();
+        self.publishing
+            .push(std::thread::spawn(move || publish(&file, &tmp, &path)));
+        Ok(())
+    }
+
+    /// Forgets the files published since the last look, logging any that could not be: such
+    /// a file keeps its temporary name and is completed at the next start.
+    fn reap(&mut self) {
+        let (done, going): (Vec<_>, Vec<_>) = std::mem::take(&mut self.publishing)
+            .into_iter()
+            .partition(|p| p.is_finished());
+        self.publishing = going;
+        for publishing in done {
+            match publishing.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(dir = %self.dir.display(), %error, "cannot sync and publish a full file; it is completed at the next start");
+                }
+                Err(_) => {
+                    tracing::error!(dir = %self.dir.display(), "publishing a full file panicked")
+                }
+            }
+        }
     }
 
     fn is_full(&self, open: &OpenFile) -> bool {
@@ -528,21 +642,21 @@ impl State {
     }
 
     /// Completes the open file, if any: synced, then renamed to its final name.
+    /// Publishes the open file and waits until every file is synced and published.
     fn finish(&mut self) -> io::Result<()> {
-        let Some(open) = self.open.take() else {
-            return Ok(());
-        };
-        let file = match open.sink {
-            Sink::Bytes { file, .. } => file,
-            Sink::Parquet { writer, .. } => {
-                let buffered = (*writer).into_inner().map_err(io::Error::other)?;
-                buffered
-                    .into_inner()
-                    .map_err(io::IntoInnerError::into_error)?
-            }
-        };
-        file.sync_all()?;
-        fs::rename(&open.tmp, &open.path)
+        let mut result = Ok(());
+        if let Some(open) = self.open.take() {
+            result = open
+                .close()
+                .and_then(|(file, tmp, path)| publish(&file, &tmp, &path));
+        }
+        for publishing in self.publishing.drain(..) {
+            let done = publishing
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("publishing a file panicked")));
+            result = result.and(done);
+        }
+        result
     }
 }
 

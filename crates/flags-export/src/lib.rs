@@ -28,6 +28,7 @@ mod endpoint;
 mod exporter;
 mod file;
 pub mod nats;
+mod offload;
 pub mod postgres;
 pub mod redis;
 mod scheduler;

@@ -691,6 +691,7 @@ impl Worker {
                 let seq = loaded.seq;
                 match outcome {
                     Delivery::Done => {
+                        crate::offload::drop_later(batch);
                         self.with_spool(move |spool| spool.remove(seq)).await;
                     }
                     Delivery::DeadlinePassed => {
@@ -729,6 +730,7 @@ impl Worker {
                     deadline_passed = true;
                     break;
                 }
+                crate::offload::drop_later(batch);
                 continue;
             }
             if closing {

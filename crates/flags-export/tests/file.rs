@@ -254,6 +254,20 @@ fn every_field_of_every_kind_has_a_column_of_its_type() {
     }
 }
 
+/// Waits until `n` complete files are in `dir` (full files are published on the side).
+async fn eventually_files(dir: &Path, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while files(dir).len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} complete files, expected {n}",
+            files(dir).len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(files(dir).len(), n);
+}
+
 #[tokio::test]
 async fn files_rotate_by_size_and_names_sort_in_order() {
     for format in [FileFormat::Jsonl, FileFormat::Csv, FileFormat::Parquet] {
@@ -267,8 +281,8 @@ async fn files_rotate_by_size_and_names_sort_in_order() {
             exporter.export(&batch).await.unwrap();
             expected.extend(batch);
         }
-        // Every batch filled a file, which was completed at once.
-        assert_eq!(files(dir.path()).len(), 5, "{format:?}");
+        // Every batch filled a file, which is completed (synced and renamed) on the side.
+        eventually_files(dir.path(), 5).await;
         exporter.close().await.unwrap();
         assert_eq!(read_all(dir.path(), format), expected, "{format:?}");
     }
@@ -284,7 +298,7 @@ async fn files_rotate_by_age() {
     assert_eq!(files(dir.path()).len(), 0);
     tokio::time::sleep(Duration::from_millis(1100)).await;
     exporter.export(&samples()).await.unwrap();
-    assert_eq!(files(dir.path()).len(), 1);
+    eventually_files(dir.path(), 1).await;
     exporter.close().await.unwrap();
     assert_eq!(files(dir.path()).len(), 2);
 }
@@ -348,4 +362,33 @@ fn settings_have_defaults_and_refuse_unknown_fields() {
         "{error}"
     );
     assert!(serde_json::from_value::<FileSettings>(json!({})).is_err());
+}
+
+/// On a multi-thread runtime JSON lines are written a step at a time beside the runtime's
+/// workers; batches larger than a step, and files rotating between batches, read back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_written_in_steps_read_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = settings(dir.path(), FileFormat::Jsonl);
+    settings.max_bytes = Some(1 << 20);
+    let exporter = FileExporter::new(settings).unwrap();
+    let mut expected = Vec::new();
+    for round in 0..3u64 {
+        let batch: Vec<Record> = (0..5_000u64)
+            .flat_map(|i| {
+                samples().into_iter().map(move |mut r| {
+                    if let Record::Feature(f) = &mut r {
+                        f.creation_date = round * 1_000_000 + i;
+                    }
+                    r
+                })
+            })
+            .collect();
+        exporter.export(&batch).await.unwrap();
+        expected.extend(batch);
+    }
+    exporter.close().await.unwrap();
+    // A batch goes whole into one file; each filled one.
+    assert_eq!(files(dir.path()).len(), 3);
+    assert_eq!(read_all(dir.path(), FileFormat::Jsonl), expected);
 }
