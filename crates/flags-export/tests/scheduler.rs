@@ -275,6 +275,56 @@ async fn submit_under_a_stuck_exporter_returns_promptly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_that_waits_for_room_loses_nothing_to_a_slow_exporter() {
+    // No spool and a bound of 100: submitted without waiting, a burst of 20,000 into an
+    // exporter this slow drops most of it (the test above).
+    let slow = Arc::new(TestExporter::new(
+        "slow",
+        true,
+        Mode::Slow(Duration::from_millis(2)),
+    ));
+    let scheduler = start(config(None, 100), &[&slow]);
+    let mut deepest = 0;
+    for chunk in 0..400 {
+        scheduler
+            .submit_when_room(records(chunk * 50..chunk * 50 + 50), LONG)
+            .await;
+        deepest = deepest.max(scheduler.stats()[0].queue_depth);
+    }
+    // Within the bound, plus one submission and the batch in flight.
+    assert!(deepest <= 250, "{deepest}");
+    let report = scheduler.shutdown(LONG).await;
+    let stats = &report.exporters[0].stats;
+    assert_eq!((stats.exported, stats.dropped), (20_000, 0), "{stats:?}");
+    assert_eq!(slow.seen(), (0..20_000).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_room_under_a_stuck_exporter_ends_with_the_patience() {
+    let stuck = Arc::new(TestExporter::new("stuck", true, Mode::Stuck));
+    let scheduler = start(config(None, 100), &[&stuck]);
+    // Fills the queue; the task takes a batch and sticks in its export.
+    scheduler.submit(records(0..100));
+    wait_until(LONG, "the stuck export", || {
+        stuck.calls.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
+    scheduler.submit(records(100..200));
+    let started = Instant::now();
+    scheduler
+        .submit_when_room(records(200..300), Duration::from_millis(300))
+        .await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // Taken once the patience ran out: the oldest queued gave way, counted.
+    let stats = scheduler.stats()[0].clone();
+    assert_eq!(stats.received, 300);
+    assert_eq!(stats.dropped, 100, "{stats:?}");
+    let _ = scheduler.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_names_and_a_zero_bound_are_refused() {
     let a = Arc::new(TestExporter::new("same", true, Mode::Up));
     let b = Arc::new(TestExporter::new("same", false, Mode::Up));
