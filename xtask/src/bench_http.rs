@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::events_payload::mix;
 use super::{cargo, listening_addr, on_path, run_command, show, target_dir};
 
 /// Flags in the generated file.
@@ -1335,14 +1336,6 @@ fn segment_key(i: usize) -> String {
 }
 
 pub(crate) const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "ES", "IT", "NL", "SE"];
-
-/// Deterministic variety without a random-number generator: SplitMix64 of the index.
-pub(crate) fn mix(i: u64) -> u64 {
-    let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The benchmark's flag file. Half the flags are booleans rolled out by percentage (with a few
 /// targeted users; some off), three in ten are string flags with four rules (`in`, `endsWith`,

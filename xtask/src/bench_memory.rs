@@ -29,8 +29,9 @@ use anyhow::{Context as _, bail};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
-use super::bench_http::{COUNTRIES, mix};
+use super::bench_http::COUNTRIES;
 use super::bench_root::SseParser;
+use super::events_payload::mix;
 use super::{cargo, listening_addr, load_average, run_command, show, target_dir};
 
 /// Targets from the issue that asked for this benchmark.

@@ -9,6 +9,7 @@ mod bench_memory;
 mod bench_root;
 mod ci;
 mod deps;
+mod events_payload;
 mod fuzz;
 mod tidy;
 

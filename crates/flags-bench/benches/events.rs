@@ -27,10 +27,15 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flags_events::{Evaluation, EventError, SdkEvent, Summarizer};
 use flags_sdk::{Context, EvaluationEvent, EventProcessor, EventsConfig};
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 #[path = "../tests/sdks/mod.rs"]
 mod sdks;
+
+// The generator of the xtask's payloads, shared by path (it needs only serde_json).
+#[path = "../../../xtask/src/events_payload.rs"]
+#[allow(dead_code)]
+mod events_payload;
 
 use sdks::{OurSdk, TheirSdk};
 
@@ -170,79 +175,13 @@ fn variation(c: &mut Criterion) {
     println!("events_variation: flags-sdk {stats:?}");
 }
 
-/// A `/bulk` body of 1,000 events as `cargo xtask bench-events` makes them
-/// (`xtask/src/bench_events.rs`, seed 0): in every fifty, forty `feature` events (contexts as
-/// `contextKeys`, one in four of two kinds; a `RULE_MATCH` reason for a third, `FALLTHROUGH` for
-/// the others), nine `custom` events (some with a metric value, some with data) and one
-/// `summary` of three flags with four counters in all. About 197 KB.
+/// A `/bulk` body of 1,000 events exactly as `cargo xtask bench-events` posts them (seed 0): in
+/// every fifty, forty `feature` events (contexts as `contextKeys`, one in four of two kinds; a
+/// `RULE_MATCH` reason for a third, `FALLTHROUGH` for the others), nine `custom` events (some
+/// with a metric value, some with data) and one `summary` of three flags with four counters in
+/// all. About 197 KB.
 fn bulk_payload() -> Vec<u8> {
-    // The xtask's mixing function (splitmix64's finaliser), so the keys and their spread match.
-    let mix = |i: u64| {
-        let mut z = i.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    let base_date: u64 = 1_767_225_600_000;
-    let events: Vec<Value> = (0..1000u64)
-        .map(|i| {
-            let r = mix(i);
-            let date = base_date + i;
-            let mut keys = Map::new();
-            keys.insert("user".to_owned(), json!(format!("user-{}", r % 100_000)));
-            if r.is_multiple_of(4) {
-                let org = format!("org-{}", (r >> 20) % 500);
-                keys.insert("organization".to_owned(), json!(org));
-            }
-            match i % 50 {
-                49 => {
-                    let counter = |variation: u64, value: Value, count: u64| {
-                        json!({"variation": variation, "value": value, "version": 3, "count": count})
-                    };
-                    json!({
-                        "kind": "summary", "startDate": date - 60_000, "endDate": date,
-                        "features": {
-                            format!("flag-{:03}", r % 16): {"default": false,
-                                "contextKinds": ["user"], "counters": [
-                                    counter(0, json!(false), 1 + r % 90),
-                                    counter(1, json!(true), 1 + r % 11)]},
-                            format!("flag-{:03}", 16 + (r >> 16) % 16): {"default": "control",
-                                "contextKinds": ["user", "organization"],
-                                "counters": [counter(2, json!("variant-b"), 1 + r % 40)]},
-                            format!("flag-{:03}", 32 + (r >> 32) % 16): {"default": 0,
-                                "contextKinds": ["user"],
-                                "counters": [counter(1, json!(25), 1 + r % 7)]},
-                        }
-                    })
-                }
-                40..=48 => {
-                    let key = ["checkout-completed", "signup", "page-view"][(r % 3) as usize];
-                    let mut event = json!({"kind": "custom", "creationDate": date, "key": key,
-                        "contextKeys": keys});
-                    if r.is_multiple_of(3) {
-                        event["metricValue"] = json!((r % 10_000) as f64 / 100.0);
-                    }
-                    if r.is_multiple_of(5) {
-                        event["data"] = json!({"plan": "pro", "items": r % 7});
-                    }
-                    event
-                }
-                _ => {
-                    let (flag, variation) = (r % 50, (r >> 8) % 2);
-                    let reason = if r.is_multiple_of(3) {
-                        json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "beta-users"})
-                    } else {
-                        json!({"kind": "FALLTHROUGH"})
-                    };
-                    json!({"kind": "feature", "creationDate": date,
-                        "key": format!("flag-{flag:03}"), "version": 1 + flag % 9,
-                        "variation": variation, "value": variation == 1, "default": false,
-                        "contextKeys": keys, "reason": reason})
-                }
-            }
-        })
-        .collect();
-    Value::Array(events).to_string().into_bytes()
+    events_payload::payload(0, 1000).to_string().into_bytes()
 }
 
 /// `/bulk` reading as it was before the direct reader: the body into a `Value`, then each event
