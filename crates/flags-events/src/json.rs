@@ -7,13 +7,16 @@ use serde_json::Value;
 use crate::record::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
 use crate::record::{SDK_DEFAULT, Word};
 
-/// Appends `record` as `serde_json::to_writer` would.
-pub(crate) fn write_record(record: &Record, out: &mut Vec<u8>) {
-    match record {
-        Record::Feature(r) => feature(r, out),
-        Record::Custom(r) => custom(r, out),
-        Record::Summary(r) => summary(r, out),
-        Record::Metrics(r) => metrics(r, out),
+impl Record {
+    /// Appends the record as one line of JSON (no newline): the bytes `serde_json` writes for
+    /// it, written directly, since exporters write every record this way.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Record::Feature(r) => feature(r, out),
+            Record::Custom(r) => custom(r, out),
+            Record::Summary(r) => summary(r, out),
+            Record::Metrics(r) => metrics(r, out),
+        }
     }
 }
 

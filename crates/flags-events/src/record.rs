@@ -66,12 +66,6 @@ impl Record {
             Record::Metrics(r) => r.creation_date,
         }
     }
-
-    /// Appends the record as one line of JSON (no newline): the bytes `serde_json` writes for
-    /// it, written directly, since exporters write every record this way.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        crate::json::write_record(self, out);
-    }
 }
 
 /// An evaluation, in go-feature-flag's `FeatureEvent` shape.
