@@ -65,6 +65,7 @@ const LAYERS: &[(&str, Allowed)] = &[
         "flags-store-postgres",
         Allowed::Only(&["flags-core", "flags-store"]),
     ),
+    ("flags-store-redis", Allowed::Only(&[])),
     ("flags-test-support", Allowed::Only(&[])),
     ("flags-events", Allowed::Only(&[])),
     ("flags-export", Allowed::Only(&["flags-events"])),
