@@ -65,7 +65,10 @@ const LAYERS: &[(&str, Allowed)] = &[
         "flags-store-postgres",
         Allowed::Only(&["flags-core", "flags-store"]),
     ),
-    ("flags-store-redis", Allowed::Only(&[])),
+    (
+        "flags-store-redis",
+        Allowed::Only(&["flags-core", "flags-eval"]),
+    ),
     ("flags-test-support", Allowed::Only(&[])),
     ("flags-events", Allowed::Only(&[])),
     ("flags-export", Allowed::Only(&["flags-events"])),

@@ -11,6 +11,9 @@
 //! when another writer changed the hash in between. The store holds JSON text and versions and
 //! knows nothing of what a flag means: callers give each item's JSON as LaunchDarkly's SDKs
 //! should read it.
+//!
+//! [`RedisBigSegments`] keeps big-segment memberships in LaunchDarkly's layout too, and answers
+//! an evaluator's [`flags_core::BigSegmentStore`] queries from it.
 
 #![warn(missing_docs)]
 
@@ -18,6 +21,10 @@
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+mod big_segments;
+
+pub use big_segments::{MemberOp, RedisBigSegments, segment_ref};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

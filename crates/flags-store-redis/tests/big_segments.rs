@@ -1,0 +1,163 @@
+//! Big-segment memberships in LaunchDarkly's Redis layout, written and read back, and a flag
+//! evaluated against them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use flags_core::{BigSegmentStore, Context, FlagData};
+use flags_eval::{CompiledData, Evaluator, big_segment_hash};
+use flags_store_redis::{MemberOp, RedisBigSegments, segment_ref};
+use flags_test_support::redis;
+use serde_json::json;
+
+fn prefix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "flagd-bigseg-test-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+async fn raw_members(key: &str) -> Vec<String> {
+    let client = redis::Client::open(redis().url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    members.sort();
+    members
+}
+
+#[tokio::test]
+async fn memberships_are_written_in_launchdarkly_s_layout_and_read_back() {
+    let prefix = prefix();
+    let store = RedisBigSegments::connect(redis().url(), &prefix)
+        .await
+        .unwrap();
+    let hash = big_segment_hash("alice");
+    assert_eq!(
+        store.include_key(&hash),
+        format!("{prefix}:big_segment_include:{hash}")
+    );
+    assert_eq!(segment_ref("beta", 3), "beta.g3");
+
+    store
+        .apply("beta", 3, MemberOp::Include, &["alice", "bob"])
+        .await
+        .unwrap();
+    store
+        .apply("gamma", 1, MemberOp::Exclude, &["alice"])
+        .await
+        .unwrap();
+    assert_eq!(raw_members(&store.include_key(&hash)).await, ["beta.g3"]);
+    assert_eq!(raw_members(&store.exclude_key(&hash)).await, ["gamma.g1"]);
+
+    let alice = store.membership(&hash).unwrap().unwrap();
+    assert_eq!(alice.check("beta.g3"), Some(true));
+    assert_eq!(alice.check("gamma.g1"), Some(false));
+    assert_eq!(alice.check("beta.g2"), None);
+    assert!(
+        store
+            .membership(&big_segment_hash("carol"))
+            .unwrap()
+            .is_none()
+    );
+
+    // Excluding moves a context out of the inclusions; removing lists it nowhere; both again
+    // change nothing.
+    for _ in 0..2 {
+        store
+            .apply("beta", 3, MemberOp::Exclude, &["bob"])
+            .await
+            .unwrap();
+    }
+    let bob = store.membership(&big_segment_hash("bob")).unwrap().unwrap();
+    assert_eq!(bob.check("beta.g3"), Some(false));
+    for _ in 0..2 {
+        store
+            .apply("beta", 3, MemberOp::Remove, &["bob"])
+            .await
+            .unwrap();
+    }
+    assert!(
+        store
+            .membership(&big_segment_hash("bob"))
+            .unwrap()
+            .is_none()
+    );
+
+    assert_eq!(store.metadata().unwrap().last_up_to_date, None);
+    store.set_synchronized_on(1_700_000_000_123).await.unwrap();
+    assert_eq!(
+        store.metadata().unwrap().last_up_to_date,
+        Some(1_700_000_000_123)
+    );
+}
+
+#[tokio::test]
+async fn a_flag_evaluates_big_segments_straight_from_redis() {
+    let store = RedisBigSegments::connect(redis().url(), &prefix())
+        .await
+        .unwrap();
+    let members: Vec<String> = (0..5_000).map(|i| format!("user-{i}")).collect();
+    let refs: Vec<&str> = members.iter().map(String::as_str).collect();
+    store
+        .apply("big", 2, MemberOp::Include, &refs)
+        .await
+        .unwrap();
+    store
+        .apply("big", 2, MemberOp::Exclude, &["user-4999"])
+        .await
+        .unwrap();
+    let data = CompiledData::compile(
+        FlagData::from_json_value(json!({
+            "flags": {"f": {"on": true, "variations": [false, true], "fallthrough": {"variation": 0},
+                "rules": [{"id": "r0", "variation": 1, "clauses": [{"contextKind": "user",
+                    "attribute": "key", "op": "segmentMatch", "values": ["big"]}]}]}},
+            "segments": {"big": {"unbounded": true, "generation": 2}}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let evaluate = |key: &str| {
+        let context = Context::user(key).unwrap();
+        serde_json::to_value(
+            Evaluator::new(&data)
+                .with_big_segments(&store)
+                .evaluate("f", &context),
+        )
+        .unwrap()
+    };
+
+    // Never synchronized: answered, but stale.
+    assert_eq!(
+        evaluate("user-17")["reason"],
+        json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r0", "bigSegmentsStatus": "STALE"})
+    );
+    store.set_synchronized_on(now_ms()).await.unwrap();
+    assert_eq!(
+        evaluate("user-17"),
+        json!({"value": true, "variationIndex": 1,
+            "reason": {"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r0", "bigSegmentsStatus": "HEALTHY"}})
+    );
+    assert_eq!(evaluate("user-4999")["value"], false, "excluded");
+    assert_eq!(
+        evaluate("stranger")["reason"],
+        json!({"kind": "FALLTHROUGH", "bigSegmentsStatus": "HEALTHY"})
+    );
+}
