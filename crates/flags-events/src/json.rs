@@ -21,14 +21,8 @@ impl Record {
 }
 
 fn feature(r: &FeatureRecord, out: &mut Vec<u8>) {
-    out.extend_from_slice(br#"{"kind":"feature","contextKind":"#);
-    string(out, &r.context_kind);
-    out.extend_from_slice(br#","userKey":"#);
-    string(out, &r.user_key);
-    out.extend_from_slice(br#","creationDate":"#);
-    number(out, r.creation_date);
-    out.extend_from_slice(br#","key":"#);
-    string(out, &r.key);
+    out.extend_from_slice(br#"{"kind":"feature","#);
+    who_and_what(out, &r.context_kind, &r.user_key, r.creation_date, &r.key);
     out.extend_from_slice(br#","variation":"#);
     variation(out, r.variation);
     out.extend_from_slice(br#","value":"#);
@@ -47,14 +41,8 @@ fn feature(r: &FeatureRecord, out: &mut Vec<u8>) {
 }
 
 fn custom(r: &CustomRecord, out: &mut Vec<u8>) {
-    out.extend_from_slice(br#"{"kind":"custom","contextKind":"#);
-    string(out, &r.context_kind);
-    out.extend_from_slice(br#","userKey":"#);
-    string(out, &r.user_key);
-    out.extend_from_slice(br#","creationDate":"#);
-    number(out, r.creation_date);
-    out.extend_from_slice(br#","key":"#);
-    string(out, &r.key);
+    out.extend_from_slice(br#"{"kind":"custom","#);
+    who_and_what(out, &r.context_kind, &r.user_key, r.creation_date, &r.key);
     if let Some(v) = r.value {
         out.extend_from_slice(br#","value":"#);
         float(out, v);
@@ -68,6 +56,19 @@ fn custom(r: &CustomRecord, out: &mut Vec<u8>) {
     out.extend_from_slice(br#","metadata":"#);
     metadata(out, &r.metadata);
     out.push(b'}');
+}
+
+/// `"contextKind":…,"userKey":…,"creationDate":…,"key":…`, which `feature` and `custom`
+/// records share.
+fn who_and_what(out: &mut Vec<u8>, context_kind: &str, user_key: &str, at: u64, key: &str) {
+    out.extend_from_slice(br#""contextKind":"#);
+    string(out, context_kind);
+    out.extend_from_slice(br#","userKey":"#);
+    string(out, user_key);
+    out.extend_from_slice(br#","creationDate":"#);
+    number(out, at);
+    out.extend_from_slice(br#","key":"#);
+    string(out, key);
 }
 
 fn summary(r: &SummaryRecord, out: &mut Vec<u8>) {
