@@ -34,11 +34,11 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY,
   FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS, FLAGD_EXPORT_DIR,
   FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
-  FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES
+  FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX
 The configuration file is YAML with the same names: listen, files, sdk_keys, log,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
 admin_key, sync.{poll_interval_ms,backoff_base_ms}, events.{exporters,server_evaluations,
-spool_dir,...}; exporters are listed under events.exporters, each with a kind (file,
+spool_dir,...}, redis.{url,prefix}; exporters are listed under events.exporters, each with a kind (file,
 postgres, redis, nats, webhook) and its settings (see docs/events.md).
 
 With --database (root mode) flagd serves every environment of the database; each SDK key
@@ -71,7 +71,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve flag files over HTTP, reloading them when they change.
     #[command(after_long_help = SERVE_AFTER_HELP)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check flag files and print every problem with its field path.
     #[command(after_long_help = VALIDATE_AFTER_HELP)]
     Validate(ValidateArgs),
@@ -180,6 +180,14 @@ pub struct ServeArgs {
     /// sample rate between 0 and 1 [default: off].
     #[arg(long = "server-evaluations", value_name = "off|all|RATE", value_parser = Sampling::parse)]
     pub server_evaluations: Option<Sampling>,
+    /// Write every served environment into this Redis in LaunchDarkly's layout, for
+    /// LaunchDarkly SDKs in daemon mode. Prefer FLAGD_REDIS_URL when it holds a password.
+    #[arg(long = "redis-url", value_name = "URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix in Redis; `{env}` stands for the environment [default: launchdarkly in file
+    /// mode, launchdarkly:{env} in root mode].
+    #[arg(long = "redis-prefix", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -197,6 +205,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
             .field("export_dir", &self.export_dir)
             .field("server_evaluations", &self.server_evaluations)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("redis_prefix", &self.redis_prefix)
             .finish()
     }
 }
@@ -251,6 +261,12 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.export_dir {
             config.add_export_dir(dir);
+        }
+        if let Some(url) = &self.redis_url {
+            config.redis.url = Some(url.clone());
+        }
+        if let Some(prefix) = &self.redis_prefix {
+            config.redis.prefix = Some(prefix.clone());
         }
         if let Some(sampling) = self.server_evaluations {
             config.events.server_evaluations = sampling;
@@ -356,6 +372,28 @@ mod tests {
         assert_eq!(config.sdk_keys, vec!["k1", "k2"]);
         assert_eq!(config.reload.poll_interval_ms, 25);
         assert_eq!(config.log, "warn");
+    }
+
+    #[test]
+    fn redis_flags_and_variables_set_the_redis_settings() {
+        let env = HashMap::from([
+            (
+                "FLAGD_REDIS_URL".to_owned(),
+                "redis://:pw@cache:6379".to_owned(),
+            ),
+            ("FLAGD_REDIS_PREFIX".to_owned(), "from-env".to_owned()),
+        ]);
+        let cli = Cli::try_parse_from(["flagd", "serve", "--redis-prefix", "ld:{env}"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let config = args.resolve(&env).unwrap();
+        assert_eq!(config.redis.url.as_deref(), Some("redis://:pw@cache:6379"));
+        assert_eq!(config.redis.prefix.as_deref(), Some("ld:{env}"));
+        assert!(
+            !format!("{config:?}").contains("pw@"),
+            "the password is not shown"
+        );
     }
 
     #[test]

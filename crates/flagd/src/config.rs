@@ -40,6 +40,30 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Analytics events: exporters, and whether flagd's own evaluations are events too.
     pub events: EventsConfig,
+    /// Redis that every served environment is written into, in LaunchDarkly's layout.
+    pub redis: RedisConfig,
+}
+
+/// Redis in LaunchDarkly's persistent-store layout, written with every environment's served
+/// data (kills and overrides folded in, as SDKs receive it on the stream), so that LaunchDarkly
+/// SDKs in daemon mode read what flagd serves.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; without it nothing is written.
+    pub url: Option<String>,
+    /// The key prefix; `{env}` stands for the environment key. Default: LaunchDarkly's,
+    /// `launchdarkly`, in file mode, and `launchdarkly:{env}` in root mode.
+    pub prefix: Option<String>,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -58,6 +82,7 @@ impl std::fmt::Debug for Config {
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
             .field("sync", &self.sync)
             .field("events", &self.events)
+            .field("redis", &self.redis)
             .finish()
     }
 }
@@ -359,6 +384,7 @@ impl Default for Config {
             admin_key: None,
             sync: SyncConfig::default(),
             events: EventsConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -482,6 +508,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_LOG", "log"),
     ("FLAGD_DATABASE_URL", "database_url"),
     ("FLAGD_ADMIN_KEY", "admin_key"),
+    ("FLAGD_REDIS_URL", "redis.url"),
+    ("FLAGD_REDIS_PREFIX", "redis.prefix"),
     ("FLAGD_SYNC_POLL_INTERVAL_MS", "sync.poll_interval_ms"),
     ("FLAGD_SYNC_BACKOFF_BASE_MS", "sync.backoff_base_ms"),
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
@@ -599,6 +627,8 @@ impl Config {
                 "FLAGD_LOG" => self.log = value.clone(),
                 "FLAGD_DATABASE_URL" => self.database_url = Some(value.clone()),
                 "FLAGD_ADMIN_KEY" => self.admin_key = Some(value.clone()),
+                "FLAGD_REDIS_URL" => self.redis.url = Some(value.clone()),
+                "FLAGD_REDIS_PREFIX" => self.redis.prefix = Some(value.clone()),
                 "FLAGD_SYNC_POLL_INTERVAL_MS" => self.sync.poll_interval_ms = num(name, value)?,
                 "FLAGD_SYNC_BACKOFF_BASE_MS" => self.sync.backoff_base_ms = num(name, value)?,
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,

@@ -171,6 +171,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         watcher = Some(tokio::spawn(task));
         source = Some(file_source);
     }
+    start_redis(&config, &state, false);
     let router = crate::http::app(state.clone());
     let background = Background {
         source,
@@ -215,6 +216,7 @@ pub async fn start_with_store(
         }
     };
     let task = sync.spawn(first, state.shutdown.clone());
+    start_redis(&config, &state, true);
     let admin = crate::admin::admin_router(crate::admin::AdminState {
         store,
         bootstrap_admin_key: config.admin_key.clone(),
@@ -226,6 +228,19 @@ pub async fn start_with_store(
         ..Background::default()
     };
     Ok(serve(listener, addr, state, router, background))
+}
+
+/// Starts writing every environment into Redis when `redis.url` is set.
+fn start_redis(config: &Config, state: &AppState, root_mode: bool) {
+    if let Some(url) = &config.redis.url {
+        drop(crate::redis_mirror::spawn(
+            Arc::clone(&state.envs),
+            url.clone(),
+            config.redis.prefix.clone(),
+            root_mode,
+            state.shutdown.clone(),
+        ));
+    }
 }
 
 /// Starts the configured exporters and points the state's event intake at them.
