@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::FlagDir;
@@ -14,12 +13,7 @@ use flags_test_support::redis;
 use serde_json::{Value, json};
 
 fn prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "flagd-mirror-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    redis().unique_prefix("flagd-mirror-test")
 }
 
 fn flags(on: bool) -> String {

@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flags_core::{BigSegmentStore, Context, FlagData};
@@ -13,12 +12,7 @@ use flags_test_support::redis;
 use serde_json::json;
 
 fn prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "flagd-bigseg-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    redis().unique_prefix("flagd-bigseg-test")
 }
 
 fn now_ms() -> u64 {

@@ -5,19 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use flags_store_redis::{DEFAULT_PREFIX, Item, Kind, RedisStore, Stored};
 use flags_test_support::redis;
 
-/// A prefix no other test or run uses.
 fn prefix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "flagd-test-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    redis().unique_prefix("flagd-test")
 }
 
 fn flag(key: &str, version: u64) -> Item {

@@ -58,6 +58,16 @@ impl Redis {
         &self.url
     }
 
+    /// A key prefix no other test, run or binary uses on a shared server: `{base}-{pid}-{n}`.
+    pub fn unique_prefix(&self, base: &str) -> String {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        format!(
+            "{base}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        )
+    }
+
     /// Whether this is a throwaway server of this binary rather than the one the test command
     /// named.
     pub fn is_throwaway(&self) -> bool {
