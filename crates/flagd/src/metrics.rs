@@ -33,6 +33,8 @@ pub struct Metrics {
     reload_errors: Counter,
     events_received: Family<KindLabels, Counter>,
     flags_loaded: Gauge,
+    redis_writes: Counter,
+    redis_write_errors: Counter,
     segments_loaded: Gauge,
     last_reload_success: Gauge<f64, AtomicU64>,
     /// Evaluation counters already created, by flag then reason, so that counting an
@@ -320,6 +322,8 @@ impl Metrics {
         let reload_errors = Counter::default();
         let events_received = Family::<KindLabels, Counter>::default();
         let flags_loaded = Gauge::default();
+        let redis_writes = Counter::default();
+        let redis_write_errors = Counter::default();
         let segments_loaded = Gauge::default();
         let last_reload_success = Gauge::<f64, AtomicU64>::default();
         registry.register(
@@ -373,6 +377,16 @@ impl Metrics {
             flags_loaded.clone(),
         );
         registry.register(
+            "flagd_redis_writes",
+            "Environments' data written into Redis (--redis-url), whole, once per change",
+            redis_writes.clone(),
+        );
+        registry.register(
+            "flagd_redis_write_errors",
+            "Failed attempts to write an environment's data into Redis",
+            redis_write_errors.clone(),
+        );
+        registry.register(
             "flagd_segments",
             "Segments in the served data",
             segments_loaded.clone(),
@@ -396,6 +410,8 @@ impl Metrics {
             reload_errors,
             events_received,
             flags_loaded,
+            redis_writes,
+            redis_write_errors,
             segments_loaded,
             last_reload_success,
             evaluation_handles: RwLock::default(),
@@ -496,6 +512,16 @@ impl Metrics {
 
     pub(crate) fn stream_closed(&self) {
         self.streams_open.dec();
+    }
+
+    /// An environment's data was written into Redis.
+    pub(crate) fn redis_written(&self) {
+        self.redis_writes.inc();
+    }
+
+    /// Writing an environment's data into Redis failed.
+    pub(crate) fn redis_failed(&self) {
+        self.redis_write_errors.inc();
     }
 
     pub(crate) fn stream_resync(&self) {

@@ -232,12 +232,13 @@ pub async fn start_with_store(
 
 /// Starts writing every environment into Redis when `redis.url` is set.
 fn start_redis(config: &Config, state: &AppState, root_mode: bool) {
-    if let Some(url) = &config.redis.url {
+    if let (Some(url), Some(health)) = (&config.redis.url, &state.redis) {
         drop(crate::redis_mirror::spawn(
             Arc::clone(&state.envs),
             url.clone(),
             config.redis.prefix.clone(),
             root_mode,
+            (Arc::clone(health), Arc::clone(&state.metrics)),
             state.shutdown.clone(),
         ));
     }

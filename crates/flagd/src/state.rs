@@ -69,6 +69,8 @@ pub struct AppState {
     pub shutdown: Shutdown,
     /// Where analytics events go (nowhere until exporters are configured).
     pub events: Arc<Events>,
+    /// How writing into Redis goes, when `redis.url` is set.
+    pub redis: Option<Arc<crate::redis_mirror::RedisHealth>>,
 }
 
 impl AppState {
@@ -100,6 +102,7 @@ impl AppState {
             streams: Arc::new(Semaphore::new(config.http.max_streams)),
             shutdown: Shutdown::new(),
             events: Arc::new(Events::off()),
+            redis: config.redis.url.as_ref().map(|_| Arc::default()),
         }
     }
 }

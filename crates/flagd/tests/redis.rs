@@ -98,6 +98,9 @@ async fn served_data_is_written_to_redis_and_kept_current() {
         .await
         .unwrap();
     assert!(inited);
+    let ready = get_json(&format!("{base}/readyz")).await;
+    assert_eq!(ready["redis"]["status"], "OK", "{ready}");
+    assert!(ready["redis"]["environments"]["default"]["lastWriteAt"].is_string());
 
     // An edit reaches Redis.
     let before = features["checkout"]["version"].as_u64().unwrap();
@@ -120,5 +123,77 @@ async fn served_data_is_written_to_redis_and_kept_current() {
         f.len() == 2 && f["checkout"]["on"] == json!(true)
     })
     .await;
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    // The first write, the edit and the rewrite, at least (a reload that changes nothing
+    // writes nothing).
+    assert!(
+        counter(&metrics, "flagd_redis_writes_total") >= 3,
+        "{metrics}"
+    );
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_serves_on_when_redis_does_not_answer() {
+    let dir = FlagDir::new();
+    let file = dir.write("flags.json", &flags(true));
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = common::test_config(vec![file]);
+    config.redis.url = Some(format!("redis://127.0.0.1:{port}"));
+    let server = flagd::start(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ready = loop {
+        let ready = get_json(&format!("{base}/readyz")).await;
+        if ready["redis"]["status"] == "DOWN" {
+            break ready;
+        }
+        assert!(Instant::now() < deadline, "{ready}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(ready["status"], "SERVING", "{ready}");
+    assert!(
+        ready["redis"]["environments"]["default"]["lastError"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{ready}"
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/evaluate/checkout"))
+        .header("Content-Type", "application/json")
+        .body(r#"{"context":{"kind":"user","key":"u"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert!(
+        !metrics.contains("flagd_redis_write_errors_total 0\n"),
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// The value of an unlabelled counter in an OpenMetrics text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+async fn get_text(url: &str) -> String {
+    let body = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+async fn get_json(url: &str) -> Value {
+    serde_json::from_str(&get_text(url).await).unwrap()
 }

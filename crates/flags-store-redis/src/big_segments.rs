@@ -61,7 +61,12 @@ impl RedisBigSegments {
     /// Connects to the Redis at `url`, keeping memberships under `prefix`.
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisBigSegments, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
-        let writer = ConnectionManager::new(client.clone()).await?;
+        // One try: callers decide how to retry a Redis that does not answer.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(QUERY_TIMEOUT))
+            .set_response_timeout(Some(QUERY_TIMEOUT))
+            .set_number_of_retries(1);
+        let writer = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(RedisBigSegments {
             prefix: prefix.to_owned(),
             client,

@@ -180,9 +180,11 @@ impl RedisStore {
     pub async fn connect(url: &str, prefix: &str) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         let timeout = Some(Duration::from_secs(5));
+        // One try: callers decide how to retry a Redis that does not answer.
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
-            .set_response_timeout(timeout);
+            .set_response_timeout(timeout)
+            .set_number_of_retries(1);
         let shared = ConnectionManager::new_with_config(client.clone(), config).await?;
         let watching = client.get_multiplexed_async_connection().await?;
         Ok(RedisStore {

@@ -26,6 +26,8 @@ struct Ready {
     consecutive_failures: u32,
     warnings: Vec<String>,
     files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis: Option<crate::redis_mirror::RedisReady>,
 }
 
 /// Alive: the process answers.
@@ -61,6 +63,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         consecutive_failures: health.consecutive_failures,
         warnings: state.store.warnings(),
         files: files.iter().map(|f| f.display().to_string()).collect(),
+        redis: state.redis.as_ref().map(|r| r.report()),
     };
     (code, Json(body)).into_response()
 }
@@ -114,7 +117,7 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
             (env.key.to_string(), json!(ready))
         })
         .collect();
-    let body = json!({
+    let mut body = json!({
         "status": report.status,
         "source": "database",
         "secondsSinceLastContact": report.seconds_since_last_contact,
@@ -123,5 +126,8 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
         "lastError": report.last_error,
         "environments": environments,
     });
+    if let Some(redis) = &state.redis {
+        body["redis"] = json!(redis.report());
+    }
     (code, Json(body)).into_response()
 }
