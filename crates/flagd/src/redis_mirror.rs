@@ -96,6 +96,11 @@ impl RedisHealth {
 /// How often the set of environments is looked at for new ones (root mode adds them).
 const ENV_SCAN: Duration = Duration::from_secs(1);
 
+/// How often a writer checks that Redis still holds its data (`{prefix}:$inited`): a Redis
+/// that went away is noticed without waiting for the next change, and one that came back
+/// empty is written again.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// The first and the longest wait between tries while Redis does not answer.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
@@ -178,14 +183,18 @@ impl Writer {
         }
     }
 
-    /// Connects, writes the current data, then writes it again after every change. Returns
-    /// `Ok` when the environment's change feed ends, `Err` on the first failure.
+    /// Connects, writes the current data, then writes it again after every change and
+    /// whenever Redis turns out to have lost it. Returns `Ok` when the environment's change
+    /// feed ends, `Err` on the first failure.
     async fn follow(&self, env: &Env) -> Result<(), flags_store_redis::StoreError> {
         let store: &Store = &env.store;
         let redis = RedisStore::connect(&self.url, &self.prefix).await?;
         // Subscribe before reading, so a change in between is not missed.
         let mut changes = store.subscribe();
         let mut written = None;
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(snapshot) = store.snapshot()
                 && written != Some(snapshot.generation())
@@ -207,9 +216,17 @@ impl Writer {
                 }
                 written = Some(snapshot.generation());
             }
-            match changes.recv().await {
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return Ok(()),
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+                _ = check.tick() => {
+                    if !redis.initialized().await? {
+                        tracing::warn!(prefix = %self.prefix, "Redis lost flagd's data; writing it again");
+                        written = None;
+                    }
+                }
             }
         }
     }
