@@ -160,7 +160,7 @@ impl Writer {
         let mut failing = false;
         loop {
             let outcome = tokio::select! {
-                outcome = self.follow(&env) => outcome,
+                outcome = self.follow(&env, &mut failing) => outcome,
                 () = shutdown.wait() => return,
             };
             match outcome {
@@ -169,8 +169,11 @@ impl Writer {
                     self.metrics.redis_failed();
                     self.health.failed(&env.key, error.to_string());
                     if !failing {
+                        // The first failure since the last good write: said once, and the
+                        // backoff starts again from its shortest wait.
                         tracing::warn!(env = %env.key, prefix = %self.prefix, %error,
                             "cannot write to Redis; flagd keeps serving, and writes everything when it answers");
+                        wait = BACKOFF.0;
                     }
                     failing = true;
                 }
@@ -184,9 +187,13 @@ impl Writer {
     }
 
     /// Connects, writes the current data, then writes it again after every change and
-    /// whenever Redis turns out to have lost it. Returns `Ok` when the environment's change
-    /// feed ends, `Err` on the first failure.
-    async fn follow(&self, env: &Env) -> Result<(), flags_store_redis::StoreError> {
+    /// whenever Redis turns out to have lost it; a write clears `failing`. Returns `Ok` when
+    /// the environment's change feed ends, `Err` on the first failure.
+    async fn follow(
+        &self,
+        env: &Env,
+        failing: &mut bool,
+    ) -> Result<(), flags_store_redis::StoreError> {
         let store: &Store = &env.store;
         let redis = RedisStore::connect(&self.url, &self.prefix).await?;
         // Subscribe before reading, so a change in between is not missed.
@@ -210,6 +217,10 @@ impl Writer {
                 redis.init(&features, &segments).await?;
                 self.metrics.redis_written();
                 self.health.wrote(&env.key);
+                if std::mem::take(failing) {
+                    tracing::info!(env = %env.key, prefix = %self.prefix,
+                        "Redis answers again; everything is written");
+                }
                 if written.is_none() {
                     tracing::info!(prefix = %self.prefix, flags = features.len(),
                         segments = segments.len(), "written to Redis in LaunchDarkly's layout");
