@@ -35,6 +35,12 @@ pub fn big_segment_hash(context_key: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
+/// How a big-segment store names generation `generation` of segment `segment_key` in its
+/// membership sets: `{segmentKey}.g{generation}`.
+pub fn big_segment_ref(segment_key: &str, generation: u64) -> String {
+    format!("{segment_key}.g{generation}")
+}
+
 /// Whether the membership names `segment_ref`: `Some(true)` included, `Some(false)` excluded,
 /// `None` not listed. Inclusion wins over exclusion, as in LaunchDarkly's store implementations.
 pub(crate) fn membership_of(membership: &BigSegmentMembership, segment_ref: &str) -> Option<bool> {

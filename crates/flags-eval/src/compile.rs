@@ -611,7 +611,7 @@ impl CSegment {
                 kind_or_default(s.unbounded_context_kind.as_deref().unwrap_or("")).into();
             let reference = s
                 .generation
-                .map(|g| format!("{}.g{}", s.key, g).into_boxed_str());
+                .map(|g| crate::big_segments::big_segment_ref(&s.key, g).into_boxed_str());
             (kind, reference)
         });
         CSegment {

@@ -47,7 +47,7 @@ mod evaluator;
 mod hash;
 mod ops;
 
-pub use big_segments::big_segment_hash;
+pub use big_segments::{big_segment_hash, big_segment_ref};
 pub use bucket::bucket;
 pub use clause_value::{UnusableValue, check_clause_value};
 pub use data::{CompileError, CompiledData, CompiledFlag, CompiledSegment};

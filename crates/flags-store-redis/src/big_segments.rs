@@ -18,7 +18,7 @@ use std::time::Duration;
 use flags_core::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
 };
-use flags_eval::big_segment_hash;
+use flags_eval::{big_segment_hash, big_segment_ref};
 use redis::aio::ConnectionManager;
 
 use crate::StoreError;
@@ -99,7 +99,7 @@ impl RedisBigSegments {
         op: MemberOp,
         context_keys: &[&str],
     ) -> Result<(), StoreError> {
-        let reference = segment_ref(segment_key, generation);
+        let reference = big_segment_ref(segment_key, generation);
         let mut connection = self.writer.clone();
         for chunk in context_keys.chunks(CHUNK) {
             let mut pipe = redis::pipe();
@@ -171,11 +171,6 @@ impl RedisBigSegments {
             failed(e)
         })
     }
-}
-
-/// `{segmentKey}.g{generation}`, as segments name their generations in the store.
-pub fn segment_ref(segment_key: &str, generation: u64) -> String {
-    format!("{segment_key}.g{generation}")
 }
 
 impl BigSegmentStore for RedisBigSegments {

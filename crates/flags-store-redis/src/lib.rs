@@ -24,7 +24,7 @@ struct ReadmeDoctests;
 
 mod big_segments;
 
-pub use big_segments::{MemberOp, RedisBigSegments, segment_ref};
+pub use big_segments::{MemberOp, RedisBigSegments};
 
 use std::collections::BTreeMap;
 use std::time::Duration;

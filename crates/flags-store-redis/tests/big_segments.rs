@@ -6,8 +6,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flags_core::{BigSegmentStore, Context, FlagData};
-use flags_eval::{CompiledData, Evaluator, big_segment_hash};
-use flags_store_redis::{MemberOp, RedisBigSegments, segment_ref};
+use flags_eval::{CompiledData, Evaluator, big_segment_hash, big_segment_ref};
+use flags_store_redis::{MemberOp, RedisBigSegments};
 use flags_test_support::redis;
 use serde_json::json;
 
@@ -48,7 +48,7 @@ async fn memberships_are_written_in_launchdarkly_s_layout_and_read_back() {
         store.include_key(&hash),
         format!("{prefix}:big_segment_include:{hash}")
     );
-    assert_eq!(segment_ref("beta", 3), "beta.g3");
+    assert_eq!(big_segment_ref("beta", 3), "beta.g3");
 
     store
         .apply("beta", 3, MemberOp::Include, &["alice", "bob"])
