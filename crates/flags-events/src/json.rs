@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
+use crate::record::SDK_DEFAULT;
 use crate::record::{CustomRecord, FeatureRecord, Metadata, MetricsRecord, Record, SummaryRecord};
-use crate::record::{SDK_DEFAULT, Word};
 
 impl Record {
     /// Appends the record as one line of JSON (no newline): the bytes `serde_json` writes for
@@ -34,7 +34,7 @@ fn feature(r: &FeatureRecord, out: &mut Vec<u8>) {
     });
     version(out, r.version);
     out.extend_from_slice(br#","source":"#);
-    word(out, &r.source);
+    string(out, &r.source);
     out.extend_from_slice(br#","metadata":"#);
     metadata(out, &r.metadata);
     out.push(b'}');
@@ -52,7 +52,7 @@ fn custom(r: &CustomRecord, out: &mut Vec<u8>) {
         value(out, data);
     }
     out.extend_from_slice(br#","source":"#);
-    word(out, &r.source);
+    string(out, &r.source);
     out.extend_from_slice(br#","metadata":"#);
     metadata(out, &r.metadata);
     out.push(b'}');
@@ -96,7 +96,7 @@ fn summary(r: &SummaryRecord, out: &mut Vec<u8>) {
         string(out, kind);
     }
     out.extend_from_slice(br#"],"source":"#);
-    word(out, &r.source);
+    string(out, &r.source);
     out.push(b'}');
 }
 
@@ -122,7 +122,7 @@ fn metrics(r: &MetricsRecord, out: &mut Vec<u8>) {
         out.push(b'}');
     }
     out.extend_from_slice(br#","source":"#);
-    word(out, &r.source);
+    string(out, &r.source);
     out.push(b'}');
 }
 
@@ -189,10 +189,6 @@ fn number(out: &mut Vec<u8>, n: u64) {
 fn float(out: &mut Vec<u8>, f: f64) {
     // serde_json's own formatting (shortest round trip; `null` when not finite).
     value(out, &Value::from(f));
-}
-
-fn word(out: &mut Vec<u8>, w: &Word) {
-    string(out, w);
 }
 
 /// Any JSON value, through serde_json: values are mostly scalars, which it writes quickly.

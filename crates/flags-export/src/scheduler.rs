@@ -523,6 +523,13 @@ impl Lane {
         lock(&self.inbox).len
     }
 
+    /// Records that the task took records out, leaving `len`, and wakes the submitters
+    /// waiting for room.
+    fn shrank_to(&self, len: usize) {
+        self.counters.queued.store(len as u64, Ordering::Relaxed);
+        self.room.notify_waiters();
+    }
+
     /// Whether the queue holds the memory bound or more.
     fn is_full(&self) -> bool {
         self.counters.queued.load(Ordering::Relaxed) >= self.bound as u64
@@ -554,8 +561,7 @@ impl Lane {
                 inbox.len -= limit;
                 let len = inbox.len;
                 drop(inbox);
-                self.counters.queued.store(len as u64, Ordering::Relaxed);
-                self.room.notify_waiters();
+                self.shrank_to(len);
                 return Batch::Shared { records, range };
             }
             Some(_) => inbox.chunks.pop_front(),
@@ -572,8 +578,7 @@ impl Lane {
         inbox.len -= taken;
         let len = inbox.len;
         drop(inbox);
-        self.counters.queued.store(len as u64, Ordering::Relaxed);
-        self.room.notify_waiters();
+        self.shrank_to(len);
         if let [only] = chunks.as_slice() {
             return Batch::Shared {
                 records: Arc::clone(&only.records),
@@ -598,8 +603,7 @@ impl Lane {
         inbox.len = 0;
         let chunks = std::mem::take(&mut inbox.chunks).into();
         drop(inbox);
-        self.counters.queued.store(0, Ordering::Relaxed);
-        self.room.notify_waiters();
+        self.shrank_to(0);
         chunks
     }
 
