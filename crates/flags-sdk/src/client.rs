@@ -9,8 +9,10 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::big_segments::{BigSegmentStoreStatusProvider, BigSegments};
-use crate::config::{BuildError, Config, DataSource, EventsConfig, EventsMode, trim_url};
-use crate::data::Data;
+use crate::config::{
+    BuildError, Config, DataSource, EventsConfig, EventsMode, HookSlot, PollingFallback, trim_url,
+};
+use crate::data::{Data, DataUpdate};
 use crate::detail::Detail;
 use crate::events::{CloseReport, EventProcessor, EventStats};
 use crate::flags_state::{AllFlagsState, FlagsStateOptions};
@@ -97,6 +99,27 @@ impl ClientBuilder {
     /// How long connecting to flagd may take (default 10 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a poll of `/sdk/latest-all`, or a stream's wait for its answer, may take
+    /// (default 30 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
+    /// Streaming: while the stream is down, poll `/sdk/latest-all` between reconnection
+    /// attempts, at most once per `fallback.interval` (off by default, as in LaunchDarkly's
+    /// SDKs). The data stays current through an outage of the stream alone.
+    pub fn polling_fallback(mut self, fallback: PollingFallback) -> ClientBuilder {
+        self.config.polling_fallback = Some(fallback);
+        self
+    }
+
+    /// Calls `hook` with every change of the client's data, in order ([`DataHook`](crate::DataHook)).
+    pub fn on_data(mut self, hook: impl Fn(&DataUpdate) + Send + Sync + 'static) -> ClientBuilder {
+        self.config.data_hook = Some(HookSlot(Arc::new(hook)));
         self
     }
 
@@ -219,7 +242,7 @@ impl Client {
         };
         let inner = Arc::new(Inner {
             events,
-            data: Data::new(),
+            data: Data::new(config.data_hook.clone().map(|HookSlot(hook)| hook)),
             tracker: Tracker::new(config.listener_capacity),
             status,
             big_segments,

@@ -83,6 +83,11 @@ pub(crate) struct Config {
     pub listener_capacity: usize,
     pub connect_timeout: Duration,
     pub big_segments: Option<BigSegmentsConfig>,
+    /// How long a poll (and a stream's wait for its answer) may take.
+    pub fetch_timeout: Duration,
+    /// Streaming only: poll `/sdk/latest-all` while the stream is down, at most this often.
+    pub polling_fallback: Option<PollingFallback>,
+    pub data_hook: Option<HookSlot>,
     pub events: EventsConfig,
     pub events_mode: EventsMode,
     /// `base_url` or `events_url` was given.
@@ -128,10 +133,34 @@ impl Config {
             listener_capacity: DEFAULT_CAPACITY,
             connect_timeout: Duration::from_secs(10),
             big_segments: None,
+            fetch_timeout: Duration::from_secs(30),
+            polling_fallback: None,
+            data_hook: None,
             events: EventsConfig::default(),
             events_mode: EventsMode::Auto,
             events_url_given: false,
         }
+    }
+}
+
+/// How a streaming client keeps its data current while its stream is down: between two
+/// reconnection attempts it polls `/sdk/latest-all`, at most once per `interval`, give or
+/// take `jitter` (a fraction of it), so that many clients do not poll in step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PollingFallback {
+    /// The least time between two polls.
+    pub interval: Duration,
+    /// Spread of the interval, as a fraction between 0 and 1.
+    pub jitter: f64,
+}
+
+/// A [`DataHook`](crate::DataHook) in the configuration, which is `Debug`.
+#[derive(Clone)]
+pub(crate) struct HookSlot(pub crate::DataHook);
+
+impl std::fmt::Debug for HookSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataHook")
     }
 }
 

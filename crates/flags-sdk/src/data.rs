@@ -7,7 +7,26 @@ use std::sync::Mutex;
 
 use arc_swap::ArcSwapOption;
 use flags_core::{FlagData, ItemKind};
-use flags_data::{DataError, Snapshot, Update};
+use flags_data::{DataError, ItemChange, Snapshot, Update};
+
+/// One change of a client's data, as a [`DataHook`] sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DataUpdate {
+    /// The snapshot the client evaluates from now on.
+    pub snapshot: Arc<Snapshot>,
+    /// The items whose served form changed, appeared or went, with the version now served
+    /// (for an item gone, one above the version it had, as a tombstone's).
+    pub changed: Vec<ItemChange>,
+    /// Whether the whole data set was replaced (a stream's `put`, a poll, a file load) rather
+    /// than patched.
+    pub replaced: bool,
+}
+
+/// Called with every change of a client's data, in order, before evaluations see it: for a
+/// program that serves the client's data on (a relay), which must miss no change. It runs
+/// while the next update waits, so it must be quick and must not call back into the client.
+pub type DataHook = Arc<dyn Fn(&DataUpdate) + Send + Sync>;
 
 /// The snapshot evaluations read, and the lock its writers take in turn.
 pub(crate) struct Data {
@@ -15,6 +34,7 @@ pub(crate) struct Data {
     /// Held while an update is applied, so updates from any source apply one after another in
     /// the order they came; also the generation counter.
     writer: Mutex<u64>,
+    hook: Option<DataHook>,
 }
 
 /// What one update did.
@@ -28,10 +48,11 @@ pub(crate) struct Changed {
 }
 
 impl Data {
-    pub(crate) fn new() -> Data {
+    pub(crate) fn new(hook: Option<DataHook>) -> Data {
         Data {
             current: ArcSwapOption::const_empty(),
             writer: Mutex::new(0),
+            hook,
         }
     }
 
@@ -57,10 +78,10 @@ impl Data {
         let changed = match &old {
             None => new
                 .flags()
-                .map(|f| (ItemKind::Flag, f.key().to_owned()))
+                .map(|f| live(ItemKind::Flag, f.key(), f.version()))
                 .chain(
                     new.segments()
-                        .map(|s| (ItemKind::Segment, s.key().to_owned())),
+                        .map(|s| live(ItemKind::Segment, s.key(), s.version())),
                 )
                 .collect(),
             Some(old) => differences(old, &new),
@@ -70,15 +91,16 @@ impl Data {
         }
         let mut affected = new
             .dependencies()
-            .affected_flags(changed.iter().map(|(k, key)| (*k, key.as_str())));
+            .affected_flags(changed.iter().map(|c| (c.kind, c.key.as_str())));
         if let Some(old) = &old {
             // A flag that used a deleted or changed item is found through the old index too.
             affected.extend(
                 old.dependencies()
-                    .affected_flags(changed.iter().map(|(k, key)| (*k, key.as_str()))),
+                    .affected_flags(changed.iter().map(|c| (c.kind, c.key.as_str()))),
             );
         }
         self.current.store(Some(Arc::clone(&new)));
+        self.tell(&new, changed, true);
         Ok(Some(Changed {
             new,
             affected,
@@ -100,11 +122,23 @@ impl Data {
         let affected = applied.affected_flags();
         let new = Arc::new(applied.snapshot);
         self.current.store(Some(Arc::clone(&new)));
+        self.tell(&new, applied.changed, false);
         Ok(Some(Changed {
             new,
             affected,
             first: false,
         }))
+    }
+
+    /// Runs the hook, if any, while the writer lock is still held: hooks see updates in order.
+    fn tell(&self, snapshot: &Arc<Snapshot>, changed: Vec<ItemChange>, replaced: bool) {
+        if let Some(hook) = &self.hook {
+            hook(&DataUpdate {
+                snapshot: Arc::clone(snapshot),
+                changed,
+                replaced,
+            });
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, u64> {
@@ -115,28 +149,47 @@ impl Data {
 }
 
 /// The items whose served JSON differs between two snapshots, or that only one has.
-fn differences(old: &Snapshot, new: &Snapshot) -> Vec<(ItemKind, String)> {
+fn differences(old: &Snapshot, new: &Snapshot) -> Vec<ItemChange> {
     let (old_data, new_data) = (old.compiled(), new.compiled());
     let mut changed = Vec::new();
     for flag in new.flags() {
         if old_data.flag(flag.key()).map(|f| f.json()) != Some(flag.json()) {
-            changed.push((ItemKind::Flag, flag.key().to_owned()));
+            changed.push(live(ItemKind::Flag, flag.key(), flag.version()));
         }
     }
     for flag in old.flags() {
         if new_data.flag(flag.key()).is_none() {
-            changed.push((ItemKind::Flag, flag.key().to_owned()));
+            changed.push(gone(ItemKind::Flag, flag.key(), flag.version()));
         }
     }
     for segment in new.segments() {
         if old_data.segment(segment.key()).map(|s| s.json()) != Some(segment.json()) {
-            changed.push((ItemKind::Segment, segment.key().to_owned()));
+            changed.push(live(ItemKind::Segment, segment.key(), segment.version()));
         }
     }
     for segment in old.segments() {
         if new_data.segment(segment.key()).is_none() {
-            changed.push((ItemKind::Segment, segment.key().to_owned()));
+            changed.push(gone(ItemKind::Segment, segment.key(), segment.version()));
         }
     }
     changed
+}
+
+fn live(kind: ItemKind, key: &str, version: u64) -> ItemChange {
+    ItemChange {
+        kind,
+        key: key.to_owned(),
+        version,
+        deleted: false,
+    }
+}
+
+/// An item gone: its tombstone is one version above what was served.
+fn gone(kind: ItemKind, key: &str, version: u64) -> ItemChange {
+    ItemChange {
+        kind,
+        key: key.to_owned(),
+        version: version.saturating_add(1),
+        deleted: true,
+    }
 }

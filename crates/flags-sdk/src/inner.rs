@@ -155,6 +155,18 @@ impl Inner {
         Ok(())
     }
 
+    /// Replaces all data without reporting on the source (a fallback poll while the stream is
+    /// down, which stays `Interrupted`); the client counts as initialised from here on.
+    pub(crate) fn refresh(&self, data: FlagData) -> Result<(), flags_data::DataError> {
+        let changed = self.data.replace(data)?;
+        self.initialized.send_replace(true);
+        self.settled.send_replace(true);
+        if let Some(changed) = changed {
+            self.changed(&changed);
+        }
+        Ok(())
+    }
+
     /// Applies patches and deletes.
     pub(crate) fn apply(
         &self,

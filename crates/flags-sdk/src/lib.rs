@@ -69,7 +69,8 @@ pub use big_segments::{
     InMemoryBigSegmentStore,
 };
 pub use client::{Client, ClientBuilder, FlagTracker};
-pub use config::{BuildError, DEFAULT_BASE_URL, DataSource, EventsConfig};
+pub use config::{BuildError, DEFAULT_BASE_URL, DataSource, EventsConfig, PollingFallback};
+pub use data::{DataHook, DataUpdate};
 pub use detail::Detail;
 pub use events::{CloseReport, EvaluationEvent, EventProcessor, EventStats};
 pub use flags_state::{AllFlagsState, FlagState, FlagsStateOptions};

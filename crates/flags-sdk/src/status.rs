@@ -76,6 +76,8 @@ pub struct DataSourceStatusProvider {
 
 pub(crate) struct StatusInner {
     status: Mutex<DataSourceStatus>,
+    /// When the source last heard from flagd: a stream's answer or event, a poll's answer.
+    contact: Mutex<Option<SystemTime>>,
     listeners: Listeners<DataSourceStatus>,
 }
 
@@ -88,6 +90,7 @@ impl DataSourceStatusProvider {
                     since: SystemTime::now(),
                     last_error: None,
                 }),
+                contact: Mutex::new(None),
                 listeners: Listeners::new(listener_capacity),
             }),
         }
@@ -96,6 +99,26 @@ impl DataSourceStatusProvider {
     /// The current status.
     pub fn status(&self) -> DataSourceStatus {
         self.lock().clone()
+    }
+
+    /// When the data source last heard from flagd (a stream's answer or event, a poll's
+    /// answer, 304 included), if it ever did. A connected stream that is merely quiet is in
+    /// contact although this time does not move: read it together with the state.
+    pub fn last_contact(&self) -> Option<SystemTime> {
+        *self
+            .inner
+            .contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records that flagd answered.
+    pub(crate) fn contact(&self) {
+        *self
+            .inner
+            .contact
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(SystemTime::now());
     }
 
     /// A listener that receives every status change from now on.

@@ -8,7 +8,9 @@ use flags_test_support::wait::until;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flags_sdk::{Client, Context, DataSource, DataSourceErrorKind, DataSourceState};
+use flags_sdk::{
+    Client, Context, DataSource, DataSourceErrorKind, DataSourceState, DataUpdate, PollingFallback,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,6 +22,8 @@ enum Answer {
     Events(String),
     /// Answer with this status and no body.
     Status(u16),
+    /// Answer 200 with this JSON body, as `/sdk/latest-all` does, and close.
+    Json(String),
 }
 
 /// A server that answers its n-th connection with the n-th scripted answer (the last one
@@ -67,6 +71,13 @@ async fn answer_one(mut socket: TcpStream, answer: Answer, seen: Arc<Mutex<Vec<S
                 format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let _ = socket.write_all(reply.as_bytes()).await;
         }
+        Answer::Json(body) => {
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
         Answer::Events(body) => {
             let reply = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\n{body}"
@@ -77,6 +88,9 @@ async fn answer_one(mut socket: TcpStream, answer: Answer, seen: Arc<Mutex<Vec<S
         }
     }
 }
+
+/// What a data hook was told changed: key, version, deleted.
+type Changes = Vec<(String, u64, bool)>;
 
 fn put(value: bool, version: u64) -> String {
     let data = json!({"path": "/", "data": {"flags": {"f": {
@@ -267,5 +281,117 @@ fn a_client_built_outside_a_runtime_runs_on_its_own_thread_and_closes_quickly() 
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_that_is_down_is_stood_in_for_by_polls_and_hooks_see_every_change() {
+    let latest = json!({"flags": {"f": {
+        "key": "f", "version": 2, "on": true, "variations": [false, true],
+        "fallthrough": {"variation": 1}}}, "segments": {}});
+    // The stream brings f = false and goes silent; the poll after its timeout brings f = true;
+    // every later connection (stream or poll) is refused with 503.
+    let script = serve(vec![
+        Answer::Events(put(false, 1)),
+        Answer::Json(latest.to_string()),
+        Answer::Status(503),
+    ])
+    .await;
+    let seen: Arc<Mutex<Vec<(Changes, bool)>>> = Arc::default();
+    let hooked = Arc::clone(&seen);
+    let client = Client::builder("secret-key")
+        .base_url(&script.url)
+        .data_source(DataSource::Streaming {
+            initial_reconnect_delay: Duration::from_millis(20),
+            read_timeout: Duration::from_millis(300),
+        })
+        .polling_fallback(PollingFallback {
+            interval: Duration::from_secs(60),
+            jitter: 0.0,
+        })
+        .on_data(move |update: &DataUpdate| {
+            let changed = update
+                .changed
+                .iter()
+                .map(|c| (c.key.clone(), c.version, c.deleted))
+                .collect();
+            hooked.lock().unwrap().push((changed, update.replaced));
+        })
+        .build()
+        .unwrap();
+    assert!(client.wait_for_initialization(Duration::from_secs(5)).await);
+    let user = Context::user("u").unwrap();
+    until("the poll's data is served", || {
+        let polled = client.bool_variation(&user, "f", false);
+        async move { polled }
+    })
+    .await;
+    let status = client.data_source_status_provider();
+    // Polls stand in for the stream without saying it is back.
+    assert_eq!(status.status().state, DataSourceState::Interrupted);
+    assert!(status.last_contact().is_some());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (vec![("f".to_owned(), 1, false)], true),
+            (vec![("f".to_owned(), 2, false)], true),
+        ]
+    );
+    // One poll per interval: the 503s after it are stream attempts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let heads = script.requests.lock().unwrap().clone();
+    let polls = heads
+        .iter()
+        .filter(|h| h.starts_with("GET /sdk/latest-all"))
+        .count();
+    assert_eq!(polls, 1, "{heads:?}");
+    assert!(heads.iter().filter(|h| h.starts_with("GET /all")).count() >= 3);
+}
+
+#[tokio::test]
+async fn hooks_see_patches_and_deletes_with_the_versions_served() {
+    let delete = "event: delete\ndata: {\"path\":\"/flags/f\",\"version\":9}\n\n";
+    let script = serve(vec![Answer::Events(format!(
+        "{}{}{}{}",
+        put(false, 1),
+        patch(true, 2),
+        // Stale: not newer than what is held, so no hook call.
+        patch(false, 1),
+        delete,
+    ))])
+    .await;
+    let seen: Arc<Mutex<Vec<(Changes, bool, u64)>>> = Arc::default();
+    let hooked = Arc::clone(&seen);
+    let client = Client::builder("secret-key")
+        .base_url(&script.url)
+        .data_source(DataSource::streaming())
+        .on_data(move |update: &DataUpdate| {
+            let changed = update
+                .changed
+                .iter()
+                .map(|c| (c.key.clone(), c.version, c.deleted))
+                .collect();
+            let generation = update.snapshot.generation();
+            hooked
+                .lock()
+                .unwrap()
+                .push((changed, update.replaced, generation));
+        })
+        .build()
+        .unwrap();
+    assert!(client.wait_for_initialization(Duration::from_secs(5)).await);
+    until("the delete is applied", || {
+        let n = seen.lock().unwrap().len();
+        async move { n == 3 }
+    })
+    .await;
+    let f = |version, deleted| vec![("f".to_owned(), version, deleted)];
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![
+            (f(1, false), true, 1),
+            (f(2, false), false, 2),
+            (f(9, true), false, 3)
+        ]
     );
 }

@@ -26,24 +26,41 @@ pub(crate) fn tasks(config: &Config, inner: Arc<Inner>) -> Result<Vec<Task>, req
             read_timeout,
         } => {
             let http = http_client(config)?;
+            let fallback = config.polling_fallback.map(|fallback| stream::Fallback {
+                poller: poll::Poller::new(
+                    http.clone(),
+                    format!("{}/sdk/latest-all", config.poll_url),
+                    config.sdk_key.clone(),
+                    config.fetch_timeout,
+                )
+                .fallback(),
+                every: fallback.interval,
+                jitter: fallback.jitter.clamp(0.0, 1.0),
+                rng: JitterRng::from_entropy(),
+                last: None,
+            });
             tasks.push(Box::pin(stream::run(
-                http,
-                format!("{}/all", config.stream_url),
-                config.sdk_key.clone(),
+                stream::Target {
+                    http,
+                    url: format!("{}/all", config.stream_url),
+                    sdk_key: config.sdk_key.clone(),
+                    answer_timeout: config.fetch_timeout.min(*read_timeout),
+                    read_timeout: *read_timeout,
+                },
                 backoff(*initial_reconnect_delay),
-                *read_timeout,
+                fallback,
                 inner,
             )));
         }
         DataSource::Polling { interval } => {
             let http = http_client(config)?;
-            tasks.push(Box::pin(poll::run(
+            let poller = poll::Poller::new(
                 http,
                 format!("{}/sdk/latest-all", config.poll_url),
                 config.sdk_key.clone(),
-                *interval,
-                inner,
-            )));
+                config.fetch_timeout,
+            );
+            tasks.push(Box::pin(poll::run(poller, *interval, inner)));
         }
         DataSource::Files {
             paths,

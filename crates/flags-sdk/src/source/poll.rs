@@ -8,10 +8,6 @@ use super::{error, is_unrecoverable, sleep_unless_closed};
 use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
 
-/// How long one poll may take, answer and body together: a server that accepts and never
-/// answers fails the poll instead of stopping polling for good.
-const POLL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// The name of polling's calls in the SDK's metrics events.
 const API: &str = "poll";
 
@@ -26,26 +22,19 @@ fn measure_failure(inner: &Inner, error: &reqwest::Error) {
     }
 }
 
-pub(super) async fn run(
-    http: reqwest::Client,
-    url: String,
-    sdk_key: String,
-    interval: Duration,
-    inner: Arc<Inner>,
-) {
-    let mut etag: Option<String> = None;
+pub(super) async fn run(mut poller: Poller, interval: Duration, inner: Arc<Inner>) {
     loop {
-        match poll(&http, &url, &sdk_key, &mut etag, &inner).await {
+        match poller.poll(&inner).await {
             // A 200 made the source valid as its data went in; a 304 says the data held is
             // still current, which is valid too (and recovers an interrupted source).
             Ok(()) => inner.report(DataSourceState::Valid, None),
             Err((e, stop)) => {
                 if stop {
-                    tracing::error!(url, "polling stopped: {}", e.message);
+                    tracing::error!(url = poller.url, "polling stopped: {}", e.message);
                     inner.give_up(e);
                     return;
                 }
-                tracing::warn!(url, "poll failed: {}", e.message);
+                tracing::warn!(url = poller.url, "poll failed: {}", e.message);
                 inner.report(DataSourceState::Interrupted, Some(e));
             }
         }
@@ -55,70 +44,114 @@ pub(super) async fn run(
     }
 }
 
-async fn poll(
-    http: &reqwest::Client,
-    url: &str,
-    sdk_key: &str,
-    etag: &mut Option<String>,
-    inner: &Inner,
-) -> Result<(), (ErrorInfo, bool)> {
-    let mut request = http
-        .get(url)
-        .header("authorization", sdk_key)
-        .timeout(POLL_TIMEOUT);
-    if let Some(tag) = etag.as_deref() {
-        request = request.header("if-none-match", tag);
+/// Polls of one URL, remembering the last answer's `ETag`.
+pub(super) struct Poller {
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) sdk_key: String,
+    /// How long one poll may take, answer and body together: a server that accepts and never
+    /// answers fails the poll instead of stopping polling for good.
+    pub(super) timeout: Duration,
+    etag: Option<String>,
+    /// Polls stand in for a stream that is down: their data goes in, but the source stays
+    /// as the stream left it (interrupted), so the state does not flap at every attempt.
+    fallback: bool,
+}
+
+impl Poller {
+    pub(super) fn new(
+        http: reqwest::Client,
+        url: String,
+        sdk_key: String,
+        timeout: Duration,
+    ) -> Poller {
+        Poller {
+            http,
+            url,
+            sdk_key,
+            timeout,
+            etag: None,
+            fallback: false,
+        }
     }
-    let network = |e: reqwest::Error| {
-        (
-            error(DataSourceErrorKind::NetworkError, None, e.to_string()),
-            false,
-        )
-    };
-    let started = std::time::Instant::now();
-    let response = request.send().await.map_err(|e| {
-        measure_failure(inner, &e);
-        network(e)
-    })?;
-    let status = response.status();
-    if status == reqwest::StatusCode::NOT_MODIFIED {
+
+    /// A poller standing in for a stream while it is down.
+    pub(super) fn fallback(mut self) -> Poller {
+        self.fallback = true;
+        self
+    }
+
+    /// One poll: a 200 replaces the data, a 304 confirms it. The error says whether retrying
+    /// can help.
+    pub(super) async fn poll(&mut self, inner: &Inner) -> Result<(), (ErrorInfo, bool)> {
+        let mut request = self
+            .http
+            .get(&self.url)
+            .header("authorization", &self.sdk_key)
+            .timeout(self.timeout);
+        if let Some(tag) = self.etag.as_deref() {
+            request = request.header("if-none-match", tag);
+        }
+        let url = &self.url;
+        let network = |e: reqwest::Error| {
+            (
+                error(DataSourceErrorKind::NetworkError, None, e.to_string()),
+                false,
+            )
+        };
+        let started = std::time::Instant::now();
+        let response = request.send().await.map_err(|e| {
+            measure_failure(inner, &e);
+            network(e)
+        })?;
+        let status = response.status();
+        if status == reqwest::StatusCode::NOT_MODIFIED {
+            inner.status.contact();
+            if let Some(events) = &inner.events {
+                events.push_latency_metrics(API, started.elapsed());
+            }
+            return Ok(());
+        }
+        if !status.is_success() {
+            if let Some(events) = &inner.events {
+                events.push_internal_error_metrics(API);
+            }
+            let e = error(
+                DataSourceErrorKind::ErrorResponse,
+                Some(status.as_u16()),
+                format!("{url} answered {status}"),
+            );
+            return Err((e, is_unrecoverable(status.as_u16())));
+        }
+        let tag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.map_err(|e| {
+            measure_failure(inner, &e);
+            network(e)
+        })?;
         if let Some(events) = &inner.events {
             events.push_latency_metrics(API, started.elapsed());
+            events.push_size_metrics(API, body.len());
         }
-        return Ok(());
-    }
-    if !status.is_success() {
-        if let Some(events) = &inner.events {
-            events.push_internal_error_metrics(API);
+        let invalid = |message: String| {
+            (
+                error(DataSourceErrorKind::InvalidData, None, message),
+                false,
+            )
+        };
+        inner.status.contact();
+        let data =
+            flags_wire::stream::parse_latest_all(&body).map_err(|e| invalid(e.to_string()))?;
+        if self.fallback {
+            inner.refresh(data)
+        } else {
+            inner.put(data)
         }
-        let e = error(
-            DataSourceErrorKind::ErrorResponse,
-            Some(status.as_u16()),
-            format!("{url} answered {status}"),
-        );
-        return Err((e, is_unrecoverable(status.as_u16())));
+        .map_err(|e| invalid(e.to_string()))?;
+        self.etag = tag;
+        Ok(())
     }
-    let tag = response
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.bytes().await.map_err(|e| {
-        measure_failure(inner, &e);
-        network(e)
-    })?;
-    if let Some(events) = &inner.events {
-        events.push_latency_metrics(API, started.elapsed());
-        events.push_size_metrics(API, body.len());
-    }
-    let invalid = |message: String| {
-        (
-            error(DataSourceErrorKind::InvalidData, None, message),
-            false,
-        )
-    };
-    let data = flags_wire::stream::parse_latest_all(&body).map_err(|e| invalid(e.to_string()))?;
-    inner.put(data).map_err(|e| invalid(e.to_string()))?;
-    *etag = tag;
-    Ok(())
 }

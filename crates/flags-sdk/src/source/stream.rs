@@ -8,14 +8,15 @@
 //! source for good.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eventsource_stream::Eventsource;
-use flags_cache::Backoff;
+use flags_cache::{Backoff, JitterRng};
 use flags_data::Update;
 use flags_wire::stream::{Event, ParseError};
 use futures_util::StreamExt;
 
+use super::poll::Poller;
 use super::{error, is_unrecoverable, sleep_unless_closed};
 use crate::inner::Inner;
 use crate::status::{DataSourceErrorKind, DataSourceState, ErrorInfo};
@@ -43,17 +44,60 @@ enum ReadError {
     Silent(Duration),
 }
 
+/// Where a stream connects, and how long it waits.
+pub(super) struct Target {
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) sdk_key: String,
+    /// How long the answer's head may take.
+    pub(super) answer_timeout: Duration,
+    /// How long the stream may stay silent.
+    pub(super) read_timeout: Duration,
+}
+
+/// Polling while the stream is down ([`crate::PollingFallback`]).
+pub(super) struct Fallback {
+    pub(super) poller: Poller,
+    pub(super) every: Duration,
+    pub(super) jitter: f64,
+    pub(super) rng: JitterRng,
+    /// When the last fallback poll was made, and the wait drawn for the next.
+    pub(super) last: Option<(Instant, Duration)>,
+}
+
+impl Fallback {
+    /// Polls when the last poll is old enough; a failure is logged and left to the stream's
+    /// retries (a rejected key stops the stream at its next attempt too).
+    async fn poll_if_due(&mut self, inner: &Inner) {
+        if let Some((at, wait)) = self.last
+            && at.elapsed() < wait
+        {
+            return;
+        }
+        let spread = self.every.as_secs_f64() * self.jitter * self.rng.symmetric(1.0);
+        let wait = Duration::from_secs_f64((self.every.as_secs_f64() + spread).max(0.0));
+        self.last = Some((Instant::now(), wait));
+        match self.poller.poll(inner).await {
+            Ok(()) => tracing::debug!(url = self.poller.url, "polled while the stream is down"),
+            Err((e, _)) => tracing::warn!(
+                url = self.poller.url,
+                "poll while the stream is down failed: {}",
+                e.message
+            ),
+        }
+    }
+}
+
 pub(super) async fn run(
-    http: reqwest::Client,
-    url: String,
-    sdk_key: String,
+    target: Target,
     backoff: Backoff,
-    read_timeout: Duration,
+    mut fallback: Option<Fallback>,
     inner: Arc<Inner>,
 ) {
     let mut failures = 0u32;
     loop {
-        let end = connect(&http, &url, &sdk_key, read_timeout, &inner, &mut failures).await;
+        let end = connect(&target, &inner, &mut failures).await;
+        let url = &target.url;
         match end {
             End::Closed => return,
             End::Stop(e) => {
@@ -66,6 +110,9 @@ pub(super) async fn run(
                 inner.report(DataSourceState::Interrupted, Some(e));
             }
         }
+        if let Some(fallback) = &mut fallback {
+            fallback.poll_if_due(&inner).await;
+        }
         failures = failures.saturating_add(1);
         if !sleep_unless_closed(&inner, backoff.delay(failures)).await {
             return;
@@ -74,29 +121,30 @@ pub(super) async fn run(
 }
 
 /// One connection, from the request to its end.
-async fn connect(
-    http: &reqwest::Client,
-    url: &str,
-    sdk_key: &str,
-    read_timeout: Duration,
-    inner: &Inner,
-    failures: &mut u32,
-) -> End {
+async fn connect(target: &Target, inner: &Inner, failures: &mut u32) -> End {
+    let Target {
+        http,
+        url,
+        sdk_key,
+        answer_timeout,
+        read_timeout,
+    } = target;
+    let (url, read_timeout, answer_timeout) = (url.as_str(), *read_timeout, *answer_timeout);
     let mut closed = inner.closed();
     if *closed.borrow() {
         return End::Closed;
     }
-    // The read timeout covers the wait for the answer too: a server (or a proxy in front of
-    // it) that accepts the connection and never answers would otherwise hold the source here
-    // for good, never retrying.
+    // The wait for the answer is bounded too (by the fetch timeout, at most the read
+    // timeout): a server (or a proxy in front of it) that accepts the connection and never
+    // answers would otherwise hold the source here for good, never retrying.
     let request = tokio::time::timeout(
-        read_timeout,
+        answer_timeout,
         http.get(url)
             .header("authorization", sdk_key)
             .header("accept", "text/event-stream")
             .send(),
     );
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let response = tokio::select! {
         response = request => response,
         _ = closed.wait_for(|c| *c) => return End::Closed,
@@ -118,7 +166,7 @@ async fn connect(
             ));
         }
         Err(_) => {
-            let message = format!("no answer within {read_timeout:?}");
+            let message = format!("no answer within {answer_timeout:?}");
             return End::Retry(error(DataSourceErrorKind::NetworkError, None, message));
         }
     };
@@ -135,6 +183,7 @@ async fn connect(
             End::Retry(e)
         };
     }
+    inner.status.contact();
     let bytes = Box::pin(response.bytes_stream());
     let timed = futures_util::stream::unfold(Some(bytes), move |state| async move {
         let mut bytes = state?;
@@ -168,6 +217,7 @@ async fn connect(
             }
             Some(Ok(event)) => event,
         };
+        inner.status.contact();
         let outcome = match flags_wire::stream::parse(&event.event, &event.data) {
             Ok(Event::Put(data)) => inner.put(data).map(|()| *failures = 0),
             Ok(Event::PatchFlag(flag)) => inner.apply(vec![Update::Flag(flag)]),
