@@ -188,6 +188,11 @@ pub struct ServeArgs {
     /// mode, launchdarkly:{env} in root mode].
     #[arg(long = "redis-prefix", value_name = "PREFIX")]
     pub redis_prefix: Option<String>,
+    /// Proxy mode: follow the flagd at this URL over its SDK stream and serve its data on
+    /// every API, presenting the first --sdk-key to it; the last data keeps serving when it
+    /// is gone.
+    #[arg(long = "upstream", value_name = "URL")]
+    pub upstream: Option<String>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -207,6 +212,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("server_evaluations", &self.server_evaluations)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
+            .field("upstream", &self.upstream)
             .finish()
     }
 }
@@ -267,6 +273,9 @@ impl ServeArgs {
         }
         if let Some(prefix) = &self.redis_prefix {
             config.redis.prefix = Some(prefix.clone());
+        }
+        if let Some(url) = &self.upstream {
+            config.upstream.url = Some(url.clone());
         }
         if let Some(sampling) = self.server_evaluations {
             config.events.server_evaluations = sampling;

@@ -42,6 +42,66 @@ pub struct Config {
     pub events: EventsConfig,
     /// Redis that every served environment is written into, in LaunchDarkly's layout.
     pub redis: RedisConfig,
+    /// Proxy mode: the flagd whose data is served here.
+    pub upstream: UpstreamConfig,
+}
+
+/// Proxy mode: another flagd (a root, or a proxy itself) followed over its SDK stream, whose
+/// data this one serves on every API. pbflags' cache settings are read here; those that cannot
+/// apply to data pushed on a stream are accepted and said to have no effect (see
+/// `docs/proxy.md`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The upstream's base URL (`http://root:8013`); without it flagd is not a proxy. The
+    /// first of `sdk_keys` is presented to it.
+    pub url: Option<String>,
+    /// How long one request to the upstream may take before it counts as failed (a poll, or
+    /// the answer to a stream's request), in milliseconds.
+    pub fetch_timeout_ms: u64,
+    /// While the stream is down, the upstream's `/sdk/latest-all` is polled at most this often,
+    /// in milliseconds. The data is never dropped, however old.
+    pub flag_ttl_ms: u64,
+    /// Spread of the polling interval, in percent of it, so proxies do not poll in step.
+    pub jitter_percent: u8,
+    /// Base of the stream's reconnect backoff (1x, 2x, 4x, 8x of it, with jitter), in
+    /// milliseconds.
+    pub reconnect_base_ms: u64,
+    /// No effect: kills arrive inside the flags, on the stream, as soon as they are made.
+    pub kill_ttl_ms: Option<u64>,
+    /// No effect: overrides arrive inside the flags, on the stream.
+    pub override_ttl_ms: Option<u64>,
+    /// No effect: every override of the environment is held, as the flags carry them.
+    pub override_max_entries: Option<u64>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> UpstreamConfig {
+        UpstreamConfig {
+            url: None,
+            fetch_timeout_ms: 10_000,
+            flag_ttl_ms: 30_000,
+            jitter_percent: 10,
+            reconnect_base_ms: 1000,
+            kill_ttl_ms: None,
+            override_ttl_ms: None,
+            override_max_entries: None,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// The settings given that have no effect on a proxy, by name.
+    pub fn without_effect(&self) -> Vec<&'static str> {
+        [
+            ("kill_ttl_ms", self.kill_ttl_ms.is_some()),
+            ("override_ttl_ms", self.override_ttl_ms.is_some()),
+            ("override_max_entries", self.override_max_entries.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 /// Redis in LaunchDarkly's persistent-store layout, written with every environment's served
@@ -83,6 +143,7 @@ impl std::fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("events", &self.events)
             .field("redis", &self.redis)
+            .field("upstream", &self.upstream)
             .finish()
     }
 }
@@ -385,6 +446,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             events: EventsConfig::default(),
             redis: RedisConfig::default(),
+            upstream: UpstreamConfig::default(),
         }
     }
 }
@@ -510,6 +572,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_ADMIN_KEY", "admin_key"),
     ("FLAGD_REDIS_URL", "redis.url"),
     ("FLAGD_REDIS_PREFIX", "redis.prefix"),
+    ("FLAGD_UPSTREAM", "upstream.url"),
     ("FLAGD_SYNC_POLL_INTERVAL_MS", "sync.poll_interval_ms"),
     ("FLAGD_SYNC_BACKOFF_BASE_MS", "sync.backoff_base_ms"),
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
@@ -629,6 +692,7 @@ impl Config {
                 "FLAGD_ADMIN_KEY" => self.admin_key = Some(value.clone()),
                 "FLAGD_REDIS_URL" => self.redis.url = Some(value.clone()),
                 "FLAGD_REDIS_PREFIX" => self.redis.prefix = Some(value.clone()),
+                "FLAGD_UPSTREAM" => self.upstream.url = Some(value.clone()),
                 "FLAGD_SYNC_POLL_INTERVAL_MS" => self.sync.poll_interval_ms = num(name, value)?,
                 "FLAGD_SYNC_BACKOFF_BASE_MS" => self.sync.backoff_base_ms = num(name, value)?,
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,

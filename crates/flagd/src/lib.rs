@@ -27,6 +27,7 @@ pub mod http;
 mod keys;
 mod memory;
 mod metrics;
+mod proxy;
 mod redis_mirror;
 mod root;
 mod server;

@@ -36,6 +36,12 @@ pub enum StartError {
     /// An event exporter's configuration cannot work.
     #[error("cannot export events: {0}")]
     Events(String),
+    /// More than one source of data was given.
+    #[error("serve one of flag files, a database or an upstream, not several")]
+    Sources,
+    /// Proxy mode could not start.
+    #[error(transparent)]
+    Proxy(#[from] crate::proxy::ProxyError),
 }
 
 /// A server started by [`start`]: its address, its state, and the handle to stop it.
@@ -124,6 +130,11 @@ impl RunningServer {
             // As the watcher.
             let _ = sync.await;
         }
+        if let Mode::Proxy { upstream } = &self.state.mode {
+            let upstream = Arc::clone(upstream);
+            // Closing joins nothing that blocks for long, but it is not async.
+            let _ = tokio::task::spawn_blocking(move || upstream.close()).await;
+        }
         // Every request has been answered: nothing more will be submitted.
         if let Some(exporters) = &self.exporters {
             exporters.shutdown().await;
@@ -138,12 +149,18 @@ impl RunningServer {
 /// and evaluation routes until a good file appears. Bind `127.0.0.1:0` to get a free port and
 /// read it from [`RunningServer::local_addr`] — that is how tests start it.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let sources = [
+        !config.files.is_empty(),
+        config.database_url.is_some(),
+        config.upstream.url.is_some(),
+    ];
+    if sources.into_iter().filter(|given| *given).count() > 1 {
+        return Err(StartError::Sources);
+    }
+    if config.upstream.url.is_some() {
+        return start_proxy(config).await;
+    }
     if let Some(url) = &config.database_url {
-        if !config.files.is_empty() {
-            return Err(StartError::Store(
-                "serve either flag files or a database, not both".to_owned(),
-            ));
-        }
         let store = backend::open_lazy(url).map_err(|e| StartError::Store(e.to_string()))?;
         return start_with_store(config, store).await;
     }
@@ -224,6 +241,55 @@ pub async fn start_with_store(
     let router = crate::http::app_with_admin(state.clone(), Some(admin));
     let background = Background {
         sync: Some(task),
+        exporters,
+        ..Background::default()
+    };
+    Ok(serve(listener, addr, state, router, background))
+}
+
+/// Proxy mode: serves the data of the flagd at `upstream.url`, followed over its stream. The
+/// server starts at once; `/readyz` says `CONNECTING` until the first data arrives, and the
+/// last data keeps serving, however long the upstream is gone.
+async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
+    let (listener, addr) = bind(&config).await?;
+    let url = config.upstream.url.clone().unwrap_or_default();
+    for name in config.upstream.without_effect() {
+        tracing::warn!(
+            setting = name,
+            "upstream.{name} has no effect in proxy mode: kills and overrides arrive inside the flags, on the stream"
+        );
+    }
+    let default_env = Arc::new(crate::env::Env::new(
+        crate::env::DEFAULT_ENV,
+        config.http.stream_buffer,
+    ));
+    let upstream = crate::proxy::Upstream::start(
+        &config.upstream,
+        &url,
+        config.sdk_keys.first().map(String::as_str),
+        Arc::clone(&default_env),
+    )?;
+    let upstream = Arc::new(upstream);
+    let mut state = AppState::with_env(
+        &config,
+        Mode::Proxy {
+            upstream: Arc::clone(&upstream),
+        },
+        default_env,
+    );
+    let exporters = start_events(&config, &mut state).await?;
+    if !upstream
+        .wait_for_data(Duration::from_millis(config.upstream.fetch_timeout_ms))
+        .await
+    {
+        tracing::error!(
+            upstream = url,
+            "the upstream has not answered; serving nothing until it does"
+        );
+    }
+    start_redis(&config, &state, false);
+    let router = crate::http::app(state.clone());
+    let background = Background {
         exporters,
         ..Background::default()
     };

@@ -32,6 +32,11 @@ pub enum Mode {
         /// The health of the store connection, for `/readyz`.
         health: Arc<RootHealth>,
     },
+    /// One environment (`DEFAULT_ENV`) followed from an upstream flagd.
+    Proxy {
+        /// The upstream connection, for `/readyz`.
+        upstream: Arc<crate::proxy::Upstream>,
+    },
 }
 
 impl Mode {
@@ -87,6 +92,11 @@ impl AppState {
     /// State for `config` in `mode`, with an empty default environment.
     pub fn with_mode(config: &Config, mode: Mode) -> AppState {
         let default_env = Arc::new(Env::new(DEFAULT_ENV, config.http.stream_buffer));
+        AppState::with_env(config, mode, default_env)
+    }
+
+    /// State for `config` in `mode`, serving `default_env` (which a proxy's upstream fills).
+    pub fn with_env(config: &Config, mode: Mode, default_env: Arc<Env>) -> AppState {
         let envs = Arc::new(Environments::new(config.http.stream_buffer));
         envs.insert(Arc::clone(&default_env));
         AppState {

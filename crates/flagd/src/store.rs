@@ -17,6 +17,9 @@ pub struct Batch {
     pub generation: u64,
     /// `patch` and `delete` events, in key order.
     pub events: Vec<ItemEvent>,
+    /// Everything was replaced: followers start again from the snapshot (a stream sends a
+    /// `put`), whatever the versions. `events` is then empty.
+    pub reset: bool,
 }
 
 /// Formats Unix milliseconds as RFC 3339 with millisecond precision, the way `/readyz` shows
@@ -64,10 +67,30 @@ impl Store {
     /// Makes `snapshot` current and tells every stream what changed. The swap happens before
     /// the send so a stream that sees the batch can always read data at least that new.
     pub fn publish(&self, snapshot: Snapshot, events: Vec<ItemEvent>) {
+        self.publish_shared(Arc::new(snapshot), events);
+    }
+
+    /// [`Store::publish`] of a snapshot someone else holds too (a proxy's SDK client).
+    pub fn publish_shared(&self, snapshot: Arc<Snapshot>, events: Vec<ItemEvent>) {
+        self.swap_and_send(snapshot, events, false);
+    }
+
+    /// Makes `snapshot` current as a replacement of everything: every stream sends a `put` of
+    /// it, which SDKs take whole even where versions went down (a proxy's upstream that came
+    /// back with other data).
+    pub fn publish_reset(&self, snapshot: Arc<Snapshot>) {
+        self.swap_and_send(snapshot, Vec::new(), true);
+    }
+
+    fn swap_and_send(&self, snapshot: Arc<Snapshot>, events: Vec<ItemEvent>, reset: bool) {
         let generation = snapshot.generation();
-        self.current.store(Some(Arc::new(snapshot)));
+        self.current.store(Some(snapshot));
         // A send error only means no stream is listening.
-        let _ = self.changes.send(Arc::new(Batch { generation, events }));
+        let _ = self.changes.send(Arc::new(Batch {
+            generation,
+            events,
+            reset,
+        }));
     }
 
     /// Records a successful load (whether or not anything changed) and the warnings about

@@ -41,6 +41,7 @@ pub(super) async fn healthz() -> Response {
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let files = match &state.mode {
         Mode::Root { health, .. } => return root_readyz(&state, health),
+        Mode::Proxy { upstream } => return proxy_readyz(&state, upstream),
         Mode::File { files } => files,
     };
     let error = state.store.health().current_error();
@@ -76,6 +77,34 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
+}
+
+/// Proxy mode: the upstream's health (`CONNECTING` before any data, `SERVING` while its stream
+/// is up, `DEGRADED` with the seconds since it last answered while the last data keeps
+/// serving, `DOWN` when it refused the key) and the data served.
+fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response {
+    let report = upstream.report();
+    let snapshot = state.store.snapshot();
+    let code = if snapshot.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut body = json!({
+        "status": report.status,
+        "source": "upstream",
+        "upstream": report.url,
+        "secondsSinceLastContact": report.seconds_since_last_contact,
+        "lastError": report.last_error,
+        "flags": snapshot.as_ref().map(|s| s.flag_count()),
+        "segments": snapshot.as_ref().map(|s| s.segment_count()),
+        "generation": snapshot.as_ref().map(|s| s.generation()),
+        "dataDigest": snapshot.as_ref().map(|s| s.digest().to_owned()),
+    });
+    if let Some(redis) = &state.redis {
+        body["redis"] = json!(redis.report());
+    }
+    (code, Json(body)).into_response()
 }
 
 /// One environment in the root-mode `/readyz` body.

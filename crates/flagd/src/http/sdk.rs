@@ -184,11 +184,11 @@ impl Follower {
             match self.changes.recv().await {
                 Ok(batch) => match self.sent {
                     Some(generation) if batch.generation <= generation => {}
-                    Some(_) => {
+                    Some(_) if !batch.reset => {
                         self.sent = Some(batch.generation);
                         self.batch = Some((batch, 0));
                     }
-                    None => self.resync(),
+                    _ => self.resync(),
                 },
                 Err(RecvError::Lagged(_)) => {
                     self.metrics.stream_resync();
