@@ -3,8 +3,9 @@
 //!
 //! The launcher builds `flagd` and this xtask in release, then runs the release xtask's hidden
 //! `bench-http measure` pinned to core 1. That process writes a generated 350-flag file to a
-//! temporary directory, starts flagd and the floor (`bench-http floor-server`) pinned to core 0,
-//! drives both with `wrk` from core 1, then opens SSE streams on `/all`, rewrites the flag file
+//! temporary directory, starts flagd, a second flagd exporting every evaluation, a proxy of the
+//! first (`--upstream`), and the floor (`bench-http floor-server`) pinned to core 0, drives each
+//! with `wrk` from core 1, then opens SSE streams on `/all`, rewrites the flag file
 //! and times every stream's `patch`. It prints a markdown table and whether the targets were met.
 //!
 //! Everything talks to 127.0.0.1 only. Every child process runs under `timeout`, so even a run
@@ -41,11 +42,16 @@ const SERVER_CORE: &str = "0";
 const LOAD_CORE: &str = "1";
 /// The floor's only route.
 const FLOOR_PATH: &str = "/floor";
+/// The SDK key the proxy presents upstream and requires of its clients. Every request carries
+/// it; the root and the floor require none and ignore it.
+const PROXY_KEY: &str = "bench-proxy-key";
 
 /// Targets from the issue that asked for this benchmark.
 const SINGLE_RATIO_TARGET: f64 = 0.70;
 /// Single-flag req/s with every evaluation exported, as a share of the same without events.
 const EVENTS_RATIO_TARGET: f64 = 0.95;
+/// Single-flag req/s of a proxy, as a share of the root's it follows.
+const PROXY_RATIO_TARGET: f64 = 0.95;
 const FANOUT_P99_TARGET: Duration = Duration::from_millis(200);
 const RSS_TARGET_KIB: u64 = 100 * 1024;
 
@@ -278,6 +284,8 @@ enum Server {
     /// A second flagd on the same flag file that makes every evaluation an event and exports it
     /// to JSON-lines files (`--export-dir DIR --server-evaluations all`).
     FlagdEvents,
+    /// A flagd in proxy mode following [`Server::Flagd`] (`--upstream URL --sdk-key KEY`).
+    Proxy,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -289,7 +297,7 @@ enum Target {
     OfrepAll,
 }
 
-const CASES: [Case; 7] = [
+const CASES: [Case; 9] = [
     Case {
         name: "floor: bare axum handler, constant body",
         server: Server::Floor,
@@ -317,6 +325,18 @@ const CASES: [Case; 7] = [
     Case {
         name: "OFREP, one flag, every evaluation exported",
         server: Server::FlagdEvents,
+        target: Target::OfrepOne,
+        body: ofrep_body,
+    },
+    Case {
+        name: "native, one flag, through a proxy",
+        server: Server::Proxy,
+        target: Target::NativeOne,
+        body: native_body,
+    },
+    Case {
+        name: "OFREP, one flag, through a proxy",
+        server: Server::Proxy,
         target: Target::OfrepOne,
         body: ofrep_body,
     },
@@ -409,6 +429,28 @@ async fn measure_all(
     wait_ready(&client, &events_url).await?;
     let exporter = format!("file:{export_arg}");
 
+    // A proxy of the first flagd: the same data, taken from its stream.
+    let (proxy, proxy_addr) = Pinned::spawn(
+        "proxy",
+        flagd_bin,
+        &[
+            "serve",
+            "--upstream",
+            &flagd_url,
+            "--sdk-key",
+            PROXY_KEY,
+            "--listen",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+        ],
+        &[],
+        budget,
+        false,
+    )?;
+    let proxy_url = format!("http://{proxy_addr}");
+    wait_ready(&client, &proxy_url).await?;
+
     // The floor answers exactly the bytes flagd answers for the single-flag case.
     let (status, answer) = post(&client, &flagd_url, Target::NativeOne, native_body()).await?;
     if status != 200 {
@@ -441,6 +483,7 @@ async fn measure_all(
             Server::Floor => &floor_url,
             Server::Flagd => &flagd_url,
             Server::FlagdEvents => &events_url,
+            Server::Proxy => &proxy_url,
         };
         let (status, answer) = post(&client, base, case.target, (case.body)()).await?;
         check_answer(case.target, status, &answer)?;
@@ -479,6 +522,7 @@ async fn measure_all(
     }
     drop(floor);
     drop(events_flagd);
+    drop(proxy);
 
     eprintln!("bench-http: fan-out to {} streams", options.streams);
     let fan_out = fan_out(options, &client, &flagd, &flagd_url, dir, flag_path).await?;
@@ -554,6 +598,7 @@ async fn post(
     let response = client
         .post(format!("{base}{}", target.path()))
         .header("content-type", "application/json")
+        .header("authorization", PROXY_KEY)
         .body(body.to_string())
         .timeout(Duration::from_secs(10))
         .send()
@@ -628,6 +673,7 @@ fn wrk_script(body: &str) -> anyhow::Result<String> {
         r#"-- Written by `cargo xtask bench-http`.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "{PROXY_KEY}"
 wrk.body = [==[{body}]==]
 done = function(summary, latency, requests)
   io.write(string.format(
@@ -1237,6 +1283,28 @@ impl Report {
                 100.0 * ratio,
                 100.0 * EVENTS_RATIO_TARGET,
                 verdict(ratio >= EVENTS_RATIO_TARGET)
+            );
+        }
+        for target in [Target::NativeOne, Target::OfrepOne] {
+            let find = |server| {
+                self.cases
+                    .iter()
+                    .find(|c| c.server == server && c.target == target)
+            };
+            let (Some(proxy), Some(root)) = (find(Server::Proxy), find(Server::Flagd)) else {
+                continue;
+            };
+            let ratio = proxy.median_rps() / root.median_rps();
+            let p50 = |case: &CaseResult| median(case.runs.iter().map(|r| r.p50_us));
+            let _ = writeln!(
+                out,
+                "- {}: {:.1}% of the root's req/s, p50 {} against {} (target ≥ {:.0}%): {}",
+                proxy.name,
+                100.0 * ratio,
+                micros(p50(proxy)),
+                micros(p50(root)),
+                100.0 * PROXY_RATIO_TARGET,
+                verdict(ratio >= PROXY_RATIO_TARGET)
             );
         }
         for case in &self.cases {
