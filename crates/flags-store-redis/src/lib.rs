@@ -23,8 +23,10 @@
 struct ReadmeDoctests;
 
 mod big_segments;
+mod warm;
 
 pub use big_segments::{MemberOp, RedisBigSegments};
+pub use warm::{KeyTable, inited_environments};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -154,6 +156,9 @@ pub enum StoreError {
     /// A stored value is not an item this store or LaunchDarkly's SDKs wrote.
     #[error("corrupt item: {0}")]
     Corrupt(String),
+    /// A prefix template cannot be used as asked.
+    #[error("invalid prefix: {0}")]
+    Prefix(String),
 }
 
 /// Flag and segment data in one Redis, under one prefix.
