@@ -117,6 +117,21 @@ pub struct RedisConfig {
     pub prefix: Option<String>,
 }
 
+impl RedisConfig {
+    /// The prefix template: `prefix`, or by default LaunchDarkly's, `launchdarkly`, in file and
+    /// proxy mode and `launchdarkly:{env}` in root mode.
+    pub fn template(&self, root_mode: bool) -> String {
+        self.prefix.clone().unwrap_or_else(|| {
+            let default = flags_store_redis::DEFAULT_PREFIX;
+            if root_mode {
+                format!("{default}:{{env}}")
+            } else {
+                default.to_owned()
+            }
+        })
+    }
+}
+
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use flags_cache::{CacheConfig, TtlCache};
+use flags_cache::{CacheConfig, Freshness, TtlCache};
 use flags_store::{ApiKey, ApiKeyKind, KeyStore, StoreError, hash_secret, secret_kind};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -84,6 +84,80 @@ pub const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 pub struct StoreKeys {
     store: Arc<dyn KeyStore>,
     cache: TtlCache<String, ApiKey, StoreError>,
+    ledger: Option<Arc<KeyLedger>>,
+}
+
+/// SDK keys remembered in Redis beside the data flagd writes there (only their hashes), so
+/// that a flagd started while the store is down, serving what Redis holds, accepts the keys
+/// that worked before. Kept current as keys are checked against the store: a key the store
+/// accepts is recorded, one it no longer knows is forgotten.
+pub struct KeyLedger {
+    table: flags_store_redis::KeyTable,
+    known: std::sync::RwLock<std::collections::HashMap<String, String>>,
+}
+
+impl KeyLedger {
+    /// The ledger in `table`, starting from what it holds.
+    pub async fn open(
+        table: flags_store_redis::KeyTable,
+    ) -> Result<KeyLedger, flags_store_redis::StoreError> {
+        let known = table.all().await?.into_iter().collect();
+        Ok(KeyLedger {
+            table,
+            known: std::sync::RwLock::new(known),
+        })
+    }
+
+    /// How many keys it holds.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    fn env_of(&self, hash: &str) -> Option<String> {
+        self.read().get(hash).cloned()
+    }
+
+    /// Records `hash` → `env` unless already known, in the background.
+    fn remember(self: &Arc<Self>, hash: &str, env: &str) {
+        {
+            let mut known = self.write();
+            if known.get(hash).is_some_and(|e| e == env) {
+                return;
+            }
+            known.insert(hash.to_owned(), env.to_owned());
+        }
+        let (ledger, hash, env) = (Arc::clone(self), hash.to_owned(), env.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = ledger.table.remember(&hash, &env).await {
+                tracing::warn!(error = %e, "cannot remember an SDK key in Redis");
+            }
+        });
+    }
+
+    /// Forgets `hash` if known, in the background.
+    fn forget(self: &Arc<Self>, hash: &str) {
+        if self.write().remove(hash).is_none() {
+            return;
+        }
+        let (ledger, hash) = (Arc::clone(self), hash.to_owned());
+        tokio::spawn(async move {
+            if let Err(e) = ledger.table.forget(&hash).await {
+                tracing::warn!(error = %e, "cannot forget an SDK key in Redis");
+            }
+        });
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, std::collections::HashMap<String, String>> {
+        self.known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, std::collections::HashMap<String, String>> {
+        self.known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// What a presented key may do, in root mode.
@@ -110,7 +184,15 @@ impl StoreKeys {
         Ok(StoreKeys {
             store,
             cache: TtlCache::new(config)?,
+            ledger: None,
         })
+    }
+
+    /// Keeps `ledger` current, and answers from it when the store cannot be asked and the
+    /// key is not cached.
+    pub fn with_ledger(mut self, ledger: Arc<KeyLedger>) -> StoreKeys {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Decides what `secret` may do. Cached by the secret's hash, so secrets are not kept.
@@ -130,20 +212,33 @@ impl StoreKeys {
             })
             .await;
         match lookup {
-            Ok(found) => match found.value {
-                None => KeyDecision::Unknown,
-                Some(key) if key.revoked => KeyDecision::Unknown,
-                Some(ApiKey {
-                    kind: ApiKeyKind::Sdk,
-                    env: Some(env),
-                    ..
-                }) => KeyDecision::Env(env),
-                Some(_) => KeyDecision::Forbidden,
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check an SDK key: the store is unavailable");
-                KeyDecision::Unavailable
+            Ok(found) => {
+                let loaded = found.freshness == Freshness::Loaded;
+                let decision = match found.value {
+                    None => KeyDecision::Unknown,
+                    Some(key) if key.revoked => KeyDecision::Unknown,
+                    Some(ApiKey {
+                        kind: ApiKeyKind::Sdk,
+                        env: Some(env),
+                        ..
+                    }) => KeyDecision::Env(env),
+                    Some(_) => KeyDecision::Forbidden,
+                };
+                if let (true, Some(ledger)) = (loaded, &self.ledger) {
+                    match &decision {
+                        KeyDecision::Env(env) => ledger.remember(&hashed, env),
+                        _ => ledger.forget(&hashed),
+                    }
+                }
+                decision
             }
+            Err(e) => match self.ledger.as_ref().and_then(|l| l.env_of(&hashed)) {
+                Some(env) => KeyDecision::Env(env),
+                None => {
+                    tracing::warn!(error = %e, "cannot check an SDK key: the store is unavailable");
+                    KeyDecision::Unavailable
+                }
+            },
         }
     }
 }

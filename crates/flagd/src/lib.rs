@@ -36,6 +36,7 @@ pub mod source;
 mod state;
 mod store;
 pub mod validate;
+mod warm;
 
 pub use backend::{Backend, BackendError};
 pub use config::Config;

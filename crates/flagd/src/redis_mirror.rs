@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use flags_store_redis::{DEFAULT_PREFIX, Item, RedisStore};
+use flags_store_redis::{Item, RedisStore};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
@@ -115,13 +115,7 @@ pub(crate) fn spawn(
     health: (Arc<RedisHealth>, Arc<Metrics>),
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
-    let template = prefix.unwrap_or_else(|| {
-        if root_mode {
-            format!("{DEFAULT_PREFIX}:{{env}}")
-        } else {
-            DEFAULT_PREFIX.to_owned()
-        }
-    });
+    let template = crate::config::RedisConfig { url: None, prefix }.template(root_mode);
     tokio::spawn(async move {
         let mut mirrored = HashSet::new();
         loop {

@@ -315,7 +315,13 @@ impl RootSync {
         match Snapshot::from_models(data, 1) {
             Ok(served) => {
                 state.generation = 1;
-                state.env.store.publish(served, Vec::new());
+                if state.env.store.snapshot().is_some() {
+                    // Data read from Redis at start, or an earlier load: streams start again
+                    // from this one, whatever its generation.
+                    state.env.store.publish_reset(Arc::new(served));
+                } else {
+                    state.env.store.publish(served, Vec::new());
+                }
                 state.env.store.record_success(Vec::new());
             }
             Err(e) => {

@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let outcome = tokio::task::spawn_blocking(move || first.reload()).await;
         if let Ok(ReloadOutcome::Failed(message)) = &outcome {
             tracing::error!(error = %message, "serving no data until the flag files are fixed");
+            warm_default(&config, &state, false).await;
         }
         watcher = Some(tokio::spawn(task));
         source = Some(file_source);
@@ -208,8 +209,11 @@ pub async fn start_with_store(
     store: Arc<dyn AdminStore>,
 ) -> Result<RunningServer, StartError> {
     let (listener, addr) = bind(&config).await?;
-    let keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
+    let mut keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
         .map_err(|e| StartError::Store(e.to_string()))?;
+    if let Some(ledger) = key_ledger(&config).await {
+        keys = keys.with_ledger(ledger);
+    }
     let health = Arc::new(RootHealth::default());
     let mut state = AppState::with_mode(
         &config,
@@ -228,7 +232,8 @@ pub async fn start_with_store(
     let first = match sync.connect().await {
         Ok(subscription) => Some(subscription),
         Err(e) => {
-            tracing::error!(error = %e, "the store is unreachable; serving nothing until it answers");
+            tracing::error!(error = %e, "the store is unreachable");
+            warm_root(&config, &state).await;
             None
         }
     };
@@ -282,10 +287,8 @@ async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
         .wait_for_data(Duration::from_millis(config.upstream.fetch_timeout_ms))
         .await
     {
-        tracing::error!(
-            upstream = url,
-            "the upstream has not answered; serving nothing until it does"
-        );
+        tracing::error!(upstream = url, "the upstream has not answered");
+        warm_default(&config, &state, false).await;
     }
     start_redis(&config, &state, false);
     let router = crate::http::app(state.clone());
@@ -294,6 +297,68 @@ async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
         ..Background::default()
     };
     Ok(serve(listener, addr, state, router, background))
+}
+
+/// File and proxy mode, when the source gave nothing at start: serves what Redis holds for the
+/// default environment, as stale, if `redis.url` is set and it holds something.
+async fn warm_default(config: &Config, state: &AppState, root_mode: bool) {
+    let Some(url) = &config.redis.url else {
+        tracing::error!("serving nothing until the source answers");
+        return;
+    };
+    let prefix = crate::warm::prefix_of(&config.redis.template(root_mode), crate::env::DEFAULT_ENV);
+    match crate::warm::serve_env(url, &prefix, &state.default_env).await {
+        Ok(Some(flags)) => {
+            tracing::warn!(
+                prefix,
+                flags,
+                "serving what Redis holds until the source answers"
+            );
+        }
+        Ok(None) => tracing::error!(
+            prefix,
+            "Redis holds nothing either; serving nothing until the source answers"
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read Redis either; serving nothing until the source answers")
+        }
+    }
+}
+
+/// Root mode, when the store could not be reached at start: serves every environment Redis
+/// holds, as stale, if `redis.url` is set.
+async fn warm_root(config: &Config, state: &AppState) {
+    let Some(url) = &config.redis.url else {
+        tracing::error!("serving nothing until the store answers");
+        return;
+    };
+    match crate::warm::serve_all(url, &config.redis.template(true), &state.envs).await {
+        Ok(0) => tracing::error!(
+            "Redis holds no environment either; serving nothing until the store answers"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read Redis either; serving nothing until the store answers")
+        }
+    }
+}
+
+/// Root mode with `redis.url`: the SDK keys remembered in Redis, for a start while the store is
+/// down. `None`, with a warning, when Redis cannot be read now.
+async fn key_ledger(config: &Config) -> Option<Arc<crate::keys::KeyLedger>> {
+    let url = config.redis.url.as_ref()?;
+    let name = crate::warm::key_table_name(&config.redis.template(true));
+    let opened = match flags_store_redis::KeyTable::connect(url, &name).await {
+        Ok(table) => crate::keys::KeyLedger::open(table).await,
+        Err(e) => Err(e),
+    };
+    match opened {
+        Ok(ledger) => Some(Arc::new(ledger)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the SDK keys remembered in Redis; keys are not remembered there until restart");
+            None
+        }
+    }
 }
 
 /// Starts writing every environment into Redis when `redis.url` is set.

@@ -35,6 +35,9 @@ pub fn rfc3339(unix_ms: u64) -> String {
 /// Holder of the current snapshot and its change feed.
 pub struct Store {
     current: ArcSwapOption<Snapshot>,
+    /// The snapshot served came from Redis at start, not from the source: stale until the
+    /// source publishes.
+    warm: std::sync::atomic::AtomicBool,
     changes: broadcast::Sender<Arc<Batch>>,
     health: HealthTracker,
     /// Warnings about the served data (it loads, but something in it cannot work).
@@ -47,6 +50,7 @@ impl Store {
         let (changes, _) = broadcast::channel(buffer.max(1));
         Store {
             current: ArcSwapOption::empty(),
+            warm: std::sync::atomic::AtomicBool::new(false),
             changes,
             health: HealthTracker::new(),
             warnings: Mutex::new(Vec::new()),
@@ -82,9 +86,36 @@ impl Store {
         self.swap_and_send(snapshot, Vec::new(), true);
     }
 
+    /// Serves `snapshot`, read from Redis because the source cannot be reached at start, as
+    /// stale data: only while nothing is served yet, so data from the source always wins.
+    /// Returns whether it is served.
+    pub fn publish_warm(&self, snapshot: Snapshot) -> bool {
+        let generation = snapshot.generation();
+        let previous = self
+            .current
+            .compare_and_swap(&None::<Arc<Snapshot>>, Some(Arc::new(snapshot)));
+        if previous.is_some() {
+            return false;
+        }
+        self.warm.store(true, std::sync::atomic::Ordering::Release);
+        let _ = self.changes.send(Arc::new(Batch {
+            generation,
+            events: Vec::new(),
+            reset: true,
+        }));
+        true
+    }
+
+    /// Whether the data served came from Redis at start and the source has not published
+    /// since.
+    pub fn is_warm(&self) -> bool {
+        self.warm.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn swap_and_send(&self, snapshot: Arc<Snapshot>, events: Vec<ItemEvent>, reset: bool) {
         let generation = snapshot.generation();
         self.current.store(Some(snapshot));
+        self.warm.store(false, std::sync::atomic::Ordering::Release);
         // A send error only means no stream is listening.
         let _ = self.changes.send(Arc::new(Batch {
             generation,

@@ -26,6 +26,8 @@ struct Ready {
     consecutive_failures: u32,
     warnings: Vec<String>,
     files: Vec<String>,
+    /// The data served was read from Redis at start, the files giving nothing.
+    stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<crate::redis_mirror::RedisReady>,
 }
@@ -47,8 +49,10 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let error = state.store.health().current_error();
     let health = state.store.health().report();
     let snapshot = state.store.snapshot();
+    let stale = state.store.is_warm();
     let (code, label) = match &snapshot {
         None => (StatusCode::SERVICE_UNAVAILABLE, "CONNECTING"),
+        Some(_) if stale => (StatusCode::OK, "STALE"),
         Some(_) if health.status == HealthStatus::Degraded => (StatusCode::OK, "DEGRADED"),
         Some(_) => (StatusCode::OK, "SERVING"),
     };
@@ -64,6 +68,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         consecutive_failures: health.consecutive_failures,
         warnings: state.store.warnings(),
         files: files.iter().map(|f| f.display().to_string()).collect(),
+        stale,
         redis: state.redis.as_ref().map(|r| r.report()),
     };
     (code, Json(body)).into_response()
@@ -90,9 +95,11 @@ fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let stale = state.store.is_warm();
     let mut body = json!({
-        "status": report.status,
-        "source": "upstream",
+        "status": if stale { "STALE" } else { report.status },
+        "stale": stale,
+        "source": if stale { "redis" } else { "upstream" },
         "upstream": report.url,
         "secondsSinceLastContact": report.seconds_since_last_contact,
         "lastError": report.last_error,
@@ -116,6 +123,8 @@ struct EnvReady {
     generation: Option<u64>,
     data_digest: Option<String>,
     killed: Vec<String>,
+    /// Read from Redis at start, the store being unreachable; replaced when it answers.
+    stale: bool,
 }
 
 /// Root mode: the health of the store connection (`CONNECTING` before the first load, then
@@ -123,7 +132,11 @@ struct EnvReady {
 /// seconds since the store last answered, and each environment's data.
 fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
     let report = health.report();
+    // Never reached the store, but serving what Redis held: ready, and saying so.
+    let stale = report.status == HealthStatus::Connecting
+        && state.envs.all().iter().any(|env| env.store.is_warm());
     let code = match report.status {
+        _ if stale => StatusCode::OK,
         HealthStatus::Connecting => StatusCode::SERVICE_UNAVAILABLE,
         HealthStatus::Serving | HealthStatus::Degraded => StatusCode::OK,
         // A state this server does not know of is not known to be ready.
@@ -142,13 +155,19 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
                 generation: snapshot.as_ref().map(|s| s.generation()),
                 data_digest: snapshot.as_ref().map(|s| s.digest().to_owned()),
                 killed: env.ops.killed(),
+                stale: env.store.is_warm(),
             };
             (env.key.to_string(), json!(ready))
         })
         .collect();
+    let status = if stale {
+        json!("STALE")
+    } else {
+        json!(report.status)
+    };
     let mut body = json!({
-        "status": report.status,
-        "source": "database",
+        "status": status,
+        "source": if stale { "redis" } else { "database" },
         "secondsSinceLastContact": report.seconds_since_last_contact,
         "lastSuccessUnixMs": report.last_success_unix_ms,
         "consecutiveFailures": report.consecutive_failures,

@@ -182,13 +182,16 @@ impl Follower {
                 self.batch = None;
             }
             match self.changes.recv().await {
+                // A reset may go back in generations (data from the source replacing data
+                // read from Redis at start): it always starts the stream again.
+                Ok(batch) if batch.reset => self.resync(),
                 Ok(batch) => match self.sent {
                     Some(generation) if batch.generation <= generation => {}
-                    Some(_) if !batch.reset => {
+                    Some(_) => {
                         self.sent = Some(batch.generation);
                         self.batch = Some((batch, 0));
                     }
-                    _ => self.resync(),
+                    None => self.resync(),
                 },
                 Err(RecvError::Lagged(_)) => {
                     self.metrics.stream_resync();

@@ -177,7 +177,9 @@ impl FileSource {
         self.warn_of_deletions(&changes);
         let generation = state.generation + 1;
         let served = |kind, key: &str| versions.served(kind, key);
-        let current = self.store.snapshot();
+        // Data read from Redis at start is no base for the files' data: it is replaced whole.
+        let warm = self.store.is_warm();
+        let current = if warm { None } else { self.store.snapshot() };
         let built = crate::engine::build(raw, served, current.as_deref(), generation, &changes)
             .map_err(|e| e.to_string())?;
         warnings.extend(built.warnings);
@@ -196,7 +198,11 @@ impl FileSource {
                     "flag data loaded"
                 );
                 state.generation = generation;
-                self.store.publish(snapshot, built.events);
+                if warm {
+                    self.store.publish_reset(Arc::new(snapshot));
+                } else {
+                    self.store.publish(snapshot, built.events);
+                }
                 // The generation this one replaced goes once its last reader is done, which
                 // for most is now; what it held goes back to the system.
                 drop(current);
