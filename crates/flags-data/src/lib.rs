@@ -56,7 +56,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use flags_core::{Context, EvalDetail, Flag, FlagData, ItemKind, Segment};
+use flags_core::{BigSegmentStore, Context, EvalDetail, Flag, FlagData, ItemKind, Segment};
 use flags_eval::{CompiledData, CompiledFlag, CompiledSegment, Evaluator};
 use sha2::{Digest, Sha256};
 
@@ -78,6 +78,8 @@ pub struct Snapshot {
     digest: String,
     flag_count: usize,
     segment_count: usize,
+    /// Live big (`unbounded`) segments: evaluation needs a big-segment store only when some are.
+    big_segment_count: usize,
     deps: DependencyIndex,
     /// The `put` event's data; the `latest-all` body is a slice of it.
     put: OnceLock<Arc<str>>,
@@ -173,6 +175,7 @@ impl Snapshot {
         let mut digest_sum = 0u128;
         let mut flag_count = 0;
         let mut segment_count = 0;
+        let mut big_segment_count = 0;
         for flag in data.flags() {
             digest_sum =
                 digest_sum.wrapping_add(item_hash(ItemKind::Flag, flag.key(), flag.version()));
@@ -185,12 +188,13 @@ impl Snapshot {
                 segment.version(),
             ));
             segment_count += 1;
+            big_segment_count += usize::from(segment.is_unbounded());
         }
         Snapshot::assemble(
             data,
             generation,
             digest_sum,
-            (flag_count, segment_count),
+            (flag_count, segment_count, big_segment_count),
             deps,
         )
     }
@@ -200,7 +204,7 @@ impl Snapshot {
         data: CompiledData,
         generation: u64,
         digest_sum: u128,
-        (flag_count, segment_count): (usize, usize),
+        (flag_count, segment_count, big_segment_count): (usize, usize, usize),
         deps: DependencyIndex,
     ) -> Snapshot {
         Snapshot {
@@ -210,6 +214,7 @@ impl Snapshot {
             digest: format!("{digest_sum:032x}"),
             flag_count,
             segment_count,
+            big_segment_count,
             deps,
             put: OnceLock::new(),
         }
@@ -232,6 +237,10 @@ impl Snapshot {
         let mut digest_sum = self.digest_sum;
         let mut flag_count = self.flag_count;
         let mut segment_count = self.segment_count;
+        let mut big_segment_count = self.big_segment_count;
+        let is_big = |data: &CompiledData, key: &str| {
+            usize::from(data.segment(key).is_some_and(CompiledSegment::is_unbounded))
+        };
         let mut changed = Vec::with_capacity(updates.size_hint().0);
         let compile = |e: flags_eval::CompileError| DataError::Compile(e.to_string());
         for update in updates {
@@ -251,10 +260,12 @@ impl Snapshot {
                 Update::Segment(segment) => {
                     let (key, version) = (segment.key.clone(), segment.version);
                     let old = data.segment(&key).map(CompiledSegment::version);
+                    let was_big = is_big(data, &key);
                     let refs = deps::segment_refs(&segment);
                     if !data.put_segment(segment).map_err(compile)? {
                         continue;
                     }
+                    big_segment_count = big_segment_count + is_big(data, &key) - was_big;
                     deps.set((ItemKind::Segment, key.clone()), refs);
                     (ItemKind::Segment, key, version, false, old)
                 }
@@ -268,9 +279,11 @@ impl Snapshot {
                 }
                 Update::DeleteSegment { key, version } => {
                     let old = data.segment(&key).map(CompiledSegment::version);
+                    let was_big = is_big(data, &key);
                     if !data.remove_segment(&key, version) {
                         continue;
                     }
+                    big_segment_count -= was_big;
                     deps.remove(ItemKind::Segment, &key);
                     (ItemKind::Segment, key, version, true, old)
                 }
@@ -305,7 +318,7 @@ impl Snapshot {
             data,
             generation,
             digest_sum,
-            (flag_count, segment_count),
+            (flag_count, segment_count, big_segment_count),
             deps,
         );
         Ok(Some(Applied { snapshot, changed }))
@@ -403,6 +416,12 @@ impl Snapshot {
         self.segment_count
     }
 
+    /// Whether any live segment is a big (`unbounded`) one, so that evaluating may need a
+    /// big-segment store ([`Snapshot::evaluate_with`]).
+    pub fn has_big_segments(&self) -> bool {
+        self.big_segment_count > 0
+    }
+
     /// The compiled data, for evaluating with an [`Evaluator`] of one's own.
     pub fn compiled(&self) -> &CompiledData {
         &self.data
@@ -415,7 +434,20 @@ impl Snapshot {
     /// Unknown flags give `ERROR`/`FLAG_NOT_FOUND`.
     #[inline]
     pub fn evaluate<'a>(&'a self, ops: &Ops, flag_key: &str, context: &Context) -> EvalDetail<'a> {
-        let mut detail = Evaluator::new(&self.data).evaluate(flag_key, context);
+        self.evaluate_with(ops, flag_key, context, None)
+    }
+
+    /// [`Snapshot::evaluate`], with big segments' memberships read from `big_segments`
+    /// (`None`: no store, so big segments report `NOT_CONFIGURED`, as SDKs without one do).
+    #[inline]
+    pub fn evaluate_with<'a>(
+        &'a self,
+        ops: &Ops,
+        flag_key: &str,
+        context: &Context,
+        big_segments: Option<&'a dyn BigSegmentStore>,
+    ) -> EvalDetail<'a> {
+        let mut detail = self.evaluator(big_segments).evaluate(flag_key, context);
         ops.label(flag_key, context, &mut detail);
         detail
     }
@@ -427,13 +459,35 @@ impl Snapshot {
         ops: &Ops,
         context: &Context,
     ) -> Vec<(&'a str, EvalDetail<'a>)> {
-        Evaluator::new(&self.data)
+        self.evaluate_all_with(ops, context, None)
+    }
+
+    /// [`Snapshot::evaluate_all`], with big segments read from `big_segments` as in
+    /// [`Snapshot::evaluate_with`].
+    #[inline]
+    pub fn evaluate_all_with<'a>(
+        &'a self,
+        ops: &Ops,
+        context: &Context,
+        big_segments: Option<&'a dyn BigSegmentStore>,
+    ) -> Vec<(&'a str, EvalDetail<'a>)> {
+        self.evaluator(big_segments)
             .evaluate_all(context)
             .map(|(key, mut detail)| {
                 ops.label(key, context, &mut detail);
                 (key, detail)
             })
             .collect()
+    }
+}
+
+impl Snapshot {
+    fn evaluator<'a>(&'a self, big_segments: Option<&'a dyn BigSegmentStore>) -> Evaluator<'a> {
+        let evaluator = Evaluator::new(&self.data);
+        match big_segments {
+            Some(store) => evaluator.with_big_segments(store),
+            None => evaluator,
+        }
     }
 }
 

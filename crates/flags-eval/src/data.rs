@@ -242,6 +242,11 @@ impl CompiledSegment {
     pub fn is_deleted(&self) -> bool {
         self.deleted
     }
+
+    /// Whether this is a big (`unbounded`) segment, whose members a big-segment store holds.
+    pub fn is_unbounded(&self) -> bool {
+        self.c.big.is_some()
+    }
 }
 
 /// An immutable compiled snapshot of an environment's flags and segments.
