@@ -44,6 +44,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod big_segments;
 mod error;
 mod subscription;
 
@@ -1494,6 +1495,10 @@ impl AdminStore for PostgresStore {
         .await
         .map_err(db)?;
         rows.into_iter().map(audit_from_row).collect()
+    }
+
+    fn big_segment_members(&self) -> Option<Arc<dyn flags_store::BigSegmentMembers>> {
+        Some(Arc::new(self.clone()))
     }
 }
 

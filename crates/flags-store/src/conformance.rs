@@ -95,6 +95,7 @@ pub const CASES: &[(&str, Case)] = &[
         "racing_writers_apply_or_conflict",
         racing_writers_apply_or_conflict,
     ),
+    ("big_segment_members", big_segment_members),
 ];
 
 /// Expands to one `#[test]` per conformance case, each calling `$run(name, case)`.
@@ -123,6 +124,7 @@ macro_rules! store_conformance_tests {
             keys_no_item_can_have_are_invalid,
             text_with_nul_is_invalid_where_it_would_be_kept,
             racing_writers_apply_or_conflict,
+            big_segment_members,
         );
     };
     (@cases $run:path: $($case:ident),* $(,)?) => {
@@ -2243,4 +2245,123 @@ impl Future for JoinAll<'_> {
             Poll::Ready(this.outputs.iter_mut().filter_map(Option::take).collect())
         }
     }
+}
+
+/// Big-segment memberships ([`AdminStore::big_segment_members`], when the store keeps them):
+/// uploads become visible at their commit, the last change of a context in an upload wins, a
+/// dropped upload stores nothing, a fresh upload replaces its generation, environments are
+/// apart, and a copy receives exactly what was stored.
+pub fn big_segment_members(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        use crate::{BigSegmentMembers, MemberChange, MemberOp, MemoryBigSegments};
+        let Some(members) = store.big_segment_members() else {
+            return;
+        };
+        let env = fresh_env(store).await;
+        let other = fresh_env(store).await;
+        let change = |op, key: &str| MemberChange::for_key(op, key);
+        let hash = |key: &str| flags_eval::big_segment_hash(key);
+        let look = |members: std::sync::Arc<dyn BigSegmentMembers>, env: String| async move {
+            let keys = ["a", "b", "c", "d", "x", "y", "zz"];
+            let hashes: Vec<String> = keys.iter().map(|k| hash(k)).collect();
+            let found = members.memberships(&env, &hashes).await.unwrap();
+            let mut seen: Vec<String> = Vec::new();
+            for key in keys {
+                if let Some((_, m)) = found.iter().find(|(h, _)| *h == hash(key)) {
+                    let mut refs: Vec<String> = m
+                        .included
+                        .iter()
+                        .map(|r| format!("+{r}"))
+                        .chain(m.excluded.iter().map(|r| format!("-{r}")))
+                        .collect();
+                    refs.sort();
+                    seen.push(format!("{key}:{}", refs.join(",")));
+                }
+            }
+            seen
+        };
+
+        let mirror = std::sync::Arc::new(MemoryBigSegments::new());
+        let mut upload = members.begin_upload(&env, "seg", 1, false).await.unwrap();
+        upload
+            .apply(&[
+                change(MemberOp::Include, "a"),
+                change(MemberOp::Include, "b"),
+                change(MemberOp::Include, "c"),
+                change(MemberOp::Exclude, "d"),
+            ])
+            .await
+            .unwrap();
+        upload
+            .apply(&[
+                change(MemberOp::Remove, "c"),
+                change(MemberOp::Include, "d"),
+            ])
+            .await
+            .unwrap();
+        // Nothing shows before the commit.
+        assert!(look(members.clone(), env.clone()).await.is_empty());
+        let copy = mirror.begin_upload(&env, "seg", 1, false).await.unwrap();
+        upload.commit(Some(copy)).await.unwrap();
+        let expected = ["a:+seg.g1", "b:+seg.g1", "d:+seg.g1"];
+        assert_eq!(look(members.clone(), env.clone()).await, expected);
+        assert_eq!(look(mirror.clone(), env.clone()).await, expected);
+        assert!(look(members.clone(), other.clone()).await.is_empty());
+
+        // A second upload changes only what it names; the same upload again changes nothing.
+        for _ in 0..2 {
+            let mut upload = members.begin_upload(&env, "seg", 1, false).await.unwrap();
+            upload
+                .apply(&[
+                    change(MemberOp::Exclude, "a"),
+                    change(MemberOp::Remove, "b"),
+                ])
+                .await
+                .unwrap();
+            upload.commit(None).await.unwrap();
+            assert_eq!(
+                look(members.clone(), env.clone()).await,
+                ["a:-seg.g1", "d:+seg.g1"]
+            );
+        }
+
+        // An upload dropped before its commit stores nothing.
+        let mut dropped = members.begin_upload(&env, "seg", 1, false).await.unwrap();
+        dropped
+            .apply(&[change(MemberOp::Include, "zz")])
+            .await
+            .unwrap();
+        drop(dropped);
+        assert_eq!(
+            look(members.clone(), env.clone()).await,
+            ["a:-seg.g1", "d:+seg.g1"]
+        );
+
+        // A fresh upload replaces its generation whole and leaves the others.
+        for key in ["x", "y"] {
+            let mut upload = members.begin_upload(&env, "seg", 2, true).await.unwrap();
+            upload
+                .apply(&[change(MemberOp::Include, key)])
+                .await
+                .unwrap();
+            upload.commit(None).await.unwrap();
+        }
+        assert_eq!(
+            look(members.clone(), env.clone()).await,
+            ["a:-seg.g1", "d:+seg.g1", "y:+seg.g2"]
+        );
+        members.clear_generation(&env, "seg", 1).await.unwrap();
+        assert_eq!(look(members.clone(), env.clone()).await, ["y:+seg.g2"]);
+
+        assert_eq!(members.synchronized_on(&env).await.unwrap(), None);
+        members
+            .set_synchronized_on(&env, 1_700_000_000_123)
+            .await
+            .unwrap();
+        assert_eq!(
+            members.synchronized_on(&env).await.unwrap(),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(members.synchronized_on(&other).await.unwrap(), None);
+    })
 }

@@ -65,6 +65,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod big_segments;
 pub mod check;
 mod keys;
 mod memory;
@@ -74,6 +75,7 @@ pub mod validate;
 pub mod conformance;
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -82,6 +84,10 @@ use flags_core::ItemKind;
 use flags_core::LoadError;
 use flags_core::{Flag, FlagData, Problem, Segment, Severity};
 
+pub use big_segments::{
+    BigSegmentMembers, COPY_CHUNK, MemberChange, MemberOp, MemberUpload, MemoryBigSegments,
+    UploadError, copy_changes, membership_of,
+};
 pub use keys::{generate_secret, hash_secret, secret_kind};
 pub use memory::MemoryStore;
 
@@ -1104,6 +1110,12 @@ pub trait AdminStore: ChangeFeed + KeyStore {
 
     /// Audit entries, newest first.
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Where this store keeps big-segment memberships, when it keeps them (`None`: it does
+    /// not, and big segments can only be served from another source).
+    fn big_segment_members(&self) -> Option<Arc<dyn BigSegmentMembers>> {
+        None
+    }
 }
 
 /// A live feed of [`Change`]s from [`ChangeFeed::subscribe`].

@@ -22,10 +22,10 @@ use crate::validate::{
 };
 use crate::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
-    Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey, Dependent, EnvSnapshot,
-    Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey,
-    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
-    generate_secret, hash_secret,
+    BigSegmentMembers, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey,
+    Dependent, EnvSnapshot, Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore,
+    ListFilter, MemoryBigSegments, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
+    StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
 };
 use flags_core::ItemKind;
 use flags_core::{Flag, Segment};
@@ -42,6 +42,8 @@ const SUBSCRIBER_CAPACITY: usize = 10_000;
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Big-segment memberships, kept apart from the admin data they do not touch.
+    big_segments: Arc<MemoryBigSegments>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -1088,6 +1090,10 @@ impl AdminStore for MemoryStore {
             .take(query.limit)
             .cloned()
             .collect())
+    }
+
+    fn big_segment_members(&self) -> Option<Arc<dyn BigSegmentMembers>> {
+        Some(Arc::clone(&self.big_segments) as Arc<dyn BigSegmentMembers>)
     }
 }
 
