@@ -67,7 +67,7 @@ const LAYERS: &[(&str, Allowed)] = &[
     ),
     (
         "flags-store-redis",
-        Allowed::Only(&["flags-core", "flags-eval"]),
+        Allowed::Only(&["flags-core", "flags-eval", "flags-store"]),
     ),
     ("flags-test-support", Allowed::Only(&[])),
     ("flags-events", Allowed::Only(&[])),

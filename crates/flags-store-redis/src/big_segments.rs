@@ -19,6 +19,7 @@ use flags_core::{
     BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata,
 };
 use flags_eval::{big_segment_hash, big_segment_ref};
+use flags_store::{BigSegmentMembers, MemberChange, MemberOp, MemberUpload, UploadError};
 use redis::aio::ConnectionManager;
 
 use crate::StoreError;
@@ -29,18 +30,52 @@ const CHUNK: usize = 10_000;
 /// How long a membership or metadata query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What a membership change does for one context in one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemberOp {
-    /// Include the context (and take it out of the exclusions).
-    Include,
-    /// Exclude the context (and take it out of the inclusions).
-    Exclude,
-    /// List it in neither.
-    Remove,
+/// Writes one pipeline of changes to `reference`'s memberships under `prefix`.
+async fn write_changes<H: AsRef<str>>(
+    prefix: &str,
+    reference: &str,
+    changes: impl Iterator<Item = (MemberOp, H)>,
+    connection: &mut ConnectionManager,
+) -> Result<(), StoreError> {
+    let mut pipe = redis::pipe();
+    let mut include = String::new();
+    let mut exclude = String::new();
+    for (op, hash) in changes {
+        let hash = hash.as_ref();
+        include.clear();
+        exclude.clear();
+        include.push_str(prefix);
+        include.push_str(":big_segment_include:");
+        include.push_str(hash);
+        exclude.push_str(prefix);
+        exclude.push_str(":big_segment_exclude:");
+        exclude.push_str(hash);
+        match op {
+            MemberOp::Include => {
+                pipe.sadd(&include, reference).ignore();
+                pipe.srem(&exclude, reference).ignore();
+            }
+            MemberOp::Exclude => {
+                pipe.sadd(&exclude, reference).ignore();
+                pipe.srem(&include, reference).ignore();
+            }
+            MemberOp::Remove => {
+                pipe.srem(&include, reference).ignore();
+                pipe.srem(&exclude, reference).ignore();
+            }
+        }
+    }
+    pipe.query_async::<()>(connection).await?;
+    Ok(())
 }
 
 /// Big-segment memberships in one Redis, under one prefix.
+///
+/// As a [`BigSegmentMembers`] it keeps one environment, the one its prefix names: the `env`
+/// arguments are not used. Uploads are written chunk by chunk as they come (Redis has no
+/// transaction that could hold millions of writes), so an upload dropped half way leaves its
+/// first chunks written; a `fresh` upload does not empty its generation first (a new generation
+/// holds nothing yet); and an upload cannot be copied on.
 pub struct RedisBigSegments {
     prefix: String,
     client: redis::Client,
@@ -102,26 +137,25 @@ impl RedisBigSegments {
         let reference = big_segment_ref(segment_key, generation);
         let mut connection = self.writer.clone();
         for chunk in context_keys.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                let hash = big_segment_hash(key);
-                let (include, exclude) = (self.include_key(&hash), self.exclude_key(&hash));
-                match op {
-                    MemberOp::Include => {
-                        pipe.sadd(&include, &reference).ignore();
-                        pipe.srem(&exclude, &reference).ignore();
-                    }
-                    MemberOp::Exclude => {
-                        pipe.sadd(&exclude, &reference).ignore();
-                        pipe.srem(&include, &reference).ignore();
-                    }
-                    MemberOp::Remove => {
-                        pipe.srem(&include, &reference).ignore();
-                        pipe.srem(&exclude, &reference).ignore();
-                    }
-                }
-            }
-            pipe.query_async::<()>(&mut connection).await?;
+            let changes = chunk.iter().map(|key| (op, big_segment_hash(key)));
+            write_changes(&self.prefix, &reference, changes, &mut connection).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `changes` (by context hash, in order) to generation `generation` of segment
+    /// `segment_key`, `CHUNK` contexts per round trip. Idempotent.
+    pub async fn apply_changes(
+        &self,
+        segment_key: &str,
+        generation: u64,
+        changes: &[MemberChange],
+    ) -> Result<(), StoreError> {
+        let reference = big_segment_ref(segment_key, generation);
+        let mut connection = self.writer.clone();
+        for chunk in changes.chunks(CHUNK) {
+            let changes = chunk.iter().map(|c| (c.op, c.context_hash.as_str()));
+            write_changes(&self.prefix, &reference, changes, &mut connection).await?;
         }
         Ok(())
     }
@@ -203,5 +237,151 @@ impl BigSegmentStore for RedisBigSegments {
             })?),
         };
         Ok(BigSegmentStoreMetadata { last_up_to_date })
+    }
+}
+
+/// An upload into Redis: every chunk is written as it comes.
+struct RedisUpload {
+    prefix: String,
+    writer: ConnectionManager,
+    reference: String,
+}
+
+#[async_trait::async_trait]
+impl MemberUpload for RedisUpload {
+    async fn apply(&mut self, changes: &[MemberChange]) -> Result<(), flags_store::StoreError> {
+        for chunk in changes.chunks(CHUNK) {
+            let changes = chunk.iter().map(|c| (c.op, c.context_hash.as_str()));
+            write_changes(&self.prefix, &self.reference, changes, &mut self.writer)
+                .await
+                .map_err(StoreError::into_store_error)?;
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        copy: Option<Box<dyn MemberUpload>>,
+    ) -> Result<(), UploadError> {
+        match copy {
+            None => Ok(()),
+            Some(_) => Err(UploadError::NotCopied(flags_store::StoreError::internal(
+                "a Redis upload keeps no record of its changes to copy",
+            ))),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BigSegmentMembers for RedisBigSegments {
+    async fn begin_upload(
+        &self,
+        _env: &str,
+        segment: &str,
+        generation: u64,
+        _fresh: bool,
+    ) -> Result<Box<dyn MemberUpload>, flags_store::StoreError> {
+        Ok(Box::new(RedisUpload {
+            prefix: self.prefix.clone(),
+            writer: self.writer.clone(),
+            reference: big_segment_ref(segment, generation),
+        }))
+    }
+
+    async fn memberships(
+        &self,
+        _env: &str,
+        context_hashes: &[String],
+    ) -> Result<Vec<(String, BigSegmentMembership)>, flags_store::StoreError> {
+        if context_hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for hash in context_hashes {
+            pipe.smembers(self.include_key(hash))
+                .smembers(self.exclude_key(hash));
+        }
+        let mut connection = self.writer.clone();
+        let sets: Vec<HashSet<String>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| StoreError::from(e).into_store_error())?;
+        let mut sets = sets.into_iter();
+        let mut found = Vec::new();
+        for hash in context_hashes {
+            let (Some(included), Some(excluded)) = (sets.next(), sets.next()) else {
+                break;
+            };
+            if !included.is_empty() || !excluded.is_empty() {
+                found.push((hash.clone(), BigSegmentMembership { included, excluded }));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn synchronized_on(&self, _env: &str) -> Result<Option<u64>, flags_store::StoreError> {
+        let mut connection = self.writer.clone();
+        let text: Option<String> = redis::cmd("GET")
+            .arg(self.synchronized_on_key())
+            .query_async(&mut connection)
+            .await
+            .map_err(|e| StoreError::from(e).into_store_error())?;
+        text.map(|text| {
+            text.trim().parse().map_err(|_| {
+                flags_store::StoreError::internal(format!(
+                    "{} holds {text:?}, not Unix milliseconds",
+                    self.synchronized_on_key()
+                ))
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_synchronized_on(
+        &self,
+        _env: &str,
+        unix_ms: u64,
+    ) -> Result<(), flags_store::StoreError> {
+        RedisBigSegments::set_synchronized_on(self, unix_ms)
+            .await
+            .map_err(StoreError::into_store_error)
+    }
+
+    async fn clear_generation(
+        &self,
+        _env: &str,
+        segment: &str,
+        generation: u64,
+    ) -> Result<(), flags_store::StoreError> {
+        let reference = big_segment_ref(segment, generation);
+        let mut connection = self.writer.clone();
+        for pattern in [self.include_key("*"), self.exclude_key("*")] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(CHUNK)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(|e| StoreError::from(e).into_store_error())?;
+                if !keys.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.srem(key, &reference).ignore();
+                    }
+                    pipe.query_async::<()>(&mut connection)
+                        .await
+                        .map_err(|e| StoreError::from(e).into_store_error())?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(())
     }
 }

@@ -25,7 +25,8 @@ struct ReadmeDoctests;
 mod big_segments;
 mod warm;
 
-pub use big_segments::{MemberOp, RedisBigSegments};
+pub use big_segments::RedisBigSegments;
+pub use flags_store::MemberOp;
 pub use warm::{KeyTable, inited_environments};
 
 use std::collections::BTreeMap;
@@ -159,6 +160,17 @@ pub enum StoreError {
     /// A prefix template cannot be used as asked.
     #[error("invalid prefix: {0}")]
     Prefix(String),
+}
+
+impl StoreError {
+    /// The error as flags-store's traits report it: a Redis that cannot be reached or refuses
+    /// is unavailable, anything else internal.
+    pub fn into_store_error(self) -> flags_store::StoreError {
+        match self {
+            StoreError::Redis(e) => flags_store::StoreError::unavailable(e),
+            other => flags_store::StoreError::internal(other),
+        }
+    }
 }
 
 /// Flag and segment data in one Redis, under one prefix.

@@ -155,3 +155,55 @@ async fn a_flag_evaluates_big_segments_straight_from_redis() {
         json!({"kind": "FALLTHROUGH", "bigSegmentsStatus": "HEALTHY"})
     );
 }
+
+#[tokio::test]
+async fn the_store_role_reads_and_writes_the_same_layout() {
+    use flags_store::{BigSegmentMembers, MemberChange};
+    let prefix = prefix();
+    let store = RedisBigSegments::connect(redis().url(), &prefix)
+        .await
+        .unwrap();
+    let members: &dyn BigSegmentMembers = &store;
+    let mut upload = members
+        .begin_upload("ignored", "seg", 4, true)
+        .await
+        .unwrap();
+    upload
+        .apply(&[
+            MemberChange::for_key(MemberOp::Include, "alice"),
+            MemberChange::for_key(MemberOp::Exclude, "bob"),
+            MemberChange::for_key(MemberOp::Include, "carol"),
+            MemberChange::for_key(MemberOp::Remove, "carol"),
+        ])
+        .await
+        .unwrap();
+    upload.commit(None).await.unwrap();
+    let (alice, bob, carol) = (
+        big_segment_hash("alice"),
+        big_segment_hash("bob"),
+        big_segment_hash("carol"),
+    );
+    assert_eq!(raw_members(&store.include_key(&alice)).await, ["seg.g4"]);
+    assert_eq!(raw_members(&store.exclude_key(&bob)).await, ["seg.g4"]);
+    let found = members
+        .memberships("ignored", &[alice.clone(), bob.clone(), carol])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[0].0, alice);
+    assert_eq!(found[0].1.check("seg.g4"), Some(true));
+    assert_eq!(found[1].1.check("seg.g4"), Some(false));
+
+    assert_eq!(members.synchronized_on("ignored").await.unwrap(), None);
+    members.set_synchronized_on("ignored", 42).await.unwrap();
+    assert_eq!(members.synchronized_on("ignored").await.unwrap(), Some(42));
+
+    members.clear_generation("ignored", "seg", 4).await.unwrap();
+    assert!(
+        members
+            .memberships("ignored", &[alice, bob])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
