@@ -37,7 +37,7 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX
 The configuration file is YAML with the same names: listen, files, sdk_keys, log,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
-admin_key, sync.{poll_interval_ms,backoff_base_ms}, events.{exporters,server_evaluations,
+admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
 spool_dir,...}, redis.{url,prefix}; exporters are listed under events.exporters, each with a kind (file,
 postgres, redis, nats, webhook) and its settings (see docs/events.md).
 

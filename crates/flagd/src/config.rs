@@ -363,6 +363,9 @@ pub struct SyncConfig {
     pub poll_interval_ms: u64,
     /// Base of the reconnect backoff (waits are 1x, 2x, 4x, 8x of it), in milliseconds.
     pub backoff_base_ms: u64,
+    /// How often big segments' `synchronized_on` is written again while the store answers, in
+    /// milliseconds; LaunchDarkly's SDKs call big segments stale once it is 2 minutes old.
+    pub big_segments_refresh_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -370,6 +373,7 @@ impl Default for SyncConfig {
         SyncConfig {
             poll_interval_ms: 5000,
             backoff_base_ms: 1000,
+            big_segments_refresh_ms: 30_000,
         }
     }
 }
@@ -645,6 +649,7 @@ impl Config {
         config.http.shutdown_drain_ms = 0;
         config.sync.poll_interval_ms = 200;
         config.sync.backoff_base_ms = 100;
+        config.sync.big_segments_refresh_ms = 500;
         config
     }
 

@@ -15,6 +15,7 @@
 
 pub mod admin;
 mod backend;
+mod big_segments;
 pub mod cli;
 pub mod config;
 mod engine;
@@ -39,6 +40,7 @@ pub mod validate;
 mod warm;
 
 pub use backend::{Backend, BackendError};
+pub use big_segments::BigSegments;
 pub use config::Config;
 pub use http::{App, app};
 pub use server::{

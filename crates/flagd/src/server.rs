@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_store::{AdminStore, ChangeFeed, KeyStore};
+use flags_store_redis::RedisBigSegments;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::backend;
+use crate::big_segments::{self, BigSegments, RedisMirror};
 use crate::config::Config;
 use crate::events::Events;
 use crate::keys::StoreKeys;
+use crate::redis_mirror;
 use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
 use crate::state::{AppState, Mode};
@@ -190,6 +193,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         source = Some(file_source);
     }
     start_redis(&config, &state, false);
+    state.big_segments = file_big_segments(&config).await?;
     let router = crate::http::app(state.clone());
     let background = Background {
         source,
@@ -239,9 +243,26 @@ pub async fn start_with_store(
     };
     let task = sync.spawn(first, state.shutdown.clone());
     start_redis(&config, &state, true);
+    if let Some(members) = store.big_segment_members() {
+        let mirror = config.redis.url.clone().map(|url| {
+            let template = config.redis.template(true);
+            RedisMirror::new(url, template)
+        });
+        let big =
+            BigSegments::new(members, mirror).map_err(|e| StartError::Store(e.to_string()))?;
+        let big = Arc::new(big);
+        drop(big_segments::spawn_refresh(
+            Arc::clone(&big),
+            Arc::clone(&state.envs),
+            Duration::from_millis(config.sync.big_segments_refresh_ms),
+            state.shutdown.clone(),
+        ));
+        state.big_segments = Some(big);
+    }
     let admin = crate::admin::admin_router(crate::admin::AdminState {
         store,
         bootstrap_admin_key: config.admin_key.clone(),
+        big_segments: state.big_segments.clone(),
     });
     let router = crate::http::app_with_admin(state.clone(), Some(admin));
     let background = Background {
@@ -361,10 +382,34 @@ async fn key_ledger(config: &Config) -> Option<Arc<crate::keys::KeyLedger>> {
     }
 }
 
+/// File mode's big segments: read from the Redis at `redis.url`, under the prefix flagd writes
+/// the flags under, when one is set and answers at start; otherwise none (big segments then
+/// report `NOT_CONFIGURED`).
+async fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, StartError> {
+    let Some(url) = &config.redis.url else {
+        return Ok(None);
+    };
+    let prefix = config
+        .redis
+        .template(false)
+        .replace("{env}", crate::env::DEFAULT_ENV);
+    match RedisBigSegments::connect(url, &prefix).await {
+        Ok(store) => {
+            let big = BigSegments::new(Arc::new(store), None)
+                .map_err(|e| StartError::Store(e.to_string()))?;
+            Ok(Some(Arc::new(big)))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read big segments from Redis; they report NOT_CONFIGURED until flagd restarts with Redis up");
+            Ok(None)
+        }
+    }
+}
+
 /// Starts writing every environment into Redis when `redis.url` is set.
 fn start_redis(config: &Config, state: &AppState, root_mode: bool) {
     if let (Some(url), Some(health)) = (&config.redis.url, &state.redis) {
-        drop(crate::redis_mirror::spawn(
+        drop(redis_mirror::spawn(
             Arc::clone(&state.envs),
             url.clone(),
             config.redis.prefix.clone(),

@@ -76,6 +76,9 @@ pub struct AppState {
     pub events: Arc<Events>,
     /// How writing into Redis goes, when `redis.url` is set.
     pub redis: Option<Arc<crate::redis_mirror::RedisHealth>>,
+    /// Where big segments' memberships come from; `None`: nowhere, so big segments report
+    /// `NOT_CONFIGURED`.
+    pub big_segments: Option<Arc<crate::big_segments::BigSegments>>,
 }
 
 impl AppState {
@@ -113,6 +116,7 @@ impl AppState {
             shutdown: Shutdown::new(),
             events: Arc::new(Events::off()),
             redis: config.redis.url.as_ref().map(|_| Arc::default()),
+            big_segments: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The served data: the current [`Snapshot`] (swapped atomically), the change feed that SSE
 //! streams follow, and the health of the source that fills it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
@@ -37,7 +38,9 @@ pub struct Store {
     current: ArcSwapOption<Snapshot>,
     /// The snapshot served came from Redis at start, not from the source: stale until the
     /// source publishes.
-    warm: std::sync::atomic::AtomicBool,
+    warm: AtomicBool,
+    /// Whether the current snapshot serves a big segment, read by every evaluation request.
+    big_segments: AtomicBool,
     changes: broadcast::Sender<Arc<Batch>>,
     health: HealthTracker,
     /// Warnings about the served data (it loads, but something in it cannot work).
@@ -50,7 +53,8 @@ impl Store {
         let (changes, _) = broadcast::channel(buffer.max(1));
         Store {
             current: ArcSwapOption::empty(),
-            warm: std::sync::atomic::AtomicBool::new(false),
+            warm: AtomicBool::new(false),
+            big_segments: AtomicBool::new(false),
             changes,
             health: HealthTracker::new(),
             warnings: Mutex::new(Vec::new()),
@@ -60,6 +64,12 @@ impl Store {
     /// The current snapshot, or None before the first successful load.
     pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
         self.current.load_full()
+    }
+
+    /// Whether the current snapshot serves a big (`unbounded`) segment, so that evaluating
+    /// may need memberships from a big-segment store.
+    pub fn has_big_segments(&self) -> bool {
+        self.big_segments.load(Ordering::Acquire)
     }
 
     /// Follows changes. Subscribe before reading [`Store::snapshot`]: batches whose generation
@@ -91,13 +101,15 @@ impl Store {
     /// Returns whether it is served.
     pub fn publish_warm(&self, snapshot: Snapshot) -> bool {
         let generation = snapshot.generation();
+        let big_segments = snapshot.has_big_segments();
         let previous = self
             .current
             .compare_and_swap(&None::<Arc<Snapshot>>, Some(Arc::new(snapshot)));
         if previous.is_some() {
             return false;
         }
-        self.warm.store(true, std::sync::atomic::Ordering::Release);
+        self.big_segments.store(big_segments, Ordering::Release);
+        self.warm.store(true, Ordering::Release);
         let _ = self.changes.send(Arc::new(Batch {
             generation,
             events: Vec::new(),
@@ -109,13 +121,15 @@ impl Store {
     /// Whether the data served came from Redis at start and the source has not published
     /// since.
     pub fn is_warm(&self) -> bool {
-        self.warm.load(std::sync::atomic::Ordering::Acquire)
+        self.warm.load(Ordering::Acquire)
     }
 
     fn swap_and_send(&self, snapshot: Arc<Snapshot>, events: Vec<ItemEvent>, reset: bool) {
         let generation = snapshot.generation();
+        self.big_segments
+            .store(snapshot.has_big_segments(), Ordering::Release);
         self.current.store(Some(snapshot));
-        self.warm.store(false, std::sync::atomic::Ordering::Release);
+        self.warm.store(false, Ordering::Release);
         // A send error only means no stream is listening.
         let _ = self.changes.send(Arc::new(Batch {
             generation,

@@ -24,6 +24,7 @@ fn memory_app() -> (Api, Arc<MemoryStore>) {
     let app = admin_router(AdminState {
         store: store.clone(),
         bootstrap_admin_key: Some(BOOTSTRAP.to_owned()),
+        big_segments: None,
     });
     (Api::new(app), store)
 }

@@ -51,6 +51,7 @@ fn api_over(store: Arc<PostgresStore>) -> Api {
     Api::new(admin_router(AdminState {
         store,
         bootstrap_admin_key: Some(BOOTSTRAP.to_owned()),
+        big_segments: None,
     }))
 }
 

@@ -12,6 +12,7 @@
 
 mod auth;
 mod handlers;
+mod members;
 mod openapi;
 mod patch;
 mod problem;
@@ -43,6 +44,9 @@ pub struct AdminState {
     /// The admin key given on the command line (`--admin-key` / `FLAGD_ADMIN_KEY`), which works
     /// for every environment without being stored; `None` when only stored keys are accepted.
     pub bootstrap_admin_key: Option<String>,
+    /// Where uploaded big-segment members are read back for evaluation and copied to Redis;
+    /// `None`: uploads go to the store's own [`AdminStore::big_segment_members`], uncopied.
+    pub big_segments: Option<Arc<crate::BigSegments>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -116,6 +120,9 @@ fn method_router(route: &Route) -> MethodRouter<AdminState> {
         Op::ArchiveSegment => on(filter, h::archive_item::<h::Segments>),
         Op::UnarchiveSegment => on(filter, h::unarchive_item::<h::Segments>),
         Op::UpdateSegmentTargets => on(filter, h::update_segment_targets),
+        // Read as a stream, however long: no limit on the whole body.
+        Op::UploadMembers => on(filter, members::upload).layer(DefaultBodyLimit::disable()),
+        Op::GetMembership => on(filter, members::membership),
         Op::KillFlag => on(filter, h::kill_flag),
         Op::UnkillFlag => on(filter, h::unkill_flag),
         Op::ListKilled => on(filter, h::list_killed),

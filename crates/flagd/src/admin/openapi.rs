@@ -81,6 +81,7 @@ fn operation(route: &Route) -> Value {
         let (media, name) = match body {
             Body::Json(name) => ("application/json", name),
             Body::MergePatch(name) => ("application/merge-patch+json", name),
+            Body::NdJson(name) => ("application/x-ndjson", name),
         };
         op.insert(
             "requestBody".to_owned(),
@@ -285,6 +286,35 @@ fn schemas() -> Value {
                     "description": "When there are any: what the checks found in the file's items that does not refuse the import, each naming its path in the file (`flags.KEY.rules[0].clauses[1].values[0]`), as `flagd validate` does.",
                     "items": schema_ref("Warning"),
                 },
+            },
+        },
+        "MemberLine": {
+            "type": "object", "required": ["op", "key"], "additionalProperties": false,
+            "description": "One line of a member upload. Blank lines are skipped. A later line about the same key overrides an earlier one.",
+            "properties": {
+                "op": {"enum": ["include", "exclude", "remove"]},
+                "key": {"type": "string", "minLength": 1, "description": "The context key (of the segment's `unboundedContextKind`, `user` by default)."},
+            },
+        },
+        "MemberUploadReport": {
+            "type": "object",
+            "required": ["lines", "included", "excluded", "removed", "generation", "replaced"],
+            "properties": {
+                "lines": {"type": "integer", "description": "Lines that held an operation (blank lines are not counted)."},
+                "included": {"type": "integer"},
+                "excluded": {"type": "integer"},
+                "removed": {"type": "integer"},
+                "generation": {"type": "integer", "description": "The generation the lines were written to, which the segment now serves."},
+                "replaced": {"type": "boolean", "description": "Whether the upload replaced the whole membership (`?replace=true`)."},
+            },
+        },
+        "Membership": {
+            "type": "object", "required": ["contextKey", "segment", "generation", "member"],
+            "properties": {
+                "contextKey": {"type": "string"},
+                "segment": {"type": "string"},
+                "generation": {"type": ["integer", "null"], "description": "The segment's current generation; null before its first upload."},
+                "member": {"enum": ["included", "excluded", "none"]},
             },
         },
         "KillState": {

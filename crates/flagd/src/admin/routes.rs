@@ -66,6 +66,8 @@ pub enum Op {
     ArchiveSegment,
     UnarchiveSegment,
     UpdateSegmentTargets,
+    UploadMembers,
+    GetMembership,
     KillFlag,
     UnkillFlag,
     ListKilled,
@@ -87,6 +89,9 @@ pub enum Body {
     Json(&'static str),
     /// `application/merge-patch+json` (RFC 7386) against this component schema.
     MergePatch(&'static str),
+    /// `application/x-ndjson`: one JSON value of this component schema per line, read as a
+    /// stream.
+    NdJson(&'static str),
 }
 
 /// One admin route.
@@ -388,6 +393,28 @@ pub static ROUTES: &[Route] = &[
     .etag()
     .if_match()
     .errors(VERSIONED),
+    // Big-segment members.
+    route(
+        Post,
+        "/environments/{env}/segments/{key}/members",
+        Op::UploadMembers,
+        "Include, exclude or remove contexts of a big (unbounded) segment: an NDJSON stream of any length, stored all or nothing",
+    )
+    .body(Body::NdJson("MemberLine"))
+    .query(&[(
+        "replace",
+        "`true`: the upload lists the whole membership; it is written under the next generation, which the segment then switches to in one write.",
+    )])
+    .ok(200, Some("MemberUploadReport"))
+    .errors(&[400, 404, 409]),
+    route(
+        Get,
+        "/environments/{env}/segments/{key}/members/{contextKey}",
+        Op::GetMembership,
+        "Whether a context key is included in, excluded from or not listed in a big segment's current generation",
+    )
+    .ok(200, Some("Membership"))
+    .errors(&[400, 404, 409]),
     // Kill set.
     route(
         Put,

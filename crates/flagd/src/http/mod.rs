@@ -43,12 +43,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on, post};
 use axum::serve::{IncomingStream, Listener};
 use bytes::Bytes;
+use flags_core::{BigSegmentStore, Context as LdContext};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use tower::Service;
 use tower_http::trace::TraceLayer;
 use tracing::{Instrument, Span};
 
+use crate::big_segments::BigSegments;
 use crate::env::Env;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::state::AppState;
@@ -90,7 +92,8 @@ impl Direct {
         }
     }
 
-    /// Answers the request. `key` is the flag key of a single-flag route.
+    /// Answers the request. `key` is the flag key of a single-flag route; `big` holds the
+    /// memberships big segments may ask for.
     fn answer(
         self,
         state: &AppState,
@@ -98,13 +101,42 @@ impl Direct {
         parts: &Parts,
         key: &str,
         body: Result<Bytes, ApiError>,
+        big: Option<&dyn BigSegmentStore>,
     ) -> Response {
         match self {
-            Direct::NativeOne => native::evaluate_one(state, env, key, body),
-            Direct::NativeAll => native::evaluate_all(state, env, body),
-            Direct::OfrepOne => ofrep::evaluate_one(state, env, key, body),
-            Direct::OfrepAll => ofrep::evaluate_all(state, env, &parts.headers, body),
+            Direct::NativeOne => native::evaluate_one(state, env, key, body, big),
+            Direct::NativeAll => native::evaluate_all(state, env, body, big),
+            Direct::OfrepOne => ofrep::evaluate_one(state, env, key, body, big),
+            Direct::OfrepAll => ofrep::evaluate_all(state, env, &parts.headers, body, big),
         }
+    }
+
+    /// The context the route's handler will read from `body`, if it reads one.
+    fn context_of(self, body: &Bytes) -> Option<LdContext> {
+        match self {
+            Direct::NativeOne | Direct::NativeAll => native::read_context(Ok(body.clone())).ok(),
+            Direct::OfrepOne | Direct::OfrepAll => ofrep::context_of(body.clone()),
+        }
+    }
+
+    /// [`Direct::answer`] for an environment that serves big segments: the memberships of the
+    /// context's keys are fetched first (cache first), then the request is answered as usual.
+    async fn answer_with_big_segments(
+        self,
+        state: &AppState,
+        env: &Env,
+        parts: &Parts,
+        key: &str,
+        body: Result<Bytes, ApiError>,
+        big: &BigSegments,
+    ) -> Response {
+        let context = body.as_ref().ok().and_then(|b| self.context_of(b));
+        let Some(context) = context else {
+            // The handler answers the error.
+            return self.answer(state, env, parts, key, body, None);
+        };
+        let prefetched = big.prefetch(&env.key, &context).await;
+        self.answer(state, env, parts, key, body, Some(&prefetched))
     }
 }
 
@@ -387,7 +419,21 @@ impl DirectRoute {
             }
             KeySource::Extracted(key) => key,
         };
-        self.which.answer(state, env, parts, key, body)
+        match &state.big_segments {
+            Some(big) if env.store.has_big_segments() => {
+                // Boxed: only environments serving big segments wait here, and in place the
+                // wait would enlarge every request's future.
+                let answer = self
+                    .which
+                    .answer_with_big_segments(state, env, parts, key, body, big);
+                let deadline =
+                    tokio::time::Instant::from_std(started) + state.http.request_timeout();
+                Box::pin(within(deadline, pin!(answer)))
+                    .await
+                    .unwrap_or_else(request_timeout)
+            }
+            _ => self.which.answer(state, env, parts, key, body, None),
+        }
     }
 
     /// The route for the router, for the requests [`App`] does not dispatch itself.

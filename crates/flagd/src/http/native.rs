@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::MaybeObject;
-use flags_core::{Context, ContextError, ErrorKind, EvalDetail, Reason, ReasonJson};
+use flags_core::{
+    BigSegmentStore, Context, ContextError, ErrorKind, EvalDetail, Reason, ReasonJson,
+};
 
 use super::answer;
 use super::body::ContextBody;
@@ -44,6 +46,7 @@ pub(super) fn evaluate_one(
     env: &Env,
     flag_key: &str,
     body: Result<Bytes, ApiError>,
+    big: Option<&dyn BigSegmentStore>,
 ) -> Response {
     let context = match read_context(body) {
         Ok(c) => scan::Recycled::new(c),
@@ -65,7 +68,7 @@ pub(super) fn evaluate_one(
             &reason,
         );
     };
-    let detail = snapshot.evaluate(&env.ops, flag_key, &context);
+    let detail = snapshot.evaluate_with(&env.ops, flag_key, &context, big);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
@@ -90,7 +93,12 @@ pub(super) fn evaluate_one(
 }
 
 /// `POST /v1/evaluate`, once the body has been read.
-pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiError>) -> Response {
+pub(super) fn evaluate_all(
+    state: &AppState,
+    env: &Env,
+    body: Result<Bytes, ApiError>,
+    big: Option<&dyn BigSegmentStore>,
+) -> Response {
     let context = match read_context(body) {
         Ok(c) => scan::Recycled::new(c),
         Err(e) => return e.into_response(),
@@ -98,7 +106,7 @@ pub(super) fn evaluate_all(state: &AppState, env: &Env, body: Result<Bytes, ApiE
     let Some(snapshot) = env.store.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let results = snapshot.evaluate_all(&env.ops, &context);
+    let results = snapshot.evaluate_all_with(&env.ops, &context, big);
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());
     }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::{MaybeObject, Members};
-use flags_core::{Context, ErrorKind, EvalDetail, Reason};
+use flags_core::{BigSegmentStore, Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -207,12 +207,37 @@ fn item<'a>(
     })
 }
 
+/// Appends to an ETag's input the big-segment memberships of the context's keys, sorted, and
+/// the store's last update.
+fn tag_memberships(tagged: &mut Vec<u8>, big: &dyn BigSegmentStore, context: &Context) {
+    for single in context.contexts() {
+        let hash = flags_eval::big_segment_hash(single.key());
+        match big.membership(&hash) {
+            Ok(Some(membership)) => {
+                let mut refs: Vec<String> = membership
+                    .included
+                    .iter()
+                    .map(|r| format!("+{r}"))
+                    .chain(membership.excluded.iter().map(|r| format!("-{r}")))
+                    .collect();
+                refs.sort_unstable();
+                tagged.extend_from_slice(format!("\n{hash}:{}", refs.join(",")).as_bytes());
+            }
+            Ok(None) => tagged.extend_from_slice(format!("\n{hash}:").as_bytes()),
+            Err(_) => tagged.extend_from_slice(format!("\n{hash}!").as_bytes()),
+        }
+    }
+    let synchronized = big.metadata().ok().and_then(|m| m.last_up_to_date);
+    tagged.extend_from_slice(format!("\n{synchronized:?}").as_bytes());
+}
+
 /// `POST /ofrep/v1/evaluate/flags/{key}`, once the body has been read.
 pub(super) fn evaluate_one(
     state: &AppState,
     env: &Env,
     key: &str,
     body: Result<Bytes, ApiError>,
+    big: Option<&dyn BigSegmentStore>,
 ) -> Response {
     let context = match read_context(body) {
         Ok(context) => scan::Recycled::new(context),
@@ -222,7 +247,7 @@ pub(super) fn evaluate_one(
     let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().for_flag(key);
     };
-    let detail = snapshot.evaluate(&env.ops, key, &context);
+    let detail = snapshot.evaluate_with(&env.ops, key, &context, big);
     let not_found = matches!(
         detail.reason,
         Reason::Error {
@@ -248,6 +273,7 @@ pub(super) fn evaluate_all(
     env: &Env,
     headers: &HeaderMap,
     body: Result<Bytes, ApiError>,
+    big: Option<&dyn BigSegmentStore>,
 ) -> Response {
     // The context as given is part of the ETag; it is written before it is mapped.
     let mut context_json = Vec::new();
@@ -274,11 +300,16 @@ pub(super) fn evaluate_all(
     tagged.extend_from_slice(env.key.as_bytes());
     tagged.extend_from_slice(format!("\n{}\n", env.ops.generation()).as_bytes());
     tagged.extend_from_slice(&context_json);
+    if let Some(big) = big {
+        // Memberships change without the data changing; what this answer read of them is
+        // part of it.
+        tag_memberships(&mut tagged, big, &context);
+    }
     let etag = format!("\"{}\"", engine::hex_digest(&tagged));
     if etag_matches(headers, &etag) {
         return not_modified(&etag);
     }
-    let results = snapshot.evaluate_all(&env.ops, &context);
+    let results = snapshot.evaluate_all_with(&env.ops, &context, big);
     super::native::export_evaluations(
         state,
         env,

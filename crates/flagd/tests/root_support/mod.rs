@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_store::{Actor, AdminStore, ApiKeyKind, NewApiKey};
-pub use flags_test_support::wait::{DEADLINE, until};
+pub use flags_test_support::wait::DEADLINE;
+#[allow(unused_imports)]
+pub use flags_test_support::wait::until;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 

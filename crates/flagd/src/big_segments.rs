@@ -1,0 +1,313 @@
+//! Big segments in flagd: where memberships come from when a request is evaluated, the copy
+//! of every upload in Redis, and keeping `synchronized_on` current.
+//!
+//! Evaluation is synchronous and must not wait on a database, so a request whose environment
+//! serves a big segment first fetches (asynchronously, cache first) the memberships of its
+//! context's keys and the store's `synchronized_on`, and is then evaluated against a small
+//! in-memory [`BigSegmentStore`] holding just those ([`Prefetched`]). flags-eval judges the
+//! status from it exactly as LaunchDarkly's SDKs do (`HEALTHY`, `STALE` after 2 minutes,
+//! `STORE_ERROR`). Requests to environments without big segments never come here.
+//!
+//! Root mode reads memberships from its store (PostgreSQL); with `--redis-url` every upload is
+//! also copied into Redis under the environment's prefix, in LaunchDarkly's layout, so SDKs in
+//! daemon mode read the same sets. File mode with `--redis-url` reads memberships from Redis,
+//! as written by whoever keeps them there (LaunchDarkly's Relay does). LaunchDarkly's SDKs call
+//! a store stale once `synchronized_on` is 2 minutes old, so while flagd follows its store it
+//! writes the time again every `sync.big_segments_refresh_ms`, 30 s by default (root mode only: in file mode whoever writes
+//! the memberships owns that time).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use flags_cache::{CacheConfig, TtlCache};
+use flags_core::{
+    BigSegmentMembership, BigSegmentStore, BigSegmentStoreError, BigSegmentStoreMetadata, Context,
+};
+use flags_eval::big_segment_hash;
+use flags_store::{BigSegmentMembers, MemberUpload, StoreError};
+use flags_store_redis::RedisBigSegments;
+
+use crate::env::Environments;
+use crate::shutdown::Shutdown;
+
+/// How long a fetched membership or `synchronized_on` is used (LaunchDarkly's default).
+const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// The most memberships cached at once.
+const CACHE_ENTRIES: usize = 100_000;
+
+/// Where big-segment memberships come from, with their cache and the Redis copy of uploads.
+pub struct BigSegments {
+    members: Arc<dyn BigSegmentMembers>,
+    /// By `"{env}\n{hash}"`; `None`: the context is listed nowhere.
+    memberships: TtlCache<String, Arc<BigSegmentMembership>, StoreError>,
+    /// By environment; `None`: never synchronized.
+    synchronized_on: TtlCache<String, u64, StoreError>,
+    mirror: Option<RedisMirror>,
+}
+
+impl std::fmt::Debug for BigSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigSegments")
+            .field("mirror", &self.mirror.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BigSegments {
+    /// Memberships read from `members`, and uploads copied to `mirror` when there is one.
+    pub(crate) fn new(
+        members: Arc<dyn BigSegmentMembers>,
+        mirror: Option<RedisMirror>,
+    ) -> Result<BigSegments, flags_cache::ConfigError> {
+        let config = CacheConfig {
+            ttl: CACHE_TTL,
+            jitter: 0.1,
+            max_entries: CACHE_ENTRIES,
+        };
+        let metadata = CacheConfig {
+            max_entries: 1_000,
+            ..config.clone()
+        };
+        Ok(BigSegments {
+            members,
+            memberships: TtlCache::new(config)?,
+            synchronized_on: TtlCache::new(metadata)?,
+            mirror,
+        })
+    }
+
+    /// Where memberships are kept.
+    pub fn members(&self) -> &Arc<dyn BigSegmentMembers> {
+        &self.members
+    }
+
+    /// What the evaluation of `context` in `env` needs: the memberships of its keys and the
+    /// store's `synchronized_on`, from the cache or fetched now.
+    pub(crate) async fn prefetch(&self, env: &str, context: &Context) -> Prefetched {
+        let mut keys: Vec<&str> = context.contexts().iter().map(|c| c.key()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut memberships = Vec::with_capacity(keys.len());
+        for key in keys {
+            let hash = big_segment_hash(key);
+            let cache_key = format!("{env}\n{hash}");
+            let members = &self.members;
+            let lookup = self
+                .memberships
+                .get_or_refresh(&cache_key, || async {
+                    let mut found = members
+                        .memberships(env, std::slice::from_ref(&hash))
+                        .await?;
+                    Ok(found.pop().map(|(_, m)| Arc::new(m)))
+                })
+                .await;
+            let membership = match lookup {
+                // A stale answer means the store failed just now: reported as such, as an SDK
+                // whose query failed does.
+                Ok(lookup) if lookup.is_stale() => {
+                    Err("the big-segment store did not answer".to_owned())
+                }
+                Ok(lookup) => Ok(lookup.value),
+                Err(e) => Err(e.to_string()),
+            };
+            memberships.push((hash, membership));
+        }
+        let lookup = self
+            .synchronized_on
+            .get_or_refresh(env, || self.members.synchronized_on(env))
+            .await;
+        let synchronized_on = match lookup {
+            Ok(lookup) if lookup.is_stale() => {
+                Err("the big-segment store did not answer".to_owned())
+            }
+            Ok(lookup) => Ok(lookup.value),
+            Err(e) => Err(e.to_string()),
+        };
+        Prefetched {
+            memberships,
+            synchronized_on,
+        }
+    }
+
+    /// Forgets what is cached of `env`, after an upload changed it here.
+    pub(crate) fn forget(&self, env: &str) {
+        // Entries of other environments go too: uploads are rare, and the cache refills in
+        // one query per context.
+        self.memberships.clear();
+        self.synchronized_on.invalidate(env);
+    }
+
+    /// The Redis copy of uploads, when `--redis-url` is set in root mode.
+    pub(crate) fn mirror(&self) -> Option<&RedisMirror> {
+        self.mirror.as_ref()
+    }
+}
+
+/// What one evaluation may ask of the big-segment store, fetched before it started.
+#[derive(Debug)]
+pub(crate) struct Prefetched {
+    /// By context hash: the membership (`None`: listed nowhere), or why it could not be read.
+    memberships: Vec<(String, Result<Option<Arc<BigSegmentMembership>>, String>)>,
+    synchronized_on: Result<Option<u64>, String>,
+}
+
+impl BigSegmentStore for Prefetched {
+    fn membership(
+        &self,
+        context_hash: &str,
+    ) -> Result<Option<BigSegmentMembership>, BigSegmentStoreError> {
+        match self
+            .memberships
+            .iter()
+            .find(|(hash, _)| hash == context_hash)
+        {
+            Some((_, Ok(membership))) => Ok(membership.as_deref().cloned()),
+            Some((_, Err(message))) => Err(BigSegmentStoreError {
+                message: message.clone(),
+            }),
+            // Every key of the context was fetched; another key is none of its own.
+            None => Ok(None),
+        }
+    }
+
+    fn metadata(&self) -> Result<BigSegmentStoreMetadata, BigSegmentStoreError> {
+        match &self.synchronized_on {
+            Ok(last_up_to_date) => Ok(BigSegmentStoreMetadata {
+                last_up_to_date: *last_up_to_date,
+            }),
+            Err(message) => Err(BigSegmentStoreError {
+                message: message.clone(),
+            }),
+        }
+    }
+}
+
+/// The Redis copy of big-segment uploads, one [`RedisBigSegments`] per environment prefix
+/// (the prefix `redis_mirror` writes the environment's flags under).
+pub(crate) struct RedisMirror {
+    url: String,
+    /// The prefix, with `{env}` standing for the environment key.
+    template: String,
+    stores: tokio::sync::Mutex<HashMap<String, Arc<RedisBigSegments>>>,
+    /// Environments whose copy missed an upload: their `synchronized_on` is not written in
+    /// Redis again, so SDKs reading it report `STALE`, until a whole generation is copied.
+    behind: Mutex<HashSet<String>>,
+}
+
+impl RedisMirror {
+    /// A copy into the Redis at `url`, under `template` with `{env}` replaced.
+    pub(crate) fn new(url: String, template: String) -> RedisMirror {
+        RedisMirror {
+            url,
+            template,
+            stores: tokio::sync::Mutex::new(HashMap::new()),
+            behind: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The store of `env`'s prefix, connected on first use (and again after a failed connect).
+    pub(crate) async fn store(&self, env: &str) -> Result<Arc<RedisBigSegments>, StoreError> {
+        let mut stores = self.stores.lock().await;
+        if let Some(store) = stores.get(env) {
+            return Ok(Arc::clone(store));
+        }
+        let prefix = self.template.replace("{env}", env);
+        let store = RedisBigSegments::connect(&self.url, &prefix)
+            .await
+            .map_err(flags_store_redis::StoreError::into_store_error)?;
+        let store = Arc::new(store);
+        stores.insert(env.to_owned(), Arc::clone(&store));
+        Ok(store)
+    }
+
+    /// An upload into `env`'s copy.
+    pub(crate) async fn begin_upload(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        fresh: bool,
+    ) -> Result<Box<dyn MemberUpload>, StoreError> {
+        self.store(env)
+            .await?
+            .begin_upload(env, segment, generation, fresh)
+            .await
+    }
+
+    /// Records whether `env`'s copy holds every upload so far (`whole`: a fresh generation was
+    /// copied whole, so earlier misses no longer matter for it).
+    pub(crate) fn copied(&self, env: &str, ok: bool, whole: bool) {
+        let mut behind = self.behind.lock().unwrap_or_else(PoisonError::into_inner);
+        if !ok {
+            behind.insert(env.to_owned());
+        } else if whole {
+            behind.remove(env);
+        }
+    }
+
+    fn is_behind(&self, env: &str) -> bool {
+        self.behind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(env)
+    }
+
+    /// Writes `synchronized_on` in `env`'s copy, unless the copy missed an upload.
+    pub(crate) async fn synchronized(&self, env: &str, unix_ms: u64) -> Result<(), StoreError> {
+        if self.is_behind(env) {
+            return Ok(());
+        }
+        self.store(env)
+            .await?
+            .set_synchronized_on(unix_ms)
+            .await
+            .map_err(flags_store_redis::StoreError::into_store_error)
+    }
+}
+
+/// Writes `synchronized_on` again every `every` for every environment that serves a big
+/// segment, in the store and in the Redis copy, while the store answers (root mode). Ends
+/// when `shutdown` fires.
+pub(crate) fn spawn_refresh(
+    big: Arc<BigSegments>,
+    envs: Arc<Environments>,
+    every: Duration,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.wait() => return,
+            }
+            refresh(&big, &envs).await;
+        }
+    })
+}
+
+/// One round of [`spawn_refresh`].
+pub(crate) async fn refresh(big: &BigSegments, envs: &Environments) {
+    let now = crate::events::unix_millis();
+    for env in envs.all() {
+        if !env.store.has_big_segments() {
+            continue;
+        }
+        // The data is current as far as this replica can tell only while it follows the
+        // store; a store that does not answer keeps the old time, and turns stale.
+        if let Err(error) = big.members.set_synchronized_on(&env.key, now).await {
+            tracing::warn!(env = %env.key, %error, "cannot record that big segments are up to date");
+            continue;
+        }
+        big.synchronized_on.invalidate(env.key.as_ref() as &str);
+        if let Some(mirror) = &big.mirror
+            && let Err(error) = mirror.synchronized(&env.key, now).await
+        {
+            tracing::warn!(env = %env.key, %error,
+                "cannot record in Redis that big segments are up to date");
+        }
+    }
+}
