@@ -145,11 +145,14 @@ impl BigSegments {
     }
 }
 
+/// One context's membership (`None`: listed nowhere), or why it could not be read.
+type Fetched = Result<Option<Arc<BigSegmentMembership>>, String>;
+
 /// What one evaluation may ask of the big-segment store, fetched before it started.
 #[derive(Debug)]
 pub(crate) struct Prefetched {
     /// By context hash: the membership (`None`: listed nowhere), or why it could not be read.
-    memberships: Vec<(String, Result<Option<Arc<BigSegmentMembership>>, String>)>,
+    memberships: Vec<(String, Fetched)>,
     synchronized_on: Result<Option<u64>, String>,
 }
 

@@ -41,6 +41,17 @@ impl BigSegmentMembers for PostgresStore {
         // The temporary tables and any transaction left open die with the session, so the
         // connection is never handed to anyone else.
         conn.close_on_drop();
+        // The session is this upload's alone: a million changes fit in memory for the
+        // temporary tables (set before their first use) and for the sort that keeps each
+        // context's last change, instead of spilling to disk.
+        sqlx::query("SET temp_buffers = '256MB'")
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
+        sqlx::query("SET work_mem = '256MB'")
+            .execute(&mut *conn)
+            .await
+            .map_err(db)?;
         let create = format!(
             "CREATE TEMPORARY TABLE {UPLOAD_TABLE} (\
                  line bigint NOT NULL, context_hash text COLLATE \"C\" NOT NULL, \

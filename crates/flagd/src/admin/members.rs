@@ -89,7 +89,9 @@ pub async fn upload(
         replaced: replace,
         ..Report::default()
     };
+    let started = std::time::Instant::now();
     read_lines(request, upload.as_mut(), &mut report).await?;
+    let read = started.elapsed();
 
     // Stored, then copied into Redis when flagd mirrors there.
     let mirror = state.big_segments.as_ref().and_then(|b| b.mirror());
@@ -106,7 +108,12 @@ pub async fn upload(
         None => None,
     };
     let copying = copy.is_some();
-    match upload.commit(copy).await {
+    let committing = std::time::Instant::now();
+    let committed = upload.commit(copy).await;
+    tracing::info!(%env, segment = %key, lines = report.lines, generation,
+        read_ms = read.as_millis(), stored_ms = committing.elapsed().as_millis(),
+        copied = copying, "big-segment members uploaded");
+    match committed {
         Ok(()) => {
             if let Some(mirror) = mirror.filter(|_| copying) {
                 mirror.copied(&env, true, replace);
