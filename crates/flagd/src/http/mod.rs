@@ -423,14 +423,16 @@ impl DirectRoute {
             Some(big) if env.store.has_big_segments() => {
                 // Boxed: only environments serving big segments wait here, and in place the
                 // wait would enlarge every request's future.
-                let answer = self
-                    .which
-                    .answer_with_big_segments(state, env, parts, key, body, big);
                 let deadline =
                     tokio::time::Instant::from_std(started) + state.http.request_timeout();
-                Box::pin(within(deadline, pin!(answer)))
-                    .await
-                    .unwrap_or_else(request_timeout)
+                let (which, parts) = (self.which, &*parts);
+                Box::pin(async move {
+                    let answer = which.answer_with_big_segments(state, env, parts, key, body, big);
+                    within(deadline, pin!(answer))
+                        .await
+                        .unwrap_or_else(request_timeout)
+                })
+                .await
             }
             _ => self.which.answer(state, env, parts, key, body, None),
         }
