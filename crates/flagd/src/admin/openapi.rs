@@ -198,7 +198,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["type", "title", "status", "detail"],
             "properties": {
-                "type": {"type": "string", "description": "`urn:flagd:problem:<kind>`: invalid, malformed-json, unauthorized, forbidden, not-found, version-conflict, precondition-failed, precondition-required, already-exists, unresolved, has-dependents, unsupported-media-type, payload-too-large, no-route, method-not-allowed, unreadable-body, unavailable, internal."},
+                "type": {"type": "string", "description": "`urn:flagd:problem:<kind>`: invalid, malformed-json, unauthorized, forbidden, not-found, version-conflict, precondition-failed, precondition-required, already-exists, unresolved, has-dependents, unsupported-media-type, payload-too-large, no-route, method-not-allowed, unreadable-body, unavailable, internal, not-unbounded (member uploads to a segment that is not a big one), unsupported (a store that keeps no big-segment members)."},
                 "title": {"type": "string"},
                 "status": {"type": "integer"},
                 "detail": {"type": "string"},
