@@ -8,7 +8,8 @@
 //!
 //! [`RedisStore::init`] replaces everything in one `MULTI`/`EXEC`; [`RedisStore::upsert`] and
 //! [`RedisStore::delete`] replace one item only with a newer version, under `WATCH`, retrying
-//! when another writer changed the hash in between. The store holds JSON text and versions and
+//! when another writer changed the hash in between, and [`RedisStore::upsert_many`] does the
+//! same for any number of items in two round trips. The store holds JSON text and versions and
 //! knows nothing of what a flag means: callers give each item's JSON as LaunchDarkly's SDKs
 //! should read it.
 //!
@@ -139,6 +140,27 @@ impl Stored {
             }
         })
     }
+}
+
+/// What [`RedisStore::upsert_many`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    /// The store was initialized, and this many items were newer than what it held and were
+    /// written; the others were left as they were.
+    Written(usize),
+    /// Nothing was written: `{prefix}:$inited` is missing, so the store does not hold a whole
+    /// data set, and a few items written into it would not make one. Write everything with
+    /// [`RedisStore::init`].
+    NotInitialized,
+}
+
+/// How many items the store holds, tombstones included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Fields of `{prefix}:features`.
+    pub features: u64,
+    /// Fields of `{prefix}:segments`.
+    pub segments: u64,
 }
 
 /// Why a store operation failed.
@@ -284,6 +306,95 @@ impl RedisStore {
         Err(StoreError::Contended(format!("{hash} {}", item.key)))
     }
 
+    /// Writes every item of `features` and `segments` (tombstones included) that is newer than
+    /// what the store holds for its key, all in one transaction, and only into an initialized
+    /// store. Whatever the number of items, this is two round trips: `WATCH` with the reads of
+    /// the stored versions, then `MULTI`/`EXEC` with the writes, tried again when another
+    /// writer changed either hash or `{prefix}:$inited` in between.
+    pub async fn upsert_many(
+        &self,
+        features: &[Item],
+        segments: &[Item],
+    ) -> Result<Upserted, StoreError> {
+        let kinds = [(Kind::Features, features), (Kind::Segments, segments)];
+        let hashes = kinds.map(|(kind, _)| self.hash(kind));
+        let inited = self.inited_key();
+        let mut connection = self.watching.lock().await;
+        for _ in 0..UPSERT_ATTEMPTS {
+            let mut read = redis::pipe();
+            read.cmd("WATCH")
+                .arg(&hashes)
+                .arg(&inited)
+                .ignore()
+                .exists(&inited);
+            for ((_, items), hash) in kinds.iter().zip(&hashes) {
+                if !items.is_empty() {
+                    read.cmd("HMGET")
+                        .arg(hash)
+                        .arg(items.iter().map(|i| i.key.as_str()).collect::<Vec<_>>());
+                }
+            }
+            let mut answers = read
+                .query_async::<Vec<redis::Value>>(&mut *connection)
+                .await?
+                .into_iter();
+            let mut next = || {
+                answers.next().ok_or_else(|| {
+                    StoreError::Corrupt("Redis answered fewer commands than were sent".to_owned())
+                })
+            };
+            let initialized: bool =
+                redis::from_redis_value(next()?).map_err(redis::RedisError::from)?;
+            if !initialized {
+                redis::cmd("UNWATCH")
+                    .query_async::<()>(&mut *connection)
+                    .await?;
+                return Ok(Upserted::NotInitialized);
+            }
+            let mut write = redis::pipe();
+            write.atomic();
+            let mut written = 0;
+            for ((_, items), hash) in kinds.iter().zip(&hashes) {
+                if items.is_empty() {
+                    continue;
+                }
+                let stored: Vec<Option<String>> =
+                    redis::from_redis_value(next()?).map_err(redis::RedisError::from)?;
+                let mut fields = Vec::new();
+                for (item, stored) in items.iter().zip(stored) {
+                    let newer_held = match stored {
+                        Some(json) => Stored::parse(json)?.version() >= item.version,
+                        None => false,
+                    };
+                    if !newer_held {
+                        fields.push((item.key.as_str(), item.json.as_str()));
+                    }
+                }
+                if !fields.is_empty() {
+                    written += fields.len();
+                    write.hset_multiple(hash, &fields).ignore();
+                }
+            }
+            if written == 0 {
+                redis::cmd("UNWATCH")
+                    .query_async::<()>(&mut *connection)
+                    .await?;
+                return Ok(Upserted::Written(0));
+            }
+            // `EXEC` answers nil when a watched key changed: the transaction did not run.
+            let done: Option<()> = write.query_async(&mut *connection).await?;
+            if done.is_some() {
+                return Ok(Upserted::Written(written));
+            }
+        }
+        Err(StoreError::Contended(format!(
+            "{} and {}: {} items",
+            hashes[0],
+            hashes[1],
+            features.len() + segments.len()
+        )))
+    }
+
     /// Deletes `key` at `version`: a tombstone replaces anything older. Says whether it did.
     pub async fn delete(&self, kind: Kind, key: &str, version: u64) -> Result<bool, StoreError> {
         self.upsert(kind, &Item::deleted(key, version)).await
@@ -311,6 +422,20 @@ impl RedisStore {
             .into_iter()
             .map(|(key, json)| Ok((key, Stored::parse(json)?)))
             .collect()
+    }
+
+    /// How many items each hash holds, tombstones included, or `None` when no whole data set
+    /// was written (`{prefix}:$inited` is missing): one round trip. A writer that knows how
+    /// many items it wrote sees from this whether Redis lost some of them.
+    pub async fn held(&self) -> Result<Option<Held>, StoreError> {
+        let mut connection = self.shared.clone();
+        let (initialized, features, segments): (bool, u64, u64) = redis::pipe()
+            .exists(self.inited_key())
+            .hlen(self.hash(Kind::Features))
+            .hlen(self.hash(Kind::Segments))
+            .query_async(&mut connection)
+            .await?;
+        Ok(initialized.then_some(Held { features, segments }))
     }
 
     /// Whether a whole data set was written (`{prefix}:$inited` exists).

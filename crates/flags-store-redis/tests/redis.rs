@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flags_store_redis::{DEFAULT_PREFIX, Item, Kind, RedisStore, Stored};
+use flags_store_redis::{DEFAULT_PREFIX, Held, Item, Kind, RedisStore, Stored, Upserted};
 use flags_test_support::redis;
 
 fn prefix() -> String {
@@ -105,6 +105,108 @@ async fn only_newer_versions_replace_an_item_and_a_tombstone_keeps_it_deleted() 
     assert!(!store.upsert(Kind::Features, &flag("f", 6)).await.unwrap());
     assert!(store.upsert(Kind::Features, &flag("f", 8)).await.unwrap());
     assert_eq!(store.get(Kind::Features, "missing").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn many_items_are_written_at_once_each_only_over_an_older_version() {
+    let store = RedisStore::connect(redis().url(), &prefix()).await.unwrap();
+    // Not initialized: nothing is written, so no partial data set looks whole.
+    assert_eq!(
+        store.upsert_many(&[flag("a", 1)], &[]).await.unwrap(),
+        Upserted::NotInitialized
+    );
+    assert!(store.all(Kind::Features).await.unwrap().is_empty());
+    assert_eq!(store.held().await.unwrap(), None);
+
+    store
+        .init(&[flag("a", 5), flag("b", 5)], &[flag("s", 2)])
+        .await
+        .unwrap();
+    let written = store
+        .upsert_many(
+            // `a` older, `b` newer, `c` new; `b` deleted as a segment key is another item.
+            &[flag("a", 4), flag("b", 6), flag("c", 1)],
+            &[Item::deleted("s", 3), flag("b", 1)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(written, Upserted::Written(4));
+    let versions = |kind| {
+        let store = &store;
+        async move {
+            store
+                .all(kind)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(k, s)| (k, s.version()))
+                .collect::<BTreeMap<_, _>>()
+        }
+    };
+    assert_eq!(
+        versions(Kind::Features).await,
+        BTreeMap::from([("a".into(), 5), ("b".into(), 6), ("c".into(), 1)])
+    );
+    assert_eq!(
+        store.get(Kind::Segments, "s").await.unwrap(),
+        Some(Stored::Deleted { version: 3 })
+    );
+    assert_eq!(
+        store.held().await.unwrap(),
+        Some(Held {
+            features: 3,
+            segments: 2
+        })
+    );
+    // Everything stale: nothing written, and nothing needed doing.
+    assert_eq!(
+        store
+            .upsert_many(&[flag("b", 6)], &[Item::deleted("s", 2)])
+            .await
+            .unwrap(),
+        Upserted::Written(0)
+    );
+    assert_eq!(
+        store.upsert_many(&[], &[]).await.unwrap(),
+        Upserted::Written(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_batch_writers_leave_the_newest_versions() {
+    let prefix = prefix();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(
+            RedisStore::connect(redis().url(), &prefix).await.unwrap(),
+        ));
+    }
+    stores[0].init(&[], &[]).await.unwrap();
+    let mut writers = Vec::new();
+    for (i, store) in stores.iter().enumerate() {
+        let store = Arc::clone(store);
+        writers.push(tokio::spawn(async move {
+            for n in 0..30u64 {
+                let version = 1 + (n * 7 + i as u64 * 11) % 30;
+                let items: Vec<Item> = (0..5).map(|k| flag(&format!("f{k}"), version)).collect();
+                store.upsert_many(&items, &[]).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for k in 0..5 {
+        assert_eq!(
+            stores[0]
+                .get(Kind::Features, &format!("f{k}"))
+                .await
+                .unwrap()
+                .map(|s| s.version()),
+            Some(30),
+            "f{k}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
