@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::FlagDir;
-use flags_test_support::redis;
+use flags_test_support::{RedisServer, redis};
 use serde_json::{Value, json};
 
 fn prefix() -> String {
@@ -198,61 +198,9 @@ async fn get_json(url: &str) -> Value {
     serde_json::from_str(&get_text(url).await).unwrap()
 }
 
-/// A `redis-server` of this test's own, without persistence, killed when dropped: one the test
-/// may stop and start again on the same port.
-struct OwnRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl OwnRedis {
-    fn start(port: u16) -> OwnRedis {
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}); install Redis, as `cargo xtask ci` does")
-            });
-        let own = OwnRedis {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        own
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for OwnRedis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_restarts_empty_is_written_again_without_a_change() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut own = OwnRedis::start(port);
+    let mut own = RedisServer::start_new();
     let dir = FlagDir::new();
     let file = dir.write("flags.json", &flags(true));
     let mut config = common::test_config(vec![file]);
@@ -284,7 +232,7 @@ async fn a_redis_that_restarts_empty_is_written_again_without_a_change() {
     );
 
     // Back, empty, on the same port; the flag file has not changed.
-    let own = OwnRedis::start(port);
+    own.start();
     until("OK").await;
     let features: BTreeMap<String, String> = redis::cmd("HGETALL")
         .arg("launchdarkly:features")

@@ -6,8 +6,8 @@
 //!   have JetStream enabled) when that one answers, and otherwise a throwaway server of the
 //!   binary's own, started on a free port on first use and stopped when the binary exits,
 //!   however it exits. [`Postgres::create_database`] gives each test a fresh
-//!   database, dropped afterwards. [`PgCluster`] is a throwaway PostgreSQL that a test owns and
-//!   may stop and start, to see an outage.
+//!   database, dropped afterwards. [`PgCluster`] is a throwaway PostgreSQL, and [`RedisServer`]
+//!   a throwaway Redis, that a test owns and may stop and start, to see an outage.
 //! - [`wait`]: polling until a condition holds, failing with what was awaited after a deadline.
 //! - [`process`]: `flagd` as a child process (the caller passes the binary's path, so this crate
 //!   does not depend on flagd), killed when dropped, with its log kept for the failure message.
@@ -28,4 +28,4 @@ pub mod wait;
 
 pub use nats::{Nats, nats};
 pub use postgres::{PgCluster, Postgres, TestDatabase, postgres};
-pub use redis::{Redis, redis};
+pub use redis::{Redis, RedisServer, redis};

@@ -2,7 +2,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -72,6 +72,78 @@ impl Redis {
     /// named.
     pub fn is_throwaway(&self) -> bool {
         self.throwaway.is_some()
+    }
+}
+
+/// A throwaway `redis-server` that one test owns and may stop and start again on the same
+/// port, to see an outage and a Redis that comes back empty (it keeps nothing on disk). Stopped
+/// when dropped, and by its guardian when the test process ends however it ends.
+pub struct RedisServer {
+    program: PathBuf,
+    port: u16,
+    running: Option<(Child, Guardian)>,
+}
+
+impl RedisServer {
+    /// Starts a new server on a free port. Panics, saying what to install, when `redis-server`
+    /// is not on `PATH`.
+    pub fn start_new() -> RedisServer {
+        let Some(program) = guardian::on_path("redis-server") else {
+            panic!(
+                "this test starts a Redis server of its own, and `redis-server` is not on PATH. \
+                 Install Redis (Debian/Ubuntu: `apt-get install redis-server`; Fedora: `dnf \
+                 install redis`; macOS: `brew install redis`). `cargo xtask ci` installs it \
+                 when it can."
+            );
+        };
+        let mut failures = Vec::new();
+        // The free port may be taken before the server binds it; then another one is tried.
+        for _ in 0..5 {
+            let port = guardian::free_port();
+            match start_on(&program, port) {
+                Ok(running) => {
+                    return RedisServer {
+                        program,
+                        port,
+                        running: Some(running),
+                    };
+                }
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "a throwaway redis-server did not start: {}",
+            failures.join("\n")
+        );
+    }
+
+    /// The server's URL, the same across stops and starts.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server at once (killed, as a crash would), with everything it held.
+    pub fn stop(&mut self) {
+        if let Some((mut child, guardian)) = self.running.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            guardian.release();
+        }
+    }
+
+    /// Starts the server again, empty, on the same port, after [`RedisServer::stop`].
+    pub fn start(&mut self) {
+        self.stop();
+        match start_on(&self.program, self.port) {
+            Ok(running) => self.running = Some(running),
+            Err(e) => panic!("cannot start redis-server again on port {}: {e}", self.port),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
