@@ -34,6 +34,7 @@ pub struct Metrics {
     events_received: Family<KindLabels, Counter>,
     flags_loaded: Gauge,
     redis_writes: Counter,
+    redis_rewrites: Counter,
     redis_write_errors: Counter,
     segments_loaded: Gauge,
     last_reload_success: Gauge<f64, AtomicU64>,
@@ -323,6 +324,7 @@ impl Metrics {
         let events_received = Family::<KindLabels, Counter>::default();
         let flags_loaded = Gauge::default();
         let redis_writes = Counter::default();
+        let redis_rewrites = Counter::default();
         let redis_write_errors = Counter::default();
         let segments_loaded = Gauge::default();
         let last_reload_success = Gauge::<f64, AtomicU64>::default();
@@ -378,8 +380,14 @@ impl Metrics {
         );
         registry.register(
             "flagd_redis_writes",
-            "Environments' data written into Redis (--redis-url), whole, once per change",
+            "Writes into Redis (--redis-url): an environment's data whole, or the items of its changes",
             redis_writes.clone(),
+        );
+        registry.register(
+            "flagd_redis_rewrites",
+            "Environments' data written into Redis whole: at first, and again after a lagging \
+             change feed or a Redis that failed or lost it",
+            redis_rewrites.clone(),
         );
         registry.register(
             "flagd_redis_write_errors",
@@ -411,6 +419,7 @@ impl Metrics {
             events_received,
             flags_loaded,
             redis_writes,
+            redis_rewrites,
             redis_write_errors,
             segments_loaded,
             last_reload_success,
@@ -514,9 +523,15 @@ impl Metrics {
         self.streams_open.dec();
     }
 
-    /// An environment's data was written into Redis.
+    /// The items of an environment's changes were written into Redis.
     pub(crate) fn redis_written(&self) {
         self.redis_writes.inc();
+    }
+
+    /// An environment's data was written into Redis whole (which is a write too).
+    pub(crate) fn redis_rewritten(&self) {
+        self.redis_writes.inc();
+        self.redis_rewrites.inc();
     }
 
     /// Writing an environment's data into Redis failed.

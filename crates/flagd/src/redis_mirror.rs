@@ -1,23 +1,33 @@
 //! Every served environment written into Redis in LaunchDarkly's persistent-store layout
 //! (`flags-store-redis`), so that LaunchDarkly SDKs in daemon mode read what flagd serves:
 //! each flag and segment as it is served (kills and overrides folded in, as SDKs receive it on
-//! the stream), rewritten whole in one transaction whenever the environment's data changes.
+//! the stream).
+//!
+//! The whole environment is written in one transaction at first, and after that only what each
+//! change touched: the items its stream events name, as the current snapshot serves them
+//! (tombstones for deletions), in one version-checked transaction per change
+//! (`RedisStore::upsert_many`). Everything is written whole again whenever the items alone
+//! might not be enough: the change feed lagged and batches were lost, a batch replaced the
+//! snapshot without naming what changed, Redis lost `$inited` or holds fewer items than were
+//! written, or Redis failed.
 //!
 //! Redis being down never stops flagd: the write is retried with backoff, and once Redis
 //! answers again everything is written afresh.
-
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use flags_store_redis::{Item, RedisStore};
-use tokio::sync::broadcast::error::RecvError;
+use flags_core::ItemKind;
+use flags_store_redis::{Held, Item, RedisStore, StoreError, Upserted};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::task::JoinHandle;
 
+use crate::engine::Snapshot;
 use crate::env::{Env, Environments};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
-use crate::store::{Store, rfc3339};
+use crate::store::{Batch, Store, rfc3339};
 
 /// How writing into Redis goes, per environment, for `/readyz`.
 #[derive(Debug, Default)]
@@ -180,59 +190,269 @@ impl Writer {
         }
     }
 
-    /// Connects, writes the current data, then writes it again after every change and
-    /// whenever Redis turns out to have lost it; a write clears `failing`. Returns `Ok` when
-    /// the environment's change feed ends, `Err` on the first failure.
-    async fn follow(
-        &self,
-        env: &Env,
-        failing: &mut bool,
-    ) -> Result<(), flags_store_redis::StoreError> {
+    /// Connects, writes the current data whole, then the items of every change, and the whole
+    /// data again whenever the items alone would not do (see the module's documentation); a
+    /// write clears `failing`. Returns `Ok` when the environment's change feed ends, `Err` on
+    /// the first failure.
+    async fn follow(&self, env: &Env, failing: &mut bool) -> Result<(), StoreError> {
         let store: &Store = &env.store;
         let redis = RedisStore::connect(&self.url, &self.prefix).await?;
         // Subscribe before reading, so a change in between is not missed.
         let mut changes = store.subscribe();
-        let mut written = None;
+        // What Redis holds, once something was written.
+        let mut written: Option<Written> = None;
         let mut check =
             tokio::time::interval_at(tokio::time::Instant::now() + CHECK_EVERY, CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Some(snapshot) = store.snapshot()
-                && written != Some(snapshot.generation())
+            if written.is_none()
+                && let Some(snapshot) = store.snapshot()
             {
-                let features: Vec<Item> = snapshot
-                    .flags()
-                    .map(|f| Item::new(f.key(), f.version(), f.json()))
-                    .collect();
-                let segments: Vec<Item> = snapshot
-                    .segments()
-                    .map(|s| Item::new(s.key(), s.version(), s.json()))
-                    .collect();
-                redis.init(&features, &segments).await?;
-                self.metrics.redis_written();
-                self.health.wrote(&env.key);
-                if std::mem::take(failing) {
-                    tracing::info!(env = %env.key, prefix = %self.prefix,
-                        "Redis answers again; everything is written");
-                }
-                if written.is_none() {
-                    tracing::info!(prefix = %self.prefix, flags = features.len(),
-                        segments = segments.len(), "written to Redis in LaunchDarkly's layout");
-                }
-                written = Some(snapshot.generation());
+                written = Some(self.write_whole(&redis, env, &snapshot, failing).await?);
             }
             tokio::select! {
-                change = changes.recv() => match change {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return Ok(()),
+                change = changes.recv() => {
+                    let mut batches = match change {
+                        Ok(batch) => vec![batch],
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::debug!(prefix = %self.prefix, missed,
+                                "the change feed ran ahead; writing everything");
+                            written = None;
+                            continue;
+                        }
+                        Err(RecvError::Closed) => return Ok(()),
+                    };
+                    // Whatever else is already queued goes out in the same write.
+                    let mut lagged = false;
+                    loop {
+                        match changes.try_recv() {
+                            Ok(batch) => batches.push(batch),
+                            Err(TryRecvError::Lagged(_)) => lagged = true,
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+                        }
+                    }
+                    let Some(at) = written.as_mut() else { continue };
+                    if lagged {
+                        written = None;
+                        continue;
+                    }
+                    if !self.write_changes(&redis, env, at, &batches, failing).await? {
+                        written = None;
+                    }
                 },
                 _ = check.tick() => {
-                    if !redis.initialized().await? {
+                    if let Some(at) = &written
+                        && !at.still_held(redis.held().await?)
+                    {
                         tracing::warn!(prefix = %self.prefix, "Redis lost flagd's data; writing it again");
                         written = None;
                     }
                 }
             }
         }
+    }
+
+    /// Writes `snapshot` whole, in one transaction.
+    async fn write_whole(
+        &self,
+        redis: &RedisStore,
+        env: &Env,
+        snapshot: &Snapshot,
+        failing: &mut bool,
+    ) -> Result<Written, StoreError> {
+        let features: Vec<Item> = snapshot
+            .flags()
+            .map(|f| Item::new(f.key(), f.version(), f.json()))
+            .collect();
+        let segments: Vec<Item> = snapshot
+            .segments()
+            .map(|s| Item::new(s.key(), s.version(), s.json()))
+            .collect();
+        redis.init(&features, &segments).await?;
+        self.metrics.redis_rewritten();
+        self.wrote(env, failing);
+        tracing::info!(prefix = %self.prefix, flags = features.len(),
+            segments = segments.len(), "written to Redis in LaunchDarkly's layout");
+        Ok(Written {
+            generation: snapshot.generation(),
+            held: Held {
+                features: features.len() as u64,
+                segments: segments.len() as u64,
+            },
+        })
+    }
+
+    /// Writes the items that `batches` name, as the current snapshot serves them, into what
+    /// Redis holds at `at`. Returns `false`, having written nothing, when only a whole write
+    /// will do.
+    async fn write_changes(
+        &self,
+        redis: &RedisStore,
+        env: &Env,
+        at: &mut Written,
+        batches: &[Arc<Batch>],
+        failing: &mut bool,
+    ) -> Result<bool, StoreError> {
+        let mut keys = BTreeSet::new();
+        let mut last = at.generation;
+        for batch in batches {
+            // Everything was replaced, perhaps at a lower generation (data from the source
+            // after data read from Redis at start): written whole.
+            if batch.reset {
+                return Ok(false);
+            }
+            // Batches up to the generation written are in it already.
+            if batch.generation <= at.generation {
+                continue;
+            }
+            // A new snapshot that does not say what changed (a whole environment loaded).
+            if batch.events.is_empty() {
+                return Ok(false);
+            }
+            for event in &batch.events {
+                let Some(item) = changed_item(&event.data) else {
+                    tracing::warn!(prefix = %self.prefix, event = event.event,
+                        "a change names no item; writing everything");
+                    return Ok(false);
+                };
+                keys.insert(item);
+            }
+            last = last.max(batch.generation);
+        }
+        if keys.is_empty() {
+            return Ok(true);
+        }
+        // The snapshot may be newer than the batches: it then holds these items at newer
+        // versions, and the batches still to come find them written.
+        let Some(snapshot) = env.store.snapshot() else {
+            return Ok(false);
+        };
+        let data = snapshot.compiled();
+        let (mut features, mut segments) = (Vec::new(), Vec::new());
+        for (kind, key) in &keys {
+            let item = match kind {
+                ItemKind::Flag => data
+                    .flag_or_tombstone(key)
+                    .map(|f| (f.is_deleted(), f.version(), f.json())),
+                ItemKind::Segment => data
+                    .segment_or_tombstone(key)
+                    .map(|s| (s.is_deleted(), s.version(), s.json())),
+            };
+            // Neither served nor a tombstone: the item cannot be written alone.
+            let Some((deleted, version, json)) = item else {
+                return Ok(false);
+            };
+            let item = if deleted {
+                Item::deleted(key.as_str(), version)
+            } else {
+                Item::new(key.as_str(), version, json)
+            };
+            match kind {
+                ItemKind::Flag => features.push(item),
+                ItemKind::Segment => segments.push(item),
+            }
+        }
+        match redis.upsert_many(&features, &segments).await? {
+            Upserted::NotInitialized => {
+                tracing::warn!(prefix = %self.prefix, "Redis lost flagd's data; writing it again");
+                Ok(false)
+            }
+            Upserted::Written(_) => {
+                at.generation = last;
+                self.metrics.redis_written();
+                self.wrote(env, failing);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Records a successful write.
+    fn wrote(&self, env: &Env, failing: &mut bool) {
+        self.health.wrote(&env.key);
+        if std::mem::take(failing) {
+            tracing::info!(env = %env.key, prefix = %self.prefix,
+                "Redis answers again; everything is written");
+        }
+    }
+}
+
+/// What one writer knows Redis holds.
+struct Written {
+    /// The generation of the last change written.
+    generation: u64,
+    /// How many items the whole write put in each hash. Item writes only add fields or replace
+    /// them (a deletion is a tombstone), so Redis holding fewer means it lost some.
+    held: Held,
+}
+
+impl Written {
+    /// Whether Redis, holding `now`, still holds everything written.
+    fn still_held(&self, now: Option<Held>) -> bool {
+        now.is_some_and(|now| {
+            now.features >= self.held.features && now.segments >= self.held.segments
+        })
+    }
+}
+
+/// The item a stream event's data names: `{"path":"/flags/KEY",...}`. Only the path is read;
+/// what is written is the item as the snapshot serves it.
+fn changed_item(data: &str) -> Option<(ItemKind, String)> {
+    #[derive(serde::Deserialize)]
+    struct Path<'a> {
+        #[serde(borrow)]
+        path: Cow<'a, str>,
+    }
+    let path: Path<'_> = serde_json::from_str(data).ok()?;
+    let (kind, key) = flags_wire::stream::parse_path(&path.path)?;
+    Some((kind, key.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flags_wire::stream::{render_delete, render_patch_json};
+
+    #[test]
+    fn a_change_names_its_item_from_the_event_path() {
+        let cases = [
+            (
+                render_patch_json(
+                    ItemKind::Flag,
+                    "checkout",
+                    r#"{"key":"checkout","version":2}"#,
+                ),
+                Some((ItemKind::Flag, "checkout")),
+            ),
+            (
+                render_delete(ItemKind::Segment, "beta/users", 7),
+                Some((ItemKind::Segment, "beta/users")),
+            ),
+        ];
+        for (event, expected) in cases {
+            let expected = expected.map(|(kind, key)| (kind, key.to_owned()));
+            assert_eq!(changed_item(&event.data), expected, "{}", event.data);
+        }
+        assert_eq!(changed_item(r#"{"data":{}}"#), None);
+        assert_eq!(changed_item(r#"{"path":"/other/x"}"#), None);
+    }
+
+    #[test]
+    fn fewer_items_than_written_means_redis_lost_some() {
+        let written = Written {
+            generation: 3,
+            held: Held {
+                features: 2,
+                segments: 1,
+            },
+        };
+        let held = |features, segments| Some(Held { features, segments });
+        assert!(written.still_held(held(2, 1)));
+        assert!(
+            written.still_held(held(5, 1)),
+            "tombstones and new items add fields"
+        );
+        assert!(!written.still_held(held(1, 1)));
+        assert!(!written.still_held(held(2, 0)));
+        assert!(!written.still_held(None), "$inited gone");
     }
 }

@@ -1,15 +1,20 @@
 //! flagd writing what it serves into Redis in LaunchDarkly's layout: every flag and segment as
-//! served, rewritten when the flag file changes, and written again after Redis lost it.
+//! served, kills and overrides included, written whole at first, then item by item as the data
+//! changes (deletions as tombstones), and whole again after Redis lost it.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod root_support;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::FlagDir;
+use flags_store::{AdminStore, MemoryStore, OverrideKey};
 use flags_test_support::{RedisServer, redis};
+use root_support::*;
 use serde_json::{Value, json};
 
 fn prefix() -> String {
@@ -175,6 +180,127 @@ async fn flagd_serves_on_when_redis_does_not_answer() {
     let metrics = get_text(&format!("{base}/metrics")).await;
     assert!(
         !metrics.contains("flagd_redis_write_errors_total 0\n"),
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_written_item_by_item_and_deletions_as_tombstones() {
+    let dir = FlagDir::new();
+    let file = dir.write("flags.json", &flags(true));
+    let prefix = prefix();
+    let mut config = common::test_config(vec![file]);
+    config.redis.url = Some(redis().url().to_owned());
+    config.redis.prefix = Some(prefix.clone());
+    let server = flagd::start(config).await.unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let features = format!("{prefix}:features");
+    until_features(&prefix, "the first write", |f| f.len() == 2).await;
+
+    // A field flagd never wrote: a whole rewrite would drop it, an item write leaves it.
+    let planted = r#"{"key":"planted","version":1,"on":false,"variations":[true]}"#;
+    redis::cmd("HSET")
+        .arg(&features)
+        .arg("planted")
+        .arg(planted)
+        .query_async::<()>(&mut connection().await)
+        .await
+        .unwrap();
+    dir.write_atomic("flags.json", &flags(false));
+    until_features(&prefix, "the edit", |f| f["checkout"]["on"] == json!(false)).await;
+    let held = hash(&features).await;
+    assert_eq!(held["planted"]["key"], "planted", "{held:#?}");
+    // Exactly as served.
+    let served = get_json(&format!("{base}/sdk/latest-all")).await;
+    assert_eq!(held["checkout"], served["flags"]["checkout"]);
+    assert_eq!(held["banner"], served["flags"]["banner"]);
+
+    // A deleted flag becomes LaunchDarkly's tombstone, at a version above the flag's.
+    let before = held["banner"]["version"].as_u64().unwrap();
+    let mut without_banner: Value = serde_json::from_str(&flags(false)).unwrap();
+    without_banner["flags"]
+        .as_object_mut()
+        .unwrap()
+        .remove("banner");
+    dir.write_atomic("flags.json", &without_banner.to_string());
+    until_features(&prefix, "the deletion", |f| f["banner"]["deleted"] == true).await;
+    let tombstone = &hash(&features).await["banner"];
+    assert_eq!(tombstone["key"], "$deleted", "{tombstone}");
+    assert!(
+        tombstone["version"].as_u64().unwrap() > before,
+        "{tombstone}"
+    );
+
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        counter(&metrics, "flagd_redis_rewrites_total"),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        counter(&metrics, "flagd_redis_writes_total") >= 3,
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kills_and_overrides_reach_redis_as_sdks_receive_them() {
+    let store = Arc::new(MemoryStore::new());
+    let key = env_with_key(&*store, "production").await;
+    put_flag(&*store, "production", "f", bool_flag("f", true)).await;
+    put_flag(&*store, "production", "g", bool_flag("g", true)).await;
+    let base_prefix = prefix();
+    let mut config = flagd::Config::for_tests(Vec::new());
+    config.redis.url = Some(redis().url().to_owned());
+    config.redis.prefix = Some(format!("{base_prefix}:{{env}}"));
+    let server = flagd::start_with_store(config, store.clone())
+        .await
+        .unwrap();
+    let base = server.url();
+    let prefix = format!("{base_prefix}:production");
+    until_features(&prefix, "the first write", |f| f.len() == 2).await;
+
+    store
+        .set_killed(&actor(), "production", "f", true)
+        .await
+        .unwrap();
+    let pinned = OverrideKey {
+        flag_key: "g".to_owned(),
+        context_kind: "user".to_owned(),
+        context_key: "pinned".to_owned(),
+    };
+    store
+        .set_override(&actor(), "production", &pinned, 1)
+        .await
+        .unwrap();
+    let features = format!("{prefix}:features");
+    until("the kill and the override in Redis", || async {
+        let f = hash(&features).await;
+        f["f"]["on"] == false && f["g"].to_string().contains("pinned")
+    })
+    .await;
+    // Exactly what the SDK endpoint serves, which is what streams send.
+    let served: Value = serde_json::from_slice(
+        &reqwest::Client::new()
+            .get(format!("{base}/sdk/latest-all"))
+            .header("authorization", &key)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let held = hash(&features).await;
+    assert_eq!(held["f"], served["flags"]["f"]);
+    assert_eq!(held["g"], served["flags"]["g"]);
+    let metrics = get_text(&format!("{base}/metrics")).await;
+    assert_eq!(
+        counter(&metrics, "flagd_redis_rewrites_total"),
+        1,
         "{metrics}"
     );
     server.shutdown().await.unwrap();
