@@ -65,7 +65,8 @@ fn python_clients(clients: &Path, venv: &Path) -> anyhow::Result<()> {
     // Fail here, with a clear message, rather than in the middle of a test.
     run_command(Command::new(&python).args([
         "-c",
-        "import ldclient, openfeature, openfeature.contrib.provider.ofrep",
+        "import ldclient, ldclient.integrations, redis, openfeature, \
+         openfeature.contrib.provider.ofrep",
     ]))?;
     write_stamp(venv, &stamp)
 }

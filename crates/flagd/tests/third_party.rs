@@ -8,7 +8,10 @@
 //! evaluator as well as of its streaming, polling and event endpoints. The root-mode tests run
 //! `flagd serve --database` over a PostgreSQL database of their own instead, with flags killed
 //! and overridden through the admin API: the SDKs must give the answers flagd gives, kills and
-//! overrides included, and see an override set while they run. The clients are the ones
+//! overrides included, and see an override set while they run. The daemon-mode test has the
+//! Python SDK read flags from the Redis flagd writes into (`--redis-url`) instead of from flagd,
+//! through an edit of the flag file and a Redis that is stopped and comes back empty. The
+//! clients are the ones
 //! `cargo xtask deps` installs under the target directory; without them these tests fail and say
 //! so rather than pass without having run.
 
@@ -19,6 +22,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ChildStdin;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -29,7 +33,7 @@ use flags_test_support::process::{
     FlagdProcess, KillOnDrop, clean_env, collected, flagd_command, lines_of,
 };
 use flags_test_support::wait::Poll;
-use flags_test_support::{TestDatabase, postgres};
+use flags_test_support::{RedisServer, TestDatabase, postgres};
 use serde_json::{Value, json};
 
 /// The key file-mode flagd requires; every client must present it in the header format it uses.
@@ -143,6 +147,82 @@ fn python_launchdarkly_sdk_streams_evaluates_like_flagd_and_sends_events() {
                 .collect::<Vec<_>>()
         );
     }
+}
+
+#[test]
+fn python_launchdarkly_sdk_in_daemon_mode_evaluates_from_redis_like_flagd() {
+    const NAME: &str = "Python SDK (daemon mode, Redis)";
+    let mut redis = RedisServer::start_new();
+    // Not LaunchDarkly's default prefix, so the SDK finds the data only where flagd was told
+    // to write it.
+    let prefix = "flagd-daemon-test";
+    let flagd = Flagd::start_with(&["--redis-url", &redis.url(), "--redis-prefix", prefix]);
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+    assert_fixture_is_rich(&native);
+    flagd.wait_for_redis("OK");
+
+    let mut daemon = Script::start_session(
+        Client::Python,
+        "ld_python_daemon.py",
+        &json!({
+            "redis_url": redis.url(),
+            "prefix": prefix,
+            "flags": flags,
+            "contexts": contexts,
+            "default": DEFAULT,
+            "timeout": 60,
+        }),
+    );
+    let first = daemon.next_document();
+    assert_eq!(first["initialized"], true, "{first}");
+    assert_matches_native(NAME, &flags, &contexts, &first, &native);
+
+    // An edit of the flag file reaches Redis, and the SDK reads it there.
+    daemon.send(&json!({"watch": live_edit_watch()}));
+    daemon.wait_ready();
+    let written_at = flagd.edit_live_flag();
+    let seen = daemon.next_document();
+    assert_saw_edit(NAME, &flagd, &seen, written_at);
+    let edited = flagd.native_answers(&flags, &contexts);
+    daemon.send(&json!({"evaluate": true}));
+    assert_matches_native(NAME, &flags, &contexts, &daemon.next_document(), &edited);
+
+    // Redis goes away: flagd serves on and says so. The file changes back meanwhile.
+    redis.stop();
+    flagd.wait_for_redis("DOWN");
+    let (status, ready) = flagd.request(reqwest::Method::GET, "/readyz", None, None);
+    assert!(ready.contains(r#""status":"SERVING""#), "{status} {ready}");
+    flagd.write_flag_file(&fixture());
+    Poll::new()
+        .within(Duration::from_secs(10))
+        .blocking_until_some("flagd serving the file again as it was", || {
+            let answer = flagd.evaluate("live-edit", &live_edit_watch()["context"]);
+            (answer["value"] == "before").then_some(())
+        });
+    assert_eq!(flagd.native_answers(&flags, &contexts), native);
+
+    // Back, empty, on the same port: flagd writes everything again, and the same client
+    // evaluates as flagd does.
+    redis.start();
+    flagd.wait_for_redis("OK");
+    daemon.send(&json!({"evaluate": true}));
+    assert_matches_native(NAME, &flags, &contexts, &daemon.next_document(), &native);
+    daemon.send(&json!({"close": true}));
+    assert_eq!(daemon.finish()["closed"], true);
+
+    let metrics = flagd.metrics();
+    // At start and after the outage; the edit was written item by item.
+    assert_eq!(
+        metric_value(&metrics, "flagd_redis_rewrites_total"),
+        2,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(&metrics, "flagd_redis_write_errors_total") >= 1,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -895,6 +975,11 @@ enum Source {
 impl Flagd {
     /// File mode over a temporary copy of the fixture, with [`SDK_KEY`] required.
     fn start() -> Flagd {
+        Flagd::start_with(&[])
+    }
+
+    /// [`Flagd::start`] with more arguments for `flagd serve`.
+    fn start_with(args: &[&str]) -> Flagd {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("flags.yaml");
         std::fs::write(&file, fixture()).unwrap();
@@ -906,7 +991,8 @@ impl Flagd {
             .args(["--sdk-key", SDK_KEY])
             .arg("--export-dir")
             .arg(dir.path().join("events"))
-            .env("FLAGD_EVENTS_FLUSH_INTERVAL_MS", "100");
+            .env("FLAGD_EVENTS_FLUSH_INTERVAL_MS", "100")
+            .args(args);
         let source = Source::File { file, _dir: dir };
         Flagd::spawn(command, source, SDK_KEY.to_owned())
     }
@@ -1078,21 +1164,36 @@ impl Flagd {
     /// deployment tools do) with `live-edit` turned to "after". Returns when the write began, in
     /// seconds since the Unix epoch, to compare with the times the clients report.
     fn edit_live_flag(&self) -> f64 {
-        let Source::File { file, .. } = &self.source else {
-            panic!("only a file-mode flagd has a flag file to edit");
-        };
         let text = fixture();
         assert_eq!(
             text.matches(LIVE_EDIT_BEFORE).count(),
             1,
             "the fixture lost its marker"
         );
-        let edited = text.replace(LIVE_EDIT_BEFORE, LIVE_EDIT_AFTER);
-        let staging = file.with_extension("yaml.new");
         let written_at = unix_now();
-        std::fs::write(&staging, edited).unwrap();
-        std::fs::rename(&staging, file).unwrap();
+        self.write_flag_file(&text.replace(LIVE_EDIT_BEFORE, LIVE_EDIT_AFTER));
         written_at
+    }
+
+    /// Replaces the flag file atomically, as [`Flagd::edit_live_flag`] does.
+    fn write_flag_file(&self, text: &str) {
+        let Source::File { file, .. } = &self.source else {
+            panic!("only a file-mode flagd has a flag file to edit");
+        };
+        let staging = file.with_extension("yaml.new");
+        std::fs::write(&staging, text).unwrap();
+        std::fs::rename(&staging, file).unwrap();
+    }
+
+    /// Waits until `/readyz` says writing into Redis is `status` (`OK`, `DOWN`).
+    fn wait_for_redis(&self, status: &str) {
+        Poll::new()
+            .within(Duration::from_secs(20))
+            .blocking_until_some(&format!("Redis writes {status} in /readyz"), || {
+                let (_, body) = self.request(reqwest::Method::GET, "/readyz", None, None);
+                let ready: Value = serde_json::from_str(&body).unwrap();
+                (ready["redis"]["status"] == status).then_some(())
+            });
     }
 
     fn metrics(&self) -> String {
@@ -1180,6 +1281,8 @@ impl Client {
 struct Script {
     name: &'static str,
     process: KillOnDrop,
+    /// Kept open by a session ([`Script::start_session`]) for the commands sent later.
+    stdin: Option<ChildStdin>,
     stdout: Receiver<String>,
     stderr: Arc<Mutex<String>>,
     deadline: Instant,
@@ -1187,6 +1290,15 @@ struct Script {
 
 impl Script {
     fn start(client: Client, name: &'static str, plan: &Value) -> Script {
+        let mut script = Script::start_session(client, name, plan);
+        // The whole plan is on stdin; its end tells the script so.
+        drop(script.stdin.take());
+        script
+    }
+
+    /// Starts a script that reads its plan as the first line on stdin and then further
+    /// commands, one JSON line each, sent with [`Script::send`].
+    fn start_session(client: Client, name: &'static str, plan: &Value) -> Script {
         let mut command = client.command();
         command
             .arg(clients_dir().join(name))
@@ -1200,10 +1312,11 @@ impl Script {
             )
         });
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(plan.to_string().as_bytes()).unwrap();
-        drop(stdin);
+        writeln!(stdin, "{plan}").unwrap();
+        stdin.flush().unwrap();
         Script {
             name,
+            stdin: Some(stdin),
             stdout: lines_of(child.stdout.take().unwrap()),
             stderr: collected(child.stderr.take().unwrap()),
             process: KillOnDrop(child),
@@ -1221,6 +1334,16 @@ impl Script {
         };
         serde_json::from_str(&line)
             .unwrap_or_else(|e| self.fail(&format!("wrote {line:?}, not JSON: {e}")))
+    }
+
+    /// Sends one command to a session.
+    fn send(&mut self, command: &Value) {
+        let Some(stdin) = self.stdin.as_mut() else {
+            panic!("{} is not a session: its stdin is closed", self.name);
+        };
+        if let Err(e) = writeln!(stdin, "{command}").and_then(|()| stdin.flush()) {
+            self.fail(&format!("cannot take {command}: {e}"));
+        }
     }
 
     /// Waits until the script is ready for the flag file to change.
