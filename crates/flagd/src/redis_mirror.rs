@@ -410,7 +410,104 @@ fn changed_item(data: &str) -> Option<(ItemKind, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Update;
+    use flags_core::{Flag, FlagData};
+    use flags_test_support::redis;
     use flags_wire::stream::{render_delete, render_patch_json};
+
+    fn flag(key: &str, version: u64, value: &str) -> Flag {
+        serde_json::from_value(serde_json::json!({
+            "key": key, "version": version, "on": true, "variations": [value, "other"],
+            "fallthrough": {"variation": 0}, "offVariation": 1, "salt": key
+        }))
+        .unwrap()
+    }
+
+    /// Serves `key` at `version` with `value`, publishing the change as a source does.
+    fn change(store: &Store, key: &str, version: u64, value: &str) {
+        let current = store.snapshot().unwrap();
+        let generation = current.generation() + 1;
+        let applied = current
+            .apply(generation, vec![Update::Flag(flag(key, version, value))])
+            .unwrap()
+            .unwrap();
+        let events = crate::engine::events(&applied.snapshot, &applied.changed).unwrap();
+        store.publish(applied.snapshot, events);
+    }
+
+    /// `key`'s JSON in `{prefix}:features`, once it holds `value`.
+    async fn until_written(prefix: &str, key: &str, value: &str) {
+        let mut connection = ::redis::Client::open(redis().url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let json: Option<String> = ::redis::cmd("HGET")
+                .arg(format!("{prefix}:features"))
+                .arg(key)
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if json.as_deref().is_some_and(|j| j.contains(value)) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{key}: {json:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn counter(metrics: &Metrics, name: &str) -> u64 {
+        let text = metrics.encode();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_feed_that_lagged_is_written_whole_then_changes_item_by_item() {
+        // Room for one batch: changes published without a pause overflow it.
+        let envs = Arc::new(Environments::new(1));
+        let env = envs.get_or_create("default");
+        let data = FlagData {
+            flags: ["a", "b"]
+                .into_iter()
+                .map(|k| (k.to_owned(), flag(k, 1, "start")))
+                .collect(),
+            ..FlagData::default()
+        };
+        env.store
+            .publish(Snapshot::from_models(data, 1).unwrap(), Vec::new());
+        let prefix = redis().unique_prefix("flagd-mirror-lag");
+        let metrics = Arc::new(Metrics::new());
+        let shutdown = Shutdown::new();
+        let health = (Arc::new(RedisHealth::default()), Arc::clone(&metrics));
+        let _task = spawn(
+            Arc::clone(&envs),
+            redis().url().to_owned(),
+            Some(prefix.clone()),
+            false,
+            health,
+            shutdown.clone(),
+        );
+        until_written(&prefix, "b", "start").await;
+        assert_eq!(counter(&metrics, "flagd_redis_rewrites_total"), 1);
+
+        // Five changes with no await in between: the writer finds the feed lagged.
+        for version in 2..=6 {
+            change(&env.store, "a", version, &format!("lagged-{version}"));
+        }
+        until_written(&prefix, "a", "lagged-6").await;
+        assert_eq!(counter(&metrics, "flagd_redis_rewrites_total"), 2);
+
+        // Then changes are items again.
+        change(&env.store, "b", 2, "item");
+        until_written(&prefix, "b", "item").await;
+        assert_eq!(counter(&metrics, "flagd_redis_rewrites_total"), 2);
+        shutdown.trigger();
+    }
 
     #[test]
     fn a_change_names_its_item_from_the_event_path() {
