@@ -772,7 +772,7 @@ impl Report {
     }
 }
 
-fn spread(samples: &[Duration]) -> (Duration, Duration, Duration) {
+pub(crate) fn spread(samples: &[Duration]) -> (Duration, Duration, Duration) {
     let mut sorted = samples.to_vec();
     sorted.sort();
     let at = |q: f64| {
@@ -789,7 +789,7 @@ fn verdict(met: bool) -> &'static str {
     if met { "yes" } else { "NO" }
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
@@ -814,7 +814,7 @@ fn bool_flag(key: &str, value: bool) -> Value {
 /// The seeded environment as a LaunchDarkly flag file: generated flags with targets, rules on
 /// attributes and segments, rollouts and some prerequisites; segments with included keys and
 /// rules; and the bool flags the writes go to.
-fn flag_file(flags: usize, segments: usize) -> Value {
+pub(crate) fn flag_file(flags: usize, segments: usize) -> Value {
     let mut flag_map = Map::new();
     for i in 0..flags {
         flag_map.insert(format!("flag-{i:05}"), flag(i, segments));

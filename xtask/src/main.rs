@@ -6,6 +6,7 @@
 mod bench_events;
 mod bench_http;
 mod bench_memory;
+mod bench_redis;
 mod bench_root;
 mod ci;
 mod deps;
@@ -28,6 +29,7 @@ Commands:
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
+  bench-redis  Measure how soon a changed flag reaches Redis through flagd's --redis-url
   bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
   bench-events  Measure events/s from POST /bulk through the exporters: none, JSON-lines files, PostgreSQL
   fuzz    Run the fuzz targets in fuzz/ on nightly, 60 s each: [--seconds N] [TARGET...]
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
+        ["bench-redis", rest @ ..] => bench_redis::run(&root, rest),
         ["bench-events", rest @ ..] => bench_events::run(&root, rest),
         ["fuzz", rest @ ..] => fuzz::run(&root, rest),
         [] | ["help" | "--help" | "-h"] => {
