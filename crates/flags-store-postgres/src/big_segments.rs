@@ -194,6 +194,14 @@ impl PgUpload {
             .execute(&mut *self.conn)
             .await
             .map_err(db)?;
+        // Temporary tables get no statistics on their own. Without them the planner may join
+        // every stored member against every line (a nested loop over millions of rows each
+        // way) when the members table is already full.
+        sqlx::query(&format!("ANALYZE {LAST_TABLE}"))
+            .persistent(false)
+            .execute(&mut *self.conn)
+            .await
+            .map_err(db)?;
         let mut tx = self.conn.begin().await.map_err(db)?;
         if self.fresh {
             sqlx::query(
@@ -224,7 +232,8 @@ impl PgUpload {
             "INSERT INTO big_segment_members (env, context_hash, segment, generation, included) \
              SELECT $1, context_hash, $2, $3, op = 'i' FROM {LAST_TABLE} WHERE op <> 'r' \
              ON CONFLICT (env, context_hash, segment, generation) \
-             DO UPDATE SET included = EXCLUDED.included"
+             DO UPDATE SET included = EXCLUDED.included \
+             WHERE big_segment_members.included IS DISTINCT FROM EXCLUDED.included"
         );
         sqlx::query(&insert)
             .bind(&self.env)
