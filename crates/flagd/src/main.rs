@@ -117,9 +117,10 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let env = std::env::vars().collect();
     let config = args.resolve(&env)?;
-    if config.files.is_empty() && config.database_url.is_none() {
+    if config.files.is_empty() && config.database_url.is_none() && config.upstream.url.is_none() {
         anyhow::bail!(
-            "no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES)"
+            "no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES), \
+             --database URL, or --upstream URL"
         );
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)

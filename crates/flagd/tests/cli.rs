@@ -171,7 +171,8 @@ fn usage_errors_exit_2() {
     assert_eq!(output.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
-        "flagd: no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES)\n"
+        "flagd: no flag files to serve: pass --file PATH (or set files in --config, or FLAGD_FILES), \
+         --database URL, or --upstream URL\n"
     );
     let output = flagd(&["serve", "--file", "x.yaml", "--listen", "not-an-address"]);
     assert_eq!(output.status.code(), Some(2));
@@ -252,6 +253,35 @@ async fn serve_announces_its_address_and_stops_cleanly_on_sigterm() {
     assert!(term.success());
     let status = server.wait_exit();
     assert_eq!(status.code(), Some(0), "a SIGTERM stop is a clean exit");
+}
+
+#[tokio::test]
+async fn serve_follows_an_upstream_flagd_in_proxy_mode() {
+    let root = serve(
+        &[
+            "--file",
+            &example(),
+            "--listen",
+            "127.0.0.1:0",
+            "--sdk-key",
+            "proxy-key",
+        ],
+        &[],
+    );
+    let upstream = format!("http://{}", root.addr());
+    let proxy = serve(
+        &["--upstream", &upstream, "--listen", "127.0.0.1:0"],
+        &[("FLAGD_SDK_KEYS", "proxy-key")],
+    );
+    let body = reqwest::get(format!("http://{}/readyz", proxy.addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains(r#""status":"SERVING""#), "{body}");
+    assert!(body.contains(r#""source":"upstream""#), "{body}");
+    assert!(body.contains(r#""flags":9"#), "{body}");
 }
 
 #[test]
