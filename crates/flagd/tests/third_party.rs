@@ -225,6 +225,88 @@ fn python_launchdarkly_sdk_in_daemon_mode_evaluates_from_redis_like_flagd() {
     );
 }
 
+/// Members of the big segment: every tenth user excluded, the others included.
+const BIG_SEGMENT_MEMBERS: usize = 1_000_000;
+
+#[test]
+fn python_launchdarkly_sdk_reads_big_segments_from_redis_like_flagd() {
+    const NAME: &str = "Python SDK (daemon mode, Redis big segments)";
+    let redis = RedisServer::start_new();
+    let flagd = Flagd::start_root_with(&[
+        "--redis-url",
+        &redis.url(),
+        "--redis-prefix",
+        "flagd-big:{env}",
+    ]);
+    flagd.admin(
+        reqwest::Method::PUT,
+        "/segments/big",
+        &json!({"key": "big", "unbounded": true}),
+    );
+    flagd.admin(
+        reqwest::Method::PUT,
+        "/flags/big-gate",
+        &json!({"key": "big-gate", "on": true, "variations": ["out", "in"],
+            "offVariation": 0, "fallthrough": {"variation": 0}, "salt": "big-gate",
+            "rules": [{"id": "members", "variation": 1, "clauses": [{"contextKind": "user",
+                "attribute": "key", "op": "segmentMatch", "values": ["big"]}]}]}),
+    );
+    let mut ndjson = String::with_capacity(BIG_SEGMENT_MEMBERS * 40);
+    for i in 0..BIG_SEGMENT_MEMBERS {
+        let op = if i % 10 == 0 { "exclude" } else { "include" };
+        ndjson.push_str(&format!("{{\"op\":\"{op}\",\"key\":\"user-{i}\"}}\n"));
+    }
+    let answer = flagd.upload_members("big", ndjson);
+    assert_eq!(answer["lines"], BIG_SEGMENT_MEMBERS, "{answer}");
+    let flags = vec!["big-gate".to_owned()];
+    let contexts = vec![
+        json!({"kind": "user", "key": "user-1"}),
+        json!({"kind": "user", "key": "user-999999"}),
+        json!({"kind": "user", "key": "user-10"}),
+        json!({"kind": "user", "key": "not-a-member"}),
+        json!({"kind": "org", "key": "user-1"}),
+        json!({"kind": "multi", "user": {"key": "user-3"}, "org": {"key": "acme"}}),
+    ];
+    // flagd serves the segment's new generation before the SDK reads it from Redis.
+    Poll::new()
+        .within(Duration::from_secs(10))
+        .blocking_until_some("flagd serving the upload", || {
+            let answer = flagd.evaluate("big-gate", &contexts[0]);
+            (answer["value"] == "in").then_some(())
+        });
+    let native = flagd.native_answers(&flags, &contexts);
+    let reason = |i: usize| native[&("big-gate".to_owned(), i)]["reason"].clone();
+    assert_eq!(reason(0)["kind"], "RULE_MATCH", "{}", reason(0));
+    assert_eq!(reason(0)["bigSegmentsStatus"], "HEALTHY", "{}", reason(0));
+    assert_eq!(reason(2)["kind"], "FALLTHROUGH", "excluded: {}", reason(2));
+    assert_eq!(
+        reason(3)["kind"],
+        "FALLTHROUGH",
+        "not listed: {}",
+        reason(3)
+    );
+    assert_eq!(reason(3)["bigSegmentsStatus"], "HEALTHY", "{}", reason(3));
+
+    let mut daemon = Script::start_session(
+        Client::Python,
+        "ld_python_daemon.py",
+        &json!({
+            "redis_url": redis.url(),
+            "prefix": "flagd-big:production",
+            "big_segments": true,
+            "flags": flags,
+            "contexts": contexts,
+            "default": DEFAULT,
+            "timeout": 60,
+        }),
+    );
+    let first = daemon.next_document();
+    assert_eq!(first["initialized"], true, "{first}");
+    assert_matches_native(NAME, &flags, &contexts, &first, &native);
+    daemon.send(&json!({"close": true}));
+    assert_eq!(daemon.finish()["closed"], true);
+}
+
 #[test]
 fn python_launchdarkly_sdk_polls_flagd() {
     let flagd = Flagd::start();
@@ -1000,6 +1082,11 @@ impl Flagd {
     /// Root mode over a new database holding [`root_flags`] in environment `production`, with
     /// the SDK key the store made for it required, and [`ADMIN_KEY`] for the admin API.
     fn start_root() -> Flagd {
+        Flagd::start_root_with(&[])
+    }
+
+    /// [`Flagd::start_root`] with more arguments for `flagd serve`.
+    fn start_root_with(args: &[&str]) -> Flagd {
         let db = postgres().create_database();
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let sdk_key = runtime.block_on(async {
@@ -1026,7 +1113,8 @@ impl Flagd {
         let mut command = flagd_command(env!("CARGO_BIN_EXE_flagd"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(["--database", db.url(), "--admin-key", ADMIN_KEY]);
+            .args(["--database", db.url(), "--admin-key", ADMIN_KEY])
+            .args(args);
         Flagd::spawn(command, Source::Database { _db: db }, sdk_key)
     }
 
@@ -1064,6 +1152,28 @@ impl Flagd {
 
     fn base_url(&self) -> String {
         self.process.url()
+    }
+
+    /// Uploads big-segment members (NDJSON) to `segment` of `production`; the answer.
+    fn upload_members(&self, segment: &str, ndjson: String) -> Value {
+        let url = format!(
+            "{}/api/v1/environments/production/segments/{segment}/members",
+            self.base_url()
+        );
+        let request = self
+            .http
+            .post(&url)
+            .header("authorization", format!("Bearer {ADMIN_KEY}"))
+            .header("content-type", "application/x-ndjson")
+            .timeout(Duration::from_secs(300))
+            .body(ndjson);
+        self.runtime.block_on(async {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert_eq!(status, 200, "upload: {body}");
+            serde_json::from_str(&body).unwrap()
+        })
     }
 
     /// One request; `key` is sent as `Authorization: KEY` when given.

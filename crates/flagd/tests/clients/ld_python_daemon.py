@@ -12,6 +12,8 @@ The first line is the plan:
   flags, contexts, default every flag is evaluated for every context; `default` is the caller's
                            default value
   timeout                  seconds after which the whole script gives up (a hang must fail)
+  big_segments             optional: read big segments from the same Redis and prefix with
+                           the SDK's own Redis big-segment store
 It is answered with {"initialized": ..., "evaluations": {flag: [detail per context]}}.
 
 Then, any number of:
@@ -53,8 +55,21 @@ def main():
         prefix=plan["prefix"],
         caching=CacheConfig.disabled(),
     )
+    big_segments = None
+    if plan.get("big_segments"):
+        from ldclient.config import BigSegmentsConfig
+
+        big_segments = BigSegmentsConfig(
+            store=Redis.new_big_segment_store(url=plan["redis_url"], prefix=plan["prefix"])
+        )
     # No SDK key is needed: in daemon mode the SDK reads Redis only, and sends no events here.
-    config = Config("sdk-daemon-mode", use_ldd=True, feature_store=store, send_events=False)
+    config = Config(
+        "sdk-daemon-mode",
+        use_ldd=True,
+        feature_store=store,
+        send_events=False,
+        big_segments=big_segments,
+    )
     client = LDClient(config, start_wait=5)
 
     contexts = []
