@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 use super::bench_http::COUNTRIES;
 use super::bench_root::SseParser;
 use super::events_payload::mix;
-use super::{cargo, listening_addr, load_average, run_command, show, target_dir};
+use super::{listening_addr, load_average, release_flagd, show, target_dir};
 
 /// Targets from the issue that asked for this benchmark.
 const STEADY_RATIO_TARGET: f64 = 8.0;
@@ -71,14 +71,8 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
         _ => {}
     }
     let options = Options::parse(args)?;
-    eprintln!("bench-memory: building flagd in release");
-    run_command(
-        cargo()
-            .args(["build", "--quiet", "--release", "-p", "flagd"])
-            .current_dir(root),
-    )?;
+    let flagd = release_flagd(root, "bench-memory")?;
     let target = target_dir(root)?;
-    let flagd = target.join("release").join("flagd");
     let dir = target.join("bench-memory");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

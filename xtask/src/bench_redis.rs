@@ -30,9 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::bench_root::{SseParser, flag_file, ms, spread};
-use super::{
-    cargo, listening_addr, load_average, metric_sum, on_path, run_command, show, target_dir,
-};
+use super::{listening_addr, load_average, metric_sum, on_path, release_flagd, show};
 
 /// The target of the issue that asked for this benchmark: change → Redis, p99.
 const P99_TARGET: Duration = Duration::from_millis(50);
@@ -62,13 +60,7 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
     if !on_path("redis-server") {
         bail!("redis-server is not installed (apt-get install -y redis-server)");
     }
-    eprintln!("bench-redis: building flagd in release");
-    run_command(
-        cargo()
-            .args(["build", "--quiet", "--release", "-p", "flagd"])
-            .current_dir(root),
-    )?;
-    let flagd = target_dir(root)?.join("release").join("flagd");
+    let flagd = release_flagd(root, "bench-redis")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{cargo, listening_addr, load_average, on_path, run_command, show, target_dir};
+use super::{listening_addr, load_average, on_path, release_flagd, run_command, show};
 
 /// The environment written to.
 const ENV: &str = "production";
@@ -73,13 +73,7 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
             bail!("{tool} is not installed (apt-get install -y postgresql-client)");
         }
     }
-    eprintln!("bench-root: building flagd in release");
-    run_command(
-        cargo()
-            .args(["build", "--quiet", "--release", "-p", "flagd"])
-            .current_dir(root),
-    )?;
-    let flagd = target_dir(root)?.join("release").join("flagd");
+    let flagd = release_flagd(root, "bench-root")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

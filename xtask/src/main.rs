@@ -131,6 +131,17 @@ fn target_dir(root: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// Builds flagd in release for the benchmark `bench` and returns the binary's path.
+fn release_flagd(root: &Path, bench: &str) -> anyhow::Result<PathBuf> {
+    eprintln!("{bench}: building flagd in release");
+    run_command(
+        cargo()
+            .args(["build", "--quiet", "--release", "-p", "flagd"])
+            .current_dir(root),
+    )?;
+    Ok(target_dir(root)?.join("release").join("flagd"))
+}
+
 /// A `cargo` command: the same cargo that started us, when known.
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
