@@ -124,6 +124,9 @@ struct Shared {
     cache: Mutex<Cache>,
     /// The last poll's outcome: the metadata, or that it failed. `None` before the first.
     polled: Mutex<Option<Result<BigSegmentStoreMetadata, String>>>,
+    /// The status the last poll found, which listeners were told of: a status that changes
+    /// with time alone (going stale) is a change from this.
+    reported: Mutex<Option<BigSegmentStoreStatus>>,
     listeners: Listeners<BigSegmentStoreStatus>,
 }
 
@@ -143,6 +146,7 @@ impl BigSegments {
             config,
             cache: Mutex::new(Cache::default()),
             polled: Mutex::new(None),
+            reported: Mutex::new(None),
             listeners: Listeners::new(listener_capacity),
         });
         (
@@ -173,10 +177,19 @@ impl BigSegments {
 
 impl Shared {
     fn poll(&self) -> BigSegmentStoreStatus {
-        let before = self.lock_polled().as_ref().map(|p| self.status_of(p));
         let outcome = self.config.store.metadata().map_err(|e| e.message);
         let after = self.status_of(&outcome);
-        *self.lock_polled() = Some(outcome);
+        // What this poll replaces is read as it stores its outcome, not before the store was
+        // asked, so a poll made meanwhile (the first `get_status`, say) counts too; and it is
+        // the status found then, not that outcome judged now, so going stale is a change.
+        let before = {
+            let mut polled = self.lock_polled();
+            *polled = Some(outcome);
+            self.reported
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .replace(after)
+        };
         // The first poll finds the status; only later polls can change it.
         if before.is_some_and(|b| b != after) {
             self.listeners.send(&after);
