@@ -317,7 +317,12 @@ fn migrations_run_once_and_data_is_shared() {
             .fetch_one(store.pool())
             .await
             .unwrap();
-        assert_eq!(applied, 1);
+        // Once each, however many stores migrated.
+        let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("sql".as_ref()))
+            .count();
+        assert_eq!(applied, i64::try_from(migrations).unwrap());
         other.close().await;
     });
 }
