@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::events_payload::mix;
-use super::{cargo, listening_addr, on_path, run_command, show, target_dir};
+use super::{cargo, listening_addr, on_path, run_command, show, target_dir, terminate};
 
 /// Flags in the generated file.
 const FLAG_COUNT: usize = 350;
@@ -1083,14 +1083,8 @@ impl Drop for Pinned {
     fn drop(&mut self) {
         drop(self.stdin.take());
         // `timeout` passes SIGTERM on to the server, which then stops as it would in production.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if terminate(&mut self.child, Duration::from_secs(10)) {
+            return;
         }
         eprintln!("xtask: {} did not stop; killing it", self.name);
         if self.pid != 0 {

@@ -32,7 +32,7 @@ use serde_json::{Map, Value, json};
 use super::bench_http::COUNTRIES;
 use super::bench_root::SseParser;
 use super::events_payload::mix;
-use super::{listening_addr, load_average, release_flagd, show, target_dir};
+use super::{listening_addr, load_average, release_flagd, show, target_dir, terminate};
 
 /// Targets from the issue that asked for this benchmark.
 const STEADY_RATIO_TARGET: f64 = 8.0;
@@ -453,14 +453,8 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if terminate(&mut self.child, Duration::from_secs(5)) {
+            return;
         }
         eprintln!("bench-memory: flagd did not stop; killing it");
         let _ = self.child.kill();

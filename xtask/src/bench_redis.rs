@@ -24,13 +24,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::bench_root::{SseParser, flag_file, ms, spread};
-use super::{listening_addr, load_average, metric_sum, on_path, release_flagd, show};
+use super::bench_root::{flag_file, follow_sse, ms, spread};
+use super::{listening_addr, load_average, metric_sum, on_path, release_flagd, show, terminate};
 
 /// The target of the issue that asked for this benchmark: change → Redis, p99.
 const P99_TARGET: Duration = Duration::from_millis(50);
@@ -252,38 +251,12 @@ type Seen = Result<(String, String, Instant), String>;
 
 /// Follows `GET /all`, sending every event.
 async fn follow(client: reqwest::Client, url: String, tx: mpsc::UnboundedSender<Seen>) {
-    let ended = match follow_events(&client, &url, &tx).await {
+    let on_event = |name, data, at| tx.send(Ok((name, data, at))).is_ok();
+    let ended = match follow_sse(&client, &url, None, on_event).await {
         Ok(()) => "the server closed the stream".to_owned(),
         Err(e) => format!("{e:#}"),
     };
     let _ = tx.send(Err(ended));
-}
-
-async fn follow_events(
-    client: &reqwest::Client,
-    url: &str,
-    tx: &mpsc::UnboundedSender<Seen>,
-) -> anyhow::Result<()> {
-    let response = client
-        .get(url)
-        .header("accept", "text/event-stream")
-        .send()
-        .await?;
-    if !response.status().is_success() {
-        bail!("GET /all answered {}", response.status());
-    }
-    let mut body = response.bytes_stream();
-    let mut parser = SseParser::default();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        let at = Instant::now();
-        for (name, data) in parser.push(&chunk) {
-            if tx.send(Ok((name, data, at))).is_err() {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
 }
 
 /// A throwaway `redis-server` on a free port, without persistence, killed on drop.
@@ -374,14 +347,8 @@ impl Flagd {
 
 impl Drop for Flagd {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if terminate(&mut self.child, Duration::from_secs(5)) {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{listening_addr, load_average, on_path, release_flagd, run_command, show};
+use super::{listening_addr, load_average, on_path, release_flagd, run_command, show, terminate};
 
 /// The environment written to.
 const ENV: &str = "production";
@@ -453,25 +453,28 @@ async fn follow(
     key: String,
     tx: mpsc::UnboundedSender<Seen>,
 ) {
-    let ended = match follow_events(&client, &url, &key, &tx).await {
+    let on_event = |name, data, at| tx.send(Seen::Event { name, data, at }).is_ok();
+    let ended = match follow_sse(&client, &url, Some(&key), on_event).await {
         Ok(()) => "the server closed the stream".to_owned(),
         Err(e) => format!("{e:#}"),
     };
     let _ = tx.send(Seen::Ended(ended));
 }
 
-async fn follow_events(
+/// Reads the SSE stream of `GET url` (with `key` as `Authorization` when given), handing each
+/// event's name, data and arrival time to `on_event` until it returns `false` or the stream
+/// ends.
+pub(crate) async fn follow_sse(
     client: &reqwest::Client,
     url: &str,
-    key: &str,
-    tx: &mpsc::UnboundedSender<Seen>,
+    key: Option<&str>,
+    mut on_event: impl FnMut(String, String, Instant) -> bool,
 ) -> anyhow::Result<()> {
-    let response = client
-        .get(url)
-        .header("authorization", key)
-        .header("accept", "text/event-stream")
-        .send()
-        .await?;
+    let mut request = client.get(url).header("accept", "text/event-stream");
+    if let Some(key) = key {
+        request = request.header("authorization", key);
+    }
+    let response = request.send().await?;
     if !response.status().is_success() {
         bail!("GET /all answered {}", response.status());
     }
@@ -481,7 +484,7 @@ async fn follow_events(
         let chunk = chunk?;
         let at = Instant::now();
         for (name, data) in parser.push(&chunk) {
-            if tx.send(Seen::Event { name, data, at }).is_err() {
+            if !on_event(name, data, at) {
                 return Ok(());
             }
         }
@@ -659,14 +662,8 @@ impl Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..100 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if terminate(&mut self.child, Duration::from_secs(5)) {
+            return;
         }
         eprintln!("bench-root: replica {} did not stop; killing it", self.name);
         let _ = self.child.kill();

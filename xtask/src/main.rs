@@ -142,6 +142,25 @@ fn release_flagd(root: &Path, bench: &str) -> anyhow::Result<PathBuf> {
     Ok(target_dir(root)?.join("release").join("flagd"))
 }
 
+/// Asks `child` to stop with SIGTERM, as a service manager would, and waits up to `patience`
+/// for it; returns whether it stopped.
+fn terminate(child: &mut std::process::Child, patience: std::time::Duration) -> bool {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let step = std::time::Duration::from_millis(50);
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(step);
+    }
+}
+
 /// A `cargo` command: the same cargo that started us, when known.
 fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo")))
