@@ -216,7 +216,7 @@ impl RedisMirror {
         if let Some(store) = stores.get(env) {
             return Ok(Arc::clone(store));
         }
-        let prefix = self.template.replace("{env}", env);
+        let prefix = crate::config::env_prefix(&self.template, env);
         let store = RedisBigSegments::connect(&self.url, &prefix)
             .await
             .map_err(flags_store_redis::StoreError::into_store_error)?;

@@ -132,6 +132,12 @@ impl RedisConfig {
     }
 }
 
+/// The Redis prefix of environment `env` under a prefix `template` (`{env}` standing for the
+/// environment key).
+pub fn env_prefix(template: &str, env: &str) -> String {
+    template.replace("{env}", env)
+}
+
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")

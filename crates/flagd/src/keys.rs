@@ -108,11 +108,6 @@ impl KeyLedger {
         })
     }
 
-    /// How many keys it holds.
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
     fn env_of(&self, hash: &str) -> Option<String> {
         self.read().get(hash).cloned()
     }

@@ -91,11 +91,6 @@ impl Upstream {
         })
     }
 
-    /// Whether data has come from the upstream.
-    pub fn has_data(&self) -> bool {
-        self.client.initialized()
-    }
-
     /// Waits up to `timeout` for the first data.
     pub async fn wait_for_data(&self, timeout: Duration) -> bool {
         self.client.wait_for_initialization(timeout).await

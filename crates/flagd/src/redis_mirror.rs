@@ -114,24 +114,23 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The first and the longest wait between tries while Redis does not answer.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
 
-/// Starts writing every environment of `envs` to the Redis at `url`, under `prefix` (with
-/// `{env}` standing for the environment key; by default LaunchDarkly's, and per environment in
-/// root mode). Ends when `shutdown` fires.
+/// Starts writing every environment of `envs` to the Redis at `url`, under the prefix
+/// `template` (with `{env}` standing for the environment key, see
+/// [`RedisConfig::template`](crate::config::RedisConfig::template)). Ends when `shutdown`
+/// fires.
 pub(crate) fn spawn(
     envs: Arc<Environments>,
     url: String,
-    prefix: Option<String>,
-    root_mode: bool,
+    template: String,
     health: (Arc<RedisHealth>, Arc<Metrics>),
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
-    let template = crate::config::RedisConfig { url: None, prefix }.template(root_mode);
     tokio::spawn(async move {
         let mut mirrored = HashSet::new();
         loop {
             for env in envs.all() {
                 if mirrored.insert(env.key.to_string()) {
-                    let prefix = template.replace("{env}", &env.key);
+                    let prefix = crate::config::env_prefix(&template, &env.key);
                     let writer = Writer {
                         url: url.clone(),
                         prefix,
@@ -487,8 +486,7 @@ mod tests {
         let _task = spawn(
             Arc::clone(&envs),
             redis().url().to_owned(),
-            Some(prefix.clone()),
-            false,
+            prefix.clone(),
             health,
             shutdown.clone(),
         );

@@ -327,7 +327,8 @@ async fn warm_default(config: &Config, state: &AppState, root_mode: bool) {
         tracing::error!("serving nothing until the source answers");
         return;
     };
-    let prefix = crate::warm::prefix_of(&config.redis.template(root_mode), crate::env::DEFAULT_ENV);
+    let prefix =
+        crate::config::env_prefix(&config.redis.template(root_mode), crate::env::DEFAULT_ENV);
     match crate::warm::serve_env(url, &prefix, &state.default_env).await {
         Ok(Some(flags)) => {
             tracing::warn!(
@@ -389,10 +390,7 @@ async fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, 
     let Some(url) = &config.redis.url else {
         return Ok(None);
     };
-    let prefix = config
-        .redis
-        .template(false)
-        .replace("{env}", crate::env::DEFAULT_ENV);
+    let prefix = crate::config::env_prefix(&config.redis.template(false), crate::env::DEFAULT_ENV);
     match RedisBigSegments::connect(url, &prefix).await {
         Ok(store) => {
             let big = BigSegments::new(Arc::new(store), None)
@@ -412,8 +410,7 @@ fn start_redis(config: &Config, state: &AppState, root_mode: bool) {
         drop(redis_mirror::spawn(
             Arc::clone(&state.envs),
             url.clone(),
-            config.redis.prefix.clone(),
-            root_mode,
+            config.redis.template(root_mode),
             (Arc::clone(health), Arc::clone(&state.metrics)),
             state.shutdown.clone(),
         ));

@@ -9,17 +9,13 @@ use std::sync::Arc;
 
 use flags_store_redis::{Kind, RedisStore, Stored};
 
+use crate::config::env_prefix;
 use crate::engine::Snapshot;
 use crate::env::{Env, Environments};
 
-/// The prefix of `env` under `template` (`{env}` standing for the environment key).
-pub(crate) fn prefix_of(template: &str, env: &str) -> String {
-    template.replace("{env}", env)
-}
-
 /// The hash that remembers SDK keys for root mode under `template`.
 pub(crate) fn key_table_name(template: &str) -> String {
-    format!("{}:sdk_keys", prefix_of(template, "$flagd"))
+    format!("{}:sdk_keys", env_prefix(template, "$flagd"))
 }
 
 /// Serves, as stale, the data set Redis holds under `prefix` from `env`, if Redis has one and
@@ -122,7 +118,7 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(prefix_of("ld:{env}", "prod"), "ld:prod");
+        assert_eq!(env_prefix("ld:{env}", "prod"), "ld:prod");
         assert_eq!(key_table_name("ld:{env}"), "ld:$flagd:sdk_keys");
     }
 }
