@@ -57,7 +57,7 @@ impl std::fmt::Debug for BigSegments {
 
 impl BigSegments {
     /// Memberships read from `members`, and uploads copied to `mirror` when there is one.
-    pub(crate) fn new(
+    pub(crate) fn with_mirror(
         members: Arc<dyn BigSegmentMembers>,
         mirror: Option<RedisMirror>,
     ) -> Result<BigSegments, flags_cache::ConfigError> {
@@ -78,6 +78,13 @@ impl BigSegments {
         })
     }
 
+    /// Memberships read from `members`, cached as flagd caches them.
+    pub fn new(
+        members: Arc<dyn BigSegmentMembers>,
+    ) -> Result<BigSegments, flags_cache::ConfigError> {
+        BigSegments::with_mirror(members, None)
+    }
+
     /// Where memberships are kept.
     pub fn members(&self) -> &Arc<dyn BigSegmentMembers> {
         &self.members
@@ -85,7 +92,7 @@ impl BigSegments {
 
     /// What the evaluation of `context` in `env` needs: the memberships of its keys and the
     /// store's `synchronized_on`, from the cache or fetched now.
-    pub(crate) async fn prefetch(&self, env: &str, context: &Context) -> Prefetched {
+    pub async fn prefetch(&self, env: &str, context: &Context) -> Prefetched {
         let mut keys: Vec<&str> = context.contexts().iter().map(|c| c.key()).collect();
         keys.sort_unstable();
         keys.dedup();
@@ -148,9 +155,10 @@ impl BigSegments {
 /// One context's membership (`None`: listed nowhere), or why it could not be read.
 type Fetched = Result<Option<Arc<BigSegmentMembership>>, String>;
 
-/// What one evaluation may ask of the big-segment store, fetched before it started.
+/// What one evaluation may ask of the big-segment store, fetched before it started: the
+/// [`BigSegmentStore`] an evaluator of that request reads.
 #[derive(Debug)]
-pub(crate) struct Prefetched {
+pub struct Prefetched {
     /// By context hash: the membership (`None`: listed nowhere), or why it could not be read.
     memberships: Vec<(String, Fetched)>,
     synchronized_on: Result<Option<u64>, String>,

@@ -40,7 +40,7 @@ pub mod validate;
 mod warm;
 
 pub use backend::{Backend, BackendError};
-pub use big_segments::BigSegments;
+pub use big_segments::{BigSegments, Prefetched};
 pub use config::Config;
 pub use http::{App, app};
 pub use server::{

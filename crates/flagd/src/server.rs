@@ -248,8 +248,8 @@ pub async fn start_with_store(
             let template = config.redis.template(true);
             RedisMirror::new(url, template)
         });
-        let big =
-            BigSegments::new(members, mirror).map_err(|e| StartError::Store(e.to_string()))?;
+        let big = BigSegments::with_mirror(members, mirror)
+            .map_err(|e| StartError::Store(e.to_string()))?;
         let big = Arc::new(big);
         drop(big_segments::spawn_refresh(
             Arc::clone(&big),
@@ -393,8 +393,8 @@ async fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, 
     let prefix = crate::config::env_prefix(&config.redis.template(false), crate::env::DEFAULT_ENV);
     match RedisBigSegments::connect(url, &prefix).await {
         Ok(store) => {
-            let big = BigSegments::new(Arc::new(store), None)
-                .map_err(|e| StartError::Store(e.to_string()))?;
+            let big =
+                BigSegments::new(Arc::new(store)).map_err(|e| StartError::Store(e.to_string()))?;
             Ok(Some(Arc::new(big)))
         }
         Err(error) => {
