@@ -106,6 +106,18 @@ impl BigSegmentMembers for Counted {
     ) -> Result<(), StoreError> {
         self.inner.clear_generation(env, segment, generation).await
     }
+
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .copy_generation(env, segment, generation, into)
+            .await
+    }
 }
 
 /// Fills `store` with [`MEMBERS`] members of generation 1 of `big` (`user-0` …), every tenth

@@ -158,6 +158,55 @@ impl BigSegmentMembers for PostgresStore {
         .map_err(db)?;
         Ok(())
     }
+
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError> {
+        let generation = generation_arg(generation)?;
+        // Page by context hash (the primary key's second column), so a generation of millions
+        // is never read whole and no transaction stays open while the copy is written.
+        let limit = i64::try_from(COPY_CHUNK).unwrap_or(i64::MAX);
+        let mut after = String::new();
+        let mut copied = 0u64;
+        let mut chunk = Vec::with_capacity(COPY_CHUNK);
+        loop {
+            let rows = sqlx::query(
+                "SELECT context_hash, included FROM big_segment_members \
+                 WHERE env = $1 AND context_hash > $2 AND segment = $3 AND generation = $4 \
+                 ORDER BY context_hash LIMIT $5",
+            )
+            .bind(env)
+            .bind(&after)
+            .bind(segment)
+            .bind(generation)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await
+            .map_err(db)?;
+            let Some(last) = rows.last() else {
+                return Ok(copied);
+            };
+            after = last.try_get(0).map_err(db)?;
+            chunk.clear();
+            for row in &rows {
+                let included: bool = row.try_get(1).map_err(db)?;
+                chunk.push(MemberChange {
+                    op: if included {
+                        MemberOp::Include
+                    } else {
+                        MemberOp::Exclude
+                    },
+                    context_hash: row.try_get(0).map_err(db)?,
+                });
+            }
+            into.apply(&chunk).await?;
+            copied += chunk.len() as u64;
+        }
+    }
 }
 
 /// A generation as the table keeps it.

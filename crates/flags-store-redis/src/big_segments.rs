@@ -171,6 +171,17 @@ impl RedisBigSegments {
         Ok(())
     }
 
+    /// Deletes `synchronized_on`, so readers report the data `STALE` until it is written again
+    /// (while the memberships are being rebuilt).
+    pub async fn clear_synchronized_on(&self) -> Result<(), StoreError> {
+        let mut connection = self.writer.clone();
+        redis::cmd("DEL")
+            .arg(self.synchronized_on_key())
+            .query_async::<()>(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     /// Runs `query` on the reader connection, opening it first if needed; a failed query
     /// drops the connection, so the next one starts afresh.
     fn query<T>(
@@ -383,5 +394,73 @@ impl BigSegmentMembers for RedisBigSegments {
             }
         }
         Ok(())
+    }
+
+    /// Redis has no index by segment, so this scans every membership set under the prefix,
+    /// inclusions first: a context in both sets counts as included, and is sent once.
+    async fn copy_generation(
+        &self,
+        _env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, flags_store::StoreError> {
+        let reference = big_segment_ref(segment, generation);
+        let failed = |e: redis::RedisError| StoreError::from(e).into_store_error();
+        let mut connection = self.writer.clone();
+        let include_prefix = self.include_key("");
+        let exclude_prefix = self.exclude_key("");
+        let mut copied = 0u64;
+        for (op, prefix) in [
+            (MemberOp::Include, &include_prefix),
+            (MemberOp::Exclude, &exclude_prefix),
+        ] {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{prefix}*"))
+                    .arg("COUNT")
+                    .arg(CHUNK)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(failed)?;
+                let hashes: Vec<&str> = keys
+                    .iter()
+                    .filter_map(|key| key.strip_prefix(prefix.as_str()))
+                    .collect();
+                if !hashes.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for hash in &hashes {
+                        pipe.sismember(format!("{prefix}{hash}"), &reference);
+                        if op == MemberOp::Exclude {
+                            pipe.sismember(self.include_key(hash), &reference);
+                        }
+                    }
+                    let answers: Vec<bool> =
+                        pipe.query_async(&mut connection).await.map_err(failed)?;
+                    let per_hash = if op == MemberOp::Exclude { 2 } else { 1 };
+                    let chunk: Vec<MemberChange> = hashes
+                        .iter()
+                        .zip(answers.chunks(per_hash))
+                        .filter(|(_, answer)| answer == &[true] || answer == &[true, false])
+                        .map(|(hash, _)| MemberChange {
+                            op,
+                            context_hash: (*hash).to_owned(),
+                        })
+                        .collect();
+                    if !chunk.is_empty() {
+                        into.apply(&chunk).await?;
+                        copied += chunk.len() as u64;
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(copied)
     }
 }

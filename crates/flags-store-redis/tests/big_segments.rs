@@ -198,6 +198,38 @@ async fn the_store_role_reads_and_writes_the_same_layout() {
     members.set_synchronized_on("ignored", 42).await.unwrap();
     assert_eq!(members.synchronized_on("ignored").await.unwrap(), Some(42));
 
+    // A generation copies whole; a context in both sets (written by another writer) counts
+    // as included, once.
+    let client = redis::Client::open(redis().url()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("SADD")
+        .arg(store.exclude_key(&alice))
+        .arg("seg.g4")
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    let copy = flags_store::MemoryBigSegments::new();
+    let mut into = copy.begin_upload("env", "seg", 4, true).await.unwrap();
+    assert_eq!(
+        members
+            .copy_generation("ignored", "seg", 4, into.as_mut())
+            .await
+            .unwrap(),
+        2
+    );
+    into.commit(None).await.unwrap();
+    let copied = copy
+        .memberships("env", &[alice.clone(), bob.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        copied
+            .iter()
+            .map(|(hash, m)| (hash == &alice, m.check("seg.g4")))
+            .collect::<Vec<_>>(),
+        [(true, Some(true)), (false, Some(false))]
+    );
+
     members.clear_generation("ignored", "seg", 4).await.unwrap();
     assert!(
         members

@@ -126,6 +126,18 @@ pub trait BigSegmentMembers: Send + Sync {
         segment: &str,
         generation: u64,
     ) -> Result<(), StoreError>;
+
+    /// Applies every membership of generation `generation` of segment `segment` to `into`, as
+    /// an inclusion or an exclusion per listed context, [`COPY_CHUNK`] at a time, and answers
+    /// how many; `into` is left uncommitted. This is how a copy that missed uploads is built
+    /// again from the store that has them all.
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError>;
 }
 
 /// One upload under way ([`BigSegmentMembers::begin_upload`]).
@@ -317,5 +329,38 @@ impl BigSegmentMembers for MemoryBigSegments {
             listings.retain(|_, of_context| !of_context.is_empty());
         }
         Ok(())
+    }
+
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError> {
+        let changes: Vec<MemberChange> = {
+            let state = self.lock();
+            let at = (segment.to_owned(), generation);
+            state
+                .envs
+                .get(env)
+                .into_iter()
+                .flat_map(|listings| listings.iter())
+                .filter_map(|(hash, of_context)| {
+                    let op = match of_context.get(&at)? {
+                        true => MemberOp::Include,
+                        false => MemberOp::Exclude,
+                    };
+                    Some(MemberChange {
+                        op,
+                        context_hash: hash.clone(),
+                    })
+                })
+                .collect()
+        };
+        for chunk in changes.chunks(COPY_CHUNK) {
+            into.apply(chunk).await?;
+        }
+        Ok(changes.len() as u64)
     }
 }

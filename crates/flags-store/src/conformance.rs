@@ -2250,7 +2250,7 @@ impl Future for JoinAll<'_> {
 /// Big-segment memberships ([`AdminStore::big_segment_members`], when the store keeps them):
 /// uploads become visible at their commit, the last change of a context in an upload wins, a
 /// dropped upload stores nothing, a fresh upload replaces its generation, environments are
-/// apart, and a copy receives exactly what was stored.
+/// apart, a copy receives exactly what was stored, and a generation copies whole.
 pub fn big_segment_members(store: &dyn AdminStore) -> CaseFuture<'_> {
     Box::pin(async move {
         use crate::{BigSegmentMembers, MemberChange, MemberOp, MemoryBigSegments};
@@ -2324,6 +2324,28 @@ pub fn big_segment_members(store: &dyn AdminStore) -> CaseFuture<'_> {
                 ["a:-seg.g1", "d:+seg.g1"]
             );
         }
+
+        // A generation copied whole into another store lists exactly what this one does.
+        let rebuilt = std::sync::Arc::new(MemoryBigSegments::new());
+        let mut into = rebuilt.begin_upload(&env, "seg", 1, true).await.unwrap();
+        let copied = members
+            .copy_generation(&env, "seg", 1, into.as_mut())
+            .await
+            .unwrap();
+        into.commit(None).await.unwrap();
+        assert_eq!(copied, 2);
+        assert_eq!(
+            look(rebuilt.clone(), env.clone()).await,
+            ["a:-seg.g1", "d:+seg.g1"]
+        );
+        let mut nothing = rebuilt.begin_upload(&env, "seg", 9, true).await.unwrap();
+        assert_eq!(
+            members
+                .copy_generation(&env, "seg", 9, nothing.as_mut())
+                .await
+                .unwrap(),
+            0
+        );
 
         // An upload dropped before its commit stores nothing.
         let mut dropped = members.begin_upload(&env, "seg", 1, false).await.unwrap();
