@@ -13,8 +13,13 @@
 //! daemon mode read the same sets. File mode with `--redis-url` reads memberships from Redis,
 //! as written by whoever keeps them there (LaunchDarkly's Relay does). LaunchDarkly's SDKs call
 //! a store stale once `synchronized_on` is 2 minutes old, so while flagd follows its store it
-//! writes the time again every `sync.big_segments_refresh_ms`, 30 s by default (root mode only: in file mode whoever writes
-//! the memberships owns that time).
+//! writes the time again every `sync.big_segments_refresh_ms`, 30 s by default (root mode only:
+//! in file mode whoever writes the memberships owns that time).
+//!
+//! The same round builds an environment's Redis copy again from the store when the copy
+//! missed an upload (Redis was down) or Redis lost it (its `synchronized_on` is gone, as after
+//! a restart without persistence, or before the first write): every served generation is
+//! emptied and copied whole, with `synchronized_on` absent meanwhile so readers say `STALE`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -203,8 +208,11 @@ pub(crate) struct RedisMirror {
     template: String,
     stores: tokio::sync::Mutex<HashMap<String, Arc<RedisBigSegments>>>,
     /// Environments whose copy missed an upload: their `synchronized_on` is not written in
-    /// Redis again, so SDKs reading it report `STALE`, until a whole generation is copied.
+    /// Redis again, so SDKs reading it report `STALE`, until the copy is rebuilt.
     behind: Mutex<HashSet<String>>,
+    /// Held while an upload is copied or a copy rebuilt, so a rebuild never reads the store
+    /// half way through an upload it would then overwrite.
+    writing: tokio::sync::Mutex<()>,
 }
 
 impl RedisMirror {
@@ -215,7 +223,13 @@ impl RedisMirror {
             template,
             stores: tokio::sync::Mutex::new(HashMap::new()),
             behind: Mutex::new(HashSet::new()),
+            writing: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Taken around an upload's commit and copy (see [`RedisMirror::rebuild`]).
+    pub(crate) async fn writing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writing.lock().await
     }
 
     /// The store of `env`'s prefix, connected on first use (and again after a failed connect).
@@ -263,6 +277,50 @@ impl RedisMirror {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(env)
+    }
+
+    /// Whether `env`'s copy must be built again: it missed an upload, or Redis has lost it
+    /// (`synchronized_on` is gone: a Redis that restarted empty, or one never written).
+    async fn needs_rebuild(&self, env: &str) -> Result<bool, StoreError> {
+        if self.is_behind(env) {
+            return Ok(true);
+        }
+        let store = self.store(env).await?;
+        Ok(store.synchronized_on(env).await?.is_none())
+    }
+
+    /// Builds `env`'s copy again from `members`: each served generation (`generations`, by
+    /// segment key) is emptied in Redis and copied whole. Until it is done the environment
+    /// counts as behind and its `synchronized_on` is gone from Redis, so SDKs reading it
+    /// report `STALE`. Answers how many memberships were copied.
+    pub(crate) async fn rebuild(
+        &self,
+        env: &str,
+        members: &dyn BigSegmentMembers,
+        generations: &[(String, u64)],
+    ) -> Result<u64, StoreError> {
+        let _writing = self.writing().await;
+        self.copied(env, false, false);
+        let store = self.store(env).await?;
+        store
+            .clear_synchronized_on()
+            .await
+            .map_err(flags_store_redis::StoreError::into_store_error)?;
+        let mut copied = 0;
+        for (segment, generation) in generations {
+            store.clear_generation(env, segment, *generation).await?;
+            let mut upload = store.begin_upload(env, segment, *generation, true).await?;
+            copied += members
+                .copy_generation(env, segment, *generation, upload.as_mut())
+                .await?;
+            upload.commit(None).await.map_err(|e| match e {
+                flags_store::UploadError::NotStored(e) | flags_store::UploadError::NotCopied(e) => {
+                    e
+                }
+            })?;
+        }
+        self.copied(env, true, true);
+        Ok(copied)
     }
 
     /// Writes `synchronized_on` in `env`'s copy, unless the copy missed an upload.
@@ -314,11 +372,53 @@ pub(crate) async fn refresh(big: &BigSegments, envs: &Environments) {
             continue;
         }
         big.synchronized_on.invalidate(env.key.as_ref() as &str);
-        if let Some(mirror) = &big.mirror
-            && let Err(error) = mirror.synchronized(&env.key, now).await
-        {
+        let Some(mirror) = &big.mirror else {
+            continue;
+        };
+        match mirror.needs_rebuild(&env.key).await {
+            Ok(false) => {}
+            Ok(true) => {
+                let generations = env
+                    .store
+                    .snapshot()
+                    .map(|snapshot| served_generations(snapshot.compiled()))
+                    .unwrap_or_default();
+                let started = std::time::Instant::now();
+                match mirror
+                    .rebuild(&env.key, big.members.as_ref(), &generations)
+                    .await
+                {
+                    Ok(copied) => tracing::info!(env = %env.key, copied,
+                        segments = generations.len(), ms = started.elapsed().as_millis(),
+                        "big segments copied into Redis again"),
+                    Err(error) => {
+                        tracing::warn!(env = %env.key, %error,
+                            "cannot copy big segments into Redis again; its copy stays behind");
+                        continue;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(env = %env.key, %error,
+                    "cannot read Redis's big-segment copy; it stays as it is");
+                continue;
+            }
+        }
+        if let Err(error) = mirror.synchronized(&env.key, now).await {
             tracing::warn!(env = %env.key, %error,
                 "cannot record in Redis that big segments are up to date");
         }
     }
+}
+
+/// The big segments `data` serves with a generation, by key: the generations evaluators ask
+/// a big-segment store about.
+fn served_generations(data: &flags_eval::CompiledData) -> Vec<(String, u64)> {
+    data.segments()
+        .filter(|segment| !segment.is_deleted() && segment.is_unbounded())
+        .filter_map(|segment| {
+            let generation = segment.to_segment().generation?;
+            Some((segment.key().to_owned(), generation))
+        })
+        .collect()
 }

@@ -109,6 +109,10 @@ pub async fn upload(
     };
     let copying = copy.is_some();
     let committing = std::time::Instant::now();
+    let writing = match mirror {
+        Some(mirror) => Some(mirror.writing().await),
+        None => None,
+    };
     let committed = upload.commit(copy).await;
     tracing::info!(%env, segment = %key, lines = report.lines, generation,
         read_ms = read.as_millis(), stored_ms = committing.elapsed().as_millis(),
@@ -128,6 +132,7 @@ pub async fn upload(
             }
         }
     }
+    drop(writing);
 
     if current != Some(generation) {
         // The segment switches to the generation just written, as one versioned write that
