@@ -200,6 +200,120 @@ impl BigSegmentStore for Prefetched {
     }
 }
 
+/// Memberships read from the Redis at `url` under one prefix (file mode), connected on first
+/// use, so a Redis that does not answer at start is read once it does; until then lookups
+/// fail and evaluations say `STORE_ERROR`, as an SDK's would. After a failed connect the next
+/// try waits [`RedisMembers::RETRY`], so requests do not queue behind connection attempts.
+pub(crate) struct RedisMembers {
+    url: String,
+    prefix: String,
+    state: tokio::sync::Mutex<Connecting>,
+}
+
+#[derive(Default)]
+struct Connecting {
+    store: Option<Arc<RedisBigSegments>>,
+    failed_at: Option<std::time::Instant>,
+}
+
+impl RedisMembers {
+    const RETRY: Duration = Duration::from_secs(1);
+
+    /// Memberships under `prefix` in the Redis at `url`; nothing is connected yet.
+    pub(crate) fn new(url: String, prefix: String) -> RedisMembers {
+        RedisMembers {
+            url,
+            prefix,
+            state: tokio::sync::Mutex::new(Connecting::default()),
+        }
+    }
+
+    async fn store(&self) -> Result<Arc<RedisBigSegments>, StoreError> {
+        let mut state = self.state.lock().await;
+        if let Some(store) = &state.store {
+            return Ok(Arc::clone(store));
+        }
+        if state
+            .failed_at
+            .is_some_and(|at| at.elapsed() < RedisMembers::RETRY)
+        {
+            return Err(StoreError::unavailable(format!(
+                "Redis at {} did not answer a moment ago",
+                self.url
+            )));
+        }
+        match RedisBigSegments::connect(&self.url, &self.prefix).await {
+            Ok(store) => {
+                let store = Arc::new(store);
+                state.store = Some(Arc::clone(&store));
+                state.failed_at = None;
+                Ok(store)
+            }
+            Err(error) => {
+                state.failed_at = Some(std::time::Instant::now());
+                Err(error.into_store_error())
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BigSegmentMembers for RedisMembers {
+    async fn begin_upload(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        fresh: bool,
+    ) -> Result<Box<dyn MemberUpload>, StoreError> {
+        self.store()
+            .await?
+            .begin_upload(env, segment, generation, fresh)
+            .await
+    }
+
+    async fn memberships(
+        &self,
+        env: &str,
+        context_hashes: &[String],
+    ) -> Result<Vec<(String, BigSegmentMembership)>, StoreError> {
+        self.store().await?.memberships(env, context_hashes).await
+    }
+
+    async fn synchronized_on(&self, env: &str) -> Result<Option<u64>, StoreError> {
+        self.store().await?.synchronized_on(env).await
+    }
+
+    async fn set_synchronized_on(&self, env: &str, unix_ms: u64) -> Result<(), StoreError> {
+        BigSegmentMembers::set_synchronized_on(self.store().await?.as_ref(), env, unix_ms).await
+    }
+
+    async fn clear_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+    ) -> Result<(), StoreError> {
+        self.store()
+            .await?
+            .clear_generation(env, segment, generation)
+            .await
+    }
+
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError> {
+        self.store()
+            .await?
+            .copy_generation(env, segment, generation, into)
+            .await
+    }
+}
+
 /// The Redis copy of big-segment uploads, one [`RedisBigSegments`] per environment prefix
 /// (the prefix `redis_mirror` writes the environment's flags under).
 pub(crate) struct RedisMirror {

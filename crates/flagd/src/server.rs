@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flags_store::{AdminStore, ChangeFeed, KeyStore};
-use flags_store_redis::RedisBigSegments;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -193,7 +192,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         source = Some(file_source);
     }
     start_redis(&config, &state, false);
-    state.big_segments = file_big_segments(&config).await?;
+    state.big_segments = file_big_segments(&config)?;
     let router = crate::http::app(state.clone());
     let background = Background {
         source,
@@ -384,24 +383,16 @@ async fn key_ledger(config: &Config) -> Option<Arc<crate::keys::KeyLedger>> {
 }
 
 /// File mode's big segments: read from the Redis at `redis.url`, under the prefix flagd writes
-/// the flags under, when one is set and answers at start; otherwise none (big segments then
-/// report `NOT_CONFIGURED`).
-async fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, StartError> {
+/// the flags under, when one is set (connected on first use, so Redis need not answer at
+/// start); otherwise none, and big segments report `NOT_CONFIGURED`.
+fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, StartError> {
     let Some(url) = &config.redis.url else {
         return Ok(None);
     };
     let prefix = crate::config::env_prefix(&config.redis.template(false), crate::env::DEFAULT_ENV);
-    match RedisBigSegments::connect(url, &prefix).await {
-        Ok(store) => {
-            let big =
-                BigSegments::new(Arc::new(store)).map_err(|e| StartError::Store(e.to_string()))?;
-            Ok(Some(Arc::new(big)))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read big segments from Redis; they report NOT_CONFIGURED until flagd restarts with Redis up");
-            Ok(None)
-        }
-    }
+    let members = big_segments::RedisMembers::new(url.clone(), prefix);
+    let big = BigSegments::new(Arc::new(members)).map_err(|e| StartError::Store(e.to_string()))?;
+    Ok(Some(Arc::new(big)))
 }
 
 /// Starts writing every environment into Redis when `redis.url` is set.

@@ -378,3 +378,110 @@ async fn a_redis_that_restarts_empty_is_written_again_without_a_change() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Writes `vip` generation 3 into the Redis at `url` under `prefix` as LaunchDarkly's Relay
+/// would: `alice` included, `bob` excluded, synchronized now.
+async fn write_vip_members(url: &str, prefix: &str) {
+    use flags_store_redis::{MemberOp, RedisBigSegments};
+    let writer = RedisBigSegments::connect(url, prefix).await.unwrap();
+    writer
+        .apply("vip", 3, MemberOp::Include, &["alice"])
+        .await
+        .unwrap();
+    writer
+        .apply("vip", 3, MemberOp::Exclude, &["bob"])
+        .await
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    writer
+        .set_synchronized_on(u64::try_from(now.as_millis()).unwrap())
+        .await
+        .unwrap();
+}
+
+/// flagd in file mode serving `gate` (true for members of the big segment `vip`), reading big
+/// segments from the Redis at `url` under `prefix`.
+async fn big_segment_server(dir: &FlagDir, url: &str, prefix: &str) -> flagd::RunningServer {
+    let flags = json!({
+        "flags": {"gate": {"on": true, "variations": [false, true], "offVariation": 0,
+            "fallthrough": {"variation": 0},
+            "rules": [{"id": "r0", "variation": 1, "clauses": [{"contextKind": "user",
+                "attribute": "key", "op": "segmentMatch", "values": ["vip"]}]}]}},
+        // The segment's own lists are not read for a big segment.
+        "segments": {"vip": {"unbounded": true, "generation": 3, "included": ["bob"]}}
+    });
+    let file = dir.write("flags.json", &flags.to_string());
+    let mut config = common::test_config(vec![file]);
+    config.redis.url = Some(url.to_owned());
+    config.redis.prefix = Some(prefix.to_owned());
+    flagd::start(config).await.unwrap()
+}
+
+/// `gate` for `user`: its value and reason.
+async fn gate(server: &flagd::RunningServer, user: &str) -> (Value, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/v1/evaluate/gate", server.local_addr()))
+        .body(json!({"context": {"kind": "user", "key": user}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    (answer["value"].clone(), answer["reason"].clone())
+}
+
+fn member(status: &str) -> (Value, Value) {
+    (
+        json!(true),
+        json!({"kind": "RULE_MATCH", "ruleIndex": 0, "ruleId": "r0", "bigSegmentsStatus": status}),
+    )
+}
+
+fn not_member(status: &str) -> (Value, Value) {
+    (
+        json!(false),
+        json!({"kind": "FALLTHROUGH", "bigSegmentsStatus": status}),
+    )
+}
+
+/// File mode with `--redis-url` evaluates big segments from Redis, written there by someone
+/// else (as LaunchDarkly's Relay writes them), and says how fresh they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_evaluates_big_segments_from_redis() {
+    let prefix = prefix();
+    write_vip_members(redis().url(), &prefix).await;
+    let dir = FlagDir::new();
+    let server = big_segment_server(&dir, redis().url(), &prefix).await;
+    assert_eq!(gate(&server, "alice").await, member("HEALTHY"));
+    for user in ["bob", "carol"] {
+        assert_eq!(gate(&server, user).await, not_member("HEALTHY"), "{user}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// A Redis that does not answer when flagd starts is read once it does; meanwhile big
+/// segments report `STORE_ERROR`, as an SDK's would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_reads_big_segments_from_a_redis_that_was_down_at_start() {
+    let mut redis_server = RedisServer::start_new();
+    redis_server.stop();
+    let prefix = "relay".to_owned();
+    let dir = FlagDir::new();
+    let server = big_segment_server(&dir, &redis_server.url(), &prefix).await;
+    assert_eq!(gate(&server, "alice").await, not_member("STORE_ERROR"));
+
+    redis_server.start();
+    write_vip_members(&redis_server.url(), &prefix).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = gate(&server, "alice").await;
+        if answer == member("HEALTHY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await.unwrap();
+}
