@@ -63,6 +63,7 @@ mod source;
 mod status;
 mod test_data;
 mod tracker;
+pub mod typed;
 
 pub use big_segments::{
     BigSegmentStoreStatus, BigSegmentStoreStatusProvider, BigSegmentsConfig,
