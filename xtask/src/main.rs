@@ -9,6 +9,7 @@ mod bench_memory;
 mod bench_redis;
 mod bench_root;
 mod ci;
+mod codegen;
 mod deps;
 mod events_payload;
 mod fuzz;
@@ -27,6 +28,8 @@ Commands:
   tidy    Check repository conventions: crate metadata, lints, docs, the crates' layering
   deps    Install the third-party test clients (Python venv, npm packages) under the target dir
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
+  codegen  Generate crates/flags-proto from proto/ (prost messages, tonic stubs, descriptor set);
+           with --check, only say whether what is checked in is current
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
   bench-redis  Measure how soon a changed flag reaches Redis through flagd's --redis-url
@@ -48,6 +51,8 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::run(&root),
         ["deps"] => deps::run(&root),
         ["ci"] => ci::run(&root),
+        ["codegen"] => codegen::run(&root),
+        ["codegen", "--check"] => codegen::check(&root),
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),

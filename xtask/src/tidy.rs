@@ -18,7 +18,13 @@ const UNDECLARED_OK: &[&str] = &["flags-bench"];
 /// The crates that are never published: the server, its benchmarks, the repository automation
 /// and the helpers the tests share. Every other crate is a library that is published on
 /// crates.io, so it must be publishable and carry what crates.io shows about it.
-const UNPUBLISHED: &[&str] = &["flagd", "flags-bench", "xtask", "flags-test-support"];
+const UNPUBLISHED: &[&str] = &[
+    "flagd",
+    "flags-bench",
+    "xtask",
+    "flags-test-support",
+    "flags-typed-example",
+];
 
 /// The crates.io category slugs the published crates may use. crates.io refuses an unknown slug
 /// only at publish time, so a misspelt one is caught here; add a slug from
@@ -31,6 +37,7 @@ const CATEGORIES: &[&str] = &[
     "config",
     "data-structures",
     "database",
+    "development-tools::build-utils",
     "encoding",
     "parser-implementations",
     "web-programming",
@@ -40,8 +47,8 @@ const CATEGORIES: &[&str] = &[
 /// crates.io's limit on both keywords and categories.
 const MAX_KEYWORDS: usize = 5;
 
-/// Which workspace crates each crate may depend on through normal dependencies; dev-dependencies
-/// are free, since tests may use anything. Lower layers know nothing of the ones above them: the
+/// Which workspace crates each crate may depend on through normal and build dependencies;
+/// dev-dependencies are free, since tests may use anything. Lower layers know nothing of the ones above them: the
 /// vocabulary knows no engine, the engine no store, and no library knows the server. A crate
 /// without a row is a problem, so each new crate is given its place when it is added; a row may
 /// come before its crate does.
@@ -83,9 +90,15 @@ const LAYERS: &[(&str, Allowed)] = &[
             "flags-events",
         ]),
     ),
+    ("flags-proto", Allowed::Only(&[])),
+    ("flags-codegen", Allowed::Only(&[])),
+    (
+        "flags-typed-example",
+        Allowed::Only(&["flags-sdk", "flags-codegen"]),
+    ),
     ("flagd", Allowed::Any),
     ("flags-bench", Allowed::Only(&["flags-core", "flags-eval"])),
-    ("xtask", Allowed::Only(&[])),
+    ("xtask", Allowed::Only(&["flags-codegen"])),
 ];
 
 /// The workspace crates one crate may depend on.
@@ -125,6 +138,22 @@ const CORE_FORBIDDEN: &[&str] = &[
     "redis",
     "async-nats",
 ];
+
+/// Packages that only generate code. They belong in build scripts and tools, never in what an
+/// application runs: the crates in [`RUNTIME_ONLY`] must not reach them through normal or build
+/// dependencies, directly, through other workspace crates, or through third-party ones.
+const CODEGEN_PACKAGES: &[&str] = &[
+    "flags-codegen",
+    "protox",
+    "protox-parse",
+    "prost-build",
+    "tonic-build",
+    "tonic-prost-build",
+];
+
+/// The crates an application links to evaluate flags, kept free of [`CODEGEN_PACKAGES`]: the
+/// vocabulary, and the SDK that generated typed clients run over.
+const RUNTIME_ONLY: &[&str] = &["flags-core", "flags-sdk"];
 
 /// Runs every check on the repository at `root`, printing each problem.
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -306,6 +335,7 @@ fn check(ws: &Workspace) -> Vec<String> {
     check_layering(ws, &mut problems);
     check_layering_documented(ws, &mut problems);
     check_core_dependencies(ws, &mut problems);
+    check_codegen_stays_out(ws, &mut problems);
     check_test_attributes(ws, &mut problems);
     problems
 }
@@ -574,7 +604,7 @@ fn check_layering(ws: &Workspace, problems: &mut Vec<String>) {
             continue;
         };
         for (section, deps) in dependency_tables(&krate.manifest) {
-            if section != "dependencies" && !section.ends_with(".dependencies") {
+            if is_dev_section(&section) {
                 continue;
             }
             for (key, spec) in deps {
@@ -615,7 +645,7 @@ fn describe_allowed(allowed: Allowed) -> String {
 /// The layering table as docs/ARCHITECTURE.md shows it: one row per crate, in the table's order.
 fn render_layers(layers: &[(&str, Allowed)]) -> String {
     let mut table =
-        String::from("| Crate | May depend on (normal dependencies) |\n| --- | --- |\n");
+        String::from("| Crate | May depend on (normal and build dependencies) |\n| --- | --- |\n");
     for (name, allowed) in layers {
         table.push_str(&format!("| `{name}` | {} |\n", describe_allowed(*allowed)));
     }
@@ -664,13 +694,77 @@ fn check_core_dependencies(ws: &Workspace, problems: &mut Vec<String>) {
         }
     }
     if let Some(lock) = &ws.lock {
-        for (forbidden, chain) in forbidden_in_closure(lock, &direct) {
+        for (forbidden, chain) in forbidden_in_closure(lock, &direct, CORE_FORBIDDEN) {
             problems.push(format!(
                 "{}/Cargo.toml: flags-core pulls in `{forbidden}` through {chain}",
                 core.dir
             ));
         }
     }
+}
+
+/// No crate in [`RUNTIME_ONLY`] reaches a package of [`CODEGEN_PACKAGES`]. Workspace crates are
+/// followed through their manifests' normal and build dependencies (their lock entries would
+/// add their dev-dependencies), third-party ones through `Cargo.lock`.
+fn check_codegen_stays_out(ws: &Workspace, problems: &mut Vec<String>) {
+    let members: BTreeMap<&str, &Crate> = ws
+        .crates
+        .iter()
+        .filter_map(|krate| package_name(krate).map(|name| (name, krate)))
+        .collect();
+    for name in RUNTIME_ONLY {
+        let Some(start) = members.get(name) else {
+            continue;
+        };
+        // Workspace crates reached, each with the chain that reaches it, and the third-party
+        // packages they name.
+        let mut reached: BTreeMap<&str, String> = BTreeMap::from([(*name, (*name).to_owned())]);
+        let mut queue = VecDeque::from([*start]);
+        let mut third_party = BTreeSet::new();
+        while let Some(krate) = queue.pop_front() {
+            let here = reached[package_name(krate).unwrap_or_default()].clone();
+            for (section, deps) in dependency_tables(&krate.manifest) {
+                if is_dev_section(&section) {
+                    continue;
+                }
+                for (key, spec) in deps {
+                    let package = real_package_name(ws, key, spec);
+                    let chain = format!("{here} -> {package}");
+                    if CODEGEN_PACKAGES.contains(&package) {
+                        problems.push(format!(
+                            "{}/Cargo.toml: {name} pulls in code generation (`{package}`) \
+                             through {chain}; it belongs in build scripts only",
+                            start.dir
+                        ));
+                    }
+                    match members.get(package) {
+                        Some(member) if !reached.contains_key(package) => {
+                            reached.insert(package, chain);
+                            queue.push_back(member);
+                        }
+                        Some(_) => {}
+                        None => {
+                            third_party.insert(package.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(lock) = &ws.lock {
+            for (package, chain) in forbidden_in_closure(lock, &third_party, CODEGEN_PACKAGES) {
+                problems.push(format!(
+                    "{}/Cargo.toml: {name} pulls in code generation (`{package}`) through \
+                     {chain}; it belongs in build scripts only",
+                    start.dir
+                ));
+            }
+        }
+    }
+}
+
+/// Whether a dependency table (as [`dependency_tables`] labels it) holds dev-dependencies.
+fn is_dev_section(section: &str) -> bool {
+    section.ends_with("dev-dependencies")
 }
 
 /// Tests that are skipped, or that pass by panicking, cannot catch a regression.
@@ -760,11 +854,15 @@ fn real_package_name<'a>(ws: &'a Workspace, key: &'a str, spec: &'a Value) -> &'
         .unwrap_or(key)
 }
 
-/// Forbidden packages reachable from `direct` through `Cargo.lock`, each with the chain that
-/// reaches it (`serde_json -> foo -> tokio`). The lock file records for each package every
+/// Packages of `forbidden` reachable from `direct` through `Cargo.lock`, each with the chain
+/// that reaches it (`serde_json -> foo -> tokio`). The lock file records for each package every
 /// dependency the workspace resolved (optional ones included when any crate enables them), so
 /// this may over-report but never misses one.
-fn forbidden_in_closure(lock: &Table, direct: &BTreeSet<String>) -> Vec<(String, String)> {
+fn forbidden_in_closure(
+    lock: &Table,
+    direct: &BTreeSet<String>,
+    forbidden: &[&str],
+) -> Vec<(String, String)> {
     type Node = (String, String);
     let mut packages: BTreeMap<Node, Vec<String>> = BTreeMap::new();
     for package in lock
@@ -813,7 +911,7 @@ fn forbidden_in_closure(lock: &Table, direct: &BTreeSet<String>) -> Vec<(String,
     let mut found = Vec::new();
     let mut reported = BTreeSet::new();
     while let Some(node) = queue.pop_front() {
-        if CORE_FORBIDDEN.contains(&node.0.as_str()) && reported.insert(node.0.clone()) {
+        if forbidden.contains(&node.0.as_str()) && reported.insert(node.0.clone()) {
             let mut chain = vec![node.0.clone()];
             let mut at = &node;
             while let Some(Some(up)) = parent.get(at) {
@@ -1050,7 +1148,7 @@ workspace = true
             fixture,
             &[
                 "crates/flags-app/Cargo.toml: library crates are published: remove `publish = \
-                 false` (only flagd, flags-bench, xtask, flags-test-support keep it)",
+                 false` (only flagd, flags-bench, xtask, flags-test-support, flags-typed-example keep it)",
                 "xtask/Cargo.toml: `xtask` is never published: set `publish = false`",
                 "crates/flags-core/Cargo.toml: library crates are published",
             ],
@@ -1288,7 +1386,7 @@ workspace = true
     #[test]
     fn layering_table_is_rendered_for_the_docs() {
         let expected = "\
-| Crate | May depend on (normal dependencies) |
+| Crate | May depend on (normal and build dependencies) |
 | --- | --- |
 | `flags-core` | no workspace crate |
 | `flags-app` | `flags-core` |
@@ -1402,6 +1500,64 @@ version = "1.0.0"
         let mut fixture = Fixture::tidy();
         fixture.lock = Some(LOCK.replace("dependencies = [\"mio 0.8.0\"]", ""));
         check_problems(fixture, &[]);
+    }
+
+    #[test]
+    fn build_dependencies_keep_to_the_layering_too() {
+        let deps = "[dependencies]\nserde.workspace = true\n\n\
+                    [build-dependencies]\nflags-app.workspace = true";
+        let fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", deps),
+            Some(DOC),
+        );
+        check_problems(
+            fixture,
+            &["[build-dependencies] `flags-core` may not depend on `flags-app`"],
+        );
+    }
+
+    #[test]
+    fn code_generation_reaching_a_runtime_crate_is_reported() {
+        // flags-core depends on flags-app only to be reached through it; the layering problem
+        // is beside the point.
+        const LAYERS: &[(&str, Allowed)] = &[
+            ("flags-core", Allowed::Any),
+            ("flags-app", Allowed::Only(&["flags-core"])),
+            ("xtask", Allowed::Any),
+        ];
+        let core = "[dependencies]\nserde.workspace = true\nflags-app.workspace = true";
+        let app = "[build-dependencies]\nprotox.workspace = true\n\n\
+                   [dev-dependencies]\nprost-build.workspace = true";
+        let mut fixture = Fixture::tidy()
+            .with_crate(
+                "crates/flags-core",
+                &manifest("flags-core", core),
+                Some(DOC),
+            )
+            .with_crate("crates/flags-app", &manifest("flags-app", app), Some(DOC));
+        fixture
+            .root
+            .push_str("protox = \"0.10\"\nprost-build = \"0.14\"\n");
+        fixture.layers = LAYERS;
+        fixture.architecture = Some(architecture(LAYERS));
+        // And a third-party crate that pulls in prost-build, through the lock file.
+        fixture.lock = Some(
+            LOCK.replace(
+                "dependencies = [\"mio 0.8.0\"]",
+                "dependencies = [\"prost-build\"]",
+            ) + "\n[[package]]\nname = \"prost-build\"\nversion = \"0.14.0\"\n",
+        );
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-core/Cargo.toml: flags-core may depend only on serde",
+                "crates/flags-core/Cargo.toml: flags-core pulls in code generation (`protox`) \
+                 through flags-core -> flags-app -> protox; it belongs in build scripts only",
+                "crates/flags-core/Cargo.toml: flags-core pulls in code generation \
+                 (`prost-build`) through serde -> serde_derive -> prost-build",
+            ],
+        );
     }
 
     #[test]

@@ -89,8 +89,7 @@ pub trait FlagSource {
     fn int32_flag(&self, flag: &'static FlagSpec<i32>, entity: Option<&str>) -> Self::Answer<i32>;
 
     /// A `double` flag.
-    fn double_flag(&self, flag: &'static FlagSpec<f64>, entity: Option<&str>)
-    -> Self::Answer<f64>;
+    fn double_flag(&self, flag: &'static FlagSpec<f64>, entity: Option<&str>) -> Self::Answer<f64>;
 
     /// A `float` flag.
     fn float_flag(&self, flag: &'static FlagSpec<f32>, entity: Option<&str>) -> Self::Answer<f32>;
@@ -366,7 +365,7 @@ mod tests {
     fn references_and_arcs_forward_to_the_source() {
         let c = client(serde_json::json!(42));
         let flag = spec("answer", None, 0);
-        assert_eq!((&c).int64_flag(flag, None), 42);
+        assert_eq!(FlagSource::int64_flag(&&c, flag, None), 42);
         assert_eq!(Arc::new(c).int32_flag(spec("answer", None, 0), None), 42);
     }
 }
