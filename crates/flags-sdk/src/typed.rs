@@ -95,36 +95,25 @@ pub trait FlagSource {
     fn float_flag(&self, flag: &'static FlagSpec<f32>, entity: Option<&str>) -> Self::Answer<f32>;
 }
 
-/// The context a typed flag is evaluated for: of the flag's layer and the entity's key, or the
-/// global context for a flag without a layer. `None` when there is no valid one (an empty key,
-/// a layered flag asked without an entity), which makes the caller serve the default. Every
-/// source uses this, so all of them evaluate a typed flag for the same context.
-pub fn context_for<T>(flag: &FlagSpec<T>, entity: Option<&str>) -> Option<ContextRef> {
+/// Calls `eval` with the context a typed flag is evaluated for: a context of the flag's layer
+/// and the entity's key, or the global context for a flag without a layer. `None`, without
+/// calling `eval`, when there is no valid context (an empty key, a layered flag asked without
+/// an entity), which makes the caller serve the default. Every source goes through this, so
+/// all of them evaluate a typed flag for the same context.
+#[inline]
+pub fn with_context<T, R>(
+    flag: &FlagSpec<T>,
+    entity: Option<&str>,
+    eval: impl FnOnce(&Context) -> R,
+) -> Option<R> {
     match (flag.layer, entity) {
-        (None, _) => GLOBAL_CONTEXT.as_ref().map(ContextRef::Global),
-        (Some(kind), Some(key)) => Context::single(kind, key).ok().map(ContextRef::Entity),
+        (None, _) => GLOBAL_CONTEXT.as_ref().map(eval),
+        // Made and used in place: a context is a few hundred bytes, not worth moving around.
+        (Some(kind), Some(key)) => match Context::single(kind, key) {
+            Ok(context) => Some(eval(&context)),
+            Err(_) => None,
+        },
         (Some(_), None) => None,
-    }
-}
-
-/// A context to evaluate a typed flag for: the shared global one, or one made for an entity.
-#[derive(Debug)]
-pub enum ContextRef {
-    /// The global context, made once.
-    Global(&'static Context),
-    /// An entity's context.
-    Entity(Context),
-}
-
-impl std::ops::Deref for ContextRef {
-    type Target = Context;
-
-    #[inline]
-    fn deref(&self) -> &Context {
-        match self {
-            ContextRef::Global(context) => context,
-            ContextRef::Entity(context) => context,
-        }
     }
 }
 
@@ -138,56 +127,52 @@ impl FlagSource for Client {
 
     #[inline]
     fn bool_flag(&self, flag: &'static FlagSpec<bool>, entity: Option<&str>) -> bool {
-        match context_for(flag, entity) {
-            Some(context) => self.bool_variation(&context, flag.key, flag.default),
-            None => flag.default,
-        }
+        with_context(flag, entity, |context| {
+            self.bool_variation(context, flag.key, flag.default)
+        })
+        .unwrap_or(flag.default)
     }
 
     #[inline]
     fn string_flag(&self, flag: &'static FlagSpec<&'static str>, entity: Option<&str>) -> String {
-        match context_for(flag, entity) {
-            Some(context) => self.str_variation(&context, flag.key, flag.default.to_owned()),
-            None => flag.default.to_owned(),
-        }
+        with_context(flag, entity, |context| {
+            self.str_variation(context, flag.key, flag.default.to_owned())
+        })
+        .unwrap_or_else(|| flag.default.to_owned())
     }
 
     #[inline]
     fn int64_flag(&self, flag: &'static FlagSpec<i64>, entity: Option<&str>) -> i64 {
-        match context_for(flag, entity) {
-            Some(context) => self.int_variation(&context, flag.key, flag.default),
-            None => flag.default,
-        }
+        with_context(flag, entity, |context| {
+            self.int_variation(context, flag.key, flag.default)
+        })
+        .unwrap_or(flag.default)
     }
 
     #[inline]
     fn int32_flag(&self, flag: &'static FlagSpec<i32>, entity: Option<&str>) -> i32 {
-        match context_for(flag, entity) {
-            Some(context) => {
-                let value = self.int_variation(&context, flag.key, i64::from(flag.default));
-                i32::try_from(value).unwrap_or(flag.default)
-            }
-            None => flag.default,
-        }
+        with_context(flag, entity, |context| {
+            let value = self.int_variation(context, flag.key, i64::from(flag.default));
+            i32::try_from(value).unwrap_or(flag.default)
+        })
+        .unwrap_or(flag.default)
     }
 
     #[inline]
     fn double_flag(&self, flag: &'static FlagSpec<f64>, entity: Option<&str>) -> f64 {
-        match context_for(flag, entity) {
-            Some(context) => self.float_variation(&context, flag.key, flag.default),
-            None => flag.default,
-        }
+        with_context(flag, entity, |context| {
+            self.float_variation(context, flag.key, flag.default)
+        })
+        .unwrap_or(flag.default)
     }
 
     #[inline]
     fn float_flag(&self, flag: &'static FlagSpec<f32>, entity: Option<&str>) -> f32 {
-        match context_for(flag, entity) {
-            Some(context) => {
-                let value = self.float_variation(&context, flag.key, f64::from(flag.default));
-                narrow(value).unwrap_or(flag.default)
-            }
-            None => flag.default,
-        }
+        with_context(flag, entity, |context| {
+            let value = self.float_variation(context, flag.key, f64::from(flag.default));
+            narrow(value).unwrap_or(flag.default)
+        })
+        .unwrap_or(flag.default)
     }
 }
 
