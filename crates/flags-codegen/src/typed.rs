@@ -98,9 +98,16 @@ fn feature_tokens(
             DefaultValue::Double(v) => (quote!(f64), quote!(f64), quote!(double_flag), quote!(#v)),
             DefaultValue::Float(v) => (quote!(f32), quote!(f32), quote!(float_flag), quote!(#v)),
         };
-        let spec_doc = doc_attrs(&format!(
-            "`{key}`: the flag behind [`{type_name}::{method_shown}`]."
-        ));
+        // The spec lives in the feature's module, so the link goes up to the client type; a
+        // raw method name (`r#type`) is named in plain code rather than linked.
+        let spec_doc = doc_attrs(&if method_shown.starts_with("r#") {
+            format!("`{key}`: the flag behind `{type_name}::{method_shown}`.")
+        } else {
+            format!(
+                "`{key}`: the flag behind \
+                 [`{type_name}::{method_shown}`](super::{type_name}::{method_shown})."
+            )
+        });
         specs.push(quote! {
             #(#spec_doc)*
             pub static #spec: #runtime::FlagSpec<#spec_type> = #runtime::FlagSpec {
