@@ -242,8 +242,8 @@ pub struct HealthResponse {
     #[prost(int32, tag = "4")]
     pub consecutive_failures: i32,
 }
-/// Where an evaluated value came from, in the order of the evaluation precedence: kill,
-/// override, the flag's own targeting, data kept through an outage, defaults.
+/// Where an evaluated value came from. The evaluation precedence is: kill, override, the flag's
+/// own targeting, data kept through an outage, the request's default, the compiled default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum EvaluationSource {
