@@ -11,7 +11,8 @@
 //! mix; the old generation's rows are deleted afterwards.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -20,7 +21,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flags_eval::{big_segment_hash, big_segment_ref};
 use flags_store::{
-    BigSegmentMembers, MemberChange, MemberOp, MemberUpload, StoredSegment, UploadError, validate,
+    BigSegmentMembers, MemberChange, MemberOp, MemberUpload, StoreError, StoredSegment,
+    UploadError, validate,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -89,15 +91,19 @@ pub async fn upload(
         replaced: replace,
         ..Report::default()
     };
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     read_lines(request, upload.as_mut(), &mut report).await?;
     let read = started.elapsed();
 
     // Stored, then copied into Redis when flagd mirrors there.
     let mirror = state.big_segments.as_ref().and_then(|b| b.mirror());
+    let copy_time = Arc::new(Mutex::new(Duration::ZERO));
     let copy = match mirror {
         Some(mirror) => match mirror.begin_upload(&env, &key, generation, replace).await {
-            Ok(copy) => Some(copy),
+            Ok(copy) => Some(Box::new(Timed {
+                inner: copy,
+                spent: Arc::clone(&copy_time),
+            }) as Box<dyn MemberUpload>),
             Err(error) => {
                 tracing::warn!(%env, segment = %key, %error,
                     "cannot copy a member upload into Redis; Redis's big segments of this environment are behind");
@@ -108,15 +114,17 @@ pub async fn upload(
         None => None,
     };
     let copying = copy.is_some();
-    let committing = std::time::Instant::now();
+    let committing = Instant::now();
     let writing = match mirror {
         Some(mirror) => Some(mirror.writing().await),
         None => None,
     };
     let committed = upload.commit(copy).await;
+    let copied = *copy_time.lock().unwrap_or_else(PoisonError::into_inner);
     tracing::info!(%env, segment = %key, lines = report.lines, generation,
-        read_ms = read.as_millis(), stored_ms = committing.elapsed().as_millis(),
-        copied = copying, "big-segment members uploaded");
+        read_ms = read.as_millis(),
+        stored_ms = committing.elapsed().saturating_sub(copied).as_millis(),
+        copied = copying, copy_ms = copied.as_millis(), "big-segment members uploaded");
     match committed {
         Ok(()) => {
             if let Some(mirror) = mirror.filter(|_| copying) {
@@ -167,6 +175,39 @@ pub async fn upload(
     }
     synchronized(&state, members.as_ref(), &env).await;
     Ok(Json(report).into_response())
+}
+
+/// An upload that adds the time spent in it to `spent`: the Redis copy's share of a commit.
+struct Timed {
+    inner: Box<dyn MemberUpload>,
+    spent: Arc<Mutex<Duration>>,
+}
+
+impl Timed {
+    fn add(&self, since: Instant) {
+        *self.spent.lock().unwrap_or_else(PoisonError::into_inner) += since.elapsed();
+    }
+}
+
+#[async_trait::async_trait]
+impl MemberUpload for Timed {
+    async fn apply(&mut self, changes: &[MemberChange]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let applied = self.inner.apply(changes).await;
+        self.add(started);
+        applied
+    }
+
+    async fn commit(
+        self: Box<Self>,
+        copy: Option<Box<dyn MemberUpload>>,
+    ) -> Result<(), UploadError> {
+        let started = Instant::now();
+        let spent = Arc::clone(&self.spent);
+        let committed = self.inner.commit(copy).await;
+        *spent.lock().unwrap_or_else(PoisonError::into_inner) += started.elapsed();
+        committed
+    }
 }
 
 /// Reads the body's lines into `upload`, [`CHUNK`] at a time, counting them in `report`.
