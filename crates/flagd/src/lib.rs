@@ -13,6 +13,7 @@
 //! loopback port with short intervals. The `flagd serve` binary prints `listening on ADDR` as
 //! its first line on stdout, so a test in any language can start it with `--listen 127.0.0.1:0`.
 
+mod access;
 pub mod admin;
 mod backend;
 mod big_segments;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 mod engine;
 mod env;
+mod evaluate;
 pub mod events;
 // The fuzz targets' way in; not part of flagd's API (see its module comment).
 #[doc(hidden)]
@@ -29,6 +31,7 @@ mod keys;
 mod memory;
 mod metrics;
 mod proxy;
+mod readiness;
 mod redis_mirror;
 mod root;
 mod server;

@@ -1,17 +1,17 @@
-//! SDK keys. When any key is configured, evaluation and SDK routes require one in
+//! SDK keys on HTTP. When any key is configured, evaluation and SDK routes require one in
 //! `Authorization: KEY` (LaunchDarkly SDKs), `Authorization: Bearer KEY` or `X-API-Key: KEY`
 //! (OFREP); anything else gets 401 with no body.
 //!
 //! In root mode (over a database) every request needs a stored SDK key scoped to one
-//! environment, and that key picks the environment the request is served from. Answers of the
-//! store are cached briefly ([`StoreKeys`]) so the hot path does not reach the database.
+//! environment, and that key picks the environment the request is served from. The decision
+//! is [`crate::access`]'s, shared with gRPC; this module answers it in HTTP statuses.
 
 use std::sync::Arc;
 
+use crate::access::{self, Refusal};
 use crate::admin::UNAVAILABLE_RETRY_AFTER_SECS;
 use crate::env::Env;
-use crate::keys::{KeyDecision, presented_key};
-use crate::state::{AppState, Mode};
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -45,27 +45,15 @@ pub(crate) async fn check_key(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<Option<Arc<Env>>, Response> {
-    let Mode::Root {
-        keys: store_keys, ..
-    } = &state.mode
-    else {
-        return if state.keys.allows(headers) {
-            Ok(None)
-        } else {
-            Err(StatusCode::UNAUTHORIZED.into_response())
-        };
-    };
-    let Some(secret) = presented_key(headers).filter(|k| !k.is_empty()) else {
-        return Err(StatusCode::UNAUTHORIZED.into_response());
-    };
-    match store_keys.decide(secret).await {
-        KeyDecision::Env(env) => Ok(Some(state.envs.get_or_create(&env))),
-        KeyDecision::Unknown => Err(StatusCode::UNAUTHORIZED.into_response()),
-        KeyDecision::Forbidden => Err(StatusCode::FORBIDDEN.into_response()),
-        KeyDecision::Unavailable => Err((
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)],
-        )
-            .into_response()),
-    }
+    access::authorize(state, headers)
+        .await
+        .map_err(|refusal| match refusal {
+            Refusal::Unauthenticated => StatusCode::UNAUTHORIZED.into_response(),
+            Refusal::Forbidden => StatusCode::FORBIDDEN.into_response(),
+            Refusal::Unavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)],
+            )
+                .into_response(),
+        })
 }

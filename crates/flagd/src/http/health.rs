@@ -4,10 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use flags_cache::HealthStatus;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::readiness::{self, Readiness, SourceState};
 use crate::state::{AppState, Mode};
 use crate::store::rfc3339;
 
@@ -46,18 +46,13 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         Mode::Proxy { upstream } => return proxy_readyz(&state, upstream),
         Mode::File { files } => files,
     };
+    let readiness = readiness::of(&state);
     let error = state.store.health().current_error();
     let health = state.store.health().report();
     let snapshot = state.store.snapshot();
     let stale = state.store.is_warm();
-    let (code, label) = match &snapshot {
-        None => (StatusCode::SERVICE_UNAVAILABLE, "CONNECTING"),
-        Some(_) if stale => (StatusCode::OK, "STALE"),
-        Some(_) if health.status == HealthStatus::Degraded => (StatusCode::OK, "DEGRADED"),
-        Some(_) => (StatusCode::OK, "SERVING"),
-    };
     let body = Ready {
-        status: label,
+        status: readiness.state.label(),
         flags: snapshot.as_ref().map(|s| s.flag_count()),
         segments: snapshot.as_ref().map(|s| s.segment_count()),
         generation: snapshot.as_ref().map(|s| s.generation()),
@@ -71,7 +66,16 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         stale,
         redis: state.redis.as_ref().map(|r| r.report()),
     };
-    (code, Json(body)).into_response()
+    (code_of(readiness), Json(body)).into_response()
+}
+
+/// 200 when data is served, 503 before.
+fn code_of(readiness: Readiness) -> StatusCode {
+    if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
 }
 
 /// Prometheus text exposition (OpenMetrics flavour, which Prometheus reads natively).
@@ -88,16 +92,12 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
 /// is up, `DEGRADED` with the seconds since it last answered while the last data keeps
 /// serving, `DOWN` when it refused the key) and the data served.
 fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response {
+    let readiness = readiness::of(state);
     let report = upstream.report();
     let snapshot = state.store.snapshot();
-    let code = if snapshot.is_some() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let stale = state.store.is_warm();
+    let stale = readiness.state == SourceState::Stale;
     let mut body = json!({
-        "status": if stale { "STALE" } else { report.status },
+        "status": readiness.state.label(),
         "stale": stale,
         "source": if stale { "redis" } else { "upstream" },
         "upstream": report.url,
@@ -111,7 +111,7 @@ fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response
     if let Some(redis) = &state.redis {
         body["redis"] = json!(redis.report());
     }
-    (code, Json(body)).into_response()
+    (code_of(readiness), Json(body)).into_response()
 }
 
 /// One environment in the root-mode `/readyz` body.
@@ -131,17 +131,9 @@ struct EnvReady {
 /// `SERVING`, or `DEGRADED` after 3 failures in a row while the last data keeps serving), the
 /// seconds since the store last answered, and each environment's data.
 fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
+    let readiness = readiness::of(state);
     let report = health.report();
-    // Never reached the store, but serving what Redis held: ready, and saying so.
-    let stale = report.status == HealthStatus::Connecting
-        && state.envs.all().iter().any(|env| env.store.is_warm());
-    let code = match report.status {
-        _ if stale => StatusCode::OK,
-        HealthStatus::Connecting => StatusCode::SERVICE_UNAVAILABLE,
-        HealthStatus::Serving | HealthStatus::Degraded => StatusCode::OK,
-        // A state this server does not know of is not known to be ready.
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    let stale = readiness.state == SourceState::Stale;
     let environments: serde_json::Map<String, serde_json::Value> = state
         .envs
         .all()
@@ -177,5 +169,5 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
     if let Some(redis) = &state.redis {
         body["redis"] = json!(redis.report());
     }
-    (code, Json(body)).into_response()
+    (code_of(readiness), Json(body)).into_response()
 }

@@ -419,8 +419,8 @@ impl DirectRoute {
             }
             KeySource::Extracted(key) => key,
         };
-        match &state.big_segments {
-            Some(big) if env.store.has_big_segments() => {
+        match crate::evaluate::big_segments(state, env) {
+            Some(big) => {
                 // Boxed: only environments serving big segments wait here, and in place the
                 // wait would enlarge every request's future.
                 let deadline =
@@ -434,7 +434,7 @@ impl DirectRoute {
                 })
                 .await
             }
-            _ => self.which.answer(state, env, parts, key, body, None),
+            None => self.which.answer(state, env, parts, key, body, None),
         }
     }
 

@@ -8,17 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use flags_core::context::MaybeObject;
-use flags_core::{
-    BigSegmentStore, Context, ContextError, ErrorKind, EvalDetail, Reason, ReasonJson,
-};
+use flags_core::{BigSegmentStore, Context, ContextError, ErrorKind, Reason, ReasonJson};
 
 use super::answer;
 use super::body::ContextBody;
 use super::error::ApiError;
 use super::scan;
-use crate::engine::Snapshot;
 use crate::env::Env;
-use crate::metrics::UNKNOWN_FLAG;
+use crate::evaluate;
 use crate::state::AppState;
 
 /// Reads `{"context": ...}` into a LaunchDarkly context.
@@ -68,16 +65,8 @@ pub(super) fn evaluate_one(
             &reason,
         );
     };
-    let detail = snapshot.evaluate_with(&env.ops, flag_key, &context, big);
-    let not_found = matches!(
-        detail.reason,
-        Reason::Error {
-            error_kind: ErrorKind::FlagNotFound
-        }
-    );
-    let label = if not_found { UNKNOWN_FLAG } else { flag_key };
-    state.metrics.evaluation(label, detail.reason.kind_str());
-    export_evaluations(state, env, &snapshot, &context, [(flag_key, &detail)]);
+    let detail = evaluate::one(state, env, &snapshot, flag_key, &context, big);
+    let not_found = evaluate::is_not_found(&detail);
     let status = if not_found {
         StatusCode::NOT_FOUND
     } else {
@@ -106,17 +95,7 @@ pub(super) fn evaluate_all(
     let Some(snapshot) = env.store.snapshot() else {
         return ApiError::not_ready().into_response();
     };
-    let results = snapshot.evaluate_all_with(&env.ops, &context, big);
-    for (key, detail) in &results {
-        state.metrics.evaluation(key, detail.reason.kind_str());
-    }
-    export_evaluations(
-        state,
-        env,
-        &snapshot,
-        &context,
-        results.iter().map(|(key, detail)| (*key, detail)),
-    );
+    let results = evaluate::all(state, env, &snapshot, &context, big);
     // In key order, as `evaluate_all` gives them.
     answer::native_all(results.iter().map(|(key, detail)| {
         (
@@ -126,28 +105,4 @@ pub(super) fn evaluate_all(
             detail.reason_json(),
         )
     }))
-}
-
-/// Hands flagd's own evaluations to the exporters, as many as the configured sampling keeps
-/// (nothing at all is built when it keeps none).
-pub(super) fn export_evaluations<'a, 'd: 'a>(
-    state: &AppState,
-    env: &Env,
-    snapshot: &Snapshot,
-    context: &Context,
-    evaluations: impl IntoIterator<Item = (&'a str, &'a EvalDetail<'d>)>,
-) {
-    if !state.events.samples_evaluations() {
-        return;
-    }
-    let records: Vec<_> = evaluations
-        .into_iter()
-        .filter_map(|(key, detail)| {
-            let version = snapshot.compiled_flag(key).map(|flag| flag.version());
-            state
-                .events
-                .evaluation(&env.key, key, version, context, detail)
-        })
-        .collect();
-    state.events.submit(records);
 }

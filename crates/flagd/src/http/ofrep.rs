@@ -22,7 +22,7 @@ use super::scan;
 use super::{etag_matches, not_modified};
 use crate::engine::{self, Snapshot};
 use crate::env::Env;
-use crate::metrics::UNKNOWN_FLAG;
+use crate::evaluate;
 use crate::state::AppState;
 
 /// An OFREP error: `errorCode` and `errorDetails`, with the status it is answered with.
@@ -247,18 +247,7 @@ pub(super) fn evaluate_one(
     let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().for_flag(key);
     };
-    let detail = snapshot.evaluate_with(&env.ops, key, &context, big);
-    let not_found = matches!(
-        detail.reason,
-        Reason::Error {
-            error_kind: ErrorKind::FlagNotFound
-        }
-    );
-    state.metrics.evaluation(
-        if not_found { UNKNOWN_FLAG } else { key },
-        detail.reason.kind_str(),
-    );
-    super::native::export_evaluations(state, env, &snapshot, &context, [(key, &detail)]);
+    let detail = evaluate::one(state, env, &snapshot, key, &context, big);
     match item(&snapshot, key, &detail) {
         Ok(success) => {
             answer::ofrep_success(success.key, success.value, success.reason, success.variant)
@@ -309,20 +298,10 @@ pub(super) fn evaluate_all(
     if etag_matches(headers, &etag) {
         return not_modified(&etag);
     }
-    let results = snapshot.evaluate_all_with(&env.ops, &context, big);
-    super::native::export_evaluations(
-        state,
-        env,
-        &snapshot,
-        &context,
-        results.iter().map(|(key, detail)| (*key, detail)),
-    );
+    let results = evaluate::all(state, env, &snapshot, &context, big);
     let items: Vec<_> = results
         .iter()
-        .map(|(key, detail)| {
-            state.metrics.evaluation(key, detail.reason.kind_str());
-            (*key, item(&snapshot, key, detail))
-        })
+        .map(|(key, detail)| (*key, item(&snapshot, key, detail)))
         .collect();
     let mut response = answer::ofrep_all(items.iter().map(|(key, item)| match item {
         Ok(success) => OfrepItem::Success {
