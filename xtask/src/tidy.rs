@@ -91,7 +91,8 @@ const LAYERS: &[(&str, Allowed)] = &[
         ]),
     ),
     ("flags-proto", Allowed::Only(&[])),
-    ("flags-codegen", Allowed::Only(&[])),
+    ("flags-descriptor", Allowed::Only(&[])),
+    ("flags-codegen", Allowed::Only(&["flags-descriptor"])),
     (
         "flags-typed-example",
         Allowed::Only(&["flags-sdk", "flags-codegen"]),

@@ -47,15 +47,15 @@ struct ReadmeDoctests;
 
 mod compile;
 mod grpc;
-mod model;
 mod typed;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use compile::{Compiled, compile};
+// The declarations are read by flags-descriptor, which flagd also reads descriptor sets with at
+// run time, so generated clients and the server agree on every key and default.
+pub use flags_descriptor::{DefaultValue, Feature, Flag, MAX_KEY_LEN, Problem, flag_key};
 pub use grpc::write_grpc;
-pub use model::{DefaultValue, Feature, Flag, MAX_KEY_LEN, features, flag_key};
 pub use typed::{DEFAULT_RUNTIME, render};
 
 /// `flags/options.proto`: the options that declare features and flags.
@@ -75,7 +75,7 @@ pub enum Error {
     #[error("the .proto files do not compile: {0}")]
     Compile(#[from] Box<protox::Error>),
     /// The files compile, but declare flags wrongly: fix the declarations named.
-    #[error("{}", show_problems(.0))]
+    #[error("{}", Problem::summary(.0))]
     Declaration(Vec<Problem>),
     /// prost or tonic could not generate or write the messages and stubs.
     #[error("cannot generate messages and stubs: {0}")]
@@ -93,27 +93,21 @@ pub enum Error {
     NoOutDir,
 }
 
-/// One thing wrong with a flag declaration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where: the file and the message or field.
-    pub at: String,
-    /// What is wrong, and what to do about it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.at, self.message)
-    }
-}
-
-fn show_problems(problems: &[Problem]) -> String {
-    let mut text = format!("the flag declarations have {} problem(s):", problems.len());
-    for problem in problems {
-        text.push_str(&format!("\n  {problem}"));
-    }
-    text
+/// The features declared in `files` (names as imports give them) of `pool`, in file order
+/// and then message order (nested messages after their parent), with every problem found in
+/// their declarations.
+pub fn features(
+    pool: &prost_reflect::DescriptorPool,
+    files: &[String],
+) -> Result<Vec<Feature>, Error> {
+    flags_descriptor::features(pool, files).map_err(|error| match error {
+        flags_descriptor::Error::Declaration(problems) => Error::Declaration(problems),
+        // Reading a pool decodes nothing; any other error is still a declaration's.
+        other => Error::Declaration(vec![Problem {
+            at: files.join(", "),
+            message: other.to_string(),
+        }]),
+    })
 }
 
 /// Generates the typed client of a set of `.proto` files.

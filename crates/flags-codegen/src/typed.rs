@@ -2,11 +2,11 @@
 
 use std::collections::BTreeSet;
 
+use flags_descriptor::{DefaultValue, Feature, Flag};
 use heck::{ToShoutySnakeCase, ToSnakeCase, ToUpperCamelCase};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::model::{DefaultValue, Feature, Flag};
 use crate::{Error, Problem};
 
 /// The module the generated code takes `FlagSource` and `FlagSpec` from, unless told
@@ -182,13 +182,6 @@ fn feature_tokens(
 
             #(#specs)*
         }
-    }
-}
-
-impl Feature {
-    /// The message's own name (`Notifications` of `example.Notifications`).
-    fn message_name(&self) -> &str {
-        self.message.rsplit('.').next().unwrap_or(&self.message)
     }
 }
 

@@ -34,6 +34,13 @@ pub struct Feature {
     pub flags: Vec<Flag>,
 }
 
+impl Feature {
+    /// The message's own name (`Notifications` of `example.Notifications`).
+    pub fn message_name(&self) -> &str {
+        self.message.rsplit('.').next().unwrap_or(&self.message)
+    }
+}
+
 /// A flag: a field of a feature marked with `(flags.flag)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flag {
