@@ -153,8 +153,9 @@ const CODEGEN_PACKAGES: &[&str] = &[
 ];
 
 /// The crates an application links to evaluate flags, kept free of [`CODEGEN_PACKAGES`]: the
-/// vocabulary, and the SDK that generated typed clients run over.
-const RUNTIME_ONLY: &[&str] = &["flags-core", "flags-sdk"];
+/// vocabulary, the SDK that generated typed clients run over, and the server, which reads
+/// descriptor sets at run time through flags-descriptor rather than the generator.
+const RUNTIME_ONLY: &[&str] = &["flags-core", "flags-sdk", "flagd"];
 
 /// Runs every check on the repository at `root`, printing each problem.
 pub fn run(root: &Path) -> anyhow::Result<()> {

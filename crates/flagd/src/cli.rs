@@ -1,5 +1,5 @@
-//! The command line: `flagd serve` and `flagd validate`, and how flags, environment and the
-//! configuration file combine into one [`Config`].
+//! The command line: `flagd serve`, `flagd validate` and the database subcommands, and how
+//! flags, environment and the configuration file combine into one [`Config`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -34,12 +34,17 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY,
   FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS, FLAGD_EXPORT_DIR,
   FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
-  FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX
+  FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX,
+  FLAGD_DESCRIPTORS
 The configuration file is YAML with the same names: listen, files, sdk_keys, log,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
 admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
-spool_dir,...}, redis.{url,prefix}; exporters are listed under events.exporters, each with a kind (file,
+spool_dir,...}, redis.{url,prefix}, descriptors; exporters are listed under events.exporters, each with a kind (file,
 postgres, redis, nats, webhook) and its settings (see docs/events.md).
+
+With --descriptors, the typed flags a protobuf descriptor set declares give their compiled
+defaults as the last fallback of evaluation and their types to check writes and flag files
+(see docs/descriptors.md); the file is followed like flag files and read again on SIGHUP.
 
 With --database (root mode) flagd serves every environment of the database; each SDK key
 selects its environment, and the admin API is under /api/v1.
@@ -193,6 +198,11 @@ pub struct ServeArgs {
     /// is gone.
     #[arg(long = "upstream", value_name = "URL")]
     pub upstream: Option<String>,
+    /// Typed flags declared in protobuf: an encoded FileDescriptorSet (`protoc
+    /// --include_imports --descriptor_set_out`), whose compiled defaults are the last fallback
+    /// and whose types writes must match; read again on SIGHUP.
+    #[arg(long = "descriptors", value_name = "FILE.pb")]
+    pub descriptors: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -213,6 +223,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("upstream", &self.upstream)
+            .field("descriptors", &self.descriptors)
             .finish()
     }
 }
@@ -279,6 +290,9 @@ impl ServeArgs {
         }
         if let Some(sampling) = self.server_evaluations {
             config.events.server_evaluations = sampling;
+        }
+        if let Some(path) = &self.descriptors {
+            config.descriptors = Some(path.clone());
         }
         Ok(config)
     }

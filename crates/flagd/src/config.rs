@@ -44,6 +44,11 @@ pub struct Config {
     pub redis: RedisConfig,
     /// Proxy mode: the flagd whose data is served here.
     pub upstream: UpstreamConfig,
+    /// An encoded `google.protobuf.FileDescriptorSet` declaring typed flags (see
+    /// `docs/descriptors.md`): their compiled defaults become the last fallback of evaluation
+    /// and their types are checked on writes and file loads. Followed like flag files (the
+    /// `reload` settings), and read again at once on `SIGHUP`.
+    pub descriptors: Option<PathBuf>,
 }
 
 /// Proxy mode: another flagd (a root, or a proxy itself) followed over its SDK stream, whose
@@ -165,6 +170,7 @@ impl std::fmt::Debug for Config {
             .field("events", &self.events)
             .field("redis", &self.redis)
             .field("upstream", &self.upstream)
+            .field("descriptors", &self.descriptors)
             .finish()
     }
 }
@@ -472,6 +478,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             redis: RedisConfig::default(),
             upstream: UpstreamConfig::default(),
+            descriptors: None,
         }
     }
 }
@@ -598,6 +605,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_REDIS_URL", "redis.url"),
     ("FLAGD_REDIS_PREFIX", "redis.prefix"),
     ("FLAGD_UPSTREAM", "upstream.url"),
+    ("FLAGD_DESCRIPTORS", "descriptors"),
     ("FLAGD_SYNC_POLL_INTERVAL_MS", "sync.poll_interval_ms"),
     ("FLAGD_SYNC_BACKOFF_BASE_MS", "sync.backoff_base_ms"),
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
@@ -719,6 +727,7 @@ impl Config {
                 "FLAGD_REDIS_URL" => self.redis.url = Some(value.clone()),
                 "FLAGD_REDIS_PREFIX" => self.redis.prefix = Some(value.clone()),
                 "FLAGD_UPSTREAM" => self.upstream.url = Some(value.clone()),
+                "FLAGD_DESCRIPTORS" => self.descriptors = Some(PathBuf::from(value)),
                 "FLAGD_SYNC_POLL_INTERVAL_MS" => self.sync.poll_interval_ms = num(name, value)?,
                 "FLAGD_SYNC_BACKOFF_BASE_MS" => self.sync.backoff_base_ms = num(name, value)?,
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,

@@ -5,9 +5,13 @@
 //! place, so that the protocols cannot drift apart in what they answer or record; each of them
 //! only reads its request and writes its answer.
 
+use std::sync::Arc;
+
 use flags_core::{BigSegmentStore, Context, ErrorKind, EvalDetail, Reason};
+use serde_json::Value;
 
 use crate::big_segments::BigSegments;
+use crate::descriptors::Registry;
 use crate::engine::Snapshot;
 use crate::env::Env;
 use crate::metrics::UNKNOWN_FLAG;
@@ -101,4 +105,52 @@ pub(crate) fn export<'a, 'd: 'a>(
         })
         .collect();
     state.events.submit(records);
+}
+
+// ------------------------------------------------------------------------------------------
+// The last fallback: the compiled defaults of the flags a descriptor set declares
+// (`crate::descriptors`). Apart from the evaluation above, which it does not change: a
+// protocol asks for it when an answer serves no value, serves the default instead, and says
+// so in its own terms (`"source":"COMPILED_DEFAULT"` in the native API's reason, OFREP's
+// `DEFAULT` reason with `metadata.source`, gRPC's `EVALUATION_SOURCE_COMPILED_DEFAULT`).
+// What is counted and exported stays the evaluation's own answer.
+
+/// The declared flags to fall back on, when flagd has a descriptor set: held by the caller for
+/// as long as it answers, since the defaults are borrowed from it.
+#[inline]
+pub(crate) fn declared(state: &AppState) -> Option<Arc<Registry>> {
+    state.descriptors.as_ref().map(|d| d.registry())
+}
+
+/// The compiled default an answer `detail` for `flag_key` falls back to: the declared default,
+/// when the answer serves no value (the flag is missing, its evaluation failed, or it is off
+/// without an off variation) and `declared` declares the flag.
+#[inline]
+pub(crate) fn compiled_default<'r>(
+    declared: Option<&'r Registry>,
+    flag_key: &str,
+    detail: &EvalDetail<'_>,
+) -> Option<&'r Value> {
+    if detail.value.is_some() {
+        return None;
+    }
+    declared?.compiled_default(flag_key)
+}
+
+/// The declared flags that `results` (in key order, as [`all`] gives them) does not hold,
+/// with their compiled defaults, in key order: what an answer for every flag adds, so that it
+/// agrees with the answers for each flag.
+pub(crate) fn declared_only<'r>(
+    declared: &'r Registry,
+    results: &[(&str, EvalDetail<'_>)],
+) -> Vec<(&'r str, &'r Value)> {
+    declared
+        .flags()
+        .filter(|flag| {
+            results
+                .binary_search_by(|(key, _)| (*key).cmp(flag.key.as_str()))
+                .is_err()
+        })
+        .map(|flag| (flag.key.as_str(), &flag.default))
+        .collect()
 }

@@ -19,6 +19,7 @@ mod backend;
 mod big_segments;
 pub mod cli;
 pub mod config;
+pub mod descriptors;
 mod engine;
 mod env;
 mod evaluate;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::backend;
 use crate::big_segments::{self, BigSegments, RedisMirror};
 use crate::config::Config;
+use crate::descriptors::DescriptorWatcher;
 use crate::events::Events;
 use crate::keys::StoreKeys;
 use crate::redis_mirror;
@@ -54,6 +55,7 @@ pub struct RunningServer {
     server: JoinHandle<std::io::Result<()>>,
     watcher: Option<JoinHandle<()>>,
     sync: Option<JoinHandle<()>>,
+    descriptors: Option<JoinHandle<()>>,
     exporters: Option<Exporters>,
 }
 
@@ -132,6 +134,10 @@ impl RunningServer {
             // As the watcher.
             let _ = sync.await;
         }
+        if let Some(descriptors) = self.descriptors {
+            // As the watcher.
+            let _ = descriptors.await;
+        }
         if let Mode::Proxy { upstream } = &self.state.mode {
             let upstream = Arc::clone(upstream);
             // Closing joins nothing that blocks for long, but it is not async.
@@ -169,6 +175,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (listener, addr) = bind(&config).await?;
     let mut state = AppState::new(&config);
     let exporters = start_events(&config, &mut state).await?;
+    let descriptors = start_descriptors(&config, &mut state).await;
     let mut source = None;
     let mut watcher = None;
     if !config.files.is_empty() {
@@ -197,6 +204,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let background = Background {
         source,
         watcher,
+        descriptors,
         exporters,
         ..Background::default()
     };
@@ -226,6 +234,7 @@ pub async fn start_with_store(
         },
     );
     let exporters = start_events(&config, &mut state).await?;
+    let descriptors = start_descriptors(&config, &mut state).await;
     let mut sync = RootSync::new(
         Arc::clone(&store) as Arc<dyn ChangeFeed>,
         Arc::clone(&state.envs),
@@ -266,6 +275,7 @@ pub async fn start_with_store(
     let router = crate::http::app_with_admin(state.clone(), Some(admin));
     let background = Background {
         sync: Some(task),
+        descriptors,
         exporters,
         ..Background::default()
     };
@@ -303,6 +313,7 @@ async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
         default_env,
     );
     let exporters = start_events(&config, &mut state).await?;
+    let descriptors = start_descriptors(&config, &mut state).await;
     if !upstream
         .wait_for_data(Duration::from_millis(config.upstream.fetch_timeout_ms))
         .await
@@ -313,10 +324,68 @@ async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
     start_redis(&config, &state, false);
     let router = crate::http::app(state.clone());
     let background = Background {
+        descriptors,
         exporters,
         ..Background::default()
     };
     Ok(serve(listener, addr, state, router, background))
+}
+
+/// Reads the descriptor set of `descriptors`, when one is configured, into `state` and follows
+/// it: as flag files are followed, and read again at once on `SIGHUP`. A bad or missing file
+/// does not stop the start: the registry stays empty (no compiled defaults, no declared types)
+/// and `/readyz` says why until a good file appears.
+async fn start_descriptors(config: &Config, state: &mut AppState) -> Option<JoinHandle<()>> {
+    let path = config.descriptors.clone()?;
+    let watcher = Arc::new(DescriptorWatcher::new(path));
+    // Watch first, then read: a change between the two is then seen by the watch.
+    let task = Arc::clone(&watcher).watch(
+        config.reload.clone(),
+        hangups(&state.shutdown),
+        state.shutdown.clone(),
+    );
+    let first = Arc::clone(&watcher);
+    // A failure is logged by the watcher, and shown on /readyz.
+    let _ = tokio::task::spawn_blocking(move || first.reload()).await;
+    state.descriptors = Some(watcher);
+    Some(tokio::spawn(task))
+}
+
+/// A message for each `SIGHUP` the process receives, until `shutdown`. Installing the handler
+/// replaces the signal's default action (ending the process).
+#[cfg(unix)]
+fn hangups(shutdown: &crate::shutdown::Shutdown) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(error) => {
+            tracing::warn!(%error, "cannot handle SIGHUP; the descriptor set is still followed");
+            return None;
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let shutdown = shutdown.clone();
+    drop(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                received = hangup.recv() => match received {
+                    Some(()) => {
+                        tracing::info!("SIGHUP: reading the descriptor set again");
+                        // One pending request is enough: the read sees the latest file.
+                        let _ = tx.try_send(());
+                    }
+                    None => break,
+                },
+            }
+        }
+    }));
+    Some(rx)
+}
+
+#[cfg(not(unix))]
+fn hangups(_shutdown: &crate::shutdown::Shutdown) -> Option<tokio::sync::mpsc::Receiver<()>> {
+    None
 }
 
 /// File and proxy mode, when the source gave nothing at start: serves what Redis holds for the
@@ -458,6 +527,7 @@ struct Background {
     source: Option<Arc<FileSource>>,
     watcher: Option<JoinHandle<()>>,
     sync: Option<JoinHandle<()>>,
+    descriptors: Option<JoinHandle<()>>,
     exporters: Option<Exporters>,
 }
 
@@ -472,6 +542,7 @@ fn serve(
         source,
         watcher,
         sync,
+        descriptors,
         exporters,
     } = background;
     let limits = Connections::of(&state);
@@ -485,6 +556,7 @@ fn serve(
         server,
         watcher,
         sync,
+        descriptors,
         exporters,
     }
 }

@@ -79,6 +79,9 @@ pub struct AppState {
     /// Where big segments' memberships come from; `None`: nowhere, so big segments report
     /// `NOT_CONFIGURED`.
     pub big_segments: Option<Arc<crate::big_segments::BigSegments>>,
+    /// The typed flags a descriptor set declares (`--descriptors`), whose compiled defaults
+    /// are the last fallback of evaluation; `None` without one.
+    pub descriptors: Option<Arc<crate::descriptors::DescriptorWatcher>>,
 }
 
 impl AppState {
@@ -117,6 +120,7 @@ impl AppState {
             events: Arc::new(Events::off()),
             redis: config.redis.url.as_ref().map(|_| Arc::default()),
             big_segments: None,
+            descriptors: None,
         }
     }
 }

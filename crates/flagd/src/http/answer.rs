@@ -18,6 +18,16 @@ const TYPICAL_ANSWER: usize = 160;
 /// Room for a typical flag of an answer for all flags.
 const TYPICAL_ENTRY: usize = 96;
 
+/// Where a served value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The flag's own evaluation.
+    Flag,
+    /// The compiled default of a declared flag whose evaluation served no value; the reason
+    /// is the evaluation's, with `"source":"COMPILED_DEFAULT"` in it.
+    CompiledDefault,
+}
+
 /// `{"key":KEY,"value":VALUE,"variationIndex":INDEX,"reason":REASON}`, with `null` for an absent
 /// value or index: the native single-flag answer.
 pub(super) fn native_single(
@@ -26,12 +36,13 @@ pub(super) fn native_single(
     value: Option<&Value>,
     variation_index: Option<usize>,
     reason: &ReasonJson<'_, '_>,
+    source: Source,
 ) -> Response {
     respond(status, TYPICAL_ANSWER, |out| {
         out.extend_from_slice(b"{\"key\":");
         serde_json::to_writer(&mut *out, key)?;
         out.push(b',');
-        write_detail(out, value, variation_index, reason)?;
+        write_detail(out, value, variation_index, reason, source)?;
         out.push(b'}');
         Ok(())
     })
@@ -47,18 +58,19 @@ pub(super) fn native_all<'a>(
             Option<&'a Value>,
             Option<usize>,
             ReasonJson<'a, 'a>,
+            Source,
         ),
     >,
 ) -> Response {
     respond(StatusCode::OK, bulk_capacity(entries.len()), |out| {
         out.extend_from_slice(b"{\"flags\":{");
-        for (i, (key, value, variation_index, reason)) in entries.enumerate() {
+        for (i, (key, value, variation_index, reason, source)) in entries.enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             serde_json::to_writer(&mut *out, key)?;
             out.extend_from_slice(b":{");
-            write_detail(out, value, variation_index, &reason)?;
+            write_detail(out, value, variation_index, &reason, source)?;
             out.push(b'}');
         }
         out.extend_from_slice(b"}}");
@@ -67,12 +79,14 @@ pub(super) fn native_all<'a>(
 }
 
 /// `"value":VALUE,"variationIndex":INDEX,"reason":REASON`, with `null` for an absent value or
-/// index: the members of an evaluation detail.
+/// index: the members of an evaluation detail. A compiled default's reason ends with
+/// `"source":"COMPILED_DEFAULT"`.
 fn write_detail(
     out: &mut Vec<u8>,
     value: Option<&Value>,
     variation_index: Option<usize>,
     reason: &ReasonJson<'_, '_>,
+    source: Source,
 ) -> serde_json::Result<()> {
     out.extend_from_slice(b"\"value\":");
     serde_json::to_writer(&mut *out, &value)?;
@@ -82,7 +96,14 @@ fn write_detail(
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"reason\":");
-    write_reason(out, reason)
+    write_reason(out, reason)?;
+    if source == Source::CompiledDefault {
+        // A reason is an object with at least `kind`: its closing brace makes room for one
+        // more member.
+        out.pop();
+        out.extend_from_slice(b",\"source\":\"COMPILED_DEFAULT\"}");
+    }
+    Ok(())
 }
 
 /// Writes `reason` as its `Serialize` implementation does (members in the same order), without
@@ -132,16 +153,33 @@ fn write_reason(out: &mut Vec<u8>, reason: &ReasonJson<'_, '_>) -> serde_json::R
     Ok(())
 }
 
-/// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":{}}`: the OFREP
-/// single-flag success, without `value` and `variant` when no variation is served.
+/// What an OFREP success's `metadata` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Metadata {
+    /// Nothing: `{}`.
+    Empty,
+    /// The value is the compiled default of a declared flag:
+    /// `{"source":"COMPILED_DEFAULT","reasonKind":KIND[,"errorKind":ERROR]}`, with the
+    /// LaunchDarkly reason of the evaluation that served no value.
+    CompiledDefault {
+        /// The reason's kind (`ERROR`, `OFF`).
+        reason_kind: &'static str,
+        /// The error kind of an `ERROR` reason (`FLAG_NOT_FOUND`).
+        error_kind: Option<&'static str>,
+    },
+}
+
+/// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":METADATA}`: the
+/// OFREP single-flag success, without `value` and `variant` when no variation is served.
 pub(super) fn ofrep_success(
     key: &str,
     value: Option<&Value>,
     reason: &str,
     variant: Option<usize>,
+    metadata: Metadata,
 ) -> Response {
     respond(StatusCode::OK, TYPICAL_ANSWER, |out| {
-        write_ofrep_success(out, key, value, reason, variant)
+        write_ofrep_success(out, key, value, reason, variant, metadata)
     })
 }
 
@@ -153,6 +191,7 @@ pub(super) enum OfrepItem<'a> {
         value: Option<&'a Value>,
         reason: &'a str,
         variant: Option<usize>,
+        metadata: Metadata,
     },
     /// `{"key":KEY,"errorCode":CODE,"errorDetails":DETAILS}`.
     Failure {
@@ -176,7 +215,8 @@ pub(super) fn ofrep_all<'a>(items: impl ExactSizeIterator<Item = OfrepItem<'a>>)
                     value,
                     reason,
                     variant,
-                } => write_ofrep_success(out, key, value, reason, variant)?,
+                    metadata,
+                } => write_ofrep_success(out, key, value, reason, variant, metadata)?,
                 OfrepItem::Failure { key, code, details } => {
                     out.extend_from_slice(b"{\"key\":");
                     serde_json::to_writer(&mut *out, key)?;
@@ -193,13 +233,14 @@ pub(super) fn ofrep_all<'a>(items: impl ExactSizeIterator<Item = OfrepItem<'a>>)
     })
 }
 
-/// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":{}}`.
+/// `{"key":KEY[,"value":VALUE],"reason":REASON[,"variant":"INDEX"],"metadata":METADATA}`.
 fn write_ofrep_success(
     out: &mut Vec<u8>,
     key: &str,
     value: Option<&Value>,
     reason: &str,
     variant: Option<usize>,
+    metadata: Metadata,
 ) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"key\":");
     serde_json::to_writer(&mut *out, key)?;
@@ -214,7 +255,25 @@ fn write_ofrep_success(
         write_number(out, variant)?;
         out.push(b'"');
     }
-    out.extend_from_slice(b",\"metadata\":{}}");
+    match metadata {
+        Metadata::Empty => out.extend_from_slice(b",\"metadata\":{}}"),
+        Metadata::CompiledDefault {
+            reason_kind,
+            error_kind,
+        } => {
+            // Kinds are upper-case ASCII: nothing to escape.
+            out.extend_from_slice(b",\"metadata\":{\"source\":\"COMPILED_DEFAULT\"");
+            out.extend_from_slice(b",\"reasonKind\":\"");
+            out.extend_from_slice(reason_kind.as_bytes());
+            out.push(b'"');
+            if let Some(kind) = error_kind {
+                out.extend_from_slice(b",\"errorKind\":\"");
+                out.extend_from_slice(kind.as_bytes());
+                out.push(b'"');
+            }
+            out.extend_from_slice(b"}}");
+        }
+    }
     Ok(())
 }
 
@@ -277,7 +336,25 @@ mod tests {
         value: Option<&'a Value>,
         #[serde(rename = "variationIndex")]
         variation_index: Option<usize>,
+        reason: Reasoned<'a>,
+    }
+
+    /// A reason, with `source` after its own members for a compiled default.
+    #[derive(Serialize)]
+    struct Reasoned<'a> {
+        #[serde(flatten)]
         reason: ReasonJson<'a, 'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'static str>,
+    }
+
+    impl<'a> Reasoned<'a> {
+        fn new(reason: ReasonJson<'a, 'a>, source: Source) -> Reasoned<'a> {
+            Reasoned {
+                reason,
+                source: (source == Source::CompiledDefault).then_some("COMPILED_DEFAULT"),
+            }
+        }
     }
 
     #[derive(Serialize)]
@@ -288,7 +365,51 @@ mod tests {
         reason: &'a str,
         #[serde(skip_serializing_if = "Option::is_none")]
         variant: Option<String>,
-        metadata: serde_json::Map<String, Value>,
+        metadata: Meta,
+    }
+
+    #[derive(Serialize, Default)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        source: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason_kind: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_kind: Option<&'static str>,
+    }
+
+    impl Meta {
+        fn of(metadata: Metadata) -> Meta {
+            match metadata {
+                Metadata::Empty => Meta::default(),
+                Metadata::CompiledDefault {
+                    reason_kind,
+                    error_kind,
+                } => Meta {
+                    source: Some("COMPILED_DEFAULT"),
+                    reason_kind: Some(reason_kind),
+                    error_kind,
+                },
+            }
+        }
+    }
+
+    const METADATA: [Metadata; 3] = [
+        Metadata::Empty,
+        Metadata::CompiledDefault {
+            reason_kind: "OFF",
+            error_kind: None,
+        },
+        Metadata::CompiledDefault {
+            reason_kind: "ERROR",
+            error_kind: Some("FLAG_NOT_FOUND"),
+        },
+    ];
+
+    /// The position of `key` in [`KEYS`].
+    fn i_of(key: &str) -> usize {
+        KEYS.iter().position(|k| *k == key).unwrap_or(0)
     }
 
     const KEYS: [&str; 5] = [
@@ -342,21 +463,24 @@ mod tests {
                             reason,
                             big_segments_status: status,
                         };
-                        let expected = serde_json::to_vec(&Single {
-                            key,
-                            value: value.as_ref(),
-                            variation_index: index,
-                            reason,
-                        })
-                        .unwrap();
-                        let answer = native_single(
-                            StatusCode::NOT_FOUND,
-                            key,
-                            value.as_ref(),
-                            index,
-                            &reason,
-                        );
-                        assert_answer(answer, StatusCode::NOT_FOUND, expected).await;
+                        for source in [Source::Flag, Source::CompiledDefault] {
+                            let expected = serde_json::to_vec(&Single {
+                                key,
+                                value: value.as_ref(),
+                                variation_index: index,
+                                reason: Reasoned::new(reason, source),
+                            })
+                            .unwrap();
+                            let answer = native_single(
+                                StatusCode::NOT_FOUND,
+                                key,
+                                value.as_ref(),
+                                index,
+                                &reason,
+                                source,
+                            );
+                            assert_answer(answer, StatusCode::NOT_FOUND, expected).await;
+                        }
                     }
                 }
             }
@@ -373,7 +497,7 @@ mod tests {
         value: Option<&'a Value>,
         #[serde(rename = "variationIndex")]
         variation_index: Option<usize>,
-        reason: ReasonJson<'a, 'a>,
+        reason: Reasoned<'a>,
     }
 
     #[tokio::test]
@@ -407,19 +531,30 @@ mod tests {
                         big_segments_status: statuses[i % statuses.len()],
                     };
                     let index = (i % 2 == 0).then_some(i);
-                    (*key, values[i % values.len()].as_ref(), index, reason)
+                    let source = if i % 3 == 1 {
+                        Source::CompiledDefault
+                    } else {
+                        Source::Flag
+                    };
+                    (
+                        *key,
+                        values[i % values.len()].as_ref(),
+                        index,
+                        reason,
+                        source,
+                    )
                 })
                 .collect();
             let expected = serde_json::to_vec(&All {
                 flags: entries
                     .iter()
-                    .map(|&(key, value, variation_index, reason)| {
+                    .map(|&(key, value, variation_index, reason, source)| {
                         (
                             key,
                             Entry {
                                 value,
                                 variation_index,
-                                reason,
+                                reason: Reasoned::new(reason, source),
                             },
                         )
                     })
@@ -473,7 +608,7 @@ mod tests {
                             value,
                             reason: "SPLIT",
                             variant: variant.map(|v| v.to_string()),
-                            metadata: serde_json::Map::new(),
+                            metadata: Meta::of(METADATA[i_of(key) % METADATA.len()]),
                         }),
                         Err(details) => Item::Failure(Failure {
                             key,
@@ -490,6 +625,7 @@ mod tests {
                     value,
                     reason: "SPLIT",
                     variant,
+                    metadata: METADATA[i_of(key) % METADATA.len()],
                 },
                 Err(details) => OfrepItem::Failure {
                     key,
@@ -506,16 +642,19 @@ mod tests {
         for key in KEYS {
             for value in [None, Some(json!(true)), Some(json!("a\u{7f}\"b"))] {
                 for variant in [None, Some(0), Some(17)] {
-                    for reason in ["TARGETING_MATCH", "DISABLED"] {
+                    for (reason, metadata) in ["TARGETING_MATCH", "DISABLED", "DEFAULT"]
+                        .into_iter()
+                        .flat_map(|r| METADATA.map(|m| (r, m)))
+                    {
                         let expected = serde_json::to_vec(&Success {
                             key,
                             value: value.as_ref(),
                             reason,
                             variant: variant.map(|v: usize| v.to_string()),
-                            metadata: serde_json::Map::new(),
+                            metadata: Meta::of(metadata),
                         })
                         .unwrap();
-                        let answer = ofrep_success(key, value.as_ref(), reason, variant);
+                        let answer = ofrep_success(key, value.as_ref(), reason, variant, metadata);
                         assert_answer(answer, StatusCode::OK, expected).await;
                     }
                 }

@@ -30,6 +30,9 @@ struct Ready {
     stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     redis: Option<crate::redis_mirror::RedisReady>,
+    /// The descriptor set, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    descriptors: Option<crate::descriptors::DescriptorStatus>,
 }
 
 /// Alive: the process answers.
@@ -65,8 +68,16 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         files: files.iter().map(|f| f.display().to_string()).collect(),
         stale,
         redis: state.redis.as_ref().map(|r| r.report()),
+        descriptors: descriptors(&state),
     };
     (code_of(readiness), Json(body)).into_response()
+}
+
+/// Where the descriptor set stands (the one in use, and why the file's latest content is not
+/// when it is bad), when one is configured. A bad set does not make flagd unready: the last
+/// good one, or none, stays in use.
+fn descriptors(state: &AppState) -> Option<crate::descriptors::DescriptorStatus> {
+    state.descriptors.as_ref().map(|d| d.status())
 }
 
 /// 200 when data is served, 503 before.
@@ -110,6 +121,9 @@ fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response
     });
     if let Some(redis) = &state.redis {
         body["redis"] = json!(redis.report());
+    }
+    if let Some(status) = descriptors(state) {
+        body["descriptors"] = json!(status);
     }
     (code_of(readiness), Json(body)).into_response()
 }
@@ -168,6 +182,9 @@ fn root_readyz(state: &AppState, health: &crate::root::RootHealth) -> Response {
     });
     if let Some(redis) = &state.redis {
         body["redis"] = json!(redis.report());
+    }
+    if let Some(status) = descriptors(state) {
+        body["descriptors"] = json!(status);
     }
     (code_of(readiness), Json(body)).into_response()
 }

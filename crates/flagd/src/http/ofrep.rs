@@ -5,6 +5,11 @@
 //! as LaunchDarkly context JSON (so multi-kind contexts work); any other context is a `user`
 //! context carrying the remaining attributes. The variant is the variation index as a string,
 //! as LaunchDarkly's own OpenFeature providers do.
+//!
+//! With a descriptor set, a declared flag that would serve no value (missing, failed, off
+//! without an off variation, or no data yet) answers with its compiled default: reason
+//! `DEFAULT`, no variant, and `metadata` `{"source":"COMPILED_DEFAULT","reasonKind":KIND}`
+//! (with `errorKind` for an error); the bulk answer includes the declared flags the data lacks.
 
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -15,7 +20,7 @@ use flags_core::{BigSegmentStore, Context, ErrorKind, EvalDetail, Reason};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::answer::{self, OfrepItem};
+use super::answer::{self, Metadata, OfrepItem};
 use super::body::ContextBody;
 use super::error::ApiError;
 use super::scan;
@@ -96,6 +101,7 @@ struct Success<'a> {
     reason: &'static str,
     /// The variation index, which OFREP writes as a string.
     variant: Option<usize>,
+    metadata: Metadata,
 }
 
 #[derive(Serialize)]
@@ -177,12 +183,17 @@ fn to_ld_context(context: MaybeObject) -> Result<Context, OfrepError> {
     Context::from_members(ld).map_err(|e| OfrepError::invalid_context(e.to_string()))
 }
 
-/// The OFREP answer for one evaluation result.
+/// The OFREP answer for one evaluation result, or for its compiled default `default` when the
+/// result serves no value and the flag is declared.
 fn item<'a>(
     snapshot: &Snapshot,
     key: &'a str,
     detail: &'a EvalDetail<'a>,
+    default: Option<&'a Value>,
 ) -> Result<Success<'a>, OfrepError> {
+    if let Some(default) = default {
+        return Ok(compiled_default(key, &detail.reason, default));
+    }
     if let Reason::Error { error_kind } = &detail.reason {
         return Err(match error_kind {
             ErrorKind::FlagNotFound => OfrepError::new(
@@ -204,8 +215,34 @@ fn item<'a>(
         value: detail.value,
         reason: engine::openfeature_reason(snapshot, key, &detail.reason),
         variant,
+        metadata: Metadata::Empty,
     })
 }
+
+/// A declared flag's compiled default, served in place of an evaluation that gave no value
+/// (for `reason`): OpenFeature's `DEFAULT` reason, no variant, and in the metadata the source
+/// and LaunchDarkly's reason.
+fn compiled_default<'a>(key: &'a str, reason: &Reason<'_>, default: &'a Value) -> Success<'a> {
+    let error_kind = match reason {
+        Reason::Error { error_kind } => Some(error_kind.as_str()),
+        _ => None,
+    };
+    Success {
+        key,
+        value: Some(default),
+        reason: "DEFAULT",
+        variant: None,
+        metadata: Metadata::CompiledDefault {
+            reason_kind: reason.kind_str(),
+            error_kind,
+        },
+    }
+}
+
+/// The reason of a declared flag the data does not hold, or of any flag before data.
+const NOT_FOUND: Reason<'static> = Reason::Error {
+    error_kind: ErrorKind::FlagNotFound,
+};
 
 /// Appends to an ETag's input the big-segment memberships of the context's keys, sorted, and
 /// the store's last update.
@@ -245,15 +282,34 @@ pub(super) fn evaluate_one(
         Err(RequestError::Body(error)) => return error.into_response(),
     };
     let Some(snapshot) = env.store.snapshot() else {
+        let declared = evaluate::declared(state);
+        let detail = EvalDetail::error(ErrorKind::ClientNotReady);
+        if let Some(default) = evaluate::compiled_default(declared.as_deref(), key, &detail) {
+            return success(compiled_default(key, &detail.reason, default));
+        }
         return OfrepError::not_ready().for_flag(key);
     };
     let detail = evaluate::one(state, env, &snapshot, key, &context, big);
-    match item(&snapshot, key, &detail) {
-        Ok(success) => {
-            answer::ofrep_success(success.key, success.value, success.reason, success.variant)
-        }
+    let declared = detail
+        .value
+        .is_none()
+        .then(|| evaluate::declared(state))
+        .flatten();
+    let default = evaluate::compiled_default(declared.as_deref(), key, &detail);
+    match item(&snapshot, key, &detail, default) {
+        Ok(answer) => success(answer),
         Err(error) => error.for_flag(key),
     }
+}
+
+fn success(success: Success<'_>) -> Response {
+    answer::ofrep_success(
+        success.key,
+        success.value,
+        success.reason,
+        success.variant,
+        success.metadata,
+    )
 }
 
 /// `POST /ofrep/v1/evaluate/flags`, once the body has been read.
@@ -280,14 +336,19 @@ pub(super) fn evaluate_all(
     let Some(snapshot) = env.store.snapshot() else {
         return OfrepError::not_ready().bulk();
     };
-    // The tag covers the data, the kill set and overrides, and the context, so it changes when
-    // any of them does; computing it
-    // first lets a matching client skip the evaluation entirely.
+    let declared = evaluate::declared(state);
+    // The tag covers the data, the kill set and overrides, the declared flags, and the
+    // context, so it changes when any of them does; computing it first lets a matching client
+    // skip the evaluation entirely.
     let mut tagged = Vec::with_capacity(64 + context_json.len());
     tagged.extend_from_slice(snapshot.digest().as_bytes());
     // Environments may hold equal data with different kills; the key keeps their tags apart.
     tagged.extend_from_slice(env.key.as_bytes());
     tagged.extend_from_slice(format!("\n{}\n", env.ops.generation()).as_bytes());
+    if let Some(declared) = &declared {
+        tagged.extend_from_slice(declared.digest().as_bytes());
+        tagged.push(b'\n');
+    }
     tagged.extend_from_slice(&context_json);
     if let Some(big) = big {
         // Memberships change without the data changing; what this answer read of them is
@@ -299,16 +360,29 @@ pub(super) fn evaluate_all(
         return not_modified(&etag);
     }
     let results = evaluate::all(state, env, &snapshot, &context, big);
-    let items: Vec<_> = results
+    let mut items: Vec<_> = results
         .iter()
-        .map(|(key, detail)| (*key, item(&snapshot, key, detail)))
+        .map(|(key, detail)| {
+            let default = evaluate::compiled_default(declared.as_deref(), key, detail);
+            (*key, item(&snapshot, key, detail, default))
+        })
         .collect();
+    if let Some(declared) = &declared {
+        // The declared flags the data lacks answer as each does on its own.
+        items.extend(
+            evaluate::declared_only(declared, &results)
+                .into_iter()
+                .map(|(key, default)| (key, Ok(compiled_default(key, &NOT_FOUND, default)))),
+        );
+        items.sort_by(|a, b| a.0.cmp(b.0));
+    }
     let mut response = answer::ofrep_all(items.iter().map(|(key, item)| match item {
         Ok(success) => OfrepItem::Success {
             key: success.key,
             value: success.value,
             reason: success.reason,
             variant: success.variant,
+            metadata: success.metadata,
         },
         Err(error) => OfrepItem::Failure {
             key,
