@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::backend;
 use crate::big_segments::{self, BigSegments, RedisMirror};
 use crate::config::Config;
-use crate::descriptors::DescriptorWatcher;
+use crate::descriptors::{DescriptorWatcher, TypedStore};
 use crate::events::Events;
 use crate::keys::StoreKeys;
 use crate::redis_mirror;
@@ -175,18 +175,21 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let (listener, addr) = bind(&config).await?;
     let mut state = AppState::new(&config);
     let exporters = start_events(&config, &mut state).await?;
+    // Before the files, so that their first load is checked against the declared types.
     let descriptors = start_descriptors(&config, &mut state).await;
     let mut source = None;
     let mut watcher = None;
     if !config.files.is_empty() {
-        let file_source = Arc::new(
-            FileSource::new(
-                config.files.clone(),
-                Arc::clone(&state.store),
-                Arc::clone(&state.metrics),
-            )
-            .warn_deletes_over(config.reload.warn_delete_percent),
-        );
+        let mut file_source = FileSource::new(
+            config.files.clone(),
+            Arc::clone(&state.store),
+            Arc::clone(&state.metrics),
+        )
+        .warn_deletes_over(config.reload.warn_delete_percent);
+        if let Some(declared) = &state.descriptors {
+            file_source = file_source.checked_against(Arc::clone(declared));
+        }
+        let file_source = Arc::new(file_source);
         // Watch first, then read: a change between the two is then seen by the watch.
         let task = Arc::clone(&file_source).watch(config.reload.clone(), state.shutdown.clone());
         let first = Arc::clone(&file_source);
@@ -267,8 +270,13 @@ pub async fn start_with_store(
         ));
         state.big_segments = Some(big);
     }
+    // Admin writes of declared flags must match the declared types.
+    let admin_store = match &state.descriptors {
+        Some(declared) => Arc::new(TypedStore::new(store, Arc::clone(declared))),
+        None => store,
+    };
     let admin = crate::admin::admin_router(crate::admin::AdminState {
-        store,
+        store: admin_store,
         bootstrap_admin_key: config.admin_key.clone(),
         big_segments: state.big_segments.clone(),
     });

@@ -1,17 +1,22 @@
 //! `--descriptors`: the declared flags' compiled defaults as the last fallback of the native API
-//! and OFREP, and the descriptor watcher (a good set swapped in, a bad one kept out and
-//! reported, a missing one picked up when it appears, `SIGHUP`).
+//! and OFREP, the descriptor watcher (a good set swapped in, a bad one kept out and reported,
+//! a missing one picked up when it appears, `SIGHUP`), and declared types checked on flag
+//! files and on admin writes.
 
 #![allow(clippy::unwrap_used)]
 
+mod admin_common;
 mod common;
 mod descriptor_support;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use admin_common::BOOTSTRAP;
 use common::*;
 use descriptor_support::{descriptor_set, replace, shop};
 use flagd::RunningServer;
+use flags_store::{AdminStore, ChangeFeed, MemoryStore};
 use flags_test_support::process::{FlagdProcess, flagd_command};
 use serde_json::{Value, json};
 
@@ -363,4 +368,185 @@ fn sighup_reads_the_set_at_once() {
         "the log says why it read the set: {}",
         process.log()
     );
+}
+
+#[tokio::test]
+async fn flag_files_must_match_the_declared_types() {
+    let dir = FlagDir::new();
+    let pb = replace(&dir.path("flags.pb"), &descriptor_set(&shop(50)));
+    let mistyped = json!({"flags": {
+        "checkout.max_items": {"on": true, "variations": ["ten", 50], "fallthrough": {"variation": 1}}
+    }})
+    .to_string();
+    let file = dir.write("flags.json", &mistyped);
+    let server = server(vec![file.clone()], &pb).await;
+    // Refused at start: nothing is served.
+    let (status, ready) = readyz(&server.url()).await;
+    assert_eq!(status, 503, "{ready}");
+    let error = ready["lastError"].as_str().unwrap();
+    assert!(
+        error.contains(
+            "flags.checkout.max_items.variations[0]: flag \"checkout.max_items\" is declared \
+             int64 (field shop.Checkout.max_items of shop/flags.proto), but variation 0, \"ten\", \
+             is not a number"
+        ),
+        "{error}"
+    );
+
+    dir.write_atomic("flags.json", &flags());
+    eventually("the good file", || async {
+        (readyz(&server.url()).await.0 == 200).then_some(())
+    })
+    .await;
+    // A bad edit keeps the last good data.
+    dir.write_atomic("flags.json", &mistyped);
+    eventually("the bad edit refused", || async {
+        let (_, ready) = readyz(&server.url()).await;
+        ready["lastError"]
+            .as_str()
+            .filter(|e| e.contains("declared int64"))
+            .map(drop)
+    })
+    .await;
+    assert_eq!(value(&server, "checkout.max_items").await, json!(100));
+
+    // Good files again; then a set that declares `theme` as a bool makes the same files load
+    // again, refused now, while their last good data keeps serving.
+    dir.write_atomic("flags.json", &flags());
+    eventually("the good file again", || async {
+        readyz(&server.url()).await.1["lastError"]
+            .is_null()
+            .then_some(())
+    })
+    .await;
+    let retyped = shop(50)
+        .replace("string theme = 3", "bool theme = 3")
+        .replace(
+            r#"default: { string_value: { value: "light" } }
+    supported_values: { string_values: ["light", "dark"] }"#,
+            "",
+        );
+    replace(&pb, &descriptor_set(&retyped));
+    eventually("the files checked against the new set", || async {
+        let (_, ready) = readyz(&server.url()).await;
+        ready["lastError"]
+            .as_str()
+            .filter(|e| e.contains("flag \"checkout.theme\" is declared bool"))
+            .map(drop)
+    })
+    .await;
+    assert_eq!(value(&server, "checkout.max_items").await, json!(100));
+    server.shutdown().await.unwrap();
+}
+
+/// Root mode: the admin API refuses a declared flag whose variations are not of its type, on
+/// every way of writing a flag, with a problem naming the flag, the type and the variation.
+#[tokio::test]
+async fn admin_writes_must_match_the_declared_types() {
+    let dir = FlagDir::new();
+    let pb = replace(&dir.path("flags.pb"), &descriptor_set(&shop(50)));
+    let store = Arc::new(MemoryStore::new());
+    store
+        .create_environment(
+            &flags_store::Actor::named("test"),
+            "production",
+            "Production",
+        )
+        .await
+        .unwrap();
+    let mut config = test_config(Vec::new());
+    config.descriptors = Some(pb);
+    config.admin_key = Some(BOOTSTRAP.to_owned());
+    let server = flagd::start_with_store(config, store.clone())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let flags_url = format!("{}/api/v1/environments/production/flags", server.url());
+    let send = |request: reqwest::RequestBuilder| async move {
+        let response = request
+            .header("authorization", format!("Bearer {BOOTSTRAP}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    };
+    let flag = |variations: Value| json!({"on": true, "variations": variations, "fallthrough": {"variation": 0}});
+
+    let (status, problem) = send(
+        client
+            .put(format!("{flags_url}/checkout.max_items"))
+            .header("content-type", "application/json")
+            .body((flag(json!([10, 2.5]))).to_string()),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], json!("urn:flagd:problem:invalid"));
+    assert_eq!(
+        problem["errors"],
+        json!([{"path": "variations[1]", "message": "flag \"checkout.max_items\" is declared \
+               int64 (field shop.Checkout.max_items of shop/flags.proto), but variation 1, \
+               2.5, is not a whole number"}])
+    );
+    // Undeclared flags take any variations, declared ones those of their type.
+    let (status, _) = send(
+        client
+            .put(format!("{flags_url}/free"))
+            .header("content-type", "application/json")
+            .body(flag(json!(["a", 1])).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, created) = send(
+        client
+            .put(format!("{flags_url}/checkout.max_items"))
+            .header("content-type", "application/json")
+            .body((flag(json!([10, 50.0]))).to_string()),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+
+    // A patch that would make them strings.
+    let (status, problem) = send(
+        client
+            .patch(format!("{flags_url}/checkout.max_items"))
+            .header("content-type", "application/merge-patch+json")
+            .header("if-match", "\"1\"")
+            .body(json!({"variations": ["10", "50"]}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("\"10\", is not a number")
+    );
+
+    // An import of a file holding one.
+    let (status, problem) = send(
+        client
+            .post(format!(
+                "{}/api/v1/environments/production/import",
+                server.url()
+            ))
+            .header("content-type", "application/json")
+            .body((json!({"flags": {"checkout.express": flag(json!([true, "no"]))}})).to_string()),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("checkout.express"), "{detail}");
+    assert!(detail.contains("is declared bool"), "{detail}");
+    assert!(
+        store
+            .get_flag("production", "checkout.express")
+            .await
+            .is_err()
+    );
+    server.shutdown().await.unwrap();
 }

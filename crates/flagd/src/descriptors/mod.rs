@@ -12,21 +12,28 @@
 //!   is missing, failed to evaluate, or is off without an off variation) of a declared flag
 //!   serves its compiled default instead, with the source `COMPILED_DEFAULT` in the answer
 //!   (see `crate::evaluate`).
+//! - Its types check writes: [`TypedStore`] refuses admin writes of declared flags whose
+//!   variations are not of the declared type, and file mode refuses flag files that hold such
+//!   flags (`check_files`).
 //!
 //! See `docs/descriptors.md`.
 
 mod registry;
+mod typed_store;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use flags_wire::file::FileContents;
+use flags_wire::file::{FileContents, Problem, RawData};
 use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 pub use registry::{DeclaredFlag, FlagType, Registry, TypeMismatch, json_of};
+pub use typed_store::TypedStore;
 
 use crate::config::ReloadConfig;
 use crate::shutdown::Shutdown;
@@ -199,6 +206,55 @@ fn changed_flags(old: &Registry, new: &Registry) -> usize {
         .filter(|flag| new.get(&flag.key).is_none())
         .count();
     changed_or_added + removed
+}
+
+/// Every declared flag of merged flag files whose variations are not of its declared type, as
+/// problems that refuse the files (`flags.KEY.variations[i]`, in the file that defines it).
+/// Flags whose `variations` is not a list are left to the model's checks.
+pub(crate) fn check_files(registry: &Registry, raw: &RawData) -> Vec<Problem> {
+    #[derive(serde::Deserialize)]
+    struct Variations {
+        #[serde(default)]
+        variations: Option<Value>,
+    }
+    let mut problems = Vec::new();
+    if registry.is_empty() {
+        return problems;
+    }
+    for (key, item) in &raw.flags {
+        let Some(declared) = registry.get(key) else {
+            continue;
+        };
+        let Ok(Variations {
+            variations: Some(Value::Array(variations)),
+        }) = serde_json::from_str(item.get())
+        else {
+            continue;
+        };
+        if let Err(mismatch) = declared.check_variations(&variations) {
+            let file = raw.flag_origin.get(key).map(PathBuf::as_path);
+            problems.push(Problem::error(
+                file,
+                format!("flags.{key}.{}", mismatch.path()),
+                mismatch.message,
+            ));
+        }
+    }
+    problems
+}
+
+/// A hash of flag files' content hash and the registry they are checked against, so that a
+/// new descriptor set makes the same files load (and be checked) again.
+pub(crate) fn checked_hash(content: [u8; 32], registry: Option<&Registry>) -> [u8; 32] {
+    match registry {
+        None => content,
+        Some(registry) => {
+            let mut hasher = Sha256::new();
+            hasher.update(content);
+            hasher.update(registry.digest().as_bytes());
+            hasher.finalize().into()
+        }
+    }
 }
 
 fn now_ms() -> u64 {

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::config::ReloadConfig;
+use crate::descriptors::{self, DescriptorWatcher, Registry};
 use crate::engine::BuildError;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -51,6 +52,8 @@ pub struct FileSource {
     warn_delete_percent: u8,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    /// The declared flags the files' flags must match in type, when flagd has descriptors.
+    declared: Option<Arc<DescriptorWatcher>>,
     state: Mutex<SourceState>,
 }
 
@@ -70,8 +73,17 @@ impl FileSource {
             warn_delete_percent: 50,
             store,
             metrics,
+            declared: None,
             state: Mutex::new(SourceState::default()),
         }
+    }
+
+    /// Refuses files holding a flag that `declared`'s descriptor set declares with variations
+    /// of another type. A new descriptor set makes the files load again (at the next poll), so
+    /// they are checked against it.
+    pub fn checked_against(mut self, declared: Arc<DescriptorWatcher>) -> FileSource {
+        self.declared = Some(declared);
+        self
     }
 
     /// Warns in the log when a reload deletes more than `percent` of the flags.
@@ -93,13 +105,14 @@ impl FileSource {
     }
 
     fn reload_files(&self, files: Vec<FileContents>) -> ReloadOutcome {
-        let hash = content_hash(&files);
+        let registry = self.declared.as_ref().map(|declared| declared.registry());
+        let hash = descriptors::checked_hash(content_hash(&files), registry.as_deref());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.last_seen == Some(hash) {
             return ReloadOutcome::Unchanged;
         }
         state.last_seen = Some(hash);
-        match self.load(&mut state, files) {
+        match self.load(&mut state, files, registry.as_deref()) {
             Ok(changes) => ReloadOutcome::Loaded { changes },
             Err(message) => {
                 tracing::error!(error = %message, "flag data not loaded; the last good data keeps serving");
@@ -143,13 +156,21 @@ impl FileSource {
         }
     }
 
-    fn load(&self, state: &mut SourceState, files: Vec<FileContents>) -> Result<usize, String> {
+    fn load(
+        &self,
+        state: &mut SourceState,
+        files: Vec<FileContents>,
+        declared: Option<&Registry>,
+    ) -> Result<usize, String> {
         let (raw, problems) = flags_wire::file::merge_files(&files);
         // The items are copied out of the files' bytes; those go now, not after compiling.
         drop(files);
-        let (errors, mut warnings): (Vec<Problem>, Vec<Problem>) = problems
+        let (mut errors, mut warnings): (Vec<Problem>, Vec<Problem>) = problems
             .into_iter()
             .partition(|p| p.severity == Severity::Error);
+        if let Some(registry) = declared {
+            errors.extend(descriptors::check_files(registry, &raw));
+        }
         if !errors.is_empty() {
             return Err(BuildError::Invalid(errors).to_string());
         }
