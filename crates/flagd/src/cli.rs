@@ -55,6 +55,17 @@ SIGTERM or Ctrl-C stops accepting connections, ends streams and finishes request
 Example:
   flagd serve --file examples/flags.yaml --listen 0.0.0.0:8013";
 
+const SYNC_AFTER_HELP: &str = "\
+Creates each declared flag the environment lacks (off, its off variation and fallthrough serving
+the compiled default; bool flags get [false, true], others their supported values or the default
+alone), writes the description, tags and declaration of the ones it has without touching their
+variations or targeting, and archives the flags it created earlier that are no longer declared
+(never one it did not create). A declared type or layer that differs from the stored flag's is
+refused, with nothing written. Prints one line of counts. See docs/descriptors.md.
+
+Example:
+  flagd sync --descriptors flags.pb --database postgres://localhost/flagd --env production";
+
 const VALIDATE_AFTER_HELP: &str = "\
 Prints each problem as `FILE: FIELD.PATH: message`, then a summary. Exits 0 when nothing is
 wrong, 1 when anything is, including warnings about data that `serve` would load but that cannot
@@ -86,6 +97,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Print an environment of the database as a LaunchDarkly flag file (JSON).
     Export(ExportArgs),
+    /// Create and update an environment's flags from the typed flags a descriptor set declares.
+    #[command(after_long_help = SYNC_AFTER_HELP)]
+    Sync(SyncArgs),
 }
 
 /// Where the database is, for the database subcommands. Its `Debug` hides the URL's password.
@@ -121,6 +135,21 @@ pub struct ImportArgs {
     #[arg(long, value_name = "PATH")]
     pub file: PathBuf,
     /// The environment to import into (it must exist).
+    #[arg(long, value_name = "KEY")]
+    pub env: String,
+    /// The database.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+/// `flagd sync` arguments.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The descriptor set: an encoded FileDescriptorSet, written with its imports (`protoc
+    /// --include_imports --descriptor_set_out=FILE.pb`, or protox).
+    #[arg(long, value_name = "FILE.pb")]
+    pub descriptors: PathBuf,
+    /// The environment to sync (it must exist).
     #[arg(long, value_name = "KEY")]
     pub env: String,
     /// The database.

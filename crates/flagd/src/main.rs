@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use flagd::cli::{Cli, Command, DatabaseArgs, ExportArgs, ImportArgs, ServeArgs, ValidateArgs};
+use flagd::cli::{
+    Cli, Command, DatabaseArgs, ExportArgs, ImportArgs, ServeArgs, SyncArgs, ValidateArgs,
+};
 
 /// jemalloc, for memory that stays close to what flagd holds across reloads: see the library's
 /// `memory` module.
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => report(migrate(&args)),
         Command::Import(args) => report(import(&args)),
         Command::Export(args) => report(export(&args)),
+        Command::Sync(args) => report(sync(&args)),
     }
 }
 
@@ -95,6 +98,21 @@ fn export(args: &ExportArgs) -> anyhow::Result<()> {
         let store = flagd::open_database(&url).await?;
         let document = flagd::admin::export_env(&*store, &args.env).await?;
         println!("{}", serde_json::to_string_pretty(&document)?);
+        Ok(())
+    })
+}
+
+fn sync(args: &SyncArgs) -> anyhow::Result<()> {
+    use flagd::descriptors::{Registry, sync};
+    let url = database_url(&args.database)?;
+    let path = args.descriptors.display();
+    let bytes = std::fs::read(&args.descriptors).with_context(|| format!("cannot read {path}"))?;
+    let registry = Registry::from_descriptor_set(&bytes).with_context(|| path.to_string())?;
+    block_on(async {
+        let store = flagd::open_database(&url).await?;
+        let actor = flags_store::Actor::named(sync::SYNC_ACTOR);
+        let report = sync::sync(&*store, &args.env, &registry, &actor).await?;
+        println!("{}", report.summary());
         Ok(())
     })
 }

@@ -15,10 +15,12 @@
 //! - Its types check writes: [`TypedStore`] refuses admin writes of declared flags whose
 //!   variations are not of the declared type, and file mode refuses flag files that hold such
 //!   flags (`check_files`).
+//! - [`sync`] is `flagd sync`: it creates and updates an environment's declared flags.
 //!
 //! See `docs/descriptors.md`.
 
 mod registry;
+pub mod sync;
 mod typed_store;
 
 use std::path::{Path, PathBuf};
