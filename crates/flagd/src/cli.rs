@@ -27,7 +27,7 @@ and it reports on GET /healthz, GET /readyz and GET /metrics.";
 const SERVE_AFTER_HELP: &str = "\
 Settings come from the --config file, then FLAGD_* environment variables, then flags (each
 overriding the one before). Environment variables (lists are comma-separated):
-  FLAGD_CONFIG, FLAGD_LISTEN, FLAGD_FILES, FLAGD_SDK_KEYS, FLAGD_LOG,
+  FLAGD_CONFIG, FLAGD_LISTEN, FLAGD_GRPC_LISTEN, FLAGD_FILES, FLAGD_SDK_KEYS, FLAGD_LOG,
   FLAGD_RELOAD_WATCH, FLAGD_RELOAD_DEBOUNCE_MS, FLAGD_RELOAD_POLL_INTERVAL_MS,
   FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
   FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
@@ -36,7 +36,7 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
   FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX,
   FLAGD_DESCRIPTORS
-The configuration file is YAML with the same names: listen, files, sdk_keys, log,
+The configuration file is YAML with the same names: listen, grpc_listen, files, sdk_keys, log,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
 admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
 spool_dir,...}, redis.{url,prefix}, descriptors; exporters are listed under events.exporters, each with a kind (file,
@@ -49,7 +49,10 @@ defaults as the last fallback of evaluation and their types to check writes and 
 With --database (root mode) flagd serves every environment of the database; each SDK key
 selects its environment, and the admin API is under /api/v1.
 
-The first line on standard output is `listening on ADDR` (useful with --listen 127.0.0.1:0).
+The first line on standard output is `listening on ADDR` (useful with --listen 127.0.0.1:0);
+with --grpc-listen, the second is `grpc listening on ADDR`. The gRPC service
+(flags.v1.FlagEvaluatorService, grpc.health.v1 and server reflection) takes the same SDK keys,
+in the `authorization` metadata entry.
 SIGTERM or Ctrl-C stops accepting connections, ends streams and finishes requests in flight.
 
 Example:
@@ -181,6 +184,10 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8013; port 0 picks a free port].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// Address of the gRPC evaluation service, e.g. 127.0.0.1:8014 (port 0 picks a free
+    /// port) [default: no gRPC].
+    #[arg(long = "grpc-listen", value_name = "ADDR")]
+    pub grpc_listen: Option<SocketAddr>,
     /// SDK key that clients must present; repeat for several. Prefer FLAGD_SDK_KEYS, which
     /// does not show in the process list.
     #[arg(long = "sdk-key", value_name = "KEY")]
@@ -240,6 +247,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("config", &self.config)
             .field("files", &self.files)
             .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
             .field("sdk_keys", &Redacted::keys(&self.sdk_keys))
             .field("log", &self.log)
             .field("poll_interval_ms", &self.poll_interval_ms)
@@ -280,6 +288,9 @@ impl ServeArgs {
         config.apply_env(env)?;
         if let Some(listen) = self.listen {
             config.listen = listen;
+        }
+        if let Some(listen) = self.grpc_listen {
+            config.grpc_listen = Some(listen);
         }
         if !self.files.is_empty() {
             config.files.clone_from(&self.files);
@@ -383,6 +394,7 @@ mod tests {
         let env: HashMap<String, String> = [
             ("FLAGD_CONFIG", file.path().to_str().unwrap()),
             ("FLAGD_LISTEN", "127.0.0.1:2222"),
+            ("FLAGD_GRPC_LISTEN", "127.0.0.1:2223"),
             ("FLAGD_SDK_KEYS", "env-key"),
         ]
         .iter()
@@ -391,6 +403,7 @@ mod tests {
 
         let config = ServeArgs::default().resolve(&env).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:2222");
+        assert_eq!(config.grpc_listen.unwrap().to_string(), "127.0.0.1:2223");
         assert_eq!(config.sdk_keys, vec!["env-key"]);
         assert_eq!(config.files, vec![PathBuf::from("from-file.yaml")]);
         assert_eq!(config.log, "warn");
@@ -400,6 +413,8 @@ mod tests {
             "serve",
             "--listen",
             "127.0.0.1:3333",
+            "--grpc-listen",
+            "127.0.0.1:3334",
             "--file",
             "a.json",
             "-f",
@@ -417,6 +432,7 @@ mod tests {
         };
         let config = args.resolve(&env).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:3333");
+        assert_eq!(config.grpc_listen.unwrap().to_string(), "127.0.0.1:3334");
         assert_eq!(
             config.files,
             vec![PathBuf::from("a.json"), PathBuf::from("b.yaml")]

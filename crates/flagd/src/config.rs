@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8013";
 pub struct Config {
     /// Address to listen on (`127.0.0.1:8013`; port 0 picks a free port).
     pub listen: SocketAddr,
+    /// Address of the gRPC evaluation service (`127.0.0.1:8014`; port 0 picks a free port);
+    /// without it flagd serves no gRPC.
+    pub grpc_listen: Option<SocketAddr>,
     /// Flag files (LaunchDarkly file-data-source format, JSON or YAML), merged.
     pub files: Vec<PathBuf>,
     /// SDK keys accepted on evaluation and SDK endpoints; empty means no key is required.
@@ -156,6 +159,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("grpc_listen", &self.grpc_listen)
             .field("files", &self.files)
             .field("sdk_keys", &Redacted::keys(&self.sdk_keys))
             .field("reload", &self.reload)
@@ -467,6 +471,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: default_listen(),
+            grpc_listen: None,
             files: Vec::new(),
             sdk_keys: Vec::new(),
             reload: ReloadConfig::default(),
@@ -597,6 +602,7 @@ pub enum ConfigError {
 pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_CONFIG", "configuration file (like --config)"),
     ("FLAGD_LISTEN", "listen"),
+    ("FLAGD_GRPC_LISTEN", "grpc_listen"),
     ("FLAGD_FILES", "files (comma-separated)"),
     ("FLAGD_SDK_KEYS", "sdk_keys (comma-separated)"),
     ("FLAGD_LOG", "log"),
@@ -719,6 +725,7 @@ impl Config {
         for (name, value) in env {
             match name.as_str() {
                 "FLAGD_LISTEN" => self.listen = num(name, value)?,
+                "FLAGD_GRPC_LISTEN" => self.grpc_listen = Some(num(name, value)?),
                 "FLAGD_FILES" => self.files = list(value).map(PathBuf::from).collect(),
                 "FLAGD_SDK_KEYS" => self.sdk_keys = list(value).collect(),
                 "FLAGD_LOG" => self.log = value.clone(),
@@ -815,10 +822,12 @@ mod tests {
     #[test]
     fn yaml_then_env() {
         let mut config = Config::from_yaml_str(
-            "listen: 0.0.0.0:9000\nfiles: [a.yaml]\nreload:\n  poll_interval_ms: 200\nhttp:\n  max_concurrency: 7\n",
+            "listen: 0.0.0.0:9000\ngrpc_listen: 0.0.0.0:9001\nfiles: [a.yaml]\nreload:\n  poll_interval_ms: 200\nhttp:\n  max_concurrency: 7\n",
         )
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(config.grpc_listen.unwrap().to_string(), "0.0.0.0:9001");
+        assert_eq!(Config::default().grpc_listen, None, "no gRPC unless asked");
         assert_eq!(
             config.reload.debounce_ms, 50,
             "unset fields keep their default"
@@ -826,12 +835,14 @@ mod tests {
         config
             .apply_env(&env(&[
                 ("FLAGD_LISTEN", "127.0.0.1:0"),
+                ("FLAGD_GRPC_LISTEN", "127.0.0.1:8014"),
                 ("FLAGD_SDK_KEYS", "k1, k2,"),
                 ("FLAGD_HTTP_MAX_CONCURRENCY", "9"),
                 ("UNRELATED", "x"),
             ]))
             .unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:0");
+        assert_eq!(config.grpc_listen.unwrap().to_string(), "127.0.0.1:8014");
         assert_eq!(config.sdk_keys, vec!["k1", "k2"]);
         assert_eq!(config.http.max_concurrency, 9);
         assert_eq!(config.files, vec![PathBuf::from("a.yaml")]);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use flags_core::{BigSegmentStore, Context, ErrorKind, EvalDetail, Reason};
 use serde_json::Value;
 
-use crate::big_segments::BigSegments;
+use crate::big_segments::{BigSegments, Prefetched};
 use crate::descriptors::Registry;
 use crate::engine::Snapshot;
 use crate::env::Env;
@@ -71,6 +71,17 @@ pub(crate) fn is_not_found(detail: &EvalDetail<'_>) -> bool {
             error_kind: ErrorKind::FlagNotFound
         }
     )
+}
+
+/// The big-segment memberships an evaluation of `context` in `env` may read, fetched now
+/// (cache first), when flagd has a big-segment store and the environment serves a big
+/// segment; `None` otherwise, when evaluating needs none (big segments then report
+/// `NOT_CONFIGURED`, as SDKs without a store do).
+pub(crate) async fn prefetch(state: &AppState, env: &Env, context: &Context) -> Option<Prefetched> {
+    match big_segments(state, env) {
+        Some(big) => Some(big.prefetch(&env.key, context).await),
+        None => None,
+    }
 }
 
 /// Where an evaluation in `env` reads big-segment memberships from: flagd's big-segment store,

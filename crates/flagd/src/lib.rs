@@ -24,6 +24,7 @@ mod engine;
 mod env;
 mod evaluate;
 pub mod events;
+mod grpc;
 // The fuzz targets' way in; not part of flagd's API (see its module comment).
 #[doc(hidden)]
 pub mod fuzzing;

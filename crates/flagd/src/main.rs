@@ -158,9 +158,12 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on {}", server.local_addr())?;
+            if let Some(grpc) = server.grpc_addr() {
+                writeln!(out, "grpc listening on {grpc}")?;
+            }
             out.flush()?;
         }
-        tracing::info!(addr = %server.local_addr(), "flagd serving");
+        tracing::info!(addr = %server.local_addr(), grpc = ?server.grpc_addr(), "flagd serving");
         let shutdown = server.state().shutdown.clone();
         let exporters = server.exporters();
         let stopped = server.wait();

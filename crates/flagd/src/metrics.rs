@@ -25,6 +25,8 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, Histogram>,
+    grpc_requests: Family<GrpcLabels, Counter>,
+    grpc_duration: Family<GrpcMethodLabels, Histogram>,
     evaluations: Family<EvalLabels, Counter>,
     streams_open: Gauge,
     connections_open: Gauge,
@@ -248,6 +250,17 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcLabels {
+    method: &'static str,
+    code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GrpcMethodLabels {
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EvalLabels {
     flag: String,
     reason: String,
@@ -315,6 +328,10 @@ impl Metrics {
         let http_duration = Family::<RouteLabels, Histogram>::new_with_constructor(
             duration_histogram as fn() -> Histogram,
         );
+        let grpc_requests = Family::<GrpcLabels, Counter>::default();
+        let grpc_duration = Family::<GrpcMethodLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
         let evaluations = Family::<EvalLabels, Counter>::default();
         let streams_open = Gauge::default();
         let connections_open = Gauge::default();
@@ -337,6 +354,16 @@ impl Metrics {
             "flagd_http_request_duration_seconds",
             "Time to produce the response head, by matched route template",
             http_duration.clone(),
+        );
+        registry.register(
+            "flagd_grpc_requests",
+            "gRPC calls of the evaluation service by method and status code",
+            grpc_requests.clone(),
+        );
+        registry.register(
+            "flagd_grpc_request_duration_seconds",
+            "Time to answer a gRPC call of the evaluation service, by method",
+            grpc_duration.clone(),
         );
         registry.register(
             "flagd_evaluations",
@@ -410,6 +437,8 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            grpc_requests,
+            grpc_duration,
             evaluations,
             streams_open,
             connections_open,
@@ -469,6 +498,17 @@ impl Metrics {
             .get_or_create(&RouteLabels {
                 route: route.to_owned(),
             })
+            .observe(seconds);
+    }
+
+    /// Counts one gRPC call of `method` (a method of the evaluation service) that ended with
+    /// `code` (a gRPC status code's name) after `seconds`.
+    pub(crate) fn grpc_request(&self, method: &'static str, code: &'static str, seconds: f64) {
+        self.grpc_requests
+            .get_or_create(&GrpcLabels { method, code })
+            .inc();
+        self.grpc_duration
+            .get_or_create(&GrpcMethodLabels { method })
             .observe(seconds);
     }
 

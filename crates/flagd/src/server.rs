@@ -1,6 +1,6 @@
 //! Building the runtime from a [`Config`] and running it: the shared [`AppState`] in its
-//! [`Mode`], the file source and its watcher or root mode's sync loop, the listener, and
-//! graceful shutdown.
+//! [`Mode`], the file source and its watcher or root mode's sync loop, the listeners (HTTP, and
+//! gRPC when configured), and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +36,9 @@ pub enum StartError {
     /// Root mode: the store could not be set up.
     #[error("cannot use the database: {0}")]
     Store(String),
+    /// The gRPC services could not be built.
+    #[error("cannot serve gRPC: {0}")]
+    Grpc(String),
     /// An event exporter's configuration cannot work.
     #[error("cannot export events: {0}")]
     Events(String),
@@ -50,6 +53,7 @@ pub enum StartError {
 /// A server started by [`start`]: its address, its state, and the handle to stop it.
 pub struct RunningServer {
     addr: SocketAddr,
+    grpc: Option<(SocketAddr, JoinHandle<std::io::Result<()>>)>,
     state: AppState,
     source: Option<Arc<FileSource>>,
     server: JoinHandle<std::io::Result<()>>,
@@ -92,6 +96,12 @@ impl RunningServer {
         self.addr
     }
 
+    /// The address the gRPC service is bound to (the real port when the configuration said
+    /// 0), when `grpc_listen` is set.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|(addr, _)| *addr)
+    }
+
     /// `http://ADDR`, for clients.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -122,10 +132,15 @@ impl RunningServer {
     /// Waits until the server stops (after someone fires [`AppState::shutdown`]), then lets the
     /// exporters deliver what they hold (or spool it) within their grace period.
     pub async fn wait(self) -> std::io::Result<()> {
-        let result = match self.server.await {
+        let mut result = match self.server.await {
             Ok(result) => result,
             Err(e) => Err(std::io::Error::other(e)),
         };
+        if let Some((_, grpc)) = self.grpc {
+            // It stops on the same signal, once its calls in flight are answered.
+            let grpc = grpc.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            result = result.and(grpc);
+        }
         if let Some(watcher) = self.watcher {
             // The watcher stops on the same signal; a join error only means it panicked.
             let _ = watcher.await;
@@ -172,7 +187,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let store = backend::open_lazy(url).map_err(|e| StartError::Store(e.to_string()))?;
         return start_with_store(config, store).await;
     }
-    let (listener, addr) = bind(&config).await?;
+    let listeners = bind(&config).await?;
     let mut state = AppState::new(&config);
     let exporters = start_events(&config, &mut state).await?;
     // Before the files, so that their first load is checked against the declared types.
@@ -211,7 +226,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         exporters,
         ..Background::default()
     };
-    Ok(serve(listener, addr, state, router, background))
+    serve(listeners, state, router, background)
 }
 
 /// Root mode: serves every environment of `store`, kept current from its change feed, with SDK
@@ -222,7 +237,7 @@ pub async fn start_with_store(
     config: Config,
     store: Arc<dyn AdminStore>,
 ) -> Result<RunningServer, StartError> {
-    let (listener, addr) = bind(&config).await?;
+    let listeners = bind(&config).await?;
     let mut keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
         .map_err(|e| StartError::Store(e.to_string()))?;
     if let Some(ledger) = key_ledger(&config).await {
@@ -287,14 +302,14 @@ pub async fn start_with_store(
         exporters,
         ..Background::default()
     };
-    Ok(serve(listener, addr, state, router, background))
+    serve(listeners, state, router, background)
 }
 
 /// Proxy mode: serves the data of the flagd at `upstream.url`, followed over its stream. The
 /// server starts at once; `/readyz` says `CONNECTING` until the first data arrives, and the
 /// last data keeps serving, however long the upstream is gone.
 async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
-    let (listener, addr) = bind(&config).await?;
+    let listeners = bind(&config).await?;
     let url = config.upstream.url.clone().unwrap_or_default();
     for name in config.upstream.without_effect() {
         tracing::warn!(
@@ -336,7 +351,7 @@ async fn start_proxy(config: Config) -> Result<RunningServer, StartError> {
         exporters,
         ..Background::default()
     };
-    Ok(serve(listener, addr, state, router, background))
+    serve(listeners, state, router, background)
 }
 
 /// Reads the descriptor set of `descriptors`, when one is configured, into `state` and follows
@@ -514,19 +529,31 @@ pub async fn open_database(url: &str) -> Result<Arc<dyn AdminStore>, StartError>
         .map_err(|e| StartError::Store(e.to_string()))
 }
 
-async fn bind(config: &Config) -> Result<(TcpListener, SocketAddr), StartError> {
+/// The bound listeners: HTTP's, and gRPC's when `grpc_listen` is set.
+struct Listeners {
+    http: TcpListener,
+    addr: SocketAddr,
+    grpc: Option<(TcpListener, SocketAddr)>,
+}
+
+async fn bind(config: &Config) -> Result<Listeners, StartError> {
     // Bind first: a taken port should fail before anything else is started.
-    let listener = TcpListener::bind(config.listen)
+    let (http, addr) = bind_one(config.listen).await?;
+    let grpc = match config.grpc_listen {
+        Some(addr) => Some(bind_one(addr).await?),
+        None => None,
+    };
+    Ok(Listeners { http, addr, grpc })
+}
+
+async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    Ok((listener, addr))
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 /// What runs beside the accept loop, each part present in the modes that have it.
@@ -540,12 +567,11 @@ struct Background {
 }
 
 fn serve(
-    listener: TcpListener,
-    addr: SocketAddr,
+    listeners: Listeners,
     state: AppState,
     router: crate::http::App,
     background: Background,
-) -> RunningServer {
+) -> Result<RunningServer, StartError> {
     let Background {
         source,
         watcher,
@@ -553,12 +579,29 @@ fn serve(
         descriptors,
         exporters,
     } = background;
+    let grpc = match listeners.grpc {
+        Some((listener, addr)) => {
+            // Compiled defaults come with flags' protobuf declarations, which flagd does not
+            // load yet.
+            let routes = crate::grpc::routes(&state, Arc::new(crate::grpc::NoCompiledDefaults))
+                .map_err(|e| StartError::Grpc(e.to_string()))?;
+            Some((addr, crate::grpc::spawn(listener, &state, routes)))
+        }
+        None => None,
+    };
     let limits = Connections::of(&state);
     let shutdown = state.shutdown.clone();
     let metrics = Arc::clone(&state.metrics);
-    let server = tokio::spawn(accept_loop(listener, router, limits, shutdown, metrics));
-    RunningServer {
-        addr,
+    let server = tokio::spawn(accept_loop(
+        listeners.http,
+        router,
+        limits,
+        shutdown,
+        metrics,
+    ));
+    Ok(RunningServer {
+        addr: listeners.addr,
+        grpc,
         state,
         source,
         server,
@@ -566,7 +609,7 @@ fn serve(
         sync,
         descriptors,
         exporters,
-    }
+    })
 }
 
 /// The largest request head (request line and headers) flagd reads: hyper's read buffer, which a
