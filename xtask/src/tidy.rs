@@ -94,6 +94,10 @@ const LAYERS: &[(&str, Allowed)] = &[
     ("flags-descriptor", Allowed::Only(&[])),
     ("flags-codegen", Allowed::Only(&["flags-descriptor"])),
     (
+        "flags-sdk-grpc",
+        Allowed::Only(&["flags-sdk", "flags-proto"]),
+    ),
+    (
         "flags-typed-example",
         Allowed::Only(&["flags-sdk", "flags-codegen"]),
     ),
@@ -153,9 +157,49 @@ const CODEGEN_PACKAGES: &[&str] = &[
 ];
 
 /// The crates an application links to evaluate flags, kept free of [`CODEGEN_PACKAGES`]: the
-/// vocabulary, the SDK that generated typed clients run over, and the server, which reads
-/// descriptor sets at run time through flags-descriptor rather than the generator.
-const RUNTIME_ONLY: &[&str] = &["flags-core", "flags-sdk", "flagd"];
+/// vocabulary, the SDK that generated typed clients run over, its gRPC source, and the server,
+/// which reads descriptor sets at run time through flags-descriptor rather than the generator.
+const RUNTIME_ONLY: &[&str] = &["flags-core", "flags-sdk", "flags-sdk-grpc", "flagd"];
+
+/// Packages of gRPC: its runtime, protobuf, and the crates built on them (not HTTP/2 itself,
+/// which the SDK's HTTP client speaks too).
+/// Only the applications that evaluate over gRPC link them (through flags-sdk-grpc), so the
+/// in-process SDK and the vocabulary stay free of them.
+const GRPC_PACKAGES: &[&str] = &[
+    "tonic",
+    "tonic-prost",
+    "prost",
+    "flags-proto",
+    "flags-sdk-grpc",
+];
+
+/// Packages some crates must never reach through normal or build dependencies, directly,
+/// through other workspace crates, or through third-party ones.
+struct KeptOut {
+    /// The crates kept free of them.
+    crates: &'static [&'static str],
+    /// The packages.
+    packages: &'static [&'static str],
+    /// What the packages are, as a problem names them.
+    what: &'static str,
+    /// Where they belong instead.
+    belongs: &'static str,
+}
+
+const KEPT_OUT: &[KeptOut] = &[
+    KeptOut {
+        crates: RUNTIME_ONLY,
+        packages: CODEGEN_PACKAGES,
+        what: "code generation",
+        belongs: "build scripts only",
+    },
+    KeptOut {
+        crates: &["flags-core", "flags-sdk"],
+        packages: GRPC_PACKAGES,
+        what: "gRPC",
+        belongs: "flags-sdk-grpc and flagd only",
+    },
+];
 
 /// Runs every check on the repository at `root`, printing each problem.
 pub fn run(root: &Path) -> anyhow::Result<()> {
@@ -337,7 +381,7 @@ fn check(ws: &Workspace) -> Vec<String> {
     check_layering(ws, &mut problems);
     check_layering_documented(ws, &mut problems);
     check_core_dependencies(ws, &mut problems);
-    check_codegen_stays_out(ws, &mut problems);
+    check_kept_out(ws, &mut problems);
     check_test_attributes(ws, &mut problems);
     problems
 }
@@ -705,16 +749,28 @@ fn check_core_dependencies(ws: &Workspace, problems: &mut Vec<String>) {
     }
 }
 
-/// No crate in [`RUNTIME_ONLY`] reaches a package of [`CODEGEN_PACKAGES`]. Workspace crates are
-/// followed through their manifests' normal and build dependencies (their lock entries would
-/// add their dev-dependencies), third-party ones through `Cargo.lock`.
-fn check_codegen_stays_out(ws: &Workspace, problems: &mut Vec<String>) {
+/// No crate reaches the packages [`KEPT_OUT`] keeps from it. Workspace crates are followed
+/// through their manifests' normal and build dependencies (their lock entries would add their
+/// dev-dependencies), third-party ones through `Cargo.lock`.
+fn check_kept_out(ws: &Workspace, problems: &mut Vec<String>) {
+    for rule in KEPT_OUT {
+        check_kept_out_of(ws, rule, problems);
+    }
+}
+
+fn check_kept_out_of(ws: &Workspace, rule: &KeptOut, problems: &mut Vec<String>) {
+    let KeptOut {
+        crates,
+        packages: kept_out,
+        what,
+        belongs,
+    } = rule;
     let members: BTreeMap<&str, &Crate> = ws
         .crates
         .iter()
         .filter_map(|krate| package_name(krate).map(|name| (name, krate)))
         .collect();
-    for name in RUNTIME_ONLY {
+    for name in *crates {
         let Some(start) = members.get(name) else {
             continue;
         };
@@ -732,10 +788,10 @@ fn check_codegen_stays_out(ws: &Workspace, problems: &mut Vec<String>) {
                 for (key, spec) in deps {
                     let package = real_package_name(ws, key, spec);
                     let chain = format!("{here} -> {package}");
-                    if CODEGEN_PACKAGES.contains(&package) {
+                    if kept_out.contains(&package) {
                         problems.push(format!(
-                            "{}/Cargo.toml: {name} pulls in code generation (`{package}`) \
-                             through {chain}; it belongs in build scripts only",
+                            "{}/Cargo.toml: {name} pulls in {what} (`{package}`) \
+                             through {chain}; it belongs in {belongs}",
                             start.dir
                         ));
                     }
@@ -753,10 +809,10 @@ fn check_codegen_stays_out(ws: &Workspace, problems: &mut Vec<String>) {
             }
         }
         if let Some(lock) = &ws.lock {
-            for (package, chain) in forbidden_in_closure(lock, &third_party, CODEGEN_PACKAGES) {
+            for (package, chain) in forbidden_in_closure(lock, &third_party, kept_out) {
                 problems.push(format!(
-                    "{}/Cargo.toml: {name} pulls in code generation (`{package}`) through \
-                     {chain}; it belongs in build scripts only",
+                    "{}/Cargo.toml: {name} pulls in {what} (`{package}`) through \
+                     {chain}; it belongs in {belongs}",
                     start.dir
                 ));
             }
@@ -1558,6 +1614,25 @@ version = "1.0.0"
                  through flags-core -> flags-app -> protox; it belongs in build scripts only",
                 "crates/flags-core/Cargo.toml: flags-core pulls in code generation \
                  (`prost-build`) through serde -> serde_derive -> prost-build",
+            ],
+        );
+    }
+
+    #[test]
+    fn grpc_reaching_the_vocabulary_is_reported() {
+        let core = "[dependencies]\nserde.workspace = true\ntonic.workspace = true";
+        let mut fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", core),
+            Some(DOC),
+        );
+        fixture.root.push_str("tonic = \"0.14\"\n");
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-core/Cargo.toml: flags-core may depend only on serde",
+                "crates/flags-core/Cargo.toml: flags-core pulls in gRPC (`tonic`) through \
+                 flags-core -> tonic; it belongs in flags-sdk-grpc and flagd only",
             ],
         );
     }

@@ -3,7 +3,10 @@
 //! HTTP API answers it (value, variation, reason), in file mode and in root mode over
 //! PostgreSQL with flags killed and overridden; the operations-layer methods; SDK keys checked
 //! as on HTTP; `grpc.health.v1` following `/readyz`; reflection listing the services; and a
-//! stop that waits for nothing but calls in flight.
+//! stop that waits for nothing but calls in flight. A typed client that flags-codegen generates
+//! from `grpc/checkout.proto` evaluates every type of flag over the port through
+//! flags-sdk-grpc, killed and overridden flags included, and its compiled defaults once flagd
+//! is gone.
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +14,8 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::FlagDir;
@@ -21,7 +25,9 @@ use flags_proto::v1::{
     EvaluationSource, EvaluatorStatus, FlagValue, GetFlagStateRequest, GetKilledFlagsRequest,
     GetOverridesRequest, HealthRequest, ReasonKind, State, evaluation_context, flag_value,
 };
-use flags_store::{Actor, OverrideKey};
+use flags_sdk::typed::{FlagSource, FlagSpec};
+use flags_sdk_grpc::GrpcFlagSource;
+use flags_store::{Actor, AdminStore, KeyStore, MemoryStore, OverrideKey};
 use flags_test_support::postgres;
 use flags_test_support::wait::Poll;
 use serde_json::{Value, json};
@@ -666,6 +672,151 @@ async fn proxy_mode_serves_its_upstream_as_the_http_api() {
         .into_inner();
     assert_eq!(health.status(), EvaluatorStatus::Serving);
     proxy.shutdown().await.unwrap();
+}
+
+/// The typed client flags-codegen generates from `grpc/checkout.proto`.
+#[allow(dead_code)]
+mod checkout {
+    include!("grpc/checkout_flags.rs");
+}
+
+/// The checked-in client is what flags-codegen makes of the proto now; update it with
+/// `UPDATE_EXPECT=1 cargo test -p flagd --test grpc`.
+#[test]
+fn the_typed_client_is_generated_from_its_proto() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/grpc");
+    let code = flags_codegen::Builder::new()
+        .include(&dir)
+        .generate(&["checkout.proto"])
+        .unwrap();
+    expect_test::expect_file!["grpc/checkout_flags.rs"].assert_eq(&code);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_typed_client_evaluates_over_grpc() {
+    let store = Arc::new(MemoryStore::new());
+    let actor = Actor::named("typed");
+    store
+        .create_environment(&actor, "production", "production")
+        .await
+        .unwrap();
+    let sdk = store
+        .create_api_key(
+            &actor,
+            &flags_store::NewApiKey {
+                name: "typed".into(),
+                kind: flags_store::ApiKeyKind::Sdk,
+                env: Some("production".into()),
+            },
+        )
+        .await
+        .unwrap()
+        .secret;
+    // Every value differs from the flag's compiled default, so a default cannot pass for it.
+    let flags = [
+        (
+            "checkout.express_enabled",
+            json!({"variations": [false, true], "fallthrough": {"variation": 0}}),
+        ),
+        (
+            "checkout.banner",
+            json!({"variations": ["summer-sale", "off"], "fallthrough": {"variation": 0}}),
+        ),
+        (
+            "checkout.max_items",
+            json!({"variations": [10, 50, 100], "fallthrough": {"variation": 1},
+                   "contextTargets": [{"contextKind": "org", "values": ["acme"], "variation": 2}]}),
+        ),
+        (
+            "checkout.retries",
+            json!({"variations": [5, 7.9], "fallthrough": {"variation": 0},
+                   "contextTargets": [
+                       {"contextKind": "global", "values": ["global"], "variation": 1}]}),
+        ),
+        (
+            "checkout.discount",
+            json!({"variations": [0.1, 0.25], "fallthrough": {"variation": 0}}),
+        ),
+        (
+            "checkout.provider_ratio",
+            json!({"variations": [0.75, 0], "offVariation": 1, "fallthrough": {"variation": 0}}),
+        ),
+    ];
+    for (key, fields) in flags {
+        let mut doc = json!({"key": key, "on": true, "salt": key});
+        for (field, value) in fields.as_object().unwrap() {
+            doc[field] = value.clone();
+        }
+        store
+            .put_flag(&actor, "production", key, doc, None)
+            .await
+            .unwrap();
+    }
+    store
+        .set_killed(&actor, "production", "checkout.provider_ratio", true)
+        .await
+        .unwrap();
+    let vip = OverrideKey {
+        flag_key: "checkout.express_enabled".into(),
+        context_kind: "user".into(),
+        context_key: "vip".into(),
+    };
+    store
+        .set_override(&actor, "production", &vip, 1)
+        .await
+        .unwrap();
+    let mut config = flagd::Config::for_tests(Vec::new());
+    config.grpc_listen = Some(loopback());
+    let server = flagd::start_with_store(config, store).await.unwrap();
+    let uri = format!("http://{}", server.grpc_addr().unwrap());
+    let source = GrpcFlagSource::connect_lazy(&uri, &sdk).unwrap();
+    let flags = checkout::CheckoutFlags::new(source.clone());
+
+    assert!(!flags.express_enabled("anyone").await);
+    assert!(flags.express_enabled("vip").await, "the override");
+    assert_eq!(flags.banner().await, "summer-sale");
+    assert_eq!(flags.max_items("acme").await, 100);
+    assert_eq!(flags.max_items("globex").await, 50);
+    // The global context is targeted, and 7.9 is read as 7, as the in-process client reads it.
+    assert_eq!(flags.retries().await, 7);
+    assert_eq!(flags.discount("anyone").await, 0.1);
+    assert_eq!(
+        flags.provider_ratio().await,
+        0.0,
+        "killed: its off variation"
+    );
+    assert_eq!(flags.undeployed().await, "compiled", "not in the data");
+    assert!(
+        flags.express_enabled("").await,
+        "no entity: the compiled default"
+    );
+    // A flag read as another type than it has: the compiled default.
+    static BANNER_AS_NUMBER: FlagSpec<i64> = FlagSpec {
+        key: "checkout.banner",
+        layer: None,
+        default: -1,
+    };
+    assert_eq!(source.int64_flag(&BANNER_AS_NUMBER, None).await, -1);
+    // A key flagd does not accept: compiled defaults.
+    let refused = checkout::CheckoutFlags::new(
+        GrpcFlagSource::connect_lazy(&uri, "flagd-sdk-not-a-key").unwrap(),
+    );
+    assert_eq!(refused.banner().await, "none");
+
+    // flagd stops: every flag gives its compiled default, without waiting long.
+    server.shutdown().await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(flags.express_enabled("anyone").await);
+    assert_eq!(flags.banner().await, "none");
+    assert_eq!(flags.max_items("acme").await, 10);
+    assert_eq!(flags.retries().await, 3);
+    assert_eq!(flags.discount("anyone").await, 0.05);
+    assert_eq!(flags.provider_ratio().await, 0.5);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 /// A file-mode flagd with the rich fixture, an SDK key and gRPC on a free port.
