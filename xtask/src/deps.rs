@@ -66,7 +66,8 @@ fn python_clients(clients: &Path, venv: &Path) -> anyhow::Result<()> {
     run_command(Command::new(&python).args([
         "-c",
         "import ldclient, ldclient.integrations, redis, openfeature, \
-         openfeature.contrib.provider.ofrep",
+         openfeature.contrib.provider.ofrep, grpc, grpc_health.v1.health_pb2_grpc, \
+         grpc_reflection.v1alpha.reflection_pb2_grpc, grpc_tools.protoc",
     ]))?;
     write_stamp(venv, &stamp)
 }

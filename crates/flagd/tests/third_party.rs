@@ -10,7 +10,8 @@
 //! and overridden through the admin API: the SDKs must give the answers flagd gives, kills and
 //! overrides included, and see an override set while they run. The daemon-mode test has the
 //! Python SDK read flags from the Redis flagd writes into (`--redis-url`) instead of from flagd,
-//! through an edit of the flag file and a Redis that is stopped and comes back empty. The
+//! through an edit of the flag file and a Redis that is stopped and comes back empty. Python's
+//! grpcio checks flagd's gRPC service: health, reflection, and evaluations equal to HTTP's. The
 //! clients are the ones
 //! `cargo xtask deps` installs under the target directory; without them these tests fail and say
 //! so rather than pass without having run.
@@ -438,6 +439,83 @@ fn node_openfeature_ofrep_provider_resolves_like_flagd() {
         "Node OFREP provider",
         &cases,
         result["results"].as_array().unwrap(),
+    );
+}
+
+/// Python's grpcio against flagd's gRPC port: the standard health check, a reflection listing
+/// through the `grpc_reflection.v1alpha` stubs, and `Evaluate` through stubs grpcio-tools
+/// generates from `proto/` as the script runs, for every flag and context, each answered as
+/// the HTTP API answers it.
+#[test]
+fn python_grpcio_checks_health_lists_services_and_evaluates_like_flagd() {
+    let flagd = Flagd::start_with(&["--grpc-listen", "127.0.0.1:0"]);
+    let flags = flagd.flag_keys();
+    let contexts = contexts();
+    let native = flagd.native_answers(&flags, &contexts);
+    assert_fixture_is_rich(&native);
+    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let result = Script::start(
+        Client::Python,
+        "grpc_python.py",
+        &json!({
+            "target": flagd.process.grpc_addr().unwrap(),
+            "sdk_key": flagd.sdk_key,
+            "proto_dir": proto_dir,
+            "flags": flags,
+            "contexts": contexts,
+            "timeout": 60,
+        }),
+    )
+    .finish();
+
+    assert_eq!(
+        result["health"],
+        json!({"": "SERVING", "flags.v1.FlagEvaluatorService": "SERVING"}),
+        "{result}"
+    );
+    let services: Vec<&str> = result["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for service in [
+        "flags.v1.FlagEvaluatorService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(services.contains(&service), "{service} not in {services:?}");
+    }
+    let answers = result["answers"].as_array().unwrap();
+    assert_eq!(answers.len(), flags.len() * contexts.len());
+    for answer in answers {
+        let flag = answer["flag"].as_str().unwrap().to_owned();
+        let index = answer["context"].as_u64().unwrap() as usize;
+        let expected = &native[&(flag.clone(), index)];
+        let what = format!("{flag} for context {index}");
+        assert_eq!(answer["value"], expected["value"], "{what}: value");
+        assert_eq!(
+            answer["variationIndex"], expected["variationIndex"],
+            "{what}: variation"
+        );
+        assert_eq!(answer["reason"], expected["reason"], "{what}: reason");
+        let source = if expected["reason"]["kind"] == "ERROR" || expected["value"].is_null() {
+            "DEFAULT"
+        } else {
+            "GLOBAL"
+        };
+        assert_eq!(answer["source"], source, "{what}: source");
+    }
+    assert_eq!(
+        result["unauthenticated"]["code"], "UNAUTHENTICATED",
+        "{result}"
+    );
+    assert!(
+        result["unauthenticated"]["details"]
+            .as_str()
+            .unwrap()
+            .contains("`authorization` metadata entry"),
+        "{result}"
     );
 }
 

@@ -43,15 +43,18 @@ pub fn clean_env(command: &mut Command) -> &mut Command {
 pub struct FlagdProcess {
     child: Child,
     addr: String,
+    grpc_addr: Option<String>,
     log: Arc<Mutex<String>>,
 }
 
 impl FlagdProcess {
     /// Starts `command`, a `flagd serve` that listens on a free port (`--listen 127.0.0.1:0`),
     /// and waits until it says where: flagd prints `listening on ADDR` as its first line on
-    /// stdout once it accepts connections. Standard input is closed and stdout is read to its
-    /// end, so flagd never blocks on a full pipe.
+    /// stdout once it accepts connections, and, when given `--grpc-listen`, `grpc listening on
+    /// ADDR` as its second. Standard input is closed and stdout is read to its end, so flagd
+    /// never blocks on a full pipe.
     pub fn spawn(mut command: Command) -> FlagdProcess {
+        let grpc = command.get_args().any(|arg| arg == "--grpc-listen");
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -61,9 +64,11 @@ impl FlagdProcess {
         let log = collected(child.stderr.take().expect("stderr is piped"));
         let stdout = child.stdout.take().expect("stdout is piped");
         let (first_tx, first_rx) = mpsc::channel();
+        let said = if grpc { 2 } else { 1 };
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            for line in lines.by_ref().take(said) {
+                let Ok(line) = line else { break };
                 let _ = first_tx.send(line);
             }
             for _ in lines {}
@@ -71,6 +76,7 @@ impl FlagdProcess {
         let mut process = FlagdProcess {
             child,
             addr: String::new(),
+            grpc_addr: None,
             log,
         };
         let first = first_rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|e| {
@@ -88,7 +94,31 @@ impl FlagdProcess {
                 )
             })
             .to_owned();
+        if grpc {
+            let second = first_rx.recv_timeout(START_TIMEOUT).unwrap_or_else(|e| {
+                panic!(
+                    "flagd did not say where gRPC listens ({e}); its log:\n{}",
+                    process.log()
+                )
+            });
+            let addr = second
+                .strip_prefix("grpc listening on ")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "flagd's second line is {second:?}, not `grpc listening on ADDR`; its \
+                     log:\n{}",
+                        process.log()
+                    )
+                });
+            process.grpc_addr = Some(addr.to_owned());
+        }
         process
+    }
+
+    /// The address of flagd's gRPC service, `127.0.0.1:PORT`, when started with
+    /// `--grpc-listen`.
+    pub fn grpc_addr(&self) -> Option<&str> {
+        self.grpc_addr.as_deref()
     }
 
     /// The address flagd listens on, `127.0.0.1:PORT`.
