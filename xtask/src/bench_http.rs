@@ -29,17 +29,17 @@ use super::events_payload::mix;
 use super::{cargo, listening_addr, on_path, run_command, show, target_dir, terminate};
 
 /// Flags in the generated file.
-const FLAG_COUNT: usize = 350;
+pub(crate) const FLAG_COUNT: usize = 350;
 /// Segments in the generated file.
 const SEGMENT_COUNT: usize = 20;
 /// The flag of the single-flag cases: a string flag whose third rule matches the bench context,
 /// so each evaluation checks three rules (five clauses) first.
-const SINGLE_FLAG: usize = 125;
+pub(crate) const SINGLE_FLAG: usize = 125;
 /// The flag whose rollout each fan-out edit changes.
 const EDITED_FLAG: usize = 0;
 /// The core the servers run on, and the one the load generators and the stream client run on.
-const SERVER_CORE: &str = "0";
-const LOAD_CORE: &str = "1";
+pub(crate) const SERVER_CORE: &str = "0";
+pub(crate) const LOAD_CORE: &str = "1";
 /// The floor's only route.
 const FLOOR_PATH: &str = "/floor";
 /// The SDK key the proxy presents upstream and requires of its clients. Every request carries
@@ -657,15 +657,15 @@ pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::
 
 /// What one wrk run measured.
 #[derive(Debug, Clone, PartialEq)]
-struct WrkRun {
-    requests_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
+pub(crate) struct WrkRun {
+    pub(crate) requests_per_sec: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
 }
 
 /// A Lua script for wrk: a fixed POST, and a last line with the numbers in a form that is easy to
 /// read back.
-fn wrk_script(body: &str) -> anyhow::Result<String> {
+pub(crate) fn wrk_script(body: &str) -> anyhow::Result<String> {
     if body.contains("]==]") {
         bail!("the request body cannot be quoted for Lua");
     }
@@ -687,14 +687,32 @@ end
 }
 
 fn run_wrk(options: &Options, script: &Path, url: &str) -> anyhow::Result<WrkRun> {
+    let load = WrkLoad {
+        duration_secs: options.duration_secs,
+        threads: options.threads,
+        connections: options.connections,
+    };
+    run_wrk_with(load, script, url)
+}
+
+/// How wrk loads a server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WrkLoad {
+    pub(crate) duration_secs: u64,
+    pub(crate) threads: u32,
+    pub(crate) connections: u32,
+}
+
+/// Runs wrk on the load core with `script` against `url`.
+pub(crate) fn run_wrk_with(load: WrkLoad, script: &Path, url: &str) -> anyhow::Result<WrkRun> {
     let mut cmd = Command::new("timeout");
     cmd.arg("--foreground")
         .arg("--kill-after=5")
-        .arg(format!("{}s", options.duration_secs + 30))
+        .arg(format!("{}s", load.duration_secs + 30))
         .args(["taskset", "-c", LOAD_CORE, "wrk"])
-        .arg(format!("-t{}", options.threads))
-        .arg(format!("-c{}", options.connections))
-        .arg(format!("-d{}s", options.duration_secs))
+        .arg(format!("-t{}", load.threads))
+        .arg(format!("-c{}", load.connections))
+        .arg(format!("-d{}s", load.duration_secs))
         .arg("-s")
         .arg(script)
         .arg(url);
@@ -1347,7 +1365,7 @@ fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "MISSED" }
 }
 
-fn micros(us: f64) -> String {
+pub(crate) fn micros(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.2} ms", us / 1000.0)
     } else {
@@ -1389,7 +1407,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
 
 // ------------------------------------------------------------------------------ the data
 
-fn flag_key(i: usize) -> String {
+pub(crate) fn flag_key(i: usize) -> String {
     format!("flag-{i:03}")
 }
 
@@ -1403,7 +1421,7 @@ pub(crate) const COUNTRIES: [&str; 8] = ["DE", "FR", "GB", "US", "ES", "IT", "NL
 /// targeted users; some off), three in ten are string flags with four rules (`in`, `endsWith`,
 /// an array attribute, `semVerGreaterThan`, one rule a rollout), and two in ten match segments
 /// (some with a prerequisite). `edit` changes only the rollout of [`EDITED_FLAG`].
-fn flag_file(edit: u32) -> Value {
+pub(crate) fn flag_file(edit: u32) -> Value {
     let flags: Map<String, Value> = (0..FLAG_COUNT)
         .map(|i| (flag_key(i), flag(i, edit)))
         .collect();
@@ -1517,7 +1535,7 @@ fn segment(i: usize) -> Value {
 }
 
 /// The context of every request, as a LaunchDarkly context.
-fn native_context() -> Value {
+pub(crate) fn native_context() -> Value {
     json!({
         "kind": "user",
         "key": "user-4242",
@@ -1529,7 +1547,7 @@ fn native_context() -> Value {
     })
 }
 
-fn native_body() -> Value {
+pub(crate) fn native_body() -> Value {
     json!({"context": native_context()})
 }
 

@@ -4,6 +4,7 @@
 //! steps. It is not part of the product and nothing depends on it.
 
 mod bench_events;
+mod bench_grpc;
 mod bench_http;
 mod bench_memory;
 mod bench_redis;
@@ -31,6 +32,7 @@ Commands:
   codegen  Generate crates/flags-proto from proto/ (prost messages, tonic stubs, descriptor set);
            with --check, only say whether what is checked in is current
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
+  bench-grpc  Measure gRPC Evaluate and BulkEvaluate throughput next to the HTTP API's
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
   bench-redis  Measure how soon a changed flag reaches Redis through flagd's --redis-url
   bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         ["codegen"] => codegen::run(&root),
         ["codegen", "--check"] => codegen::check(&root),
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
+        ["bench-grpc", rest @ ..] => bench_grpc::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
         ["bench-redis", rest @ ..] => bench_redis::run(&root, rest),

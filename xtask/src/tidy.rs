@@ -103,7 +103,7 @@ const LAYERS: &[(&str, Allowed)] = &[
     ),
     ("flagd", Allowed::Any),
     ("flags-bench", Allowed::Only(&["flags-core", "flags-eval"])),
-    ("xtask", Allowed::Only(&["flags-codegen"])),
+    ("xtask", Allowed::Only(&["flags-codegen", "flags-proto"])),
 ];
 
 /// The workspace crates one crate may depend on.
