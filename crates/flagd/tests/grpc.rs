@@ -274,6 +274,24 @@ async fn keys_are_checked_as_on_http() {
         .unwrap();
     assert_eq!(check.into_inner().status(), ServingStatus::Serving);
     assert!(list_services_v1(flagd.channel().await).await.len() > 1);
+    // Calls are counted by method and code, evaluations as HTTP's are.
+    let metrics = flagd
+        .http
+        .client
+        .get(format!("{}/metrics", flagd.http.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"flagd_grpc_requests_total{method="Evaluate",code="UNAUTHENTICATED"} 4"#,
+        r#"flagd_grpc_requests_total{method="Evaluate",code="OK"} 2"#,
+        r#"flagd_evaluations_total{flag="bool-targets",reason="TARGET_MATCH"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
