@@ -581,10 +581,10 @@ fn serve(
     } = background;
     let grpc = match listeners.grpc {
         Some((listener, addr)) => {
-            // Compiled defaults come with flags' protobuf declarations, which flagd does not
-            // load yet.
-            let routes = crate::grpc::routes(&state, Arc::new(crate::grpc::NoCompiledDefaults))
-                .map_err(|e| StartError::Grpc(e.to_string()))?;
+            // Compiled defaults come from the descriptor set of `--descriptors`, if any.
+            let routes =
+                crate::grpc::routes(&state, Arc::new(crate::grpc::Declared(state.clone())))
+                    .map_err(|e| StartError::Grpc(e.to_string()))?;
             Some((addr, crate::grpc::spawn(listener, &state, routes)))
         }
         None => None,

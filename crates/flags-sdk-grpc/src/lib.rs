@@ -4,7 +4,7 @@
 //! [`GrpcFlagSource`] implements `flags_sdk::typed::FlagSource` with a future as its answer, so
 //! every client `flags-codegen` generates works over it unchanged: `flags.banner().await`. Each
 //! call evaluates one flag for the context the flag's layer and the entity make (the same rule
-//! as the in-process client, [`flags_sdk::typed::context_for`]), sending it as an entity (kind
+//! as the in-process client, [`flags_sdk::typed::with_context`]), sending it as an entity (kind
 //! and key), with the SDK key in the `authorization` metadata entry.
 //!
 //! A call never fails: whatever goes wrong, its answer is the flag's compiled default. That
@@ -32,7 +32,7 @@ use std::time::Duration;
 use flags_proto::v1::flag_evaluator_service_client::FlagEvaluatorServiceClient;
 use flags_proto::v1::flag_value::Value;
 use flags_proto::v1::{EntityRef, EvaluateRequest, EvaluationContext, evaluation_context};
-use flags_sdk::typed::{FlagSource, FlagSpec, context_for};
+use flags_sdk::typed::{FlagSource, FlagSpec, with_context};
 use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
@@ -104,19 +104,19 @@ impl GrpcFlagSource {
     {
         // The same context the in-process client would evaluate the flag for; none means the
         // compiled default at once.
-        let Some(context) = context_for(flag, entity) else {
-            return Answer::ready(default);
-        };
-        let Some(key) = context.key() else {
+        let entity = with_context(flag, entity, |context| {
+            context.key().map(|key| EntityRef {
+                kind: context.kind().to_owned(),
+                key: key.to_owned(),
+            })
+        });
+        let Some(Some(entity)) = entity else {
             return Answer::ready(default);
         };
         let mut request = tonic::Request::new(EvaluateRequest {
             flag_id: flag.key.to_owned(),
             context: Some(EvaluationContext {
-                context: Some(evaluation_context::Context::Entity(EntityRef {
-                    kind: context.kind().to_owned(),
-                    key: key.to_owned(),
-                })),
+                context: Some(evaluation_context::Context::Entity(entity)),
             }),
             default_value: None,
         });

@@ -30,7 +30,7 @@ use tonic_health::pb::health_server::HealthServer;
 
 use crate::state::AppState;
 
-pub(crate) use service::{CompiledDefaults, NoCompiledDefaults};
+pub(crate) use service::{CompiledDefaults, Declared};
 
 /// The gRPC services over `state`, evaluating with `defaults` as the last fallback. Fails only
 /// when a descriptor set does not decode, which a test rules out.
@@ -88,6 +88,6 @@ mod tests {
     #[test]
     fn the_reflection_services_build() {
         let state = AppState::new(&Config::for_tests(Vec::new()));
-        assert!(routes(&state, Arc::new(NoCompiledDefaults)).is_ok());
+        assert!(routes(&state, Arc::new(Declared(state.clone()))).is_ok());
     }
 }

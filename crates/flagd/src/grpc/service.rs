@@ -31,19 +31,21 @@ pub(crate) const KEY_METADATA: &str = "authorization";
 /// The defaults compiled into flags' protobuf declarations (`(flags.flag).default`): the last
 /// fallback of an evaluation that has no value and was given no default (source
 /// `COMPILED_DEFAULT`), and the value of a flag known only by its declaration (state
-/// `STATE_DEFAULT`). flagd does not load declarations yet, so it serves with
-/// [`NoCompiledDefaults`]; a registry of loaded descriptor sets implements this.
+/// `STATE_DEFAULT`). flagd serves with [`Declared`], the descriptor set of `--descriptors`.
 pub(crate) trait CompiledDefaults: Send + Sync {
     /// The compiled default of `flag_key` in environment `env`, if one is declared.
     fn compiled_default(&self, env: &str, flag_key: &str) -> Option<Value>;
 }
 
-/// No declaration is known: nothing has a compiled default.
-pub(crate) struct NoCompiledDefaults;
+/// The defaults of the descriptor set flagd has loaded (`--descriptors`), whichever is current
+/// when asked; none without one. Declarations are the same in every environment.
+pub(crate) struct Declared(pub(crate) AppState);
 
-impl CompiledDefaults for NoCompiledDefaults {
-    fn compiled_default(&self, _env: &str, _flag_key: &str) -> Option<Value> {
-        None
+impl CompiledDefaults for Declared {
+    fn compiled_default(&self, _env: &str, flag_key: &str) -> Option<Value> {
+        evaluate::declared(&self.0)?
+            .compiled_default(flag_key)
+            .cloned()
     }
 }
 
