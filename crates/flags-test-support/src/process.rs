@@ -26,12 +26,15 @@ pub fn flagd_command(bin: impl AsRef<OsStr>) -> Command {
 }
 
 /// Removes from `command`'s environment what would change how flagd or a client behaves in a
-/// test: flagd's own `FLAGD_*` settings, and proxies that would send loopback traffic
-/// elsewhere.
+/// test: flagd's own `FLAGD_*` settings, OpenTelemetry's `OTEL_*` ones (a collector the
+/// developer's shell names), and proxies that would send loopback traffic elsewhere.
 pub fn clean_env(command: &mut Command) -> &mut Command {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
-        if name.starts_with("FLAGD_") || name.to_ascii_lowercase().ends_with("_proxy") {
+        if name.starts_with("FLAGD_")
+            || name.starts_with("OTEL_")
+            || name.to_ascii_lowercase().ends_with("_proxy")
+        {
             command.env_remove(name.as_ref());
         }
     }
