@@ -35,6 +35,7 @@ pub(crate) fn one<'s>(
         flag_key
     };
     state.metrics.evaluation(label, detail.reason.kind_str());
+    crate::telemetry::record_evaluation(flag_key, detail.reason.kind_str());
     export(state, env, snapshot, context, [(flag_key, &detail)]);
     detail
 }
@@ -50,6 +51,7 @@ pub(crate) fn all<'s>(
     big: Option<&'s dyn BigSegmentStore>,
 ) -> Vec<(&'s str, EvalDetail<'s>)> {
     let results = snapshot.evaluate_all_with(&env.ops, context, big);
+    crate::telemetry::record_bulk(results.len());
     for (key, detail) in &results {
         state.metrics.evaluation(key, detail.reason.kind_str());
     }

@@ -41,6 +41,7 @@ mod shutdown;
 pub mod source;
 mod state;
 mod store;
+pub mod telemetry;
 pub mod validate;
 mod warm;
 

@@ -1,6 +1,6 @@
 //! The `flagd` binary: parses the command line and runs the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -133,7 +133,7 @@ fn validate(args: &ValidateArgs) -> ExitCode {
 }
 
 fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let env = std::env::vars().collect();
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     let config = args.resolve(&env)?;
     if config.files.is_empty() && config.database_url.is_none() && config.upstream.url.is_none() {
         anyhow::bail!(
@@ -141,17 +141,15 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
              --database URL, or --upstream URL"
         );
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .with_context(|| format!("invalid log filter {:?}", config.log))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-
+    let tracing = flagd::telemetry::TracingConfig::from_env(&env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Inside the runtime: the OTLP exporter's gRPC transport keeps its connection there.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        flagd::telemetry::init_tracer(&config.log, &tracing)?
+    };
     let result: anyhow::Result<()> = runtime.block_on(async {
         let stop = stop_signal().context("cannot install signal handlers")?;
         let server = flagd::start(config).await?;
@@ -188,6 +186,9 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     });
+    // The last spans go to the collector once every request has been answered, while the
+    // runtime that the gRPC transport runs on is still there.
+    telemetry.shutdown();
     // Anything still running (connections past the drain timeout) is dropped with the runtime.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result

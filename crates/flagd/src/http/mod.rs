@@ -47,13 +47,13 @@ use flags_core::{BigSegmentStore, Context as LdContext};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use tower::Service;
-use tower_http::trace::TraceLayer;
 use tracing::{Instrument, Span};
 
 use crate::big_segments::BigSegments;
 use crate::env::Env;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::state::AppState;
+use crate::telemetry;
 use auth::SelectedEnv;
 use body::read_body;
 use error::ApiError;
@@ -153,6 +153,8 @@ enum KeySource {
 /// One route's protection and metrics, made once when the router is built.
 struct Endpoint {
     state: AppState,
+    /// The route template, which names the request's span.
+    route: &'static str,
     metrics: RouteMetrics,
     guard: Guard,
 }
@@ -161,6 +163,7 @@ impl Endpoint {
     fn new(state: &AppState, route: &'static str, guard: Guard) -> Arc<Endpoint> {
         Arc::new(Endpoint {
             state: state.clone(),
+            route,
             metrics: state.metrics.route(route),
             guard,
         })
@@ -174,7 +177,13 @@ impl Endpoint {
     {
         let started = Instant::now();
         let method = request.method().clone();
-        let span = request_span(request.method(), request.uri(), request.version());
+        let span = request_span(
+            request.method(),
+            request.uri(),
+            request.version(),
+            request.headers(),
+            self.route,
+        );
         let response = self
             .guarded(request, handler)
             .instrument(span.clone())
@@ -195,6 +204,7 @@ impl Endpoint {
             Ok(selected) => selected,
             Err(response) => return response,
         };
+        telemetry::record_environment(&selected.as_deref().unwrap_or(&self.state.default_env).key);
         let Guard::Limited { max_body } = self.guard else {
             return handler(request, selected).await;
         };
@@ -260,15 +270,36 @@ fn request_timeout() -> Response {
 
 /// The span of one request, as `tower_http`'s default `TraceLayer` makes it (same target,
 /// name, level and fields), so log filters and formats stay as they were, with its event that
-/// the request has started.
-fn request_span(method: &Method, uri: &Uri, version: Version) -> Span {
+/// the request has started. When spans are exported it also carries what a collector shows
+/// (see [`crate::telemetry`]); those fields stay empty otherwise, and the log leaves out empty
+/// fields. `route` is the route's template.
+fn request_span(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+    route: &str,
+) -> Span {
     let span = tracing::debug_span!(
-        target: "tower_http::trace::make_span",
+        target: telemetry::REQUEST_TARGET,
         "request",
         method = %method,
         uri = %uri,
         version = ?version,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.request.method = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        flagd.environment = tracing::field::Empty,
+        feature_flag.key = tracing::field::Empty,
+        flagd.reason.kind = tracing::field::Empty,
+        flagd.flag.count = tracing::field::Empty,
     );
+    if telemetry::exporting() {
+        telemetry::begin_request(&span, method, route, headers);
+    }
     span.in_scope(|| {
         tracing::debug!(
             target: "tower_http::trace::on_request",
@@ -296,6 +327,9 @@ async fn within<F: Future>(
 /// The events `tower_http`'s default `TraceLayer` writes when a request starts and ends: every
 /// answer at debug level, and 5xx answers as failures at error level.
 fn trace_response(span: &Span, status: StatusCode, latency: Duration) {
+    if telemetry::exporting() {
+        telemetry::end_request(span, status);
+    }
     let _entered = span.enter();
     let latency = Millis(latency);
     tracing::debug!(
@@ -354,7 +388,13 @@ impl DirectRoute {
     ) -> impl Future<Output = Response> + Send + 'static {
         let started = Instant::now();
         let (mut parts, body) = request.into_parts();
-        let span = request_span(&parts.method, &parts.uri, parts.version);
+        let span = request_span(
+            &parts.method,
+            &parts.uri,
+            parts.version,
+            &parts.headers,
+            self.endpoint.route,
+        );
         // The request's parts are held once, by this block.
         async move {
             let response = self
@@ -409,6 +449,7 @@ impl DirectRoute {
             return endpoint.too_many_requests();
         };
         let env = selected.as_deref().unwrap_or(&state.default_env);
+        telemetry::record_environment(&env.key);
         let decoded;
         let key = match &key {
             KeySource::None => "",
@@ -641,11 +682,9 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
             method_not_allowed(Arc::clone(&metrics), matched, request)
         });
     if let Some(admin) = admin {
-        // The admin API is not a hot path: one middleware around its router labels and counts
-        // its answers, including its own fallbacks.
-        let admin = admin
-            .layer(middleware::from_fn_with_state(state, record_admin))
-            .layer(TraceLayer::new_for_http());
+        // The admin API is not a hot path: one middleware around its router traces, labels and
+        // counts its answers, including its own fallbacks.
+        let admin = admin.layer(middleware::from_fn_with_state(state, record_admin));
         routes = routes.nest("/api/v1", admin);
     }
     App {
@@ -654,7 +693,8 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
     }
 }
 
-/// Counts an admin API answer under its route template.
+/// Traces an admin API request, as every other route's, and counts its answer under its route
+/// template.
 async fn record_admin(
     State(state): State<AppState>,
     matched: Option<MatchedPath>,
@@ -663,14 +703,23 @@ async fn record_admin(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let response = next.run(request).await;
     let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let span = request_span(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+        route,
+    );
+    let response = next.run(request).instrument(span.clone()).await;
+    let latency = started.elapsed();
     state.metrics.http_request(
         route,
         &method,
         response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+        latency.as_secs_f64(),
     );
+    trace_response(&span, response.status(), latency);
     response
 }
 
@@ -690,7 +739,14 @@ async fn method_not_allowed(
     request: Request,
 ) -> Response {
     let started = Instant::now();
-    let span = request_span(request.method(), request.uri(), request.version());
+    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let span = request_span(
+        request.method(),
+        request.uri(),
+        request.version(),
+        request.headers(),
+        route,
+    );
     let response = ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
@@ -701,7 +757,6 @@ async fn method_not_allowed(
         ),
     )
     .into_response();
-    let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let latency = started.elapsed();
     metrics.http_request(
         route,
