@@ -43,6 +43,13 @@ pub enum BackendError {
 }
 
 impl Backend {
+    /// The database's name in OpenTelemetry's vocabulary (`db.system.name`).
+    pub fn system_name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgresql",
+        }
+    }
+
     /// The backend a URL names.
     pub fn of(url: &str) -> Result<Backend, BackendError> {
         let Some((scheme, _)) = url.split_once("://") else {

@@ -21,6 +21,7 @@ use crate::redis_mirror;
 use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
 use crate::state::{AppState, Mode};
+use crate::telemetry::{TracedMembers, TracedStore};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +239,13 @@ pub async fn start_with_store(
     store: Arc<dyn AdminStore>,
 ) -> Result<RunningServer, StartError> {
     let listeners = bind(&config).await?;
+    // Every call to the store, whoever makes it, is a span (see `telemetry::store`).
+    let system = config
+        .database_url
+        .as_deref()
+        .and_then(|url| backend::Backend::of(url).ok())
+        .map(backend::Backend::system_name);
+    let store = TracedStore::wrap(store, system);
     let mut keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>)
         .map_err(|e| StartError::Store(e.to_string()))?;
     if let Some(ledger) = key_ledger(&config).await {
@@ -483,7 +491,8 @@ fn file_big_segments(config: &Config) -> Result<Option<Arc<BigSegments>>, StartE
     };
     let prefix = crate::config::env_prefix(&config.redis.template(false), crate::env::DEFAULT_ENV);
     let members = big_segments::RedisMembers::new(url.clone(), prefix);
-    let big = BigSegments::new(Arc::new(members)).map_err(|e| StartError::Store(e.to_string()))?;
+    let big = BigSegments::new(TracedMembers::wrap(Arc::new(members), Some("redis")))
+        .map_err(|e| StartError::Store(e.to_string()))?;
     Ok(Some(Arc::new(big)))
 }
 

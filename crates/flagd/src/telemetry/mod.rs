@@ -11,11 +11,16 @@
 //! Spans: one per HTTP request, named `{METHOD} {route}` (`POST /v1/evaluate/{flagKey}`), with
 //! the route, method and status, the environment the request was served from, and for a
 //! single-flag evaluation the flag key and the reason kind of its answer; a `traceparent`
-//! header makes it a child of the caller's span. The attributes are listed in
+//! header makes it a child of the caller's span. Every store call (PostgreSQL, Redis big-segment
+//! memberships, admin writes, the SDK-key lookups behind the key cache) is a child span of
+//! the request that made it, named `store.{operation}` ([`store`]); background work (root
+//! mode's sync loop) makes store spans of its own. The attributes are listed in
 //! `docs/tracing.md`.
 //!
 //! [`Telemetry`] is the guard: dropping it (or [`Telemetry::shutdown`]) exports the spans still
 //! queued, after the server has answered its last request.
+
+mod store;
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -35,9 +40,14 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
+pub(crate) use store::{TracedMembers, TracedStore};
+
 /// The target of request spans. It is `tower_http`'s (as are their name, level and fields),
 /// so log filters written for `tower_http::trace` keep working.
 pub(crate) const REQUEST_TARGET: &str = "tower_http::trace::make_span";
+
+/// The target of store-call spans.
+pub(crate) const STORE_TARGET: &str = "flagd::store";
 
 /// The `service.name` of flagd's spans unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES`
 /// names another.
@@ -183,11 +193,12 @@ fn tracer_provider(config: &TracingConfig) -> Result<SdkTracerProvider, Telemetr
         .build())
 }
 
-/// What the span layer takes: request spans, and warnings and errors, which become
+/// What the span layer takes: request and store spans, and warnings and errors, which become
 /// events of the span they happen in (an error also marks it failed).
 fn span_filter() -> Targets {
     Targets::new()
         .with_target(REQUEST_TARGET, LevelFilter::DEBUG)
+        .with_target(STORE_TARGET, LevelFilter::DEBUG)
         // The request's own start and end events repeat what the span says.
         .with_target("tower_http::trace", LevelFilter::OFF)
         .with_default(LevelFilter::WARN)
