@@ -3,8 +3,10 @@
 //!
 //! The launcher builds `flagd` and this xtask in release, then runs the release xtask's hidden
 //! `bench-http measure` pinned to core 1. That process writes a generated 350-flag file to a
-//! temporary directory, starts flagd, a second flagd exporting every evaluation, a proxy of the
-//! first (`--upstream`), and the floor (`bench-http floor-server`) pinned to core 0, drives each
+//! temporary directory, starts flagd, a second flagd exporting every evaluation, a third
+//! exporting a span per request over OTLP to a sink that this process runs (and, with
+//! `--baseline-flagd PATH`, another flagd binary to compare with), a proxy of the first
+//! (`--upstream`), and the floor (`bench-http floor-server`) pinned to core 0, drives each
 //! with `wrk` from core 1, then opens SSE streams on `/all`, rewrites the flag file
 //! and times every stream's `patch`. It prints a markdown table and whether the targets were met.
 //!
@@ -17,10 +19,15 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use axum::response::IntoResponse as _;
 use futures_util::StreamExt;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -52,6 +59,10 @@ const SINGLE_RATIO_TARGET: f64 = 0.70;
 const EVENTS_RATIO_TARGET: f64 = 0.95;
 /// Single-flag req/s of a proxy, as a share of the root's it follows.
 const PROXY_RATIO_TARGET: f64 = 0.95;
+/// Single-flag req/s of flagd without an OTLP endpoint, as a share of the baseline binary's
+/// (`--baseline-flagd`): "tracing off costs nothing measurable", where runs of one case on this
+/// benchmark differ by a few percent.
+const TRACING_OFF_RATIO_TARGET: f64 = 0.97;
 const FANOUT_P99_TARGET: Duration = Duration::from_millis(200);
 const RSS_TARGET_KIB: u64 = 100 * 1024;
 
@@ -64,6 +75,9 @@ const EDIT_DEADLINE: Duration = Duration::from_secs(10);
 const EDIT_GAP: Duration = Duration::from_millis(500);
 /// Time for the exporter of the flagd with events to deliver every evaluation after a run.
 const EXPORT_DEADLINE: Duration = Duration::from_secs(60);
+/// Time for the traced flagd's last spans to reach the sink after a run: past the batch
+/// processor's default 5 s delay.
+const SPANS_DEADLINE: Duration = Duration::from_secs(15);
 
 /// `cargo xtask bench-http [options]`, and the hidden `measure` and `floor-server` steps.
 pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
@@ -85,11 +99,15 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 
 const HELP: &str = "\
 Usage: cargo xtask bench-http [--duration SECS] [--threads N] [--connections N] [--repeats N]
-                              [--streams N] [--edits N]
+                              [--streams N] [--edits N] [--baseline-flagd PATH]
 
 Builds flagd in release and measures, on loopback, with the server pinned to core 0 and the load
-on core 1: a bare axum floor, single-flag and bulk evaluation (native and OFREP) with wrk, then
-SSE fan-out of flag-file edits to many `GET /all` streams and flagd's resident memory.
+on core 1: a bare axum floor, single-flag and bulk evaluation (native and OFREP) with wrk, the
+single-flag cases again with every evaluation exported as an event, through a proxy, and with a
+span per request exported over OTLP to a sink the benchmark runs, then SSE fan-out of flag-file
+edits to many `GET /all` streams and flagd's resident memory.
+With --baseline-flagd, the single-flag cases also load that flagd binary (say, a release build
+of a commit before a change), as the peer of the one built here without tracing.
 Needs wrk (apt-get install -y wrk), taskset, timeout and prlimit, and two cores.
 
 Defaults: --duration 10 --threads 1 --connections 32 --repeats 3 --streams 1000 --edits 10
@@ -106,6 +124,8 @@ struct Options {
     edits: u32,
     /// The release flagd binary (`measure` only; the launcher passes it).
     flagd: Option<PathBuf>,
+    /// Another flagd binary to load with the single-flag cases.
+    baseline: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -118,6 +138,7 @@ impl Default for Options {
             streams: 1000,
             edits: 10,
             flagd: None,
+            baseline: None,
         }
     }
 }
@@ -136,6 +157,7 @@ impl Options {
                 "--streams" => options.streams = usize::try_from(number()?)?,
                 "--edits" => options.edits = u32::try_from(number()?)?,
                 "--flagd" => options.flagd = Some(PathBuf::from(value)),
+                "--baseline-flagd" => options.baseline = Some(PathBuf::from(value)),
                 other => bail!("unknown option {other} (see cargo xtask bench-http --help)"),
             }
         }
@@ -144,6 +166,10 @@ impl Options {
 
     /// The options as arguments for `measure` (without `--flagd`).
     fn to_args(&self) -> Vec<String> {
+        let baseline = self
+            .baseline
+            .as_ref()
+            .map(|path| ("--baseline-flagd", path.display().to_string()));
         [
             ("--duration", self.duration_secs.to_string()),
             ("--threads", self.threads.to_string()),
@@ -153,6 +179,7 @@ impl Options {
             ("--edits", self.edits.to_string()),
         ]
         .into_iter()
+        .chain(baseline)
         .flat_map(|(name, value)| [name.to_owned(), value])
         .collect()
     }
@@ -162,7 +189,8 @@ impl Options {
     fn budget(&self) -> Duration {
         let wrk_runs = self.repeats as u64 * CASES.len() as u64;
         let load = wrk_runs * (self.duration_secs + 10);
-        let export_waits = self.repeats as u64 * 2 * EXPORT_DEADLINE.as_secs();
+        let export_waits =
+            self.repeats as u64 * 2 * (EXPORT_DEADLINE.as_secs() + SPANS_DEADLINE.as_secs());
         let fan_out = OPEN_DEADLINE.as_secs()
             + u64::from(self.edits) * (EDIT_DEADLINE + EDIT_GAP).as_secs().max(1);
         Duration::from_secs(load + export_waits + fan_out + 180)
@@ -183,6 +211,15 @@ fn launch(root: &Path, options: &Options) -> anyhow::Result<()> {
                 }
             );
         }
+    }
+    let mut options = options.clone();
+    if let Some(baseline) = &options.baseline {
+        // Absolute, so the measuring process finds it wherever it runs.
+        let found = std::fs::canonicalize(baseline)
+            .ok()
+            .filter(|path| path.is_file())
+            .with_context(|| format!("--baseline-flagd {}: no such file", baseline.display()))?;
+        options.baseline = Some(found);
     }
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     if cores < 2 {
@@ -286,6 +323,11 @@ enum Server {
     FlagdEvents,
     /// A flagd in proxy mode following [`Server::Flagd`] (`--upstream URL --sdk-key KEY`).
     Proxy,
+    /// The same binary as [`Server::Flagd`] with `OTEL_EXPORTER_OTLP_ENDPOINT` set: every
+    /// request is a span, exported over OTLP/HTTP to a sink this process runs.
+    FlagdTraced,
+    /// The `--baseline-flagd` binary, run as [`Server::Flagd`] is (skipped without one).
+    Baseline,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -297,7 +339,7 @@ enum Target {
     OfrepAll,
 }
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 13] = [
     Case {
         name: "floor: bare axum handler, constant body",
         server: Server::Floor,
@@ -337,6 +379,30 @@ const CASES: [Case; 9] = [
     Case {
         name: "OFREP, one flag, through a proxy",
         server: Server::Proxy,
+        target: Target::OfrepOne,
+        body: ofrep_body,
+    },
+    Case {
+        name: "native, one flag, a span per request exported over OTLP",
+        server: Server::FlagdTraced,
+        target: Target::NativeOne,
+        body: native_body,
+    },
+    Case {
+        name: "OFREP, one flag, a span per request exported over OTLP",
+        server: Server::FlagdTraced,
+        target: Target::OfrepOne,
+        body: ofrep_body,
+    },
+    Case {
+        name: "native, one flag, baseline binary",
+        server: Server::Baseline,
+        target: Target::NativeOne,
+        body: native_body,
+    },
+    Case {
+        name: "OFREP, one flag, baseline binary",
+        server: Server::Baseline,
         target: Target::OfrepOne,
         body: ofrep_body,
     },
@@ -429,6 +495,36 @@ async fn measure_all(
     wait_ready(&client, &events_url).await?;
     let exporter = format!("file:{export_arg}");
 
+    // The same server again with a span per request, sent over OTLP/HTTP to a sink that this
+    // process runs on the load core (it only counts what it receives). The batch processor
+    // keeps its defaults.
+    let sink = OtlpSink::start().await?;
+    let (traced_flagd, traced_addr) = Pinned::spawn(
+        "flagd with tracing",
+        flagd_bin,
+        &serve,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &sink.url),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+        budget,
+        false,
+    )?;
+    let traced_url = format!("http://{traced_addr}");
+    wait_ready(&client, &traced_url).await?;
+
+    // The peer binary, run exactly as the first flagd.
+    let baseline = match &options.baseline {
+        Some(path) => {
+            let (baseline, addr) =
+                Pinned::spawn("baseline flagd", path, &serve, &[], budget, false)?;
+            let url = format!("http://{addr}");
+            wait_ready(&client, &url).await?;
+            Some((baseline, url))
+        }
+        None => None,
+    };
+
     // A proxy of the first flagd: the same data, taken from its stream.
     let (proxy, proxy_addr) = Pinned::spawn(
         "proxy",
@@ -484,6 +580,11 @@ async fn measure_all(
             Server::Flagd => &flagd_url,
             Server::FlagdEvents => &events_url,
             Server::Proxy => &proxy_url,
+            Server::FlagdTraced => &traced_url,
+            Server::Baseline => match &baseline {
+                Some((_, url)) => url,
+                None => continue,
+            },
         };
         let (status, answer) = post(&client, base, case.target, (case.body)()).await?;
         check_answer(case.target, status, &answer)?;
@@ -502,6 +603,7 @@ async fn measure_all(
     // Repeats go round all cases rather than case after case, so that a noisy minute on a shared
     // machine spreads over every case instead of skewing one ratio.
     let mut export = None;
+    let mut traced = None;
     for repeat in 1..=options.repeats {
         for case in &mut cases {
             eprintln!(
@@ -518,21 +620,153 @@ async fn measure_all(
                 // into another case's load, and so that a case cannot measure an idle exporter.
                 export = Some(wait_exported(&client, &events_url, &exporter).await?);
             }
+            if case.server == Server::FlagdTraced {
+                // Likewise for the spans, which the batch processor sends every 5 s at most.
+                let seen = wait_traced(&client, &traced_url, &sink).await?;
+                traced = Some(match traced {
+                    Some(before) => Traced::latest(before, seen),
+                    None => seen,
+                });
+            }
         }
     }
     drop(floor);
     drop(events_flagd);
+    drop(traced_flagd);
+    drop(baseline);
     drop(proxy);
 
     eprintln!("bench-http: fan-out to {} streams", options.streams);
     let fan_out = fan_out(options, &client, &flagd, &flagd_url, dir, flag_path).await?;
     drop(flagd);
     let export = export.context("no case loaded the flagd with events")?;
+    let traced = traced.context("no case loaded the flagd with tracing")?;
     Ok(Report {
         cases,
         fan_out,
         export,
+        traced,
+        baseline: options.baseline.clone(),
     })
+}
+
+/// What the traced flagd had sent by the end of its last case.
+#[derive(Debug, Clone, Copy)]
+struct Traced {
+    /// Requests it answered (`flagd_http_requests_total`): each is one span.
+    requests: u64,
+    /// Spans the sink received, and in how many exports.
+    spans: u64,
+    exports: u64,
+    /// Time from the end of a wrk run until the sink had every span, the longest of all
+    /// (`None`: some never came; the batch processor dropped them).
+    catch_up: Option<Duration>,
+}
+
+impl Traced {
+    /// The counts of `now`, with the longest wait of both.
+    fn latest(before: Traced, now: Traced) -> Traced {
+        Traced {
+            catch_up: before.catch_up.zip(now.catch_up).map(|(a, b)| a.max(b)),
+            ..now
+        }
+    }
+}
+
+/// Waits until the sink has one span per request the traced flagd at `base` has answered, or
+/// [`SPANS_DEADLINE`] has passed (the batch processor drops spans when its queue is full, and
+/// those never come), then reads the numbers.
+async fn wait_traced(
+    client: &reqwest::Client,
+    base: &str,
+    sink: &OtlpSink,
+) -> anyhow::Result<Traced> {
+    let started = Instant::now();
+    loop {
+        let text = client
+            .get(format!("{base}/metrics"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?
+            .text()
+            .await?;
+        // Answered requests, the scrapes before this one included (each is a span too).
+        let requests = crate::metric_sum(&text, "flagd_http_requests_total", None);
+        let (spans, exports) = sink.counts();
+        let caught_up = spans >= requests;
+        if caught_up || started.elapsed() > SPANS_DEADLINE {
+            return Ok(Traced {
+                requests,
+                spans,
+                exports,
+                catch_up: caught_up.then(|| started.elapsed()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An OTLP/HTTP receiver that decodes every export and counts its spans, then forgets them,
+/// as a collector that drops everything would. Runs on the measuring process's runtime.
+struct OtlpSink {
+    url: String,
+    /// Spans and exports received.
+    counts: Arc<Mutex<(u64, u64)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl OtlpSink {
+    async fn start() -> anyhow::Result<OtlpSink> {
+        use prost::Message as _;
+        let counts = Arc::new(Mutex::new((0, 0)));
+        let counted = Arc::clone(&counts);
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let counted = Arc::clone(&counted);
+                async move {
+                    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+                        return axum::http::StatusCode::BAD_REQUEST.into_response();
+                    };
+                    let spans: usize = request
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    {
+                        let mut counts = counted.lock().unwrap_or_else(PoisonError::into_inner);
+                        counts.0 += spans as u64;
+                        counts.1 += 1;
+                    }
+                    let answer = ExportTraceServiceResponse::default().encode_to_vec();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+                        answer,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                eprintln!("bench-http: the OTLP sink stopped: {e}");
+            }
+        });
+        Ok(OtlpSink { url, counts, task })
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What the flagd with events had exported by the end of its last case.
@@ -1056,6 +1290,13 @@ impl Pinned {
         keep_stdin: bool,
     ) -> anyhow::Result<(Pinned, SocketAddr)> {
         let mut cmd = Command::new("timeout");
+        // A collector named in the caller's shell would turn tracing on where a case means it
+        // to be off.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd.arg("--foreground")
             .arg("--kill-after=5")
             .arg(format!("{}s", budget.as_secs()))
@@ -1188,6 +1429,8 @@ struct Report {
     cases: Vec<CaseResult>,
     fan_out: FanOut,
     export: Exported,
+    traced: Traced,
+    baseline: Option<PathBuf>,
 }
 
 impl CaseResult {
@@ -1274,6 +1517,25 @@ impl Report {
             e.spooled,
             millis(Some(e.catch_up))
         );
+        let t = &self.traced;
+        let _ = writeln!(
+            out,
+            "\nThe flagd with tracing answered {} requests, one span each, and the OTLP sink \
+             received {} spans in {} exports; {}.",
+            t.requests,
+            t.spans,
+            t.exports,
+            match t.catch_up {
+                Some(wait) => format!(
+                    "the longest wait after a run for the last of them was {}",
+                    millis(Some(wait))
+                ),
+                None => format!(
+                    "{} never came (dropped by the batch processor's full queue)",
+                    t.requests.saturating_sub(t.spans)
+                ),
+            }
+        );
         let _ = writeln!(out, "\n### Targets\n");
         for target in [Target::NativeOne, Target::OfrepOne] {
             let rps = |server| {
@@ -1318,6 +1580,43 @@ impl Report {
                 100.0 * PROXY_RATIO_TARGET,
                 verdict(ratio >= PROXY_RATIO_TARGET)
             );
+        }
+        for target in [Target::NativeOne, Target::OfrepOne] {
+            let find = |server| {
+                self.cases
+                    .iter()
+                    .find(|c| c.server == server && c.target == target)
+            };
+            let Some(off) = find(Server::Flagd) else {
+                continue;
+            };
+            let p50 = |case: &CaseResult| median(case.runs.iter().map(|r| r.p50_us));
+            if let (Some(baseline), Some(path)) = (find(Server::Baseline), &self.baseline) {
+                let ratio = off.median_rps() / baseline.median_rps();
+                let _ = writeln!(
+                    out,
+                    "- {}, tracing off (no OTLP endpoint): {:.1}% of the req/s of `{}`, p50 {} \
+                     against {} (target ≥ {:.0}%): {}",
+                    off.name,
+                    100.0 * ratio,
+                    path.display(),
+                    micros(p50(off)),
+                    micros(p50(baseline)),
+                    100.0 * TRACING_OFF_RATIO_TARGET,
+                    verdict(ratio >= TRACING_OFF_RATIO_TARGET)
+                );
+            }
+            if let Some(on) = find(Server::FlagdTraced) {
+                let _ = writeln!(
+                    out,
+                    "- {}, a span per request exported over OTLP: {:.1}% of the req/s with \
+                     tracing off, p50 {} against {} (no target: the price of tracing on)",
+                    off.name,
+                    100.0 * on.median_rps() / off.median_rps(),
+                    micros(p50(on)),
+                    micros(p50(off)),
+                );
+            }
         }
         for case in &self.cases {
             if case.server == Server::Flagd
@@ -1720,9 +2019,18 @@ mod tests {
 
     #[test]
     fn options_round_trip_and_reject_nonsense() {
-        let options = Options::parse(&["--duration", "2", "--streams", "50"]).unwrap();
+        let options = Options::parse(&[
+            "--duration",
+            "2",
+            "--streams",
+            "50",
+            "--baseline-flagd",
+            "/opt/old/flagd",
+        ])
+        .unwrap();
         assert_eq!(options.duration_secs, 2);
         assert_eq!(options.streams, 50);
+        assert_eq!(options.baseline, Some(PathBuf::from("/opt/old/flagd")));
         let args = options.to_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_eq!(Options::parse(&args).unwrap(), options);
