@@ -75,6 +75,31 @@ pub struct TracingConfig {
     pub service_name: Option<String>,
 }
 
+/// The exporter's settings that it reads itself and quietly replaces by its default when it
+/// was not built for what they say: the values it was built for, and how to say them.
+const BUILT_IN: [(&str, &[&str], &str); 4] = [
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        &["http/protobuf", "grpc"],
+        "http/protobuf or grpc",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        &["http/protobuf", "grpc"],
+        "http/protobuf or grpc",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        &["none"],
+        "none (no compression is built in)",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        &["none"],
+        "none (no compression is built in)",
+    ),
+];
+
 /// Why tracing could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -91,6 +116,17 @@ pub enum TelemetryError {
         "OTEL_TRACES_EXPORTER={0:?} is not supported: flagd exports traces over OTLP (`otlp`), or not at all (`none`)"
     )]
     Exporter(String),
+    /// A protocol or compression the exporter is not built with, which it would otherwise
+    /// replace by its default without a word.
+    #[error("{variable}={value:?} is not supported: flagd's OTLP exporter takes {supported}")]
+    Unsupported {
+        /// The variable.
+        variable: &'static str,
+        /// What it says.
+        value: String,
+        /// What it may say.
+        supported: &'static str,
+    },
     /// The OTLP exporter refused its configuration (a bad endpoint or protocol).
     #[error("cannot export traces")]
     Otlp(#[from] opentelemetry_otlp::ExporterBuildError),
@@ -114,6 +150,20 @@ impl TracingConfig {
         let endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
             .or_else(|| set("OTEL_EXPORTER_OTLP_ENDPOINT"))
             .is_some();
+        let export = endpoint && wanted && !disabled;
+        if export {
+            for (variable, values, supported) in BUILT_IN {
+                if let Some(value) = set(variable)
+                    && !values.iter().any(|v| v.eq_ignore_ascii_case(value))
+                {
+                    return Err(TelemetryError::Unsupported {
+                        variable,
+                        value: value.to_owned(),
+                        supported,
+                    });
+                }
+            }
+        }
         let named = set("OTEL_SERVICE_NAME").is_some()
             || set("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|attributes| {
                 attributes
@@ -121,7 +171,7 @@ impl TracingConfig {
                     .any(|pair| pair.split('=').next().map(str::trim) == Some("service.name"))
             });
         Ok(TracingConfig {
-            export: endpoint && wanted && !disabled,
+            export,
             service_name: (!named).then(|| DEFAULT_SERVICE_NAME.to_owned()),
         })
     }
@@ -367,6 +417,36 @@ mod tests {
         );
         let error = config(&[endpoint, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
         assert!(error.to_string().contains("\"zipkin\""), "{error}");
+    }
+
+    #[test]
+    fn a_protocol_or_compression_that_is_not_built_in_is_refused() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        for accepted in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "HTTP/PROTOBUF"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ] {
+            check(&[endpoint, accepted], true, Some("flagd"));
+        }
+        for refused in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
+        ] {
+            let error = config(&[endpoint, refused]).unwrap_err();
+            assert!(
+                error.to_string().starts_with(&format!("{}=", refused.0)),
+                "{error}"
+            );
+        }
+        // Without an endpoint nothing is exported, so nothing is checked.
+        check(
+            &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
+            false,
+            Some("flagd"),
+        );
     }
 
     #[test]
