@@ -100,6 +100,7 @@ pub fn run(root: &Path, args: &[&str]) -> anyhow::Result<()> {
 const HELP: &str = "\
 Usage: cargo xtask bench-http [--duration SECS] [--threads N] [--connections N] [--repeats N]
                               [--streams N] [--edits N] [--baseline-flagd PATH]
+                              [--only tracing]
 
 Builds flagd in release and measures, on loopback, with the server pinned to core 0 and the load
 on core 1: a bare axum floor, single-flag and bulk evaluation (native and OFREP) with wrk, the
@@ -108,6 +109,8 @@ span per request exported over OTLP to a sink the benchmark runs, then SSE fan-o
 edits to many `GET /all` streams and flagd's resident memory.
 With --baseline-flagd, the single-flag cases also load that flagd binary (say, a release build
 of a commit before a change), as the peer of the one built here without tracing.
+With --only tracing, just the floor and the single-flag cases of tracing off, on and the
+baseline run (no events, proxy or fan-out), so more rounds fit in a quiet spell.
 Needs wrk (apt-get install -y wrk), taskset, timeout and prlimit, and two cores.
 
 Defaults: --duration 10 --threads 1 --connections 32 --repeats 3 --streams 1000 --edits 10
@@ -126,6 +129,10 @@ struct Options {
     flagd: Option<PathBuf>,
     /// Another flagd binary to load with the single-flag cases.
     baseline: Option<PathBuf>,
+    /// `--only tracing`: just the floor and the single-flag cases of flagd with tracing off and
+    /// on (and the baseline), without events, proxy or fan-out, so that more rounds fit in the
+    /// quiet minutes of a shared machine.
+    tracing_only: bool,
 }
 
 impl Default for Options {
@@ -139,6 +146,7 @@ impl Default for Options {
             edits: 10,
             flagd: None,
             baseline: None,
+            tracing_only: false,
         }
     }
 }
@@ -158,6 +166,8 @@ impl Options {
                 "--edits" => options.edits = u32::try_from(number()?)?,
                 "--flagd" => options.flagd = Some(PathBuf::from(value)),
                 "--baseline-flagd" => options.baseline = Some(PathBuf::from(value)),
+                "--only" if value == "tracing" => options.tracing_only = true,
+                "--only" => bail!("--only takes `tracing`, not {value:?}"),
                 other => bail!("unknown option {other} (see cargo xtask bench-http --help)"),
             }
         }
@@ -180,6 +190,7 @@ impl Options {
         ]
         .into_iter()
         .chain(baseline)
+        .chain(self.tracing_only.then(|| ("--only", "tracing".to_owned())))
         .flat_map(|(name, value)| [name.to_owned(), value])
         .collect()
     }
@@ -328,6 +339,16 @@ enum Server {
     FlagdTraced,
     /// The `--baseline-flagd` binary, run as [`Server::Flagd`] is (skipped without one).
     Baseline,
+}
+
+impl Server {
+    /// Whether `--only tracing` keeps this server's cases.
+    fn measures_tracing(self) -> bool {
+        matches!(
+            self,
+            Server::Floor | Server::Flagd | Server::FlagdTraced | Server::Baseline
+        )
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -483,16 +504,21 @@ async fn measure_all(
     let export_arg = export_dir.display().to_string();
     let mut serve_events = serve.to_vec();
     serve_events.extend(["--export-dir", &export_arg, "--server-evaluations", "all"]);
-    let (events_flagd, events_addr) = Pinned::spawn(
-        "flagd with events",
-        flagd_bin,
-        &serve_events,
-        &[],
-        budget,
-        false,
-    )?;
-    let events_url = format!("http://{events_addr}");
-    wait_ready(&client, &events_url).await?;
+    let events = if options.tracing_only {
+        None
+    } else {
+        let (events_flagd, events_addr) = Pinned::spawn(
+            "flagd with events",
+            flagd_bin,
+            &serve_events,
+            &[],
+            budget,
+            false,
+        )?;
+        let events_url = format!("http://{events_addr}");
+        wait_ready(&client, &events_url).await?;
+        Some((events_flagd, events_url))
+    };
     let exporter = format!("file:{export_arg}");
 
     // The same server again with a span per request, sent over OTLP/HTTP to a sink that this
@@ -526,26 +552,31 @@ async fn measure_all(
     };
 
     // A proxy of the first flagd: the same data, taken from its stream.
-    let (proxy, proxy_addr) = Pinned::spawn(
-        "proxy",
-        flagd_bin,
-        &[
-            "serve",
-            "--upstream",
-            &flagd_url,
-            "--sdk-key",
-            PROXY_KEY,
-            "--listen",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-        ],
-        &[],
-        budget,
-        false,
-    )?;
-    let proxy_url = format!("http://{proxy_addr}");
-    wait_ready(&client, &proxy_url).await?;
+    let proxy = if options.tracing_only {
+        None
+    } else {
+        let (proxy, proxy_addr) = Pinned::spawn(
+            "proxy",
+            flagd_bin,
+            &[
+                "serve",
+                "--upstream",
+                &flagd_url,
+                "--sdk-key",
+                PROXY_KEY,
+                "--listen",
+                "127.0.0.1:0",
+                "--log",
+                "warn",
+            ],
+            &[],
+            budget,
+            false,
+        )?;
+        let proxy_url = format!("http://{proxy_addr}");
+        wait_ready(&client, &proxy_url).await?;
+        Some((proxy, proxy_url))
+    };
 
     // The floor answers exactly the bytes flagd answers for the single-flag case.
     let (status, answer) = post(&client, &flagd_url, Target::NativeOne, native_body()).await?;
@@ -575,14 +606,29 @@ async fn measure_all(
 
     let mut cases = Vec::new();
     for case in &CASES {
+        if options.tracing_only
+            && !(case.server.measures_tracing()
+                && matches!(
+                    case.target,
+                    Target::Floor | Target::NativeOne | Target::OfrepOne
+                ))
+        {
+            continue;
+        }
         let base = match case.server {
             Server::Floor => &floor_url,
             Server::Flagd => &flagd_url,
-            Server::FlagdEvents => &events_url,
-            Server::Proxy => &proxy_url,
             Server::FlagdTraced => &traced_url,
-            Server::Baseline => match &baseline {
-                Some((_, url)) => url,
+            Server::FlagdEvents => match started(&events) {
+                Some(url) => url,
+                None => continue,
+            },
+            Server::Proxy => match started(&proxy) {
+                Some(url) => url,
+                None => continue,
+            },
+            Server::Baseline => match started(&baseline) {
+                Some(url) => url,
                 None => continue,
             },
         };
@@ -615,10 +661,10 @@ async fn measure_all(
             let run =
                 tokio::task::spawn_blocking(move || run_wrk(&wrk_options, &script, &url)).await??;
             case.runs.push(run);
-            if case.server == Server::FlagdEvents {
+            if let (Server::FlagdEvents, Some((_, events_url))) = (case.server, &events) {
                 // The exporter catches up before the next case, so that its tail never runs
                 // into another case's load, and so that a case cannot measure an idle exporter.
-                export = Some(wait_exported(&client, &events_url, &exporter).await?);
+                export = Some(wait_exported(&client, events_url, &exporter).await?);
             }
             if case.server == Server::FlagdTraced {
                 // Likewise for the spans, which the batch processor sends every 5 s at most.
@@ -631,15 +677,21 @@ async fn measure_all(
         }
     }
     drop(floor);
-    drop(events_flagd);
+    drop(events);
     drop(traced_flagd);
     drop(baseline);
     drop(proxy);
 
-    eprintln!("bench-http: fan-out to {} streams", options.streams);
-    let fan_out = fan_out(options, &client, &flagd, &flagd_url, dir, flag_path).await?;
+    let fan_out = if options.tracing_only {
+        None
+    } else {
+        eprintln!("bench-http: fan-out to {} streams", options.streams);
+        Some(fan_out(options, &client, &flagd, &flagd_url, dir, flag_path).await?)
+    };
     drop(flagd);
-    let export = export.context("no case loaded the flagd with events")?;
+    if !options.tracing_only && export.is_none() {
+        bail!("no case loaded the flagd with events");
+    }
     let traced = traced.context("no case loaded the flagd with tracing")?;
     Ok(Report {
         cases,
@@ -1427,8 +1479,9 @@ struct CaseResult {
 
 struct Report {
     cases: Vec<CaseResult>,
-    fan_out: FanOut,
-    export: Exported,
+    /// `None` with `--only tracing`, as is `export`.
+    fan_out: Option<FanOut>,
+    export: Option<Exported>,
     traced: Traced,
     baseline: Option<PathBuf>,
 }
@@ -1480,43 +1533,45 @@ impl Report {
                 case.answer_bytes
             );
         }
-        let f = &self.fan_out;
-        let _ = writeln!(
-            out,
-            "\n### SSE fan-out: {} `GET /all` streams, {} edits of one flag\n",
-            f.streams, f.edits
-        );
-        let _ = writeln!(
-            out,
-            "| samples | write → patch p50 | p99 | max | all streams open with their put | RSS before streams | RSS with streams | peak RSS |"
-        );
-        let _ = writeln!(
-            out,
-            "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-        );
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
-            f.samples.len(),
-            millis(percentile(&f.samples, 50.0)),
-            millis(percentile(&f.samples, 99.0)),
-            millis(f.samples.last().copied()),
-            millis(Some(f.open_all)),
-            mib(f.rss_before_kib),
-            mib(f.rss_with_streams_kib),
-            mib(f.peak_rss_kib),
-        );
-        let e = &self.export;
-        let _ = writeln!(
-            out,
-            "\nThe flagd with events made {} evaluations and its file exporter delivered {} \
+        if let Some(f) = &self.fan_out {
+            let _ = writeln!(
+                out,
+                "\n### SSE fan-out: {} `GET /all` streams, {} edits of one flag\n",
+                f.streams, f.edits
+            );
+            let _ = writeln!(
+                out,
+                "| samples | write → patch p50 | p99 | max | all streams open with their put | RSS before streams | RSS with streams | peak RSS |"
+            );
+            let _ = writeln!(
+                out,
+                "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            );
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                f.samples.len(),
+                millis(percentile(&f.samples, 50.0)),
+                millis(percentile(&f.samples, 99.0)),
+                millis(f.samples.last().copied()),
+                millis(Some(f.open_all)),
+                mib(f.rss_before_kib),
+                mib(f.rss_with_streams_kib),
+                mib(f.peak_rss_kib),
+            );
+        }
+        if let Some(e) = &self.export {
+            let _ = writeln!(
+                out,
+                "\nThe flagd with events made {} evaluations and its file exporter delivered {} \
              records ({} through the spool); the longest wait after a run for the last of them \
              was {}.",
-            e.evaluations,
-            e.exported,
-            e.spooled,
-            millis(Some(e.catch_up))
-        );
+                e.evaluations,
+                e.exported,
+                e.spooled,
+                millis(Some(e.catch_up))
+            );
+        }
         let t = &self.traced;
         let _ = writeln!(
             out,
@@ -1538,13 +1593,16 @@ impl Report {
         );
         let _ = writeln!(out, "\n### Targets\n");
         for target in [Target::NativeOne, Target::OfrepOne] {
-            let rps = |server| {
+            let find = |server| {
                 self.cases
                     .iter()
                     .find(|c| c.server == server && c.target == target)
-                    .map_or(f64::NAN, CaseResult::median_rps)
             };
-            let ratio = rps(Server::FlagdEvents) / rps(Server::Flagd);
+            let (Some(events), Some(plain)) = (find(Server::FlagdEvents), find(Server::Flagd))
+            else {
+                continue;
+            };
+            let ratio = events.median_rps() / plain.median_rps();
             let _ = writeln!(
                 out,
                 "- {} `POST {}`, every evaluation exported: {:.1}% of the req/s without events \
@@ -1595,11 +1653,12 @@ impl Report {
                 let ratio = off.median_rps() / baseline.median_rps();
                 let _ = writeln!(
                     out,
-                    "- {}, tracing off (no OTLP endpoint): {:.1}% of the req/s of `{}`, p50 {} \
-                     against {} (target ≥ {:.0}%): {}",
+                    "- {}, tracing off (no OTLP endpoint): {:.1}% of the req/s of `{}` \
+                     (by round: {}), p50 {} against {} (target ≥ {:.0}%): {}",
                     off.name,
                     100.0 * ratio,
                     path.display(),
+                    by_round(off, baseline),
                     micros(p50(off)),
                     micros(p50(baseline)),
                     100.0 * TRACING_OFF_RATIO_TARGET,
@@ -1610,9 +1669,11 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "- {}, a span per request exported over OTLP: {:.1}% of the req/s with \
-                     tracing off, p50 {} against {} (no target: the price of tracing on)",
+                     tracing off (by round: {}), p50 {} against {} (no target: the price of \
+                     tracing on)",
                     off.name,
                     100.0 * on.median_rps() / off.median_rps(),
+                    by_round(on, off),
                     micros(p50(on)),
                     micros(p50(off)),
                 );
@@ -1633,6 +1694,9 @@ impl Report {
                 );
             }
         }
+        let Some(f) = &self.fan_out else {
+            return out;
+        };
         let p99 = percentile(&f.samples, 99.0);
         let _ = writeln!(
             out,
@@ -1658,6 +1722,23 @@ impl Report {
         }
         out
     }
+}
+
+/// The URL of a server that may not have been started.
+fn started(server: &Option<(Pinned, String)>) -> Option<&String> {
+    server.as_ref().map(|(_, url)| url)
+}
+
+/// `case`'s req/s as a share of `peer`'s in each round, in order: rounds go through every case
+/// in turn, so a pair of one round saw the same spell of the machine.
+fn by_round(case: &CaseResult, peer: &CaseResult) -> String {
+    let shares: Vec<String> = case
+        .runs
+        .iter()
+        .zip(&peer.runs)
+        .map(|(a, b)| format!("{:.0}%", 100.0 * a.requests_per_sec / b.requests_per_sec))
+        .collect();
+    shares.join(" / ")
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -2031,6 +2112,13 @@ mod tests {
         assert_eq!(options.duration_secs, 2);
         assert_eq!(options.streams, 50);
         assert_eq!(options.baseline, Some(PathBuf::from("/opt/old/flagd")));
+        assert!(!options.tracing_only);
+        let only = Options::parse(&["--only", "tracing"]).unwrap();
+        assert!(only.tracing_only);
+        let args = only.to_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_eq!(Options::parse(&args).unwrap(), only);
+        assert!(Options::parse(&["--only", "events"]).is_err());
         let args = options.to_args();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_eq!(Options::parse(&args).unwrap(), options);
