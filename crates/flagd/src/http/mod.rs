@@ -268,11 +268,9 @@ fn request_timeout() -> Response {
     .into_response()
 }
 
-/// The span of one request, as `tower_http`'s default `TraceLayer` makes it (same target,
-/// name, level and fields), so log filters and formats stay as they were, with its event that
-/// the request has started. When spans are exported it also carries what a collector shows
-/// (see [`crate::telemetry`]); those fields stay empty otherwise, and the log leaves out empty
-/// fields. `route` is the route's template.
+/// The span of one request ([`telemetry::request_span`]: as `tower_http`'s default
+/// `TraceLayer` makes it, so log filters and formats stay as they were), with its event that
+/// the request has started. `route` is the route's template.
 fn request_span(
     method: &Method,
     uri: &Uri,
@@ -280,26 +278,7 @@ fn request_span(
     headers: &HeaderMap,
     route: &str,
 ) -> Span {
-    let span = tracing::debug_span!(
-        target: telemetry::REQUEST_TARGET,
-        "request",
-        method = %method,
-        uri = %uri,
-        version = ?version,
-        otel.name = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-        http.request.method = tracing::field::Empty,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        flagd.environment = tracing::field::Empty,
-        feature_flag.key = tracing::field::Empty,
-        flagd.reason.kind = tracing::field::Empty,
-        flagd.flag.count = tracing::field::Empty,
-    );
-    if telemetry::exporting() {
-        telemetry::begin_request(&span, method, route, headers);
-    }
+    let span = telemetry::request_span(method, uri, version, headers, route);
     span.in_scope(|| {
         tracing::debug!(
             target: "tower_http::trace::on_request",

@@ -27,7 +27,7 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, Version};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -302,20 +302,70 @@ pub(crate) fn exporting() -> bool {
     EXPORTING.load(Ordering::Relaxed)
 }
 
-/// Makes a new request span what a collector expects of a server span: named after the route,
-/// with its method and route, and the child of the caller's span when the request carries a
-/// W3C `traceparent`. Call it before the span is first entered (its parent is fixed then).
-pub(crate) fn begin_request(span: &Span, method: &Method, route: &str, headers: &HeaderMap) {
-    span.record("otel.name", format_args!("{method} {route}"));
-    span.record("otel.kind", "server");
-    span.record("http.request.method", method.as_str());
-    span.record("http.route", route);
-    let parent = TraceContextPropagator::new().extract(&Headers(headers));
-    if parent.span().span_context().is_valid() {
-        // Fails only when the span layer is missing, which `exporting` rules out.
-        let _ = span.set_parent(parent);
-    }
+/// The span of one request: `tower_http`'s (target [`REQUEST_TARGET`], name `request`, debug
+/// level, fields `method`, `uri` and `version`), so log filters and formats stay as they were,
+/// with room for what a collector shows. One call site per shape, so both are disabled
+/// together by the log's filter; the values are given at creation, which costs the span layer
+/// one visit instead of one per field recorded later.
+macro_rules! request_span {
+    ($method:expr, $uri:expr, $version:expr, $name:expr, $kind:expr, $http_method:expr, $route:expr) => {
+        tracing::debug_span!(
+            target: REQUEST_TARGET,
+            "request",
+            method = %$method,
+            uri = %$uri,
+            version = ?$version,
+            otel.name = $name,
+            otel.kind = $kind,
+            otel.status_code = tracing::field::Empty,
+            http.request.method = $http_method,
+            http.route = $route,
+            http.response.status_code = tracing::field::Empty,
+            flagd.environment = tracing::field::Empty,
+            feature_flag.key = tracing::field::Empty,
+            flagd.reason.kind = tracing::field::Empty,
+            flagd.flag.count = tracing::field::Empty,
+        )
+    };
 }
+
+/// The span of one request to `route` (its template). Without an exporter the collector's
+/// fields stay empty, and the log leaves empty fields out. With one, the span is what a
+/// collector expects of a server span: named `{METHOD} {route}`, with its method and route,
+/// and the child of the caller's span when the request carries a W3C `traceparent`.
+pub(crate) fn request_span(
+    method: &Method,
+    uri: &Uri,
+    version: Version,
+    headers: &HeaderMap,
+    route: &str,
+) -> Span {
+    use tracing::field::Empty;
+    if !exporting() {
+        return request_span!(method, uri, version, Empty, Empty, Empty, Empty);
+    }
+    let span = request_span!(
+        method,
+        uri,
+        version,
+        tracing::field::display(format_args!("{method} {route}")),
+        "server",
+        method.as_str(),
+        route
+    );
+    // The parent is fixed when the span is first entered, which the caller does next.
+    if headers.contains_key(TRACEPARENT) {
+        let parent = TraceContextPropagator::new().extract(&Headers(headers));
+        if parent.span().span_context().is_valid() {
+            // Fails only when the span layer is missing, which `exporting` rules out.
+            let _ = span.set_parent(parent);
+        }
+    }
+    span
+}
+
+/// W3C Trace Context's header.
+const TRACEPARENT: &str = "traceparent";
 
 /// Records the answer's status on a request span; a 5xx answer marks the span failed, as
 /// OpenTelemetry's HTTP conventions say for servers.
