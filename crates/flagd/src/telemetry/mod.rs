@@ -11,11 +11,11 @@
 //! Spans: one per HTTP request, named `{METHOD} {route}` (`POST /v1/evaluate/{flagKey}`), with
 //! the route, method and status, the environment the request was served from, and for a
 //! single-flag evaluation the flag key and the reason kind of its answer; a `traceparent`
-//! header makes it a child of the caller's span. Every store call (PostgreSQL, Redis big-segment
-//! memberships, admin writes, the SDK-key lookups behind the key cache) is a child span of
-//! the request that made it, named `store.{operation}` ([`store`]); background work (root
-//! mode's sync loop) makes store spans of its own. The attributes are listed in
-//! `docs/tracing.md`.
+//! header makes it a child of the caller's span. Every store call (PostgreSQL, Redis
+//! big-segment memberships, admin writes, the SDK-key lookups behind the key cache) is a child
+//! span of the request that made it, named `store.{operation}` (the decorators of
+//! `telemetry::store`); background work (root mode's sync loop) makes store spans of its own.
+//! The attributes are listed in `docs/tracing.md`.
 //!
 //! [`Telemetry`] is the guard: dropping it (or [`Telemetry::shutdown`]) exports the spans still
 //! queued, after the server has answered its last request.
