@@ -514,6 +514,21 @@ impl BigSegmentMembers for TracedMembers {
             self.inner.clear_generation(env, segment, generation)
         )
     }
+
+    async fn copy_generation(
+        &self,
+        env: &str,
+        segment: &str,
+        generation: u64,
+        into: &mut dyn MemberUpload,
+    ) -> Result<u64, StoreError> {
+        traced!(
+            self.system,
+            "copy_generation",
+            Some(env),
+            self.inner.copy_generation(env, segment, generation, into)
+        )
+    }
 }
 
 /// An upload under way, each chunk and the commit a span.
