@@ -99,43 +99,43 @@ pub mod checkout_flags {
         "checkout.provider_ratio",
         "checkout.undeployed",
     ];
-    /// `checkout.express_enabled`: the flag behind [`CheckoutFlags::express_enabled`].
+    /// `checkout.express_enabled`: the flag behind [`CheckoutFlags::express_enabled`](super::CheckoutFlags::express_enabled).
     pub static EXPRESS_ENABLED: ::flags_sdk::typed::FlagSpec<bool> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.express_enabled",
         layer: ::core::option::Option::Some("user"),
         default: true,
     };
-    /// `checkout.banner`: the flag behind [`CheckoutFlags::banner`].
+    /// `checkout.banner`: the flag behind [`CheckoutFlags::banner`](super::CheckoutFlags::banner).
     pub static BANNER: ::flags_sdk::typed::FlagSpec<&'static str> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.banner",
         layer: ::core::option::Option::None,
         default: "none",
     };
-    /// `checkout.max_items`: the flag behind [`CheckoutFlags::max_items`].
+    /// `checkout.max_items`: the flag behind [`CheckoutFlags::max_items`](super::CheckoutFlags::max_items).
     pub static MAX_ITEMS: ::flags_sdk::typed::FlagSpec<i64> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.max_items",
         layer: ::core::option::Option::Some("org"),
         default: 10i64,
     };
-    /// `checkout.retries`: the flag behind [`CheckoutFlags::retries`].
+    /// `checkout.retries`: the flag behind [`CheckoutFlags::retries`](super::CheckoutFlags::retries).
     pub static RETRIES: ::flags_sdk::typed::FlagSpec<i32> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.retries",
         layer: ::core::option::Option::None,
         default: 3i32,
     };
-    /// `checkout.discount`: the flag behind [`CheckoutFlags::discount`].
+    /// `checkout.discount`: the flag behind [`CheckoutFlags::discount`](super::CheckoutFlags::discount).
     pub static DISCOUNT: ::flags_sdk::typed::FlagSpec<f64> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.discount",
         layer: ::core::option::Option::Some("user"),
         default: 0.05f64,
     };
-    /// `checkout.provider_ratio`: the flag behind [`CheckoutFlags::provider_ratio`].
+    /// `checkout.provider_ratio`: the flag behind [`CheckoutFlags::provider_ratio`](super::CheckoutFlags::provider_ratio).
     pub static PROVIDER_RATIO: ::flags_sdk::typed::FlagSpec<f32> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.provider_ratio",
         layer: ::core::option::Option::None,
         default: 0.5f32,
     };
-    /// `checkout.undeployed`: the flag behind [`CheckoutFlags::undeployed`].
+    /// `checkout.undeployed`: the flag behind [`CheckoutFlags::undeployed`](super::CheckoutFlags::undeployed).
     pub static UNDEPLOYED: ::flags_sdk::typed::FlagSpec<&'static str> = ::flags_sdk::typed::FlagSpec {
         key: "checkout.undeployed",
         layer: ::core::option::Option::None,
