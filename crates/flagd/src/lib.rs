@@ -44,6 +44,7 @@ mod store;
 pub mod telemetry;
 pub mod validate;
 mod warm;
+mod watch;
 
 pub use backend::{Backend, BackendError};
 pub use big_segments::{BigSegments, Prefetched};

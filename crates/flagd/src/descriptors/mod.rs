@@ -39,8 +39,8 @@ pub use typed_store::TypedStore;
 
 use crate::config::ReloadConfig;
 use crate::shutdown::Shutdown;
-use crate::source::{self, ReloadOutcome, Reloadable};
 use crate::store::rfc3339;
+use crate::watch::{self, ReloadOutcome, Reloadable};
 
 /// Follows a descriptor set file and holds the registry of its last good content.
 pub struct DescriptorWatcher {
@@ -136,11 +136,11 @@ impl DescriptorWatcher {
         nudges: Option<mpsc::Receiver<()>>,
         shutdown: Shutdown,
     ) -> impl Future<Output = ()> + Send + 'static {
-        source::watch(self, reload, nudges, shutdown)
+        watch::watch(self, reload, nudges, shutdown)
     }
 
     fn load(&self, file: FileContents) -> ReloadOutcome {
-        let hash = source::content_hash(std::slice::from_ref(&file));
+        let hash = watch::content_hash(std::slice::from_ref(&file));
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.last_seen == Some(hash) {
             return ReloadOutcome::Unchanged;
@@ -187,7 +187,7 @@ impl Reloadable for DescriptorWatcher {
     }
 
     fn reload_settled(&self, settle: Duration) -> ReloadOutcome {
-        match source::read_settled(&self.paths, settle) {
+        match watch::read_settled(&self.paths, settle) {
             Some(mut files) => match files.pop() {
                 Some(file) => self.load(file),
                 None => ReloadOutcome::Unchanged,
