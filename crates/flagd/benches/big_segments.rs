@@ -138,9 +138,10 @@ async fn fill(store: &dyn BigSegmentMembers) -> Result<(), StoreError> {
         }
     }
     upload.apply(&chunk).await?;
-    upload.commit(None).await.map_err(|e| match e {
-        flags_store::UploadError::NotStored(e) | flags_store::UploadError::NotCopied(e) => e,
-    })?;
+    upload
+        .commit(None)
+        .await
+        .map_err(flags_store::UploadError::into_store_error)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -427,11 +427,10 @@ impl RedisMirror {
             copied += members
                 .copy_generation(env, segment, *generation, upload.as_mut())
                 .await?;
-            upload.commit(None).await.map_err(|e| match e {
-                flags_store::UploadError::NotStored(e) | flags_store::UploadError::NotCopied(e) => {
-                    e
-                }
-            })?;
+            upload
+                .commit(None)
+                .await
+                .map_err(flags_store::UploadError::into_store_error)?;
         }
         self.copied(env, true, true);
         Ok(copied)

@@ -324,9 +324,9 @@ impl PgUpload {
             copy.apply(&chunk).await?;
         }
         tx.commit().await.map_err(db)?;
-        copy.commit(None).await.map_err(|e| match e {
-            UploadError::NotStored(e) | UploadError::NotCopied(e) => e,
-        })
+        copy.commit(None)
+            .await
+            .map_err(UploadError::into_store_error)
     }
 }
 

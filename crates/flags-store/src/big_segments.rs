@@ -84,6 +84,16 @@ pub enum UploadError {
     NotCopied(#[source] StoreError),
 }
 
+impl UploadError {
+    /// The store's error, whichever side failed: for a commit with no copy, where the two
+    /// cannot be told apart.
+    pub fn into_store_error(self) -> StoreError {
+        match self {
+            UploadError::NotStored(e) | UploadError::NotCopied(e) => e,
+        }
+    }
+}
+
 /// A store of big-segment memberships (see the module documentation).
 ///
 /// `env` names an environment; a backend that keeps a single environment (a Redis prefix)
