@@ -57,6 +57,8 @@ pub struct UpstreamReady {
     pub seconds_since_last_contact: Option<u64>,
     /// The last failure talking to the upstream, kept after recovery.
     pub last_error: Option<String>,
+    /// Failed attempts to reach the upstream since it last answered.
+    pub consecutive_failures: u32,
 }
 
 impl Upstream {
@@ -121,6 +123,7 @@ impl Upstream {
             url: self.url.clone(),
             seconds_since_last_contact: seconds,
             last_error: status.last_error.map(|e| e.message),
+            consecutive_failures: provider.consecutive_failures(),
         }
     }
 

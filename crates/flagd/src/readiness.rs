@@ -46,8 +46,7 @@ pub(crate) struct Readiness {
     pub ready: bool,
     /// Whole seconds since the source last answered; `None` when it never did.
     pub seconds_since_contact: Option<u64>,
-    /// Failed attempts to reach the source since the last success (not counted in proxy
-    /// mode, whose client only says whether its stream is up).
+    /// Failed attempts to reach the source since the last success.
     pub consecutive_failures: u32,
 }
 
@@ -97,7 +96,7 @@ pub(crate) fn of(state: &AppState) -> Readiness {
                 state: source,
                 ready: state.store.snapshot().is_some(),
                 seconds_since_contact: report.seconds_since_last_contact,
-                consecutive_failures: 0,
+                consecutive_failures: report.consecutive_failures,
             }
         }
     }

@@ -115,6 +115,7 @@ async fn a_chain_of_three_serves_the_roots_data_and_passes_every_change_on() {
     assert_eq!(ready["status"], "SERVING", "{ready}");
     assert_eq!(ready["source"], "upstream", "{ready}");
     assert_eq!(ready["secondsSinceLastContact"], 0, "{ready}");
+    assert_eq!(ready["consecutiveFailures"], 0, "{ready}");
     assert_eq!(ready["flags"], 2, "{ready}");
 
     // A stream at the end of the chain sees each change as a patch.
@@ -219,6 +220,10 @@ async fn the_last_data_serves_through_a_long_outage_and_an_upstream_restart() {
         "{ready}"
     );
     assert!(ready["lastError"].is_string(), "{ready}");
+    assert!(
+        ready["consecutiveFailures"].as_u64().unwrap() >= 1,
+        "{ready}"
+    );
     for proxy in [&first, &second] {
         let body = evaluate_for(&client, &proxy.url(), key, "colour", "u").await;
         assert_eq!(body["value"], "red", "{body}");

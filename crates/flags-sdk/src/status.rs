@@ -1,5 +1,6 @@
 //! The data source's status, in the spirit of LaunchDarkly's `DataSourceStatusProvider`.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -78,6 +79,8 @@ pub(crate) struct StatusInner {
     status: Mutex<DataSourceStatus>,
     /// When the source last heard from flagd: a stream's answer or event, a poll's answer.
     contact: Mutex<Option<SystemTime>>,
+    /// Failures reported since flagd last answered.
+    failures: AtomicU32,
     listeners: Listeners<DataSourceStatus>,
 }
 
@@ -91,6 +94,7 @@ impl DataSourceStatusProvider {
                     last_error: None,
                 }),
                 contact: Mutex::new(None),
+                failures: AtomicU32::new(0),
                 listeners: Listeners::new(listener_capacity),
             }),
         }
@@ -112,8 +116,15 @@ impl DataSourceStatusProvider {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How many failures in a row the source has met since flagd last answered (0 while it
+    /// answers): a stream that would not connect, a poll that failed, each counts once.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
     /// Records that flagd answered.
     pub(crate) fn contact(&self) {
+        self.inner.failures.store(0, Ordering::Relaxed);
         *self
             .inner
             .contact
@@ -153,6 +164,8 @@ impl DataSourceStatusProvider {
             }
             let new_error = error.is_some();
             if let Some(error) = error {
+                let _ = (self.inner.failures)
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
                 status.last_error = Some(error);
             }
             (new_state || new_error).then(|| status.clone())
@@ -235,5 +248,19 @@ mod tests {
         provider.update(DataSourceState::Valid, None);
         assert_eq!(l.try_recv().unwrap().unwrap().state, DataSourceState::Valid);
         assert_eq!(l.try_recv().unwrap(), None);
+    }
+
+    #[test]
+    fn failures_count_until_flagd_answers() {
+        let provider = DataSourceStatusProvider::new(8);
+        assert_eq!(provider.consecutive_failures(), 0);
+        provider.update(DataSourceState::Interrupted, Some(network("a")));
+        provider.update(DataSourceState::Interrupted, Some(network("b")));
+        provider.update(DataSourceState::Interrupted, None);
+        assert_eq!(provider.consecutive_failures(), 2);
+        provider.contact();
+        assert_eq!(provider.consecutive_failures(), 0);
+        provider.update(DataSourceState::Interrupted, Some(network("c")));
+        assert_eq!(provider.consecutive_failures(), 1);
     }
 }

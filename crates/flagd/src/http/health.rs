@@ -114,6 +114,7 @@ fn proxy_readyz(state: &AppState, upstream: &crate::proxy::Upstream) -> Response
         "upstream": report.url,
         "secondsSinceLastContact": report.seconds_since_last_contact,
         "lastError": report.last_error,
+        "consecutiveFailures": report.consecutive_failures,
         "flags": snapshot.as_ref().map(|s| s.flag_count()),
         "segments": snapshot.as_ref().map(|s| s.segment_count()),
         "generation": snapshot.as_ref().map(|s| s.generation()),
