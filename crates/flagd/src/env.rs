@@ -5,7 +5,7 @@
 //! per stored environment, and the SDK key a request presents picks it. Requests find theirs
 //! with one lock-free map lookup; file-mode requests do not even do that.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,9 @@ pub struct Env {
     pub store: Arc<Store>,
     /// Its kill set and overrides.
     pub ops: Arc<Ops>,
+    /// The keys of its flags archived in the store (root mode): not served, but not gone
+    /// either, as a flag's state says.
+    archived: ArcSwap<BTreeSet<String>>,
 }
 
 impl Env {
@@ -33,6 +36,19 @@ impl Env {
             key: Arc::from(key),
             store: Arc::new(Store::new(stream_buffer)),
             ops: Arc::new(Ops::default()),
+            archived: ArcSwap::default(),
+        }
+    }
+
+    /// Whether flag `key` is archived in the store (so not served).
+    pub fn is_archived(&self, key: &str) -> bool {
+        self.archived.load().contains(key)
+    }
+
+    /// Records which flags the store holds archived.
+    pub(crate) fn set_archived(&self, keys: BTreeSet<String>) {
+        if **self.archived.load() != keys {
+            self.archived.store(Arc::new(keys));
         }
     }
 }

@@ -312,6 +312,7 @@ impl RootSync {
                 data.segments.insert(segment.key.clone(), segment);
             }
         }
+        state.share_archived();
         match Snapshot::from_models(data, 1) {
             Ok(served) => {
                 state.generation = 1;
@@ -519,6 +520,17 @@ impl EnvState {
         Some(self.env.ops.serve(flag))
     }
 
+    /// Tells the environment which flags are archived, for the flag states that report them.
+    fn share_archived(&self) {
+        let archived = self
+            .flags
+            .iter()
+            .filter(|(_, meta)| meta.state == ItemState::Archived)
+            .map(|(key, _)| key.clone())
+            .collect();
+        self.env.set_archived(archived);
+    }
+
     /// Records a stored flag's state and parses its document (`None`, logged, when it does
     /// not parse; stored documents were validated when written, so that means the store was
     /// changed behind flagd's back).
@@ -596,6 +608,9 @@ impl EnvState {
     fn publish(&mut self) {
         let dirty = std::mem::take(&mut self.dirty);
         self.dirty_set.clear();
+        if dirty.iter().any(|(kind, _)| *kind == ItemKind::Flag) {
+            self.share_archived();
+        }
         let mut fresh_flags = std::mem::take(&mut self.fresh_flags);
         let mut fresh_segments = std::mem::take(&mut self.fresh_segments);
         let Some(current) = self.env.store.snapshot() else {

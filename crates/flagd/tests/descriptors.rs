@@ -287,6 +287,66 @@ async fn a_set_missing_at_start_is_picked_up_when_it_appears() {
     server.shutdown().await.unwrap();
 }
 
+/// gRPC's `BulkEvaluate` of every flag holds the declared flags the data lacks, with their
+/// compiled defaults, as HTTP's answer for every flag does.
+#[tokio::test]
+async fn grpc_answers_for_every_flag_include_the_declared_ones() {
+    use flags_proto::v1::flag_evaluator_service_client::FlagEvaluatorServiceClient;
+    use flags_proto::v1::{BulkEvaluateRequest, EvaluationSource, flag_value};
+
+    let dir = FlagDir::new();
+    let pb = replace(&dir.path("flags.pb"), &descriptor_set(&shop(50)));
+    let mut config = test_config(vec![dir.write("flags.json", &flags())]);
+    config.descriptors = Some(pb);
+    config.grpc_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let server = flagd::start(config).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        server.grpc_addr().unwrap()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let context = serde_json::from_str::<Value>(CONTEXT).unwrap()["context"].to_string();
+    let answers = FlagEvaluatorServiceClient::new(channel)
+        .bulk_evaluate(BulkEvaluateRequest {
+            context: Some(flags_proto::v1::EvaluationContext {
+                context: Some(flags_proto::v1::evaluation_context::Context::Json(context)),
+            }),
+            flag_ids: Vec::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .evaluations;
+    let keys: Vec<&str> = answers.iter().map(|a| a.flag_id.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "checkout.express",
+            "checkout.max_items",
+            "checkout.ratio",
+            "checkout.theme",
+            "other"
+        ]
+    );
+    let ratio = &answers[2];
+    assert_eq!(ratio.source(), EvaluationSource::CompiledDefault, "{ratio:?}");
+    assert_eq!(
+        ratio.value.as_ref().unwrap().value,
+        Some(flag_value::Value::DoubleValue(0.5))
+    );
+    assert_eq!(
+        answers[3].source(),
+        EvaluationSource::CompiledDefault,
+        "off without an off variation: {:?}",
+        answers[3]
+    );
+    assert_eq!(answers[1].source(), EvaluationSource::Global, "{:?}", answers[1]);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn before_any_data_declared_flags_answer_their_compiled_default() {
     let dir = FlagDir::new();

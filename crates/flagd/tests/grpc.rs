@@ -498,7 +498,9 @@ async fn root_mode_serves_kills_and_overrides_as_the_http_api() {
     }
     let mut config = flagd::Config::for_tests(Vec::new());
     config.grpc_listen = Some(loopback());
-    let server = flagd::start_with_store(config, store).await.unwrap();
+    let server = flagd::start_with_store(config, Arc::clone(&store))
+        .await
+        .unwrap();
     let http = Http::new(server.url(), &sdk);
     let channel = connect(server.grpc_addr().unwrap()).await;
     let mut grpc = FlagEvaluatorServiceClient::new(channel);
@@ -649,6 +651,44 @@ async fn root_mode_serves_kills_and_overrides_as_the_http_api() {
         .into_inner();
     assert_eq!(health.status(), EvaluatorStatus::Serving);
     assert_eq!(health.cached_flag_count, flags.len() as i32);
+
+    // An archived flag is not served, and its state says why; a deleted one is not found.
+    store
+        .set_flag_archived(&actor, "production", "ordinary", true, None)
+        .await
+        .unwrap();
+    store
+        .delete_flag(&actor, "production", "overridden", None)
+        .await
+        .unwrap();
+    let state_of = |flag: &str| {
+        let request = with_key(
+            &sdk,
+            GetFlagStateRequest {
+                flag_id: flag.into(),
+            },
+        );
+        let mut grpc = grpc.clone();
+        async move { grpc.get_flag_state(request).await }
+    };
+    let archived = Poll::new()
+        .within(Duration::from_secs(10))
+        .until_some("the archived flag to leave the served data", || async {
+            state_of("ordinary")
+                .await
+                .ok()
+                .map(|r| r.into_inner())
+                .filter(|r| r.archived)
+        })
+        .await;
+    assert_eq!(archived.flag, None);
+    let deleted = Poll::new()
+        .within(Duration::from_secs(10))
+        .until_some("the deleted flag to go", || async {
+            state_of("overridden").await.err()
+        })
+        .await;
+    assert_eq!(deleted.code(), Code::NotFound, "{deleted:?}");
     server.shutdown().await.unwrap();
 }
 

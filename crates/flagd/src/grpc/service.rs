@@ -209,12 +209,25 @@ impl Evaluator {
         let snapshot = env.store.snapshot();
         let evaluations = match (&snapshot, request.flag_ids.is_empty()) {
             (None, true) => return Err(not_ready()),
-            (Some(snapshot), true) => evaluate::all(&self.state, &env, snapshot, &context, big)
-                .into_iter()
-                .map(|(key, detail)| {
-                    self.answer(&env, key.to_owned(), &detail, None, &mut freshness)
-                })
-                .collect(),
+            (Some(snapshot), true) => {
+                let results = evaluate::all(&self.state, &env, snapshot, &context, big);
+                let mut answers: Vec<_> = results
+                    .iter()
+                    .map(|(key, detail)| {
+                        self.answer(&env, (*key).to_owned(), detail, None, &mut freshness)
+                    })
+                    .collect();
+                // Declared flags the data lacks answer with their compiled defaults, as each
+                // does on its own and as HTTP's answers for every flag have them.
+                if let Some(declared) = evaluate::declared(&self.state) {
+                    let missing = EvalDetail::error(ErrorKind::FlagNotFound);
+                    answers.extend(evaluate::declared_only(&declared, &results).into_iter().map(
+                        |(key, _)| self.answer(&env, key.to_owned(), &missing, None, &mut freshness),
+                    ));
+                    answers.sort_by(|a, b| a.flag_id.cmp(&b.flag_id));
+                }
+                answers
+            }
             (None, false) => {
                 let detail = EvalDetail::error(ErrorKind::ClientNotReady);
                 request
@@ -256,6 +269,11 @@ impl Evaluator {
                     }),
                     archived: false,
                 }),
+                // Archived in the store: not served, so in no state, but there.
+                None if env.is_archived(&flag_id) => Ok(GetFlagStateResponse {
+                    flag: None,
+                    archived: true,
+                }),
                 None => Err(Status::not_found(format!("flag {flag_id:?} not found"))),
             };
         };
@@ -278,7 +296,6 @@ impl Evaluator {
                 version: flag.version(),
                 flag_json: flag.json().to_owned(),
             }),
-            // Archived flags are not served, so none is found here.
             archived: false,
         })
     }

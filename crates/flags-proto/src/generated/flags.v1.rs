@@ -151,10 +151,11 @@ pub struct GetFlagStateRequest {
 /// One flag's state.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetFlagStateResponse {
-    /// The flag's state.
+    /// The flag's state; empty for an archived flag.
     #[prost(message, optional, tag = "1")]
     pub flag: ::core::option::Option<FlagState>,
-    /// The flag is archived: it serves its last value, and no longer changes.
+    /// The flag is archived in the store: it is not served (evaluations answer FLAG_NOT_FOUND)
+    /// until it is unarchived, and its document and history are kept.
     #[prost(bool, tag = "2")]
     pub archived: bool,
 }
@@ -261,7 +262,8 @@ pub enum EvaluationSource {
     Killed = 4,
     /// The flag's own targeting on data kept while the source is unreachable (health DEGRADED).
     Cached = 5,
-    /// An archived flag's last value.
+    /// An archived flag's last value. flagd does not give it: it stops serving a flag that is
+    /// archived (evaluations answer FLAG_NOT_FOUND, GetFlagState says `archived`).
     Archived = 6,
     /// The flag's own targeting on data not yet confirmed by the source since a start (a warm
     /// start from Redis, or a refresh still under way).
