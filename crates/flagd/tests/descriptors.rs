@@ -300,14 +300,12 @@ async fn grpc_answers_for_every_flag_include_the_declared_ones() {
     config.descriptors = Some(pb);
     config.grpc_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     let server = flagd::start(config).await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        server.grpc_addr().unwrap()
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr().unwrap()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let context = serde_json::from_str::<Value>(CONTEXT).unwrap()["context"].to_string();
     let answers = FlagEvaluatorServiceClient::new(channel)
         .bulk_evaluate(BulkEvaluateRequest {
@@ -332,7 +330,11 @@ async fn grpc_answers_for_every_flag_include_the_declared_ones() {
         ]
     );
     let ratio = &answers[2];
-    assert_eq!(ratio.source(), EvaluationSource::CompiledDefault, "{ratio:?}");
+    assert_eq!(
+        ratio.source(),
+        EvaluationSource::CompiledDefault,
+        "{ratio:?}"
+    );
     assert_eq!(
         ratio.value.as_ref().unwrap().value,
         Some(flag_value::Value::DoubleValue(0.5))
@@ -343,7 +345,12 @@ async fn grpc_answers_for_every_flag_include_the_declared_ones() {
         "off without an off variation: {:?}",
         answers[3]
     );
-    assert_eq!(answers[1].source(), EvaluationSource::Global, "{:?}", answers[1]);
+    assert_eq!(
+        answers[1].source(),
+        EvaluationSource::Global,
+        "{:?}",
+        answers[1]
+    );
     server.shutdown().await.unwrap();
 }
 

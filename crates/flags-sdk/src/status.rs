@@ -164,8 +164,9 @@ impl DataSourceStatusProvider {
             }
             let new_error = error.is_some();
             if let Some(error) = error {
-                let _ = (self.inner.failures)
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+                let _ =
+                    (self.inner.failures)
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
                 status.last_error = Some(error);
             }
             (new_state || new_error).then(|| status.clone())
