@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flags_store::AdminStore;
+use flags_store::{AdminStore, StoreError};
 use flags_store_postgres::{PostgresConfig, PostgresStore, redact_url};
 
 /// The backends flagd can serve from, by URL scheme.
@@ -85,15 +85,35 @@ pub fn open_lazy(url: &str) -> Result<Arc<dyn AdminStore>, BackendError> {
 pub async fn open(url: &str) -> Result<Arc<dyn AdminStore>, BackendError> {
     match Backend::of(url)? {
         Backend::Postgres => {
-            let store = PostgresStore::connect(url)
-                .await
-                .map_err(|e| BackendError::Open(e.to_string()))?;
+            let store = match PostgresStore::connect(url).await {
+                Ok(store) => store,
+                Err(e) => {
+                    let reason = explain_unreachable(url, &e).await;
+                    return Err(BackendError::Open(match reason {
+                        Some(reason) => format!("cannot reach the database: {reason}"),
+                        None => e.to_string(),
+                    }));
+                }
+            };
             store
                 .migrate()
                 .await
                 .map_err(|e| BackendError::Open(format!("migrations failed: {e}")))?;
             Ok(Arc::new(store))
         }
+    }
+}
+
+/// Why the database at `url` cannot be reached, when `error` says it is unavailable: the
+/// store's own error may only say that waiting for a connection timed out, where the operator
+/// needs `connection refused at HOST:PORT`. `None` when the error is of another kind or the
+/// database answers again.
+pub async fn explain_unreachable(url: &str, error: &StoreError) -> Option<String> {
+    if !matches!(error, StoreError::Unavailable { .. }) {
+        return None;
+    }
+    match Backend::of(url).ok()? {
+        Backend::Postgres => flags_store_postgres::explain_unreachable(url).await,
     }
 }
 

@@ -64,6 +64,8 @@ pub struct RootSync {
     backoff: Backoff,
     poll_interval: Duration,
     states: HashMap<String, EnvState>,
+    /// The database's URL, to find out why it cannot be reached when the store cannot say.
+    database_url: Option<String>,
 }
 
 /// What one environment holds, as the store last told it. Only versions and states are kept
@@ -143,7 +145,25 @@ impl RootSync {
             backoff: Backoff::new(timing.backoff_base),
             poll_interval: timing.poll_interval.max(Duration::from_millis(10)),
             states: HashMap::new(),
+            database_url: None,
         }
+    }
+
+    /// Failures to reach the store are explained by connecting to `url` directly (see
+    /// [`crate::backend::explain_unreachable`]).
+    pub fn explained_by(mut self, url: Option<String>) -> RootSync {
+        self.database_url = url;
+        self
+    }
+
+    /// What to say about `error`: why the database cannot be reached, when that can be found
+    /// out, else the error itself.
+    pub async fn describe(&self, error: &StoreError) -> String {
+        let reason = match &self.database_url {
+            Some(url) => crate::backend::explain_unreachable(url, error).await,
+            None => None,
+        };
+        reason.unwrap_or_else(|| error.to_string())
     }
 
     /// Subscribes and loads (or catches up) every environment. On success the subscription
@@ -196,8 +216,26 @@ impl RootSync {
     async fn fail(&self, error: &StoreError, shutdown: &Shutdown) -> bool {
         self.health.tracker.record_failure(error);
         let delay = self.health.tracker.next_delay(&self.backoff);
-        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64,
-            "store change feed failed; serving the last data");
+        let error = self.describe(error).await;
+        let retry_in_ms = delay.as_millis() as u64;
+        if self
+            .envs
+            .all()
+            .iter()
+            .any(|env| env.store.snapshot().is_some())
+        {
+            tracing::warn!(
+                error,
+                retry_in_ms,
+                "store unreachable; serving the last data"
+            );
+        } else {
+            tracing::warn!(
+                error,
+                retry_in_ms,
+                "store unreachable; serving nothing until it answers"
+            );
+        }
         tokio::select! {
             () = shutdown.wait() => false,
             () = tokio::time::sleep(delay) => true,

@@ -46,6 +46,12 @@ pub enum StartError {
     /// More than one source of data was given.
     #[error("serve one of flag files, a database or an upstream, not several")]
     Sources,
+    /// A flag file named does not exist, and `allow_missing` is off.
+    #[error(
+        "flag file {} does not exist (pass --allow-missing to start anyway and serve it once it appears)",
+        .0.display()
+    )]
+    MissingFile(PathBuf),
     /// Proxy mode could not start.
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
@@ -169,9 +175,10 @@ impl RunningServer {
 
 /// Loads the configured files, binds the listener and starts serving in the background.
 ///
-/// A bad or missing flag file does not stop the start: the server answers 503 on `/readyz`
-/// and evaluation routes until a good file appears. Bind `127.0.0.1:0` to get a free port and
-/// read it from [`RunningServer::local_addr`] — that is how tests start it.
+/// A flag file that does not exist stops the start, unless `allow_missing` is set; a bad one
+/// does not: the server answers 503 on `/readyz` and evaluation routes until a good file
+/// appears. Bind `127.0.0.1:0` to get a free port and read it from
+/// [`RunningServer::local_addr`] — that is how tests start it.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let sources = [
         !config.files.is_empty(),
@@ -181,6 +188,12 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     if sources.into_iter().filter(|given| *given).count() > 1 {
         return Err(StartError::Sources);
     }
+    if !config.allow_missing
+        && let Some(missing) = config.files.iter().find(|path| !path.exists())
+    {
+        return Err(StartError::MissingFile(missing.clone()));
+    }
+    warn_about_keys(&config);
     if config.upstream.url.is_some() {
         return start_proxy(config).await;
     }
@@ -266,11 +279,12 @@ pub async fn start_with_store(
         Arc::clone(&state.envs),
         health,
         config.sync.timing(),
-    );
+    )
+    .explained_by(config.database_url.clone());
     let first = match sync.connect().await {
         Ok(subscription) => Some(subscription),
         Err(e) => {
-            tracing::error!(error = %e, "the store is unreachable");
+            tracing::error!(error = sync.describe(&e).await, "the store is unreachable");
             warm_root(&config, &state).await;
             None
         }
@@ -417,6 +431,23 @@ fn hangups(shutdown: &crate::shutdown::Shutdown) -> Option<tokio::sync::mpsc::Re
 #[cfg(not(unix))]
 fn hangups(_shutdown: &crate::shutdown::Shutdown) -> Option<tokio::sync::mpsc::Receiver<()>> {
     None
+}
+
+/// Says at start what the admin key settings will not do: an admin key outside root mode
+/// opens nothing (there is no admin API), and root mode without one has an admin API that only
+/// keys already stored in the database open.
+fn warn_about_keys(config: &Config) {
+    match (&config.database_url, &config.admin_key) {
+        (None, Some(_)) => tracing::warn!(
+            "--admin-key (FLAGD_ADMIN_KEY) has no effect here: the admin API is served only \
+             with --database"
+        ),
+        (Some(_), None) => tracing::warn!(
+            "no --admin-key (FLAGD_ADMIN_KEY): the admin API accepts only admin keys already \
+             stored in the database; create one with `flagd key create` or set an admin key"
+        ),
+        _ => {}
+    }
 }
 
 /// File and proxy mode, when the source gave nothing at start: serves what Redis holds for the

@@ -45,6 +45,7 @@
 struct ReadmeDoctests;
 
 mod big_segments;
+mod diagnose;
 mod error;
 mod subscription;
 
@@ -74,6 +75,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::error::{corrupt, db, to_u64};
 
+pub use diagnose::explain_unreachable;
 pub use subscription::PgSubscription;
 
 /// The channel changes are announced on. The payload is the [`Change`] as JSON, or
@@ -170,6 +172,9 @@ impl PostgresConfig {
         let connect: PgConnectOptions = self.url.parse().map_err(|e: sqlx::Error| {
             StoreError::invalid("database url", format!("cannot parse the URL: {e}"))
         })?;
+        // The server's notices (`relation "_sqlx_migrations" already exists, skipping`, on
+        // every start) are not for flagd's operators; warnings and errors still come.
+        let connect = connect.options([("client_min_messages", "warning")]);
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections.max(1))
             .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms));
