@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use flags_store_postgres::redact_url;
 
-use crate::config::{Config, ConfigError, Redacted, Sampling};
+use crate::config::{Config, ConfigError, LogFormat, Redacted, Sampling};
 
 const ABOUT: &str = "A self-hosted feature-flag server for LaunchDarkly-format flag data.";
 
@@ -28,6 +28,7 @@ const SERVE_AFTER_HELP: &str = "\
 Settings come from the --config file, then FLAGD_* environment variables, then flags (each
 overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_CONFIG, FLAGD_LISTEN, FLAGD_GRPC_LISTEN, FLAGD_FILES, FLAGD_SDK_KEYS, FLAGD_LOG,
+  FLAGD_LOG_FORMAT, FLAGD_REQUEST_LOG, FLAGD_ALLOW_MISSING,
   FLAGD_RELOAD_WATCH, FLAGD_RELOAD_DEBOUNCE_MS, FLAGD_RELOAD_POLL_INTERVAL_MS,
   FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
   FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
@@ -37,6 +38,7 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX,
   FLAGD_DESCRIPTORS
 The configuration file is YAML with the same names: listen, grpc_listen, files, sdk_keys, log,
+log_format, request_log, allow_missing,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
 admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
 spool_dir,...}, redis.{url,prefix}, descriptors; exporters are listed under events.exporters, each with a kind (file,
@@ -195,6 +197,15 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `flagd=debug,info` [default: info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// How log lines are written: `text`, or `json` for log collectors [default: text].
+    #[arg(long = "log-format", value_name = "text|json")]
+    pub log_format: Option<LogFormat>,
+    /// One info line per answered request (method, path, status, latency) [default: true].
+    #[arg(long = "request-log", value_name = "true|false")]
+    pub request_log: Option<bool>,
+    /// Start even when a --file does not exist yet, serving it once it appears.
+    #[arg(long = "allow-missing")]
+    pub allow_missing: bool,
     /// Interval of the content check that backs up the file watch, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub poll_interval_ms: Option<u64>,
@@ -250,6 +261,9 @@ impl std::fmt::Debug for ServeArgs {
             .field("grpc_listen", &self.grpc_listen)
             .field("sdk_keys", &Redacted::keys(&self.sdk_keys))
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .field("request_log", &self.request_log)
+            .field("allow_missing", &self.allow_missing)
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("debounce_ms", &self.debounce_ms)
             .field("keepalive_ms", &self.keepalive_ms)
@@ -300,6 +314,15 @@ impl ServeArgs {
         }
         if let Some(log) = &self.log {
             config.log.clone_from(log);
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if let Some(on) = self.request_log {
+            config.request_log = on;
+        }
+        if self.allow_missing {
+            config.allow_missing = true;
         }
         if let Some(ms) = self.poll_interval_ms {
             config.reload.poll_interval_ms = ms;

@@ -34,6 +34,15 @@ pub struct Config {
     pub http: HttpConfig,
     /// Log filter in `tracing` syntax, e.g. `info` or `flagd=debug,info`.
     pub log: String,
+    /// How log lines are written: `text` for people, `json` (one object per line) for log
+    /// collectors.
+    pub log_format: LogFormat,
+    /// One line per answered request at info level (method, path, status, latency): on
+    /// unless turned off here or by the log filter (`flagd::request=off`).
+    pub request_log: bool,
+    /// Start even when a flag file named does not exist, serving nothing from it until it
+    /// appears; without it a missing file is a start-up error.
+    pub allow_missing: bool,
     /// Root mode: serve every environment of this PostgreSQL database
     /// (`postgres://user@host/db`) instead of flag files.
     pub database_url: Option<String>,
@@ -52,6 +61,32 @@ pub struct Config {
     /// and their types are checked on writes and file loads. Followed like flag files (the
     /// `reload` settings), and read again at once on `SIGHUP`.
     pub descriptors: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `2026-01-01T00:00:00.000000Z  INFO target: message key=value`, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `message` and the event's
+    /// fields beside them.
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogFormat, String> {
+        match s.trim() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?}: expected text or json"
+            )),
+        }
+    }
 }
 
 /// Proxy mode: another flagd (a root, or a proxy itself) followed over its SDK stream, whose
@@ -165,6 +200,9 @@ impl std::fmt::Debug for Config {
             .field("reload", &self.reload)
             .field("http", &self.http)
             .field("log", &self.log)
+            .field("log_format", &self.log_format)
+            .field("request_log", &self.request_log)
+            .field("allow_missing", &self.allow_missing)
             .field(
                 "database_url",
                 &self.database_url.as_deref().map(redact_url),
@@ -477,6 +515,9 @@ impl Default for Config {
             reload: ReloadConfig::default(),
             http: HttpConfig::default(),
             log: "info".to_owned(),
+            log_format: LogFormat::Text,
+            request_log: true,
+            allow_missing: false,
             database_url: None,
             admin_key: None,
             sync: SyncConfig::default(),
@@ -606,6 +647,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_FILES", "files (comma-separated)"),
     ("FLAGD_SDK_KEYS", "sdk_keys (comma-separated)"),
     ("FLAGD_LOG", "log"),
+    ("FLAGD_LOG_FORMAT", "log_format (text or json)"),
+    ("FLAGD_REQUEST_LOG", "request_log (true or false)"),
+    ("FLAGD_ALLOW_MISSING", "allow_missing (true or false)"),
     ("FLAGD_DATABASE_URL", "database_url"),
     ("FLAGD_ADMIN_KEY", "admin_key"),
     ("FLAGD_REDIS_URL", "redis.url"),
@@ -729,6 +773,9 @@ impl Config {
                 "FLAGD_FILES" => self.files = list(value).map(PathBuf::from).collect(),
                 "FLAGD_SDK_KEYS" => self.sdk_keys = list(value).collect(),
                 "FLAGD_LOG" => self.log = value.clone(),
+                "FLAGD_LOG_FORMAT" => self.log_format = num(name, value)?,
+                "FLAGD_REQUEST_LOG" => self.request_log = num(name, value)?,
+                "FLAGD_ALLOW_MISSING" => self.allow_missing = num(name, value)?,
                 "FLAGD_DATABASE_URL" => self.database_url = Some(value.clone()),
                 "FLAGD_ADMIN_KEY" => self.admin_key = Some(value.clone()),
                 "FLAGD_REDIS_URL" => self.redis.url = Some(value.clone()),

@@ -32,6 +32,7 @@ pub mod http;
 mod keys;
 mod memory;
 mod metrics;
+mod process_metrics;
 mod proxy;
 mod readiness;
 mod redis_mirror;

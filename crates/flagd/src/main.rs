@@ -148,7 +148,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     // Inside the runtime: the OTLP exporter's gRPC transport keeps its connection there.
     let telemetry = {
         let _runtime = runtime.enter();
-        flagd::telemetry::init_tracer(&config.log, &tracing)?
+        flagd::telemetry::init_tracer(&flagd::telemetry::LogSettings::of(&config), &tracing)?
     };
     let result: anyhow::Result<()> = runtime.block_on(async {
         let stop = stop_signal().context("cannot install signal handlers")?;

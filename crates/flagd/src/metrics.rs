@@ -433,6 +433,7 @@ impl Metrics {
         );
         let export_source = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ExportCollector(Arc::clone(&export_source))));
+        registry.register_collector(Box::new(crate::process_metrics::ProcessCollector));
         Metrics {
             registry,
             http_requests,

@@ -152,9 +152,17 @@ impl Evaluator {
             Ok(_) => tonic::Code::Ok,
             Err(status) => status.code(),
         };
+        let latency = started.elapsed().as_secs_f64();
         self.state
             .metrics
-            .grpc_request(method, code_name(code), started.elapsed().as_secs_f64());
+            .grpc_request(method, code_name(code), latency);
+        tracing::info!(
+            target: crate::telemetry::REQUEST_LOG_TARGET,
+            rpc = %method,
+            code = %code_name(code),
+            latency_ms = crate::telemetry::millis(latency),
+            "answered"
+        );
     }
 
     async fn evaluate_one(
@@ -221,9 +229,13 @@ impl Evaluator {
                 // does on its own and as HTTP's answers for every flag have them.
                 if let Some(declared) = evaluate::declared(&self.state) {
                     let missing = EvalDetail::error(ErrorKind::FlagNotFound);
-                    answers.extend(evaluate::declared_only(&declared, &results).into_iter().map(
-                        |(key, _)| self.answer(&env, key.to_owned(), &missing, None, &mut freshness),
-                    ));
+                    answers.extend(
+                        evaluate::declared_only(&declared, &results)
+                            .into_iter()
+                            .map(|(key, _)| {
+                                self.answer(&env, key.to_owned(), &missing, None, &mut freshness)
+                            }),
+                    );
                     answers.sort_by(|a, b| a.flag_id.cmp(&b.flag_id));
                 }
                 answers

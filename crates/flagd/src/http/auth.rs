@@ -1,6 +1,7 @@
 //! SDK keys on HTTP. When any key is configured, evaluation and SDK routes require one in
 //! `Authorization: KEY` (LaunchDarkly SDKs), `Authorization: Bearer KEY` or `X-API-Key: KEY`
-//! (OFREP); anything else gets 401 with no body.
+//! (OFREP); anything else gets 401 with a JSON body (`{"error": "UNAUTHORIZED", "message":
+//! ...}`) that says whether a key was sent and where one goes.
 //!
 //! In root mode (over a database) every request needs a stored SDK key scoped to one
 //! environment, and that key picks the environment the request is served from. The decision
@@ -8,9 +9,11 @@
 
 use std::sync::Arc;
 
+use super::error::ApiError;
 use crate::access::{self, Refusal};
 use crate::admin::UNAVAILABLE_RETRY_AFTER_SECS;
 use crate::env::Env;
+use crate::keys::presented_key;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -36,7 +39,7 @@ impl FromRequestParts<AppState> for EnvOf {
     }
 }
 
-/// Checks the request's key: 401 without a body unless it carries an accepted key. In root
+/// Checks the request's key: 401 ([`unauthorized`]) unless it carries an accepted key. In root
 /// mode the key must be a stored SDK key of one environment (else 401, or 403 for an admin key
 /// or an all-environment key, or 503 with `Retry-After` when the store cannot tell, as the
 /// admin API answers then), and that environment is returned. In file mode nothing is
@@ -48,12 +51,39 @@ pub(crate) async fn check_key(
     access::authorize(state, headers)
         .await
         .map_err(|refusal| match refusal {
-            Refusal::Unauthenticated => StatusCode::UNAUTHORIZED.into_response(),
-            Refusal::Forbidden => StatusCode::FORBIDDEN.into_response(),
+            Refusal::Unauthenticated => unauthorized(headers),
+            Refusal::Forbidden => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "this key cannot evaluate flags: admin keys and keys for every environment are \
+                 for the admin API; send the SDK key of one environment",
+            )
+            .into_response(),
             Refusal::Unavailable => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_SECS)],
             )
                 .into_response(),
         })
+}
+
+/// 401: the request presents no key, or one that is not accepted; the body says which, and
+/// where a key goes.
+pub(crate) fn unauthorized(headers: &HeaderMap) -> Response {
+    const WHERE: &str = "in the Authorization header (`Authorization: KEY` or `Authorization: \
+                         Bearer KEY`) or in X-API-Key";
+    let message = match presented_key(headers).filter(|key| !key.is_empty()) {
+        None => format!("no SDK key was sent: send the environment's SDK key {WHERE}"),
+        Some(_) => format!(
+            "the SDK key was not accepted (unknown or revoked): send an SDK key of this \
+             server {WHERE}"
+        ),
+    };
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        axum::http::HeaderValue::from_static("Bearer"),
+    );
+    response
 }

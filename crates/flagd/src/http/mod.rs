@@ -177,6 +177,7 @@ impl Endpoint {
     {
         let started = Instant::now();
         let method = request.method().clone();
+        let uri = requests_logged().then(|| request.uri().clone());
         let span = request_span(
             request.method(),
             request.uri(),
@@ -188,7 +189,7 @@ impl Endpoint {
             .guarded(request, handler)
             .instrument(span.clone())
             .await;
-        self.finish(&span, &method, &response, started);
+        self.finish(&span, &method, uri.as_ref(), &response, started);
         response
     }
 
@@ -222,12 +223,23 @@ impl Endpoint {
             .unwrap_or_else(request_timeout)
     }
 
-    /// Counts `response` and writes the trace events of its end.
-    fn finish(&self, span: &Span, method: &Method, response: &Response, started: Instant) {
+    /// Counts `response` and writes the trace events of its end, and its line in the request
+    /// log when `uri` is given (the log is on).
+    fn finish(
+        &self,
+        span: &Span,
+        method: &Method,
+        uri: Option<&Uri>,
+        response: &Response,
+        started: Instant,
+    ) {
         let latency = started.elapsed();
         self.metrics
             .record(method, response.status(), latency.as_secs_f64());
         trace_response(span, response.status(), latency);
+        if let Some(uri) = uri {
+            log_request(method, uri, response.status(), latency);
+        }
     }
 
     /// The SDK-key check: the environment a root-mode key selects, or the answer refusing it.
@@ -239,7 +251,7 @@ impl Endpoint {
             if self.state.keys.allows(headers) {
                 Ok(None)
             } else {
-                Err(StatusCode::UNAUTHORIZED.into_response())
+                Err(auth::unauthorized(headers))
             }
         } else {
             Box::pin(auth::check_key(&self.state, headers)).await
@@ -327,6 +339,26 @@ fn trace_response(span: &Span, status: StatusCode, latency: Duration) {
     }
 }
 
+/// Whether the request log is on: the log filter lets its info lines through. As cheap as a
+/// disabled event, so a request reads nothing for the log when it is off.
+#[inline]
+fn requests_logged() -> bool {
+    tracing::enabled!(target: telemetry::REQUEST_LOG_TARGET, tracing::Level::INFO)
+}
+
+/// The request log's line for one answered request: `answered method=GET path=/healthz
+/// status=200 latency_ms=0.04`. The path only: queries can carry what does not belong in logs.
+fn log_request(method: &Method, uri: &Uri, status: StatusCode, latency: Duration) {
+    tracing::info!(
+        target: telemetry::REQUEST_LOG_TARGET,
+        method = %method,
+        path = %uri.path(),
+        status = status.as_u16(),
+        latency_ms = crate::telemetry::millis(latency.as_secs_f64()),
+        "answered"
+    );
+}
+
 /// A latency as `tower_http` writes it: whole milliseconds.
 struct Millis(Duration);
 
@@ -380,8 +412,9 @@ impl DirectRoute {
                 .answer(&mut parts, body, started, key_decodes)
                 .instrument(span.clone())
                 .await;
+            let uri = requests_logged().then_some(&parts.uri);
             self.endpoint
-                .finish(&span, &parts.method, &response, started);
+                .finish(&span, &parts.method, uri, &response, started);
             response
         }
     }
@@ -682,6 +715,7 @@ async fn record_admin(
 ) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
+    let uri = requests_logged().then(|| request.uri().clone());
     let route = matched.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let span = request_span(
         request.method(),
@@ -699,6 +733,9 @@ async fn record_admin(
         latency.as_secs_f64(),
     );
     trace_response(&span, response.status(), latency);
+    if let Some(uri) = uri {
+        log_request(&method, &uri, response.status(), latency);
+    }
     response
 }
 
@@ -744,6 +781,9 @@ async fn method_not_allowed(
         latency.as_secs_f64(),
     );
     trace_response(&span, response.status(), latency);
+    if requests_logged() {
+        log_request(request.method(), request.uri(), response.status(), latency);
+    }
     response
 }
 

@@ -40,6 +40,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
+use crate::config::LogFormat;
+
 pub(crate) use store::{TracedMembers, TracedStore};
 
 /// The target of request spans. It is `tower_http`'s (as are their name, level and fields),
@@ -177,17 +179,77 @@ impl TracingConfig {
     }
 }
 
-/// Installs flagd's subscriber: the log, filtered by `log` (an `EnvFilter` directive such as
-/// `info` or `flagd=debug,info`), written to stderr, and, when `config` says so, the span
-/// exporter. Call it once, inside the tokio runtime that serves (the gRPC transport runs its
-/// connection there), and keep the guard until the server has stopped.
-pub fn init_tracer(log: &str, config: &TracingConfig) -> Result<Telemetry, TelemetryError> {
-    let filter = EnvFilter::try_new(log).map_err(|source| TelemetryError::LogFilter {
-        filter: log.to_owned(),
-        source,
-    })?;
-    let ansi = std::io::stderr().is_terminal();
-    let log_layer = fmt::layer().with_writer(std::io::stderr).with_ansi(ansi);
+/// The target of the one line logged per answered request.
+pub(crate) const REQUEST_LOG_TARGET: &str = "flagd::request";
+
+/// `seconds` in milliseconds, to the microsecond: what the request log writes.
+pub(crate) fn millis(seconds: f64) -> f64 {
+    (seconds * 1e6).round() / 1e3
+}
+
+/// How flagd logs: the filter, the format and whether each request is logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive such as `info` or `flagd=debug,info`.
+    pub filter: String,
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// One info line per answered request (target [`REQUEST_LOG_TARGET`]).
+    pub requests: bool,
+}
+
+impl LogSettings {
+    /// The log settings of `config`.
+    pub fn of(config: &crate::config::Config) -> LogSettings {
+        LogSettings {
+            filter: config.log.clone(),
+            format: config.log_format,
+            requests: config.request_log,
+        }
+    }
+
+    /// The filter, with the request log turned off when it is not wanted (a filter's most
+    /// specific directive wins, so this one does whatever `filter` says of `flagd`).
+    fn env_filter(&self) -> Result<EnvFilter, TelemetryError> {
+        let directives = if self.requests {
+            self.filter.clone()
+        } else {
+            format!("{},{REQUEST_LOG_TARGET}=off", self.filter)
+        };
+        EnvFilter::try_new(&directives).map_err(|source| TelemetryError::LogFilter {
+            filter: self.filter.clone(),
+            source,
+        })
+    }
+
+    /// The layer that writes log lines to stderr, in this format.
+    fn layer<S>(&self) -> Box<dyn Layer<S> + Send + Sync>
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        let layer = fmt::layer().with_writer(std::io::stderr);
+        match self.format {
+            LogFormat::Text => Box::new(layer.with_ansi(std::io::stderr().is_terminal())),
+            // One flat object per line: the event's fields beside `timestamp`, `level`,
+            // `target` and `message`, without the spans around it (the request's fields are
+            // on its own line).
+            LogFormat::Json => Box::new(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            ),
+        }
+    }
+}
+
+/// Installs flagd's subscriber: the log as `log` says, written to stderr, and, when `config`
+/// says so, the span exporter. Call it once, inside the tokio runtime that serves (the gRPC
+/// transport runs its connection there), and keep the guard until the server has stopped.
+pub fn init_tracer(log: &LogSettings, config: &TracingConfig) -> Result<Telemetry, TelemetryError> {
+    let filter = log.env_filter()?;
+    let log_layer = log.layer();
     if !config.export {
         // Exactly the subscriber flagd has without tracing (what `fmt().with_env_filter()`
         // builds): the filter is global, so a span or event it disables costs one comparison
@@ -201,7 +263,7 @@ pub fn init_tracer(log: &str, config: &TracingConfig) -> Result<Telemetry, Telem
     let provider = tracer_provider(config)?;
     let tracer = provider.tracer("flagd");
     // Each layer filters for itself: the log as `--log` says, spans as `span_filter` says.
-    let log_layer = log_layer.with_filter(filter);
+    let log_layer = log.layer().with_filter(filter);
     let span_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         // Only what a collector shows: no source locations, thread or level attributes, and no
