@@ -298,6 +298,37 @@ fn text_findings(raw: &RawData) -> Vec<ItemFinding> {
     out
 }
 
+/// The fields of the items that the model does not have (misspellings, mostly), as warnings
+/// located in their files: what `flagd validate` adds to [`check`], which a reload does not
+/// pay for.
+pub fn unknown_fields(raw: &RawData) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (kind, items, origins) in [
+        (ItemKind::Flag, &raw.flags, &raw.flag_origin),
+        (ItemKind::Segment, &raw.segments, &raw.segment_origin),
+    ] {
+        for (key, item) in items {
+            let Ok(doc) = serde_json::from_str::<serde_json::Value>(item.get()) else {
+                continue;
+            };
+            let findings = match kind {
+                ItemKind::Flag => flags_store::check::unknown_flag_fields(&doc),
+                ItemKind::Segment => flags_store::check::unknown_segment_fields(&doc),
+            };
+            let file = origins.get(key).map(PathBuf::as_path);
+            out.extend(findings.into_iter().map(|finding| {
+                ItemFinding {
+                    kind,
+                    key: key.clone(),
+                    finding,
+                }
+                .to_problem(Purpose::File, file)
+            }));
+        }
+    }
+    out
+}
+
 /// Hex of the first 16 bytes of SHA-256: long enough that distinct data never collide in
 /// practice, short enough for an ETag.
 pub fn hex_digest(bytes: &[u8]) -> String {

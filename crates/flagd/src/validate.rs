@@ -77,6 +77,8 @@ pub fn validate(paths: &[PathBuf]) -> Report {
 /// fuzz target over flag files, say).
 pub fn validate_contents(files: &[FileContents]) -> Report {
     let (raw, mut problems) = file::merge_files(files);
+    // Fields the model drops first: a misspelt one is often why the checks below complain.
+    problems.extend(engine::unknown_fields(&raw));
     problems.extend(check(&raw));
     let (flags, segments) = (raw.flags.len(), raw.segments.len());
     if !problems.iter().any(|p| p.severity == Severity::Error) {

@@ -1325,6 +1325,15 @@ async fn import_reports_bad_files_and_refused_items() {
         .await
         .unwrap_err();
     assert!(matches!(err, ImportError::Store { .. }), "{err}");
+
+    // A good file for an environment that does not exist: the environment's error, said once.
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, r#"{"flagValues": {"simple": true}}"#).unwrap();
+    let err = import_file(store.as_ref(), "nope", &good, &actor)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ImportError::Environment(_)), "{err}");
+    assert_eq!(err.to_string(), r#"environment "nope" not found"#);
 }
 
 #[tokio::test]

@@ -43,6 +43,8 @@ use serde_json::Value;
 
 use crate::{Dependent, StoreError};
 
+pub use crate::fields::{unknown_flag_fields, unknown_segment_fields};
+
 /// What checked data is for, which decides how bad a finding is ([`Check::severity`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -67,6 +69,9 @@ pub enum Check {
     Nul,
     /// A flag without variations: it can serve nothing but its callers' defaults. Advisory.
     NoVariations,
+    /// A field of a document that the flag or segment model does not have, so reading the
+    /// document drops it: usually a misspelling. Advisory; see [`unknown_flag_fields`].
+    UnknownField,
     /// A variation index of the flag that is negative or names no variation it has.
     VariationIndex,
     /// A flag that is on without a fallthrough variation or rollout.
@@ -125,7 +130,11 @@ impl Check {
     pub fn is_advisory(self) -> bool {
         matches!(
             self,
-            Check::NoVariations | Check::FallthroughWhenOff | Check::WeightSum | Check::ClauseValue
+            Check::NoVariations
+                | Check::UnknownField
+                | Check::FallthroughWhenOff
+                | Check::WeightSum
+                | Check::ClauseValue
         )
     }
 

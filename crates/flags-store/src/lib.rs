@@ -67,6 +67,7 @@ struct ReadmeDoctests;
 
 mod big_segments;
 pub mod check;
+mod fields;
 mod keys;
 mod memory;
 pub mod validate;

@@ -74,10 +74,14 @@ pub enum ImportError {
         /// What is wrong, with the field path.
         message: String,
     },
+    /// The store refused the import as a whole (the environment does not exist, the store is
+    /// down), whose error says so itself.
+    #[error(transparent)]
+    Environment(StoreError),
     /// The store refused an item.
     #[error("{item}: {source}")]
     Store {
-        /// `flag checkout`, `segment beta`, or `environment production`.
+        /// `flag checkout` or `segment beta`.
         item: String,
         /// The store's answer.
         #[source]
@@ -94,6 +98,7 @@ impl From<ImportError> for Problem {
                 error.to_string(),
             ),
             ImportError::Format { message } => Problem::invalid("", message),
+            ImportError::Environment(source) => Problem::from_store(source, false),
             ImportError::Store { item, source } => {
                 let mut problem = Problem::from_store(source, false);
                 problem.detail = format!("{item}: {}", problem.detail);
@@ -178,13 +183,15 @@ pub async fn import_document(
     let outcomes = store
         .import(actor, env, items)
         .await
-        .map_err(|e| ImportError::Store {
-            item: match e.item {
-                Some((ItemKind::Flag, key)) => format!("flag {key}"),
-                Some((ItemKind::Segment, key)) => format!("segment {key}"),
-                None => format!("environment {env}"),
+        .map_err(|e| match e.item {
+            Some((kind, key)) => ImportError::Store {
+                item: match kind {
+                    ItemKind::Flag => format!("flag {key}"),
+                    ItemKind::Segment => format!("segment {key}"),
+                },
+                source: e.source,
             },
-            source: e.source,
+            None => ImportError::Environment(e.source),
         })?;
     let mut report = ImportReport::default();
     for ((kind, key), outcome) in keys.into_iter().zip(outcomes) {
