@@ -53,6 +53,7 @@ fn operation(route: &Route) -> Value {
     let mut op = Map::new();
     op.insert("operationId".to_owned(), json!(operation_id(route.op)));
     op.insert("summary".to_owned(), json!(route.summary));
+    op.insert("tags".to_owned(), json!(["admin"]));
     let mut parameters: Vec<Value> = path_params(route.path)
         .map(|name| {
             json!({

@@ -13,6 +13,10 @@
 //! endpoints, so a request it routes there (a flag key that does not decode, say) is answered as
 //! before; the direct dispatch only skips the route table, the path parameters and the boxed
 //! route future, which cost the hot routes about as much as evaluating a flag.
+//!
+//! The router records each route as it is given it ([`App::routes`]), and `GET /openapi.json`
+//! describes that list (`openapi`), so the document covers what this instance serves in its
+//! mode, the admin API included in root mode.
 
 mod answer;
 pub(crate) mod auth;
@@ -22,6 +26,7 @@ mod flag_key;
 mod health;
 mod native;
 mod ofrep;
+mod openapi;
 mod scan;
 mod sdk;
 
@@ -57,6 +62,7 @@ use crate::telemetry;
 use auth::SelectedEnv;
 use body::read_body;
 use error::ApiError;
+pub use openapi::ServedRoute;
 
 /// The label of answers that matched no route.
 const UNMATCHED: &str = "unmatched";
@@ -498,12 +504,15 @@ impl DirectRoute {
     }
 }
 
-/// The four evaluation routes, dispatched without the router.
+/// The four evaluation routes, dispatched without the router; and the list of every route,
+/// for [`App::routes`], kept here, in the `Arc` each clone of the service already shares, so
+/// that it costs requests nothing.
 struct Hot {
     native_one: DirectRoute,
     native_all: DirectRoute,
     ofrep_one: DirectRoute,
     ofrep_all: DirectRoute,
+    routes: Vec<ServedRoute>,
 }
 
 impl Hot {
@@ -532,6 +541,14 @@ impl Hot {
 pub struct App {
     router: Router,
     hot: Arc<Hot>,
+}
+
+impl App {
+    /// Every route the service answers, method and path template (`{name}` for a parameter),
+    /// in the order the router was given them: what `GET /openapi.json` describes.
+    pub fn routes(&self) -> &[ServedRoute] {
+        &self.hot.routes
+    }
 }
 
 impl Service<Request> for App {
@@ -607,81 +624,66 @@ pub fn app(state: AppState) -> App {
     app_with_admin(state, None)
 }
 
-/// [`app`], with `admin` (the admin API) nested under `/api/v1` inside the same tracing and
-/// metrics; its answers are labelled with its own route templates.
+/// [`app`], with `admin` (the admin API, made by [`crate::admin::admin_router`] from
+/// [`crate::admin::ROUTES`]) nested under `/api/v1` inside the same tracing and metrics; its
+/// answers are labelled with its own route templates.
 pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
     let evaluation = Guard::Limited {
         max_body: state.http.max_body_bytes,
     };
     let max_body = state.http.max_body_bytes;
-    let hot = Arc::new(Hot {
-        native_one: DirectRoute::new(
-            &state,
-            "/v1/evaluate/{flagKey}",
-            max_body,
-            Direct::NativeOne,
-        ),
-        native_all: DirectRoute::new(&state, "/v1/evaluate", max_body, Direct::NativeAll),
-        ofrep_one: DirectRoute::new(
-            &state,
-            "/ofrep/v1/evaluate/flags/{key}",
-            max_body,
-            Direct::OfrepOne,
-        ),
-        ofrep_all: DirectRoute::new(
-            &state,
-            "/ofrep/v1/evaluate/flags",
-            max_body,
-            Direct::OfrepAll,
-        ),
-    });
+    let native_one = DirectRoute::new(
+        &state,
+        "/v1/evaluate/{flagKey}",
+        max_body,
+        Direct::NativeOne,
+    );
+    let native_all = DirectRoute::new(&state, "/v1/evaluate", max_body, Direct::NativeAll);
+    let ofrep_one = DirectRoute::new(
+        &state,
+        "/ofrep/v1/evaluate/flags/{key}",
+        max_body,
+        Direct::OfrepOne,
+    );
+    let ofrep_all = DirectRoute::new(
+        &state,
+        "/ofrep/v1/evaluate/flags",
+        max_body,
+        Direct::OfrepAll,
+    );
     let events = Guard::Limited {
         max_body: state.http.max_events_body_bytes,
     };
-    let (get, post) = (MethodFilter::GET, MethodFilter::POST);
-    let s = &state;
-    let fallback = Endpoint::new(s, UNMATCHED, Guard::Open);
+    let mut routes = Routes::new(&state);
+    for route in [&native_one, &native_all, &ofrep_one, &ofrep_all] {
+        routes.direct(route);
+    }
+    routes.get("/ofrep/v1/configuration", evaluation, ofrep::configuration);
+    routes.get("/sdk/latest-all", evaluation, sdk::latest_all);
+    routes.post("/bulk", events, sdk::bulk_events);
+    routes.post("/diagnostic", events, sdk::diagnostic_event);
+    routes.get("/all", Guard::Key, sdk::stream);
+    routes.get("/healthz", Guard::Open, health::healthz);
+    routes.get("/readyz", Guard::Open, health::readyz);
+    routes.get("/metrics", Guard::Open, health::metrics);
+    if admin.is_some() {
+        // The admin router is built from this table, so it serves exactly these routes.
+        for route in crate::admin::ROUTES {
+            routes.served.push(ServedRoute {
+                method: route.method.to_http(),
+                path: format!("{}{}", openapi::ADMIN_PREFIX, route.path),
+            });
+        }
+    }
+    routes.document();
+    let Routes {
+        router,
+        served: routes,
+        ..
+    } = routes;
+    let fallback = Endpoint::new(&state, UNMATCHED, Guard::Open);
     let metrics = Arc::clone(&state.metrics);
-    let mut routes = Router::new()
-        .route("/v1/evaluate/{flagKey}", hot.native_one.method_router())
-        .route("/v1/evaluate", hot.native_all.method_router())
-        .route(
-            "/ofrep/v1/evaluate/flags/{key}",
-            hot.ofrep_one.method_router(),
-        )
-        .route("/ofrep/v1/evaluate/flags", hot.ofrep_all.method_router())
-        .route(
-            "/ofrep/v1/configuration",
-            handler(
-                s,
-                "/ofrep/v1/configuration",
-                evaluation,
-                get,
-                ofrep::configuration,
-            ),
-        )
-        .route(
-            "/sdk/latest-all",
-            handler(s, "/sdk/latest-all", evaluation, get, sdk::latest_all),
-        )
-        .route("/bulk", handler(s, "/bulk", events, post, sdk::bulk_events))
-        .route(
-            "/diagnostic",
-            handler(s, "/diagnostic", events, post, sdk::diagnostic_event),
-        )
-        .route("/all", handler(s, "/all", Guard::Key, get, sdk::stream))
-        .route(
-            "/healthz",
-            handler(s, "/healthz", Guard::Open, get, health::healthz),
-        )
-        .route(
-            "/readyz",
-            handler(s, "/readyz", Guard::Open, get, health::readyz),
-        )
-        .route(
-            "/metrics",
-            handler(s, "/metrics", Guard::Open, get, health::metrics),
-        )
+    let mut router = router
         .fallback(move |request: Request| {
             let fallback = Arc::clone(&fallback);
             async move {
@@ -697,11 +699,86 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
         // The admin API is not a hot path: one middleware around its router traces, labels and
         // counts its answers, including its own fallbacks.
         let admin = admin.layer(middleware::from_fn_with_state(state, record_admin));
-        routes = routes.nest("/api/v1", admin);
+        router = router.nest(openapi::ADMIN_PREFIX, admin);
     }
     App {
-        router: routes,
-        hot,
+        router,
+        hot: Arc::new(Hot {
+            native_one,
+            native_all,
+            ofrep_one,
+            ofrep_all,
+            routes,
+        }),
+    }
+}
+
+/// The router being built, and every route it has been given, in order.
+struct Routes<'a> {
+    state: &'a AppState,
+    router: Router,
+    served: Vec<ServedRoute>,
+}
+
+impl<'a> Routes<'a> {
+    fn new(state: &'a AppState) -> Routes<'a> {
+        Routes {
+            state,
+            router: Router::new(),
+            served: Vec::new(),
+        }
+    }
+
+    /// Adds `route`, which answers `method` alone, at `path`.
+    fn add(&mut self, method: Method, path: &str, route: MethodRouter) {
+        self.router = std::mem::take(&mut self.router).route(path, route);
+        self.served.push(ServedRoute {
+            method,
+            path: path.to_owned(),
+        });
+    }
+
+    /// An evaluation route, for the requests [`App`] leaves to the router.
+    fn direct(&mut self, route: &DirectRoute) {
+        self.add(Method::POST, route.endpoint.route, route.method_router());
+    }
+
+    /// A `GET` route served by `h` behind `guard`.
+    fn get<H, T>(&mut self, path: &'static str, guard: Guard, h: H)
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let route = handler(self.state, path, guard, MethodFilter::GET, h);
+        self.add(Method::GET, path, route);
+    }
+
+    /// A `POST` route served by `h` behind `guard`.
+    fn post<H, T>(&mut self, path: &'static str, guard: Guard, h: H)
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let route = handler(self.state, path, guard, MethodFilter::POST, h);
+        self.add(Method::POST, path, route);
+    }
+
+    /// `GET /openapi.json`, the description of every route added so far and of itself: added
+    /// last, once the list is whole. The document is written once, here; each request gets
+    /// the same bytes.
+    fn document(&mut self) {
+        const PATH: &str = openapi::DOCUMENT_PATH;
+        self.served.push(ServedRoute {
+            method: Method::GET,
+            path: PATH.to_owned(),
+        });
+        let document = Bytes::from(openapi::document(self.state, &self.served).to_string());
+        let serve = move || {
+            let document = document.clone();
+            async move { ([(header::CONTENT_TYPE, "application/json")], document).into_response() }
+        };
+        let route = handler(self.state, PATH, Guard::Open, MethodFilter::GET, serve);
+        self.router = std::mem::take(&mut self.router).route(PATH, route);
     }
 }
 
