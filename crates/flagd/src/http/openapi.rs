@@ -53,7 +53,7 @@ pub(super) fn document(state: &AppState, served: &[ServedRoute]) -> Value {
     }
     let mut components = json!({
         "schemas": schemas(instance),
-        "responses": responses(),
+        "responses": responses(instance.keys),
         "headers": headers(),
         "securitySchemes": security_schemes(instance),
     });
@@ -484,22 +484,10 @@ fn headers() -> Value {
     })
 }
 
-fn responses() -> Value {
-    json!({
-        "Unauthorized": {
-            "description": "No SDK key, or one that is not accepted. A body, when there is one, says what was expected.",
-            "content": {"application/json": {"schema": {
-                "type": "object",
-                "properties": {"message": {"type": "string"}},
-            }}},
-        },
-        "Forbidden": {
-            "description": "The key exists but opens no environment for evaluation: an admin key, or a key for every environment. No body.",
-        },
-        "StoreUnavailable": {
-            "description": "The store cannot tell now whether the SDK key is valid; no body.",
-            "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
-        },
+/// The shared answers: the limits', and the key check's as this server makes it (a component
+/// no operation uses is left out).
+fn responses(keys: Keys) -> Value {
+    let mut responses = json!({
         "TooManyRequests": {
             "description": "As many requests are being answered as the server takes at once (`TOO_MANY_REQUESTS`); retry later.",
             "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
@@ -513,7 +501,26 @@ fn responses() -> Value {
             "description": "The body is over the route's limit (`PAYLOAD_TOO_LARGE`).",
             "content": {"application/json": {"schema": schema_ref("Error")}},
         },
-    })
+    });
+    if keys != Keys::Open {
+        responses["Unauthorized"] = json!({
+            "description": "No SDK key, or one that is not accepted. A body, when there is one, says what was expected.",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {"message": {"type": "string"}},
+            }}},
+        });
+    }
+    if keys == Keys::Stored {
+        responses["Forbidden"] = json!({
+            "description": "The key exists but opens no environment for evaluation: an admin key, or a key for every environment. No body.",
+        });
+        responses["StoreUnavailable"] = json!({
+            "description": "The store cannot tell now whether the SDK key is valid; no body.",
+            "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+        });
+    }
+    responses
 }
 
 fn security_schemes(instance: Instance) -> Value {
@@ -907,8 +914,10 @@ mod tests {
             .join("/")
     }
 
-    /// The document describes exactly the routes `app` was given, each with its method, and
-    /// every route it describes is served; every `$ref` resolves and operation ids are unique.
+    /// The document describes exactly the routes `app` was given, each with its method, with
+    /// an operation id, a summary and a tag; every route it describes is served; and an
+    /// OpenAPI 3.1 validator finds nothing wrong with it (references, path templates and
+    /// their parameters, schemas, unique operation ids, unused components).
     async fn check_document(app: &App) -> Value {
         let document = served_document(app).await;
         assert_eq!(document["openapi"], "3.1.0");
@@ -953,30 +962,20 @@ mod tests {
         assert!(unrouted(response).await.is_some());
         let response = send(app, Method::GET, "/v1/evaluate").await;
         assert!(unrouted(response).await.is_some());
-        let mut refs = Vec::new();
-        collect_refs(&document, &mut refs);
-        assert!(!refs.is_empty());
-        for reference in refs {
-            let pointer = reference.strip_prefix('#').unwrap();
-            assert!(document.pointer(pointer).is_some(), "dangling {reference}");
+        if let Err(problems) = problems_of(&document) {
+            panic!("the document is not valid OpenAPI 3.1: {problems}");
         }
         document
     }
 
-    fn collect_refs(value: &Value, out: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    if k == "$ref" {
-                        out.push(v.as_str().unwrap().to_owned());
-                    } else {
-                        collect_refs(v, out);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
-            _ => {}
-        }
+    /// What an OpenAPI 3.1 validator (`roas`) finds wrong with `document`: it must read as
+    /// the model, and pass every check, none turned off.
+    fn problems_of(document: &Value) -> Result<(), String> {
+        use roas::validation::Validate;
+        let spec: roas::v3_1::spec::Spec =
+            serde_json::from_value(document.clone()).map_err(|e| e.to_string())?;
+        spec.validate(Default::default(), None)
+            .map_err(|e| e.to_string())
     }
 
     fn file_mode(keys: &[&str]) -> App {
@@ -985,7 +984,7 @@ mod tests {
         app(AppState::new(&config))
     }
 
-    async fn root_mode() -> App {
+    fn root_mode() -> App {
         let config = Config::for_tests(vec![]);
         let store = Arc::new(MemoryStore::new());
         let keys = StoreKeys::new(Arc::clone(&store) as Arc<dyn KeyStore>).unwrap();
@@ -1119,7 +1118,7 @@ mod tests {
 
     #[tokio::test]
     async fn root_mode_documents_the_admin_api_too() {
-        let app = root_mode().await;
+        let app = root_mode();
         let document = check_document(&app).await;
         let admin = crate::admin::openapi_document();
         let admin_paths = admin["paths"].as_object().unwrap();
@@ -1177,6 +1176,60 @@ mod tests {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let served: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(served, admin);
+    }
+
+    /// The validator of [`check_document`] does find what is wrong with a document, so that
+    /// its silence there means something.
+    #[tokio::test]
+    async fn the_validator_finds_a_broken_document() {
+        let document = served_document(&file_mode(&["sdk-1"])).await;
+        problems_of(&document).unwrap();
+        let broken = |change: fn(&mut Value)| {
+            let mut copy = document.clone();
+            change(&mut copy);
+            problems_of(&copy).unwrap_err()
+        };
+        type Change = fn(&mut Value);
+        let cases: [(Change, &str); 5] = [
+            // A path without its leading slash.
+            (
+                |d| d["paths"]["healthz"] = d["paths"]["/healthz"].clone(),
+                "healthz",
+            ),
+            // A parameter in the body, OpenAPI 2's way.
+            (
+                |d| {
+                    d["paths"]["/v1/evaluate/{flagKey}"]["post"]["parameters"][0]["in"] =
+                        json!("body")
+                },
+                "body",
+            ),
+            // A schema of a type JSON Schema does not have.
+            (
+                |d| {
+                    d["components"]["schemas"]["Alive"]["properties"]["status"] =
+                        json!({"type": "text"})
+                },
+                "text",
+            ),
+            // A reference to a schema that is not there.
+            (
+                |d| {
+                    d["components"]["schemas"]["Evaluation"]["properties"]["reason"] =
+                        json!({"$ref": "#/components/schemas/Nope"})
+                },
+                "Nope",
+            ),
+            // A path parameter the operation does not declare.
+            (
+                |d| d["paths"]["/v1/evaluate/{flagKey}"]["post"]["parameters"] = json!([]),
+                "flagKey",
+            ),
+        ];
+        for (change, sign) in cases {
+            let problems = broken(change);
+            assert!(problems.contains(sign), "{sign} in {problems}");
+        }
     }
 
     #[tokio::test]
