@@ -295,7 +295,7 @@ fn operation(instance: Instance, method: &Method, path: &str) -> Option<Value> {
             "health",
             "Readiness: whether flag data is served, and the source's health",
         )
-        .describe("200 while data is served (`SERVING`, or `DEGRADED` and `STALE` while the last good data keeps serving), 503 before any data (`CONNECTING`). The body is the same on both, and reports the last error and when it happened.")
+        .describe("200 while data is served, whatever the source's state (`SERVING`; `DEGRADED`, `STALE` or, in proxy mode, `DOWN` while the last good data keeps serving); 503 before any data. The body has the same shape on both, and reports the last error.")
         .answer(200, json_answer("Data is served.", "Readiness"))
         .answer(503, json_answer("No data yet.", "Readiness")),
         ("GET", "/metrics") => Operation::new("metrics", "health", "Prometheus metrics")
