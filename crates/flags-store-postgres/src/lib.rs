@@ -1304,6 +1304,16 @@ impl AdminStore for PostgresStore {
         env: &str,
         items: Vec<ImportItem>,
     ) -> Result<Vec<ImportOutcome>, BatchError> {
+        self.import_with_progress(actor, env, items, &|_| {}).await
+    }
+
+    async fn import_with_progress(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
         check_env(env)?;
         let prepared = prepare_import(items)?;
         let mut tx = self.begin_write(env).await?;
@@ -1314,6 +1324,7 @@ impl AdminStore for PostgresStore {
                 .await
                 .map_err(|e| BatchError::item(kind, &key, e))?;
             outcomes.push(outcome);
+            progress(outcomes.len());
         }
         // Dropping the transaction on an error above rolls every item back.
         tx.commit().await.map_err(db)?;

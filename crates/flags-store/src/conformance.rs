@@ -83,6 +83,7 @@ pub const CASES: &[(&str, Case)] = &[
         creating_an_environment_is_a_change,
     ),
     ("import_is_all_or_nothing", import_is_all_or_nothing),
+    ("import_reports_progress", import_reports_progress),
     (
         "keys_no_item_can_have_are_invalid",
         keys_no_item_can_have_are_invalid,
@@ -121,6 +122,7 @@ macro_rules! store_conformance_tests {
             subscription_delivers_changes,
             creating_an_environment_is_a_change,
             import_is_all_or_nothing,
+            import_reports_progress,
             keys_no_item_can_have_are_invalid,
             text_with_nul_is_invalid_where_it_would_be_kept,
             racing_writers_apply_or_conflict,
@@ -1832,6 +1834,44 @@ pub fn import_is_all_or_nothing(store: &dyn AdminStore) -> CaseFuture<'_> {
         let (item, error) = refused(missing);
         assert_eq!(item, None);
         assert!(error.starts_with("NotFound: environment"), "{error}");
+    })
+}
+
+/// An import with progress reports each item as it is applied, in order and to the last, and
+/// stores what a plain import would; a refused one reports no further than the items before
+/// the refusal and stores nothing.
+pub fn import_reports_progress(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let items: Vec<ImportItem> = (0..5)
+            .map(|n| import_item(ItemKind::Flag, &format!("f{n}"), bool_flag()))
+            .collect();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let record = |done: usize| seen.lock().unwrap().push(done);
+        let outcomes = store
+            .import_with_progress(&actor(), &env, items, &record)
+            .await
+            .unwrap();
+        assert_eq!(outcomes, [ImportOutcome::Created; 5]);
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 5]);
+        assert_eq!(store.snapshot(&env).await.unwrap().flags.len(), 5);
+
+        seen.lock().unwrap().clear();
+        let items = vec![
+            import_item(ItemKind::Flag, "g0", bool_flag()),
+            import_item(ItemKind::Flag, "g1", with_prereq("missing", 0)),
+            import_item(ItemKind::Flag, "g2", bool_flag()),
+        ];
+        let result = store
+            .import_with_progress(&actor(), &env, items, &record)
+            .await;
+        let (item, _) = refused(result);
+        assert_eq!(item, Some((ItemKind::Flag, "g1".to_owned())));
+        assert!(
+            seen.lock().unwrap().iter().all(|&done| done <= 1),
+            "{seen:?}"
+        );
+        assert!(store.get_flag(&env, "g0").await.is_err());
     })
 }
 

@@ -876,6 +876,16 @@ impl AdminStore for MemoryStore {
         env: &str,
         items: Vec<ImportItem>,
     ) -> Result<Vec<ImportOutcome>, BatchError> {
+        self.import_with_progress(actor, env, items, &|_| {}).await
+    }
+
+    async fn import_with_progress(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
         check_env(env)?;
         let prepared = prepare_import(items)?;
         let mut state = self.open()?;
@@ -909,6 +919,7 @@ impl AdminStore for MemoryStore {
                 Ok(None) => outcomes.push(ImportOutcome::Unchanged),
                 Err(e) => return Err(BatchError::item(kind, &key, e)),
             }
+            progress(outcomes.len());
         }
         let es = state.env_mut(env)?;
         es.flags = work.flags;

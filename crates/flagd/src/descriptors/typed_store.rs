@@ -230,12 +230,24 @@ impl AdminStore for TypedStore {
         env: &str,
         items: Vec<ImportItem>,
     ) -> Result<Vec<ImportOutcome>, BatchError> {
+        self.import_with_progress(actor, env, items, &|_| {}).await
+    }
+
+    async fn import_with_progress(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
         let registry = self.declared.registry();
         for item in items.iter().filter(|item| item.kind == ItemKind::Flag) {
             check(&registry, &item.key, &item.doc)
                 .map_err(|error| BatchError::item(ItemKind::Flag, &item.key, error))?;
         }
-        self.inner.import(actor, env, items).await
+        self.inner
+            .import_with_progress(actor, env, items, progress)
+            .await
     }
 
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {

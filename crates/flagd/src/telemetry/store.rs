@@ -357,6 +357,21 @@ impl AdminStore for TracedStore {
         )
     }
 
+    async fn import_with_progress(
+        &self,
+        actor: &Actor,
+        env: &str,
+        items: Vec<ImportItem>,
+        progress: &(dyn Fn(usize) + Send + Sync),
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
+        traced!(
+            self.system,
+            "import",
+            Some(env),
+            self.inner.import_with_progress(actor, env, items, progress)
+        )
+    }
+
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError> {
         traced!(
             self.system,
