@@ -31,7 +31,10 @@ pub use openapi::openapi_document;
 pub use patch::merge_patch;
 pub use problem::{PROBLEM_JSON, Problem, ProblemDetails, UNAVAILABLE_RETRY_AFTER_SECS};
 pub use routes::{Method, Op, ROUTES, Route};
-pub use transfer::{ImportError, ImportReport, Warning, export_env, import_document, import_file};
+pub use transfer::{
+    ImportError, ImportProgress, ImportReport, ImportStep, Warning, export_env, import_document,
+    import_document_with_progress, import_file, import_file_with_progress,
+};
 
 /// The largest body `POST /environments/{env}/import` accepts (other routes keep axum's 2 MB).
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;

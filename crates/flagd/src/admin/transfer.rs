@@ -43,6 +43,74 @@ pub struct ImportReport {
     pub warnings: Vec<Warning>,
 }
 
+impl ImportReport {
+    /// One line of counts for a person: `imported into "prod": 1200 flags (1000 created, 150
+    /// replaced, 50 unchanged), 30 segments (30 created, 0 replaced, 0 unchanged), 3 warnings`.
+    pub fn summary(&self, env: &str) -> String {
+        let counts = |noun: &str, created: &[String], replaced: &[String], unchanged: &[String]| {
+            let total = created.len() + replaced.len() + unchanged.len();
+            format!(
+                "{} ({} created, {} replaced, {} unchanged)",
+                plural(total, noun),
+                created.len(),
+                replaced.len(),
+                unchanged.len()
+            )
+        };
+        format!(
+            "imported into {env:?}: {}, {}, {}",
+            counts(
+                "flag",
+                &self.flags_created,
+                &self.flags_replaced,
+                &self.flags_unchanged
+            ),
+            counts(
+                "segment",
+                &self.segments_created,
+                &self.segments_replaced,
+                &self.segments_unchanged
+            ),
+            plural(self.warnings.len(), "warning"),
+        )
+    }
+}
+
+/// `1 flag`, `2 flags`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Where an import is, for a progress display: the steps come in this order, each with counts
+/// that only grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportStep {
+    /// Reading and parsing the file.
+    Reading,
+    /// Checking the documents for what to warn about: `done` of `total` items.
+    Checking {
+        /// Items checked so far.
+        done: usize,
+        /// Items in the file (`flagValues` entries count as flags).
+        total: usize,
+    },
+    /// Writing the items in one transaction: `done` of `total` applied, none committed until
+    /// the last.
+    Writing {
+        /// Items applied so far.
+        done: usize,
+        /// Items in the file.
+        total: usize,
+    },
+}
+
+/// What an import tells of its progress; `&|_| {}` for nothing.
+pub type ImportProgress<'a> = &'a (dyn Fn(ImportStep) + Send + Sync);
+
 /// Something the checks found in a written item that does not refuse the write (an invalid
 /// regular expression, date or version in a clause, weights that do not add up), with the
 /// message `flagd validate` gives for it.
@@ -133,6 +201,18 @@ pub async fn import_file(
     path: &Path,
     actor: &Actor,
 ) -> Result<ImportReport, ImportError> {
+    import_file_with_progress(store, env, path, actor, &|_| {}).await
+}
+
+/// [`import_file`], telling `progress` of each step as it goes (`flagd import` draws it).
+pub async fn import_file_with_progress(
+    store: &dyn AdminStore,
+    env: &str,
+    path: &Path,
+    actor: &Actor,
+    progress: ImportProgress<'_>,
+) -> Result<ImportReport, ImportError> {
+    progress(ImportStep::Reading);
     let bytes = std::fs::read(path).map_err(|source| ImportError::Read {
         path: path.to_owned(),
         source,
@@ -140,7 +220,7 @@ pub async fn import_file(
     let doc = parse_document(path, &bytes).map_err(|p| ImportError::Format {
         message: p.to_string(),
     })?;
-    import_document(store, env, doc, actor).await
+    import_document_with_progress(store, env, doc, actor, progress).await
 }
 
 /// Imports a parsed LaunchDarkly flag file into `env`: every segment, then every flag (each
@@ -154,6 +234,17 @@ pub async fn import_document(
     env: &str,
     doc: Value,
     actor: &Actor,
+) -> Result<ImportReport, ImportError> {
+    import_document_with_progress(store, env, doc, actor, &|_| {}).await
+}
+
+/// [`import_document`], telling `progress` how many items are checked, then written.
+pub async fn import_document_with_progress(
+    store: &dyn AdminStore,
+    env: &str,
+    doc: Value,
+    actor: &Actor,
+    progress: ImportProgress<'_>,
 ) -> Result<ImportReport, ImportError> {
     let (mut flags, mut segments) = split_file(doc)?;
     let mut items = Vec::with_capacity(flags.len() + segments.len());
@@ -179,9 +270,14 @@ pub async fn import_document(
         .iter()
         .map(|item| (item.kind, item.key.clone()))
         .collect();
-    let warnings = file_warnings(&items);
+    let total = items.len();
+    let warnings = file_warnings(&items, &|done| {
+        progress(ImportStep::Checking { done, total });
+    });
+    progress(ImportStep::Writing { done: 0, total });
+    let written = |done| progress(ImportStep::Writing { done, total });
     let outcomes = store
-        .import(actor, env, items)
+        .import_with_progress(actor, env, items, &written)
         .await
         .map_err(|e| match e.item {
             Some((kind, key)) => ImportError::Store {
@@ -220,23 +316,24 @@ pub async fn import_document(
 }
 
 /// The warnings of the items of a file, as the store would answer their writes, with paths in
-/// the file; flags by key, then segments by key.
-fn file_warnings(items: &[ImportItem]) -> Vec<Warning> {
+/// the file; flags by key, then segments by key. `checked` hears how many items are done.
+fn file_warnings(items: &[ImportItem], checked: &dyn Fn(usize)) -> Vec<Warning> {
     let mut sorted: Vec<&ImportItem> = items.iter().collect();
     sorted.sort_by_key(|item| (item.kind == ItemKind::Segment, &item.key));
-    sorted
-        .into_iter()
-        .flat_map(|item| {
-            let item_name = match item.kind {
-                ItemKind::Flag => format!("flag {}", item.key),
-                ItemKind::Segment => format!("segment {}", item.key),
-            };
-            item.warnings().into_iter().map(move |problem| Warning {
-                path: item_path(&item_name, &problem.path),
-                message: problem.message,
-            })
-        })
-        .collect()
+    checked(0);
+    let mut warnings = Vec::new();
+    for (n, item) in sorted.into_iter().enumerate() {
+        let item_name = match item.kind {
+            ItemKind::Flag => format!("flag {}", item.key),
+            ItemKind::Segment => format!("segment {}", item.key),
+        };
+        warnings.extend(item.warnings().into_iter().map(|problem| Warning {
+            path: item_path(&item_name, &problem.path),
+            message: problem.message,
+        }));
+        checked(n + 1);
+    }
+    warnings
 }
 
 /// The live (not archived) flags and segments of `env` as a LaunchDarkly flag file
@@ -379,6 +476,72 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_summary_counts_each_outcome() {
+        let keys = |n: usize| (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>();
+        let report = ImportReport {
+            flags_created: keys(1000),
+            flags_replaced: keys(150),
+            flags_unchanged: keys(50),
+            segments_created: keys(1),
+            warnings: vec![
+                Warning {
+                    path: "flags.a.rules[0]".to_owned(),
+                    message: "m".to_owned(),
+                };
+                3
+            ],
+            ..ImportReport::default()
+        };
+        assert_eq!(
+            report.summary("prod"),
+            "imported into \"prod\": 1200 flags (1000 created, 150 replaced, 50 unchanged), \
+             1 segment (1 created, 0 replaced, 0 unchanged), 3 warnings"
+        );
+        let one = ImportReport {
+            flags_unchanged: keys(1),
+            warnings: report.warnings[..1].to_vec(),
+            ..ImportReport::default()
+        };
+        assert_eq!(
+            one.summary("p"),
+            "imported into \"p\": 1 flag (0 created, 0 replaced, 1 unchanged), \
+             0 segments (0 created, 0 replaced, 0 unchanged), 1 warning"
+        );
+    }
+
+    #[tokio::test]
+    async fn progress_goes_through_checking_then_writing() {
+        let store = flags_store::MemoryStore::new();
+        let actor = Actor::named("test");
+        store.create_environment(&actor, "p", "p").await.unwrap();
+        let file = json!({
+            "flagValues": {"a": true, "b": 2},
+            "segments": {"s": {"included": ["u"]}}
+        });
+        let steps = std::sync::Mutex::new(Vec::new());
+        let record = |step| steps.lock().unwrap().push(step);
+        let report = import_document_with_progress(&store, "p", file, &actor, &record)
+            .await
+            .unwrap();
+        assert_eq!(report.flags_created, ["a", "b"]);
+        let checking = |done| ImportStep::Checking { done, total: 3 };
+        let writing = |done| ImportStep::Writing { done, total: 3 };
+        assert_eq!(
+            *steps.lock().unwrap(),
+            [
+                checking(0),
+                checking(1),
+                checking(2),
+                checking(3),
+                writing(0),
+                writing(1),
+                writing(2),
+                writing(3),
+            ]
+        );
+    }
 
     #[test]
     fn prerequisites_come_first() {
