@@ -33,6 +33,7 @@ mod keys;
 mod memory;
 mod metrics;
 mod process_metrics;
+pub mod progress;
 mod proxy;
 mod readiness;
 mod redis_mirror;

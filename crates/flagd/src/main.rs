@@ -86,8 +86,21 @@ fn import(args: &ImportArgs) -> anyhow::Result<()> {
     block_on(async {
         let store = flagd::open_database(&url).await?;
         let actor = flags_store::Actor::named("import");
-        let report = flagd::admin::import_file(&*store, &args.env, &args.file, &actor).await?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let display = flagd::progress::ImportDisplay::for_stderr(&args.file);
+        let show = |step| display.show(step);
+        let result =
+            flagd::admin::import_file_with_progress(&*store, &args.env, &args.file, &actor, &show)
+                .await;
+        display.finish();
+        let report = result?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            for warning in &report.warnings {
+                eprintln!("warning: {}: {}", warning.path, warning.message);
+            }
+            println!("{}", report.summary(&args.env));
+        }
         Ok(())
     })
 }
