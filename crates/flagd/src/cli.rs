@@ -119,6 +119,10 @@ pub enum Command {
     /// Create and update an environment's flags from the typed flags a descriptor set declares.
     #[command(after_long_help = SYNC_AFTER_HELP)]
     Sync(SyncArgs),
+    /// `env`, `key` and `flag`: environments, API keys and flags, in the database or through a
+    /// running flagd's admin API.
+    #[command(flatten)]
+    Manage(crate::manage::ManageCommand),
 }
 
 /// Where the database is, for the database subcommands. Its `Debug` hides the URL's password.

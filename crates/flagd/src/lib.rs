@@ -30,6 +30,7 @@ mod grpc;
 pub mod fuzzing;
 pub mod http;
 mod keys;
+pub mod manage;
 mod memory;
 mod metrics;
 mod process_metrics;

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Command::Import(args) => report(import(&args)),
         Command::Export(args) => report(export(&args)),
         Command::Sync(args) => report(sync(&args)),
+        Command::Manage(command) => flagd::manage::run(&command),
     }
 }
 
