@@ -287,8 +287,12 @@ impl RootSync {
         Ok(())
     }
 
-    /// Loads one environment whole.
+    /// Loads one environment whole. It logs when it starts and when it is done (with the
+    /// counts and the time it took), two lines whatever the size, since a large environment
+    /// can take seconds and nothing else would show for it.
     async fn load(&mut self, key: &str) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        tracing::info!(env = key, "loading environment");
         let snapshot = match self.store.snapshot(key).await {
             Ok(snapshot) => snapshot,
             // Gone between the notification and now: nothing to serve.
@@ -372,6 +376,7 @@ impl RootSync {
             env = key,
             flags = state.flags.len(),
             segments = state.segments.len(),
+            ms = started.elapsed().as_millis() as u64,
             "environment loaded"
         );
         self.states.insert(key.to_owned(), state);

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 
 use common::*;
 use flags_test_support::process::{FlagdProcess, flagd_command};
+use flags_test_support::wait::until;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flagd");
 
@@ -326,4 +327,48 @@ async fn serve_takes_settings_from_config_then_env_then_flags() {
     };
     assert_eq!(status("from-env").await, 200);
     assert_eq!(status("from-config").await, 401);
+}
+
+/// The first load of the flag files says when it starts (with the size read) and when it is
+/// done (with the counts and the time it took); a reload, while the last data serves, only
+/// says when it is done.
+#[tokio::test]
+async fn the_first_load_is_logged_when_it_starts_and_ends() {
+    let dir = FlagDir::new();
+    let flags: String = (0..1000)
+        .map(|n| format!("\"f{n}\": {n}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let text = format!("{{\"flagValues\": {{{flags}}}}}");
+    let file = dir.write("flags.json", &text);
+    let mut command = flagd_command(BIN);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--poll-interval-ms",
+        "50",
+        "--file",
+        file.to_str().unwrap(),
+    ]);
+    let server = FlagdProcess::spawn(command);
+    let loaded = |n: usize| {
+        let server = &server;
+        move || async move { server.log().matches("flag data loaded").count() == n }
+    };
+    until("the first load to be logged", loaded(1)).await;
+    dir.write_atomic("flags.json", r#"{"flagValues": {"only": true}}"#);
+    until("the reload to be logged", loaded(2)).await;
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("loading flag files") || l.contains("flag data loaded"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    let first = format!("loading flag files files=1 bytes={}", text.len());
+    assert!(lines[0].ends_with(&first), "{log}");
+    assert!(lines[1].contains("flags=1000 segments=0"), "{log}");
+    assert!(lines[1].contains(" ms="), "{log}");
+    assert!(lines[2].contains("flags=1 segments=0"), "{log}");
+    assert!(lines[2].contains(" ms="), "{log}");
 }

@@ -208,3 +208,35 @@ fn two_processes_converge_after_writes_through_either() {
         .await;
     });
 }
+
+/// Loading an environment says when it starts and when it is done, with the counts and the
+/// time it took: two lines, whatever its size.
+#[test]
+fn loading_an_environment_is_logged_when_it_starts_and_ends() {
+    let db = postgres().create_database();
+    let url = db.url();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let store = flagd::open_database(url).await.unwrap();
+        env_with_key(&*store, "production").await;
+        for n in 0..3 {
+            let key = format!("f{n}");
+            put_flag(&*store, "production", &key, bool_flag(&key, true)).await;
+        }
+    });
+    let mut command = flagd_command(BIN);
+    command.args(["serve", "--listen", "127.0.0.1:0", "--database", url]);
+    let server = FlagdProcess::spawn(command);
+    runtime.block_on(until("the environment to be loaded", || async {
+        server.log().contains("environment loaded")
+    }));
+    let log = server.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("env=\"production\""))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[0].contains("loading environment"), "{log}");
+    assert!(lines[1].contains("environment loaded"), "{log}");
+    assert!(lines[1].contains("flags=3 segments=0 ms="), "{log}");
+}

@@ -12,7 +12,7 @@ pub(crate) mod versions;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::ReloadConfig;
 use crate::descriptors::{self, DescriptorWatcher, Registry};
@@ -81,11 +81,13 @@ impl FileSource {
     /// Reads the files and, if their content differs from the last attempt, loads them. Blocking
     /// (file I/O and compilation): call it from a blocking thread in async code.
     pub fn reload(&self) -> ReloadOutcome {
+        let started = Instant::now();
         let files: Vec<FileContents> = self.paths.iter().map(|p| FileContents::read(p)).collect();
-        self.reload_files(files)
+        self.reload_files(files, started)
     }
 
-    fn reload_files(&self, files: Vec<FileContents>) -> ReloadOutcome {
+    /// Loads `files`, read since `started`, unless they are what was seen last.
+    fn reload_files(&self, files: Vec<FileContents>, started: Instant) -> ReloadOutcome {
         let registry = self.declared.as_ref().map(|declared| declared.registry());
         let hash = descriptors::checked_hash(content_hash(&files), registry.as_deref());
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
@@ -93,7 +95,16 @@ impl FileSource {
             return ReloadOutcome::Unchanged;
         }
         state.last_seen = Some(hash);
-        match self.load(&mut state, files, registry.as_deref()) {
+        if state.generation == 0 {
+            // The first load of a large file takes a while before the server can answer; say
+            // so (a reload of served data needs no such line: the last data keeps serving).
+            let bytes: usize = files
+                .iter()
+                .map(|f| f.bytes.as_ref().map_or(0, Vec::len))
+                .sum();
+            tracing::info!(files = files.len(), bytes, "loading flag files");
+        }
+        match self.load(&mut state, files, registry.as_deref(), started) {
             Ok(changes) => ReloadOutcome::Loaded { changes },
             Err(message) => {
                 tracing::error!(error = %message, "flag data not loaded; the last good data keeps serving");
@@ -109,8 +120,9 @@ impl FileSource {
     /// ([`ReloadOutcome::Settling`]). A file written in place is then loaded whole, not while
     /// its writer pauses half-way.
     pub fn reload_settled(&self, settle: Duration) -> ReloadOutcome {
+        let started = Instant::now();
         match read_settled(&self.paths, settle) {
-            Some(files) => self.reload_files(files),
+            Some(files) => self.reload_files(files, started),
             None => ReloadOutcome::Settling,
         }
     }
@@ -142,6 +154,7 @@ impl FileSource {
         state: &mut SourceState,
         files: Vec<FileContents>,
         declared: Option<&Registry>,
+        started: Instant,
     ) -> Result<usize, String> {
         let (raw, problems) = flags_wire::file::merge_files(&files);
         // The items are copied out of the files' bytes; those go now, not after compiling.
@@ -177,6 +190,7 @@ impl FileSource {
                     flags = counts.0,
                     segments = counts.1,
                     changes = changes.len(),
+                    ms = started.elapsed().as_millis() as u64,
                     "flag data loaded"
                 );
                 state.generation = generation;
