@@ -360,7 +360,7 @@ fn log_request(method: &Method, uri: &Uri, status: StatusCode, latency: Duration
         method = %method,
         path = %uri.path(),
         status = status.as_u16(),
-        latency_ms = crate::telemetry::millis(latency.as_secs_f64()),
+        latency_ms = telemetry::millis(latency.as_secs_f64()),
         "answered"
     );
 }
