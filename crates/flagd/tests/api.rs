@@ -908,7 +908,17 @@ async fn sdk_keys_are_required_when_configured() {
                 StatusCode::UNAUTHORIZED,
                 "{method} {uri} {denied:?}"
             );
-            assert!(body_bytes(response).await.is_empty(), "401 has no body");
+            let body: Value = serde_json::from_slice(&body_bytes(response).await).unwrap();
+            assert_eq!(body["error"], "UNAUTHORIZED", "{method} {uri}: {body}");
+            let sent = if denied.is_some() {
+                "the SDK key was not accepted"
+            } else {
+                "no SDK key was sent"
+            };
+            assert!(
+                body["message"].as_str().unwrap().starts_with(sent),
+                "{method} {uri}: {body}"
+            );
         }
         for allowed in [
             ("authorization", "sdk-secret"),

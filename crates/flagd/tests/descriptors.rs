@@ -38,6 +38,8 @@ fn flags() -> String {
 async fn server(files: Vec<PathBuf>, descriptors: &Path) -> RunningServer {
     let mut config = test_config(files);
     config.descriptors = Some(descriptors.to_path_buf());
+    // One test starts before the flag file exists.
+    config.allow_missing = true;
     flagd::start(config).await.unwrap()
 }
 

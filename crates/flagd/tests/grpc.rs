@@ -332,6 +332,7 @@ async fn health_follows_readyz() {
     // No data (the flag file does not exist): NOT_SERVING, as /readyz answers 503.
     let dir = FlagDir::new();
     let mut config = flagd::Config::for_tests(vec![dir.path("missing.yaml")]);
+    config.allow_missing = true;
     config.grpc_listen = Some(loopback());
     let empty = flagd::start(config).await.unwrap();
     let readyz = reqwest::get(format!("{}/readyz", empty.url()))

@@ -71,7 +71,10 @@ async fn json_logs_carry_one_line_per_request() {
     ]);
     let flagd = FlagdProcess::spawn(command);
     assert_eq!(evaluate(&flagd.url()).await.status(), 200);
-    let log = log_with(&flagd, "flagd::request", Duration::from_secs(10)).await;
+    log_with(&flagd, "flagd::request", Duration::from_secs(10)).await;
+    // The start's line may come after the request's: requests are served as soon as flagd
+    // listens.
+    let log = log_with(&flagd, "flagd serving", Duration::from_secs(10)).await;
     let lines: Vec<Value> = log
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
@@ -397,4 +400,20 @@ fn the_example_configuration_file_reads() {
     assert_eq!(config.log_format, defaults.log_format);
     assert_eq!(config.request_log, defaults.request_log);
     assert_eq!(config.allow_missing, defaults.allow_missing);
+}
+
+/// The README lists every environment variable flagd reads.
+#[test]
+fn the_readme_lists_every_variable() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let mut names: Vec<&str> = flagd::config::ENV_VARS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    names.push("FLAGD_ADMIN_URL");
+    for name in names {
+        assert!(readme.contains(&format!("`{name}`")), "README lacks {name}");
+    }
 }

@@ -22,6 +22,8 @@ fn color(value: &str) -> String {
 async fn watched_server(files: Vec<PathBuf>) -> RunningServer {
     let mut config = test_config(files);
     config.reload.poll_interval_ms = 60_000;
+    // Some start before their file exists.
+    config.allow_missing = true;
     flagd::start(config).await.unwrap()
 }
 

@@ -240,6 +240,7 @@ async fn a_stream_opened_before_data_gets_its_put_when_data_arrives() {
     let path = dir.path("flags.json");
     let mut config = test_config(vec![path]);
     config.reload.poll_interval_ms = 60_000;
+    config.allow_missing = true;
     let server = flagd::start(config).await.unwrap();
     let mut stream = open_stream(&server).await;
     dir.write(

@@ -186,9 +186,9 @@ async fn file_mode_without_its_file_serves_what_redis_holds_until_the_file_appea
     .await;
     first.shutdown().await.unwrap();
 
-    let second = flagd::start(file_config(dir.path("flags.json"), &prefix))
-        .await
-        .unwrap();
+    let mut config = file_config(dir.path("flags.json"), &prefix);
+    config.allow_missing = true;
+    let second = flagd::start(config).await.unwrap();
     let ready = readyz(&client, &second.url()).await;
     assert_eq!(ready["status"], "STALE", "{ready}");
     assert_eq!(ready["stale"], true, "{ready}");

@@ -504,16 +504,15 @@ fn responses(keys: Keys) -> Value {
     });
     if keys != Keys::Open {
         responses["Unauthorized"] = json!({
-            "description": "No SDK key, or one that is not accepted. A body, when there is one, says what was expected.",
-            "content": {"application/json": {"schema": {
-                "type": "object",
-                "properties": {"message": {"type": "string"}},
-            }}},
+            "description": "No SDK key, or one that is not accepted (`UNAUTHORIZED`); the message says which, and where a key goes.",
+            "headers": {"WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}}},
+            "content": {"application/json": {"schema": schema_ref("Error")}},
         });
     }
     if keys == Keys::Stored {
         responses["Forbidden"] = json!({
-            "description": "The key exists but opens no environment for evaluation: an admin key, or a key for every environment. No body.",
+            "description": "The key exists but opens no environment for evaluation: an admin key, or a key for every environment (`FORBIDDEN`).",
+            "content": {"application/json": {"schema": schema_ref("Error")}},
         });
         responses["StoreUnavailable"] = json!({
             "description": "The store cannot tell now whether the SDK key is valid; no body.",
