@@ -1073,33 +1073,29 @@ pub trait AdminStore: ChangeFeed + KeyStore {
     /// [`AdminStore::put_flag`] would without an expected version (an archived item stays
     /// archived), each with its own version, audit entry and change. The first refusal rolls
     /// everything back and names the item. Returns each item's outcome, in order.
+    ///
+    /// It is [`AdminStore::import_with_progress`] with no one watching.
     async fn import(
         &self,
         actor: &Actor,
         env: &str,
         items: Vec<ImportItem>,
-    ) -> Result<Vec<ImportOutcome>, BatchError>;
+    ) -> Result<Vec<ImportOutcome>, BatchError> {
+        self.import_with_progress(actor, env, items, &|_| {}).await
+    }
 
     /// [`AdminStore::import`], calling `progress` with the number of items applied so far as
     /// the write goes, so a long import can show how far it is. The count never decreases and
     /// ends at the number of items when the import succeeds; the items are still committed
-    /// all together, or not at all, after the last call.
-    ///
-    /// The default imports, then reports every item at once. A backend that applies items one
-    /// by one overrides it to report after each (the conformance suite expects that of the
-    /// backends here); decorators forward it.
+    /// all together, or not at all, after the last call. Backends report after each item
+    /// (the conformance suite expects it); decorators forward it.
     async fn import_with_progress(
         &self,
         actor: &Actor,
         env: &str,
         items: Vec<ImportItem>,
         progress: &(dyn Fn(usize) + Send + Sync),
-    ) -> Result<Vec<ImportOutcome>, BatchError> {
-        let total = items.len();
-        let outcomes = self.import(actor, env, items).await?;
-        progress(total);
-        Ok(outcomes)
-    }
+    ) -> Result<Vec<ImportOutcome>, BatchError>;
 
     /// The killed flag keys of an environment, sorted.
     async fn killed_flags(&self, env: &str) -> Result<Vec<String>, StoreError>;

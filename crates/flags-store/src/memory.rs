@@ -870,15 +870,6 @@ impl AdminStore for MemoryStore {
         Ok(true)
     }
 
-    async fn import(
-        &self,
-        actor: &Actor,
-        env: &str,
-        items: Vec<ImportItem>,
-    ) -> Result<Vec<ImportOutcome>, BatchError> {
-        self.import_with_progress(actor, env, items, &|_| {}).await
-    }
-
     async fn import_with_progress(
         &self,
         actor: &Actor,

@@ -224,15 +224,6 @@ impl AdminStore for TypedStore {
         self.inner.set_killed(actor, env, flag_key, killed).await
     }
 
-    async fn import(
-        &self,
-        actor: &Actor,
-        env: &str,
-        items: Vec<ImportItem>,
-    ) -> Result<Vec<ImportOutcome>, BatchError> {
-        self.import_with_progress(actor, env, items, &|_| {}).await
-    }
-
     async fn import_with_progress(
         &self,
         actor: &Actor,

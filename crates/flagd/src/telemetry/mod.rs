@@ -34,6 +34,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Span;
 use tracing::level_filters::LevelFilter;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
@@ -222,12 +223,12 @@ impl LogSettings {
         })
     }
 
-    /// The layer that writes log lines to stderr, in this format.
-    fn layer<S>(&self) -> Box<dyn Layer<S> + Send + Sync>
+    /// The layer that writes log lines to `writer`, in this format.
+    fn layer<S>(&self, writer: NonBlocking) -> Box<dyn Layer<S> + Send + Sync>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
-        let layer = fmt::layer().with_writer(std::io::stderr);
+        let layer = fmt::layer().with_writer(writer);
         match self.format {
             LogFormat::Text => Box::new(layer.with_ansi(std::io::stderr().is_terminal())),
             // One flat object per line: the event's fields beside `timestamp`, `level`,
@@ -249,21 +250,30 @@ impl LogSettings {
 /// transport runs its connection there), and keep the guard until the server has stopped.
 pub fn init_tracer(log: &LogSettings, config: &TracingConfig) -> Result<Telemetry, TelemetryError> {
     let filter = log.env_filter()?;
-    let log_layer = log.layer();
+    // Lines are handed to a thread that writes them to stderr, buffered: as many as are queued
+    // in one write, and each at once when no more follow. A full queue (128k lines) holds the
+    // logging thread back rather than lose lines.
+    let (writer, log_guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("flagd-log")
+        .finish(std::io::BufWriter::new(std::io::stderr()));
     if !config.export {
         // Exactly the subscriber flagd has without tracing (what `fmt().with_env_filter()`
         // builds): the filter is global, so a span or event it disables costs one comparison
         // with the maximum level at its call site.
         tracing_subscriber::registry()
-            .with(log_layer)
+            .with(log.layer(writer))
             .with(filter)
             .try_init()?;
-        return Ok(Telemetry { provider: None });
+        return Ok(Telemetry {
+            provider: None,
+            _log: log_guard,
+        });
     }
     let provider = tracer_provider(config)?;
     let tracer = provider.tracer("flagd");
     // Each layer filters for itself: the log as `--log` says, spans as `span_filter` says.
-    let log_layer = log.layer().with_filter(filter);
+    let log_layer = log.layer(writer).with_filter(filter);
     let span_layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         // Only what a collector shows: no source locations, thread or level attributes, and no
@@ -284,6 +294,7 @@ pub fn init_tracer(log: &LogSettings, config: &TracingConfig) -> Result<Telemetr
     EXPORTING.store(true, Ordering::Relaxed);
     Ok(Telemetry {
         provider: Some(provider),
+        _log: log_guard,
     })
 }
 
@@ -320,6 +331,8 @@ fn span_filter() -> Targets {
 #[must_use = "dropping the guard stops exporting spans"]
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    /// Writes out the log lines still queued when dropped, after the spans.
+    _log: WorkerGuard,
 }
 
 impl std::fmt::Debug for Telemetry {

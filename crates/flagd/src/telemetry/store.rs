@@ -343,20 +343,6 @@ impl AdminStore for TracedStore {
         )
     }
 
-    async fn import(
-        &self,
-        actor: &Actor,
-        env: &str,
-        items: Vec<ImportItem>,
-    ) -> Result<Vec<ImportOutcome>, BatchError> {
-        traced!(
-            self.system,
-            "import",
-            Some(env),
-            self.inner.import(actor, env, items)
-        )
-    }
-
     async fn import_with_progress(
         &self,
         actor: &Actor,
