@@ -36,13 +36,19 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS, FLAGD_EXPORT_DIR,
   FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
   FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX,
-  FLAGD_DESCRIPTORS
+  FLAGD_DESCRIPTORS, FLAGD_TLS_CERT, FLAGD_TLS_KEY
 The configuration file is YAML with the same names: listen, grpc_listen, files, sdk_keys, log,
 log_format, request_log, allow_missing,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
 admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
-spool_dir,...}, redis.{url,prefix}, descriptors; exporters are listed under events.exporters, each with a kind (file,
+spool_dir,...}, redis.{url,prefix}, descriptors, tls.{cert,key}; exporters are listed under events.exporters, each with a kind (file,
 postgres, redis, nats, webhook) and its settings (see docs/events.md).
+
+With --tls-cert and --tls-key (both, or neither) the HTTP port and the gRPC port speak TLS only,
+with that PEM certificate chain and key; a renewed pair written over the files serves new
+connections within seconds, and a bad one is refused with a warning while the old one keeps
+serving (see docs/deploy.md). PostgreSQL and Redis URLs may ask for TLS themselves
+(`?sslmode=require`, `rediss://`), trusting the system's CA certificates.
 
 With --descriptors, the typed flags a protobuf descriptor set declares give their compiled
 defaults as the last fallback of evaluation and their types to check writes and flag files
@@ -272,6 +278,13 @@ pub struct ServeArgs {
     /// and whose types writes must match; read again on SIGHUP.
     #[arg(long = "descriptors", value_name = "FILE.pb")]
     pub descriptors: Option<PathBuf>,
+    /// Serve HTTP and gRPC over TLS with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key. Reloaded when the file changes.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, RSA or EC). Reloaded when the file changes.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -297,6 +310,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("redis_prefix", &self.redis_prefix)
             .field("upstream", &self.upstream)
             .field("descriptors", &self.descriptors)
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -378,6 +393,12 @@ impl ServeArgs {
         }
         if let Some(path) = &self.descriptors {
             config.descriptors = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_cert {
+            config.tls.cert = Some(path.clone());
+        }
+        if let Some(path) = &self.tls_key {
+            config.tls.key = Some(path.clone());
         }
         Ok(config)
     }
@@ -507,6 +528,21 @@ mod tests {
             !format!("{config:?}").contains("pw@"),
             "the password is not shown"
         );
+    }
+
+    #[test]
+    fn tls_flags_override_the_variables() {
+        let env = HashMap::from([
+            ("FLAGD_TLS_CERT".to_owned(), "/env/tls.crt".to_owned()),
+            ("FLAGD_TLS_KEY".to_owned(), "/env/tls.key".to_owned()),
+        ]);
+        let cli = Cli::try_parse_from(["flagd", "serve", "--tls-cert", "/flag/tls.crt"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("expected serve")
+        };
+        let config = args.resolve(&env).unwrap();
+        assert_eq!(config.tls.cert, Some(PathBuf::from("/flag/tls.crt")));
+        assert_eq!(config.tls.key, Some(PathBuf::from("/env/tls.key")));
     }
 
     #[test]

@@ -61,6 +61,21 @@ pub struct Config {
     /// and their types are checked on writes and file loads. Followed like flag files (the
     /// `reload` settings), and read again at once on `SIGHUP`.
     pub descriptors: Option<PathBuf>,
+    /// TLS on the HTTP and gRPC ports.
+    pub tls: TlsConfig,
+}
+
+/// TLS on flagd's ports: a certificate and its key, both or neither. The files are followed
+/// as flag files are (the `reload` settings), so a renewed certificate serves new connections
+/// without a restart (see `docs/deploy.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's own certificate first; without it (and `key`)
+    /// flagd serves plain HTTP and gRPC.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of the certificate (PKCS#8, RSA or EC).
+    pub key: Option<PathBuf>,
 }
 
 /// How log lines are written.
@@ -213,6 +228,7 @@ impl std::fmt::Debug for Config {
             .field("redis", &self.redis)
             .field("upstream", &self.upstream)
             .field("descriptors", &self.descriptors)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -525,6 +541,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             upstream: UpstreamConfig::default(),
             descriptors: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -656,6 +673,8 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_REDIS_PREFIX", "redis.prefix"),
     ("FLAGD_UPSTREAM", "upstream.url"),
     ("FLAGD_DESCRIPTORS", "descriptors"),
+    ("FLAGD_TLS_CERT", "tls.cert"),
+    ("FLAGD_TLS_KEY", "tls.key"),
     ("FLAGD_SYNC_POLL_INTERVAL_MS", "sync.poll_interval_ms"),
     ("FLAGD_SYNC_BACKOFF_BASE_MS", "sync.backoff_base_ms"),
     ("FLAGD_RELOAD_WATCH", "reload.watch (true or false)"),
@@ -782,6 +801,8 @@ impl Config {
                 "FLAGD_REDIS_PREFIX" => self.redis.prefix = Some(value.clone()),
                 "FLAGD_UPSTREAM" => self.upstream.url = Some(value.clone()),
                 "FLAGD_DESCRIPTORS" => self.descriptors = Some(PathBuf::from(value)),
+                "FLAGD_TLS_CERT" => self.tls.cert = Some(PathBuf::from(value)),
+                "FLAGD_TLS_KEY" => self.tls.key = Some(PathBuf::from(value)),
                 "FLAGD_SYNC_POLL_INTERVAL_MS" => self.sync.poll_interval_ms = num(name, value)?,
                 "FLAGD_SYNC_BACKOFF_BASE_MS" => self.sync.backoff_base_ms = num(name, value)?,
                 "FLAGD_RELOAD_WATCH" => self.reload.watch = num(name, value)?,
@@ -988,6 +1009,47 @@ mod tests {
         for spec in &config.events.exporters {
             flags_export::ExporterConfig::from_parts(&spec.kind, &spec.settings).unwrap();
         }
+    }
+
+    #[test]
+    fn tls_settings_from_yaml_then_env() {
+        let mut config =
+            Config::from_yaml_str("tls:\n  cert: /etc/flagd/tls.crt\n  key: /etc/flagd/tls.key\n")
+                .unwrap();
+        assert_eq!(
+            config.tls.cert.as_deref(),
+            Some(Path::new("/etc/flagd/tls.crt"))
+        );
+        assert_eq!(
+            config.tls.key.as_deref(),
+            Some(Path::new("/etc/flagd/tls.key"))
+        );
+        config
+            .apply_env(&env(&[("FLAGD_TLS_CERT", "/run/secrets/new.crt")]))
+            .unwrap();
+        assert_eq!(
+            config.tls.cert.as_deref(),
+            Some(Path::new("/run/secrets/new.crt"))
+        );
+        assert_eq!(
+            config.tls.key.as_deref(),
+            Some(Path::new("/etc/flagd/tls.key")),
+            "the key the variables do not name stays"
+        );
+        config
+            .apply_env(&env(&[("FLAGD_TLS_KEY", "/run/secrets/new.key")]))
+            .unwrap();
+        assert_eq!(
+            config.tls.key.as_deref(),
+            Some(Path::new("/run/secrets/new.key"))
+        );
+        assert_eq!(
+            Config::default().tls,
+            TlsConfig::default(),
+            "no TLS unless asked"
+        );
+        let err = Config::from_yaml_str("tls:\n  certificate: x\n").unwrap_err();
+        assert!(err.contains("unknown field `certificate`"), "{err}");
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub mod source;
 mod state;
 mod store;
 pub mod telemetry;
+mod tls;
 pub mod validate;
 mod warm;
 mod watch;
@@ -58,3 +59,4 @@ pub use server::{
 };
 pub use shutdown::Shutdown;
 pub use state::{AppState, Mode};
+pub use tls::TlsError;

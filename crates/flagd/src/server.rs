@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::backend;
 use crate::big_segments::{self, BigSegments, RedisMirror};
-use crate::config::Config;
+use crate::config::{Config, ReloadConfig};
 use crate::descriptors::{DescriptorWatcher, TypedStore};
 use crate::events::Events;
 use crate::keys::StoreKeys;
@@ -22,6 +22,7 @@ use crate::root::{RootHealth, RootSync};
 use crate::source::{FileSource, ReloadOutcome};
 use crate::state::{AppState, Mode};
 use crate::telemetry::{TracedMembers, TracedStore};
+use crate::tls::{Tls, TlsError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +56,9 @@ pub enum StartError {
     /// Proxy mode could not start.
     #[error(transparent)]
     Proxy(#[from] crate::proxy::ProxyError),
+    /// The TLS certificate and key cannot be used.
+    #[error("cannot serve TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// A server started by [`start`]: its address, its state, and the handle to stop it.
@@ -68,6 +72,8 @@ pub struct RunningServer {
     sync: Option<JoinHandle<()>>,
     descriptors: Option<JoinHandle<()>>,
     exporters: Option<Exporters>,
+    /// With TLS on, the task following the certificate and key files.
+    tls: Option<JoinHandle<()>>,
 }
 
 /// The running exporters, and how long they get at shutdown.
@@ -109,9 +115,10 @@ impl RunningServer {
         self.grpc.as_ref().map(|(addr, _)| *addr)
     }
 
-    /// `http://ADDR`, for clients.
+    /// `http://ADDR`, or `https://ADDR` with TLS on, for clients.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The shared state (store, metrics, kill set...).
@@ -159,6 +166,10 @@ impl RunningServer {
         if let Some(descriptors) = self.descriptors {
             // As the watcher.
             let _ = descriptors.await;
+        }
+        if let Some(tls) = self.tls {
+            // As the watcher.
+            let _ = tls.await;
         }
         if let Mode::Proxy { upstream } = &self.state.mode {
             let upstream = Arc::clone(upstream);
@@ -569,11 +580,13 @@ pub async fn open_database(url: &str) -> Result<Arc<dyn AdminStore>, StartError>
         .map_err(|e| StartError::Store(e.to_string()))
 }
 
-/// The bound listeners: HTTP's, and gRPC's when `grpc_listen` is set.
+/// The bound listeners: HTTP's, and gRPC's when `grpc_listen` is set; with TLS on, the
+/// certificate they serve and how its files are followed.
 struct Listeners {
     http: TcpListener,
     addr: SocketAddr,
     grpc: Option<(TcpListener, SocketAddr)>,
+    tls: Option<(Tls, ReloadConfig)>,
 }
 
 async fn bind(config: &Config) -> Result<Listeners, StartError> {
@@ -583,7 +596,14 @@ async fn bind(config: &Config) -> Result<Listeners, StartError> {
         Some(addr) => Some(bind_one(addr).await?),
         None => None,
     };
-    Ok(Listeners { http, addr, grpc })
+    // Then the certificate: a bad one stops the start as a taken port does.
+    let tls = Tls::from_config(&config.tls)?.map(|tls| (tls, config.reload.clone()));
+    Ok(Listeners {
+        http,
+        addr,
+        grpc,
+        tls,
+    })
 }
 
 async fn bind_one(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
@@ -619,21 +639,33 @@ fn serve(
         descriptors,
         exporters,
     } = background;
+    let limits = Connections::of(&state);
+    let (http_tls, grpc_tls, tls_watch) = match &listeners.tls {
+        Some((tls, reload)) => (
+            Some(tls.http()),
+            Some(tls.grpc()),
+            Some(tokio::spawn(
+                tls.watch(reload.clone(), state.shutdown.clone()),
+            )),
+        ),
+        None => (None, None, None),
+    };
     let grpc = match listeners.grpc {
         Some((listener, addr)) => {
             // Compiled defaults come from the descriptor set of `--descriptors`, if any.
             let routes =
                 crate::grpc::routes(&state, Arc::new(crate::grpc::Declared(state.clone())))
                     .map_err(|e| StartError::Grpc(e.to_string()))?;
-            Some((addr, crate::grpc::spawn(listener, &state, routes)))
+            let tls = grpc_tls.map(|acceptor| (acceptor, limits.handshake_timeout));
+            Some((addr, crate::grpc::spawn(listener, &state, routes, tls)))
         }
         None => None,
     };
-    let limits = Connections::of(&state);
     let shutdown = state.shutdown.clone();
     let metrics = Arc::clone(&state.metrics);
     let server = tokio::spawn(accept_loop(
         listeners.http,
+        http_tls,
         router,
         limits,
         shutdown,
@@ -649,6 +681,7 @@ fn serve(
         sync,
         descriptors,
         exporters,
+        tls: tls_watch,
     })
 }
 
@@ -660,6 +693,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy)]
 struct Connections {
     header_read_timeout: Option<Duration>,
+    /// With TLS on, the time a client gets to complete its handshake: the header-read timeout,
+    /// or [`crate::tls::DEFAULT_HANDSHAKE_TIMEOUT`] when that is off.
+    handshake_timeout: Duration,
     max: usize,
     drain: Duration,
 }
@@ -667,10 +703,12 @@ struct Connections {
 impl Connections {
     fn of(state: &AppState) -> Connections {
         let http = &state.http;
+        // Zero turns the timeout off rather than refusing every request.
+        let header_read_timeout =
+            (http.header_read_timeout_ms > 0).then(|| http.header_read_timeout());
         Connections {
-            // Zero turns the timeout off rather than refusing every request.
-            header_read_timeout: (http.header_read_timeout_ms > 0)
-                .then(|| http.header_read_timeout()),
+            header_read_timeout,
+            handshake_timeout: header_read_timeout.unwrap_or(crate::tls::DEFAULT_HANDSHAKE_TIMEOUT),
             max: http.max_connections.max(1),
             drain: http.shutdown_drain(),
         }
@@ -684,12 +722,16 @@ impl Connections {
 /// within the header-read timeout, which hyper also applies to the wait between requests on a
 /// kept-alive connection.
 ///
+/// With `tls`, each connection's handshake runs on its own task within the handshake timeout,
+/// holding a connection slot meanwhile, so a slow client never holds up the loop.
+///
 /// Shutdown comes in two steps. For the drain time flagd goes on accepting and answering, and
 /// every answer says `Connection: close`, so clients move off their kept-alive connections
 /// having had their answers; then it stops accepting, and each connection closes when its
 /// requests in flight are answered (idle ones at once).
 async fn accept_loop(
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     app: crate::http::App,
     limits: Connections,
     shutdown: crate::shutdown::Shutdown,
@@ -709,6 +751,7 @@ async fn accept_loop(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
     builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
     let drain_until = async {
         shutdown.wait().await;
         draining.store(true, Ordering::Relaxed);
@@ -752,15 +795,32 @@ async fn accept_loop(
                 Ok::<_, std::convert::Infallible>(response)
             }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        // Taken now, so that shutdown waits for a connection still in its handshake too.
+        let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
+        let tls = tls.clone();
         let metrics = Arc::clone(&metrics);
         metrics.connection_opened();
         tokio::spawn(async move {
-            // A client that goes away mid-request is its own business.
-            let _ = connection.await;
+            // A client that goes away mid-request, or fails its handshake, is its own business.
+            match tls {
+                None => {
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let _ = watcher.watch(connection).await;
+                }
+                Some(acceptor) => {
+                    let handshake =
+                        crate::tls::handshake(&acceptor, stream, limits.handshake_timeout);
+                    if let Some(stream) = handshake.await {
+                        let connection = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(connection).await;
+                    }
+                }
+            }
             metrics.connection_closed();
             drop(permit);
         });
@@ -772,7 +832,7 @@ async fn accept_loop(
 
 /// Waits after a failed accept. Errors of one connection (reset before it was accepted) are
 /// retried at once; others (out of descriptors, say) after a pause, so the loop does not spin.
-async fn accept_failed(error: &std::io::Error) {
+pub(crate) async fn accept_failed(error: &std::io::Error) {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
     if matches!(
         error.kind(),

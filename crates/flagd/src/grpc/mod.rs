@@ -12,13 +12,15 @@
 //!
 //! Health and reflection need no key, as `/readyz` does not. The server stops with the rest of
 //! flagd: on the stop signal it accepts no more connections, lets calls in flight finish, and
-//! ends health watches.
+//! ends health watches. With TLS on, it serves the HTTP port's certificate (`crate::tls`), each
+//! handshake on a task of its own, and tonic sees only connections whose handshake succeeded.
 
 mod convert;
 mod health;
 mod service;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flags_proto::v1::flag_evaluator_service_server::FlagEvaluatorServiceServer;
 use tokio::net::TcpListener;
@@ -60,23 +62,69 @@ pub(crate) fn routes(
 }
 
 /// Serves `routes` on `listener` until `state`'s stop signal, then lets calls in flight
-/// finish.
+/// finish. With `tls`, connections speak TLS with that acceptor, each handshake within the
+/// given time.
 pub(crate) fn spawn(
     listener: TcpListener,
     state: &AppState,
     routes: Routes,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
 ) -> JoinHandle<std::io::Result<()>> {
     let shutdown = state.shutdown.clone();
     let timeout = state.http.request_timeout();
     tokio::spawn(async move {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        Server::builder()
-            .timeout(timeout)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, shutdown.wait())
-            .await
-            .map_err(std::io::Error::other)
+        let server = Server::builder().timeout(timeout).add_routes(routes);
+        let served = match tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown.wait())
+                    .await
+            }
+            Some((acceptor, limit)) => {
+                let incoming = tls_incoming(listener, acceptor, limit, shutdown.clone());
+                server
+                    .serve_with_incoming_shutdown(incoming, shutdown.wait())
+                    .await
+            }
+        };
+        served.map_err(std::io::Error::other)
     })
+}
+
+/// The TLS connections made on `listener` until `shutdown`: each accepted connection's
+/// handshake runs on a task of its own, within `limit`, and only those that succeed come out.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    limit: Duration,
+    shutdown: crate::shutdown::Shutdown,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<crate::tls::GrpcTlsStream>> {
+    // A few finished handshakes may wait for tonic to take them; more hold their tasks back.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    drop(tokio::spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                () = shutdown.wait() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(e) => {
+                        crate::server::accept_failed(&e).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            drop(tokio::spawn(async move {
+                if let Some(stream) = crate::tls::handshake(&acceptor, stream, limit).await {
+                    // Gone only when the server has stopped; the connection goes with it.
+                    let _ = tx.send(Ok(crate::tls::GrpcTlsStream(stream))).await;
+                }
+            }));
+        }
+    }));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[cfg(test)]
