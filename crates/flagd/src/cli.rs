@@ -129,6 +129,25 @@ pub enum Command {
     /// running flagd's admin API.
     #[command(flatten)]
     Manage(crate::manage::ManageCommand),
+    /// GET a running flagd's /healthz and exit 0 if it answers 2xx, 1 otherwise (for container
+    /// health checks where there is no curl).
+    Health(HealthArgs),
+}
+
+/// `flagd health` arguments.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The URL to GET [default: http://127.0.0.1:PORT/healthz, PORT from FLAGD_LISTEN, else
+    /// 8013]. An https URL's certificate is checked against the system's CA store.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// With https, do not check the server's certificate (the connection is still encrypted):
+    /// for probing flagd's own TLS port, whose certificate names the service, not 127.0.0.1.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    pub timeout_ms: u64,
 }
 
 /// Where the database is, for the database subcommands. Its `Debug` hides the URL's password.

@@ -35,6 +35,7 @@ mod memory;
 mod metrics;
 mod process_metrics;
 pub mod progress;
+pub mod probe;
 mod proxy;
 mod readiness;
 mod redis_mirror;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use flagd::cli::{
-    Cli, Command, DatabaseArgs, ExportArgs, ImportArgs, ServeArgs, SyncArgs, ValidateArgs,
+    Cli, Command, DatabaseArgs, ExportArgs, HealthArgs, ImportArgs, ServeArgs, SyncArgs,
+    ValidateArgs,
 };
 
 /// jemalloc, for memory that stays close to what flagd holds across reloads: see the library's
@@ -29,6 +30,36 @@ fn main() -> ExitCode {
         Command::Export(args) => report(export(&args)),
         Command::Sync(args) => report(sync(&args)),
         Command::Manage(command) => flagd::manage::run(&command),
+        Command::Health(args) => health(&args),
+    }
+}
+
+/// Prints the status of one GET (or why there was none) and exits 0 for a 2xx, 1 otherwise.
+fn health(args: &HealthArgs) -> ExitCode {
+    let env = std::env::vars().collect();
+    let url = args
+        .url
+        .clone()
+        .unwrap_or_else(|| flagd::probe::default_url(&env));
+    let limit = Duration::from_millis(args.timeout_ms);
+    let answer = block_on(async { Ok(flagd::probe::probe(&url, args.insecure, limit).await) });
+    match answer {
+        Ok(Ok(status)) => {
+            println!("{url}: {status}");
+            if (200..300).contains(&status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok(Err(error)) => {
+            eprintln!("flagd: {error}");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("flagd: {}", chain_text(&error));
+            ExitCode::from(1)
+        }
     }
 }
 

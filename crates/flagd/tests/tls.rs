@@ -4,7 +4,8 @@
 //! gRPC over TLS from tonic's client; one of certificate and key alone, or a pair that does not
 //! match, refused at start. And flagd as a TLS client: `rediss://` and `sslmode=verify-full`
 //! URLs through a TLS front to the tests' Redis and PostgreSQL, and TLS failures named as such
-//! (a server certificate nobody vouches for, a database server without TLS).
+//! (a server certificate nobody vouches for, a database server without TLS). `flagd health`
+//! probes HTTPS (checked against the system's CA store, or not with `--insecure`) and HTTP.
 //!
 //! Certificates are made here with rcgen: self-signed, for `localhost` and `127.0.0.1`, each
 //! with a subject of its own so the tests can tell which one a server presented.
@@ -595,4 +596,69 @@ fn postgres_urls_with_sslmode_reach_postgres_over_tls() {
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     let error = String::from_utf8(output.stderr).unwrap();
     assert!(error.contains("TLS"), "{error}");
+}
+
+/// Runs `flagd health` with `args` (and `env`): its exit code and what it printed.
+fn health(args: &[&str], env: &[(&str, &Path)]) -> (Option<i32>, String) {
+    let mut command = flagd_command(env!("CARGO_BIN_EXE_flagd"));
+    command.arg("health").args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), said)
+}
+
+#[test]
+fn the_health_command_probes_http_and_https() {
+    let pair = Pair::new("flagd-test-health");
+    let setup = Setup::new(&pair);
+    let flagd = FlagdProcess::spawn(setup.command());
+    let port = flagd.addr().rsplit(':').next().unwrap().to_owned();
+    let https = format!("https://localhost:{port}/healthz");
+
+    // The certificate is checked against the system's CA store, here the test's own.
+    let (code, said) = health(&["--url", &https], &[("SSL_CERT_FILE", &setup.cert)]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains(&format!("{https}: 200")), "{said}");
+    let (code, said) = health(&["--url", &https], &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("TLS handshake failed") && said.contains("UnknownIssuer"),
+        "{said}"
+    );
+    // Unless told not to.
+    let (code, said) = health(&["--url", &https, "--insecure"], &[]);
+    assert_eq!(code, Some(0), "{said}");
+    // A URL that is not 2xx, and an http URL to a TLS port.
+    let missing = format!("https://localhost:{port}/no-such-page");
+    let (code, said) = health(&["--url", &missing, "--insecure"], &[]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains(": 404"), "{said}");
+    let (code, _) = health(&["--url", &format!("http://127.0.0.1:{port}/healthz")], &[]);
+    assert_eq!(code, Some(1));
+    drop(flagd);
+
+    // Plain HTTP, at the port FLAGD_LISTEN names when no URL is given.
+    let mut plain = flagd_command(env!("CARGO_BIN_EXE_flagd"));
+    plain
+        .args(["serve", "--listen", "127.0.0.1:0", "--file"])
+        .arg(&setup.flags);
+    let flagd = FlagdProcess::spawn(plain);
+    let listen = PathBuf::from(format!(
+        "0.0.0.0:{}",
+        flagd.addr().rsplit(':').next().unwrap()
+    ));
+    let (code, said) = health(&[], &[("FLAGD_LISTEN", &listen)]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("/healthz: 200"), "{said}");
+    drop(flagd);
+    let (code, said) = health(&[], &[("FLAGD_LISTEN", &listen)]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("cannot connect"), "{said}");
 }
