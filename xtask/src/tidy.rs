@@ -173,6 +173,19 @@ const GRPC_PACKAGES: &[&str] = &[
     "flags-sdk-grpc",
 ];
 
+/// TLS stacks that need more than a C compiler to build: aws-lc-rs (rustls' default provider,
+/// built with CMake) and OpenSSL (a system library and its headers). TLS in this workspace is
+/// rustls on ring, so a dependency's default features that switch one of these on is caught
+/// here rather than on the next machine without CMake.
+const FOREIGN_TLS_PACKAGES: &[&str] = &[
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "aws-lc-fips-sys",
+    "openssl",
+    "openssl-sys",
+    "native-tls",
+];
+
 /// Packages some crates must never reach through normal or build dependencies, directly,
 /// through other workspace crates, or through third-party ones.
 struct KeptOut {
@@ -198,6 +211,12 @@ const KEPT_OUT: &[KeptOut] = &[
         packages: GRPC_PACKAGES,
         what: "gRPC",
         belongs: "flags-sdk-grpc and flagd only",
+    },
+    KeptOut {
+        crates: RUNTIME_ONLY,
+        packages: FOREIGN_TLS_PACKAGES,
+        what: "a TLS stack that needs CMake or OpenSSL",
+        belongs: "no crate here: TLS is rustls on ring",
     },
 ];
 
@@ -1633,6 +1652,30 @@ version = "1.0.0"
                 "crates/flags-core/Cargo.toml: flags-core may depend only on serde",
                 "crates/flags-core/Cargo.toml: flags-core pulls in gRPC (`tonic`) through \
                  flags-core -> tonic; it belongs in flags-sdk-grpc and flagd only",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_tls_stack_needing_cmake_reaching_a_runtime_crate_is_reported() {
+        let core = "[dependencies]\nserde.workspace = true";
+        let mut fixture = Fixture::tidy().with_crate(
+            "crates/flags-core",
+            &manifest("flags-core", core),
+            Some(DOC),
+        );
+        // A third-party crate whose features switch on aws-lc-rs, seen through the lock file.
+        fixture.lock = Some(
+            LOCK.replace(
+                "dependencies = [\"mio 0.8.0\"]",
+                "dependencies = [\"aws-lc-rs\"]",
+            ) + "\n[[package]]\nname = \"aws-lc-rs\"\nversion = \"1.13.0\"\n",
+        );
+        check_problems(
+            fixture,
+            &[
+                "crates/flags-core/Cargo.toml: flags-core pulls in a TLS stack that needs CMake or \
+               OpenSSL (`aws-lc-rs`) through serde -> serde_derive -> aws-lc-rs",
             ],
         );
     }
