@@ -163,7 +163,59 @@ fn ensure_services() -> anyhow::Result<()> {
         redis.args(["--save", ""]);
         ensure_service("Redis", 6379, "redis-server", vec![redis]);
     }
+    ensure_docker_daemon();
     Ok(())
+}
+
+/// Starts the Docker daemon when it is installed but does not answer, as root, for the
+/// container image's test; its log goes to `target/dockerd.log`. Only reported when it fails:
+/// the test then says what is wrong.
+fn ensure_docker_daemon() {
+    let answers = || {
+        Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if answers() {
+        println!("Docker: the daemon answers");
+        return;
+    }
+    if !on_path("dockerd") || !is_root() {
+        println!("Docker: the daemon does not answer, and it cannot be started here");
+        return;
+    }
+    let log = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| Path::new("target").to_path_buf(), Into::into)
+        .join("dockerd.log");
+    let started = std::fs::File::create(&log).and_then(|out| {
+        let err = out.try_clone()?;
+        Command::new("setsid")
+            .arg("dockerd")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+    });
+    if let Err(e) = started {
+        println!("Docker: cannot start dockerd: {e}");
+        return;
+    }
+    println!("Docker: started dockerd (log: {})", log.display());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if answers() {
+            println!("Docker: the daemon answers");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!(
+        "Docker: the daemon still does not answer; see {}",
+        log.display()
+    );
 }
 
 /// Installs what is missing of PostgreSQL's server programs, `redis-server` and `nats-server`,
@@ -238,6 +290,24 @@ fn missing_programs() -> Vec<Missing> {
     // The event exporters' tests need JetStream, which the packaged server has (`-js`). Debian
     // installs it in /usr/sbin, which is not on every user's PATH; flags-test-support looks
     // there too.
+    // The container image's test builds it with a Docker daemon (BuildKit built in), and makes
+    // stand-ins for base images it cannot pull with debootstrap.
+    if !on_path("dockerd") {
+        missing.push(Missing {
+            what: "dockerd",
+            debian: "docker.io",
+            fedora: "moby-engine",
+            homebrew: "docker",
+        });
+    }
+    if !on_path("debootstrap") {
+        missing.push(Missing {
+            what: "debootstrap",
+            debian: "debootstrap",
+            fedora: "debootstrap",
+            homebrew: "debootstrap",
+        });
+    }
     if !on_path("nats-server") && !Path::new("/usr/sbin/nats-server").is_file() {
         missing.push(Missing {
             what: "nats-server",
