@@ -195,7 +195,7 @@ pub struct LogSettings {
     pub filter: String,
     /// Text or JSON lines.
     pub format: LogFormat,
-    /// One info line per answered request (target [`REQUEST_LOG_TARGET`]).
+    /// One info line per answered request (target `flagd::request`).
     pub requests: bool,
 }
 
