@@ -654,8 +654,7 @@ fn serve(
         Some((listener, addr)) => {
             // Compiled defaults come from the descriptor set of `--descriptors`, if any.
             let routes =
-                crate::grpc::routes(&state, Arc::new(crate::grpc::Declared(state.clone())))
-                    .map_err(|e| StartError::Grpc(e.to_string()))?;
+                crate::grpc::routes(&state).map_err(|e| StartError::Grpc(e.to_string()))?;
             let tls = grpc_tls.map(|acceptor| (acceptor, limits.handshake_timeout));
             Some((addr, crate::grpc::spawn(listener, &state, routes, tls)))
         }

@@ -19,7 +19,6 @@ mod convert;
 mod health;
 mod service;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use flags_proto::v1::flag_evaluator_service_server::FlagEvaluatorServiceServer;
@@ -32,17 +31,12 @@ use tonic_health::pb::health_server::HealthServer;
 
 use crate::state::AppState;
 
-pub(crate) use service::{CompiledDefaults, Declared};
-
-/// The gRPC services over `state`, evaluating with `defaults` as the last fallback. Fails only
+/// The gRPC services over `state`, with the compiled defaults of its descriptor set as the
+/// last fallback of evaluation. Fails only
 /// when a descriptor set does not decode, which a test rules out.
-pub(crate) fn routes(
-    state: &AppState,
-    defaults: Arc<dyn CompiledDefaults>,
-) -> Result<Routes, tonic_reflection::server::Error> {
-    let evaluator =
-        FlagEvaluatorServiceServer::new(service::Evaluator::new(state.clone(), defaults))
-            .max_decoding_message_size(state.http.max_body_bytes);
+pub(crate) fn routes(state: &AppState) -> Result<Routes, tonic_reflection::server::Error> {
+    let evaluator = FlagEvaluatorServiceServer::new(service::Evaluator::new(state.clone()))
+        .max_decoding_message_size(state.http.max_body_bytes);
     let health = HealthServer::new(health::HealthService::new(state.clone()));
     // Each version of reflection lists every service served, the other version included (each
     // adds its own descriptors itself).
@@ -136,6 +130,6 @@ mod tests {
     #[test]
     fn the_reflection_services_build() {
         let state = AppState::new(&Config::for_tests(Vec::new()));
-        assert!(routes(&state, Arc::new(Declared(state.clone()))).is_ok());
+        assert!(routes(&state).is_ok());
     }
 }

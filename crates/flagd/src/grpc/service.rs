@@ -28,36 +28,24 @@ use crate::state::AppState;
 /// The metadata entry that carries the SDK key, as HTTP's `Authorization` header does.
 pub(crate) const KEY_METADATA: &str = "authorization";
 
-/// The defaults compiled into flags' protobuf declarations (`(flags.flag).default`): the last
-/// fallback of an evaluation that has no value and was given no default (source
-/// `COMPILED_DEFAULT`), and the value of a flag known only by its declaration (state
-/// `STATE_DEFAULT`). flagd serves with [`Declared`], the descriptor set of `--descriptors`.
-pub(crate) trait CompiledDefaults: Send + Sync {
-    /// The compiled default of `flag_key` in environment `env`, if one is declared.
-    fn compiled_default(&self, env: &str, flag_key: &str) -> Option<Value>;
-}
-
-/// The defaults of the descriptor set flagd has loaded (`--descriptors`), whichever is current
-/// when asked; none without one. Declarations are the same in every environment.
-pub(crate) struct Declared(pub(crate) AppState);
-
-impl CompiledDefaults for Declared {
-    fn compiled_default(&self, _env: &str, flag_key: &str) -> Option<Value> {
-        evaluate::declared(&self.0)?
-            .compiled_default(flag_key)
-            .cloned()
-    }
-}
-
 /// The service, over the state every HTTP handler shares.
 pub(crate) struct Evaluator {
     state: AppState,
-    defaults: Arc<dyn CompiledDefaults>,
 }
 
 impl Evaluator {
-    pub(crate) fn new(state: AppState, defaults: Arc<dyn CompiledDefaults>) -> Evaluator {
-        Evaluator { state, defaults }
+    pub(crate) fn new(state: AppState) -> Evaluator {
+        Evaluator { state }
+    }
+
+    /// The default compiled into `flag_key`'s protobuf declaration (`(flags.flag).default`),
+    /// in the descriptor set flagd has loaded (`--descriptors`): the last fallback of an
+    /// evaluation that has no value and was given no default (source `COMPILED_DEFAULT`), and
+    /// the value of a flag known only by its declaration (state `STATE_DEFAULT`).
+    fn compiled_default(&self, flag_key: &str) -> Option<Value> {
+        evaluate::declared(&self.state)?
+            .compiled_default(flag_key)
+            .cloned()
     }
 
     /// The environment the call's SDK key opens, as the HTTP evaluation routes decide it.
@@ -126,7 +114,7 @@ impl Evaluator {
             None => {
                 let (value, source) = match default {
                     Some(default) => (Some(default), EvaluationSource::Default),
-                    None => match self.defaults.compiled_default(&env.key, &flag_id) {
+                    None => match self.compiled_default(&flag_id) {
                         Some(compiled) => (
                             Some(convert::flag_value(&compiled)),
                             EvaluationSource::CompiledDefault,
@@ -144,6 +132,18 @@ impl Evaluator {
             variation_index: detail.variation_index.map(convert::index),
             reason: Some(convert::reason(detail)),
         }
+    }
+
+    /// Runs `call`, then counts it under `method` and the code it ended with.
+    async fn timed<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = call.await;
+        self.record(method, started, &result);
+        result.map(Response::new)
     }
 
     /// Counts a call under its method and the code it ended with.
@@ -271,7 +271,7 @@ impl Evaluator {
             .compiled_flag(&flag_id)
             .filter(|flag| !flag.is_deleted())
         else {
-            return match self.defaults.compiled_default(&env.key, &flag_id) {
+            return match self.compiled_default(&flag_id) {
                 Some(compiled) => Ok(GetFlagStateResponse {
                     flag: Some(FlagState {
                         flag_id,
@@ -380,65 +380,49 @@ impl FlagEvaluatorService for Evaluator {
         &self,
         request: Request<EvaluateRequest>,
     ) -> Result<Response<EvaluateResponse>, Status> {
-        let started = Instant::now();
-        let result = self.evaluate_one(request).await;
-        self.record("Evaluate", started, &result);
-        result.map(Response::new)
+        self.timed("Evaluate", self.evaluate_one(request)).await
     }
 
     async fn bulk_evaluate(
         &self,
         request: Request<BulkEvaluateRequest>,
     ) -> Result<Response<BulkEvaluateResponse>, Status> {
-        let started = Instant::now();
-        let result = self.evaluate_many(request).await;
-        self.record("BulkEvaluate", started, &result);
-        result.map(Response::new)
+        self.timed("BulkEvaluate", self.evaluate_many(request))
+            .await
     }
 
     async fn get_flag_state(
         &self,
         request: Request<GetFlagStateRequest>,
     ) -> Result<Response<GetFlagStateResponse>, Status> {
-        let started = Instant::now();
-        let result = self.flag_state(request).await;
-        self.record("GetFlagState", started, &result);
-        result.map(Response::new)
+        self.timed("GetFlagState", self.flag_state(request)).await
     }
 
     async fn get_killed_flags(
         &self,
         request: Request<GetKilledFlagsRequest>,
     ) -> Result<Response<GetKilledFlagsResponse>, Status> {
-        let started = Instant::now();
-        let result = self
-            .env(request.metadata())
-            .await
-            .map(|env| GetKilledFlagsResponse {
+        let killed = async {
+            let env = self.env(request.metadata()).await?;
+            Ok(GetKilledFlagsResponse {
                 flag_ids: env.ops.killed(),
-            });
-        self.record("GetKilledFlags", started, &result);
-        result.map(Response::new)
+            })
+        };
+        self.timed("GetKilledFlags", killed).await
     }
 
     async fn get_overrides(
         &self,
         request: Request<GetOverridesRequest>,
     ) -> Result<Response<GetOverridesResponse>, Status> {
-        let started = Instant::now();
-        let result = self.overrides(request).await;
-        self.record("GetOverrides", started, &result);
-        result.map(Response::new)
+        self.timed("GetOverrides", self.overrides(request)).await
     }
 
     async fn health(
         &self,
         request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
-        let started = Instant::now();
-        let result = self.health_of(request).await;
-        self.record("Health", started, &result);
-        result.map(Response::new)
+        self.timed("Health", self.health_of(request)).await
     }
 }
 
