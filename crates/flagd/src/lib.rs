@@ -47,6 +47,7 @@ mod state;
 mod store;
 pub mod telemetry;
 mod tls;
+pub mod ui;
 pub mod validate;
 mod warm;
 mod watch;

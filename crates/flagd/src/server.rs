@@ -323,12 +323,19 @@ pub async fn start_with_store(
         Some(declared) => Arc::new(TypedStore::new(store, Arc::clone(declared))),
         None => store,
     };
-    let admin = crate::admin::admin_router(crate::admin::AdminState {
+    let admin_state = crate::admin::AdminState {
         store: admin_store,
         bootstrap_admin_key: config.admin_key.clone(),
         big_segments: state.big_segments.clone(),
+    };
+    let admin = crate::admin::admin_router(admin_state.clone());
+    let ui = crate::ui::ui_router(crate::ui::UiState {
+        admin: admin_state,
+        app: state.clone(),
+        sessions: Arc::new(crate::ui::Sessions::new(crate::ui::DEFAULT_SESSION_TTL)),
+        secure: config.tls.cert.is_some(),
     });
-    let router = crate::http::app_with_admin(state.clone(), Some(admin));
+    let router = crate::http::app_with_ui(state.clone(), Some(admin), Some(ui));
     let background = Background {
         sync: Some(task),
         descriptors,

@@ -125,6 +125,16 @@ async fn authenticate(state: &AdminState, headers: &HeaderMap) -> Result<Princip
         })
         .filter(|s| !s.is_empty())
         .ok_or_else(|| Problem::unauthorized("the Authorization header must be Bearer <key>"))?;
+    authenticate_secret(state, secret).await
+}
+
+/// Who `secret` is: the bootstrap key or a stored admin key; refused as the admin API refuses
+/// it (401 unknown or revoked, 403 an SDK key, 503 the store did not answer). The web UI asks
+/// this again on every request of a session, so a revoked key ends its sessions.
+pub(crate) async fn authenticate_secret(
+    state: &AdminState,
+    secret: &str,
+) -> Result<Principal, Problem> {
     if let Some(bootstrap) = state
         .bootstrap_admin_key
         .as_deref()

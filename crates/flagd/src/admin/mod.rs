@@ -27,6 +27,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use flags_store::AdminStore;
 
 pub use auth::Principal;
+pub(crate) use auth::authenticate_secret;
 pub use openapi::openapi_document;
 pub use patch::merge_patch;
 pub use problem::{PROBLEM_JSON, Problem, ProblemDetails, UNAVAILABLE_RETRY_AFTER_SECS};

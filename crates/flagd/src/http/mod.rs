@@ -628,6 +628,12 @@ pub fn app(state: AppState) -> App {
 /// [`crate::admin::ROUTES`]) nested under `/api/v1` inside the same tracing and metrics; its
 /// answers are labelled with its own route templates.
 pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
+    app_with_ui(state, admin, None)
+}
+
+/// [`app_with_admin`], with `ui` (the web UI, made by [`crate::ui::ui_router`]) nested under
+/// `/ui`.
+pub fn app_with_ui(state: AppState, admin: Option<Router>, ui: Option<Router>) -> App {
     let evaluation = Guard::Limited {
         max_body: state.http.max_body_bytes,
     };
@@ -700,6 +706,13 @@ pub fn app_with_admin(state: AppState, admin: Option<Router>) -> App {
         // counts its answers, including its own fallbacks.
         let admin = admin.layer(middleware::from_fn_with_state(state, record_admin));
         router = router.nest(openapi::ADMIN_PREFIX, admin);
+    }
+    if let Some(ui) = ui {
+        // The UI's home is `/ui`; `/ui/` leads there too.
+        router = router.nest("/ui", ui).route(
+            "/ui/",
+            axum::routing::get(|| async { axum::response::Redirect::permanent("/ui") }),
+        );
     }
     App {
         router,

@@ -1,0 +1,121 @@
+// flagd's web UI: enhancements of pages that work without this script.
+// - forms with data-confirm ask in a dialog before they post (the server asks on its own page
+//   when this script does not run);
+// - the page follows its environment's change feed (body[data-live]) and refreshes what is
+//   shown within a second of a change made anywhere;
+// - rollout weights show their total as they are typed.
+"use strict";
+
+(function () {
+  // Delegated, so forms swapped in by a live refresh ask too.
+  function confirmForms() {
+    document.addEventListener("submit", function (event) {
+      var form = event.target;
+      if (!(form instanceof HTMLFormElement) || !form.matches("form[data-confirm]")) return;
+      (function () {
+        if (form.dataset.confirmed === "1") return;
+        event.preventDefault();
+        var dialog = document.createElement("dialog");
+        dialog.setAttribute("aria-labelledby", "confirm-title");
+        var title = document.createElement("h2");
+        title.id = "confirm-title";
+        title.textContent = form.dataset.confirm;
+        var yes = document.createElement("button");
+        yes.type = "button";
+        yes.className = "danger";
+        yes.textContent = form.dataset.confirmButton || "Confirm";
+        var no = document.createElement("button");
+        no.type = "button";
+        no.textContent = "Cancel";
+        var row = document.createElement("p");
+        row.append(yes, " ", no);
+        dialog.append(title, row);
+        document.body.append(dialog);
+        dialog.addEventListener("close", function () { dialog.remove(); });
+        no.addEventListener("click", function () { dialog.close(); });
+        yes.addEventListener("click", function () {
+          var confirm = document.createElement("input");
+          confirm.type = "hidden";
+          confirm.name = "confirm";
+          confirm.value = "1";
+          form.append(confirm);
+          form.dataset.confirmed = "1";
+          dialog.close();
+          form.submit();
+        });
+        dialog.showModal();
+        no.focus();
+      })();
+    });
+  }
+
+  // Replaces the element with id `id` by its counterpart in a fresh copy of this page.
+  function refresh(ids) {
+    return fetch(location.href, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (text) {
+        if (!text) return;
+        var fresh = new DOMParser().parseFromString(text, "text/html");
+        ids.forEach(function (id) {
+          var now = document.getElementById(id);
+          var next = fresh.getElementById(id);
+          if (now && next) now.replaceWith(document.adoptNode(next));
+        });
+        bind(document);
+      });
+  }
+
+  var dirty = false;
+  function follow() {
+    var url = document.body.dataset.live;
+    if (!url || !window.EventSource) return;
+    var source = new EventSource(url);
+    source.addEventListener("change", function (event) {
+      var change = {};
+      try { change = JSON.parse(event.data); } catch (e) { return; }
+      var live = document.querySelector("[data-live-key]");
+      if (live && live.dataset.liveKey !== change.key) return;
+      if (dirty && live) {
+        var notice = document.getElementById("changed-notice");
+        if (notice) notice.hidden = false;
+        return;
+      }
+      var ids = [];
+      document.querySelectorAll("[data-refresh]").forEach(function (el) { ids.push(el.id); });
+      if (ids.length) refresh(ids);
+    });
+  }
+
+  function rolloutTotals(root) {
+    root.querySelectorAll("[data-rollout]").forEach(function (group) {
+      var out = group.querySelector("[data-rollout-total]");
+      function update() {
+        var total = 0;
+        group.querySelectorAll("input[data-weight]").forEach(function (input) {
+          var v = parseFloat(input.value);
+          if (!isNaN(v)) total += Math.round(v * 1000);
+        });
+        if (out) {
+          out.textContent = "Total: " + (total / 1000) + "%";
+          out.classList.toggle("error", total !== 100000);
+        }
+      }
+      group.addEventListener("input", update);
+      update();
+    });
+  }
+
+  function bind(root) {
+    rolloutTotals(root);
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    confirmForms();
+    bind(document);
+    document.querySelectorAll("form[data-track-edits]").forEach(function (form) {
+      form.addEventListener("input", function () { dirty = true; });
+    });
+    follow();
+    document.documentElement.dataset.ready = "1";
+  });
+})();
