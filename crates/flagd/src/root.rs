@@ -492,8 +492,9 @@ async fn apply(
             }
             state.mark(ItemKind::Flag, &change.key);
         }
-        // An environment is loaded whole when first seen; a served one has nothing to apply.
-        ChangeKind::EnvironmentCreated => {}
+        // An environment is loaded whole when first seen; a served one has nothing to apply,
+        // and its name and colour are not served.
+        ChangeKind::EnvironmentCreated | ChangeKind::EnvironmentUpdated => {}
         ChangeKind::Override {
             context_kind,
             context_key,

@@ -56,17 +56,18 @@ use std::time::Duration;
 use flags_core::{Flag, ItemKind, Segment};
 use flags_store::check::ReferenceCheck;
 use flags_store::validate::{
-    Parsed, PreparedItem, apply_targets_update, check_audit_query, check_env,
-    check_expected_version, check_item, check_list, check_new_api_key, check_new_environment,
-    check_override_key, check_variations_still_used, flag_dependents, prepare_flag, prepare_import,
-    prepare_segment, restamp_version, same_document, segment_dependents,
+    Parsed, PreparedItem, apply_environment_update, apply_targets_update, check_audit_query,
+    check_env, check_environment_update, check_expected_version, check_item, check_list,
+    check_new_api_key, check_new_environment, check_override_key, check_variations_still_used,
+    flag_dependents, prepare_flag, prepare_import, prepare_segment, restamp_version, same_document,
+    segment_dependents,
 };
 use flags_store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
     BatchError, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot,
-    Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey,
-    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
-    generate_secret, hash_secret,
+    Environment, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter,
+    NewApiKey, NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
+    StoredSegment, generate_secret, hash_secret,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -1014,6 +1015,19 @@ fn audit_from_row(row: AuditRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+type EnvRow = (String, String, Option<String>, i64);
+
+const ENV_COLUMNS: &str = "key, name, color, (extract(epoch FROM created_at) * 1000)::bigint";
+
+fn env_from_row((key, name, color, created_at): EnvRow) -> Result<Environment, StoreError> {
+    Ok(Environment {
+        key,
+        name,
+        color,
+        created_at: to_u64(created_at, "timestamp")?,
+    })
+}
+
 type KeyRow = (i64, String, String, Option<String>, i64, bool);
 
 const KEY_COLUMNS: &str = "id, name, kind, env, (extract(epoch FROM created_at) * 1000)::bigint, \
@@ -1046,33 +1060,30 @@ fn override_json(kind: &str, key: &str, variation: usize) -> Option<Value> {
 
 #[async_trait::async_trait]
 impl AdminStore for PostgresStore {
-    async fn create_environment(
+    async fn create_environment_with(
         &self,
         actor: &Actor,
-        key: &str,
-        name: &str,
+        new: &NewEnvironment,
     ) -> Result<Environment, StoreError> {
-        check_new_environment(key, name)?;
+        let new = check_new_environment(new)?;
+        let key = new.key.as_str();
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let created: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO environments (key, name) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING \
-             RETURNING (extract(epoch FROM created_at) * 1000)::bigint",
-        )
+        let created: Option<EnvRow> = sqlx::query_as(&format!(
+            "INSERT INTO environments (key, name, color) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO NOTHING RETURNING {ENV_COLUMNS}"
+        ))
         .bind(key)
-        .bind(name)
+        .bind(&new.name)
+        .bind(new.color.as_deref())
         .fetch_optional(&mut *tx)
         .await
         .map_err(db)?;
-        let Some(created_at) = created else {
+        let Some(row) = created else {
             return Err(StoreError::AlreadyExists {
                 what: format!("environment {key:?}"),
             });
         };
-        let env = Environment {
-            key: key.to_owned(),
-            name: name.to_owned(),
-            created_at: to_u64(created_at, "timestamp")?,
-        };
+        let env = env_from_row(row)?;
         let audit = Audit {
             env: Some(key),
             item_kind: AuditItemKind::Environment,
@@ -1086,6 +1097,52 @@ impl AdminStore for PostgresStore {
         record(&mut tx, key, key, 0, ChangeKind::EnvironmentCreated).await?;
         tx.commit().await.map_err(db)?;
         Ok(env)
+    }
+
+    async fn update_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, StoreError> {
+        let update = check_environment_update(key, update)?;
+        let mut tx = self.begin_write(key).await?;
+        let row: EnvRow = sqlx::query_as(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments WHERE key = $1"
+        ))
+        .bind(key)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db)?;
+        let before = env_from_row(row)?;
+        let mut after = before.clone();
+        if !apply_environment_update(&mut after, &update) {
+            return Ok(before);
+        }
+        sqlx::query("UPDATE environments SET name = $2, color = $3 WHERE key = $1")
+            .bind(key)
+            .bind(&after.name)
+            .bind(after.color.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let audit = Audit {
+            env: Some(key),
+            item_kind: AuditItemKind::Environment,
+            item_key: key,
+            action: AuditAction::Update,
+            actor,
+        };
+        audit
+            .write(
+                &mut tx,
+                serde_json::to_value(&before).ok(),
+                serde_json::to_value(&after).ok(),
+            )
+            .await?;
+        record(&mut tx, key, key, 0, ChangeKind::EnvironmentUpdated).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(after)
     }
 
     async fn list_flags(
@@ -1512,40 +1569,25 @@ impl AdminStore for PostgresStore {
 #[async_trait::async_trait]
 impl ChangeFeed for PostgresStore {
     async fn list_environments(&self) -> Result<Vec<Environment>, StoreError> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
-             FROM environments ORDER BY key",
-        )
+        let rows: Vec<EnvRow> = sqlx::query_as(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments ORDER BY key"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.into_iter()
-            .map(|(key, name, created_at)| {
-                Ok(Environment {
-                    key,
-                    name,
-                    created_at: to_u64(created_at, "timestamp")?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(env_from_row).collect()
     }
 
     async fn get_environment(&self, key: &str) -> Result<Environment, StoreError> {
         check_env(key)?;
-        let row: Option<(String, String, i64)> = sqlx::query_as(
-            "SELECT key, name, (extract(epoch FROM created_at) * 1000)::bigint \
-             FROM environments WHERE key = $1",
-        )
+        let row: Option<EnvRow> = sqlx::query_as(&format!(
+            "SELECT {ENV_COLUMNS} FROM environments WHERE key = $1"
+        ))
         .bind(key)
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        let (key, name, created_at) = row.ok_or_else(|| env_not_found(key))?;
-        Ok(Environment {
-            key,
-            name,
-            created_at: to_u64(created_at, "timestamp")?,
-        })
+        env_from_row(row.ok_or_else(|| env_not_found(key))?)
     }
 
     async fn get_flag(&self, env: &str, key: &str) -> Result<StoredFlag, StoreError> {

@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 
 use crate::{
     Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, BatchError, Change,
-    ChangeKind, Dependent, FlagOverride, ImportItem, ImportOutcome, ListFilter, NewApiKey,
-    OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
+    ChangeKind, Dependent, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, ListFilter,
+    NewApiKey, NewEnvironment, OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
 };
 use flags_core::ItemKind;
 
@@ -42,6 +42,14 @@ pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 /// expands).
 pub const CASES: &[(&str, Case)] = &[
     ("environments", environments),
+    (
+        "environment_names_and_colours",
+        environment_names_and_colours,
+    ),
+    (
+        "updating_an_environment_is_a_change",
+        updating_an_environment_is_a_change,
+    ),
     ("flag_versions_and_if_match", flag_versions_and_if_match),
     (
         "flag_validation_names_the_field",
@@ -105,6 +113,8 @@ macro_rules! store_conformance_tests {
     ($run:path) => {
         $crate::store_conformance_tests!(@cases $run:
             environments,
+            environment_names_and_colours,
+            updating_an_environment_is_a_change,
             flag_versions_and_if_match,
             flag_validation_names_the_field,
             unresolved_references_are_refused,
@@ -271,6 +281,215 @@ pub fn environments(store: &dyn AdminStore) -> CaseFuture<'_> {
             (log[0].item_kind, log[0].action, log[0].item_key.as_str()),
             (AuditItemKind::Environment, AuditAction::Create, a.as_str())
         );
+    })
+}
+
+/// Environments carry a name and an optional colour: set when created or later, the colour
+/// `#rrggbb` stored in lower case, each update audited with the fields before and after, an
+/// update that changes nothing writing nothing, and bad values refused naming the field.
+pub fn environment_names_and_colours(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let plain = fresh_env(store).await;
+        let got = store.get_environment(&plain).await.unwrap();
+        assert_eq!(got.color, None);
+
+        let key = format!("{plain}-colored");
+        let new = NewEnvironment {
+            key: key.clone(),
+            name: "Production".to_owned(),
+            color: Some("#D73A49".to_owned()),
+        };
+        let created = store.create_environment_with(&actor(), &new).await.unwrap();
+        assert_eq!(
+            (created.name.as_str(), created.color.as_deref()),
+            ("Production", Some("#d73a49"))
+        );
+        assert_eq!(store.get_environment(&key).await.unwrap(), created);
+        let listed = store.list_environments().await.unwrap();
+        assert!(listed.contains(&created), "{listed:?}");
+        let created_entry = &store.audit_log(&AuditQuery::env(&key, 10)).await.unwrap()[0];
+        assert_eq!(
+            created_entry.after.as_ref().unwrap()["color"],
+            json!("#d73a49")
+        );
+
+        // Refused creations, each naming its field; nothing is created.
+        let refused = [
+            ("red", "Invalid: color: must be a colour like #d73a49"),
+            ("#d73a4", "Invalid: color: must be a colour like #d73a49"),
+        ];
+        for (color, expected) in refused {
+            let bad = NewEnvironment {
+                key: format!("{plain}-bad"),
+                name: "Bad".to_owned(),
+                color: Some(color.to_owned()),
+            };
+            let created = store.create_environment_with(&actor(), &bad).await;
+            assert_eq!(describe(created), expected);
+        }
+        let blank = store
+            .create_environment(&actor(), &format!("{plain}-bad"), " ")
+            .await;
+        assert_eq!(describe(blank), "Invalid: name: must not be blank");
+        let missing = store.get_environment(&format!("{plain}-bad")).await;
+        assert!(describe(missing).starts_with("NotFound: "));
+
+        // Updates: the colour, then the name, then clearing the colour.
+        let update = |name: Option<&str>, color: Option<Option<&str>>| EnvironmentUpdate {
+            name: name.map(str::to_owned),
+            color: color.map(|c| c.map(str::to_owned)),
+        };
+        let updated = store
+            .update_environment(&actor(), &plain, &update(None, Some(Some("#0366D6"))))
+            .await
+            .unwrap();
+        assert_eq!(updated.color.as_deref(), Some("#0366d6"));
+        assert_eq!(updated.name, "Conformance", "the name is kept");
+        assert_eq!(updated.created_at, got.created_at);
+        let renamed = store
+            .update_environment(&actor(), &plain, &update(Some("Staging"), None))
+            .await
+            .unwrap();
+        assert_eq!(
+            (renamed.name.as_str(), renamed.color.as_deref()),
+            ("Staging", Some("#0366d6")),
+            "the colour is kept"
+        );
+        assert_eq!(store.get_environment(&plain).await.unwrap(), renamed);
+        let cleared = store
+            .update_environment(&actor(), &plain, &update(None, Some(None)))
+            .await
+            .unwrap();
+        assert_eq!(cleared.color, None);
+        assert_eq!(store.get_environment(&plain).await.unwrap(), cleared);
+
+        // Nothing changes: nothing is written.
+        let audit_before = audit_count(store, &plain).await;
+        for same in [update(None, None), update(Some("Staging"), Some(None))] {
+            let same = store.update_environment(&actor(), &plain, &same).await;
+            assert_eq!(same.unwrap(), cleared);
+        }
+        // Refused updates name the field, and change nothing.
+        let refusals = [
+            (update(Some(""), None), "Invalid: name: must not be blank"),
+            (
+                update(Some("X"), Some(Some("blue"))),
+                "Invalid: color: must be a colour like #d73a49",
+            ),
+        ];
+        for (bad, expected) in refusals {
+            let refused = store.update_environment(&actor(), &plain, &bad).await;
+            assert_eq!(describe(refused), expected);
+        }
+        assert_eq!(store.get_environment(&plain).await.unwrap(), cleared);
+        assert_eq!(audit_count(store, &plain).await, audit_before);
+        let unknown = store
+            .update_environment(&actor(), "conf-missing-env", &update(Some("X"), None))
+            .await;
+        assert!(describe(unknown).starts_with("NotFound: environment"));
+
+        // The audit log: each applied update, with the public fields before and after.
+        let log = store.audit_log(&AuditQuery::env(&plain, 10)).await.unwrap();
+        let seen: Vec<(AuditItemKind, AuditAction, &str)> = log
+            .iter()
+            .map(|e| (e.item_kind, e.action, e.item_key.as_str()))
+            .collect();
+        let env_update = (
+            AuditItemKind::Environment,
+            AuditAction::Update,
+            plain.as_str(),
+        );
+        let env_create = (
+            AuditItemKind::Environment,
+            AuditAction::Create,
+            plain.as_str(),
+        );
+        assert_eq!(seen, [env_update, env_update, env_update, env_create]);
+        let fields = |value: &Option<Value>| {
+            let value = value.as_ref().unwrap();
+            (
+                value["name"].clone(),
+                value.get("color").cloned(),
+                value["key"].clone(),
+            )
+        };
+        let first = &log[2];
+        assert_eq!(
+            fields(&first.before),
+            (json!("Conformance"), None, json!(plain))
+        );
+        assert_eq!(
+            fields(&first.after),
+            (json!("Conformance"), Some(json!("#0366d6")), json!(plain))
+        );
+        let last = &log[0];
+        assert_eq!(
+            fields(&last.before),
+            (json!("Staging"), Some(json!("#0366d6")), json!(plain))
+        );
+        assert_eq!(fields(&last.after), (json!("Staging"), None, json!(plain)));
+        assert_eq!(last.actor, actor());
+    })
+}
+
+/// Updating an environment records an `EnvironmentUpdated` change of that environment and
+/// delivers it to subscribers, so whatever shows the environment hears of it; an update that
+/// changes nothing, or is refused, records nothing.
+pub fn updating_an_environment_is_a_change(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let cursor = store.snapshot(&env).await.unwrap().cursor;
+        let mut sub = store.subscribe().await.unwrap();
+        let recolor = EnvironmentUpdate {
+            name: None,
+            color: Some(Some("#28a745".to_owned())),
+        };
+        store
+            .update_environment(&actor(), &env, &recolor)
+            .await
+            .unwrap();
+        // Changes nothing, then refused: neither is announced.
+        store
+            .update_environment(&actor(), &env, &recolor)
+            .await
+            .unwrap();
+        let refused = EnvironmentUpdate {
+            name: Some(" ".to_owned()),
+            color: None,
+        };
+        assert!(
+            store
+                .update_environment(&actor(), &env, &refused)
+                .await
+                .is_err()
+        );
+        store
+            .put_flag(&actor(), &env, "f", bool_flag(), None)
+            .await
+            .unwrap();
+
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let change = sub.next().await.unwrap();
+            // A store shared with other cases may deliver their changes too.
+            if change.env == env {
+                got.push(change);
+            }
+        }
+        let seen: Vec<(&str, &ChangeKind, u64)> = got
+            .iter()
+            .map(|c| (c.key.as_str(), &c.kind, c.version))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (env.as_str(), &ChangeKind::EnvironmentUpdated, 0),
+                ("f", &ChangeKind::Flag { deleted: false }, 1),
+            ]
+        );
+        assert_eq!(store.changes_since(&env, cursor).await.unwrap(), got);
+        // A follower that loads the environment afresh starts after the update.
+        assert_eq!(store.snapshot(&env).await.unwrap().cursor, got[1].seq);
     })
 }
 
@@ -1940,6 +2159,12 @@ pub fn keys_no_item_can_have_are_invalid(store: &dyn AdminStore) -> CaseFuture<'
             );
             let audit = store.audit_log(&AuditQuery::env(bad, 10)).await;
             assert_eq!(invalid_at(audit), "env");
+            let renamed = EnvironmentUpdate {
+                name: Some("x".to_owned()),
+                color: None,
+            };
+            let updated = store.update_environment(a, bad, &renamed).await;
+            assert_eq!(invalid_at(updated), "env");
             let import = store.import(a, bad, Vec::new()).await;
             let (item, error) = refused(import);
             assert_eq!(item, None);
@@ -2146,6 +2371,22 @@ pub fn text_with_nul_is_invalid_where_it_would_be_kept(store: &dyn AdminStore) -
         // Names and prefixes.
         let created = store.create_environment(a, "conf-nul-name", nul).await;
         assert_eq!(invalid_at(created), "name");
+        let renamed = EnvironmentUpdate {
+            name: Some(nul.to_owned()),
+            color: None,
+        };
+        assert_eq!(
+            invalid_at(store.update_environment(a, env, &renamed).await),
+            "name"
+        );
+        let colored = EnvironmentUpdate {
+            name: None,
+            color: Some(Some(format!("#d73a4{nul}"))),
+        };
+        assert_eq!(
+            invalid_at(store.update_environment(a, env, &colored).await),
+            "color"
+        );
         let named = |name: &str| NewApiKey {
             name: name.to_owned(),
             kind: ApiKeyKind::Admin,

@@ -99,10 +99,45 @@ pub struct Environment {
     /// The key used in URLs (`production`); letters, digits, `.`, `_`, `-`, but not `.` or
     /// `..`.
     pub key: String,
-    /// A human-readable name.
+    /// A human-readable name (the display name of the environment).
     pub name: String,
+    /// The colour people see the environment in, `#rrggbb` in lower case, so that a page
+    /// about production does not look like one about staging; `None` when none was chosen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub color: Option<String>,
     /// When it was created, in Unix milliseconds.
     pub created_at: u64,
+}
+
+/// An environment to create ([`AdminStore::create_environment_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnvironment {
+    /// Its key ([`check::key`]).
+    pub key: String,
+    /// Its name; not blank.
+    pub name: String,
+    /// Its colour, `#rrggbb` (either case; stored in lower case).
+    pub color: Option<String>,
+}
+
+impl NewEnvironment {
+    /// An environment with a key and a name, and no colour.
+    pub fn new(key: &str, name: &str) -> NewEnvironment {
+        NewEnvironment {
+            key: key.to_owned(),
+            name: name.to_owned(),
+            color: None,
+        }
+    }
+}
+
+/// What [`AdminStore::update_environment`] changes: each field left `None` is kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentUpdate {
+    /// A new name; not blank.
+    pub name: Option<String>,
+    /// A new colour (`Some(Some("#rrggbb"))`, either case), or none (`Some(None)`).
+    pub color: Option<Option<String>>,
 }
 
 /// A flag as stored: the LaunchDarkly flag JSON exactly as written, with `key` and `version` set
@@ -331,6 +366,8 @@ impl AuditItemKind {
 pub enum AuditAction {
     /// Created (environment, flag, segment, key).
     Create,
+    /// Changed an environment's name or colour.
+    Update,
     /// Replaced a flag or segment.
     Replace,
     /// Archived a flag or segment.
@@ -354,8 +391,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    const ALL: [AuditAction; 11] = [
+    const ALL: [AuditAction; 12] = [
         AuditAction::Create,
+        AuditAction::Update,
         AuditAction::Replace,
         AuditAction::Archive,
         AuditAction::Unarchive,
@@ -372,6 +410,7 @@ impl AuditAction {
     pub fn as_str(self) -> &'static str {
         match self {
             AuditAction::Create => "create",
+            AuditAction::Update => "update",
             AuditAction::Replace => "replace",
             AuditAction::Archive => "archive",
             AuditAction::Unarchive => "unarchive",
@@ -572,6 +611,11 @@ pub enum ChangeKind {
     /// ([`ChangeFeed::snapshot`], whose cursor includes this change); one that does has
     /// nothing to apply.
     EnvironmentCreated,
+    /// The environment's name or colour changed ([`AdminStore::update_environment`]). The
+    /// change's `key` is the environment's key and its `version` is 0. Nothing served changes;
+    /// a follower that shows the environment to people reads it again
+    /// ([`ChangeFeed::get_environment`]).
+    EnvironmentUpdated,
     /// An override of a flag was set or removed.
     Override {
         /// The context kind.
@@ -592,7 +636,8 @@ pub struct Change {
     pub seq: u64,
     /// The environment.
     pub env: String,
-    /// The flag or segment key (the environment's key for [`ChangeKind::EnvironmentCreated`]).
+    /// The flag or segment key (the environment's key for [`ChangeKind::EnvironmentCreated`]
+    /// and [`ChangeKind::EnvironmentUpdated`]).
     pub key: String,
     /// The flag's or segment's version after this change (for kills and overrides, the flag's
     /// current version, which they do not bump; 0 for an environment).
@@ -957,13 +1002,36 @@ pub trait KeyStore: Send + Sync {
 /// mismatch is [`StoreError::Conflict`].
 #[async_trait::async_trait]
 pub trait AdminStore: ChangeFeed + KeyStore {
-    /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken. Records a
-    /// [`ChangeKind::EnvironmentCreated`] change, so subscribers hear of it at once.
+    /// Creates an environment with no colour; see [`AdminStore::create_environment_with`].
     async fn create_environment(
         &self,
         actor: &Actor,
         key: &str,
         name: &str,
+    ) -> Result<Environment, StoreError> {
+        self.create_environment_with(actor, &NewEnvironment::new(key, name))
+            .await
+    }
+
+    /// Creates an environment; [`StoreError::AlreadyExists`] if the key is taken. The name
+    /// must not be blank and a colour must be `#rrggbb` ([`validate::check_new_environment`]).
+    /// Records a [`ChangeKind::EnvironmentCreated`] change, so subscribers hear of it at once.
+    async fn create_environment_with(
+        &self,
+        actor: &Actor,
+        new: &NewEnvironment,
+    ) -> Result<Environment, StoreError>;
+
+    /// Changes an environment's name or colour and returns it as it is now. The update is
+    /// checked as a creation is ([`validate::check_environment_update`]). An update that
+    /// changes something writes an [`AuditAction::Update`] entry (before and after: the public
+    /// fields) and records a [`ChangeKind::EnvironmentUpdated`] change; one that changes
+    /// nothing writes nothing.
+    async fn update_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        update: &EnvironmentUpdate,
     ) -> Result<Environment, StoreError>;
 
     /// The flags matching the filter, sorted by key.

@@ -15,17 +15,19 @@ use serde_json::{Value, json};
 
 use crate::check::ReferenceCheck;
 use crate::validate::{
-    PreparedItem, apply_targets_update, check_audit_query, check_env, check_expected_version,
-    check_item, check_list, check_new_api_key, check_new_environment, check_override_key,
-    check_variations_still_used, flag_dependents, prepare_flag, prepare_import, prepare_segment,
-    restamp_version, same_document, segment_dependents,
+    PreparedItem, apply_environment_update, apply_targets_update, check_audit_query, check_env,
+    check_environment_update, check_expected_version, check_item, check_list, check_new_api_key,
+    check_new_environment, check_override_key, check_variations_still_used, flag_dependents,
+    prepare_flag, prepare_import, prepare_segment, restamp_version, same_document,
+    segment_dependents,
 };
 use crate::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
     BigSegmentMembers, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey,
-    Dependent, EnvSnapshot, Environment, FlagOverride, ImportItem, ImportOutcome, KeyStore,
-    ListFilter, MemoryBigSegments, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
-    StoreError, StoredFlag, StoredSegment, generate_secret, hash_secret,
+    Dependent, EnvSnapshot, Environment, EnvironmentUpdate, FlagOverride, ImportItem,
+    ImportOutcome, KeyStore, ListFilter, MemoryBigSegments, NewApiKey, NewEnvironment, Override,
+    OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret,
+    hash_secret,
 };
 use flags_core::ItemKind;
 use flags_core::{Flag, Segment};
@@ -653,13 +655,13 @@ fn matches(filter: &ListFilter, key: &str, archived: bool) -> bool {
 
 #[async_trait::async_trait]
 impl AdminStore for MemoryStore {
-    async fn create_environment(
+    async fn create_environment_with(
         &self,
         actor: &Actor,
-        key: &str,
-        name: &str,
+        new: &NewEnvironment,
     ) -> Result<Environment, StoreError> {
-        check_new_environment(key, name)?;
+        let new = check_new_environment(new)?;
+        let key = new.key.as_str();
         let mut state = self.open()?;
         if state.envs.contains_key(key) {
             return Err(StoreError::AlreadyExists {
@@ -667,8 +669,9 @@ impl AdminStore for MemoryStore {
             });
         }
         let env = Environment {
-            key: key.to_owned(),
-            name: name.to_owned(),
+            key: new.key.clone(),
+            name: new.name,
+            color: new.color,
             created_at: now_ms(),
         };
         state.envs.insert(
@@ -694,6 +697,33 @@ impl AdminStore for MemoryStore {
         );
         state.record(key, key, 0, ChangeKind::EnvironmentCreated);
         Ok(env)
+    }
+
+    async fn update_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, StoreError> {
+        let update = check_environment_update(key, update)?;
+        let mut state = self.open()?;
+        let es = state.env_mut(key)?;
+        let before = es.env.clone();
+        if !apply_environment_update(&mut es.env, &update) {
+            return Ok(before);
+        }
+        let after = es.env.clone();
+        state.audit(
+            Some(key),
+            AuditItemKind::Environment,
+            key,
+            AuditAction::Update,
+            actor,
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        );
+        state.record(key, key, 0, ChangeKind::EnvironmentUpdated);
+        Ok(after)
     }
 
     async fn list_flags(

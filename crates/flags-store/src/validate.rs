@@ -11,7 +11,8 @@
 //!   [`StoreError::HasDependents`] or [`StoreError::Unresolved`].
 //! - versions, keys of environments and overrides, and segment target edits.
 //! - the arguments of every operation ([`check_env`], [`check_item`], [`check_override_key`],
-//!   [`check_list`], [`check_audit_query`], [`check_new_environment`], [`check_new_api_key`]):
+//!   [`check_list`], [`check_audit_query`], [`check_new_environment`],
+//!   [`check_environment_update`], [`check_new_api_key`]):
 //!   a key no item can have and text with NUL, which PostgreSQL cannot even be asked about,
 //!   are [`StoreError::Invalid`] with the argument's name as the path, from every backend and
 //!   before anything is read.
@@ -22,8 +23,8 @@ use serde_json::{Map, Value};
 
 use crate::check::{self, ReferenceCheck, flag_segment_refs, for_write, segment_segment_refs};
 use crate::{
-    AuditItemKind, AuditQuery, BatchError, Dependent, ImportItem, ListFilter, NewApiKey, Override,
-    OverrideKey, SegmentTargetsUpdate, StoreError,
+    AuditItemKind, AuditQuery, BatchError, Dependent, Environment, EnvironmentUpdate, ImportItem,
+    ListFilter, NewApiKey, NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError,
 };
 use flags_core::ItemKind;
 use flags_core::context::validate_kind;
@@ -116,10 +117,77 @@ pub fn check_item(env: &str, kind: ItemKind, key: &str) -> Result<(), StoreError
     check_lookup_key("key", what, key)
 }
 
-/// Checks an environment to create: its `key` and `name`.
-pub fn check_new_environment(key: &str, name: &str) -> Result<(), StoreError> {
-    check_key("environment", key)?;
+/// Checks an environment to create: its `key`, `name` ([`check_environment_name`]) and
+/// `color` ([`environment_color`]). Returns it as it is stored: the colour in lower case.
+pub fn check_new_environment(new: &NewEnvironment) -> Result<NewEnvironment, StoreError> {
+    check_key("environment", &new.key)?;
+    check_environment_name(&new.name)?;
+    Ok(NewEnvironment {
+        color: new.color.as_deref().map(environment_color).transpose()?,
+        ..new.clone()
+    })
+}
+
+/// Checks an update of an environment: `env`, then the `name` and `color` it sets, as
+/// [`check_new_environment`] checks them. Returns it as it is stored: the colour in lower case.
+pub fn check_environment_update(
+    env: &str,
+    update: &EnvironmentUpdate,
+) -> Result<EnvironmentUpdate, StoreError> {
+    check_env(env)?;
+    if let Some(name) = &update.name {
+        check_environment_name(name)?;
+    }
+    let color = match &update.color {
+        Some(Some(color)) => Some(Some(environment_color(color)?)),
+        other => other.clone(),
+    };
+    Ok(EnvironmentUpdate {
+        name: update.name.clone(),
+        color,
+    })
+}
+
+/// Applies a checked update ([`check_environment_update`]) to an environment; returns whether
+/// anything changed, so that an update that changes nothing is not written.
+pub fn apply_environment_update(env: &mut Environment, update: &EnvironmentUpdate) -> bool {
+    let mut changed = false;
+    if let Some(name) = &update.name
+        && *name != env.name
+    {
+        env.name.clone_from(name);
+        changed = true;
+    }
+    if let Some(color) = &update.color
+        && *color != env.color
+    {
+        env.color.clone_from(color);
+        changed = true;
+    }
+    changed
+}
+
+/// Checks an environment's name: not blank, and without NUL. People tell environments apart
+/// by it.
+pub fn check_environment_name(name: &str) -> Result<(), StoreError> {
+    if name.trim().is_empty() {
+        return Err(StoreError::invalid("name", "must not be blank"));
+    }
     check_text("name", name)
+}
+
+/// An environment's colour as it is stored: `#rrggbb` in lower case, from `#rrggbb` in either
+/// case. Anything else (a colour name, `#rgb`, no `#`) is [`StoreError::Invalid`] at `color`.
+pub fn environment_color(color: &str) -> Result<String, StoreError> {
+    match color.strip_prefix('#') {
+        Some(hex) if hex.len() == 6 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(color.to_ascii_lowercase())
+        }
+        _ => Err(StoreError::invalid(
+            "color",
+            "must be a colour like #d73a49",
+        )),
+    }
 }
 
 /// Checks the arguments of a list of flags or segments: `env`, then the `keyPrefix`, which may
@@ -724,6 +792,86 @@ mod tests {
             resolve(ReferenceCheck::for_segment(&fine), &[], &live),
             Ok(())
         );
+    }
+
+    #[test]
+    fn environment_colours_are_six_hex_digits_stored_in_lower_case() {
+        let check = |color: &str, expected: Result<&str, &str>| {
+            let got = environment_color(color).map_err(|e| e.to_string());
+            assert_eq!(
+                got.as_deref(),
+                expected.map_err(str::to_owned).as_deref(),
+                "{color:?}"
+            );
+        };
+        let refused = "color: must be a colour like #d73a49";
+        check("#d73a49", Ok("#d73a49"));
+        check("#D73A49", Ok("#d73a49"));
+        check("#000000", Ok("#000000"));
+        check("#aBcDeF", Ok("#abcdef"));
+        for bad in [
+            "",
+            "#",
+            "red",
+            "d73a49",
+            "#d73a4",
+            "#d73a499",
+            "#d73",
+            "#g73a49",
+            " #d73a49",
+            "#d73a49 ",
+            "#d73a4\0",
+            "##73a49",
+            "#\u{e9}73a4",
+        ] {
+            check(bad, Err(refused));
+        }
+    }
+
+    #[test]
+    fn environment_updates_change_only_what_they_name() {
+        let mut env = Environment {
+            key: "prod".into(),
+            name: "Production".into(),
+            color: None,
+            created_at: 1,
+        };
+        let update = |name: Option<&str>, color: Option<Option<&str>>| {
+            check_environment_update(
+                "prod",
+                &EnvironmentUpdate {
+                    name: name.map(str::to_owned),
+                    color: color.map(|c| c.map(str::to_owned)),
+                },
+            )
+        };
+        let mut apply =
+            |name, color| apply_environment_update(&mut env, &update(name, color).unwrap());
+        assert!(!apply(None, None));
+        assert!(apply(None, Some(Some("#D73A49"))));
+        assert!(
+            !apply(Some("Production"), Some(Some("#d73a49"))),
+            "the same again"
+        );
+        assert!(apply(Some("Prod"), None));
+        assert_eq!(
+            (env.name.as_str(), env.color.as_deref()),
+            ("Prod", Some("#d73a49"))
+        );
+        let mut apply =
+            |name, color| apply_environment_update(&mut env, &update(name, color).unwrap());
+        assert!(apply(None, Some(None)));
+        assert_eq!(env.color, None);
+
+        let refused = |name, color| update(name, color).unwrap_err().to_string();
+        assert_eq!(refused(Some(" "), None), "name: must not be blank");
+        assert_eq!(
+            refused(None, Some(Some("blue"))),
+            "color: must be a colour like #d73a49"
+        );
+        assert!(refused(Some("a\0b"), None).starts_with("name: "));
+        let bad_env = check_environment_update("a/b", &EnvironmentUpdate::default());
+        assert!(bad_env.unwrap_err().to_string().starts_with("env: "));
     }
 
     #[test]

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use flags_core::ItemKind;
 use flags_store::{
     Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, BatchError, BigSegmentMembers, Change,
-    ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ImportItem,
-    ImportOutcome, KeyStore, ListFilter, NewApiKey, Override, OverrideKey, SegmentTargetsUpdate,
-    StoreError, StoredFlag, StoredSegment,
+    ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, EnvironmentUpdate,
+    ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey, NewEnvironment, Override,
+    OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
 };
 use serde_json::Value;
 
@@ -99,13 +99,21 @@ impl KeyStore for TypedStore {
 
 #[async_trait::async_trait]
 impl AdminStore for TypedStore {
-    async fn create_environment(
+    async fn create_environment_with(
+        &self,
+        actor: &Actor,
+        new: &NewEnvironment,
+    ) -> Result<Environment, StoreError> {
+        self.inner.create_environment_with(actor, new).await
+    }
+
+    async fn update_environment(
         &self,
         actor: &Actor,
         key: &str,
-        name: &str,
+        update: &EnvironmentUpdate,
     ) -> Result<Environment, StoreError> {
-        self.inner.create_environment(actor, key, name).await
+        self.inner.update_environment(actor, key, update).await
     }
 
     async fn list_flags(

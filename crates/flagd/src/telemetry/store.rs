@@ -13,9 +13,10 @@ use std::sync::Arc;
 use flags_core::BigSegmentMembership;
 use flags_store::{
     Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, BatchError, BigSegmentMembers, Change,
-    ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, ImportItem,
-    ImportOutcome, KeyStore, ListFilter, MemberChange, MemberUpload, NewApiKey, Override,
-    OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, UploadError,
+    ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, EnvironmentUpdate,
+    ImportItem, ImportOutcome, KeyStore, ListFilter, MemberChange, MemberUpload, NewApiKey,
+    NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
+    StoredSegment, UploadError,
 };
 use serde_json::Value;
 use tracing::{Instrument, Span};
@@ -174,17 +175,30 @@ impl KeyStore for TracedStore {
 
 #[async_trait::async_trait]
 impl AdminStore for TracedStore {
-    async fn create_environment(
+    async fn create_environment_with(
         &self,
         actor: &Actor,
-        key: &str,
-        name: &str,
+        new: &NewEnvironment,
     ) -> Result<Environment, StoreError> {
         traced!(
             self.system,
             "create_environment",
+            Some(new.key.as_str()),
+            self.inner.create_environment_with(actor, new)
+        )
+    }
+
+    async fn update_environment(
+        &self,
+        actor: &Actor,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, StoreError> {
+        traced!(
+            self.system,
+            "update_environment",
             Some(key),
-            self.inner.create_environment(actor, key, name)
+            self.inner.update_environment(actor, key, update)
         )
     }
 
