@@ -49,6 +49,7 @@ mod diagnose;
 mod error;
 mod subscription;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -65,9 +66,9 @@ use flags_store::validate::{
 use flags_store::{
     Actor, AdminStore, ApiKey, ApiKeyKind, AuditAction, AuditEntry, AuditItemKind, AuditQuery,
     BatchError, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey, EnvSnapshot,
-    Environment, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, KeyStore, ListFilter,
-    NewApiKey, NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
-    StoredSegment, generate_secret, hash_secret,
+    Environment, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, KeyStore, LastChange,
+    ListFilter, NewApiKey, NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError,
+    StoredFlag, StoredSegment, generate_secret, hash_secret,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -995,6 +996,22 @@ type AuditRow = (
     i64,
 );
 
+type LastChangeRow = (String, String, Option<i64>, String, i64);
+
+fn last_change_from_row(row: LastChangeRow) -> Result<(String, LastChange), StoreError> {
+    let (item_key, action, actor_key_id, actor_name, at) = row;
+    let change = LastChange {
+        actor: Actor {
+            key_id: actor_key_id.map(|id| to_u64(id, "key id")).transpose()?,
+            name: actor_name,
+        },
+        action: AuditAction::parse(&action)
+            .ok_or_else(|| corrupt(format!("unknown audit action {action:?}")))?,
+        at: to_u64(at, "timestamp")?,
+    };
+    Ok((item_key, change))
+}
+
 fn audit_from_row(row: AuditRow) -> Result<AuditEntry, StoreError> {
     let (id, env, item_kind, item_key, action, actor_key_id, actor_name, before, after, at) = row;
     Ok(AuditEntry {
@@ -1559,6 +1576,36 @@ impl AdminStore for PostgresStore {
         .await
         .map_err(db)?;
         rows.into_iter().map(audit_from_row).collect()
+    }
+
+    async fn flag_last_changes(
+        &self,
+        env: &str,
+    ) -> Result<HashMap<String, LastChange>, StoreError> {
+        check_env(env)?;
+        // Two steps in one query. The newest entry id of each flag comes from an index-only
+        // scan of `audit_log_by_item` in its own order (each flag's entries adjacent, newest
+        // first, DISTINCT ON keeping that one), so nothing is sorted; then only those entries
+        // are read, by primary key. Reading whole rows in the first step instead makes the
+        // planner scan and sort every entry of the environment's flags: about twice as slow
+        // on 10,000 flags with 4 entries each, spilling the sort to disk.
+        let rows: Vec<LastChangeRow> = sqlx::query_as(
+            "SELECT item_key, action, actor_key_id, actor_name, \
+                    (extract(epoch FROM at) * 1000)::bigint \
+             FROM audit_log \
+             WHERE id IN (SELECT DISTINCT ON (item_key) id FROM audit_log \
+                          WHERE env = $1 AND item_kind = $2 \
+                          ORDER BY item_key, id DESC)",
+        )
+        .bind(env)
+        .bind(AuditItemKind::Flag.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        if rows.is_empty() && !env_exists(&self.pool, env).await? {
+            return Err(env_not_found(env));
+        }
+        rows.into_iter().map(last_change_from_row).collect()
     }
 
     fn big_segment_members(&self) -> Option<Arc<dyn flags_store::BigSegmentMembers>> {

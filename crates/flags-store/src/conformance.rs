@@ -27,8 +27,9 @@ use serde_json::{Value, json};
 
 use crate::{
     Actor, AdminStore, ApiKeyKind, AuditAction, AuditItemKind, AuditQuery, BatchError, Change,
-    ChangeKind, Dependent, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, ListFilter,
-    NewApiKey, NewEnvironment, OverrideKey, SegmentTargetsUpdate, StoreError, hash_secret,
+    ChangeKind, Dependent, EnvironmentUpdate, FlagOverride, ImportItem, ImportOutcome, LastChange,
+    ListFilter, NewApiKey, NewEnvironment, OverrideKey, SegmentTargetsUpdate, StoreError,
+    hash_secret,
 };
 use flags_core::ItemKind;
 
@@ -77,6 +78,10 @@ pub const CASES: &[(&str, Case)] = &[
         audit_log_has_exactly_the_applied_writes,
     ),
     ("api_keys", api_keys),
+    (
+        "flag_last_changes_are_each_flags_newest_entry",
+        flag_last_changes_are_each_flags_newest_entry,
+    ),
     ("snapshot_and_changes_since", snapshot_and_changes_since),
     (
         "snapshot_holds_every_override",
@@ -127,6 +132,7 @@ macro_rules! store_conformance_tests {
             overrides_are_validated,
             audit_log_has_exactly_the_applied_writes,
             api_keys,
+            flag_last_changes_are_each_flags_newest_entry,
             snapshot_and_changes_since,
             snapshot_holds_every_override,
             subscription_delivers_changes,
@@ -1603,6 +1609,95 @@ pub fn api_keys(store: &dyn AdminStore) -> CaseFuture<'_> {
     })
 }
 
+/// Each flag's last change is the newest audit entry about it in that environment: flag
+/// writes, archiving, kills and overrides all count; segments, other environments and
+/// refused writes do not; a deleted flag's last change is its deletion.
+pub fn flag_last_changes_are_each_flags_newest_entry(store: &dyn AdminStore) -> CaseFuture<'_> {
+    Box::pin(async move {
+        let env = fresh_env(store).await;
+        let other = fresh_env(store).await;
+        assert!(store.flag_last_changes(&env).await.unwrap().is_empty());
+        let who = |name: &str, id: u64| Actor {
+            key_id: Some(id),
+            name: name.to_owned(),
+        };
+        let (ada, bo, cy) = (who("ada", 1), who("bo", 2), who("cy", 3));
+        for key in ["written", "killed", "pinned", "archived", "gone", "refused"] {
+            store
+                .put_flag(&ada, &env, key, bool_flag(), None)
+                .await
+                .unwrap();
+        }
+        store
+            .put_flag(&bo, &env, "written", bool_flag(), Some(1))
+            .await
+            .unwrap();
+        store.set_killed(&bo, &env, "killed", true).await.unwrap();
+        // Killing a killed flag writes nothing, so it is not a change.
+        store.set_killed(&cy, &env, "killed", true).await.unwrap();
+        store
+            .set_override(&cy, &env, &pin("pinned", "user", "u1"), 1)
+            .await
+            .unwrap();
+        store
+            .set_flag_archived(&bo, &env, "archived", true, None)
+            .await
+            .unwrap();
+        store.delete_flag(&cy, &env, "gone", None).await.unwrap();
+        let bad = json!({"variations": [true], "fallthrough": {"variation": 4}});
+        assert!(
+            store
+                .put_flag(&cy, &env, "refused", bad, Some(1))
+                .await
+                .is_err()
+        );
+        // Neither segments nor other environments count.
+        store
+            .put_segment(&cy, &env, "written", json!({}), None)
+            .await
+            .unwrap();
+        store
+            .put_flag(&cy, &other, "written", bool_flag(), None)
+            .await
+            .unwrap();
+
+        let last = store.flag_last_changes(&env).await.unwrap();
+        let mut seen: Vec<(&str, &str, AuditAction)> = last
+            .iter()
+            .map(|(key, change)| (key.as_str(), change.actor.name.as_str(), change.action))
+            .collect();
+        seen.sort_unstable_by_key(|(key, ..)| *key);
+        assert_eq!(
+            seen,
+            [
+                ("archived", "bo", AuditAction::Archive),
+                ("gone", "cy", AuditAction::Delete),
+                ("killed", "bo", AuditAction::Kill),
+                ("pinned", "cy", AuditAction::SetOverride),
+                ("refused", "ada", AuditAction::Create),
+                ("written", "bo", AuditAction::Replace),
+            ]
+        );
+        // Each is exactly what the flag's own audit log shows first.
+        for (key, change) in &last {
+            let newest = store
+                .audit_log(&AuditQuery::flag(&env, key, 1))
+                .await
+                .unwrap();
+            assert_eq!(*change, LastChange::of(&newest[0]), "{key}");
+        }
+        assert_eq!(last["killed"].actor, bo);
+        assert!(last["killed"].at > 1_600_000_000_000, "Unix ms");
+
+        let elsewhere = store.flag_last_changes(&other).await.unwrap();
+        assert_eq!(elsewhere.len(), 1);
+        assert_eq!(elsewhere["written"].actor, cy);
+        assert_eq!(elsewhere["written"].action, AuditAction::Create);
+        let missing = store.flag_last_changes("conf-missing-env").await;
+        assert!(describe(missing).starts_with("NotFound: environment"));
+    })
+}
+
 /// Snapshots carry a cursor; `changes_since` returns later changes of that environment only,
 /// in order.
 pub fn snapshot_and_changes_since(store: &dyn AdminStore) -> CaseFuture<'_> {
@@ -2159,6 +2254,7 @@ pub fn keys_no_item_can_have_are_invalid(store: &dyn AdminStore) -> CaseFuture<'
             );
             let audit = store.audit_log(&AuditQuery::env(bad, 10)).await;
             assert_eq!(invalid_at(audit), "env");
+            assert_eq!(invalid_at(store.flag_last_changes(bad).await), "env");
             let renamed = EnvironmentUpdate {
                 name: Some("x".to_owned()),
                 color: None,

@@ -75,6 +75,7 @@ pub mod validate;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -457,6 +458,30 @@ pub struct AuditEntry {
     pub after: Option<Value>,
     /// When, in Unix milliseconds.
     pub at: u64,
+}
+
+/// The newest audit entry about one flag of an environment ([`AdminStore::flag_last_changes`]):
+/// who last wrote, killed, unkilled or overrode it, how, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastChange {
+    /// Who.
+    pub actor: Actor,
+    /// What was done.
+    pub action: AuditAction,
+    /// When, in Unix milliseconds.
+    pub at: u64,
+}
+
+impl LastChange {
+    /// The last change an audit entry records.
+    pub fn of(entry: &AuditEntry) -> LastChange {
+        LastChange {
+            actor: entry.actor.clone(),
+            action: entry.action,
+            at: entry.at,
+        }
+    }
 }
 
 /// Which audit entries to read. Entries come newest first.
@@ -1196,6 +1221,13 @@ pub trait AdminStore: ChangeFeed + KeyStore {
 
     /// Audit entries, newest first.
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// The last change of every flag key of an environment that has an audit entry: the
+    /// newest entry about that flag (writes, archiving, kills and overrides all count), by flag
+    /// key. Keys of deleted flags are included, their last change being the deletion. One read
+    /// for the whole environment, so a list of thousands of flags can show each one's.
+    async fn flag_last_changes(&self, env: &str)
+    -> Result<HashMap<String, LastChange>, StoreError>;
 
     /// Where this store keeps big-segment memberships, when it keeps them (`None`: it does
     /// not, and big segments can only be served from another source).

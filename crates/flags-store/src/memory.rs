@@ -4,7 +4,7 @@
 //! what the trait promises. Subscriptions are plain queues with a waker; they need no runtime.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -25,9 +25,9 @@ use crate::{
     Actor, AdminStore, ApiKey, AuditAction, AuditEntry, AuditItemKind, AuditQuery, BatchError,
     BigSegmentMembers, Change, ChangeFeed, ChangeKind, ChangeSubscription, CreatedApiKey,
     Dependent, EnvSnapshot, Environment, EnvironmentUpdate, FlagOverride, ImportItem,
-    ImportOutcome, KeyStore, ListFilter, MemoryBigSegments, NewApiKey, NewEnvironment, Override,
-    OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, generate_secret,
-    hash_secret,
+    ImportOutcome, KeyStore, LastChange, ListFilter, MemoryBigSegments, NewApiKey, NewEnvironment,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    generate_secret, hash_secret,
 };
 use flags_core::ItemKind;
 use flags_core::{Flag, Segment};
@@ -1122,6 +1122,23 @@ impl AdminStore for MemoryStore {
             .take(query.limit)
             .cloned()
             .collect())
+    }
+
+    async fn flag_last_changes(
+        &self,
+        env: &str,
+    ) -> Result<HashMap<String, LastChange>, StoreError> {
+        check_env(env)?;
+        let state = self.open()?;
+        state.env(env)?;
+        let mut last = HashMap::new();
+        // Oldest first, so each flag ends with its newest entry.
+        for entry in &state.audit {
+            if entry.item_kind == AuditItemKind::Flag && entry.env.as_deref() == Some(env) {
+                last.insert(entry.item_key.clone(), LastChange::of(entry));
+            }
+        }
+        Ok(last)
     }
 
     fn big_segment_members(&self) -> Option<Arc<dyn BigSegmentMembers>> {

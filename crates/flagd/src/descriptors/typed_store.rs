@@ -1,14 +1,15 @@
 //! A store that refuses writes of declared flags whose variations are not of the declared
 //! type, around any [`AdminStore`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flags_core::ItemKind;
 use flags_store::{
     Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, BatchError, BigSegmentMembers, Change,
     ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, EnvironmentUpdate,
-    ImportItem, ImportOutcome, KeyStore, ListFilter, NewApiKey, NewEnvironment, Override,
-    OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    ImportItem, ImportOutcome, KeyStore, LastChange, ListFilter, NewApiKey, NewEnvironment,
+    Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
 };
 use serde_json::Value;
 
@@ -286,6 +287,13 @@ impl AdminStore for TypedStore {
 
     async fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
         self.inner.audit_log(query).await
+    }
+
+    async fn flag_last_changes(
+        &self,
+        env: &str,
+    ) -> Result<HashMap<String, LastChange>, StoreError> {
+        self.inner.flag_last_changes(env).await
     }
 
     fn big_segment_members(&self) -> Option<Arc<dyn BigSegmentMembers>> {

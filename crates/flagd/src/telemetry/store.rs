@@ -8,14 +8,15 @@
 //! span is the request span's child. Without an exporter the log filter disables these spans,
 //! so a call costs what it did, plus one boxed future (the traits are `async_trait`s).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use flags_core::BigSegmentMembership;
 use flags_store::{
     Actor, AdminStore, ApiKey, AuditEntry, AuditQuery, BatchError, BigSegmentMembers, Change,
     ChangeFeed, ChangeSubscription, CreatedApiKey, EnvSnapshot, Environment, EnvironmentUpdate,
-    ImportItem, ImportOutcome, KeyStore, ListFilter, MemberChange, MemberUpload, NewApiKey,
-    NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
+    ImportItem, ImportOutcome, KeyStore, LastChange, ListFilter, MemberChange, MemberUpload,
+    NewApiKey, NewEnvironment, Override, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag,
     StoredSegment, UploadError,
 };
 use serde_json::Value;
@@ -438,6 +439,18 @@ impl AdminStore for TracedStore {
             "audit_log",
             query.env.as_deref(),
             self.inner.audit_log(query)
+        )
+    }
+
+    async fn flag_last_changes(
+        &self,
+        env: &str,
+    ) -> Result<HashMap<String, LastChange>, StoreError> {
+        traced!(
+            self.system,
+            "flag_last_changes",
+            Some(env),
+            self.inner.flag_last_changes(env)
         )
     }
 
