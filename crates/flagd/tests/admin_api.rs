@@ -264,6 +264,24 @@ async fn environments_are_created_listed_and_read() {
 }
 
 #[tokio::test]
+async fn environments_have_a_display_colour_and_may_be_changed() {
+    let (api, store) = memory_app();
+    let mut changes = flags_store::ChangeFeed::subscribe(store.as_ref())
+        .await
+        .unwrap();
+    environments_have_a_display_colour(&api).await;
+    // Replicas hear of each applied change.
+    let mut updates = Vec::new();
+    while updates.len() < 4 {
+        let change = changes.next().await.unwrap();
+        if change.kind == flags_store::ChangeKind::EnvironmentUpdated {
+            updates.push(change.key);
+        }
+    }
+    assert_eq!(updates, ["staging", "staging", "staging", "prod"]);
+}
+
+#[tokio::test]
 async fn malformed_json_is_a_400_problem() {
     let (api, _store) = with_envs().await;
     for body in ["{", "", "[1,", "nul"] {
@@ -1453,7 +1471,7 @@ async fn openapi_document_describes_exactly_the_routes_the_router_serves() {
         ("GET", "/nope", "no-route"),
         ("GET", "/environments/prod/flags/k/nope", "no-route"),
         ("POST", "/environments/prod/flags", "method-not-allowed"),
-        ("PATCH", "/environments/prod", "method-not-allowed"),
+        ("PUT", "/environments/prod", "method-not-allowed"),
         (
             "GET",
             "/environments/prod/flags/k/kill",

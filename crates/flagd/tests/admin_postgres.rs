@@ -289,6 +289,14 @@ async fn an_import_with_one_bad_flag_stores_nothing_in_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_have_a_display_colour_in_postgres() {
+    with_postgres(|store| async move {
+        environments_have_a_display_colour(&api_over(store)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nul_and_dot_keys_are_refused_with_the_field_path_in_postgres() {
     with_postgres(|store| async move {
         nul_and_dot_keys_are_refused(&api_over(store)).await;

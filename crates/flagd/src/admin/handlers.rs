@@ -8,11 +8,12 @@ use axum::extract::{Extension, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flags_store::{
-    AdminStore, ApiKey, ApiKeyKind, AuditQuery, ListFilter, NewApiKey, OverrideKey,
-    SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment, validate,
+    AdminStore, ApiKey, ApiKeyKind, AuditQuery, EnvironmentUpdate, ListFilter, NewApiKey,
+    NewEnvironment, OverrideKey, SegmentTargetsUpdate, StoreError, StoredFlag, StoredSegment,
+    validate,
 };
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
 
 use super::AdminState;
@@ -525,11 +526,33 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Problem> {
 
 // ------------------------------------------------------------------ environments
 
+/// The body of `POST /environments`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewEnvironment {
+struct NewEnvironmentBody {
     key: String,
     name: Option<String>,
+    color: Option<String>,
+}
+
+/// The body of `PATCH /environments/{env}`: a merge patch of the environment's `name` and
+/// `color`. A member left out is kept; `"color": null` removes the colour, as a merge patch
+/// removes a member; `"name": null` is refused, since an environment always has a name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvironmentPatch {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    color: Option<Option<String>>,
+}
+
+/// A member that is present, `null` included (`Some(None)` for an `Option`); an absent one is
+/// the field's default, `None`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
 }
 
 /// `POST /environments`.
@@ -539,11 +562,15 @@ pub async fn create_environment(
     JsonBody(body): JsonBody,
 ) -> Answer {
     principal.check_global()?;
-    let new: NewEnvironment = from_body(body)?;
-    let name = new.name.as_deref().unwrap_or(&new.key);
+    let body: NewEnvironmentBody = from_body(body)?;
+    let new = NewEnvironment {
+        name: body.name.unwrap_or_else(|| body.key.clone()),
+        key: body.key,
+        color: body.color,
+    };
     let env = state
         .store
-        .create_environment(&principal.actor, &new.key, name)
+        .create_environment_with(&principal.actor, &new)
         .await?;
     let mut response = (StatusCode::CREATED, Json(&env)).into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/environments/{}", env.key)) {
@@ -565,6 +592,33 @@ pub async fn list_environments(
 /// `GET /environments/{env}`.
 pub async fn get_environment(State(state): State<AdminState>, Path(env): Path<String>) -> Answer {
     Ok(Json(state.store.get_environment(&env).await?).into_response())
+}
+
+/// `PATCH /environments/{env}`: a key scoped to the environment may change it too.
+pub async fn update_environment(
+    State(state): State<AdminState>,
+    Extension(principal): Extension<Principal>,
+    Path(env): Path<String>,
+    MergePatchBody(body): MergePatchBody,
+) -> Answer {
+    // A patch that is not an object would replace the environment whole (and serde would
+    // read an array as the fields in order).
+    if !body.is_object() {
+        return Err(Problem::invalid(
+            "",
+            "the patch must be a JSON object of the members to change (name, color)",
+        ));
+    }
+    let patch: EnvironmentPatch = from_body(body)?;
+    let update = EnvironmentUpdate {
+        name: patch.name,
+        color: patch.color,
+    };
+    let env = state
+        .store
+        .update_environment(&principal.actor, &env, &update)
+        .await?;
+    Ok(Json(env).into_response())
 }
 
 /// `GET /environments/{env}/export`.

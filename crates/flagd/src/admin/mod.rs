@@ -102,6 +102,7 @@ fn method_router(route: &Route) -> MethodRouter<AdminState> {
         Op::CreateEnvironment => on(filter, h::create_environment),
         Op::ListEnvironments => on(filter, h::list_environments),
         Op::GetEnvironment => on(filter, h::get_environment),
+        Op::UpdateEnvironment => on(filter, h::update_environment),
         Op::ExportEnvironment => on(filter, h::export_environment),
         // A whole environment in one body can outgrow the default 2 MB limit.
         Op::ImportEnvironment => {

@@ -192,6 +192,10 @@ fn schemas() -> Value {
         "createdAt": {"type": "integer"},
         "revoked": {"type": "boolean"},
     });
+    let color = json!({
+        "type": "string", "pattern": "^#[0-9A-Fa-f]{6}$",
+        "description": "The colour people see the environment in, `#rrggbb` (stored in lower case); absent when none was chosen.",
+    });
     let mut created_key_properties = api_key_properties.clone();
     created_key_properties["key"] = json!({"type": "string", "description": "The secret. Shown this once; only its hash is stored."});
     json!({
@@ -231,14 +235,27 @@ fn schemas() -> Value {
             "type": "object", "required": ["key"], "additionalProperties": false,
             "properties": {
                 "key": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
-                "name": {"type": "string", "description": "Defaults to the key."},
+                "name": {"type": "string", "description": "The display name; not blank. Defaults to the key."},
+                "color": color,
+            },
+        },
+        "EnvironmentPatch": {
+            "type": "object", "additionalProperties": false,
+            "description": "The members to change; those left out are kept.",
+            "properties": {
+                "name": {"type": "string", "description": "The display name; not blank."},
+                "color": {
+                    "type": ["string", "null"], "pattern": "^#[0-9A-Fa-f]{6}$",
+                    "description": "The colour, `#rrggbb`; null removes it.",
+                },
             },
         },
         "Environment": {
             "type": "object", "required": ["key", "name", "createdAt"],
             "properties": {
                 "key": {"type": "string"},
-                "name": {"type": "string"},
+                "name": {"type": "string", "description": "The display name."},
+                "color": color,
                 "createdAt": {"type": "integer", "description": "Unix milliseconds."},
             },
         },
@@ -352,7 +369,7 @@ fn schemas() -> Value {
                 "env": {"type": ["string", "null"]},
                 "itemKind": {"enum": ["environment", "flag", "segment", "api_key"]},
                 "itemKey": {"type": "string"},
-                "action": {"enum": ["create", "replace", "archive", "unarchive", "delete", "update_targets", "kill", "unkill", "set_override", "remove_override", "revoke"]},
+                "action": {"enum": ["create", "update", "replace", "archive", "unarchive", "delete", "update_targets", "kill", "unkill", "set_override", "remove_override", "revoke"]},
                 "actor": {
                     "type": "object",
                     "properties": {"keyId": {"type": ["integer", "null"]}, "name": {"type": "string"}},

@@ -47,6 +47,7 @@ pub enum Op {
     CreateEnvironment,
     ListEnvironments,
     GetEnvironment,
+    UpdateEnvironment,
     ExportEnvironment,
     ImportEnvironment,
     ListFlags,
@@ -208,6 +209,15 @@ pub static ROUTES: &[Route] = &[
         "Read an environment",
     )
     .ok(200, Some("Environment")),
+    route(
+        Patch,
+        "/environments/{env}",
+        Op::UpdateEnvironment,
+        "Change an environment's name or colour with a JSON merge patch (RFC 7386)",
+    )
+    .body(Body::MergePatch("EnvironmentPatch"))
+    .ok(200, Some("Environment"))
+    .errors(&[400, 404, 415]),
     route(
         Get,
         "/environments/{env}/export",

@@ -433,3 +433,180 @@ pub async fn nul_and_dot_keys_are_refused(api: &Api) {
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body["contextKey"], "ü /?#%00");
 }
+
+/// Environments carry a display name and colour: set when created (`POST /environments`) or
+/// later (`PATCH /environments/{env}`, a merge patch: `"color": null` removes it), the colour
+/// kept in lower case, bad values refused naming the field, a key scoped to the environment
+/// allowed to change it and no other, and each applied change in the audit log with its actor.
+/// Creates environments `prod` and `staging`.
+pub async fn environments_have_a_display_colour(api: &Api) {
+    use serde_json::json;
+    let r = api
+        .post(
+            "/environments",
+            json!({"key": "prod", "name": "Production", "color": "#D73A49"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert_eq!(
+        r.body,
+        json!({"key": "prod", "name": "Production", "color": "#d73a49",
+               "createdAt": r.body["createdAt"]})
+    );
+    let r = api.post("/environments", json!({"key": "staging"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+    assert!(r.body.get("color").is_none(), "no colour, no member: {r:?}");
+    for (body, path, detail) in [
+        (
+            json!({"key": "dev", "color": "red"}),
+            "color",
+            "color: must be a colour like #d73a49",
+        ),
+        (
+            json!({"key": "dev", "color": "#d73a4"}),
+            "color",
+            "color: must be a colour like #d73a49",
+        ),
+        (
+            json!({"key": "dev", "name": "  "}),
+            "name",
+            "name: must not be blank",
+        ),
+    ] {
+        let r = api.post("/environments", body).await;
+        assert_invalid_at(&r, path);
+        assert_eq!(r.body["detail"], detail, "{r:?}");
+    }
+    assert_eq!(
+        api.get("/environments/dev").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Merge patches: members left out are kept.
+    let at = "/environments/staging";
+    let r = api.patch(at, json!({"color": "#28A745"}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        (&r.body["name"], &r.body["color"]),
+        (&json!("staging"), &json!("#28a745"))
+    );
+    let r = api.patch(at, json!({"name": "Staging"}), &[]).await;
+    assert_eq!(
+        (&r.body["name"], &r.body["color"]),
+        (&json!("Staging"), &json!("#28a745"))
+    );
+    assert_eq!(api.get(at).await.body, r.body);
+    let listed = api.get("/environments").await.body["items"].clone();
+    assert_eq!(listed[1], r.body);
+    let r = api.patch(at, json!({"color": null}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body.get("color"), None, "{r:?}");
+    assert_eq!(r.body["name"], "Staging");
+    // Changing nothing is fine, and writes nothing.
+    let r = api.patch(at, json!({"name": "Staging"}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let r = api.patch(at, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+
+    // Refusals.
+    for (patch, path) in [
+        (json!({"color": "green"}), "color"),
+        (json!({"name": ""}), "name"),
+        (json!({"name": null}), "name"),
+        (json!({"color": 7}), "color"),
+        (json!({"key": "other"}), ""),
+        (json!(["name"]), ""),
+    ] {
+        let r = api.patch(at, patch.clone(), &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{patch}: {r:?}");
+        r.assert_problem("invalid");
+        if !path.is_empty() {
+            assert_eq!(r.body["errors"][0]["path"], path, "{patch}: {r:?}");
+        }
+    }
+    let r = api
+        .request(
+            "PATCH",
+            at,
+            Some(&api.auth),
+            Some(json!({"name": "x"})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{r:?}");
+    let r = api
+        .patch("/environments/nope", json!({"name": "x"}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    r.assert_problem("not-found");
+    let r = api
+        .patch("/environments/a%00b", json!({"name": "x"}), &[])
+        .await;
+    assert_invalid_at(&r, "env");
+
+    // A key scoped to `prod` changes `prod`, and only `prod`.
+    let scoped = api.create_key("prod", "admin", "prod-admin").await;
+    let scoped = api.as_key(&scoped);
+    let r = scoped
+        .patch("/environments/prod", json!({"color": "#0366d6"}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.body["color"], "#0366d6");
+    let r = scoped.patch(at, json!({"color": "#0366d6"}), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    r.assert_problem("forbidden");
+
+    // The audit log: each applied change, with who made it and the fields before and after.
+    let log = |env: &str| {
+        let api = api.clone();
+        let path = format!("/environments/{env}/audit");
+        async move {
+            let items = api.get(&path).await.body["items"].clone();
+            items
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["itemKind"] == "environment")
+                .map(|e| {
+                    (
+                        e["action"].as_str().unwrap().to_owned(),
+                        e["actor"]["name"].as_str().unwrap().to_owned(),
+                        e["before"].get("color").cloned(),
+                        e["after"].get("color").cloned(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let (update, create, boot) = (
+        "update".to_owned(),
+        "create".to_owned(),
+        "bootstrap".to_owned(),
+    );
+    assert_eq!(
+        log("staging").await,
+        [
+            (update.clone(), boot.clone(), Some(json!("#28a745")), None),
+            (
+                update.clone(),
+                boot.clone(),
+                Some(json!("#28a745")),
+                Some(json!("#28a745"))
+            ),
+            (update.clone(), boot.clone(), None, Some(json!("#28a745"))),
+            (create.clone(), boot.clone(), None, None),
+        ]
+    );
+    assert_eq!(
+        log("prod").await,
+        [
+            (
+                update,
+                "prod-admin".to_owned(),
+                Some(json!("#d73a49")),
+                Some(json!("#0366d6"))
+            ),
+            (create, boot, None, Some(json!("#d73a49"))),
+        ]
+    );
+}
