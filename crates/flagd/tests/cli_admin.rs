@@ -137,6 +137,74 @@ async fn set_up_an_environment_in_the_database() {
     let listed = flagd(&via, &["env", "list", "--json"]).json();
     assert_eq!(listed["items"][0]["key"], "prod");
     assert_eq!(listed["items"][0]["name"], "Production");
+    assert_eq!(listed["items"][0].get("color"), None);
+
+    // Display colours: set when created or later, kept in lower case, removed on request.
+    let run = flagd(&via, &["env", "create", "dev", "--color", "#0366D6"]);
+    assert_eq!(run.ok(), "created environment \"dev\", colour #0366d6\n");
+    let run = flagd(&via, &["env", "set", "prod", "--color", "#D73A49"]);
+    assert_eq!(
+        run.ok(),
+        "environment \"prod\" (Production), colour #d73a49\n"
+    );
+    let run = flagd(
+        &via,
+        &["env", "set", "dev", "--name", "Development", "--json"],
+    )
+    .json();
+    assert_eq!(
+        (&run["key"], &run["name"], &run["color"]),
+        (&json!("dev"), &json!("Development"), &json!("#0366d6"))
+    );
+    let run = flagd(&via, &["env", "set", "dev", "--no-color"]);
+    assert_eq!(run.ok(), "environment \"dev\" (Development)\n");
+    let listed = flagd(&via, &["env", "list"]);
+    let lines: Vec<&str> = listed.ok().lines().collect();
+    assert!(lines[0].ends_with("  COLOR"), "{listed:?}");
+    assert!(
+        lines[1].starts_with("dev   Development  ") && lines[1].ends_with("  -"),
+        "{listed:?}"
+    );
+    assert!(lines[2].ends_with("  #d73a49"), "{listed:?}");
+    let actions = {
+        let store = flagd::open_database(url).await.unwrap();
+        let entries = store.audit_log(&AuditQuery::env("dev", 100)).await.unwrap();
+        entries
+            .iter()
+            .map(|e| format!("{} by {}", e.action.as_str(), e.actor.name))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        actions,
+        [
+            "update by cli:tester",
+            "update by cli:tester",
+            "create by cli:tester"
+        ]
+    );
+    // Refused: a colour that is none (before connecting), nothing to change, both ways of
+    // setting the colour, an unknown environment, a blank name.
+    let unreachable = ["--database", "postgres://127.0.0.1:1/none"];
+    let run = flagd(&unreachable, &["env", "set", "dev", "--color", "red"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("must be a colour like #d73a49"),
+        "{run:?}"
+    );
+    let run = flagd(&unreachable, &["env", "create", "x", "--color", "#abc"]);
+    assert!(
+        run.stderr.contains("must be a colour like #d73a49"),
+        "{run:?}"
+    );
+    for args in [
+        &["env", "set", "dev"][..],
+        &["env", "set", "dev", "--color", "#000000", "--no-color"],
+    ] {
+        let run = flagd(&unreachable, args);
+        assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{run:?}");
+    }
+    flagd(&via, &["env", "set", "nope", "--name", "x"]).failed(1, "environment \"nope\" not found");
+    flagd(&via, &["env", "set", "dev", "--name", " "]).failed(2, "name: must not be blank");
 
     // Keys: the secret is shown once, and never listed.
     let sdk = flagd(
@@ -347,6 +415,20 @@ async fn the_admin_api_route_gives_the_same_answers() {
 
     let created = flagd(&api, &["env", "create", "staging"]);
     assert_eq!(created.ok(), "created environment \"staging\"\n");
+    let set = flagd(&api, &["env", "set", "staging", "--color", "#28A745"]);
+    assert_eq!(set.ok(), "environment \"staging\", colour #28a745\n");
+    let set = flagd(
+        &api,
+        &["env", "set", "staging", "--no-color", "--name", "Staging"],
+    );
+    assert_eq!(set.ok(), "environment \"staging\" (Staging)\n");
+    let set = flagd(&api, &["env", "set", "staging", "--color", "#28a745"]);
+    assert_eq!(
+        set.ok(),
+        "environment \"staging\" (Staging), colour #28a745\n"
+    );
+    flagd(&api, &["env", "set", "nope", "--name", "x"]).failed(1, "environment \"nope\" not found");
+    flagd(&api, &["env", "set", "staging", "--name", " "]).failed(2, "name: must not be blank");
     let sdk = flagd(
         &api,
         &[
@@ -519,6 +601,7 @@ fn every_command_has_help_with_an_example() {
     }
     for (command, action) in [
         ("env", "create"),
+        ("env", "set"),
         ("env", "list"),
         ("key", "create"),
         ("key", "list"),

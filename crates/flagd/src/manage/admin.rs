@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use flags_store::{
-    Actor, AdminStore, ApiKey, CreatedApiKey, Environment, ListFilter, NewApiKey, StoreError,
-    StoredFlag,
+    Actor, AdminStore, ApiKey, CreatedApiKey, Environment, EnvironmentUpdate, ListFilter,
+    NewApiKey, NewEnvironment, StoreError, StoredFlag,
 };
 use serde_json::Value;
 
@@ -20,7 +20,14 @@ use super::{EXIT_FAILED, EXIT_NOT_FOUND};
 #[async_trait::async_trait]
 pub trait Admin: Send + Sync {
     /// Creates an environment.
-    async fn create_environment(&self, key: &str, name: &str) -> Result<Environment, Failure>;
+    async fn create_environment(&self, new: &NewEnvironment) -> Result<Environment, Failure>;
+
+    /// Changes an environment's name or colour; returns it as it is now.
+    async fn update_environment(
+        &self,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, Failure>;
 
     /// Every environment, sorted by key.
     async fn list_environments(&self) -> Result<Vec<Environment>, Failure>;
@@ -128,10 +135,18 @@ impl StoreAdmin {
 
 #[async_trait::async_trait]
 impl Admin for StoreAdmin {
-    async fn create_environment(&self, key: &str, name: &str) -> Result<Environment, Failure> {
+    async fn create_environment(&self, new: &NewEnvironment) -> Result<Environment, Failure> {
+        Ok(self.store.create_environment_with(&self.actor, new).await?)
+    }
+
+    async fn update_environment(
+        &self,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, Failure> {
         Ok(self
             .store
-            .create_environment(&self.actor, key, name)
+            .update_environment(&self.actor, key, update)
             .await?)
     }
 

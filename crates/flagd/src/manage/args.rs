@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
-use flags_store::ApiKeyKind;
+use clap::{ArgGroup, Args, Subcommand};
+use flags_store::{ApiKeyKind, StoreError, validate};
 use flags_store_postgres::redact_url;
 
 use crate::config::Redacted;
@@ -148,10 +148,11 @@ other error (bad arguments, a refused write, a version conflict, no connection).
 /// The management subcommands, flattened into `flagd`'s own.
 #[derive(Debug, Subcommand)]
 pub enum ManageCommand {
-    /// Create and list environments, in the database or through a running flagd.
+    /// Create, change and list environments, in the database or through a running flagd.
     #[command(after_long_help = concat!("\
 Examples:
-  flagd env create staging --name Staging --database postgres://localhost/flagd
+  flagd env create staging --name Staging --color '#0366d6' --database postgres://localhost/flagd
+  flagd env set production --color '#d73a49' --database postgres://localhost/flagd
   flagd env list --admin-url http://127.0.0.1:8013 --admin-key \"$ADMIN_KEY\"", connection_help!()))]
     Env(EnvCommand),
     /// Create, list and revoke API keys, in the database or through a running flagd.
@@ -198,10 +199,37 @@ Example:
         /// A name for people [default: the key].
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
+        /// The colour people see the environment in, `#rrggbb` (quote it for the shell).
+        #[arg(long, value_name = "#RRGGBB", value_parser = parse_color)]
+        color: Option<String>,
+    },
+    /// Change an environment's name or colour.
+    #[command(
+        group(ArgGroup::new("change").required(true).multiple(true)),
+        after_long_help = "\
+Prints the environment as it is now. What is not named is kept; changing nothing writes nothing.
+
+Example:
+  flagd env set production --name Production --color '#d73a49' --database postgres://localhost/flagd
+  environment \"production\" (Production), colour #d73a49"
+    )]
+    Set {
+        /// The environment.
+        #[arg(value_name = "KEY")]
+        key: String,
+        /// A new name for people.
+        #[arg(long, value_name = "NAME", group = "change")]
+        name: Option<String>,
+        /// A new colour, `#rrggbb` (quote it for the shell).
+        #[arg(long, value_name = "#RRGGBB", value_parser = parse_color, group = "change", conflicts_with = "no_color")]
+        color: Option<String>,
+        /// Remove the colour.
+        #[arg(long, group = "change")]
+        no_color: bool,
     },
     /// List the environments.
     #[command(after_long_help = "\
-Prints KEY, NAME and CREATED (UTC) columns; with --json, {\"items\": [...]}.
+Prints KEY, NAME, CREATED (UTC) and COLOR columns; with --json, {\"items\": [...]}.
 
 Example:
   flagd env list --database postgres://localhost/flagd")]
@@ -260,6 +288,14 @@ Example:
         #[arg(value_name = "ID")]
         id: u64,
     },
+}
+
+/// A colour as the store keeps it, checked before anything is connected to.
+fn parse_color(text: &str) -> Result<String, String> {
+    validate::environment_color(text).map_err(|e| match e {
+        StoreError::Invalid { message, .. } => message,
+        other => other.to_string(),
+    })
 }
 
 fn parse_kind(text: &str) -> Result<ApiKeyKind, String> {

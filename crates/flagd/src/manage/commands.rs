@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use flags_store::{ApiKeyKind, NewApiKey};
+use flags_store::{ApiKeyKind, EnvironmentUpdate, NewApiKey, NewEnvironment};
 use serde_json::Value;
 
 use super::admin::{Admin, Failure, StoreAdmin, cli_actor};
@@ -63,14 +63,38 @@ async fn env_command(
 ) -> Result<String, Failure> {
     let admin = open(target, vars).await?;
     Ok(match action {
-        EnvAction::Create { key, name } => {
-            let created = admin
-                .create_environment(key, name.as_deref().unwrap_or(key))
-                .await?;
+        EnvAction::Create { key, name, color } => {
+            let new = NewEnvironment {
+                key: key.clone(),
+                name: name.clone().unwrap_or_else(|| key.clone()),
+                color: color.clone(),
+            };
+            let created = admin.create_environment(&new).await?;
             if json {
                 output::to_json(&created)
             } else {
                 output::environment_created(&created)
+            }
+        }
+        EnvAction::Set {
+            key,
+            name,
+            color,
+            no_color,
+        } => {
+            let update = EnvironmentUpdate {
+                name: name.clone(),
+                color: if *no_color {
+                    Some(None)
+                } else {
+                    color.clone().map(Some)
+                },
+            };
+            let env = admin.update_environment(key, &update).await?;
+            if json {
+                output::to_json(&env)
+            } else {
+                output::environment(&env)
             }
         }
         EnvAction::List => {

@@ -4,7 +4,10 @@
 
 use std::time::Duration;
 
-use flags_store::{ApiKey, ApiKeyKind, CreatedApiKey, Environment, NewApiKey, StoredFlag};
+use flags_store::{
+    ApiKey, ApiKeyKind, CreatedApiKey, Environment, EnvironmentUpdate, NewApiKey, NewEnvironment,
+    StoredFlag,
+};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
@@ -77,15 +80,27 @@ impl HttpAdmin {
         body: Option<&Value>,
         if_match: Option<u64>,
     ) -> Result<T, Failure> {
+        let body = body.map(|body| ("application/json", body));
+        self.send(method, path, body, if_match).await
+    }
+
+    /// [`HttpAdmin::call`] with a body of any JSON media type (`(media type, body)`).
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, &Value)>,
+        if_match: Option<u64>,
+    ) -> Result<T, Failure> {
         let url = format!("{}{path}", self.api);
         let mut request = self
             .client
             .request(method, &url)
             .bearer_auth(&self.key)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(body) = body {
+        if let Some((media_type, body)) = body {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(reqwest::header::CONTENT_TYPE, media_type)
                 .body(body.to_string());
         }
         if let Some(version) = if_match {
@@ -193,10 +208,31 @@ struct Created {
 
 #[async_trait::async_trait]
 impl Admin for HttpAdmin {
-    async fn create_environment(&self, key: &str, name: &str) -> Result<Environment, Failure> {
-        let body = json!({"key": key, "name": name});
+    async fn create_environment(&self, new: &NewEnvironment) -> Result<Environment, Failure> {
+        let mut body = json!({"key": new.key, "name": new.name});
+        if let Some(color) = &new.color {
+            body["color"] = json!(color);
+        }
         self.call(Method::POST, "/environments", Some(&body), None)
             .await
+    }
+
+    async fn update_environment(
+        &self,
+        key: &str,
+        update: &EnvironmentUpdate,
+    ) -> Result<Environment, Failure> {
+        // A merge patch: members left out are kept, `null` removes the colour.
+        let mut patch = json!({});
+        if let Some(name) = &update.name {
+            patch["name"] = json!(name);
+        }
+        if let Some(color) = &update.color {
+            patch["color"] = json!(color);
+        }
+        let path = format!("/environments{}", segment(key));
+        let body = ("application/merge-patch+json", &patch);
+        self.send(Method::PATCH, &path, Some(body), None).await
     }
 
     async fn list_environments(&self) -> Result<Vec<Environment>, Failure> {

@@ -59,22 +59,42 @@ pub fn table(header: &[&str], rows: &[Vec<String>], empty: &str) -> String {
     text
 }
 
-/// The environments as a table.
+/// The environments as a table (`-` for no colour).
 pub fn environments(envs: &[Environment]) -> String {
     let rows: Vec<Vec<String>> = envs
         .iter()
-        .map(|e| vec![e.key.clone(), e.name.clone(), time(e.created_at)])
+        .map(|e| {
+            vec![
+                e.key.clone(),
+                e.name.clone(),
+                time(e.created_at),
+                e.color.clone().unwrap_or_else(|| "-".to_owned()),
+            ]
+        })
         .collect();
-    table(&["KEY", "NAME", "CREATED"], &rows, "no environments")
+    table(
+        &["KEY", "NAME", "CREATED", "COLOR"],
+        &rows,
+        "no environments",
+    )
 }
 
 /// One line for a created environment.
 pub fn environment_created(env: &Environment) -> String {
-    if env.name == env.key {
-        format!("created environment {:?}\n", env.key)
-    } else {
-        format!("created environment {:?} ({})\n", env.key, env.name)
+    format!("created {}", environment(env))
+}
+
+/// One line for an environment: its key, its name unless that is the key, and its colour.
+pub fn environment(env: &Environment) -> String {
+    let mut text = format!("environment {:?}", env.key);
+    if env.name != env.key {
+        text.push_str(&format!(" ({})", env.name));
     }
+    if let Some(color) = &env.color {
+        text.push_str(&format!(", colour {color}"));
+    }
+    text.push('\n');
+    text
 }
 
 /// Which environments a key may use, as a sentence ends.
