@@ -32,7 +32,7 @@ overriding the one before). Environment variables (lists are comma-separated):
   FLAGD_RELOAD_WATCH, FLAGD_RELOAD_DEBOUNCE_MS, FLAGD_RELOAD_POLL_INTERVAL_MS,
   FLAGD_HTTP_MAX_BODY_BYTES, FLAGD_HTTP_MAX_EVENTS_BODY_BYTES, FLAGD_HTTP_REQUEST_TIMEOUT_MS,
   FLAGD_HTTP_MAX_CONCURRENCY, FLAGD_HTTP_RETRY_AFTER_SECS, FLAGD_HTTP_STREAM_KEEPALIVE_MS,
-  FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY,
+  FLAGD_HTTP_STREAM_BUFFER, FLAGD_DATABASE_URL, FLAGD_ADMIN_KEY, FLAGD_UI_SESSION_TTL_SECS,
   FLAGD_SYNC_POLL_INTERVAL_MS, FLAGD_SYNC_BACKOFF_BASE_MS, FLAGD_EXPORT_DIR,
   FLAGD_EVENTS_SERVER_EVALUATIONS, FLAGD_EVENTS_FLUSH_INTERVAL_MS, FLAGD_EVENTS_MAX_IN_MEMORY,
   FLAGD_EVENTS_SPOOL_DIR, FLAGD_EVENTS_MAX_SPOOL_BYTES, FLAGD_REDIS_URL, FLAGD_REDIS_PREFIX,
@@ -40,7 +40,7 @@ overriding the one before). Environment variables (lists are comma-separated):
 The configuration file is YAML with the same names: listen, grpc_listen, files, sdk_keys, log,
 log_format, request_log, allow_missing,
 reload.{watch,debounce_ms,poll_interval_ms}, http.{max_body_bytes,...}, database_url,
-admin_key, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
+admin_key, ui_session_ttl_secs, sync.{poll_interval_ms,backoff_base_ms,big_segments_refresh_ms}, events.{exporters,server_evaluations,
 spool_dir,...}, redis.{url,prefix}, descriptors, tls.{cert,key}; exporters are listed under events.exporters, each with a kind (file,
 postgres, redis, nats, webhook) and its settings (see docs/events.md).
 
@@ -270,6 +270,9 @@ pub struct ServeArgs {
     /// FLAGD_ADMIN_KEY, which does not show in the process list.
     #[arg(long = "admin-key", value_name = "KEY")]
     pub admin_key: Option<String>,
+    /// Root mode: how long a sign-in to the web UI at /ui lasts, in seconds [default: 28800].
+    #[arg(long = "ui-session-ttl", value_name = "SECS")]
+    pub ui_session_ttl_secs: Option<u64>,
     /// Export analytics events (SDKs' `/bulk` posts, and flagd's own evaluations when
     /// --server-evaluations says so) as JSON-lines files into this directory; the shortcut for
     /// a `file` exporter under `events.exporters` in the configuration file.
@@ -323,6 +326,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("keepalive_ms", &self.keepalive_ms)
             .field("database", &self.database.as_deref().map(redact_url))
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
+            .field("ui_session_ttl_secs", &self.ui_session_ttl_secs)
             .field("export_dir", &self.export_dir)
             .field("server_evaluations", &self.server_evaluations)
             .field("redis_url", &self.redis_url.as_deref().map(redact_url))
@@ -394,6 +398,9 @@ impl ServeArgs {
         }
         if let Some(key) = &self.admin_key {
             config.admin_key = Some(key.clone());
+        }
+        if let Some(secs) = self.ui_session_ttl_secs {
+            config.ui_session_ttl_secs = secs;
         }
         if let Some(dir) = &self.export_dir {
             config.add_export_dir(dir);

@@ -48,6 +48,8 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Root mode: the first admin key, accepted by the admin API without being stored.
     pub admin_key: Option<String>,
+    /// Root mode: how long a sign-in to the web UI (`/ui`) lasts, in seconds.
+    pub ui_session_ttl_secs: u64,
     /// Root mode: how the database's changes are followed.
     pub sync: SyncConfig,
     /// Analytics events: exporters, and whether flagd's own evaluations are events too.
@@ -223,6 +225,7 @@ impl std::fmt::Debug for Config {
                 &self.database_url.as_deref().map(redact_url),
             )
             .field("admin_key", &self.admin_key.as_ref().map(|_| Redacted::One))
+            .field("ui_session_ttl_secs", &self.ui_session_ttl_secs)
             .field("sync", &self.sync)
             .field("events", &self.events)
             .field("redis", &self.redis)
@@ -536,6 +539,7 @@ impl Default for Config {
             allow_missing: false,
             database_url: None,
             admin_key: None,
+            ui_session_ttl_secs: 8 * 60 * 60,
             sync: SyncConfig::default(),
             events: EventsConfig::default(),
             redis: RedisConfig::default(),
@@ -669,6 +673,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("FLAGD_ALLOW_MISSING", "allow_missing (true or false)"),
     ("FLAGD_DATABASE_URL", "database_url"),
     ("FLAGD_ADMIN_KEY", "admin_key"),
+    ("FLAGD_UI_SESSION_TTL_SECS", "ui_session_ttl_secs"),
     ("FLAGD_REDIS_URL", "redis.url"),
     ("FLAGD_REDIS_PREFIX", "redis.prefix"),
     ("FLAGD_UPSTREAM", "upstream.url"),
@@ -797,6 +802,7 @@ impl Config {
                 "FLAGD_ALLOW_MISSING" => self.allow_missing = num(name, value)?,
                 "FLAGD_DATABASE_URL" => self.database_url = Some(value.clone()),
                 "FLAGD_ADMIN_KEY" => self.admin_key = Some(value.clone()),
+                "FLAGD_UI_SESSION_TTL_SECS" => self.ui_session_ttl_secs = num(name, value)?,
                 "FLAGD_REDIS_URL" => self.redis.url = Some(value.clone()),
                 "FLAGD_REDIS_PREFIX" => self.redis.prefix = Some(value.clone()),
                 "FLAGD_UPSTREAM" => self.upstream.url = Some(value.clone()),

@@ -332,7 +332,9 @@ pub async fn start_with_store(
     let ui = crate::ui::ui_router(crate::ui::UiState {
         admin: admin_state,
         app: state.clone(),
-        sessions: Arc::new(crate::ui::Sessions::new(crate::ui::DEFAULT_SESSION_TTL)),
+        sessions: Arc::new(crate::ui::Sessions::new(Duration::from_secs(
+            config.ui_session_ttl_secs.max(1),
+        ))),
         secure: config.tls.cert.is_some(),
     });
     let router = crate::http::app_with_ui(state.clone(), Some(admin), Some(ui));

@@ -191,8 +191,8 @@ impl Chrome {
 }
 
 /// The environment's banner colour.
-pub fn env_color(_env: &Environment) -> Option<&str> {
-    None
+pub fn env_color(env: &Environment) -> Option<&str> {
+    env.color.as_deref()
 }
 
 /// An environment's display name, or its key when it has none.

@@ -24,7 +24,6 @@ mod layout;
 mod session;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
@@ -37,9 +36,6 @@ use crate::admin::AdminState;
 use crate::state::AppState;
 
 pub use session::Sessions;
-
-/// How long a sign-in lasts, unless the key is revoked first.
-pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// What the UI's handlers share.
 #[derive(Clone)]
