@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use crate::{on_path, run_command, show};
+use crate::{is_root, on_path, run_command, show};
 
 /// The cargo-deny release installed when `cargo deny` is missing: the newest one, which builds
 /// with the pinned toolchain (its minimum Rust is 1.88).
@@ -343,13 +343,6 @@ fn postgres_programs_installed() -> bool {
             let bin = entry.path().join("bin");
             PROGRAMS.iter().all(|program| bin.join(program).is_file())
         })
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.status.success() && output.stdout.trim_ascii() == b"0")
 }
 
 fn ensure_service(name: &str, port: u16, program: &str, commands: Vec<Command>) {

@@ -1,22 +1,36 @@
-//! `cargo xtask deps`: the official third-party clients that flagd's integration tests drive.
+//! `cargo xtask deps`: the official third-party clients that flagd's integration tests drive,
+//! and the browser that drives the admin web UI.
 //!
 //! The versions are pinned in `crates/flagd/tests/clients/` (`requirements.txt`, `package.json`
-//! and its `package-lock.json`) and installed under the target directory:
-//! `<target>/third-party/venv` and `<target>/third-party/node/node_modules`. Each install ends by
-//! writing a stamp (a hash of its manifests and of the interpreter's version); a matching stamp
-//! skips the install, so this is cheap enough to run before every test run.
+//! and its `package-lock.json`) and `crates/flagd/tests/ui/` (`package.json` and its
+//! `package-lock.json`: Playwright's driver without browsers, and axe-core), and installed under
+//! the target directory: `<target>/third-party/venv`, `<target>/third-party/node/node_modules`
+//! and `<target>/third-party/ui/node_modules`. Each install ends by writing a stamp (a hash of
+//! its manifests and of the interpreter's version); a matching stamp skips the install, so this
+//! is cheap enough to run before every test run.
+//!
+//! The browser is the system's Chromium (`/usr/bin/chromium`), installed from Debian's packages
+//! when it is missing. Playwright's own browser download is never used: it fetches builds from
+//! outside any package registry, and a distribution's Chromium gets its security updates with
+//! the rest of the system.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use sha2::{Digest as _, Sha256};
 
 use crate::run_command;
 
 /// Where the pinned client manifests live, relative to the repository root.
 const CLIENTS_DIR: &str = "crates/flagd/tests/clients";
+
+/// Where the browser tests' pinned npm manifests live, relative to the repository root.
+const UI_TESTS_DIR: &str = "crates/flagd/tests/ui";
+
+/// The browser the UI tests launch (`crates/flagd/tests/ui_browser.rs` looks for it there).
+const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// The stamp file inside each install directory.
 const STAMP: &str = ".flagd-deps-stamp";
@@ -26,8 +40,23 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let clients = root.join(CLIENTS_DIR);
     let third_party = crate::target_dir(root)?.join("third-party");
     python_clients(&clients, &third_party.join("venv"))?;
-    node_clients(&clients, &third_party.join("node"))?;
-    Ok(())
+    npm_packages(
+        "Node clients",
+        &clients,
+        &third_party.join("node"),
+        &[
+            "@launchdarkly/node-server-sdk",
+            "@openfeature/server-sdk",
+            "@openfeature/ofrep-provider",
+        ],
+    )?;
+    npm_packages(
+        "browser test packages",
+        &root.join(UI_TESTS_DIR),
+        &third_party.join("ui"),
+        &["playwright-core", "axe-core"],
+    )?;
+    chromium()
 }
 
 fn python_clients(clients: &Path, venv: &Path) -> anyhow::Result<()> {
@@ -72,17 +101,20 @@ fn python_clients(clients: &Path, venv: &Path) -> anyhow::Result<()> {
     write_stamp(venv, &stamp)
 }
 
-fn node_clients(clients: &Path, dir: &Path) -> anyhow::Result<()> {
+/// Installs the npm packages pinned by `package.json` and `package-lock.json` in `manifests`
+/// into `dir/node_modules`, then loads each of `modules` there so that a broken install fails
+/// here rather than in a test.
+fn npm_packages(what: &str, manifests: &Path, dir: &Path, modules: &[&str]) -> anyhow::Result<()> {
     let manifests = [
-        clients.join("package.json"),
-        clients.join("package-lock.json"),
+        manifests.join("package.json"),
+        manifests.join("package-lock.json"),
     ];
     let stamp = stamp(&manifests, &["node", "--version"])?;
     if is_current(dir, &stamp) && dir.join("node_modules").is_dir() {
-        println!("deps: Node clients are up to date in {}", dir.display());
+        println!("deps: the {what} are up to date in {}", dir.display());
         return Ok(());
     }
-    println!("deps: installing the Node clients into {}", dir.display());
+    println!("deps: installing the {what} into {}", dir.display());
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // An install that stops half-way must not look finished.
     remove_stamp(dir)?;
@@ -97,16 +129,51 @@ fn node_clients(clients: &Path, dir: &Path) -> anyhow::Result<()> {
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(dir),
     )?;
+    let names: Vec<String> = modules.iter().map(|m| format!("'{m}'")).collect();
     run_command(
         Command::new("node")
-            .args([
-                "-e",
-                "for (const m of ['@launchdarkly/node-server-sdk', '@openfeature/server-sdk', \
-             '@openfeature/ofrep-provider']) require(m)",
-            ])
+            .arg("-e")
+            .arg(format!(
+                "for (const m of [{}]) require(m)",
+                names.join(", ")
+            ))
             .current_dir(dir),
     )?;
     write_stamp(dir, &stamp)
+}
+
+/// Installs Debian's `chromium` when [`CHROMIUM`] is missing. Only root can, and only where
+/// `apt-get` exists; anywhere else this says what to install.
+fn chromium() -> anyhow::Result<()> {
+    let chromium = Path::new(CHROMIUM);
+    if chromium.is_file() {
+        println!("deps: Chromium is installed at {CHROMIUM}");
+        return Ok(());
+    }
+    let how = "the browser tests of the admin UI need it; install Debian's \
+               `chromium` package as root (`apt-get install --no-install-recommends chromium`)";
+    if !crate::is_root() {
+        bail!("{CHROMIUM} is missing, and only root can install it: {how}");
+    }
+    if !crate::on_path("apt-get") {
+        bail!("{CHROMIUM} is missing, and there is no apt-get here to install it: {how}");
+    }
+    println!("deps: {CHROMIUM} is missing; installing Debian's chromium");
+    // The package lists may be older than the archive (or absent on a fresh machine).
+    let apt = |args: &[&str]| {
+        run_command(
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    };
+    apt(&["update"]).context("cannot update the package lists for chromium")?;
+    apt(&["install", "-y", "--no-install-recommends", "chromium"])
+        .with_context(|| format!("cannot install chromium: {how}"))?;
+    if !chromium.is_file() {
+        bail!("`apt-get install chromium` succeeded, but {CHROMIUM} is still missing: {how}");
+    }
+    Ok(())
 }
 
 /// A hash of the manifests' names and contents and of the interpreter's version: an upgraded

@@ -27,7 +27,8 @@ Usage: cargo xtask <command>
 
 Commands:
   tidy    Check repository conventions: crate metadata, lints, docs, the crates' layering
-  deps    Install the third-party test clients (Python venv, npm packages) under the target dir
+  deps    Install the third-party test clients (Python venv, npm packages) under the target dir,
+          and Chromium for the admin UI's browser tests
   ci      Run the whole test pipeline: services, fmt, clippy, cargo deny, deps, tests
   codegen  Generate crates/flags-proto from proto/ (prost messages, tonic stubs, descriptor set);
            with --check, only say whether what is checked in is current
@@ -190,6 +191,14 @@ fn run_command(cmd: &mut Command) -> anyhow::Result<()> {
 fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Whether this process runs as root, which installing system packages needs.
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.status.success() && output.stdout.trim_ascii() == b"0")
 }
 
 /// A command as a person would type it, for messages.
