@@ -366,16 +366,34 @@ export async function expectHeading(page, text) {
   if (found !== text) throw new Error(`the <h1> of ${where(page)} is ${JSON.stringify(found)}, expected ${JSON.stringify(text)}`);
 }
 
-/** Waits for `predicate()` to hold, polling every 20 ms, up to `limitMs` after `since`;
- * returns how long it took from `since`, or throws naming `what`. */
-export async function within(what, since, limitMs, predicate) {
-  for (;;) {
-    if (await predicate()) return Date.now() - since;
-    if (Date.now() - since > limitMs) {
-      throw new Error(`${what}: not within ${limitMs} ms`);
+/**
+ * Starts polling `predicate()` every 20 ms, now, before the action it waits for; resolves with
+ * the time (`Date.now()`) it first held, or rejects naming `what` after `timeoutMs`. Started
+ * before the action, the time it reports does not include the screenshots and checks the action
+ * is followed by.
+ */
+export function watch(what, predicate, timeoutMs = 10_000) {
+  const started = Date.now();
+  const watching = (async () => {
+    for (;;) {
+      if (await predicate()) return Date.now();
+      if (Date.now() - started > timeoutMs) throw new Error(`${what}: not within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  })();
+  // Awaited later: a failure before then must not count as unhandled.
+  watching.catch(() => {});
+  return watching;
+}
+
+/**
+ * Waits for a [`watch`] and fails unless what it watched held within `limitMs` of `since`;
+ * returns how long after `since` that was (0 when it held before `since` was even known).
+ */
+export async function seenWithin(what, watching, since, limitMs) {
+  const took = Math.max(0, (await watching) - since);
+  if (took > limitMs) throw new Error(`${what}: after ${took} ms, more than ${limitMs} ms`);
+  return took;
 }
 
 /** Fails with `message` unless `condition`. */

@@ -24,9 +24,10 @@ import {
   step,
   storedFlag,
   submit,
+  seenWithin,
   visited,
+  watch,
   where,
-  within,
 } from './harness.mjs';
 
 const ENV = need('FLAGD_ENV');
@@ -145,6 +146,7 @@ await main('scenario', async (browser) => {
   });
 
   let saved;
+  let ruleServed;
   await step('a rule with two clauses serving a percentage rollout; a total other than 100% is refused', async () => {
     const versionBefore = (await storedFlag(FLAG)).version;
     await submit(alice, alice.getByRole('button', { name: 'Add rule', exact: true }));
@@ -180,15 +182,16 @@ await main('scenario', async (browser) => {
     await rule.getByText(/Total:\s*100(\.0+)?\s*%/).waitFor({ timeout: 2000 }).catch(() => {
       throw new Error('the rollout editor does not show the live "Total: 100%"');
     });
+    ruleServed = watch('the rule at POST /v1/evaluate', async () => {
+      const answer = await evaluate(FLAG, MATCHING);
+      return answer.reason?.kind === 'RULE_MATCH' && answer.reason.ruleIndex === 0;
+    });
     saved = await submit(alice, alice.getByRole('button', { name: 'Save changes' }), { name: 'rule-saved' });
     assert(saved.post === 303, `saving the rule answered ${saved.post}, expected 303`);
   });
 
   await step('the native API serves the rule within a second of the save', async () => {
-    const took = await within('the rule at POST /v1/evaluate', saved.postedAt, LIVE_LIMIT_MS, async () => {
-      const answer = await evaluate(FLAG, MATCHING);
-      return answer.reason?.kind === 'RULE_MATCH' && answer.reason.ruleIndex === 0;
-    });
+    const took = await seenWithin('the rule at POST /v1/evaluate', ruleServed, saved.postedAt, LIVE_LIMIT_MS);
     log(`  the native API served the rule ${took} ms after the save`);
   });
 
@@ -226,6 +229,7 @@ await main('scenario', async (browser) => {
   });
 
   let killed;
+  let bobSawKill;
   await step('kill the flag from the list; the confirmation names the environment', async () => {
     await follow(alice, alice.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Flags', exact: true }));
     const row = flagRow(alice, FLAG);
@@ -237,6 +241,9 @@ await main('scenario', async (browser) => {
     const asked = await dialog.innerText();
     assert(asked.includes(ENV_NAME), `the confirmation does not name the environment: ${JSON.stringify(asked)}`);
     await visited(alice, 'kill-dialog');
+    bobSawKill = watch('"Killed" in the second user\'s list', async () =>
+      /Killed/.test(await flagRow(bob, FLAG).innerText({ timeout: 100 }).catch(() => '')),
+    );
     killed = await submit(alice, dialog.getByRole('button', { name: `Kill ${FLAG} in ${ENV_NAME}` }), { name: 'flags-killed' });
     assert(killed.post === 303, `the kill answered ${killed.post}, expected 303`);
     const state = await flagRow(alice, FLAG).innerText();
@@ -245,9 +252,7 @@ await main('scenario', async (browser) => {
   });
 
   await step('the second user\'s list shows the kill within a second, without reloading', async () => {
-    const took = await within('"Killed" in the second user\'s list', killed.postedAt, LIVE_LIMIT_MS, async () =>
-      /Killed/.test(await flagRow(bob, FLAG).innerText({ timeout: 100 }).catch(() => '')),
-    );
+    const took = await seenWithin('"Killed" in the second user\'s list', bobSawKill, killed.postedAt, LIVE_LIMIT_MS);
     log(`  the second user's list showed the kill ${took} ms after it`);
     assert(bobNavigations === 0, `the second user's page navigated ${bobNavigations} time(s) instead of updating in place`);
     await visited(bob, 'flags-second-user-live');
@@ -280,13 +285,13 @@ await main('scenario', async (browser) => {
     await open(bob, DETAIL);
     await ruleGroup(bob, 1).getByLabel('Description').fill('Rule by B');
     await ruleGroup(alice, 1).getByLabel('Description').fill('Rule by A');
+    const warning = watch('"This flag changed since you opened it" on the second page', async () =>
+      (await bob.getByRole('alert').filter({ hasText: 'This flag changed since you opened it' }).count()) > 0,
+    );
     const first = await submit(alice, alice.getByRole('button', { name: 'Save changes' }));
     assert(first.post === 303, `the first save answered ${first.post}`);
     const theirs = (await storedFlag(FLAG)).version;
-
-    const warned = await within('"This flag changed since you opened it" on the second page', first.postedAt, LIVE_LIMIT_MS, async () =>
-      (await bob.getByRole('alert').filter({ hasText: 'This flag changed since you opened it' }).count()) > 0,
-    );
+    const warned = await seenWithin('the second page\'s warning', warning, first.postedAt, LIVE_LIMIT_MS);
     log(`  the second page warned ${warned} ms after the first save`);
     await bob.getByRole('button', { name: 'Reload' }).waitFor();
     assert((await ruleGroup(bob, 1).getByLabel('Description').inputValue()) === 'Rule by B', 'the warning threw away the pending edit');
