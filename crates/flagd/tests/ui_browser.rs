@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -702,6 +703,10 @@ impl Ui {
     /// Runs `ui/<script>` with Node against this server, and fails with its output when it
     /// fails. Its screenshots go to `<target>/ui-screenshots/<script name>/`.
     fn run_script(&self, script: &str) {
+        // One browser at a time: the scenario's one-second limits should measure flagd and the
+        // UI, not two Chromiums sharing a small machine.
+        static BROWSER: Mutex<()> = Mutex::new(());
+        let _turn = BROWSER.lock().unwrap_or_else(PoisonError::into_inner);
         let modules = third_party_dir().join("ui/node_modules");
         assert!(
             Path::new(CHROMIUM).is_file(),
