@@ -9,6 +9,7 @@ mod bench_http;
 mod bench_memory;
 mod bench_redis;
 mod bench_root;
+mod bench_ui;
 mod ci;
 mod codegen;
 mod deps;
@@ -35,6 +36,7 @@ Commands:
   bench-http  Measure flagd's HTTP throughput against a bare axum floor, and SSE fan-out
   bench-grpc  Measure gRPC Evaluate and BulkEvaluate throughput next to the HTTP API's
   bench-root  Measure root mode on PostgreSQL: start-up, memory, and write-to-replica latency
+  bench-ui  Weigh and time the admin UI's flag list (10,000 flags) in Chromium, with a cold cache
   bench-redis  Measure how soon a changed flag reaches Redis through flagd's --redis-url
   bench-memory  Measure file mode's resident memory on a big flag file, steady and while reloading
   bench-events  Measure events/s from POST /bulk through the exporters: none, JSON-lines files, PostgreSQL
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         ["bench-http", rest @ ..] => bench_http::run(&root, rest),
         ["bench-grpc", rest @ ..] => bench_grpc::run(&root, rest),
         ["bench-root", rest @ ..] => bench_root::run(&root, rest),
+        ["bench-ui", rest @ ..] => bench_ui::run(&root, rest),
         ["bench-memory", rest @ ..] => bench_memory::run(&root, rest),
         ["bench-redis", rest @ ..] => bench_redis::run(&root, rest),
         ["bench-events", rest @ ..] => bench_events::run(&root, rest),
