@@ -39,7 +39,7 @@ const ENV_COLOR: &str = "#d73a49";
 /// The browser `cargo xtask deps` installs.
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// The policy every UI answer carries.
+/// The directives of the policy every UI answer carries (more directives may tighten it).
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; form-action 'self'";
 
 /// The session cookie's name over plain HTTP.
@@ -94,11 +94,7 @@ fn posts_without_the_token_or_from_another_site_are_refused() {
     for (what, fields, headers) in refused {
         let answer = ui.post_form(&kill, Some(&session.cookie), &fields, &headers);
         assert_eq!(answer.status, 403, "a kill with {what}: {answer}");
-        assert_eq!(
-            answer.header("content-security-policy"),
-            Some(CSP),
-            "{what}"
-        );
+        assert_policy(&answer, what);
         assert!(
             answer.body.len() > 20,
             "the 403 page says nothing of why: {answer}"
@@ -310,8 +306,8 @@ fn every_ui_answer_carries_the_security_headers() {
     for (path, cookie, status) in &pages {
         let page = ui.get(path, *cookie);
         assert_eq!(page.status, *status, "{path}: {page}");
+        assert_policy(&page, path);
         for (header, expected) in [
-            ("content-security-policy", CSP),
             ("x-content-type-options", "nosniff"),
             ("referrer-policy", "same-origin"),
             ("cache-control", "no-store"),
@@ -791,6 +787,32 @@ impl std::fmt::Display for Answer {
     }
 }
 
+/// Fails unless `answer` carries a Content-Security-Policy with each of [`CSP`]'s directives as
+/// it is there, and nothing that loosens a policy (`unsafe-inline`, `unsafe-eval`, `*`).
+fn assert_policy(answer: &Answer, what: &str) {
+    let policy = answer
+        .header("content-security-policy")
+        .unwrap_or_else(|| panic!("{what}: no Content-Security-Policy: {answer}"));
+    let directives: BTreeMap<&str, &str> = policy
+        .split(';')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.split_once(' ').unwrap_or((d, "")))
+        .collect();
+    for required in CSP.split(';') {
+        let (name, value) = required.trim().split_once(' ').unwrap();
+        assert_eq!(
+            directives.get(name).copied(),
+            Some(value),
+            "{what}: {name} in {policy:?}"
+        );
+    }
+    assert!(
+        !policy.contains("unsafe-") && !policy.contains('*'),
+        "{what}: a loosened policy {policy:?}"
+    );
+}
+
 // ------------------------------------------------------------------ reading pages
 
 /// A `<form method="post">` of a page: where it goes and the fields it sends as they are (its
@@ -993,4 +1015,30 @@ fn the_page_reader_finds_post_forms_and_their_fields() {
         Some("strict")
     );
     assert!(attributes.contains_key("httponly"));
+}
+
+#[test]
+fn the_policy_check_takes_tighter_policies_and_refuses_looser_ones() {
+    let answer = |policy: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-security-policy", policy.parse().unwrap());
+        Answer {
+            status: 200,
+            headers,
+            body: String::new(),
+        }
+    };
+    assert_policy(&answer(CSP), "the policy itself");
+    assert_policy(
+        &answer(&format!("{CSP}; base-uri 'none'")),
+        "a tighter policy",
+    );
+    for looser in [
+        "default-src 'self'; frame-ancestors 'none'",
+        "default-src *; frame-ancestors 'none'; form-action 'self'",
+        "default-src 'self'; frame-ancestors 'none'; form-action 'self'; script-src 'self' 'unsafe-inline'",
+    ] {
+        let refused = std::panic::catch_unwind(|| assert_policy(&answer(looser), "looser"));
+        assert!(refused.is_err(), "{looser} was taken");
+    }
 }
