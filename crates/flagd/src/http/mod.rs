@@ -146,6 +146,32 @@ impl Direct {
     }
 }
 
+/// The native API's answer to an evaluation in `env` with `body` (`{"context": ...}`): what
+/// `POST /v1/evaluate/{flag_key}` answers, or `POST /v1/evaluate` without a flag key, once the
+/// route has picked `env` by its SDK key. For callers that pick the environment themselves (the
+/// web UI's evaluate page), so that they show exactly what the API answers.
+pub(crate) async fn evaluate_native(
+    state: &AppState,
+    env: &Env,
+    flag_key: Option<&str>,
+    body: Bytes,
+) -> Response {
+    let (which, key) = match flag_key {
+        Some(key) => (Direct::NativeOne, key),
+        None => (Direct::NativeAll, ""),
+    };
+    // The native handlers read nothing of the request but its body.
+    let (parts, ()) = Request::new(()).into_parts();
+    match crate::evaluate::big_segments(state, env) {
+        Some(big) => {
+            which
+                .answer_with_big_segments(state, env, &parts, key, Ok(body), big)
+                .await
+        }
+        None => which.answer(state, env, &parts, key, Ok(body), None),
+    }
+}
+
 /// Where a single-flag route finds its flag key once the body has been read.
 enum KeySource {
     /// No key: a route over all flags.

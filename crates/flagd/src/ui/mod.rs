@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 mod assets;
+mod evaluate;
 mod flags;
 mod layout;
 mod session;
@@ -76,6 +77,7 @@ pub fn ui_router(state: UiState) -> Router {
             get(flags::kill_confirmation).post(flags::kill),
         )
         .route("/envs/{env}/flags/{key}/unkill", post(flags::unkill))
+        .route("/envs/{env}/evaluate", get(evaluate::page))
         .fallback(layout::not_found)
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
