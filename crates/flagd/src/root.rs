@@ -35,6 +35,7 @@ use flags_core::{Flag, FlagData, Segment, Target};
 use flags_store::{
     Change, ChangeFeed, ChangeKind, ChangeSubscription, StoreError, StoredFlag, StoredSegment,
 };
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use crate::config::SyncTiming;
@@ -56,6 +57,95 @@ impl RootHealth {
     }
 }
 
+/// How far a listener of [`ChangeNotices`] may fall behind before it is told it missed some.
+const NOTICE_BUFFER: usize = 1024;
+
+/// One change the root sync has applied and served: what the web UI's live pages hear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeNotice {
+    /// The environment.
+    pub env: String,
+    /// What changed.
+    pub kind: NoticeKind,
+    /// The flag or segment key (the environment's for [`NoticeKind::Environment`]).
+    pub key: String,
+}
+
+/// What a [`ChangeNotice`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeKind {
+    /// A flag was written, archived or deleted.
+    Flag,
+    /// A segment was written, archived or deleted.
+    Segment,
+    /// A flag was killed or unkilled.
+    Kill,
+    /// An override was set or removed.
+    Override,
+    /// The environment itself: created, loaded or changed.
+    Environment,
+}
+
+impl NoticeKind {
+    /// What a change of `kind` is about.
+    pub fn of(kind: &ChangeKind) -> NoticeKind {
+        match kind {
+            ChangeKind::Flag { .. } => NoticeKind::Flag,
+            ChangeKind::Segment { .. } => NoticeKind::Segment,
+            ChangeKind::Kill { .. } => NoticeKind::Kill,
+            ChangeKind::Override { .. } => NoticeKind::Override,
+            ChangeKind::EnvironmentCreated | ChangeKind::EnvironmentUpdated => {
+                NoticeKind::Environment
+            }
+        }
+    }
+
+    /// Its name: `flag`, `segment`, `kill`, `override` or `environment`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoticeKind::Flag => "flag",
+            NoticeKind::Segment => "segment",
+            NoticeKind::Kill => "kill",
+            NoticeKind::Override => "override",
+            NoticeKind::Environment => "environment",
+        }
+    }
+}
+
+/// The changes the root sync applies, told to whoever listens as each batch is served. The
+/// sync follows the store's change feed once for the whole server; a listener (a browser
+/// following a page) costs one receiver here, never a database connection.
+#[derive(Debug, Clone)]
+pub struct ChangeNotices {
+    tx: broadcast::Sender<Arc<ChangeNotice>>,
+}
+
+impl Default for ChangeNotices {
+    fn default() -> ChangeNotices {
+        ChangeNotices::new()
+    }
+}
+
+impl ChangeNotices {
+    /// A feed nobody listens to yet.
+    pub fn new() -> ChangeNotices {
+        ChangeNotices {
+            tx: broadcast::channel(NOTICE_BUFFER).0,
+        }
+    }
+
+    /// Every notice sent from now on. A receiver that falls more than a thousand notices
+    /// behind gets `Lagged` and should read everything again.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeNotice>> {
+        self.tx.subscribe()
+    }
+
+    /// Tells every listener; nobody listening is fine.
+    pub fn send(&self, notice: ChangeNotice) {
+        let _ = self.tx.send(Arc::new(notice));
+    }
+}
+
 /// Keeps every environment of a store served.
 pub struct RootSync {
     store: Arc<dyn ChangeFeed>,
@@ -66,6 +156,8 @@ pub struct RootSync {
     states: HashMap<String, EnvState>,
     /// The database's URL, to find out why it cannot be reached when the store cannot say.
     database_url: Option<String>,
+    /// Told of every change once it is served.
+    notices: ChangeNotices,
 }
 
 /// What one environment holds, as the store last told it. Only versions and states are kept
@@ -146,7 +238,14 @@ impl RootSync {
             poll_interval: timing.poll_interval.max(Duration::from_millis(10)),
             states: HashMap::new(),
             database_url: None,
+            notices: ChangeNotices::new(),
         }
+    }
+
+    /// Tells `notices` of every change once it is served.
+    pub fn notifying(mut self, notices: ChangeNotices) -> RootSync {
+        self.notices = notices;
+        self
     }
 
     /// Failures to reach the store are explained by connecting to `url` directly (see
@@ -380,6 +479,11 @@ impl RootSync {
             "environment loaded"
         );
         self.states.insert(key.to_owned(), state);
+        self.notices.send(ChangeNotice {
+            env: key.to_owned(),
+            kind: NoticeKind::Environment,
+            key: key.to_owned(),
+        });
         // Reading a whole environment parsed every stored document at once; that is gone now.
         crate::memory::release_free_pages();
         // Changes committed while the snapshot was read are applied now.
@@ -396,6 +500,7 @@ impl RootSync {
         if changes.is_empty() {
             return Ok(());
         }
+        let before = state.cursor;
         for change in &changes {
             if change.seq <= state.cursor {
                 continue;
@@ -405,6 +510,14 @@ impl RootSync {
         }
         let read = started.elapsed();
         state.publish();
+        // Told once served, so that whoever looks again on hearing it sees the change.
+        for change in changes.iter().filter(|c| c.seq > before) {
+            self.notices.send(ChangeNotice {
+                env: key.to_owned(),
+                kind: NoticeKind::of(&change.kind),
+                key: change.key.clone(),
+            });
+        }
         tracing::debug!(
             env = key,
             changes = changes.len(),

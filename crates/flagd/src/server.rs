@@ -291,7 +291,8 @@ pub async fn start_with_store(
         health,
         config.sync.timing(),
     )
-    .explained_by(config.database_url.clone());
+    .explained_by(config.database_url.clone())
+    .notifying(state.changes.clone());
     let first = match sync.connect().await {
         Ok(subscription) => Some(subscription),
         Err(e) => {

@@ -82,6 +82,9 @@ pub struct AppState {
     /// The typed flags a descriptor set declares (`--descriptors`), whose compiled defaults
     /// are the last fallback of evaluation; `None` without one.
     pub descriptors: Option<Arc<crate::descriptors::DescriptorWatcher>>,
+    /// The store's changes as root mode serves them, for the web UI's live pages (nothing is
+    /// sent in the other modes).
+    pub changes: crate::root::ChangeNotices,
 }
 
 impl AppState {
@@ -121,6 +124,7 @@ impl AppState {
             redis: config.redis.url.as_ref().map(|_| Arc::default()),
             big_segments: None,
             descriptors: None,
+            changes: crate::root::ChangeNotices::new(),
         }
     }
 }

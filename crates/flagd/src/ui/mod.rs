@@ -22,6 +22,7 @@ mod assets;
 mod evaluate;
 mod flags;
 mod layout;
+mod live;
 mod session;
 
 use std::sync::Arc;
@@ -78,6 +79,7 @@ pub fn ui_router(state: UiState) -> Router {
         )
         .route("/envs/{env}/flags/{key}/unkill", post(flags::unkill))
         .route("/envs/{env}/evaluate", get(evaluate::page))
+        .route("/envs/{env}/live", get(live::live))
         .fallback(layout::not_found)
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)

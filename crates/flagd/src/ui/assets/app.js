@@ -74,7 +74,11 @@
       var change = {};
       try { change = JSON.parse(event.data); } catch (e) { return; }
       var live = document.querySelector("[data-live-key]");
-      if (live && live.dataset.liveKey !== change.key) return;
+      // A page about one item (a flag: its own changes, kills and overrides; a segment: its
+      // own changes) looks again only for that item, or for the whole environment.
+      var kinds = live && (live.dataset.liveKind || "flag kill override").split(" ");
+      if (live && change.kind !== "environment" &&
+          (live.dataset.liveKey !== change.key || kinds.indexOf(change.kind) < 0)) return;
       if (dirty && live) {
         var notice = document.getElementById("changed-notice");
         if (notice) notice.hidden = false;
@@ -112,8 +116,9 @@
   document.addEventListener("DOMContentLoaded", function () {
     confirmForms();
     bind(document);
-    document.querySelectorAll("form[data-track-edits]").forEach(function (form) {
-      form.addEventListener("input", function () { dirty = true; });
+    // Delegated, so a form swapped in by a refresh is tracked too.
+    document.addEventListener("input", function (event) {
+      if (event.target.closest && event.target.closest("form[data-track-edits]")) dirty = true;
     });
     follow();
     document.documentElement.dataset.ready = "1";
