@@ -24,6 +24,7 @@ mod flags;
 mod layout;
 mod live;
 mod session;
+mod settings;
 
 use std::sync::Arc;
 
@@ -79,6 +80,10 @@ pub fn ui_router(state: UiState) -> Router {
         )
         .route("/envs/{env}/flags/{key}/unkill", post(flags::unkill))
         .route("/envs/{env}/evaluate", get(evaluate::page))
+        .route(
+            "/envs/{env}/settings",
+            get(settings::page).post(settings::save),
+        )
         .route("/envs/{env}/live", get(live::live))
         .fallback(layout::not_found)
         .layer(axum::middleware::from_fn(security_headers))
