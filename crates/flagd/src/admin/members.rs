@@ -19,12 +19,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use flags_eval::{big_segment_hash, big_segment_ref};
 use flags_store::{
-    BigSegmentMembers, MemberChange, MemberOp, MemberUpload, StoreError, StoredSegment,
+    Actor, BigSegmentMembers, MemberChange, MemberOp, MemberUpload, StoreError, StoredSegment,
     UploadError, validate,
 };
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -50,13 +51,29 @@ pub struct UploadQuery {
 /// What an upload did.
 #[derive(Debug, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Report {
-    lines: u64,
-    included: u64,
-    excluded: u64,
-    removed: u64,
-    generation: u64,
-    replaced: bool,
+pub(crate) struct Report {
+    /// Lines read (blank ones aside).
+    pub lines: u64,
+    /// Lines that include a key.
+    pub included: u64,
+    /// Lines that exclude a key.
+    pub excluded: u64,
+    /// Lines that remove a key.
+    pub removed: u64,
+    /// The generation written.
+    pub generation: u64,
+    /// Whether the upload replaced every member.
+    pub replaced: bool,
+}
+
+/// How an upload's lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineFormat {
+    /// `{"op":"include"|"exclude"|"remove","key":"..."}` on every line (the admin API).
+    Ndjson,
+    /// Those lines, or a bare key to include: a line that does not start with `{` is a key (a
+    /// file of keys, one a line, uploaded from the web UI).
+    KeysOrNdjson,
 }
 
 /// `POST /environments/{env}/segments/{key}/members`.
@@ -75,8 +92,38 @@ pub async fn upload(
         Some("true") => true,
         Some(_) => return Err(Problem::invalid("replace", "expected true or false")),
     };
-    let members = members_of(&state)?;
-    let segment = big_segment(&state, &env, &key).await?;
+    let body = request.into_body().into_data_stream();
+    let report = upload_members(
+        &state,
+        &principal.actor,
+        (&env, &key),
+        replace,
+        body,
+        LineFormat::Ndjson,
+    )
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+/// Reads the member lines of `body` into big segment `segment` = (env, key), as the admin
+/// API's upload does (see the module's comment): all or nothing, `replace` writing a new
+/// generation, the segment switched to the generation written. `actor` is recorded for that
+/// switch. The web UI's upload comes here too.
+pub(crate) async fn upload_members<S, E>(
+    state: &AdminState,
+    actor: &Actor,
+    (env, key): (&str, &str),
+    replace: bool,
+    body: S,
+    format: LineFormat,
+) -> Result<Report, Problem>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (env, key) = (env.to_owned(), key.to_owned());
+    let members = members_of(state)?;
+    let segment = big_segment(state, &env, &key).await?;
     let current = generation_of(&segment);
     let generation = match (replace, current) {
         (true, Some(g)) => g + 1,
@@ -92,7 +139,7 @@ pub async fn upload(
         ..Report::default()
     };
     let started = Instant::now();
-    read_lines(request, upload.as_mut(), &mut report).await?;
+    read_lines(body, format, upload.as_mut(), &mut report).await?;
     let read = started.elapsed();
 
     // Stored, then copied into Redis when flagd mirrors there.
@@ -149,7 +196,7 @@ pub async fn upload(
         doc["generation"] = json!(generation);
         state
             .store
-            .put_segment(&principal.actor, &env, &key, doc, Some(segment.version))
+            .put_segment(actor, &env, &key, doc, Some(segment.version))
             .await
             .map_err(|e| {
                 tracing::warn!(%env, segment = %key, error = %e,
@@ -173,8 +220,8 @@ pub async fn upload(
             clear_in_background(mirror, &env, &key, old).await;
         }
     }
-    synchronized(&state, members.as_ref(), &env).await;
-    Ok(Json(report).into_response())
+    synchronized(state, members.as_ref(), &env).await;
+    Ok(report)
 }
 
 /// An upload that adds the time spent in it to `spent`: the Redis copy's share of a commit.
@@ -211,12 +258,16 @@ impl MemberUpload for Timed {
 }
 
 /// Reads the body's lines into `upload`, [`CHUNK`] at a time, counting them in `report`.
-async fn read_lines(
-    request: Request,
+async fn read_lines<S, E>(
+    mut body: S,
+    format: LineFormat,
     upload: &mut dyn MemberUpload,
     report: &mut Report,
-) -> Result<(), Problem> {
-    let mut body = request.into_body().into_data_stream();
+) -> Result<(), Problem>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
     let mut lines = LineSplitter::default();
     let mut changes: Vec<MemberChange> = Vec::with_capacity(CHUNK);
     let mut line_no = 0u64;
@@ -231,7 +282,7 @@ async fn read_lines(
         let mut rest: &[u8] = &chunk;
         while let Some(line) = lines.next_line(&mut rest, line_no + 1)? {
             line_no += 1;
-            if let Some(change) = parse_line(&line, line_no)? {
+            if let Some(change) = parse_line(&line, line_no, format)? {
                 report.count(change.op);
                 changes.push(change);
             }
@@ -243,7 +294,7 @@ async fn read_lines(
     }
     if let Some(line) = lines.finish() {
         line_no += 1;
-        if let Some(change) = parse_line(&line, line_no)? {
+        if let Some(change) = parse_line(&line, line_no, format)? {
             report.count(change.op);
             changes.push(change);
         }
@@ -309,8 +360,13 @@ fn check_length(line: &[u8], line_no: u64) -> Result<(), Problem> {
     Ok(())
 }
 
-/// One line: `{"op":"include"|"exclude"|"remove","key":"..."}`; blank lines give `None`.
-fn parse_line(line: &[u8], line_no: u64) -> Result<Option<MemberChange>, Problem> {
+/// One line: `{"op":"include"|"exclude"|"remove","key":"..."}` (or, in
+/// [`LineFormat::KeysOrNdjson`], a key to include); blank lines give `None`.
+fn parse_line(
+    line: &[u8],
+    line_no: u64,
+    format: LineFormat,
+) -> Result<Option<MemberChange>, Problem> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Line<'a> {
@@ -323,6 +379,14 @@ fn parse_line(line: &[u8], line_no: u64) -> Result<Option<MemberChange>, Problem
         return Ok(None);
     }
     let at = || format!("line {line_no}");
+    if format == LineFormat::KeysOrNdjson && line.trim_ascii_start().first() != Some(&b'{') {
+        let key = std::str::from_utf8(line.trim_ascii())
+            .map_err(|_| Problem::invalid(at(), "not UTF-8 text"))?;
+        return Ok(Some(MemberChange {
+            op: MemberOp::Include,
+            context_hash: big_segment_hash(key),
+        }));
+    }
     let parsed: Line<'_> = serde_json::from_slice(line).map_err(|e| {
         Problem::invalid(
             at(),
@@ -501,20 +565,31 @@ mod tests {
     }
 
     fn problem(line: &str) -> String {
-        parse_line(line.as_bytes(), 7).unwrap_err().detail.clone()
+        parse_line(line.as_bytes(), 7, LineFormat::Ndjson)
+            .unwrap_err()
+            .detail
+            .clone()
     }
 
     #[test]
     fn lines_are_read_or_refused_with_their_number() {
-        let change = parse_line(br#"{"op":"exclude","key":"user-key"}"#, 1)
-            .unwrap()
-            .unwrap();
+        let change = parse_line(
+            br#"{"op":"exclude","key":"user-key"}"#,
+            1,
+            LineFormat::Ndjson,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(change.op, MemberOp::Exclude);
         assert_eq!(
             change.context_hash,
             "CEXjZY7cHJG/ydFy7q4+YEFwVrG3/pkJwA4FAjrbfx0="
         );
-        assert!(parse_line(b"  \r", 1).unwrap().is_none());
+        assert!(
+            parse_line(b"  \r", 1, LineFormat::Ndjson)
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(
             problem(r#"{"op":"add","key":"a"}"#),
             r#"line 7: unknown op "add"; use include, exclude or remove"#
@@ -529,5 +604,33 @@ mod tests {
         );
         assert!(problem("{not json").starts_with("line 7: not an object like"));
         assert!(problem(r#"{"op":"include","key":"a","kye":1}"#).contains("unknown field"));
+        // Only NDJSON through the API: a bare key is a mistake there.
+        assert!(problem("user-key").starts_with("line 7: not an object like"));
+    }
+
+    #[test]
+    fn a_file_of_keys_includes_each_key() {
+        let keys = |line: &str| parse_line(line.as_bytes(), 3, LineFormat::KeysOrNdjson).unwrap();
+        let bare = keys(" user-key\r").unwrap();
+        assert_eq!(bare.op, MemberOp::Include);
+        let ndjson = parse_line(
+            br#"{"op":"include","key":"user-key"}"#,
+            1,
+            LineFormat::Ndjson,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(bare.context_hash, ndjson.context_hash);
+        assert_eq!(
+            keys(r#"{"op":"remove","key":"user-key"}"#).unwrap().op,
+            MemberOp::Remove
+        );
+        assert!(keys("   ").is_none());
+        assert!(
+            parse_line(b"{oops", 3, LineFormat::KeysOrNdjson)
+                .unwrap_err()
+                .detail
+                .starts_with("line 3: not an object like")
+        );
     }
 }

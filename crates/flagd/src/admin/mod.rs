@@ -28,6 +28,7 @@ use flags_store::AdminStore;
 
 pub use auth::Principal;
 pub(crate) use auth::authenticate_secret;
+pub(crate) use members::{LineFormat, Report as MemberReport, upload_members};
 pub use openapi::openapi_document;
 pub use patch::merge_patch;
 pub use problem::{PROBLEM_JSON, Problem, ProblemDetails, UNAVAILABLE_RETRY_AFTER_SECS};

@@ -23,13 +23,14 @@ mod evaluate;
 mod flags;
 mod layout;
 mod live;
+mod segments;
 mod session;
 mod settings;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -79,6 +80,19 @@ pub fn ui_router(state: UiState) -> Router {
             get(flags::kill_confirmation).post(flags::kill),
         )
         .route("/envs/{env}/flags/{key}/unkill", post(flags::unkill))
+        .route(
+            "/envs/{env}/segments",
+            get(segments::list).post(segments::create),
+        )
+        .route(
+            "/envs/{env}/segments/{key}",
+            get(segments::detail).post(segments::edit),
+        )
+        // Read as a stream, however long: no limit on the whole body.
+        .route(
+            "/envs/{env}/segments/{key}/members",
+            post(segments::upload).layer(DefaultBodyLimit::disable()),
+        )
         .route("/envs/{env}/evaluate", get(evaluate::page))
         .route(
             "/envs/{env}/settings",

@@ -124,3 +124,63 @@
     document.documentElement.dataset.ready = "1";
   });
 })();
+
+// --- segments, live ---
+// A big segment's members file goes up with a progress bar: the file alone as the body, the
+// CSRF token in a header. Without this script the form posts it as multipart/form-data.
+(function () {
+  function upload(form, event) {
+    var input = form.querySelector("input[type=file]");
+    var file = input && input.files && input.files[0];
+    if (!file || !window.XMLHttpRequest) return;
+    event.preventDefault();
+    var progress = form.querySelector("progress");
+    var result = form.querySelector("output");
+    var button = form.querySelector("button[type=submit]");
+    var replace = form.querySelector("input[name=replace]");
+    var token = form.querySelector("input[name=_csrf]");
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action + (replace && replace.checked ? "?replace=true" : ""));
+    xhr.setRequestHeader("X-CSRF-Token", token ? token.value : "");
+    xhr.setRequestHeader("Content-Type", "application/octet-stream");
+    if (progress) {
+      progress.hidden = false;
+      progress.value = 0;
+    }
+    if (result) {
+      result.textContent = "Uploading " + file.name + "…";
+      result.classList.remove("error");
+    }
+    if (button) button.disabled = true;
+    xhr.upload.onprogress = function (e) {
+      if (progress && e.lengthComputable) progress.value = Math.round((e.loaded / e.total) * 100);
+    };
+    function failed(message) {
+      if (button) button.disabled = false;
+      if (progress) progress.hidden = true;
+      if (result) {
+        result.textContent = message;
+        result.classList.add("error");
+      }
+    }
+    xhr.onload = function () {
+      var answer = {};
+      try { answer = JSON.parse(xhr.responseText); } catch (e) { answer = {}; }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        if (progress) progress.value = 100;
+        if (result) result.textContent = answer.message || "Uploaded.";
+        // The page again, with the message and the new generation.
+        location.assign(answer.location || location.href);
+      } else {
+        failed(answer.message || ("The upload failed (" + xhr.status + "). Nothing was changed."));
+      }
+    };
+    xhr.onerror = function () { failed("The upload could not reach flagd. Nothing was changed."); };
+    xhr.send(file);
+  }
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form instanceof HTMLFormElement && form.matches("form[data-upload]")) upload(form, event);
+  });
+})();
