@@ -361,7 +361,15 @@ pub fn refusal(error: StoreError) -> String {
     let problem = crate::admin::Problem::from_store(error, false);
     let mut text = problem.detail.clone();
     for (path, message) in &problem.errors {
-        text.push_str(&format!(" {path}: {message}."));
+        // A single problem is the detail itself: say it once.
+        let item = if path.is_empty() {
+            message.clone()
+        } else {
+            format!("{path}: {message}")
+        };
+        if !text.contains(&item) {
+            text.push_str(&format!(" {item}."));
+        }
     }
     text
 }
