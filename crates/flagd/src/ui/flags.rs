@@ -442,7 +442,7 @@ fn flag_row(chrome: &Chrome, row: &Row<'_>, last: Option<&(String, u64)>, now: u
                             button type="submit" aria-label=(format!("Unkill {key}")) { "Unkill" }
                         }
                     } @else {
-                        (kill_form(chrome, key, &url))
+                        (kill_form(chrome, key, &url, None))
                     }
                 }
             }
@@ -451,14 +451,18 @@ fn flag_row(chrome: &Chrome, row: &Row<'_>, last: Option<&(String, u64)>, now: u
 }
 
 /// The kill button of one flag: with the script, a dialog asks first; without, the server's
-/// confirmation page does. Both name the environment.
-pub fn kill_form(chrome: &Chrome, key: &str, flag_url: &str) -> Markup {
+/// confirmation page does. Both name the environment. `back`: the page to return to (else the
+/// list).
+pub fn kill_form(chrome: &Chrome, key: &str, flag_url: &str, back: Option<&str>) -> Markup {
     let question = format!("Kill {key} in {}?", chrome.env_name());
     html! {
         form method="post" action=(format!("{flag_url}/kill"))
             data-confirm=(question)
             data-confirm-button=(format!("Kill {key} in {}", chrome.env_name())) {
             input type="hidden" name="_csrf" value=(chrome.csrf());
+            @if let Some(back) = back {
+                input type="hidden" name="back" value=(back);
+            }
             button.danger type="submit" aria-label=(format!("Kill {key}")) { "Kill" }
         }
     }
@@ -470,6 +474,7 @@ pub async fn kill_confirmation(
     State(state): State<UiState>,
     visitor: Visitor,
     Path((env, key)): Path<(String, String)>,
+    Query(back): Query<Back>,
 ) -> Response {
     let chrome = match Chrome::load(&state, visitor, &env).await {
         Ok(chrome) => chrome,
@@ -490,6 +495,9 @@ pub async fn kill_confirmation(
         form method="post" action=(format!("{url}/kill")) {
             input type="hidden" name="_csrf" value=(chrome.csrf());
             input type="hidden" name="confirm" value="1";
+            @if let Some(back) = back.back.filter(|b| is_own_page(b)) {
+                input type="hidden" name="back" value=(back);
+            }
             button.danger type="submit" { "Kill " (key) " in " (env_name) }
             " "
             a href=(url) { "Cancel" }
@@ -505,11 +513,16 @@ pub async fn kill(
     posted: Posted,
 ) -> Response {
     if posted.form.get("confirm") != Some("1") {
-        let url = format!(
+        let mut url = format!(
             "/ui/envs/{}/flags/{}/kill",
             path_segment(&env),
             path_segment(&key)
         );
+        // The confirmation page returns where the button was, too.
+        if let Some(back) = posted_back(&posted.form) {
+            url.push_str("?back=");
+            url.push_str(&path_segment(&back));
+        }
         return Redirect::to(&url).into_response();
     }
     set_killed(state, env, key, posted, true).await
@@ -559,8 +572,18 @@ async fn set_killed(
 /// The page a form asks to return to (`back`), when it is one of the UI's own.
 pub fn posted_back(form: &super::session::Form) -> Option<String> {
     form.get("back")
-        .filter(|b| b.starts_with("/ui/") && !b.starts_with("//") && !b.contains("://"))
+        .filter(|b| is_own_page(b))
         .map(str::to_owned)
+}
+
+/// Where the kill confirmation returns to.
+#[derive(Debug, Default, Deserialize)]
+pub struct Back {
+    back: Option<String>,
+}
+
+fn is_own_page(url: &str) -> bool {
+    url.starts_with("/ui/") && !url.starts_with("//") && !url.contains("://")
 }
 
 /// The document of a new flag of `kind`: off, serving its second variation when off and its
