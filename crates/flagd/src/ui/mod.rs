@@ -20,6 +20,8 @@
 
 mod assets;
 mod evaluate;
+mod audit;
+mod diff;
 mod flags;
 mod layout;
 mod live;
@@ -99,6 +101,8 @@ pub fn ui_router(state: UiState) -> Router {
             get(settings::page).post(settings::save),
         )
         .route("/envs/{env}/live", get(live::live))
+        .route("/envs/{env}/flags/{key}/audit", get(audit::flag_log))
+        .route("/envs/{env}/audit", get(audit::env_log))
         .fallback(layout::not_found)
         .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
