@@ -19,9 +19,11 @@
 #![allow(clippy::result_large_err)]
 
 mod assets;
-mod evaluate;
 mod audit;
 mod diff;
+mod editor;
+mod evaluate;
+mod flag;
 mod flags;
 mod layout;
 mod live;
@@ -101,6 +103,20 @@ pub fn ui_router(state: UiState) -> Router {
             get(settings::page).post(settings::save),
         )
         .route("/envs/{env}/live", get(live::live))
+        .route(
+            "/envs/{env}/flags/{key}",
+            get(flag::detail).post(flag::save_targeting),
+        )
+        .route("/envs/{env}/flags/{key}/json", post(flag::save_json))
+        .route("/envs/{env}/flags/{key}/state", post(flag::set_on))
+        .route(
+            "/envs/{env}/flags/{key}/overrides",
+            post(flag::add_override),
+        )
+        .route(
+            "/envs/{env}/flags/{key}/overrides/remove",
+            post(flag::remove_override),
+        )
         .route("/envs/{env}/flags/{key}/audit", get(audit::flag_log))
         .route("/envs/{env}/audit", get(audit::env_log))
         .fallback(layout::not_found)

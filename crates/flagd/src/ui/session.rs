@@ -320,6 +320,11 @@ impl Form {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// Every field, in the order posted.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
 }
 
 fn form_urlencoded_pairs(body: &[u8]) -> Vec<(String, String)> {

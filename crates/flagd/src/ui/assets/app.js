@@ -184,3 +184,12 @@
     if (form instanceof HTMLFormElement && form.matches("form[data-upload]")) upload(form, event);
   });
 })();
+// --- flag editor ---
+// A form shown again with edits that are not saved yet (after Add rule, or a refused save)
+// counts as edited from the start: a live change of the flag then shows the notice instead of
+// replacing the form. Registered after the listeners above, which count the edits.
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form[data-pending]").forEach(function (form) {
+    form.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+});
