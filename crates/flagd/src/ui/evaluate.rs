@@ -250,7 +250,7 @@ fn result(outcome: &Outcome) -> Markup {
                     p.muted { "No flags." }
                 }
                 h3 { "Raw JSON" }
-                pre #raw-result { (String::from_utf8_lossy(body)) }
+                pre #raw-result tabindex="0" { (String::from_utf8_lossy(body)) }
             }
         }
     }

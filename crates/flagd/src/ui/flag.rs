@@ -381,11 +381,11 @@ async fn conflict(state: &UiState, chrome: &Chrome, key: &str, yours: Value) -> 
         div.side-by-side {
             section aria-labelledby="theirs-h" {
                 h2 #theirs-h { "Theirs (version " (theirs.version) ")" }
-                pre { code { (pretty(&theirs.doc)) } }
+                pre tabindex="0" aria-label="Their version" { code { (pretty(&theirs.doc)) } }
             }
             section aria-labelledby="yours-h" {
                 h2 #yours-h { "Yours" }
-                pre { code { (yours_text) } }
+                pre tabindex="0" aria-label="Your version" { code { (yours_text) } }
             }
         }
         form.inline method="post" action=(format!("{url}/json")) {
@@ -485,7 +485,9 @@ async fn render(
         div #flag-detail data-live-key=(key) {
             div #changed-notice .flash.error role="alert" hidden {
                 "This flag changed since you opened it. "
-                a href=(url) { "Reload" }
+                form.inline-button method="get" action=(url) {
+                    button type="submit" { "Reload" }
+                }
             }
             h1 { (flag_name(&flag)) }
             p.muted { code { (key) } " in " (chrome.env_name()) }

@@ -1,12 +1,12 @@
 //! The flag list: search, filters, each flag's state and last change, creating flags, and the
 //! kill switch.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use flags_store::{ListFilter, StoredFlag};
+use flags_store::{LastChange, ListFilter, StoredFlag};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -272,7 +272,10 @@ pub async fn list(
         Ok(killed) => killed.into_iter().collect(),
         Err(e) => return layout::store_error(e),
     };
-    let last = last_changes(&state, &env).await;
+    let last = match store.flag_last_changes(&env).await {
+        Ok(last) => last,
+        Err(e) => return layout::store_error(e),
+    };
     let now = now_ms();
     let query = filters.q.trim().to_lowercase();
     let mut all_tags: Vec<&str> = flags
@@ -410,27 +413,24 @@ pub async fn list(
     chrome.page(StatusCode::OK, Section::Flags, "Flags", main)
 }
 
-/// The last change of each flag, by key; empty when the store cannot say.
-async fn last_changes(_state: &UiState, _env: &str) -> HashMap<String, (String, u64)> {
-    HashMap::new()
-}
-
-fn flag_row(chrome: &Chrome, row: &Row<'_>, last: Option<&(String, u64)>, now: u64) -> Markup {
+fn flag_row(chrome: &Chrome, row: &Row<'_>, last: Option<&LastChange>, now: u64) -> Markup {
     let (state, class) = row.state();
     let key = &row.flag.key;
     let url = chrome.url(&format!("/flags/{}", path_segment(key)));
     html! {
         tr {
             th scope="row" {
-                a href=(url) { (row.name) }
-                @if row.name != key { br; code.muted { (key) } }
+                a href=(url) {
+                    (row.name)
+                    @if row.name != key { br; code.muted { (key) } }
+                }
                 @if row.stale { " " span.state.archived { "Stale" } }
             }
             td { span.state.(class) { (state) } }
             td { (row.serves) }
             td {
                 @match last {
-                    Some((actor, at)) => { (when(*at, now)) " by " (actor) }
+                    Some(last) => { (when(last.at, now)) " by " (last.actor.name) }
                     None => { (when(row.flag.updated_at, now)) }
                 }
             }

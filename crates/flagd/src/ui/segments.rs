@@ -392,11 +392,11 @@ async fn conflict_page(state: &UiState, chrome: &Chrome, key: &str, mine: &Value
         div.side-by-side {
             section aria-labelledby="theirs" {
                 h2 #theirs { "Theirs (version " (theirs.version) ")" }
-                pre { (pretty(&theirs.doc)) }
+                pre tabindex="0" aria-label="Their version" { (pretty(&theirs.doc)) }
             }
             section aria-labelledby="yours" {
                 h2 #yours { "Yours" }
-                pre { (pretty(mine)) }
+                pre tabindex="0" aria-label="Your version" { (pretty(mine)) }
             }
         }
         form.inline method="post" action=(url) {

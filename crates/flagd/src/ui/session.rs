@@ -409,9 +409,12 @@ pub async fn sign_in(State(state): State<UiState>, request: Request) -> Response
         Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => layout::unavailable(),
         Err(problem) if problem.status == StatusCode::FORBIDDEN => sign_in_form(
             StatusCode::FORBIDDEN,
-            Some("An SDK key cannot sign in: use an admin key."),
+            Some("Sign-in refused: an SDK key cannot sign in; use an admin key."),
         ),
-        Err(_) => sign_in_form(StatusCode::UNAUTHORIZED, Some("Unknown or revoked key.")),
+        Err(_) => sign_in_form(
+            StatusCode::UNAUTHORIZED,
+            Some("Sign-in refused: unknown or revoked key."),
+        ),
     }
 }
 

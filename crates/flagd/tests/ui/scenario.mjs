@@ -58,7 +58,7 @@ await main('scenario', async (browser) => {
   const alice = await newUser(browser, 'alice');
 
   await step('not signed in, /ui/ leads to the sign-in page', async () => {
-    await open(alice, '/ui/', { redirectedTo: '/ui/sign-in', name: 'sign-in' });
+    await open(alice, '/ui', { redirectedTo: '/ui/sign-in', name: 'sign-in' });
     await expectHeading(alice, 'Sign in');
   });
 
