@@ -8,8 +8,6 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::layout;
-
 const APP_CSS: &str = include_str!("assets/app.css");
 const APP_JS: &str = include_str!("assets/app.js");
 
@@ -60,17 +58,13 @@ pub async fn serve(Path(name): Path<String>, Query(banner): Query<Banner>) -> Re
     if name == "banner.css" {
         // The environment's colour, with black or white text, whichever reads better.
         let color = banner.c.map(|c| format!("#{c}"));
-        let (background, text) = layout::banner_colours(color.as_deref());
+        let (background, text) = banner_colours(color.as_deref());
         let css = format!(".env-banner{{background:{background};color:{text}}}\n");
         return cached("text/css; charset=utf-8", css);
     }
     match ASSETS.iter().find(|(n, ..)| *n == name) {
         Some((_, content_type, body, _)) => cached(content_type, (*body).to_owned()),
-        None => layout::error_page(
-            StatusCode::NOT_FOUND,
-            "Not found",
-            "There is no such asset.",
-        ),
+        None => (StatusCode::NOT_FOUND, "there is no such asset").into_response(),
     }
 }
 
@@ -83,4 +77,58 @@ fn cached(content_type: &'static str, body: String) -> Response {
         HeaderValue::from_static("public, max-age=31536000, immutable"),
     );
     response
+}
+
+/// The banner's background, and black or white text, whichever contrasts more with it.
+pub fn banner_colours(color: Option<&str>) -> (String, &'static str) {
+    let Some(rgb) = color.and_then(parse_hex) else {
+        return ("#24292f".to_owned(), "#ffffff");
+    };
+    let luminance = relative_luminance(rgb);
+    // Contrast with white is 1.05 / (L + 0.05), with black (L + 0.05) / 0.05.
+    let text = if 1.05 / (luminance + 0.05) >= (luminance + 0.05) / 0.05 {
+        "#ffffff"
+    } else {
+        "#000000"
+    };
+    (format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]), text)
+}
+
+fn parse_hex(color: &str) -> Option<[u8; 3]> {
+    let hex = color.strip_prefix('#')?;
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
+    Some([byte(0)?, byte(2)?, byte(4)?])
+}
+
+/// WCAG 2's relative luminance of an sRGB colour.
+fn relative_luminance(rgb: [u8; 3]) -> f64 {
+    let channel = |c: u8| {
+        let c = f64::from(c) / 255.0;
+        if c <= 0.039_28 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    0.2126 * channel(rgb[0]) + 0.7152 * channel(rgb[1]) + 0.0722 * channel(rgb[2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn banner_text_contrasts_with_the_colour() {
+        assert_eq!(banner_colours(Some("#0550ae")).1, "#ffffff");
+        assert_eq!(banner_colours(Some("#ffd33d")).1, "#000000");
+        assert_eq!(
+            banner_colours(Some("#FFFFFF")),
+            ("#ffffff".to_owned(), "#000000")
+        );
+        assert_eq!(banner_colours(Some("red")).0, "#24292f");
+        assert_eq!(banner_colours(None).1, "#ffffff");
+    }
 }

@@ -1,40 +1,15 @@
 //! The frame of every page: the environment banner, navigation, messages, and the error pages.
 
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use flags_store::{Environment, StoreError};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, html};
 
 use super::UiState;
 use super::assets;
+pub use super::page::{Flash, bare_page, error_page, unavailable};
+use super::page::{document, flash_markup, respond};
 use super::session::Visitor;
-
-/// A message shown once on the next page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flash {
-    /// An error, or a success.
-    pub error: bool,
-    /// What to say.
-    pub text: String,
-}
-
-impl Flash {
-    /// Something went well.
-    pub fn done(text: impl Into<String>) -> Flash {
-        Flash {
-            error: false,
-            text: text.into(),
-        }
-    }
-
-    /// Something went wrong.
-    pub fn error(text: impl Into<String>) -> Flash {
-        Flash {
-            error: true,
-            text: text.into(),
-        }
-    }
-}
 
 /// Which part of the UI a page belongs to, for the navigation's current item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +103,7 @@ impl Chrome {
         main: Markup,
     ) -> Response {
         let flash = self.visitor.session.take_flash();
-        let (background, _) = banner_colours(env_color(&self.env));
+        let (background, _) = assets::banner_colours(env_color(&self.env));
         let nav = [
             (Section::Flags, "Flags", "/flags"),
             (Section::Segments, "Segments", "/segments"),
@@ -204,43 +179,6 @@ pub fn display_name(env: &Environment) -> &str {
     }
 }
 
-/// The banner's background, and black or white text, whichever contrasts more with it.
-pub fn banner_colours(color: Option<&str>) -> (String, &'static str) {
-    let Some(rgb) = color.and_then(parse_hex) else {
-        return ("#24292f".to_owned(), "#ffffff");
-    };
-    let luminance = relative_luminance(rgb);
-    // Contrast with white is 1.05 / (L + 0.05), with black (L + 0.05) / 0.05.
-    let text = if 1.05 / (luminance + 0.05) >= (luminance + 0.05) / 0.05 {
-        "#ffffff"
-    } else {
-        "#000000"
-    };
-    (format!("#{:02x}{:02x}{:02x}", rgb[0], rgb[1], rgb[2]), text)
-}
-
-fn parse_hex(color: &str) -> Option<[u8; 3]> {
-    let hex = color.strip_prefix('#')?;
-    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
-    Some([byte(0)?, byte(2)?, byte(4)?])
-}
-
-/// WCAG 2's relative luminance of an sRGB colour.
-fn relative_luminance(rgb: [u8; 3]) -> f64 {
-    let channel = |c: u8| {
-        let c = f64::from(c) / 255.0;
-        if c <= 0.039_28 {
-            c / 12.92
-        } else {
-            ((c + 0.055) / 1.055).powf(2.4)
-        }
-    };
-    0.2126 * channel(rgb[0]) + 0.7152 * channel(rgb[1]) + 0.0722 * channel(rgb[2])
-}
-
 /// A path segment with everything but unreserved characters escaped.
 pub fn path_segment(raw: &str) -> String {
     percent_encoding::utf8_percent_encode(raw, SEGMENT).to_string()
@@ -251,85 +189,6 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
-
-fn flash_markup(flash: Option<&Flash>) -> Markup {
-    html! {
-        @if let Some(flash) = flash {
-            @if flash.error {
-                div.flash.error role="alert" { (flash.text) }
-            } @else {
-                div.flash.done role="status" { (flash.text) }
-            }
-        }
-    }
-}
-
-/// The HTML document around `body`; `live`: the page's change feed, which app.js follows;
-/// `banner`: the environment's colour (a stylesheet of its own: the policy allows no inline
-/// styles).
-fn document(title: &str, live: Option<&str>, banner: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " · flagd" }
-                link rel="stylesheet" href=(assets::url("app.css"));
-                link rel="stylesheet" href=(assets::banner_url(banner));
-                script src=(assets::url("app.js")) defer {}
-            }
-            body data-live=[live] {
-                a.skip href="#main" { "Skip to content" }
-                (body)
-            }
-        }
-    }
-}
-
-/// A page outside any environment (sign-in, errors).
-pub fn bare_page(status: StatusCode, title: &str, main: Markup) -> Response {
-    let body = html! {
-        header.top {
-            div.env-banner {
-                strong { "flagd" }
-            }
-        }
-        main #main tabindex="-1" { (main) }
-    };
-    respond(status, document(title, None, &banner_colours(None).0, body))
-}
-
-fn respond(status: StatusCode, markup: Markup) -> Response {
-    let mut response = (status, PreEscaped(markup.into_string()).0).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    response
-}
-
-/// A page that says what went wrong, with a way back.
-pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
-    bare_page(
-        status,
-        title,
-        html! {
-            h1 { (title) }
-            div.flash.error role="alert" { (message) }
-            p { a href="/ui" { "Back to flagd" } }
-        },
-    )
-}
-
-/// The store did not answer.
-pub fn unavailable() -> Response {
-    error_page(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "The database is unreachable; nothing was changed. Try again in a moment.",
-    )
-}
 
 /// What a store error means to someone in a browser: the page to show.
 pub fn store_error(error: StoreError) -> Response {
@@ -386,18 +245,6 @@ pub async fn not_found() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn banner_text_contrasts_with_the_colour() {
-        assert_eq!(banner_colours(Some("#0550ae")).1, "#ffffff");
-        assert_eq!(banner_colours(Some("#ffd33d")).1, "#000000");
-        assert_eq!(
-            banner_colours(Some("#FFFFFF")),
-            ("#ffffff".to_owned(), "#000000")
-        );
-        assert_eq!(banner_colours(Some("red")).0, "#24292f");
-        assert_eq!(banner_colours(None).1, "#ffffff");
-    }
 
     #[test]
     fn path_segments_are_escaped() {

@@ -27,6 +27,7 @@ mod flag;
 mod flags;
 mod layout;
 mod live;
+mod page;
 mod segments;
 mod session;
 mod settings;

@@ -26,29 +26,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::UiState;
+use super::editor::OPERATORS;
 use super::flags::{now_ms, when};
 use super::layout::{self, Chrome, Flash, Section, path_segment};
 use super::session::{Form, Posted, Visitor, check_csrf, check_same_site};
 use crate::admin::{LineFormat, MemberReport, upload_members};
-
-/// Every operator a clause can have, as LaunchDarkly names them.
-pub const OPERATORS: [&str; 15] = [
-    "in",
-    "endsWith",
-    "startsWith",
-    "matches",
-    "contains",
-    "lessThan",
-    "lessThanOrEqual",
-    "greaterThan",
-    "greaterThanOrEqual",
-    "before",
-    "after",
-    "semVerEqual",
-    "semVerLessThan",
-    "semVerGreaterThan",
-    "segmentMatch",
-];
 
 /// Rules and clauses read from one form at most: far more than anyone edits by hand, and a
 /// bound on the work a posted form can cause.

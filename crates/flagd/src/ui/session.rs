@@ -24,7 +24,7 @@ use maud::html;
 use subtle::ConstantTimeEq;
 
 use super::UiState;
-use super::layout::{self, Flash};
+use super::page::{self, Flash};
 use crate::admin::{Principal, authenticate_secret};
 
 /// Sessions kept at most; signing in past this first forgets the expired ones, then the oldest.
@@ -190,7 +190,7 @@ impl FromRequestParts<UiState> for Visitor {
                     .insert(header::SET_COOKIE, set_cookie(state, "", Duration::ZERO));
                 response
             } else {
-                layout::error_page(
+                page::error_page(
                     StatusCode::UNAUTHORIZED,
                     "Signed out",
                     "Your session has ended; sign in again. Nothing was changed.",
@@ -205,7 +205,7 @@ impl FromRequestParts<UiState> for Visitor {
         match authenticate_secret(&state.admin, &session.secret).await {
             Ok(principal) => Ok(Visitor { session, principal }),
             Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => {
-                Err(layout::unavailable())
+                Err(page::unavailable())
             }
             Err(_) => {
                 // The key was revoked: its sessions end.
@@ -239,7 +239,7 @@ impl FromRequest<UiState> for Posted {
             .await
             .map_err(IntoResponse::into_response)?;
         if bytes.len() > MAX_FORM_BYTES {
-            return Err(layout::error_page(
+            return Err(page::error_page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too large",
                 "The form is larger than 4 MB. Nothing was changed.",
@@ -255,7 +255,7 @@ impl FromRequest<UiState> for Posted {
 /// `Origin` whose host is not the one asked.
 pub fn check_same_site(headers: &HeaderMap, secure: bool) -> Result<(), Response> {
     let refuse = |why: &str| {
-        Err(layout::error_page(
+        Err(page::error_page(
             StatusCode::FORBIDDEN,
             "Refused",
             &format!("{why} Nothing was changed."),
@@ -289,7 +289,7 @@ pub fn check_same_site(headers: &HeaderMap, secure: bool) -> Result<(), Response
 pub fn check_csrf(session: &Session, token: Option<&str>) -> Result<(), Response> {
     let token = token.unwrap_or_default();
     if token.is_empty() || !bool::from(token.as_bytes().ct_eq(session.csrf.as_bytes())) {
-        return Err(layout::error_page(
+        return Err(page::error_page(
             StatusCode::FORBIDDEN,
             "Refused",
             "This form is out of date or did not come from this page (its CSRF token is \
@@ -372,7 +372,7 @@ fn sign_in_form(status: StatusCode, error: Option<&str>) -> Response {
             button type="submit" { "Sign in" }
         }
     };
-    layout::bare_page(status, "Sign in", main)
+    page::bare_page(status, "Sign in", main)
 }
 
 /// `POST /ui/sign-in`: checks the key, starts a session, sets its cookie.
@@ -406,7 +406,7 @@ pub async fn sign_in(State(state): State<UiState>, request: Request) -> Response
             );
             response
         }
-        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => layout::unavailable(),
+        Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => page::unavailable(),
         Err(problem) if problem.status == StatusCode::FORBIDDEN => sign_in_form(
             StatusCode::FORBIDDEN,
             Some("Sign-in refused: an SDK key cannot sign in; use an admin key."),

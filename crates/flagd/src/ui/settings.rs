@@ -8,7 +8,8 @@ use flags_store::EnvironmentUpdate;
 use maud::html;
 
 use super::UiState;
-use super::layout::{self, Chrome, Flash, Section, banner_colours, display_name, env_color};
+use super::assets::banner_colours;
+use super::layout::{self, Chrome, Flash, Section, display_name, env_color};
 use super::session::{Posted, Visitor};
 
 /// `GET /ui/envs/{env}/settings`.
