@@ -445,8 +445,6 @@ struct Ui {
     http: reqwest::Client,
     /// An SDK key of [`ENV`], for the native evaluation API.
     sdk_key: String,
-    /// The environment's colour, when this build's admin API takes one.
-    color: Option<&'static str>,
 }
 
 /// Form fields or headers: names and values.
@@ -489,9 +487,8 @@ impl Ui {
             runtime,
             http,
             sdk_key: String::new(),
-            color: None,
         };
-        ui.color = ui.create_environment();
+        ui.create_environment();
         let (status, created) = ui.admin(
             reqwest::Method::POST,
             &format!("/environments/{ENV}/keys"),
@@ -502,26 +499,11 @@ impl Ui {
         ui
     }
 
-    /// Creates [`ENV`] with its display name and colour. A build whose environments have no
-    /// colour yet refuses the field; the environment is then made without one, and the browser
-    /// tests are told so (`FLAGD_ENV_COLOR` empty) rather than checking a colour that cannot be.
-    fn create_environment(&self) -> Option<&'static str> {
-        let with_color = json!({"key": ENV, "name": ENV_NAME, "color": ENV_COLOR});
-        let (status, answer) =
-            self.admin(reqwest::Method::POST, "/environments", Some(&with_color));
-        if status == 201 {
-            return Some(ENV_COLOR);
-        }
-        assert!(
-            status == 400 && answer.to_string().contains("color"),
-            "creating {ENV}: {status} {answer}"
-        );
-        // No colour field in this build's environments: remove this fallback once it has one.
-        eprintln!("this flagd takes no environment colour ({answer}); {ENV} is made without");
-        let plain = json!({"key": ENV, "name": ENV_NAME});
-        let (status, answer) = self.admin(reqwest::Method::POST, "/environments", Some(&plain));
+    /// Creates [`ENV`] with its display name and colour.
+    fn create_environment(&self) {
+        let env = json!({"key": ENV, "name": ENV_NAME, "color": ENV_COLOR});
+        let (status, answer) = self.admin(reqwest::Method::POST, "/environments", Some(&env));
         assert_eq!(status, 201, "creating {ENV}: {answer}");
-        None
     }
 
     fn url(&self) -> String {
@@ -730,7 +712,7 @@ impl Ui {
             .env("FLAGD_SDK_KEY", &self.sdk_key)
             .env("FLAGD_ENV", ENV)
             .env("FLAGD_ENV_NAME", ENV_NAME)
-            .env("FLAGD_ENV_COLOR", self.color.unwrap_or_default())
+            .env("FLAGD_ENV_COLOR", ENV_COLOR)
             .env("CHROMIUM", CHROMIUM)
             .env("SCREENSHOT_DIR", &shots)
             .env("NODE_PATH", &modules)

@@ -7,8 +7,7 @@
 //   FLAGD_URL        the flagd under test, `http://127.0.0.1:PORT`
 //   FLAGD_ADMIN_KEY  its bootstrap admin key
 //   FLAGD_SDK_KEY    an SDK key of environment FLAGD_ENV, for the native API
-//   FLAGD_ENV, FLAGD_ENV_NAME, FLAGD_ENV_COLOR  the environment made for the test (the colour
-//                    is empty when the server took none)
+//   FLAGD_ENV, FLAGD_ENV_NAME, FLAGD_ENV_COLOR  the environment made for the test
 //   CHROMIUM         the browser to launch
 //   SCREENSHOT_DIR   where `<page>.png` goes
 //   NODE_PATH        the node_modules that `cargo xtask deps` installed

@@ -32,7 +32,7 @@ import {
 
 const ENV = need('FLAGD_ENV');
 const ENV_NAME = need('FLAGD_ENV_NAME');
-const ENV_COLOR = process.env.FLAGD_ENV_COLOR ?? '';
+const ENV_COLOR = need('FLAGD_ENV_COLOR');
 const LIST = `/ui/envs/${ENV}/flags`;
 
 /** The flag made through the UI. */
@@ -84,20 +84,18 @@ await main('scenario', async (browser) => {
     const label = `${ENV_NAME} (${ENV})`;
     const banner = alice.getByRole('banner').filter({ hasText: label });
     assert((await banner.count()) >= 1, `no banner names the environment as "${label}"`);
-    if (ENV_COLOR !== '') {
-      const background = await alice.getByText(label, { exact: false }).first().evaluate((element) => {
-        for (let at = element; at; at = at.parentElement) {
-          const colour = getComputedStyle(at).backgroundColor;
-          if (colour !== 'rgba(0, 0, 0, 0)' && colour !== 'transparent') return colour;
-        }
-        return 'none';
-      });
-      const [r, g, b] = [1, 3, 5].map((i) => parseInt(ENV_COLOR.slice(i, i + 2), 16));
-      assert(
-        background === `rgb(${r}, ${g}, ${b})`,
-        `the banner's background is ${background}, not the environment's colour ${ENV_COLOR}`,
-      );
-    }
+    const background = await alice.getByText(label, { exact: false }).first().evaluate((element) => {
+      for (let at = element; at; at = at.parentElement) {
+        const colour = getComputedStyle(at).backgroundColor;
+        if (colour !== 'rgba(0, 0, 0, 0)' && colour !== 'transparent') return colour;
+      }
+      return 'none';
+    });
+    const [r, g, b] = [1, 3, 5].map((i) => parseInt(ENV_COLOR.slice(i, i + 2), 16));
+    assert(
+      background === `rgb(${r}, ${g}, ${b})`,
+      `the banner's background is ${background}, not the environment's colour ${ENV_COLOR}`,
+    );
     const nav = alice.getByRole('navigation', { name: 'Main' });
     for (const link of ['Flags', 'Segments', 'Audit log', 'Evaluate', 'Environment settings']) {
       assert((await nav.getByRole('link', { name: link, exact: true }).count()) === 1, `the main navigation has no link "${link}"`);
