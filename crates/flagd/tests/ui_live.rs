@@ -403,6 +403,19 @@ async fn the_evaluate_page_shows_what_the_native_api_answers() {
         }
     }
 
+    // The same context built from the form's fields answers the same.
+    let page = browser
+        .get(
+            "/ui/envs/production/evaluate?build=1&kind=user&key=alice\
+             &attr1=email&value1=alice%40example.com&flag=targeted",
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let shown: Value =
+        serde_json::from_str(&element_text(&page.body, r#"<pre id="raw-result""#)).unwrap();
+    assert_eq!(shown["value"], true, "{shown}");
+    assert_eq!(shown["reason"]["kind"], "RULE_MATCH", "{shown}");
+
     // A context that is not JSON, or not a context, is refused with the reason, and the text
     // stays in the form.
     let page = browser

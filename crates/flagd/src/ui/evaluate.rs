@@ -34,6 +34,62 @@ pub struct Ask {
     /// One flag's key; empty or absent for every flag.
     #[serde(default)]
     flag: String,
+    /// Set by **Build context and evaluate**: the context is made from the fields below, not
+    /// read from the JSON.
+    build: Option<String>,
+    /// The built context's kind and key.
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    key: String,
+    /// Up to [`ATTRIBUTE_ROWS`] attributes of the built context: names and values.
+    #[serde(default)]
+    attr1: String,
+    #[serde(default)]
+    value1: String,
+    #[serde(default)]
+    attr2: String,
+    #[serde(default)]
+    value2: String,
+    #[serde(default)]
+    attr3: String,
+    #[serde(default)]
+    value3: String,
+}
+
+/// Attribute rows the context builder offers.
+const ATTRIBUTE_ROWS: usize = 3;
+
+impl Ask {
+    fn attributes(&self) -> [(&str, &str); ATTRIBUTE_ROWS] {
+        [
+            (&self.attr1, &self.value1),
+            (&self.attr2, &self.value2),
+            (&self.attr3, &self.value3),
+        ]
+    }
+
+    /// The context the builder's fields describe, as JSON text. An attribute's value is read
+    /// as JSON when it is JSON (`42`, `true`, `["a","b"]`, `"quoted"`), else it is its text.
+    fn built_context(&self) -> String {
+        let mut context = serde_json::Map::new();
+        let kind = self.kind.trim();
+        context.insert(
+            "kind".to_owned(),
+            Value::from(if kind.is_empty() { "user" } else { kind }),
+        );
+        context.insert("key".to_owned(), Value::from(self.key.trim()));
+        for (name, value) in self.attributes() {
+            let name = name.trim();
+            if name.is_empty() {
+                continue;
+            }
+            let value = serde_json::from_str::<Value>(value.trim())
+                .unwrap_or_else(|_| Value::from(value.trim()));
+            context.insert(name.to_owned(), value);
+        }
+        Value::Object(context).to_string()
+    }
 }
 
 /// What came of an evaluation.
@@ -72,7 +128,9 @@ pub async fn page(
         Ok(flags) => flags,
         Err(e) => return layout::store_error(e),
     };
-    let outcome = match &ask.context {
+    let built = ask.build.is_some().then(|| ask.built_context());
+    let asked = built.as_deref().or(ask.context.as_deref());
+    let outcome = match asked {
         None => Outcome::None,
         Some(context) => evaluate(&state, &env, context, &ask.flag).await,
     };
@@ -80,7 +138,7 @@ pub async fn page(
         Outcome::Refused(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };
-    let context = ask.context.as_deref().unwrap_or(EXAMPLE_CONTEXT);
+    let context = asked.unwrap_or(EXAMPLE_CONTEXT);
     let main = html! {
         h1 { "Evaluate" }
         p.hint {
@@ -106,6 +164,31 @@ pub async fn page(
                 }
             }
             button.primary type="submit" { "Evaluate" }
+            fieldset.builder {
+                legend { "Or build a context" }
+                p {
+                    label for="ctx-kind" { "Context kind" }
+                    input #ctx-kind type="text" name="kind" value=(ask.kind) placeholder="user";
+                }
+                p {
+                    label for="ctx-key" { "Context key" }
+                    input #ctx-key type="text" name="key" value=(ask.key);
+                }
+                @for (i, (name, value)) in ask.attributes().into_iter().enumerate() {
+                    @let n = i + 1;
+                    p {
+                        label for=(format!("attr{n}")) { "Attribute " (n) " name" }
+                        input id=(format!("attr{n}")) type="text" name=(format!("attr{n}")) value=(name);
+                    }
+                    p {
+                        label for=(format!("value{n}")) { "Attribute " (n) " value" }
+                        input id=(format!("value{n}")) type="text" name=(format!("value{n}")) value=(value);
+                    }
+                }
+                p.hint { "A value that is JSON (" code { "42" } ", " code { "true" } ", "
+                    code { "[\"a\",\"b\"]" } ") is taken as that; anything else as text." }
+                button type="submit" name="build" value="1" { "Build context and evaluate" }
+            }
         }
         (result(&outcome))
     };
@@ -261,6 +344,33 @@ fn result(outcome: &Outcome) -> Markup {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_builder_makes_a_context_of_its_fields() {
+        let ask = Ask {
+            kind: "org".to_owned(),
+            key: " acme ".to_owned(),
+            attr1: "plan".to_owned(),
+            value1: "gold".to_owned(),
+            attr2: "seats".to_owned(),
+            value2: "42".to_owned(),
+            attr3: String::new(),
+            value3: "ignored".to_owned(),
+            ..Ask::default()
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&ask.built_context()).unwrap(),
+            json!({"kind": "org", "key": "acme", "plan": "gold", "seats": 42})
+        );
+        let no_kind = Ask {
+            key: "alice".to_owned(),
+            ..Ask::default()
+        };
+        assert_eq!(
+            serde_json::from_str::<Value>(&no_kind.built_context()).unwrap(),
+            json!({"kind": "user", "key": "alice"})
+        );
+    }
 
     #[test]
     fn answers_for_all_flags_and_one_flag_read_as_rows() {
