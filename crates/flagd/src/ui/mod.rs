@@ -12,7 +12,7 @@
 //! evaluations are asked of the same code the native API answers with.
 //!
 //! Sign-in takes an admin key, which stays on the server: the browser holds only a random
-//! session id in an `HttpOnly`, `SameSite=Strict` cookie ([`session`]). Every change is a POST
+//! session id in an `HttpOnly`, `SameSite=Strict` cookie (the `session` module). Every change is a POST
 //! carrying the session's CSRF token, and is refused when the request comes from another site.
 
 // A refusal here is a whole page, made at most once per request: its size does not matter.
