@@ -44,7 +44,7 @@ pub async fn home(
         return Redirect::to(&format!("/ui/envs/{}/flags", path_segment(&env.key))).into_response();
     }
     let global = visitor.principal.env.is_none();
-    let flash = visitor.session.take_flash();
+    let flash = visitor.take_flash();
     layout::bare_page(
         StatusCode::OK,
         "No environments",
@@ -124,6 +124,8 @@ struct Row<'a> {
     on: bool,
     tags: Vec<&'a str>,
     serves: String,
+    /// The variations' values, in short.
+    variations: String,
     stale: bool,
 }
 
@@ -160,6 +162,7 @@ impl<'a> Row<'a> {
             on,
             tags,
             serves,
+            variations: variations_in_short(variations),
             stale: unchanged && single.is_some(),
         }
     }
@@ -175,6 +178,19 @@ impl<'a> Row<'a> {
             ("Off", "off")
         }
     }
+}
+
+/// The first few variations' values, and how many more there are.
+fn variations_in_short(variations: &[Value]) -> String {
+    const SHOWN: usize = 3;
+    let mut text = (0..variations.len().min(SHOWN))
+        .map(|i| variation_label(variations, i))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    if variations.len() > SHOWN {
+        text.push_str(&format!(" · {} more", variations.len() - SHOWN));
+    }
+    text
 }
 
 /// The one variation a flag serves to everyone, if it does: its off variation when off, its
@@ -427,7 +443,7 @@ fn flag_row(chrome: &Chrome, row: &Row<'_>, last: Option<&LastChange>, now: u64)
                 @if row.stale { " " span.state.archived { "Stale" } }
             }
             td { span.state.(class) { (state) } }
-            td { (row.serves) }
+            td { (row.variations) br; span.muted { (row.serves) } }
             td {
                 @match last {
                     Some(last) => { (when(last.at, now)) " by " (last.actor.name) }
@@ -672,6 +688,17 @@ mod tests {
         assert_eq!(single_variation(&targeted, true), None);
         let rollout = json!({"on": true, "fallthrough": {"rollout": {"variations": []}}});
         assert_eq!(single_variation(&rollout, true), None);
+    }
+
+    #[test]
+    fn variations_are_listed_in_short() {
+        assert_eq!(
+            variations_in_short(&[json!(true), json!(false)]),
+            "true · false"
+        );
+        let many = [json!("a"), json!("b"), json!("c"), json!("d"), json!("e")];
+        assert_eq!(variations_in_short(&many), r#""a" · "b" · "c" · 2 more"#);
+        assert_eq!(variations_in_short(&[]), "");
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Chrome {
         title: &str,
         main: Markup,
     ) -> Response {
-        let flash = self.visitor.session.take_flash();
+        let flash = self.visitor.take_flash();
         let (background, _) = assets::banner_colours(env_color(&self.env));
         let nav = [
             (Section::Flags, "Flags", "/flags"),

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use axum::body::to_bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -175,6 +175,21 @@ pub struct Visitor {
     pub session: Arc<Session>,
     /// The key's identity and scope, checked for this request.
     pub principal: Principal,
+    /// The page's script is fetching the page again to show a live change
+    /// (`X-Requested-With: fetch`): a message left for the next page is not this one's.
+    pub refreshing: bool,
+}
+
+impl Visitor {
+    /// The message left for this page, once; none for a live refresh, which would otherwise
+    /// take it from the page being navigated to (in this tab or another of the session).
+    pub fn take_flash(&self) -> Option<Flash> {
+        if self.refreshing {
+            None
+        } else {
+            self.session.take_flash()
+        }
+    }
 }
 
 impl FromRequestParts<UiState> for Visitor {
@@ -203,7 +218,14 @@ impl FromRequestParts<UiState> for Visitor {
             return Err(refused(state));
         };
         match authenticate_secret(&state.admin, &session.secret).await {
-            Ok(principal) => Ok(Visitor { session, principal }),
+            Ok(principal) => Ok(Visitor {
+                session,
+                principal,
+                refreshing: parts
+                    .headers
+                    .get("x-requested-with")
+                    .is_some_and(|v| v.as_bytes() == b"fetch"),
+            }),
             Err(problem) if problem.status == StatusCode::SERVICE_UNAVAILABLE => {
                 Err(page::unavailable())
             }
@@ -234,17 +256,13 @@ impl FromRequest<UiState> for Posted {
         let (mut parts, body) = request.into_parts();
         check_same_site(&parts.headers, state.secure)?;
         let visitor = Visitor::from_request_parts(&mut parts, state).await?;
-        let request = Request::from_parts(parts, body);
-        let bytes = Bytes::from_request(request, &())
-            .await
-            .map_err(IntoResponse::into_response)?;
-        if bytes.len() > MAX_FORM_BYTES {
+        let Ok(bytes) = to_bytes(body, MAX_FORM_BYTES).await else {
             return Err(page::error_page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too large",
-                "The form is larger than 4 MB. Nothing was changed.",
+                "The form is larger than 4 MB, or did not arrive whole. Nothing was changed.",
             ));
-        }
+        };
         let form = Form::parse(&bytes);
         check_csrf(&visitor.session, form.get("_csrf"))?;
         Ok(Posted { visitor, form })
@@ -380,15 +398,11 @@ pub async fn sign_in(State(state): State<UiState>, request: Request) -> Response
     if let Err(refused) = check_same_site(request.headers(), state.secure) {
         return refused;
     }
-    let bytes = match Bytes::from_request(request, &()).await {
-        Ok(bytes) if bytes.len() <= MAX_FORM_BYTES => bytes,
-        Ok(_) => {
-            return sign_in_form(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                Some("The form is too large."),
-            );
-        }
-        Err(e) => return e.into_response(),
+    let Ok(bytes) = to_bytes(request.into_body(), MAX_FORM_BYTES).await else {
+        return sign_in_form(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("The form is too large, or did not arrive whole."),
+        );
     };
     let form = Form::parse(&bytes);
     let key = form.get("key").unwrap_or_default().trim();
