@@ -327,6 +327,55 @@ await main('scenario', async (browser) => {
     assert(newest >= 0 && newest < added, 'the overwrite is not listed before the rule addition');
   });
 
+  await step('the other pages: an override, a big segment and its members, an evaluation, the settings', async () => {
+    await open(alice, DETAIL);
+    await alice.getByLabel('Context key', { exact: true }).fill('vip-user');
+    await choose(alice.getByLabel('Variation', { exact: true }), /false/);
+    const added = await submit(alice, alice.getByRole('button', { name: 'Add override' }), { name: 'override-added' });
+    assert(added.post === 303, `adding an override answered ${added.post}`);
+    const overrides = await admin('GET', `/environments/${ENV}/flags/${FLAG}/overrides`);
+    assert(JSON.stringify(overrides).includes('vip-user'), `the override was not stored: ${JSON.stringify(overrides)}`);
+
+    await open(alice, `/ui/envs/${ENV}/segments`, { name: 'segments-list' });
+    await alice.getByLabel('New segment key').fill('beta-testers');
+    await alice.getByLabel('Big segment').check();
+    const created = await submit(alice, alice.getByRole('button', { name: 'Create segment' }), { name: 'segment-created' });
+    assert(created.post === 303, `creating the segment answered ${created.post}`);
+    await alice.getByLabel('Members file').setInputFiles({
+      name: 'members.txt',
+      mimeType: 'text/plain',
+      buffer: Buffer.from('user-1\nuser-2\nuser-3\n'),
+    });
+    await Promise.all([
+      alice.waitForNavigation({ waitUntil: 'load' }),
+      alice.getByRole('button', { name: 'Upload members' }).click(),
+    ]);
+    await settled(alice);
+    // The flash message; the form's own <output> (a status too) is empty after the reload.
+    const said = alice.getByRole('status').filter({ hasText: /members? added/ });
+    assert((await said.count()) === 1, 'no message says how many members were added');
+    const uploaded = await said.innerText();
+    assert(uploaded.includes('3 members added'), `the upload said ${JSON.stringify(uploaded)}`);
+    await visited(alice, 'segment-uploaded');
+    const member = await admin('GET', `/environments/${ENV}/segments/beta-testers/members/user-2`);
+    assert(member.member === 'included', `user-2 is not a member: ${JSON.stringify(member)}`);
+
+    await open(alice, `/ui/envs/${ENV}/evaluate`);
+    await alice.getByLabel('Context JSON').fill('{"kind":"user","key":"vip-user"}');
+    await choose(alice.getByLabel('Flag', { exact: true }), new RegExp(`^${FLAG}$`));
+    await Promise.all([
+      alice.waitForNavigation({ waitUntil: 'load' }),
+      alice.getByRole('button', { name: 'Evaluate', exact: true }).click(),
+    ]);
+    await settled(alice);
+    const raw = JSON.parse(await alice.locator('#raw-result').innerText());
+    const api = await evaluate(FLAG, { kind: 'user', key: 'vip-user' });
+    assert(JSON.stringify(raw) === JSON.stringify(api), `the page showed ${JSON.stringify(raw)}, the API answered ${JSON.stringify(api)}`);
+    await visited(alice, 'evaluated');
+
+    await open(alice, `/ui/envs/${ENV}/settings`, { name: 'settings' });
+  });
+
   await step('sign out; pages lead to the sign-in page again, and the other session lives on', async () => {
     const out = await submit(alice, alice.getByRole('button', { name: 'Sign out' }));
     assert(out.post === 303, `signing out answered ${out.post}`);
