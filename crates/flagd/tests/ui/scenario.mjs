@@ -277,6 +277,31 @@ await main('scenario', async (browser) => {
     await carol.context().close();
   });
 
+  await step('keyboard only: Tab reaches Unkill and Kill, Enter presses them, the dialog answers keys', async () => {
+    await open(alice, LIST);
+    const killed = async () => (await admin('GET', `/environments/${ENV}/killed`)).killed.includes(FLAG);
+    assert(await killed(), `${FLAG} should be killed before this step`);
+    await tabTo(alice, flagRow(alice, FLAG).getByRole('button', { name: /^Unkill\b/ }));
+    await Promise.all([alice.waitForNavigation({ waitUntil: 'load' }), alice.keyboard.press('Enter')]);
+    await settled(alice);
+    assert(!(await killed()), 'Enter on Unkill did not unkill the flag');
+
+    await tabTo(alice, flagRow(alice, FLAG).getByRole('button', { name: /^Kill\b/ }));
+    await alice.keyboard.press('Enter');
+    const dialog = alice.getByRole('dialog');
+    await dialog.waitFor();
+    assert((await dialog.innerText()).includes(ENV_NAME), 'the kill dialog does not name the environment');
+    // The dialog starts on Cancel, the safe answer; Shift+Tab goes to the kill itself.
+    assert(await dialog.getByRole('button', { name: 'Cancel' }).evaluate((el) => el === document.activeElement), 'the dialog does not start on Cancel');
+    await alice.keyboard.press('Shift+Tab');
+    const confirm = dialog.getByRole('button', { name: `Kill ${FLAG} in ${ENV_NAME}` });
+    assert(await confirm.evaluate((el) => el === document.activeElement), 'Shift+Tab did not reach the kill button');
+    await Promise.all([alice.waitForNavigation({ waitUntil: 'load' }), alice.keyboard.press('Enter')]);
+    await settled(alice);
+    assert(await killed(), 'Enter on the dialog\'s kill button did not kill the flag');
+    await visited(alice, 'keyboard-killed');
+  });
+
   await step('two users edit the flag at once: a conflict page, then "Overwrite with mine"', async () => {
     bobNavigations = 0;
     await open(alice, DETAIL, { name: 'flag-detail' });
@@ -395,6 +420,23 @@ async function follow(page, link) {
   const [response] = await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), link.click()]);
   assert(response?.status() === 200, `following a link to ${where(page)} answered ${response?.status()}`);
   await settled(page);
+}
+
+/**
+ * Presses Tab from the top of the page until `target` has the focus, and checks that the
+ * focus shows (an outline).
+ */
+async function tabTo(page, target) {
+  await page.evaluate(() => document.activeElement?.blur());
+  for (let presses = 0; presses < 80; presses += 1) {
+    await page.keyboard.press('Tab');
+    if (await target.evaluate((el) => el === document.activeElement)) {
+      const outline = await target.evaluate((el) => getComputedStyle(el).outlineStyle);
+      assert(outline !== 'none', 'the focused control shows no focus outline');
+      return;
+    }
+  }
+  throw new Error(`Tab never reached ${target}`);
 }
 
 /** The `<fieldset>` of rule `n`, by its legend "Rule n". */
