@@ -10,19 +10,15 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use flags_core::{Context, ErrorKind, EvalDetail, FlagData, Reason, Value};
 use flags_eval::{CompiledData, Evaluator};
-use serde_json::{Map, json};
+use serde_json::json;
 
 /// Cases that cannot run here, by (file, case name) and why. Big segments (`unbounded`) would go
 /// here; this version of the suite has none.
 const EXCLUDED: &[(&str, &str, &str)] = &[];
-
-fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ld-server-side-eval")
-}
 
 #[derive(Default)]
 struct Tally {
@@ -36,20 +32,7 @@ struct Tally {
 
 #[test]
 fn launchdarkly_server_side_eval_suite() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yml" || e == "yaml" || e == "json")
-        })
-        .collect();
-    files.sort();
-    assert!(
-        files.len() >= 25,
-        "conformance files missing: found {}",
-        files.len()
-    );
+    let files = flags_test_support::conformance::files();
 
     let mut tally = Tally::default();
     for path in &files {
@@ -75,105 +58,18 @@ fn launchdarkly_server_side_eval_suite() {
 
 fn run_file(path: &Path, tally: &mut Tally) {
     let file_name = path.file_name().unwrap().to_string_lossy().into_owned();
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-    yaml.apply_merge().unwrap();
-    let doc: Value = serde_json::to_value(&yaml).unwrap();
     tally.files += 1;
-
-    let constants = doc
-        .get("constants")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    for (i, params) in parameter_sets(doc.get("parameters"))
+    for (i, copy) in flags_test_support::conformance::copies(path)
         .into_iter()
         .enumerate()
     {
         tally.copies += 1;
-        let mut vars = constants.clone();
-        for (k, v) in &params {
-            vars.insert(k.clone(), v.clone());
-        }
-        let mut body = doc.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("constants");
-            obj.remove("parameters");
-        }
-        let body = substitute(&body, &vars, 0);
-        let label = format!("{file_name} [parameters #{i} {}]", Value::Object(params));
-        run_copy(&file_name, &label, &body, tally);
+        let label = format!(
+            "{file_name} [parameters #{i} {}]",
+            Value::Object(copy.params)
+        );
+        run_copy(&file_name, &label, &copy.body, tally);
     }
-}
-
-/// One parameter set per copy of the file; `[[a, b], [c, d]]` gives every combination.
-fn parameter_sets(params: Option<&Value>) -> Vec<Map<String, Value>> {
-    let Some(Value::Array(items)) = params else {
-        return vec![Map::new()];
-    };
-    if items.iter().all(Value::is_array) {
-        let mut sets = vec![Map::new()];
-        for group in items {
-            let mut next = Vec::new();
-            for choice in group.as_array().unwrap() {
-                for base in &sets {
-                    let mut merged = base.clone();
-                    for (k, v) in choice.as_object().unwrap() {
-                        merged.insert(k.clone(), v.clone());
-                    }
-                    next.push(merged);
-                }
-            }
-            sets = next;
-        }
-        sets
-    } else {
-        items
-            .iter()
-            .map(|i| i.as_object().cloned().unwrap_or_default())
-            .collect()
-    }
-}
-
-fn substitute(v: &Value, vars: &Map<String, Value>, depth: usize) -> Value {
-    assert!(depth < 32, "placeholder substitution does not terminate");
-    match v {
-        Value::String(s) => {
-            if let Some(name) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>'))
-                && let Some(value) = vars.get(name)
-            {
-                return substitute(value, vars, depth + 1);
-            }
-            Value::String(substitute_text(s, vars, depth))
-        }
-        Value::Array(items) => {
-            Value::Array(items.iter().map(|i| substitute(i, vars, depth)).collect())
-        }
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (substitute_text(k, vars, depth), substitute(v, vars, depth)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-fn substitute_text(s: &str, vars: &Map<String, Value>, depth: usize) -> String {
-    if !s.contains('<') {
-        return s.to_owned();
-    }
-    let mut out = s.to_owned();
-    for (name, value) in vars {
-        let placeholder = format!("<{name}>");
-        if out.contains(&placeholder) {
-            let text = match substitute(value, vars, depth + 1) {
-                Value::String(t) => t,
-                other => other.to_string(),
-            };
-            out = out.replace(&placeholder, &text);
-        }
-    }
-    out
 }
 
 fn run_copy(file_name: &str, label: &str, body: &Value, tally: &mut Tally) {

@@ -19,6 +19,7 @@
 //! by panicking with a message that says what went wrong and what to install or start.
 
 pub mod alloc_count;
+pub mod conformance;
 mod guardian;
 mod nats;
 mod postgres;

@@ -1485,8 +1485,6 @@ fn new_rule_id() -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
     use serde_json::json;
 
     use super::*;
@@ -1667,106 +1665,26 @@ mod tests {
     /// Every distinct flag of the LaunchDarkly conformance suite vendored in flags-eval, each
     /// file expanded with its parameters as the suite's own runner does.
     fn conformance_flags() -> Vec<(String, Value)> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../flags-eval/testdata/ld-server-side-eval");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yml"))
-            .collect();
-        files.sort();
-        assert!(files.len() >= 25, "conformance files missing in {dir:?}");
         let mut seen = BTreeSet::new();
         let mut flags = Vec::new();
-        for path in files {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let mut yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
-            yaml.apply_merge().unwrap();
-            let doc: Value = serde_json::to_value(&yaml).unwrap();
-            let constants = doc
-                .get("constants")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default();
-            for params in parameter_sets(doc.get("parameters")) {
-                let mut vars = constants.clone();
-                vars.extend(params);
-                let body = substitute(&doc, &vars, 0);
-                let Some(found) = body.pointer("/sdkData/flags").and_then(Value::as_object) else {
+        for path in flags_test_support::conformance::files() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            for copy in flags_test_support::conformance::copies(&path) {
+                let Some(found) = copy
+                    .body
+                    .pointer("/sdkData/flags")
+                    .and_then(Value::as_object)
+                else {
                     continue;
                 };
                 for (key, flag) in found {
                     if seen.insert(flag.to_string()) {
-                        let name = path.file_name().unwrap().to_string_lossy();
                         flags.push((format!("{name}: {key}"), flag.clone()));
                     }
                 }
             }
         }
         flags
-    }
-
-    fn parameter_sets(params: Option<&Value>) -> Vec<Map<String, Value>> {
-        let Some(Value::Array(items)) = params else {
-            return vec![Map::new()];
-        };
-        if !items.iter().all(Value::is_array) {
-            return items
-                .iter()
-                .map(|i| i.as_object().cloned().unwrap_or_default())
-                .collect();
-        }
-        let mut sets = vec![Map::new()];
-        for group in items {
-            let mut next = Vec::new();
-            for choice in group.as_array().unwrap() {
-                for base in &sets {
-                    let mut merged = base.clone();
-                    merged.extend(choice.as_object().cloned().unwrap_or_default());
-                    next.push(merged);
-                }
-            }
-            sets = next;
-        }
-        sets
-    }
-
-    fn substitute(v: &Value, vars: &Map<String, Value>, depth: usize) -> Value {
-        assert!(depth < 32, "placeholder substitution does not terminate");
-        match v {
-            Value::String(s) => {
-                if let Some(name) = s.strip_prefix('<').and_then(|r| r.strip_suffix('>'))
-                    && let Some(value) = vars.get(name)
-                {
-                    return substitute(value, vars, depth + 1);
-                }
-                Value::String(substitute_text(s, vars, depth))
-            }
-            Value::Array(items) => {
-                Value::Array(items.iter().map(|i| substitute(i, vars, depth)).collect())
-            }
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .map(|(k, v)| (substitute_text(k, vars, depth), substitute(v, vars, depth)))
-                    .collect(),
-            ),
-            other => other.clone(),
-        }
-    }
-
-    fn substitute_text(s: &str, vars: &Map<String, Value>, depth: usize) -> String {
-        let mut out = s.to_owned();
-        for (name, value) in vars {
-            let placeholder = format!("<{name}>");
-            if out.contains(&placeholder) {
-                let text = match substitute(value, vars, depth + 1) {
-                    Value::String(t) => t,
-                    other => other.to_string(),
-                };
-                out = out.replace(&placeholder, &text);
-            }
-        }
-        out
     }
 
     #[test]
